@@ -1,0 +1,182 @@
+//! The agent's HTTP API.
+//!
+//! Routes (every error body is JSON `{"error": "..."}` naming the bad input):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok","version","io"}`; 503 `draining` during shutdown |
+//! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it) |
+//! | `GET\|HEAD /ipfs/{cid}` | IPFS trustless-gateway subset: raw blocks, single ranges, ETag/304 |
+//! | `POST /api/v1/blobs[?pin=false]` | streaming upload; 201 new, 200 `existed`, 413 over the limit |
+//! | `GET /api/v1/blobs[?after=CID&limit=N]` | one page of the listing, ordered by cid string |
+//! | `GET /api/v1/blobs/{cid}/stat` | size, pin, storage kind |
+//! | `DELETE /api/v1/blobs/{cid}` | remove (durable tombstone); 404 if absent |
+//! | `POST\|DELETE /api/v1/pins/{cid}` | pin / unpin |
+//! | `GET /api/v1/store` | backend and fill level |
+//! | `POST /api/v1/gc`, `POST /api/v1/verify` | admin operations |
+//!
+//! The admin operations (gc, verify, delete, pins) are open to whoever can
+//! reach the listener for now; they move behind mTLS with the TLS work.
+//!
+//! Nothing here blocks the runtime: store calls run on the blocking pool
+//! (`spawn_blocking`), uploads stream into a store writer through a bounded
+//! channel, and downloads stream in verified windows of
+//! [`API_READ_WINDOW_BYTES`](metanode_core::limits::API_READ_WINDOW_BYTES).
+
+mod blobs;
+mod error;
+mod gateway;
+mod metrics;
+pub mod range;
+mod server;
+pub mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metanode_core::limits::API_UPLOADS_STREAMING_COUNT_MAX;
+use metanode_store::Store;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use server::{ServeError, ServeReport, serve};
+
+/// Knobs of the API server (from the `api:` config section, plus the store's
+/// inline threshold).
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Largest upload body; larger ones get 413.
+    pub upload_size_bytes_max: u64,
+    /// Uploads up to this size are collected in memory and stored in one
+    /// call; larger (or unknown-length) ones stream into a store writer.
+    /// Set it to the store's inline threshold.
+    pub upload_collect_size_bytes_max: u64,
+    /// Bounds the wait for a request head, for each next chunk of an upload
+    /// body, and for a metadata store call. Not a cap on a whole transfer: a
+    /// 1 GiB upload may take longer, as long as it keeps moving.
+    pub request_timeout_ms: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub connections_max: usize,
+    /// Reported by `/health` and `metanode_build_info`.
+    pub version: String,
+}
+
+impl ApiOptions {
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) store: Store,
+    pub(crate) opts: Arc<ApiOptions>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) draining: Arc<AtomicBool>,
+    /// Slots for uploads that stream into a store writer thread.
+    pub(crate) upload_slots: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(store: Store, opts: ApiOptions) -> Self {
+        let metrics = Arc::new(Metrics::new(&store, &opts.version));
+        Self {
+            store,
+            opts: Arc::new(opts),
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
+            upload_slots: Arc::new(Semaphore::new(API_UPLOADS_STREAMING_COUNT_MAX)),
+        }
+    }
+
+    /// Make `/health` answer 503 so load balancers stop sending work.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// The full route table with metrics middleware; serve it with [`serve`] or
+/// drive it directly with `tower::ServiceExt::oneshot` in tests.
+pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/ipfs/{cid}", get(gateway::ipfs).head(gateway::ipfs))
+        .route("/api/v1/blobs", post(blobs::upload).get(blobs::list))
+        .route("/api/v1/blobs/{cid}", axum::routing::delete(blobs::remove))
+        .route("/api/v1/blobs/{cid}/stat", get(blobs::stat))
+        .route("/api/v1/pins/{cid}", post(blobs::pin).delete(blobs::unpin))
+        .route("/api/v1/store", get(blobs::store_info))
+        .route("/api/v1/gc", post(blobs::gc))
+        .route("/api/v1/verify", post(blobs::verify))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Upload size is enforced while streaming (blobs::upload); axum's
+        // default 2 MB extractor limit would only get in the way.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let draining = st.draining.load(Ordering::Relaxed);
+    let body = wire::Health {
+        status: if draining { "draining" } else { "ok" }.to_string(),
+        version: st.opts.version.clone(),
+        io: st.store.io_name().to_string(),
+    };
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let text = st
+        .metrics
+        .encode()
+        .map_err(|e| ApiError::internal(format!("encoding metrics failed: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {method} {}",
+        error::quote(uri.path())
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {method} is not allowed on {}",
+            error::quote(uri.path())
+        ),
+    )
+}

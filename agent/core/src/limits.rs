@@ -1,0 +1,173 @@
+//! Every bound in the agent, in one file.
+//!
+//! Every queue, batch, connection, message and retry bound in the agent lives
+//! here, grouped by service under a section comment. A bound that is not in
+//! this file is a bound nobody reviews: the point of one file is that an
+//! operator (or a reviewer) can read the whole resource envelope of a node in
+//! one sitting and see how the numbers relate.
+//!
+//! Rules for this file:
+//! - Names carry their unit and qualifier last (`…_BYTES_MAX`, `…_COUNT_MAX`).
+//! - Relationships between bounds are checked at compile time with
+//!   `const _: () = assert!(..)`, next to the section that introduces them.
+//! - Other crates add their section at the END of the file, headed by a
+//!   `// ---- <service>: <what> ----` comment; do not interleave sections.
+
+// ---- core: canonical encoding (encoding.rs) ----
+
+/// Largest length-prefixed byte string or UTF-8 string the canonical encoding
+/// accepts. Larger payloads (blobs) are streamed and verified by range, never
+/// carried whole inside one encoded value.
+pub const ENCODING_BYTES_LEN_MAX: u32 = 64 * 1024 * 1024;
+
+/// Largest element count of an encoded `Vec<T>` (for `T` other than `u8`,
+/// which uses [`ENCODING_BYTES_LEN_MAX`]). The decoder additionally requires
+/// that the remaining input can hold that many elements, so a hostile count
+/// cannot make it allocate before the bytes are actually there.
+pub const ENCODING_VEC_COUNT_MAX: u32 = 1024 * 1024;
+
+// The length prefix is a u32; the bound must leave room to be represented.
+const _: () = assert!(ENCODING_BYTES_LEN_MAX < u32::MAX);
+// An encoded vector of one-byte elements must be able to reach the count bound
+// without first hitting the byte bound, or the count bound would be a lie.
+const _: () = assert!(ENCODING_VEC_COUNT_MAX <= ENCODING_BYTES_LEN_MAX);
+// Offsets and lengths are handled as usize; 32-bit targets must still fit.
+const _: () = assert!(ENCODING_BYTES_LEN_MAX as u64 <= usize::MAX as u64);
+
+// ---- core: merkle proofs (merkle.rs) ----
+
+/// Longest inclusion proof path accepted when decoding. Tree sizes are u64,
+/// so a path has at most 64 siblings (one per level of a 2^64-leaf tree).
+pub const MERKLE_PROOF_PATH_LEN_MAX: u32 = 64;
+
+const _: () = assert!(MERKLE_PROOF_PATH_LEN_MAX as u64 == u64::BITS as u64);
+const _: () = assert!(MERKLE_PROOF_PATH_LEN_MAX <= ENCODING_VEC_COUNT_MAX);
+
+// ---- core: key files (keys.rs) ----
+
+/// Largest key file the loader reads. A valid file is about 170 bytes; the
+/// bound only stops a mistaken path (a log, a disk image) from being slurped.
+pub const KEY_FILE_SIZE_BYTES_MAX: u64 = 4096;
+
+// The text format (header + two 64-hex-digit lines) must fit comfortably.
+const _: () = assert!(KEY_FILE_SIZE_BYTES_MAX >= 256);
+
+// ---- api: http server (agent/api) ----
+
+/// Bytes of a blob read (and hash-verified) per store call while streaming a
+/// response. The first window is read and verified before the status line
+/// goes out, so corruption in a blob (or requested range) up to this size
+/// yields an error status; past it, the response is cut off mid-body instead
+/// (the client sees a short body against `Content-Length`).
+pub const API_READ_WINDOW_BYTES: u64 = 1024 * 1024;
+
+/// Upload body chunks queued between a connection task and the blocking
+/// thread writing them into the store; with hyper's bounded read buffer this
+/// bounds the memory one streaming upload can pin.
+pub const API_UPLOAD_CHANNEL_CHUNKS_COUNT_MAX: usize = 8;
+
+/// After refusing an upload that grew past `api.upload_size_bytes_max`, the
+/// server reads and discards up to this many more bytes of it before
+/// answering. A client that sends its whole body before reading (curl,
+/// most libraries) then gets a clean 413 instead of a connection reset that
+/// can swallow the answer; beyond this the connection is just closed.
+pub const API_UPLOAD_REFUSED_DRAIN_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// Uploads streaming into the store at once. Each holds a blocking-pool
+/// thread for its whole duration, so this must stay well below the pool size
+/// or reads (which also run on the pool) would starve behind uploads. More
+/// uploads wait (up to the request timeout) for a slot.
+pub const API_UPLOADS_STREAMING_COUNT_MAX: usize = 64;
+
+/// Threads of the agent's blocking pool (store calls from async handlers).
+pub const API_BLOCKING_THREADS_COUNT_MAX: usize = 256;
+
+/// Read windows of one download fetched ahead of the socket, so disk reads
+/// and hashing overlap with sending; a download holds at most this many
+/// windows in memory.
+pub const API_READ_WINDOWS_IN_FLIGHT_COUNT_MAX: usize = 2;
+
+/// How long a graceful shutdown waits for in-flight requests before it drops
+/// their connections and closes the store anyway.
+pub const API_SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
+
+/// Entries returned by one `GET /api/v1/blobs` page when the caller gives no
+/// `limit`, and the largest `limit` accepted.
+pub const API_LIST_PAGE_COUNT_DEFAULT: usize = 1000;
+pub const API_LIST_PAGE_COUNT_MAX: usize = 10_000;
+
+/// Longest piece of client input (a cid, a header value) quoted back in an
+/// error message, so an error body cannot be made arbitrarily large.
+pub const API_ERROR_INPUT_ECHO_CHARS_MAX: usize = 128;
+
+/// Largest `If-None-Match` list entries or `Range` specs looked at; beyond it
+/// the header is treated as not matching / the range as multi-part (served
+/// whole), so a hostile header costs bounded work.
+pub const API_HEADER_LIST_ITEMS_COUNT_MAX: usize = 64;
+
+const _: () = assert!(API_READ_WINDOW_BYTES >= 64 * 1024);
+const _: () = assert!(API_READ_WINDOW_BYTES <= ENCODING_BYTES_LEN_MAX as u64);
+const _: () = assert!(API_UPLOAD_CHANNEL_CHUNKS_COUNT_MAX >= 1);
+const _: () = assert!(API_READ_WINDOWS_IN_FLIGHT_COUNT_MAX >= 1);
+// Leave at least as many pool threads for reads, stats and gc as uploads
+// can occupy.
+const _: () = assert!(2 * API_UPLOADS_STREAMING_COUNT_MAX <= API_BLOCKING_THREADS_COUNT_MAX);
+const _: () = assert!(API_LIST_PAGE_COUNT_DEFAULT <= API_LIST_PAGE_COUNT_MAX);
+
+// ---- config: node config file (config.rs) ----
+// Ranges of the config fields. `NodeConfig::validate` checks them and the
+// JSON Schema / CUE export publish them, so both read these constants.
+
+/// Largest config file read. A real config is a few KiB; the bound only stops
+/// a mistaken path (a disk image, /dev/zero) from being slurped into memory.
+pub const CONFIG_FILE_SIZE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Most diagnostics `config check` reports for one file; past it the rest of
+/// a garbage file would only bury the first, useful errors.
+pub const CONFIG_DIAGNOSTICS_COUNT_MAX: usize = 200;
+
+/// `node.name` length in characters (a DNS label).
+pub const CONFIG_NODE_NAME_LEN_RANGE: core::ops::RangeInclusive<usize> = 1..=63;
+
+/// `api.upload_size_bytes_max`: up to 1 TiB; the store streams uploads, so
+/// the bound is about how long one request may hold a connection.
+pub const CONFIG_API_UPLOAD_SIZE_BYTES_MAX_RANGE: core::ops::RangeInclusive<u64> = 1..=(1 << 40);
+
+/// `api.request_timeout_ms`: at least 100 ms (below that nothing completes),
+/// at most one hour (a 1 TiB upload at ~300 MB/s).
+pub const CONFIG_API_REQUEST_TIMEOUT_MS_RANGE: core::ops::RangeInclusive<u64> = 100..=3_600_000;
+
+/// `api.connections_max`: each connection costs a task and socket buffers.
+pub const CONFIG_API_CONNECTIONS_MAX_RANGE: core::ops::RangeInclusive<u32> = 1..=65_536;
+
+/// `store.zstd_level`: zstd's normal levels; 20+ ("ultra") need a window
+/// larger than a segment reader should allocate per blob.
+pub const CONFIG_STORE_ZSTD_LEVEL_RANGE: core::ops::RangeInclusive<i32> = 1..=19;
+
+/// `store.inline_size_bytes_max`: 1 KiB ..= 64 MiB.
+pub const CONFIG_STORE_INLINE_SIZE_BYTES_MAX_RANGE: core::ops::RangeInclusive<u64> =
+    1024..=(64 << 20);
+
+/// `store.segment_size_bytes_max`: 1 MiB ..= 4 GiB, so an offset inside a
+/// segment always fits a u32.
+pub const CONFIG_STORE_SEGMENT_SIZE_BYTES_MAX_RANGE: core::ops::RangeInclusive<u64> =
+    (1 << 20)..=(4 << 30);
+
+/// `store.group_commit_batch_bytes_max`: 64 KiB ..= 1 GiB of writes per fsync.
+pub const CONFIG_STORE_GROUP_COMMIT_BATCH_BYTES_MAX_RANGE: core::ops::RangeInclusive<u64> =
+    (64 << 10)..=(1 << 30);
+
+/// `store.group_commit_batch_count_max`: writes acknowledged per fsync.
+pub const CONFIG_STORE_GROUP_COMMIT_BATCH_COUNT_MAX_RANGE: core::ops::RangeInclusive<u32> =
+    1..=65_536;
+
+// The cross-field rule inline <= batch <= segment must be satisfiable.
+const _: () = assert!(
+    *CONFIG_STORE_INLINE_SIZE_BYTES_MAX_RANGE.start()
+        <= *CONFIG_STORE_GROUP_COMMIT_BATCH_BYTES_MAX_RANGE.end()
+);
+const _: () = assert!(
+    *CONFIG_STORE_GROUP_COMMIT_BATCH_BYTES_MAX_RANGE.start()
+        <= *CONFIG_STORE_SEGMENT_SIZE_BYTES_MAX_RANGE.end()
+);
+const _: () = assert!(*CONFIG_NODE_NAME_LEN_RANGE.start() >= 1);

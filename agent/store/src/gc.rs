@@ -1,0 +1,256 @@
+//! Garbage collection without stopping the world.
+//!
+//! 1. Sweep: every unpinned blob gets a tombstone (through the writer, with
+//!    "only if still unpinned", so a pin racing with GC wins).
+//! 2. Compact: a sealed segment that is mostly garbage has its live records
+//!    re-appended through the writer as *conditional relocations* (applied
+//!    only if the index still points at the old copy), then the segment is
+//!    dropped. Readers that looked up the old location keep an `Arc` of the
+//!    segment and read the unlinked file safely.
+//! 3. Orphans: large-blob files with no record (a crash between rename and
+//!    record, or between tombstone and unlink) are removed — by the writer,
+//!    which is the only thread that renames files into `blobs/`.
+//!
+//! Puts and gets never wait for GC beyond sharing the writer's batches.
+
+use std::sync::atomic::Ordering;
+
+use metanode_core::cid::{BlockKey, HashKind};
+
+use crate::record::RecordKind;
+use crate::writer::{Applied, Op, Reply, ReplyRx};
+use crate::{Store, limits};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub blobs_removed: u64,
+    pub segments_compacted: u64,
+    pub bytes_reclaimed: u64,
+    pub orphans_removed: u64,
+    /// Segments left alone because they hold damaged live records (run
+    /// `verify` for the list).
+    pub segments_skipped_damaged: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcProgress {
+    Swept { removed: u64 },
+    Compacting { segment_id: u64, done: u64, of: u64 },
+    Orphans { removed: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("store was opened read-only")]
+    OpenedReadOnly,
+    #[error("gc is already running")]
+    AlreadyRunning,
+    #[error("gc write failed: {0}")]
+    Write(String),
+    #[error("gc could not read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Ops are sent in windows so GC never fills the writer queue that puts
+/// also use.
+const GC_OPS_IN_FLIGHT_MAX: usize = 256;
+
+pub(crate) fn run(store: &Store, progress: &dyn Fn(GcProgress)) -> Result<GcReport, GcError> {
+    let inner = store.inner();
+    let tx = inner.writer_tx.as_ref().ok_or(GcError::OpenedReadOnly)?;
+    let _running = inner.gc_running.try_lock().ok_or(GcError::AlreadyRunning)?;
+    let mut report = GcReport::default();
+
+    // 1. Sweep unpinned blobs.
+    let unpinned: Vec<BlockKey> = inner
+        .index
+        .snapshot()
+        .into_iter()
+        .filter(|(_, e)| !e.pinned())
+        .map(|(k, _)| k)
+        .collect();
+    for window in unpinned.chunks(GC_OPS_IN_FLIGHT_MAX) {
+        let mut rxs = Vec::with_capacity(window.len());
+        for key in window {
+            let (reply, rx) = Reply::pair_blocking();
+            tx.send(Op::Delete {
+                key: *key,
+                only_if_unpinned: true,
+                reply,
+            })
+            .map_err(|_| GcError::Write("store closed".into()))?;
+            rxs.push(rx);
+        }
+        for rx in rxs {
+            if let Applied::Removed(true) = wait(rx)? {
+                report.blobs_removed += 1;
+            }
+        }
+        progress(GcProgress::Swept {
+            removed: report.blobs_removed,
+        });
+    }
+
+    // 2. Compact sealed segments that are mostly garbage.
+    let candidates: Vec<_> = {
+        let segs = inner.segments.read();
+        let active = segs.keys().next_back().copied();
+        segs.values()
+            .filter(|s| Some(s.id) != active)
+            .filter(|s| {
+                let len = s.len.load(Ordering::Relaxed);
+                let live = s.live_bytes.load(Ordering::Relaxed);
+                let garbage = len.saturating_sub(live + crate::record::SEGMENT_HEADER_BYTES as u64);
+                garbage * 100 >= len * limits::GC_GARBAGE_RATIO_MIN_PERCENT
+            })
+            .cloned()
+            .collect()
+    };
+    for seg in candidates {
+        let older_exists = inner
+            .segments
+            .read()
+            .keys()
+            .next()
+            .is_some_and(|first| *first < seg.id);
+        let mut ops: Vec<(BlockKey, Op, ReplyRx)> = vec![];
+        let damaged = std::cell::Cell::new(false);
+        crate::scan::for_each_record(
+            &seg.path,
+            |found| {
+                let h = found.header;
+                if !found.crc_ok {
+                    damaged.set(true);
+                    return;
+                }
+                match h.kind {
+                    RecordKind::Inline | RecordKind::External => {
+                        let live = inner
+                            .index
+                            .get(&h.key)
+                            .is_some_and(|e| e.segment_id == seg.id && e.offset == found.offset);
+                        if live {
+                            let (reply, rx) = Reply::pair_blocking();
+                            ops.push((
+                                h.key,
+                                Op::Relocate {
+                                    key: h.key,
+                                    from: (seg.id, found.offset),
+                                    record: found.bytes.to_vec(),
+                                    reply,
+                                },
+                                rx,
+                            ));
+                        }
+                    }
+                    RecordKind::Tombstone => {
+                        // Needed only while an older segment might still
+                        // hold a record of this key.
+                        if older_exists {
+                            let (reply, rx) = Reply::pair_blocking();
+                            ops.push((h.key, Op::CarryTombstone { key: h.key, reply }, rx));
+                        }
+                    }
+                }
+            },
+            |_, _| damaged.set(true),
+        )
+        .map_err(|source| GcError::Read {
+            path: seg.path.display().to_string(),
+            source,
+        })?;
+        if damaged.get() {
+            // Dropping the segment could drop a damaged live record along
+            // with the evidence; leave it for an operator.
+            report.segments_skipped_damaged += 1;
+            continue;
+        }
+        let total = ops.len() as u64;
+        let mut done = 0u64;
+        let mut iter = ops.into_iter().peekable();
+        while iter.peek().is_some() {
+            let mut rxs = vec![];
+            for (_, op, rx) in iter.by_ref().take(GC_OPS_IN_FLIGHT_MAX) {
+                tx.send(op)
+                    .map_err(|_| GcError::Write("store closed".into()))?;
+                rxs.push(rx);
+            }
+            for rx in rxs {
+                wait(rx)?;
+                done += 1;
+            }
+            progress(GcProgress::Compacting {
+                segment_id: seg.id,
+                done,
+                of: total,
+            });
+        }
+        let (reply, rx) = Reply::pair_blocking();
+        tx.send(Op::DropSegment { id: seg.id, reply })
+            .map_err(|_| GcError::Write("store closed".into()))?;
+        wait(rx)?;
+        report.segments_compacted += 1;
+        report.bytes_reclaimed += seg.len.load(Ordering::Relaxed);
+    }
+
+    // 3. Orphaned large-blob files.
+    let dir = &inner.dirs.blobs;
+    let entries = std::fs::read_dir(dir).map_err(|source| GcError::Read {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut rxs = vec![];
+    for ent in entries.flatten() {
+        let path = ent.path();
+        let Some(key) = key_of_blob_file(&path) else {
+            continue;
+        };
+        let live = inner
+            .index
+            .get(&key)
+            .is_some_and(|e| e.storage == crate::index::Storage::External);
+        if !live {
+            let (reply, rx) = Reply::pair_blocking();
+            tx.send(Op::RemoveOrphan { key, path, reply })
+                .map_err(|_| GcError::Write("store closed".into()))?;
+            rxs.push(rx);
+        }
+    }
+    for rx in rxs {
+        if let Applied::Removed(true) = wait(rx)? {
+            report.orphans_removed += 1;
+        }
+    }
+    progress(GcProgress::Orphans {
+        removed: report.orphans_removed,
+    });
+    Ok(report)
+}
+
+fn wait(rx: ReplyRx) -> Result<Applied, GcError> {
+    match rx.recv_blocking() {
+        Some(Ok(a)) => Ok(a),
+        Some(Err(e)) => Err(GcError::Write(e.to_string())),
+        None => Err(GcError::Write("store closed".into())),
+    }
+}
+
+/// `blobs/blake3-<hex>.data` or `.obao` → its key.
+pub(crate) fn key_of_blob_file(path: &std::path::Path) -> Option<BlockKey> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name
+        .strip_suffix(".data")
+        .or_else(|| name.strip_suffix(".obao"))?;
+    let (kind, hex) = stem.split_once('-')?;
+    let kind = match kind {
+        "blake3" => HashKind::Blake3,
+        "sha2-256" => HashKind::Sha2_256,
+        _ => return None,
+    };
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex, &mut digest).ok()?;
+    Some(BlockKey { kind, digest })
+}

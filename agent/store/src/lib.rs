@@ -1,0 +1,1090 @@
+//! Content-addressed blob store ("relay storage").
+//!
+//! Layout of a data dir:
+//! ```text
+//! LOCK                  flock'd by the one process that owns the store
+//! packs/<id>.seg        append-only segment logs of small blobs + state records
+//! blobs/<hash>.data     large blobs, one file each
+//! blobs/<hash>.obao     their bao outboards (BLAKE3 tree above 16 KiB groups)
+//! tmp/                  large blobs being written (emptied at open)
+//! ```
+//! Why it is fast: every put of a small blob is one record appended to the
+//! active segment by a single writer thread, which gathers all puts that
+//! arrived while the previous flush ran and makes them durable with one
+//! write+fdatasync (group commit). No per-blob files, no per-blob fsync.
+//!
+//! Why it is safe: a put is acknowledged only after the record (and, for a
+//! large blob, its renamed data file and directory) is durable. The index is
+//! rebuilt from the logs at open, a torn tail is cut off, and every read is
+//! checked against the key's hash, so a damaged byte is reported, never
+//! served.
+
+mod gc;
+mod index;
+pub mod large;
+pub mod record;
+mod scan;
+mod verify;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metanode_core::cid::{BlockKey, CODEC_RAW, ContentId, HashKind};
+use metanode_sys::FileIo;
+pub use metanode_sys::IoMode;
+use parking_lot::{Mutex, RwLock};
+
+pub use gc::{GcError, GcProgress, GcReport};
+use index::{Entry, Index, Storage};
+pub use verify::{Damaged, VerifyError, VerifyProgress, VerifyReport};
+use writer::{Applied, Op, Reply, WriteError};
+
+/// Compression of packed (inline) blobs. Large blobs are stored raw so any
+/// range can be read and verified without decompressing from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd { level: i32 },
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    pub io: IoMode,
+    pub compression: Compression,
+    /// Blobs up to this size are packed into segments.
+    pub inline_size_bytes_max: u64,
+    pub segment_size_bytes_max: u64,
+    pub group_commit_batch_bytes_max: u64,
+    pub group_commit_batch_count_max: usize,
+    /// Open without a writer (shared lock): reads, stat and verify only.
+    pub read_only: bool,
+    /// Test hook: wrap the chosen I/O (fault injection).
+    pub io_override: Option<Arc<dyn FileIo>>,
+}
+
+pub mod limits {
+    //! Store bounds. (The agent-wide registry is metanode_core::limits; these
+    //! are the store's defaults and hard caps, checked against each other.)
+
+    /// Kubo's default chunk is 256 KiB: every UnixFS leaf must be packed.
+    pub const INLINE_SIZE_BYTES_MAX_DEFAULT: u64 = 256 * 1024;
+    /// Packed blobs above this would make records too big to batch well.
+    pub const INLINE_SIZE_BYTES_MAX_CAP: u64 = 4 * 1024 * 1024;
+    pub const SEGMENT_SIZE_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
+    pub const GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
+    pub const GROUP_COMMIT_BATCH_COUNT_MAX_DEFAULT: usize = 1024;
+    /// Operations queued for the writer before `put` blocks (backpressure).
+    pub const WRITER_QUEUE_DEPTH_MAX: usize = 4096;
+    /// Largest single blob (stored as one file + outboard).
+    pub const BLOB_SIZE_BYTES_MAX: u64 = 1 << 40;
+    /// A segment is compacted when at least this share of it is garbage.
+    pub const GC_GARBAGE_RATIO_MIN_PERCENT: u64 = 25;
+
+    const _: () = assert!(INLINE_SIZE_BYTES_MAX_DEFAULT <= INLINE_SIZE_BYTES_MAX_CAP);
+    const _: () = assert!(INLINE_SIZE_BYTES_MAX_CAP < GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT);
+    const _: () = assert!(GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT < SEGMENT_SIZE_BYTES_MAX_DEFAULT);
+    // A record length is stored as u32.
+    const _: () = assert!(INLINE_SIZE_BYTES_MAX_CAP < u32::MAX as u64 / 2);
+}
+
+impl StoreOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            io: IoMode::Auto,
+            compression: Compression::None,
+            inline_size_bytes_max: limits::INLINE_SIZE_BYTES_MAX_DEFAULT,
+            segment_size_bytes_max: limits::SEGMENT_SIZE_BYTES_MAX_DEFAULT,
+            group_commit_batch_bytes_max: limits::GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT,
+            group_commit_batch_count_max: limits::GROUP_COMMIT_BATCH_COUNT_MAX_DEFAULT,
+            read_only: false,
+            io_override: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), OpenError> {
+        let bad = |field: &'static str, why: String| Err(OpenError::BadOption { field, why });
+        if self.inline_size_bytes_max == 0
+            || self.inline_size_bytes_max > limits::INLINE_SIZE_BYTES_MAX_CAP
+        {
+            return bad(
+                "inline_size_bytes_max",
+                format!(
+                    "{} is outside 1..={}",
+                    self.inline_size_bytes_max,
+                    limits::INLINE_SIZE_BYTES_MAX_CAP
+                ),
+            );
+        }
+        let record_max = self.inline_size_bytes_max + record::RECORD_HEADER_BYTES as u64;
+        if self.group_commit_batch_bytes_max < record_max {
+            return bad(
+                "group_commit_batch_bytes_max",
+                format!(
+                    "{} is smaller than one inline record ({record_max})",
+                    self.group_commit_batch_bytes_max
+                ),
+            );
+        }
+        if self.segment_size_bytes_max
+            < self.group_commit_batch_bytes_max + record::SEGMENT_HEADER_BYTES as u64
+        {
+            return bad(
+                "segment_size_bytes_max",
+                format!(
+                    "{} is smaller than one batch plus the segment header",
+                    self.segment_size_bytes_max
+                ),
+            );
+        }
+        if self.group_commit_batch_count_max == 0 {
+            return bad("group_commit_batch_count_max", "must be at least 1".into());
+        }
+        if let Compression::Zstd { level } = self.compression
+            && !(1..=19).contains(&level)
+        {
+            return bad(
+                "compression",
+                format!("zstd level {level} is outside 1..=19"),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("store option {field}: {why}")]
+    BadOption { field: &'static str, why: String },
+    #[error(
+        "data dir {dir} is on a read-only filesystem; a writable store cannot be opened there (open read-only to verify or read)"
+    )]
+    ReadOnly { dir: PathBuf },
+    #[error("data dir {dir} is in use by another process{holder} (stop it, or use its HTTP API)")]
+    Locked { dir: PathBuf, holder: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("io: {0}")]
+    Select(#[from] metanode_sys::SelectError),
+    #[error("segment {path} is unreadable: {why}")]
+    BadSegment { path: PathBuf, why: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("blob of {size_bytes} bytes exceeds the maximum of {max_bytes}")]
+    TooLarge { size_bytes: u64, max_bytes: u64 },
+    #[error("store is out of space: {0} (delete blobs and run gc, or grow the disk)")]
+    NoSpace(String),
+    #[error("store data dir is read-only: {0}")]
+    ReadOnly(String),
+    #[error(
+        "store stopped accepting writes after a failed sync ({0}); restart the agent to recover"
+    )]
+    Poisoned(String),
+    #[error("store was opened read-only")]
+    OpenedReadOnly,
+    #[error("write failed: {0}")]
+    Io(String),
+    #[error("store is closed")]
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("{0} is not in the store")]
+    NotFound(ContentId),
+    #[error("{cid} is damaged on disk and was not served: {reason}")]
+    Corrupt { cid: ContentId, reason: String },
+    #[error("range {offset}+{len} is outside {cid} ({size_bytes} bytes)")]
+    BadRange {
+        cid: ContentId,
+        offset: u64,
+        len: u64,
+        size_bytes: u64,
+    },
+    #[error("reading {cid}: {source}")]
+    Io { cid: ContentId, source: io::Error },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("{0} is pinned; unpin it first")]
+    Pinned(ContentId),
+    #[error("store was opened read-only")]
+    OpenedReadOnly,
+    #[error("delete of {cid} failed: {why}")]
+    Write { cid: ContentId, why: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{0} is not in the store")]
+    NotFound(ContentId),
+    #[error("store was opened read-only")]
+    OpenedReadOnly,
+    #[error("pin change of {cid} failed: {why}")]
+    Write { cid: ContentId, why: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    #[error("writer thread panicked")]
+    WriterPanicked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    Inline,
+    External,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobStat {
+    pub size_bytes: u64,
+    pub pinned: bool,
+    pub storage: StorageKind,
+    pub compressed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub cid: ContentId,
+    pub size_bytes: u64,
+    pub existed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub blobs_count: u64,
+    pub bytes_logical: u64,
+    pub segments_count: u64,
+    pub segment_bytes: u64,
+    pub puts_total: u64,
+    pub put_batches_total: u64,
+    pub gets_total: u64,
+    pub verify_failures_total: u64,
+}
+
+/// What `open` found while rebuilding the index.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub segments: u64,
+    pub records: u64,
+    /// Bytes cut off the end of the last segment (an unacknowledged torn
+    /// write from a crash).
+    pub torn_tail_bytes_truncated: u64,
+    /// Damaged regions in sealed segments (reported by `verify` too).
+    pub damaged_regions: Vec<String>,
+    pub tmp_files_removed: u64,
+}
+
+/// A segment file and its accounting.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub id: u64,
+    pub path: PathBuf,
+    pub file: File,
+    /// Bytes durably appended (the next append offset for the active one).
+    pub len: AtomicU64,
+    /// Bytes of records the index still points at.
+    pub live_bytes: AtomicU64,
+    /// Tombstone records (they may need carrying forward on compaction).
+    pub tombstones: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub puts_total: AtomicU64,
+    pub put_batches_total: AtomicU64,
+    pub gets_total: AtomicU64,
+    pub verify_failures_total: AtomicU64,
+    pub bytes_logical: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Dirs {
+    pub root: PathBuf,
+    pub packs: PathBuf,
+    pub blobs: PathBuf,
+    pub tmp: PathBuf,
+}
+
+impl Dirs {
+    fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            packs: root.join("packs"),
+            blobs: root.join("blobs"),
+            tmp: root.join("tmp"),
+        }
+    }
+
+    pub fn data_path(&self, key: &BlockKey) -> PathBuf {
+        self.blobs.join(format!("{}.data", key.file_stem()))
+    }
+
+    pub fn outboard_path(&self, key: &BlockKey) -> PathBuf {
+        self.blobs.join(format!("{}.obao", key.file_stem()))
+    }
+
+    pub fn segment_path(&self, id: u64) -> PathBuf {
+        self.packs.join(format!("{id:016x}.seg"))
+    }
+}
+
+/// State shared by callers and the writer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub opts: StoreOptions,
+    pub io: Arc<dyn FileIo>,
+    pub io_reason: String,
+    pub dirs: Dirs,
+    pub index: Index,
+    pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    pub counters: Counters,
+}
+
+/// What `Store` clones share; owns the writer thread (which only holds
+/// `Shared`, so dropping the last `Store` stops and joins it).
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub shared: Arc<Shared>,
+    pub writer_tx: Option<crossbeam_channel::Sender<Op>>,
+    pub writer_handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub gc_running: Mutex<()>,
+    pub open_report: OpenReport,
+    pub _lock: File,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping the sender ends the writer loop after it drains.
+        self.writer_tx = None;
+        if let Some(h) = self.writer_handle.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A handle to an open store; clones share it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Open (creating if needed) the store in `opts.data_dir`, rebuilding the
+    /// index from the segment logs and cutting off any torn tail.
+    pub fn open(opts: StoreOptions) -> Result<Store, OpenError> {
+        opts.validate()?;
+        let inner = scan::open(opts)?;
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.dirs.root
+    }
+
+    pub fn io_name(&self) -> &'static str {
+        self.inner.io.name()
+    }
+
+    pub fn io_reason(&self) -> &str {
+        &self.inner.io_reason
+    }
+
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.open_report
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    fn sender(&self) -> Result<&crossbeam_channel::Sender<Op>, PutError> {
+        self.inner
+            .writer_tx
+            .as_ref()
+            .ok_or(PutError::OpenedReadOnly)
+    }
+
+    /// Store `data`; returns once data and index are durable.
+    pub fn put(&self, data: &[u8], pin: bool) -> Result<PutOutcome, PutError> {
+        if data.len() as u64 > self.inner.opts.inline_size_bytes_max {
+            let mut w = self.writer(pin)?;
+            io::Write::write_all(&mut w, data).map_err(|e| PutError::Io(e.to_string()))?;
+            return w.finish();
+        }
+        let key = BlockKey::blake3(*blake3::hash(data).as_bytes());
+        let (op, rx) = self.prepare_inline(key, data, pin, false)?;
+        let Some(op) = op else {
+            return Ok(self.existed(key, data.len() as u64));
+        };
+        self.sender()?.send(op).map_err(|_| PutError::Closed)?;
+        let applied = rx.recv_blocking().ok_or(PutError::Closed)?;
+        self.finish_put(key, data.len() as u64, applied)
+    }
+
+    /// [`Store::put`] for async callers: never blocks the runtime thread
+    /// (hashing and compression of a small blob happen inline; they cost
+    /// microseconds).
+    pub async fn put_async(&self, data: bytes::Bytes, pin: bool) -> Result<PutOutcome, PutError> {
+        if data.len() as u64 > self.inner.opts.inline_size_bytes_max {
+            let store = self.clone();
+            return tokio::task::spawn_blocking(move || store.put(&data, pin))
+                .await
+                .map_err(|_| PutError::Closed)?;
+        }
+        let key = BlockKey::blake3(*blake3::hash(&data).as_bytes());
+        let (op, rx) = self.prepare_inline(key, &data, pin, true)?;
+        let Some(op) = op else {
+            return Ok(self.existed(key, data.len() as u64));
+        };
+        // The queue is bounded; if it is full we wait without blocking the runtime.
+        let tx = self.sender()?.clone();
+        let mut op = Some(op);
+        loop {
+            match tx.try_send(op.take().expect("op present")) {
+                Ok(()) => break,
+                Err(crossbeam_channel::TrySendError::Full(back)) => {
+                    op = Some(back);
+                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    return Err(PutError::Closed);
+                }
+            }
+        }
+        let applied = rx.recv_async().await.ok_or(PutError::Closed)?;
+        self.finish_put(key, data.len() as u64, applied)
+    }
+
+    fn existed(&self, key: BlockKey, size: u64) -> PutOutcome {
+        PutOutcome {
+            cid: ContentId::from_key(CODEC_RAW, key),
+            size_bytes: size,
+            existed: true,
+        }
+    }
+
+    /// Build the writer op for a small blob, or `None` when it is already
+    /// stored with a pin state at least as strong.
+    #[allow(clippy::type_complexity)]
+    fn prepare_inline(
+        &self,
+        key: BlockKey,
+        data: &[u8],
+        pin: bool,
+        is_async: bool,
+    ) -> Result<(Option<Op>, writer::ReplyRx), PutError> {
+        let (reply, rx) = if is_async {
+            Reply::pair_async()
+        } else {
+            Reply::pair_blocking()
+        };
+        if self.inner.writer_tx.is_none() {
+            return Err(PutError::OpenedReadOnly);
+        }
+        if let Some(e) = self.inner.index.get(&key)
+            && (e.pinned() || !pin)
+        {
+            return Ok((None, rx));
+        }
+        let mut flags = if pin { record::FLAG_PINNED } else { 0 };
+        let mut payload = bytes::Bytes::copy_from_slice(data);
+        if let Compression::Zstd { level } = self.inner.opts.compression
+            && data.len() >= 512
+            && let Ok(z) = zstd::bulk::compress(data, level)
+            && z.len() < data.len() - data.len() / 8
+        {
+            payload = bytes::Bytes::from(z);
+            flags |= record::FLAG_ZSTD;
+        }
+        Ok((
+            Some(Op::Put {
+                key,
+                codec: CODEC_RAW as u32,
+                flags,
+                size_bytes: data.len() as u64,
+                payload,
+                reply,
+            }),
+            rx,
+        ))
+    }
+
+    fn finish_put(
+        &self,
+        key: BlockKey,
+        size: u64,
+        applied: Result<Applied, WriteError>,
+    ) -> Result<PutOutcome, PutError> {
+        match applied {
+            Ok(Applied::Stored { existed }) => Ok(PutOutcome {
+                cid: ContentId::from_key(CODEC_RAW, key),
+                size_bytes: size,
+                existed,
+            }),
+            Ok(other) => Err(PutError::Io(format!("unexpected writer reply {other:?}"))),
+            Err(e) => Err(e.into_put_error()),
+        }
+    }
+
+    /// A streaming writer for blobs of any size (HTTP bodies, files).
+    pub fn writer(&self, pin: bool) -> Result<BlobWriter, PutError> {
+        if self.inner.writer_tx.is_none() {
+            return Err(PutError::OpenedReadOnly);
+        }
+        Ok(BlobWriter::new(self.clone(), pin))
+    }
+
+    fn lookup(&self, cid: &ContentId) -> Result<Entry, GetError> {
+        self.inner
+            .index
+            .get(&cid.key())
+            .ok_or(GetError::NotFound(*cid))
+    }
+
+    fn corrupt(&self, cid: &ContentId, reason: String) -> GetError {
+        self.inner
+            .counters
+            .verify_failures_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(%cid, %reason, "damaged blob refused");
+        GetError::Corrupt { cid: *cid, reason }
+    }
+
+    /// The whole blob, verified against its hash.
+    pub fn get(&self, cid: &ContentId) -> Result<Vec<u8>, GetError> {
+        self.inner
+            .counters
+            .gets_total
+            .fetch_add(1, Ordering::Relaxed);
+        // A compaction may move the record between our index lookup and the
+        // read; the second lookup sees the new location.
+        for _ in 0..3 {
+            let entry = self.lookup(cid)?;
+            match entry.storage {
+                Storage::Inline => match self.read_inline(cid, &entry)? {
+                    Some(data) => return Ok(data),
+                    None => continue,
+                },
+                Storage::External => return self.read_external(cid, &entry, 0, entry.size_bytes),
+            }
+        }
+        Err(GetError::Io {
+            cid: *cid,
+            source: io::Error::other("blob moved repeatedly during read"),
+        })
+    }
+
+    /// `len` bytes from `offset`, verified. Large blobs verify only the
+    /// 16 KiB groups the range touches.
+    pub fn read_range(&self, cid: &ContentId, offset: u64, len: u64) -> Result<Vec<u8>, GetError> {
+        let entry = self.lookup(cid)?;
+        let end = offset.checked_add(len);
+        if end.is_none_or(|end| end > entry.size_bytes) {
+            return Err(GetError::BadRange {
+                cid: *cid,
+                offset,
+                len,
+                size_bytes: entry.size_bytes,
+            });
+        }
+        match entry.storage {
+            Storage::Inline => {
+                let all = self.get(cid)?;
+                Ok(all[offset as usize..(offset + len) as usize].to_vec())
+            }
+            Storage::External => {
+                self.inner
+                    .counters
+                    .gets_total
+                    .fetch_add(1, Ordering::Relaxed);
+                self.read_external(cid, &entry, offset, len)
+            }
+        }
+    }
+
+    /// Read and verify an inline record; `Ok(None)` when its segment was
+    /// compacted away under us (retry with a fresh lookup).
+    fn read_inline(&self, cid: &ContentId, entry: &Entry) -> Result<Option<Vec<u8>>, GetError> {
+        let Some(seg) = self.inner.segments.read().get(&entry.segment_id).cloned() else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; entry.record_len as usize];
+        if let Err(e) = self
+            .inner
+            .io
+            .read_exact_at(&seg.file, entry.offset, &mut buf)
+        {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                return Err(
+                    self.corrupt(cid, format!("segment {} is truncated", seg.path.display()))
+                );
+            }
+            return Err(GetError::Io {
+                cid: *cid,
+                source: e,
+            });
+        }
+        let (header, crc) = record::decode_header(&buf).map_err(|e| {
+            self.corrupt(
+                cid,
+                format!("record at {}+{}: {e}", seg.path.display(), entry.offset),
+            )
+        })?;
+        if header.key != cid.key() {
+            return Err(self.corrupt(
+                cid,
+                format!(
+                    "record at {}+{} holds another key",
+                    seg.path.display(),
+                    entry.offset
+                ),
+            ));
+        }
+        record::check_crc(&buf, crc).map_err(|e| {
+            self.corrupt(
+                cid,
+                format!("record at {}+{}: {e}", seg.path.display(), entry.offset),
+            )
+        })?;
+        let payload = &buf[record::RECORD_HEADER_BYTES..];
+        let data = if header.compressed() {
+            zstd::bulk::decompress(payload, header.size_bytes as usize)
+                .map_err(|e| self.corrupt(cid, format!("zstd payload: {e}")))?
+        } else {
+            payload.to_vec()
+        };
+        if data.len() as u64 != header.size_bytes || !cid.key().matches(&data) {
+            return Err(self.corrupt(cid, "content does not match its hash".into()));
+        }
+        Ok(Some(data))
+    }
+
+    fn read_external(
+        &self,
+        cid: &ContentId,
+        entry: &Entry,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, GetError> {
+        let key = cid.key();
+        let data_path = self.inner.dirs.data_path(&key);
+        let open = |p: &Path| {
+            File::open(p).map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    self.corrupt(cid, format!("data file {} is missing", p.display()))
+                } else {
+                    GetError::Io {
+                        cid: *cid,
+                        source: e,
+                    }
+                }
+            })
+        };
+        let data = open(&data_path)?;
+        let actual_len = data
+            .metadata()
+            .map_err(|e| GetError::Io {
+                cid: *cid,
+                source: e,
+            })?
+            .len();
+        if actual_len != entry.size_bytes {
+            return Err(self.corrupt(
+                cid,
+                format!(
+                    "data file {} is {actual_len} bytes, expected {}",
+                    data_path.display(),
+                    entry.size_bytes
+                ),
+            ));
+        }
+        match key.kind {
+            HashKind::Blake3 if entry.size_bytes > large::GROUP_BYTES as u64 => {
+                let ob_path = self.inner.dirs.outboard_path(&key);
+                let ob = open(&ob_path)?;
+                let ob_len = ob
+                    .metadata()
+                    .map_err(|e| GetError::Io {
+                        cid: *cid,
+                        source: e,
+                    })?
+                    .len();
+                large::read_range_verified(
+                    &*self.inner.io,
+                    large::LargeBlob {
+                        data: &data,
+                        outboard: &ob,
+                        outboard_len: ob_len,
+                        root: key.digest,
+                        size_bytes: entry.size_bytes,
+                    },
+                    offset,
+                    len,
+                )
+                .map_err(|e| match e {
+                    large::RangeError::Io(source) => GetError::Io { cid: *cid, source },
+                    large::RangeError::Corrupt(why) => self.corrupt(cid, why),
+                })
+            }
+            _ => {
+                // No outboard (small or sha2-256): verify the whole file.
+                let mut all = vec![0u8; entry.size_bytes as usize];
+                self.inner
+                    .io
+                    .read_exact_at(&data, 0, &mut all)
+                    .map_err(|e| GetError::Io {
+                        cid: *cid,
+                        source: e,
+                    })?;
+                if !key.matches(&all) {
+                    return Err(self.corrupt(cid, "content does not match its hash".into()));
+                }
+                Ok(all[offset as usize..(offset + len) as usize].to_vec())
+            }
+        }
+    }
+
+    pub fn stat(&self, cid: &ContentId) -> Result<Option<BlobStat>, GetError> {
+        Ok(self.inner.index.get(&cid.key()).map(|e| stat_of(&e)))
+    }
+
+    pub fn contains(&self, cid: &ContentId) -> bool {
+        self.inner.index.get(&cid.key()).is_some()
+    }
+
+    fn write_op<T>(
+        &self,
+        make: impl FnOnce(Reply) -> Op,
+        map_err: impl Fn(String) -> T,
+        read_only: T,
+    ) -> Result<Result<Applied, WriteError>, T> {
+        let Some(tx) = self.inner.writer_tx.as_ref() else {
+            return Err(read_only);
+        };
+        let (reply, rx) = Reply::pair_blocking();
+        tx.send(make(reply))
+            .map_err(|_| map_err("store is closed".into()))?;
+        rx.recv_blocking()
+            .ok_or_else(|| map_err("store is closed".into()))
+    }
+
+    /// Delete a blob (durable tombstone). Pinned blobs must be unpinned first.
+    pub fn remove(&self, cid: &ContentId) -> Result<bool, DeleteError> {
+        if self.inner.index.get(&cid.key()).is_some_and(|e| e.pinned()) {
+            return Err(DeleteError::Pinned(*cid));
+        }
+        let key = cid.key();
+        let cid2 = *cid;
+        let res = self.write_op(
+            |reply| Op::Delete {
+                key,
+                only_if_unpinned: true,
+                reply,
+            },
+            |why| DeleteError::Write { cid: cid2, why },
+            DeleteError::OpenedReadOnly,
+        )?;
+        match res {
+            Ok(Applied::Removed(existed)) => Ok(existed),
+            Ok(Applied::RefusedPinned) => Err(DeleteError::Pinned(*cid)),
+            Ok(other) => Err(DeleteError::Write {
+                cid: *cid,
+                why: format!("unexpected reply {other:?}"),
+            }),
+            Err(e) => Err(DeleteError::Write {
+                cid: *cid,
+                why: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn set_pinned(&self, cid: &ContentId, pinned: bool) -> Result<(), PinError> {
+        let key = cid.key();
+        let cid2 = *cid;
+        let res = self.write_op(
+            |reply| Op::SetPin { key, pinned, reply },
+            |why| PinError::Write { cid: cid2, why },
+            PinError::OpenedReadOnly,
+        )?;
+        match res {
+            Ok(Applied::PinSet) => Ok(()),
+            Ok(Applied::NotFound) => Err(PinError::NotFound(*cid)),
+            Ok(other) => Err(PinError::Write {
+                cid: *cid,
+                why: format!("unexpected reply {other:?}"),
+            }),
+            Err(e) => Err(PinError::Write {
+                cid: *cid,
+                why: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn list(&self) -> Vec<(ContentId, BlobStat)> {
+        let mut all: Vec<_> = self
+            .inner
+            .index
+            .snapshot()
+            .into_iter()
+            .map(|(k, e)| (ContentId::from_key(e.codec as u64, k), stat_of(&e)))
+            .collect();
+        all.sort_by_key(|(c, _)| c.key());
+        all
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let segs = self.inner.segments.read();
+        let c = &self.inner.counters;
+        StoreStats {
+            blobs_count: self.inner.index.len() as u64,
+            bytes_logical: c.bytes_logical.load(Ordering::Relaxed),
+            segments_count: segs.len() as u64,
+            segment_bytes: segs.values().map(|s| s.len.load(Ordering::Relaxed)).sum(),
+            puts_total: c.puts_total.load(Ordering::Relaxed),
+            put_batches_total: c.put_batches_total.load(Ordering::Relaxed),
+            gets_total: c.gets_total.load(Ordering::Relaxed),
+            verify_failures_total: c.verify_failures_total.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Remove unpinned blobs, compact segments that are mostly garbage and
+    /// delete orphaned files — while puts and gets continue.
+    pub fn gc(&self, progress: &dyn Fn(GcProgress)) -> Result<GcReport, GcError> {
+        gc::run(self, progress)
+    }
+
+    /// Read every stored byte and check it against its hash.
+    pub fn verify(&self, progress: &dyn Fn(VerifyProgress)) -> Result<VerifyReport, VerifyError> {
+        verify::run(self, progress)
+    }
+
+    /// Stop the writer after it has flushed everything queued.
+    pub fn close(self) -> Result<(), CloseError> {
+        let handle = self.inner.writer_handle.lock().take();
+        if let Some(tx) = self.inner.writer_tx.as_ref() {
+            let _ = tx.send(Op::Shutdown);
+        }
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            return Err(CloseError::WriterPanicked);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+fn stat_of(e: &Entry) -> BlobStat {
+    BlobStat {
+        size_bytes: e.size_bytes,
+        pinned: e.pinned(),
+        storage: match e.storage {
+            Storage::Inline => StorageKind::Inline,
+            Storage::External => StorageKind::External,
+        },
+        compressed: e.compressed(),
+    }
+}
+
+/// Bytes buffered before a large blob's data is written to its temp file.
+const LARGE_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Streams a blob of any size into the store. Small results are packed like
+/// `put`; large ones go to a temp file, hashed on the way, and are committed
+/// by the writer thread (rename + record) in one group commit.
+#[derive(Debug)]
+pub struct BlobWriter {
+    store: Store,
+    pin: bool,
+    hasher: large::GroupHasher,
+    buf: Vec<u8>,
+    file: Option<(File, PathBuf)>,
+    file_len: u64,
+    finished: bool,
+}
+
+impl BlobWriter {
+    fn new(store: Store, pin: bool) -> Self {
+        Self {
+            store,
+            pin,
+            hasher: large::GroupHasher::new(),
+            buf: Vec::new(),
+            file: None,
+            file_len: 0,
+            finished: false,
+        }
+    }
+
+    fn tmp_file(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            let name = format!(
+                "{}-{}.part",
+                std::process::id(),
+                NEXT_TMP.fetch_add(1, Ordering::Relaxed)
+            );
+            let path = self.store.inner.dirs.tmp.join(name);
+            let f = std::fs::OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            self.file = Some((f, path));
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        self.tmp_file()?;
+        let (f, _) = self.file.as_ref().expect("temp file open");
+        self.store
+            .inner
+            .io
+            .write_all_at(f, self.file_len, &[&self.buf])?;
+        self.file_len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.hasher.size_bytes()
+    }
+
+    /// Make the blob durable and return its id.
+    pub fn finish(mut self) -> Result<PutOutcome, PutError> {
+        self.finished = true;
+        let inline_max = self.store.inner.opts.inline_size_bytes_max;
+        if self.file.is_none() && self.buf.len() as u64 <= inline_max {
+            let buf = std::mem::take(&mut self.buf);
+            return self.store.put(&buf, self.pin);
+        }
+        let io_err = |e: io::Error| match e.raw_os_error() {
+            Some(libc::ENOSPC) => PutError::NoSpace(e.to_string()),
+            Some(libc::EROFS) => PutError::ReadOnly(e.to_string()),
+            _ => PutError::Io(e.to_string()),
+        };
+        if !self.buf.is_empty() {
+            self.spill().map_err(io_err)?;
+        }
+        let size_bytes = self.hasher.size_bytes();
+        let hasher = std::mem::take(&mut self.hasher);
+        let (root, outboard) = hasher.finish();
+        let key = BlockKey::blake3(root);
+        let (data_file, data_tmp) = self.file.take().expect("large blob has a temp file");
+        let inner = &self.store.inner;
+        let cleanup = |paths: &[&Path]| {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        if let Some(e) = inner.index.get(&key)
+            && (e.pinned() || !self.pin)
+        {
+            cleanup(&[&data_tmp]);
+            return Ok(PutOutcome {
+                cid: ContentId::from_key(CODEC_RAW, key),
+                size_bytes,
+                existed: true,
+            });
+        }
+        if let Err(e) = inner.io.sync_data(&data_file) {
+            cleanup(&[&data_tmp]);
+            return Err(io_err(e));
+        }
+        drop(data_file);
+        let ob_tmp = data_tmp.with_extension("obao");
+        if !outboard.is_empty() {
+            let write_ob = || -> io::Result<()> {
+                let f = std::fs::OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&ob_tmp)?;
+                inner.io.write_all_at_durable(&f, 0, &[&outboard])
+            };
+            if let Err(e) = write_ob() {
+                cleanup(&[&data_tmp, &ob_tmp]);
+                return Err(io_err(e));
+            }
+        }
+        let (reply, rx) = Reply::pair_blocking();
+        let op = Op::External {
+            key,
+            codec: CODEC_RAW as u32,
+            flags: if self.pin { record::FLAG_PINNED } else { 0 },
+            size_bytes,
+            data_tmp: data_tmp.clone(),
+            outboard_tmp: (!outboard.is_empty()).then(|| ob_tmp.clone()),
+            reply,
+        };
+        let tx = inner.writer_tx.as_ref().ok_or(PutError::OpenedReadOnly)?;
+        if tx.send(op).is_err() {
+            cleanup(&[&data_tmp, &ob_tmp]);
+            return Err(PutError::Closed);
+        }
+        let applied = rx.recv_blocking().ok_or(PutError::Closed)?;
+        self.store.finish_put(key, size_bytes, applied)
+    }
+}
+
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+
+impl io::Write for BlobWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.hasher.size_bytes() + data.len() as u64 > limits::BLOB_SIZE_BYTES_MAX {
+            return Err(io::Error::other(format!(
+                "blob exceeds the maximum of {} bytes",
+                limits::BLOB_SIZE_BYTES_MAX
+            )));
+        }
+        self.hasher.update(data);
+        self.buf.extend_from_slice(data);
+        let inline_max = self.store.inner.opts.inline_size_bytes_max as usize;
+        if self.buf.len() >= LARGE_WRITE_BUFFER_BYTES.max(inline_max + 1) {
+            self.spill()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.finished
+            && let Some((_, path)) = self.file.take()
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

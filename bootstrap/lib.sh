@@ -1,0 +1,39 @@
+# Shared helpers for the bootstrap scripts. Sourced, not run.
+set -euo pipefail
+
+METANODE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Big builds (peer harnesses, later the kernel) are cached here, keyed by
+# their inputs, so a warm run is fast and a cold one still works.
+export METANODE_CACHE_DIR="${METANODE_CACHE_DIR:-/var/cache/metanode}"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        die "need root for: $* (run as root or install sudo)"
+    fi
+}
+
+# Install Debian packages that are missing (quietly, no prompts).
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    step "installing Debian packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+    command -v cargo >/dev/null || die "cargo not found: install Rust 1.95 (https://rustup.rs) and re-run"
+    local v
+    v="$(rustc --version | awk '{print $2}')"
+    case "$v" in
+        1.9[5-9]*|1.[1-9][0-9][0-9]*) ;;
+        *) die "rustc $v is too old: Metanode needs 1.95 (rustup toolchain install 1.95)" ;;
+    esac
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+}

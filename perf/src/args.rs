@@ -1,0 +1,223 @@
+//! The harness protocol's command line, shared by every system's harness.
+//!
+//! A harness with extra flags (e.g. `ours-harness --http URL`) flattens
+//! [`HarnessArgs`] into its own `clap::Parser` and implements
+//! `AsRef<HarnessArgs>` for it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Blobs must be at least this large: the first 8 bytes carry the blob index,
+/// which is what makes every blob of a run unique (see `blobgen`).
+pub const SIZE_BYTES_MIN: usize = 8;
+/// Keeps `count * size_bytes` of pre-generated blobs within memory.
+pub const SIZE_BYTES_MAX: usize = 64 << 20;
+pub const COUNT_MAX: usize = 10_000_000;
+pub const INFLIGHT_MAX: usize = 4096;
+/// Pre-generated blobs are held in memory for the whole run.
+pub const GENERATED_BYTES_MAX: u64 = 8 << 30;
+
+const _: () = assert!(SIZE_BYTES_MIN <= SIZE_BYTES_MAX);
+const _: () = assert!(SIZE_BYTES_MAX as u64 <= GENERATED_BYTES_MAX);
+
+/// The workloads of the storage bench protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// N unique blobs of S bytes, K in flight; a put counts once durable.
+    Put,
+    /// Untimed put of N blobs, then timed gets in random order, verified.
+    Get,
+    /// Add the --input file as one blob; MB/s including durability.
+    AddLarge,
+    /// Untimed add-large, then a timed full read, verified; MB/s.
+    ReadLarge,
+    /// Fill N blobs, unpin half, then N timed puts while GC runs.
+    PutDuringGc,
+}
+
+impl Workload {
+    /// The name used on the command line and in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::AddLarge => "add-large",
+            Workload::ReadLarge => "read-large",
+            Workload::PutDuringGc => "put-during-gc",
+        }
+    }
+}
+
+/// `<harness> --dir DIR --workload W [--size-bytes S] [--count N] [--inflight K]
+/// [--total-bytes T] [--seed X] [--input PATH]`
+#[derive(Clone, Debug, Parser)]
+#[command(about = "Storage bench harness: runs one workload and prints one JSON line on stdout.")]
+pub struct HarnessArgs {
+    /// Empty directory on the bench disk where the store lives.
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, value_enum)]
+    pub workload: Workload,
+    /// Size of each blob for put, get and put-during-gc.
+    #[arg(long, default_value_t = 4096)]
+    pub size_bytes: usize,
+    /// Number of blobs (N).
+    #[arg(long, default_value_t = 10_000)]
+    pub count: usize,
+    /// Operations in flight at once (K).
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+    /// Size of the --input file for add-large and read-large.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub total_bytes: u64,
+    /// Seed of the deterministic blob contents.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The pre-generated file for add-large and read-large.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+impl AsRef<HarnessArgs> for HarnessArgs {
+    fn as_ref(&self) -> &HarnessArgs {
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArgsError {
+    #[error("--size-bytes {0} is outside {SIZE_BYTES_MIN}..={SIZE_BYTES_MAX}")]
+    SizeBytes(usize),
+    #[error("--count {0} is outside 1..={COUNT_MAX}")]
+    Count(usize),
+    #[error("--inflight {0} is outside 1..={INFLIGHT_MAX}")]
+    Inflight(usize),
+    #[error(
+        "--count {count} x --size-bytes {size_bytes} exceeds {GENERATED_BYTES_MAX} bytes of generated blobs"
+    )]
+    GeneratedBytes { count: usize, size_bytes: usize },
+    #[error("--workload {0} needs --input PATH (the pre-generated large file)")]
+    InputMissing(&'static str),
+    #[error(
+        "--workload put-during-gc needs --count of at least 2 (half of the blobs are unpinned)"
+    )]
+    GcCount,
+}
+
+impl HarnessArgs {
+    /// Checks the bounds that clap's types cannot express.
+    pub fn validate(&self) -> Result<(), ArgsError> {
+        if !(SIZE_BYTES_MIN..=SIZE_BYTES_MAX).contains(&self.size_bytes) {
+            return Err(ArgsError::SizeBytes(self.size_bytes));
+        }
+        if !(1..=COUNT_MAX).contains(&self.count) {
+            return Err(ArgsError::Count(self.count));
+        }
+        if !(1..=INFLIGHT_MAX).contains(&self.inflight) {
+            return Err(ArgsError::Inflight(self.inflight));
+        }
+        // put-during-gc holds the fill set and the timed set at once.
+        let blobs_held = match self.workload {
+            Workload::PutDuringGc => self.count.saturating_mul(2),
+            _ => self.count,
+        };
+        if (blobs_held as u64).saturating_mul(self.size_bytes as u64) > GENERATED_BYTES_MAX {
+            return Err(ArgsError::GeneratedBytes {
+                count: self.count,
+                size_bytes: self.size_bytes,
+            });
+        }
+        match self.workload {
+            Workload::AddLarge | Workload::ReadLarge if self.input.is_none() => {
+                Err(ArgsError::InputMissing(self.workload.name()))
+            }
+            Workload::PutDuringGc if self.count < 2 => Err(ArgsError::GcCount),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> HarnessArgs {
+        let mut argv = vec!["h", "--dir", "/tmp/x"];
+        argv.extend_from_slice(extra);
+        HarnessArgs::try_parse_from(argv).expect("valid arguments")
+    }
+
+    #[test]
+    fn defaults_follow_the_protocol() {
+        let args = parse(&["--workload", "put"]);
+        assert_eq!(args.workload, Workload::Put);
+        assert_eq!(args.inflight, 64);
+        assert_eq!(args.total_bytes, 1 << 30);
+        assert_eq!(args.validate(), Ok(()));
+    }
+
+    #[test]
+    fn workload_names_round_trip_through_clap() {
+        for w in Workload::value_variants() {
+            let args = parse(&["--workload", w.name()]);
+            assert_eq!(args.workload, *w);
+        }
+    }
+
+    #[test]
+    fn large_workloads_need_an_input() {
+        let args = parse(&["--workload", "read-large"]);
+        assert_eq!(args.validate(), Err(ArgsError::InputMissing("read-large")));
+        let args = parse(&["--workload", "read-large", "--input", "/tmp/l.bin"]);
+        assert_eq!(args.validate(), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let args = parse(&["--workload", "put", "--size-bytes", "4"]);
+        assert_eq!(args.validate(), Err(ArgsError::SizeBytes(4)));
+        let args = parse(&["--workload", "put", "--inflight", "0"]);
+        assert_eq!(args.validate(), Err(ArgsError::Inflight(0)));
+        let args = parse(&["--workload", "put", "--count", "0"]);
+        assert_eq!(args.validate(), Err(ArgsError::Count(0)));
+        let args = parse(&["--workload", "put-during-gc", "--count", "1"]);
+        assert_eq!(args.validate(), Err(ArgsError::GcCount));
+        let args = parse(&[
+            "--workload",
+            "get",
+            "--count",
+            "1000000",
+            "--size-bytes",
+            "65536",
+        ]);
+        assert!(matches!(
+            args.validate(),
+            Err(ArgsError::GeneratedBytes { .. })
+        ));
+    }
+
+    #[derive(Debug, Parser)]
+    struct Extended {
+        #[command(flatten)]
+        harness: HarnessArgs,
+        #[arg(long)]
+        http: Option<String>,
+    }
+
+    #[test]
+    fn harness_args_flatten_into_an_extended_parser() {
+        let parsed = Extended::try_parse_from([
+            "h",
+            "--dir",
+            "/tmp/x",
+            "--workload",
+            "get",
+            "--http",
+            "http://127.0.0.1:1",
+        ])
+        .expect("valid arguments");
+        assert_eq!(parsed.harness.workload, Workload::Get);
+        assert_eq!(parsed.http.as_deref(), Some("http://127.0.0.1:1"));
+    }
+}

@@ -1,0 +1,31 @@
+//! `cargo xtask bench`: each bench runs our system and its peers in one run
+//! on one machine and writes perf/results/NAME.json (+ a PNG beside it).
+
+pub mod chart;
+pub mod results;
+pub mod storage;
+pub mod systems;
+
+/// Benches that `cargo xtask bench NAME` runs, with what they compare.
+pub const BENCHES: &[(&str, &str)] = &[(
+    "storage",
+    "blob put/get (1-256 KiB, 64 in flight), 1 GiB add/read, put p99 during GC, HTTP; \
+     vs iroh-blobs FsStore, Helia + blockstore-fs, flatfs-style baseline; plus machine limits",
+)];
+
+pub fn print_list() {
+    println!("benches (cargo xtask bench NAME [--quick]):");
+    for (name, what) in BENCHES {
+        println!("  {name:<10} {what}");
+    }
+    println!("storage systems:");
+    for system in systems::SYSTEMS {
+        println!(
+            "  {:<12} {:?}{}{}",
+            system.name,
+            system.side,
+            if system.gc { ", gc" } else { "" },
+            if system.large { ", large" } else { "" }
+        );
+    }
+}

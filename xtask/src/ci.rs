@@ -1,0 +1,129 @@
+//! `cargo xtask ci`: the checks CI runs, in order, each with a header and
+//! its duration; the first failure stops the run.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::bench::storage::{self, StorageArgs};
+use crate::process::run_inherited;
+use crate::workspace_root;
+
+type StepFn = Box<dyn Fn(&Path) -> anyhow::Result<()>>;
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root).args(args);
+    anyhow::ensure!(run_inherited(&mut cmd)?, "cargo {} failed", args.join(" "));
+    Ok(())
+}
+
+fn steps() -> Vec<(&'static str, StepFn)> {
+    vec![
+        (
+            "cargo fmt --all -- --check",
+            Box::new(|root| cargo(root, &["fmt", "--all", "--", "--check"])),
+        ),
+        (
+            "cargo fmt --check (perf/iroh-harness, its own workspace)",
+            Box::new(|root| {
+                cargo(
+                    root,
+                    &[
+                        "fmt",
+                        "--manifest-path",
+                        "perf/iroh-harness/Cargo.toml",
+                        "--",
+                        "--check",
+                    ],
+                )
+            }),
+        ),
+        (
+            "cargo clippy --workspace --all-targets -- -D warnings",
+            Box::new(|root| {
+                cargo(
+                    root,
+                    &[
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                )
+            }),
+        ),
+        (
+            "cargo clippy -- -D warnings (perf/iroh-harness, cached target dir)",
+            Box::new(|root| {
+                let mut cmd =
+                    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+                cmd.current_dir(root)
+                    .args(["clippy", "--release", "--locked", "--manifest-path"])
+                    .arg(root.join("perf/iroh-harness/Cargo.toml"))
+                    .args(["--", "-D", "warnings"])
+                    .env("CARGO_TARGET_DIR", storage::iroh_target_dir());
+                anyhow::ensure!(
+                    run_inherited(&mut cmd)?,
+                    "clippy of perf/iroh-harness failed"
+                );
+                Ok(())
+            }),
+        ),
+        (
+            "cargo test --workspace",
+            Box::new(|root| cargo(root, &["test", "--workspace"])),
+        ),
+        (
+            "cargo xtask bench storage --quick",
+            Box::new(|_| {
+                let args = StorageArgs {
+                    quick: true,
+                    dir: storage::DEFAULT_DIR.into(),
+                    systems: Vec::new(),
+                    workloads: Vec::new(),
+                    timeout_s: None,
+                    no_build: false,
+                };
+                let summary = storage::run(&args)?;
+                summary.ensure_no_failures()
+            }),
+        ),
+    ]
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let root = workspace_root();
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "note: not running as root; CI runs as root and tests that need it may skip or fail here"
+        );
+    }
+    let steps = steps();
+    let total = steps.len();
+    let started = Instant::now();
+    let mut done = Vec::new();
+    for (i, (title, step)) in steps.iter().enumerate() {
+        eprintln!("\n==> [{}/{total}] {title}", i + 1);
+        let t = Instant::now();
+        let result = step(&root);
+        let secs = t.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => {
+                eprintln!("<== [{}/{total}] ok in {secs:.1} s: {title}", i + 1);
+                done.push((*title, secs));
+            }
+            Err(e) => {
+                eprintln!("<== [{}/{total}] FAILED after {secs:.1} s: {title}", i + 1);
+                return Err(e.context(format!("ci step {title:?} failed")));
+            }
+        }
+    }
+    eprintln!("\nci passed in {:.0} s:", started.elapsed().as_secs_f64());
+    for (title, secs) in done {
+        eprintln!("  {secs:>7.1} s  {title}");
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask`: project automation that would otherwise be shell.
+//!
+//! - `cargo xtask ci`: fmt, clippy, tests, then the quick storage bench.
+//! - `cargo xtask bench --list` / `cargo xtask bench storage [--quick]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod bench;
+mod ci;
+mod process;
+mod time;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Metanode project automation."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// fmt --check, clippy -D warnings, tests, then `bench storage --quick`.
+    Ci,
+    /// Run a benchmark with its peers, print a table, write perf/results/NAME.json + .png.
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCmd {
+    /// List the benches and their systems.
+    #[arg(long)]
+    list: bool,
+    #[command(subcommand)]
+    which: Option<BenchName>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchName {
+    /// Blob store: ours (library, HTTP) vs iroh-blobs, Helia, a flatfs-style baseline.
+    Storage(bench::storage::StorageArgs),
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Ci => ci::run(),
+        Command::Bench(BenchCmd { list: true, .. }) => {
+            bench::print_list();
+            Ok(())
+        }
+        Command::Bench(BenchCmd {
+            which: Some(BenchName::Storage(args)),
+            ..
+        }) => bench::storage::run(&args).and_then(|summary| summary.ensure_no_failures()),
+        Command::Bench(BenchCmd { which: None, .. }) => {
+            bench::print_list();
+            Err(anyhow::anyhow!(
+                "name a bench (see the list above) or pass --list"
+            ))
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
