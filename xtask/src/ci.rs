@@ -61,7 +61,7 @@ fn steps() -> Vec<(&'static str, StepFn)> {
                 let mut cmd =
                     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
                 cmd.current_dir(root)
-                    .args(["clippy", "--release", "--locked", "--manifest-path"])
+                    .args(["clippy", "--release", "--manifest-path"])
                     .arg(root.join("perf/iroh-harness/Cargo.toml"))
                     .args(["--", "-D", "warnings"])
                     .env("CARGO_TARGET_DIR", storage::iroh_target_dir());

@@ -146,6 +146,18 @@ pub(crate) fn run(store: &Store, progress: &dyn Fn(GcProgress)) -> Result<GcRepo
                             ));
                         }
                     }
+                    RecordKind::Meta => {
+                        // Still the newest word on the pin state only when
+                        // the key's data record is older than this segment.
+                        let needed = inner
+                            .index
+                            .get(&h.key)
+                            .is_some_and(|e| e.segment_id < seg.id);
+                        if needed {
+                            let (reply, rx) = Reply::pair_blocking();
+                            ops.push((h.key, Op::CarryMeta { key: h.key, reply }, rx));
+                        }
+                    }
                     RecordKind::Tombstone => {
                         // Needed only while an older segment might still
                         // hold a record of this key.

@@ -84,6 +84,9 @@ pub mod limits {
     pub const WRITER_QUEUE_DEPTH_MAX: usize = 4096;
     /// Largest single blob (stored as one file + outboard).
     pub const BLOB_SIZE_BYTES_MAX: u64 = 1 << 40;
+    /// 1/N of every segment is kept for tombstones and pin changes (data
+    /// records stop short of it), so space can be freed on a full disk.
+    pub const SEGMENT_STATE_RESERVE_DIVISOR: u64 = 8;
     /// A segment is compacted when at least this share of it is garbage.
     pub const GC_GARBAGE_RATIO_MIN_PERCENT: u64 = 25;
 
@@ -134,6 +137,7 @@ impl StoreOptions {
             );
         }
         if self.segment_size_bytes_max
+            - self.segment_size_bytes_max / limits::SEGMENT_STATE_RESERVE_DIVISOR
             < self.group_commit_batch_bytes_max + record::SEGMENT_HEADER_BYTES as u64
         {
             return bad(
@@ -434,7 +438,7 @@ impl Store {
     pub fn put(&self, data: &[u8], pin: bool) -> Result<PutOutcome, PutError> {
         if data.len() as u64 > self.inner.opts.inline_size_bytes_max {
             let mut w = self.writer(pin)?;
-            io::Write::write_all(&mut w, data).map_err(|e| PutError::Io(e.to_string()))?;
+            io::Write::write_all(&mut w, data).map_err(put_io_error)?;
             return w.finish();
         }
         let key = BlockKey::blake3(*blake3::hash(data).as_bytes());
@@ -981,17 +985,12 @@ impl BlobWriter {
 
     /// Make the blob durable and return its id.
     pub fn finish(mut self) -> Result<PutOutcome, PutError> {
-        self.finished = true;
         let inline_max = self.store.inner.opts.inline_size_bytes_max;
         if self.file.is_none() && self.buf.len() as u64 <= inline_max {
             let buf = std::mem::take(&mut self.buf);
             return self.store.put(&buf, self.pin);
         }
-        let io_err = |e: io::Error| match e.raw_os_error() {
-            Some(libc::ENOSPC) => PutError::NoSpace(e.to_string()),
-            Some(libc::EROFS) => PutError::ReadOnly(e.to_string()),
-            _ => PutError::Io(e.to_string()),
-        };
+        let io_err = put_io_error;
         if !self.buf.is_empty() {
             self.spill().map_err(io_err)?;
         }
@@ -999,6 +998,8 @@ impl BlobWriter {
         let hasher = std::mem::take(&mut self.hasher);
         let (root, outboard) = hasher.finish();
         let key = BlockKey::blake3(root);
+        // From here on this function owns the temp files' cleanup.
+        self.finished = true;
         let (data_file, data_tmp) = self.file.take().expect("large blob has a temp file");
         let inner = &self.store.inner;
         let cleanup = |paths: &[&Path]| {
@@ -1056,6 +1057,15 @@ impl BlobWriter {
 }
 
 static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+
+/// Name the failure the way an operator acts on it.
+fn put_io_error(e: io::Error) -> PutError {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => PutError::NoSpace(e.to_string()),
+        Some(libc::EROFS) => PutError::ReadOnly(e.to_string()),
+        _ => PutError::Io(e.to_string()),
+    }
+}
 
 impl io::Write for BlobWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {

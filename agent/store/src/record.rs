@@ -11,7 +11,7 @@
 //! ```text
 //! 0  magic   u32  "MNRB"
 //! 4  crc32c  u32  over bytes 8..end of payload
-//! 8  kind    u8   1 inline blob, 2 external blob, 3 tombstone
+//! 8  kind    u8   1 inline blob, 2 external blob, 3 tombstone, 4 pin state
 //! 9  flags   u8   bit0 zstd payload, bit1 pinned; other bits must be 0
 //! 10 hash    u8   HashKind::disk_byte
 //! 11 zero    u8   reserved, must be 0
@@ -44,6 +44,9 @@ pub enum RecordKind {
     External,
     /// The key was deleted; no payload.
     Tombstone,
+    /// New pin state for a live key (flags bit1 only); no payload, so a pin
+    /// change costs 60 bytes even on a nearly full disk.
+    Meta,
 }
 
 impl RecordKind {
@@ -52,6 +55,7 @@ impl RecordKind {
             RecordKind::Inline => 1,
             RecordKind::External => 2,
             RecordKind::Tombstone => 3,
+            RecordKind::Meta => 4,
         }
     }
 
@@ -60,6 +64,7 @@ impl RecordKind {
             1 => Some(RecordKind::Inline),
             2 => Some(RecordKind::External),
             3 => Some(RecordKind::Tombstone),
+            4 => Some(RecordKind::Meta),
             _ => None,
         }
     }

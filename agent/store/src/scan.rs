@@ -83,16 +83,12 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
     let logical: u64 = index.snapshot().iter().map(|(_, e)| e.size_bytes).sum();
     counters.bytes_logical.store(logical, Ordering::Relaxed);
     if !opts.read_only {
-        let need_new = match segments.values().next_back() {
-            None => true,
-            Some(s) => {
-                s.len.load(Ordering::Relaxed) + opts.group_commit_batch_bytes_max
-                    > opts.segment_size_bytes_max
-            }
-        };
-        if need_new {
+        // The last segment stays active even when nearly full: the writer
+        // rolls when a record does not fit, and a store on a full disk must
+        // still open (its reserve takes the tombstones that free space).
+        if segments.is_empty() {
             let id = last.map_or(1, |l| l + 1);
-            let seg = create_segment(&dirs, &*io, id)
+            let seg = create_segment(&dirs, &*io, id, opts.segment_size_bytes_max)
                 .map_err(|e| io_err("creating segment", &dirs.segment_path(id), e))?;
             segments.insert(id, Arc::new(seg));
         }
@@ -206,13 +202,38 @@ fn list_segments(packs: &Path) -> Result<Vec<u64>, OpenError> {
     Ok(ids)
 }
 
-pub(crate) fn create_segment(dirs: &Dirs, io: &dyn FileIo, id: u64) -> io::Result<Segment> {
+pub(crate) fn create_segment(
+    dirs: &Dirs,
+    io: &dyn FileIo,
+    id: u64,
+    size_bytes_max: u64,
+) -> io::Result<Segment> {
     let path = dirs.segment_path(id);
     let file = OpenOptions::new()
         .create_new(true)
         .read(true)
         .write(true)
         .open(&path)?;
+    // Reserve the whole segment now (without changing its size), so appends
+    // into it — above all the tombstones and pin changes that free space —
+    // cannot hit ENOSPC later. A full disk shows up here, at roll time.
+    // SAFETY: fallocate only takes the fd number and plain integers.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            size_bytes_max as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(err);
+        }
+    }
     io.write_all_at_durable(&file, 0, &[&record::encode_segment_header(id)])?;
     io.sync_all(&File::open(&dirs.packs)?)?;
     Ok(Segment {
@@ -400,6 +421,12 @@ fn scan_segment(
             RecordKind::Tombstone => {
                 index.remove(&h.key);
                 tombstones.fetch_add(1, Ordering::Relaxed);
+            }
+            RecordKind::Meta => {
+                if let Some(mut e) = index.get(&h.key) {
+                    e.flags = (e.flags & !record::FLAG_PINNED) | (h.flags & record::FLAG_PINNED);
+                    index.insert(h.key, e);
+                }
             }
         }
     }

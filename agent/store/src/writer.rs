@@ -165,6 +165,11 @@ pub(crate) enum Op {
         key: BlockKey,
         reply: Reply,
     },
+    /// GC: re-record a live key's pin state whose record is being compacted.
+    CarryMeta {
+        key: BlockKey,
+        reply: Reply,
+    },
     /// GC: forget and unlink a compacted segment.
     DropSegment {
         id: u64,
@@ -260,6 +265,7 @@ fn op_reply(op: Op) -> Option<Reply> {
         | Op::SetPin { reply, .. }
         | Op::Relocate { reply, .. }
         | Op::CarryTombstone { reply, .. }
+        | Op::CarryMeta { reply, .. }
         | Op::DropSegment { reply, .. }
         | Op::RemoveOrphan { reply, .. } => Some(reply),
         Op::Shutdown => None,
@@ -349,7 +355,12 @@ impl Writer {
     }
 
     /// Append `header`+`payload` to the flush buffer, rolling to a new
-    /// segment first if it would not fit; returns the entry it will have.
+    /// segment first if it would not fit; returns the entry a data record
+    /// will have (for state records only the location matters).
+    ///
+    /// Data records may fill a segment only up to its state reserve; the
+    /// reserve (pre-allocated with the segment) is kept for tombstones and
+    /// pin changes, so space can always be freed on a full disk.
     fn append(
         &mut self,
         p: &mut Pending,
@@ -357,9 +368,16 @@ impl Writer {
         payload: &[u8],
     ) -> Result<Entry, WriteError> {
         let rec_len = header.record_len();
+        let max = self.inner.opts.segment_size_bytes_max;
+        let limit = match header.kind {
+            RecordKind::Inline | RecordKind::External => {
+                max - max / crate::limits::SEGMENT_STATE_RESERVE_DIVISOR
+            }
+            RecordKind::Tombstone | RecordKind::Meta => max,
+        };
         let tail = self.active.len.load(Ordering::Relaxed);
-        if tail + p.buf.len() as u64 + rec_len > self.inner.opts.segment_size_bytes_max
-            && tail > record::SEGMENT_HEADER_BYTES as u64
+        if tail + p.buf.len() as u64 + rec_len > limit
+            && tail + p.buf.len() as u64 > record::SEGMENT_HEADER_BYTES as u64
         {
             self.flush(p);
             if let Some(why) = &self.poisoned {
@@ -517,39 +535,19 @@ impl Writer {
                     p.replies.push((reply, Applied::PinSet));
                     return;
                 }
-                let flags = if pinned {
-                    cur.flags | record::FLAG_PINNED
-                } else {
-                    cur.flags & !record::FLAG_PINNED
+                match self.stage_meta(p, key, cur, pinned) {
+                    Ok(()) => p.replies.push((reply, Applied::PinSet)),
+                    Err(e) => reply.send(Err(e)),
+                }
+            }
+            Op::CarryMeta { key, reply } => {
+                // GC: the pin state lived in a segment being compacted.
+                let Some(cur) = self.current(p, &key) else {
+                    p.replies.push((reply, Applied::Relocated(false)));
+                    return;
                 };
-                let payload = match cur.storage {
-                    Storage::External => Vec::new(),
-                    Storage::Inline => match self.read_payload(&cur) {
-                        Ok(pl) => pl,
-                        Err(e) => {
-                            reply.send(Err(e));
-                            return;
-                        }
-                    },
-                };
-                let header = RecordHeader {
-                    kind: if cur.storage == Storage::External {
-                        RecordKind::External
-                    } else {
-                        RecordKind::Inline
-                    },
-                    flags,
-                    key,
-                    codec: cur.codec,
-                    size_bytes: cur.size_bytes,
-                    payload_len: payload.len() as u32,
-                };
-                match self.append(p, &header, &payload) {
-                    Ok(entry) => {
-                        p.staged.insert(key, Some(entry));
-                        p.effects.push(Effect::Insert { key, entry });
-                        p.replies.push((reply, Applied::PinSet));
-                    }
+                match self.stage_meta(p, key, cur, cur.pinned()) {
+                    Ok(()) => p.replies.push((reply, Applied::Relocated(true))),
                     Err(e) => reply.send(Err(e)),
                 }
             }
@@ -573,10 +571,15 @@ impl Writer {
                         return;
                     }
                 };
+                // The copy carries the *current* pin state: it becomes the
+                // newest record of the key, so older pin records are moot.
+                let header = RecordHeader {
+                    flags: cur.flags,
+                    ..header
+                };
                 let payload = &rec[record::RECORD_HEADER_BYTES..];
                 match self.append(p, &header, payload) {
-                    Ok(mut entry) => {
-                        entry.flags = cur.flags;
+                    Ok(entry) => {
                         p.staged.insert(key, Some(entry));
                         p.effects.push(Effect::Insert { key, entry });
                         p.replies.push((reply, Applied::Relocated(true)));
@@ -642,25 +645,34 @@ impl Writer {
         }
     }
 
-    fn read_payload(&self, e: &Entry) -> Result<Vec<u8>, WriteError> {
-        let seg = self
-            .inner
-            .segments
-            .read()
-            .get(&e.segment_id)
-            .cloned()
-            .ok_or_else(|| WriteError::Io(format!("segment {} vanished", e.segment_id)))?;
-        let mut buf = vec![0u8; e.record_len as usize];
-        self.inner
-            .io
-            .read_exact_at(&seg.file, e.offset, &mut buf)
-            .map_err(|err| WriteError::from_io(&err))?;
-        let (h, crc) =
-            record::decode_header(&buf).map_err(|err| WriteError::Io(format!("record: {err}")))?;
-        record::check_crc(&buf, crc).map_err(|err| WriteError::Io(format!("record: {err}")))?;
-        let _ = h;
-        buf.drain(..record::RECORD_HEADER_BYTES);
-        Ok(buf)
+    /// A pin-state record: 60 bytes, no payload copy.
+    fn stage_meta(
+        &mut self,
+        p: &mut Pending,
+        key: BlockKey,
+        cur: Entry,
+        pinned: bool,
+    ) -> Result<(), WriteError> {
+        let header = RecordHeader {
+            kind: RecordKind::Meta,
+            flags: if pinned { record::FLAG_PINNED } else { 0 },
+            key,
+            codec: 0,
+            size_bytes: 0,
+            payload_len: 0,
+        };
+        self.append(p, &header, &[])?;
+        let entry = Entry {
+            flags: if pinned {
+                cur.flags | record::FLAG_PINNED
+            } else {
+                cur.flags & !record::FLAG_PINNED
+            },
+            ..cur
+        };
+        p.staged.insert(key, Some(entry));
+        p.effects.push(Effect::Insert { key, entry });
+        Ok(())
     }
 
     /// Make everything staged durable, then apply and answer.
@@ -794,7 +806,12 @@ impl Writer {
     /// Seal the active segment and start the next one.
     fn roll(&mut self) -> io::Result<()> {
         let id = self.active.id + 1;
-        let seg = crate::scan::create_segment(&self.inner.dirs, &*self.inner.io, id)?;
+        let seg = crate::scan::create_segment(
+            &self.inner.dirs,
+            &*self.inner.io,
+            id,
+            self.inner.opts.segment_size_bytes_max,
+        )?;
         let seg = Arc::new(seg);
         self.inner.segments.write().insert(id, seg.clone());
         self.active = seg;

@@ -209,7 +209,10 @@ impl SystemInfo {
         let (status, note) = match (ready, first_ok, failed_runs.is_empty()) {
             (Err(why), _, _) => ("missing", Some(why.clone())),
             (Ok(()), Some(_), true) => ("ok", None),
-            (Ok(()), Some(_), false) => ("partial", None),
+            (Ok(()), Some(_), false) => (
+                "partial",
+                Some(format!("{} run(s) failed or timed out", failed_runs.len())),
+            ),
             (Ok(()), None, _) if mine.is_empty() => ("ok", Some("no run selected".to_string())),
             (Ok(()), None, _) => ("failed", None),
         };
@@ -346,15 +349,32 @@ impl Report {
                     Err(why) => rows.push(row(Some(name), None, Some(why.clone()))),
                 }
             }
-            panels.push(Panel {
-                metric: spec.name.clone(),
-                unit: spec.unit,
-                better: spec.better,
-                bars: entries
-                    .iter()
-                    .map(|(s, v)| (*s, v.as_ref().ok().copied()))
-                    .collect(),
-            });
+            let bars: Vec<(&'static str, Option<f64>)> = entries
+                .iter()
+                .map(|(s, v)| (*s, v.as_ref().ok().copied()))
+                .collect();
+            // An HTTP metric with a library twin becomes one more bar in the
+            // twin's panel, so the chart shows ours via HTTP next to ours.
+            let twin = library_twin(&spec.name)
+                .and_then(|name| panels.iter_mut().find(|p: &&mut Panel| p.metric == name));
+            match twin {
+                Some(panel) => {
+                    let at = panel
+                        .bars
+                        .iter()
+                        .position(|(s, _)| *s == "ours")
+                        .map_or(0, |i| i + 1);
+                    for (n, bar) in bars.into_iter().enumerate() {
+                        panel.bars.insert(at + n, bar);
+                    }
+                }
+                None => panels.push(Panel {
+                    metric: spec.name.clone(),
+                    unit: spec.unit,
+                    better: spec.better,
+                    bars,
+                }),
+            }
         }
         let mut ours = serde_json::Map::new();
         let mut peers = serde_json::Map::new();
@@ -428,6 +448,19 @@ impl Report {
         }
         out
     }
+}
+
+/// `http_put_1KiB_req_per_s_keepalive` -> `put_1KiB_ops_per_s`: the library
+/// metric measuring the same thing. Connection-per-request metrics have none.
+fn library_twin(metric: &str) -> Option<String> {
+    let rest = metric.strip_prefix("http_")?;
+    if let Some(base) = rest.strip_suffix("_req_per_s_keepalive") {
+        return Some(format!("{base}_ops_per_s"));
+    }
+    if let Some(base) = rest.strip_suffix("_keepalive") {
+        return Some(base.to_string());
+    }
+    rest.ends_with("_MB_per_s").then(|| rest.to_string())
 }
 
 fn machine_line(machine: &Value) -> String {
@@ -629,6 +662,72 @@ mod tests {
         assert_eq!(report.rows.len(), 1);
         assert_eq!(report.rows[0].peer, None);
         assert_eq!(report.rows[0].ours, Some(500.0));
+    }
+
+    #[test]
+    fn http_metrics_join_their_library_twin_panel() {
+        assert_eq!(
+            library_twin("http_put_1KiB_req_per_s_keepalive").as_deref(),
+            Some("put_1KiB_ops_per_s")
+        );
+        assert_eq!(
+            library_twin("http_put_4KiB_p99_us_keepalive").as_deref(),
+            Some("put_4KiB_p99_us")
+        );
+        assert_eq!(
+            library_twin("http_read_1GiB_MB_per_s").as_deref(),
+            Some("read_1GiB_MB_per_s")
+        );
+        assert_eq!(library_twin("http_get_1KiB_req_per_s_new_conn"), None);
+        assert_eq!(library_twin("put_1KiB_ops_per_s"), None);
+
+        let lib = specs();
+        let http = vec![MetricSpec {
+            name: "http_put_1KiB_req_per_s_keepalive".into(),
+            unit: "req/s",
+            better: Better::Higher,
+            pick: Pick::OpsPerS,
+        }];
+        let records = vec![
+            (
+                lib.clone(),
+                RunRecord::new("ours", "put", 1024, 10, ok(2000.0, 100.0), &lib),
+            ),
+            (
+                http.clone(),
+                RunRecord::new("ours-http", "put", 1024, 10, ok(900.0, 300.0), &http),
+            ),
+            (
+                lib.clone(),
+                RunRecord::new("flatfs", "put", 1024, 10, ok(1000.0, 400.0), &lib),
+            ),
+        ];
+        let systems: Vec<SystemInfo> = ["ours", "ours-http", "flatfs"]
+            .iter()
+            .map(|n| SystemInfo::from_runs(by_name(n).expect("system"), &Ok(()), &records))
+            .collect();
+        let report = Report::build("quick", Value::Null, Value::Null, &systems, &records);
+        let ops = report
+            .panels
+            .iter()
+            .find(|p| p.metric == "put_1KiB_ops_per_s")
+            .expect("ops panel");
+        assert_eq!(
+            ops.bars,
+            vec![
+                ("ours", Some(2000.0)),
+                ("ours-http", Some(900.0)),
+                ("flatfs", Some(1000.0))
+            ]
+        );
+        assert!(report.panels.iter().all(|p| !p.metric.starts_with("http_")));
+        // The rows keep the HTTP metric with its own name and no peer.
+        assert!(
+            report
+                .rows
+                .iter()
+                .any(|r| r.metric == "http_put_1KiB_req_per_s_keepalive" && r.peer.is_none())
+        );
     }
 
     #[test]

@@ -445,9 +445,12 @@ fn build(paths: &Paths, args: &StorageArgs, wanted: &[&'static System]) -> anyho
             target.display()
         ));
         std::fs::create_dir_all(&target).with_context(|| format!("create {}", target.display()))?;
+        // Not --locked: perf/iroh-harness/Cargo.lock pins the peer, but it
+        // also lists metanode-perf's dependencies, which change with our
+        // code; cargo adds those and keeps every existing pin.
         let ok = process::run_inherited(
             cargo(&paths.root)
-                .args(["build", "--release", "--locked", "--manifest-path"])
+                .args(["build", "--release", "--manifest-path"])
                 .arg(paths.root.join("perf/iroh-harness/Cargo.toml"))
                 .env("CARGO_TARGET_DIR", &target),
         )?;
@@ -987,7 +990,7 @@ fn harness_outcome(result: anyhow::Result<ProcOutcome>, log: &Path) -> Outcome {
         Err(e) => Outcome::Failed(format!("{e:#}")),
         Ok(ProcOutcome::TimedOut(t)) => Outcome::TimedOut(t.as_secs()),
         Ok(ProcOutcome::Finished(f)) if !f.status.success() => Outcome::Failed(format!(
-            "exit {}: {}",
+            "{}: {}",
             f.status,
             process::log_tail(log, LOG_TAIL_LINES)
         )),

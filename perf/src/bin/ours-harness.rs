@@ -1,0 +1,380 @@
+//! Our store under the harness protocol, two ways:
+//! - library (default): `metanode_store::Store` in this process, exactly what
+//!   the agent embeds;
+//! - `--http URL`: a running `metanode agent`, through its HTTP API with
+//!   keep-alive connections (what a client of the node sees).
+//!
+//! Durability is the store's own: a put returns after its group commit's
+//! write+fdatasync (and, for large blobs, file + outboard + directory sync).
+
+use std::path::Path;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::task::{Context, Poll};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use metanode_core::cid::ContentId;
+use metanode_perf::{BlobStore, ChunkSink, HarnessArgs, harness_main};
+use metanode_store::{IoMode, Store, StoreOptions};
+
+/// Window of large reads and of file chunks fed to the writer.
+const CHUNK_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(flatten)]
+    harness: HarnessArgs,
+    /// Drive a running agent over HTTP instead of the library.
+    #[arg(long)]
+    http: Option<String>,
+    /// Library mode: the store's I/O path (auto = io_uring with fallback).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "io_uring", "posix"])]
+    io: String,
+}
+
+impl AsRef<HarnessArgs> for Args {
+    fn as_ref(&self) -> &HarnessArgs {
+        &self.harness
+    }
+}
+
+enum Ours {
+    Lib(Store),
+    Http {
+        base: String,
+        client: Client<HttpConnector, HttpBody>,
+    },
+}
+
+/// A request body that is either a whole buffer or a stream of chunks.
+enum HttpBody {
+    Full(Full<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Body for HttpBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            HttpBody::Full(f) => Pin::new(f).poll_frame(cx),
+            HttpBody::Stream(rx) => rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await.context("blocking task")?
+}
+
+impl Ours {
+    async fn request(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: HttpBody,
+    ) -> anyhow::Result<(u16, hyper::body::Incoming)> {
+        let Ours::Http { base, client } = self else {
+            bail!("not in http mode")
+        };
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .body(body)?;
+        let resp = client
+            .request(req)
+            .await
+            .with_context(|| format!("http {path}"))?;
+        Ok((resp.status().as_u16(), resp.into_body()))
+    }
+
+    async fn http_put(&self, body: HttpBody) -> anyhow::Result<ContentId> {
+        let (status, body) = self
+            .request(hyper::Method::POST, "/api/v1/blobs", body)
+            .await?;
+        let bytes = body.collect().await?.to_bytes();
+        if status != 201 && status != 200 {
+            bail!("put answered {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let cid = v["cid"].as_str().context("no cid in put answer")?;
+        Ok(cid.parse()?)
+    }
+}
+
+fn empty() -> HttpBody {
+    HttpBody::Full(Full::new(Bytes::new()))
+}
+
+impl BlobStore for Ours {
+    type Key = ContentId;
+
+    fn system(&self) -> String {
+        match self {
+            Ours::Lib(_) => "ours".into(),
+            Ours::Http { .. } => "ours-http".into(),
+        }
+    }
+
+    fn durability(&self) -> String {
+        "group commit: write + fdatasync of the segment (large: file, outboard and dir fsync) before ack".into()
+    }
+
+    fn config(&self) -> serde_json::Value {
+        match self {
+            Ours::Lib(store) => {
+                let o = store.options();
+                serde_json::json!({
+                    "mode": "library (metanode-store in process)",
+                    "io": store.io_name(),
+                    "io_reason": store.io_reason(),
+                    "inline_size_bytes_max": o.inline_size_bytes_max,
+                    "segment_size_bytes_max": o.segment_size_bytes_max,
+                    "group_commit_batch_bytes_max": o.group_commit_batch_bytes_max,
+                    "group_commit_batch_count_max": o.group_commit_batch_count_max,
+                    "compression": format!("{:?}", o.compression),
+                    "hash": "BLAKE3 (CIDv1 raw)",
+                    "puts": "put_async from tokio tasks",
+                })
+            }
+            Ours::Http { base, .. } => serde_json::json!({
+                "mode": "HTTP to a running `metanode agent --dev` (keep-alive, hyper client pool)",
+                "url": base,
+                "hash": "BLAKE3 (CIDv1 raw)",
+            }),
+        }
+    }
+
+    async fn put(&self, data: Bytes) -> anyhow::Result<ContentId> {
+        match self {
+            Ours::Lib(store) => Ok(store.put_async(data, true).await?.cid),
+            Ours::Http { .. } => self.http_put(HttpBody::Full(Full::new(data))).await,
+        }
+    }
+
+    async fn get(&self, key: &ContentId) -> anyhow::Result<Bytes> {
+        match self {
+            Ours::Lib(store) => {
+                let (store, cid) = (store.clone(), *key);
+                blocking(move || Ok(Bytes::from(store.get(&cid)?))).await
+            }
+            Ours::Http { .. } => {
+                let (status, body) = self
+                    .request(
+                        hyper::Method::GET,
+                        &format!("/ipfs/{key}?format=raw"),
+                        empty(),
+                    )
+                    .await?;
+                let bytes = body.collect().await?.to_bytes();
+                if status != 200 {
+                    bail!("get {key} answered {status}");
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    async fn add_file(&self, path: &Path) -> anyhow::Result<ContentId> {
+        let path = path.to_path_buf();
+        match self {
+            Ours::Lib(store) => {
+                let store = store.clone();
+                blocking(move || {
+                    use std::io::{Read, Write};
+                    let mut f = std::fs::File::open(&path)?;
+                    let mut w = store.writer(true)?;
+                    let mut buf = vec![0u8; CHUNK_BYTES];
+                    loop {
+                        let n = f.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        w.write_all(&buf[..n])?;
+                    }
+                    Ok(w.finish()?.cid)
+                })
+                .await
+            }
+            Ours::Http { .. } => {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+                let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                    use std::io::Read;
+                    let mut f = std::fs::File::open(&path)?;
+                    loop {
+                        let mut buf = vec![0u8; CHUNK_BYTES];
+                        let n = f.read(&mut buf)?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        buf.truncate(n);
+                        if tx.blocking_send(Bytes::from(buf)).is_err() {
+                            bail!("upload ended early");
+                        }
+                    }
+                });
+                let cid = self.http_put(HttpBody::Stream(rx)).await?;
+                reader.await??;
+                Ok(cid)
+            }
+        }
+    }
+
+    async fn read_to(&self, key: &ContentId, sink: &mut ChunkSink) -> anyhow::Result<()> {
+        match self {
+            Ours::Lib(store) => {
+                let size = store.stat(key)?.context("blob missing")?.size_bytes;
+                let mut offset = 0u64;
+                while offset < size {
+                    let len = (size - offset).min(CHUNK_BYTES as u64);
+                    let (store, cid) = (store.clone(), *key);
+                    let chunk = blocking(move || Ok(store.read_range(&cid, offset, len)?)).await?;
+                    offset += len;
+                    sink.push(Bytes::from(chunk)).await?;
+                }
+                Ok(())
+            }
+            Ours::Http { .. } => {
+                let (status, mut body) = self
+                    .request(
+                        hyper::Method::GET,
+                        &format!("/ipfs/{key}?format=raw"),
+                        empty(),
+                    )
+                    .await?;
+                if status != 200 {
+                    bail!("read {key} answered {status}");
+                }
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame?.into_data() {
+                        sink.push(data).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn supports_gc(&self) -> bool {
+        true
+    }
+
+    async fn unpin(&self, key: &ContentId) -> anyhow::Result<()> {
+        match self {
+            Ours::Lib(store) => {
+                let (store, cid) = (store.clone(), *key);
+                blocking(move || Ok(store.set_pinned(&cid, false)?)).await
+            }
+            Ours::Http { .. } => {
+                let (status, body) = self
+                    .request(
+                        hyper::Method::DELETE,
+                        &format!("/api/v1/pins/{key}"),
+                        empty(),
+                    )
+                    .await?;
+                let _ = body.collect().await;
+                if !(200..300).contains(&status) {
+                    bail!("unpin {key} answered {status}");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn gc_trigger(&self) -> anyhow::Result<()> {
+        // Start GC and return: the workload measures puts while it runs.
+        match self {
+            Ours::Lib(store) => {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = store.gc(&|_| {}) {
+                        eprintln!("gc failed: {e}");
+                    }
+                });
+            }
+            Ours::Http { base, client } => {
+                let (base, client) = (base.clone(), client.clone());
+                tokio::spawn(async move {
+                    let req = hyper::Request::builder()
+                        .method(hyper::Method::POST)
+                        .uri(format!("{base}/api/v1/gc"))
+                        .body(empty())
+                        .expect("static request");
+                    match client.request(req).await {
+                        Ok(resp) => {
+                            let _ = resp.into_body().collect().await;
+                        }
+                        Err(e) => eprintln!("gc request failed: {e}"),
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn is_gone(&self, key: &ContentId) -> anyhow::Result<bool> {
+        match self {
+            Ours::Lib(store) => Ok(!store.contains(key)),
+            Ours::Http { .. } => {
+                let (status, body) = self
+                    .request(
+                        hyper::Method::GET,
+                        &format!("/api/v1/blobs/{key}/stat"),
+                        empty(),
+                    )
+                    .await?;
+                let _ = body.collect().await;
+                Ok(status == 404)
+            }
+        }
+    }
+
+    async fn close(&self) -> anyhow::Result<()> {
+        if let Ours::Lib(store) = self {
+            store.clone().close()?;
+        }
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    harness_main(|args: Args| async move {
+        match args.http {
+            Some(url) => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(args.harness.inflight.max(1))
+                    .build(connector);
+                Ok(Ours::Http {
+                    base: url.trim_end_matches('/').to_string(),
+                    client,
+                })
+            }
+            None => {
+                let mut opts = StoreOptions::new(args.harness.dir.join("store"));
+                opts.io = match args.io.as_str() {
+                    "io_uring" => IoMode::IoUring,
+                    "posix" => IoMode::Posix,
+                    _ => IoMode::Auto,
+                };
+                let store = Store::open(opts)?;
+                Ok(Ours::Lib(store))
+            }
+        }
+    })
+}
