@@ -393,11 +393,12 @@ pub(crate) async fn stat(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<wire::BlobInfo>, ApiError> {
     let (cid, _) = parse_cid(path)?;
-    let stat = blocking(&st, "reading block metadata", move |s| {
-        s.stat(&cid).map_err(error::from_get)
-    })
-    .await??
-    .ok_or_else(|| error::from_get(GetError::NotFound(cid)))?;
+    // In-memory index lookup: answered on the runtime thread.
+    let stat = st
+        .store
+        .stat(&cid)
+        .map_err(error::from_get)?
+        .ok_or_else(|| error::from_get(GetError::NotFound(cid)))?;
     Ok(Json(wire::BlobInfo::new(&cid, &stat)))
 }
 

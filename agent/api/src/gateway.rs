@@ -26,9 +26,9 @@ use metanode_core::limits::{
 };
 use metanode_store::{GetError, Store};
 
+use crate::AppState;
 use crate::error::{self, ApiError};
 use crate::range::{self, RangeDecision};
-use crate::{AppState, blobs};
 
 const MEDIA_RAW: &str = "application/vnd.ipld.raw";
 /// One year minus change, as Kubo and the gateway spec use for immutable
@@ -137,11 +137,13 @@ pub(crate) async fn ipfs(
             ),
         ));
     }
-    let stat = blobs::blocking(&st, "reading block metadata", move |s| {
-        s.stat(&cid).map_err(error::from_get)
-    })
-    .await??
-    .ok_or_else(|| error::from_get(GetError::NotFound(cid)))?;
+    // An index lookup in memory: no blocking-pool hop (it cost more than the
+    // rest of a small GET together).
+    let stat = st
+        .store
+        .stat(&cid)
+        .map_err(error::from_get)?
+        .ok_or_else(|| error::from_get(GetError::NotFound(cid)))?;
     let size = stat.size_bytes;
 
     let etag = match format {
@@ -224,11 +226,23 @@ pub(crate) async fn ipfs(
     // Read and verify the first window before committing to a status, so a
     // corrupt small block is an error answer rather than a cut-off body.
     let first_len = len.min(API_READ_WINDOW_BYTES);
-    let first = blobs::blocking(&st, "reading a block", move |s| {
-        s.read_range(&cid, start, first_len)
-            .map_err(error::from_get)
-    })
-    .await??;
+    // Hot packed blocks are served from the page cache without a thread
+    // hop; cold or large reads go to the blocking pool inside the store.
+    let first = tokio::time::timeout(
+        st.opts.request_timeout(),
+        st.store.read_range_async(&cid, start, first_len),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "reading a block did not finish within {} ms (api.request_timeout_ms)",
+                st.opts.request_timeout_ms
+            ),
+        )
+    })?
+    .map_err(error::from_get)?;
     let first = Bytes::from(first);
     if first.len() as u64 != first_len {
         return Err(ApiError::internal(format!(

@@ -604,6 +604,59 @@ impl Store {
         })
     }
 
+    /// [`Store::get`] for async callers. A packed blob whose record is in
+    /// the page cache (the common case for hot data) is read and verified
+    /// right here — a few microseconds, no thread hop; anything that could
+    /// sleep on the disk goes to the blocking pool.
+    pub async fn get_async(&self, cid: &ContentId) -> Result<Vec<u8>, GetError> {
+        if let Some(entry) = self.inner.index.get(&cid.key())
+            && entry.storage == Storage::Inline
+            && let Some(Some(data)) = self.read_inline_mode(cid, &entry, true)?
+        {
+            self.inner
+                .counters
+                .gets_total
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(data);
+        }
+        let (store, id) = (self.clone(), *cid);
+        tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| GetError::Io {
+                cid: *cid,
+                source: io::Error::other(format!("read task failed: {e}")),
+            })?
+    }
+
+    /// [`Store::read_range`] for async callers (see [`Store::get_async`]).
+    pub async fn read_range_async(
+        &self,
+        cid: &ContentId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, GetError> {
+        if let Some(entry) = self.inner.index.get(&cid.key())
+            && entry.storage == Storage::Inline
+            && offset
+                .checked_add(len)
+                .is_some_and(|end| end <= entry.size_bytes)
+            && let Some(Some(data)) = self.read_inline_mode(cid, &entry, true)?
+        {
+            self.inner
+                .counters
+                .gets_total
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(data[offset as usize..(offset + len) as usize].to_vec());
+        }
+        let (store, id) = (self.clone(), *cid);
+        tokio::task::spawn_blocking(move || store.read_range(&id, offset, len))
+            .await
+            .map_err(|e| GetError::Io {
+                cid: *cid,
+                source: io::Error::other(format!("read task failed: {e}")),
+            })?
+    }
+
     /// `len` bytes from `offset`, verified. Large blobs verify only the
     /// 16 KiB groups the range touches.
     pub fn read_range(&self, cid: &ContentId, offset: u64, len: u64) -> Result<Vec<u8>, GetError> {
@@ -635,11 +688,33 @@ impl Store {
     /// Read and verify an inline record; `Ok(None)` when its segment was
     /// compacted away under us (retry with a fresh lookup).
     fn read_inline(&self, cid: &ContentId, entry: &Entry) -> Result<Option<Vec<u8>>, GetError> {
+        self.read_inline_mode(cid, entry, false)
+            .map(|r| r.map(|d| d.expect("blocking reads never report would-block")))
+    }
+
+    /// `Ok(None)`: the segment was compacted away (look up again).
+    /// `Ok(Some(None))`: `nowait` and the record is not in the page cache.
+    fn read_inline_mode(
+        &self,
+        cid: &ContentId,
+        entry: &Entry,
+        nowait: bool,
+    ) -> Result<Option<Option<Vec<u8>>>, GetError> {
         let Some(seg) = self.inner.segments.read().get(&entry.segment_id).cloned() else {
             return Ok(None);
         };
         let mut buf = vec![0u8; entry.record_len as usize];
-        if let Err(e) = self
+        if nowait {
+            match self
+                .inner
+                .io
+                .read_cached_at(&seg.file, entry.offset, &mut buf)
+            {
+                Ok(true) => {}
+                Ok(false) => return Ok(Some(None)),
+                Err(source) => return Err(GetError::Io { cid: *cid, source }),
+            }
+        } else if let Err(e) = self
             .inner
             .io
             .read_exact_at(&seg.file, entry.offset, &mut buf)
@@ -686,7 +761,7 @@ impl Store {
         if data.len() as u64 != header.size_bytes || !cid.key().matches(&data) {
             return Err(self.corrupt(cid, "content does not match its hash".into()));
         }
-        Ok(Some(data))
+        Ok(Some(Some(data)))
     }
 
     fn read_external(

@@ -245,6 +245,10 @@ pub(crate) struct Writer {
     active: Arc<Segment>,
     poisoned: Option<String>,
     blobs_dir: File,
+    /// Flush buffer kept across batches: a fresh multi-MiB allocation per
+    /// batch costs a page fault per 4 KiB, which showed up as a third of the
+    /// time of 256 KiB puts.
+    spare_buf: Vec<u8>,
 }
 
 pub(crate) fn spawn(
@@ -316,11 +320,15 @@ impl Writer {
             .cloned()
             .expect("open always leaves an active segment");
         let blobs_dir = File::open(&inner.dirs.blobs)?;
+        let batch_bytes = inner.opts.group_commit_batch_bytes_max as usize
+            + inner.opts.inline_size_bytes_max as usize
+            + record::RECORD_HEADER_BYTES;
         Ok(Self {
             inner,
             active,
             poisoned: None,
             blobs_dir,
+            spare_buf: Vec::with_capacity(batch_bytes),
         })
     }
 
@@ -334,6 +342,7 @@ impl Writer {
 
     fn process(&mut self, ops: Vec<Op>) {
         let mut p = Pending::new();
+        p.buf = std::mem::take(&mut self.spare_buf);
         let mut drops = vec![];
         for op in ops {
             if let Some(why) = &self.poisoned {
@@ -348,6 +357,7 @@ impl Writer {
             }
         }
         self.flush(&mut p);
+        self.spare_buf = std::mem::take(&mut p.buf);
         for (id, reply) in drops {
             let res = self.drop_segment(id);
             reply.send(res.map(|()| Applied::Done));

@@ -484,6 +484,56 @@ fn bad_options_name_the_field() {
 }
 
 #[test]
+fn async_reads_serve_hot_and_cold_records() {
+    use std::os::unix::io::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let data: Vec<_> = (0..50).map(|_| blob(&mut rng, 3000)).collect();
+    let big = blob(&mut rng, 2 << 20);
+    {
+        let store = Store::open(opts(dir.path(), IoMode::Auto)).unwrap();
+        for d in data.iter().chain([&big]) {
+            store.put(d, true).unwrap();
+        }
+    }
+    // Evict the segments from the page cache: the no-wait path must fall
+    // back to a blocking read and still return verified bytes.
+    for seg in segment_files(dir.path()) {
+        let f = std::fs::File::open(&seg).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: plain fadvise on an fd we own.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    let store = Store::open(opts(dir.path(), IoMode::Auto)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..2 {
+            // First pass cold, second pass hot.
+            for d in &data {
+                let cid = ContentId::raw_blake3_of(d);
+                assert_eq!(&store.get_async(&cid).await.unwrap(), d);
+                assert_eq!(
+                    store.read_range_async(&cid, 100, 50).await.unwrap(),
+                    &d[100..150]
+                );
+            }
+        }
+        let cid = ContentId::raw_blake3_of(&big);
+        assert_eq!(
+            store.read_range_async(&cid, 1 << 20, 10).await.unwrap(),
+            &big[1 << 20..(1 << 20) + 10]
+        );
+        assert!(matches!(
+            store.get_async(&ContentId::raw_blake3_of(b"absent")).await,
+            Err(GetError::NotFound(_))
+        ));
+    });
+}
+
+#[test]
 fn async_put_from_a_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(opts(dir.path(), IoMode::Auto)).unwrap();

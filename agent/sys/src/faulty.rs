@@ -111,6 +111,13 @@ impl FileIo for FaultyIo {
         }
         self.inner.read_exact_at(file, offset, buf)
     }
+
+    fn read_cached_at(&self, file: &File, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        if self.plan.lock().reads_fail {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.read_cached_at(file, offset, buf)
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,14 @@ pub trait FileIo: Send + Sync + fmt::Debug {
 
     /// Fill `buf` from `offset`; a short file is `UnexpectedEof`.
     fn read_exact_at(&self, file: &File, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Fill `buf` from `offset` only if the bytes are already in the page
+    /// cache (`preadv2(RWF_NOWAIT)`): `Ok(false)` means "would block", so an
+    /// async caller can serve hot data on its own thread and hand cold reads
+    /// to a blocking pool. Never sleeps on the disk.
+    fn read_cached_at(&self, file: &File, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        posix::read_nowait(file, offset, buf)
+    }
 }
 
 /// Which implementation the operator asked for.
@@ -175,6 +183,21 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         let d = File::open(dir.path()).unwrap();
         io.sync_all(&d).unwrap();
+    }
+
+    #[test]
+    fn cached_read_serves_hot_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![5u8; 8192]).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut buf = [0u8; 100];
+        // Just written, so cached: served without blocking.
+        assert!(PosixIo.read_cached_at(&file, 4000, &mut buf).unwrap());
+        assert_eq!(buf, [5u8; 100]);
+        // Past the end is a short read: "would block" (caller falls back
+        // to the blocking path, which reports EOF properly).
+        assert!(!PosixIo.read_cached_at(&file, 8150, &mut buf).unwrap());
     }
 
     #[test]

@@ -42,3 +42,34 @@ impl FileIo for PosixIo {
         file.read_exact_at(buf, offset)
     }
 }
+
+/// One `preadv2(RWF_NOWAIT)`; a short read counts as "would block" (the
+/// rest is not cached), as does EAGAIN.
+pub(crate) fn read_nowait(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+    if buf.is_empty() {
+        return Ok(true);
+    }
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the iovec points at `buf`, which is valid for writes of its
+    // length for the whole call; the fd is owned by `file`.
+    let n = unsafe {
+        libc::preadv2(
+            file.as_raw_fd(),
+            &iov,
+            1,
+            offset as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => Ok(false),
+            _ => Err(err),
+        };
+    }
+    Ok(n as usize == buf.len())
+}

@@ -34,6 +34,10 @@ struct Args {
     /// Drive a running agent over HTTP instead of the library.
     #[arg(long)]
     http: Option<String>,
+    /// HTTP mode: open a new TCP connection for every request (what a
+    /// client without keep-alive costs the node) instead of a keep-alive pool.
+    #[arg(long, requires = "http")]
+    new_connections: bool,
     /// Library mode: the store's I/O path (auto = io_uring with fallback).
     #[arg(long, default_value = "auto", value_parser = ["auto", "io_uring", "posix"])]
     io: String,
@@ -50,6 +54,7 @@ enum Ours {
     Http {
         base: String,
         client: Client<HttpConnector, HttpBody>,
+        new_connections: bool,
     },
 }
 
@@ -77,7 +82,9 @@ impl Body for HttpBody {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f).await.context("blocking task")?
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("blocking task")?
 }
 
 impl Ours {
@@ -87,7 +94,7 @@ impl Ours {
         path: &str,
         body: HttpBody,
     ) -> anyhow::Result<(u16, hyper::body::Incoming)> {
-        let Ours::Http { base, client } = self else {
+        let Ours::Http { base, client, .. } = self else {
             bail!("not in http mode")
         };
         let req = hyper::Request::builder()
@@ -150,8 +157,16 @@ impl BlobStore for Ours {
                     "puts": "put_async from tokio tasks",
                 })
             }
-            Ours::Http { base, .. } => serde_json::json!({
-                "mode": "HTTP to a running `metanode agent --dev` (keep-alive, hyper client pool)",
+            Ours::Http {
+                base,
+                new_connections,
+                ..
+            } => serde_json::json!({
+                "mode": if *new_connections {
+                    "HTTP to a running `metanode agent --dev`, one new TCP connection per request"
+                } else {
+                    "HTTP to a running `metanode agent --dev` (keep-alive, hyper client pool)"
+                },
                 "url": base,
                 "hash": "BLAKE3 (CIDv1 raw)",
             }),
@@ -167,10 +182,7 @@ impl BlobStore for Ours {
 
     async fn get(&self, key: &ContentId) -> anyhow::Result<Bytes> {
         match self {
-            Ours::Lib(store) => {
-                let (store, cid) = (store.clone(), *key);
-                blocking(move || Ok(Bytes::from(store.get(&cid)?))).await
-            }
+            Ours::Lib(store) => Ok(Bytes::from(store.get_async(key).await?)),
             Ours::Http { .. } => {
                 let (status, body) = self
                     .request(
@@ -306,7 +318,7 @@ impl BlobStore for Ours {
                     }
                 });
             }
-            Ours::Http { base, client } => {
+            Ours::Http { base, client, .. } => {
                 let (base, client) = (base.clone(), client.clone());
                 tokio::spawn(async move {
                     let req = hyper::Request::builder()
@@ -357,12 +369,20 @@ fn main() -> ExitCode {
             Some(url) => {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
+                // No idle pool = every request dials (and closes) its own
+                // connection.
+                let idle = if args.new_connections {
+                    0
+                } else {
+                    args.harness.inflight.max(1)
+                };
                 let client = Client::builder(TokioExecutor::new())
-                    .pool_max_idle_per_host(args.harness.inflight.max(1))
+                    .pool_max_idle_per_host(idle)
                     .build(connector);
                 Ok(Ours::Http {
                     base: url.trim_end_matches('/').to_string(),
                     client,
+                    new_connections: args.new_connections,
                 })
             }
             None => {

@@ -825,6 +825,18 @@ fn generate_large(paths: &Paths, out: &Path, bytes: u64, logs: &Path) -> anyhow:
     }
 }
 
+/// Pause before a full-mode large run (see `run_job`).
+const LARGE_SETTLE: Duration = Duration::from_secs(6);
+/// Quick runs (32 MiB) do not need the pause.
+const LARGE_SETTLE_FROM_BYTES: u64 = 256 << 20;
+
+/// `sync(2)`: write back every dirty page on the machine before a run.
+fn flush_page_cache_writeback() {
+    if let Err(e) = Command::new("sync").status() {
+        eprintln!("warning: sync before a run failed: {e}");
+    }
+}
+
 fn remove_quietly(path: &Path) {
     let result = if path.is_dir() {
         std::fs::remove_dir_all(path)
@@ -898,6 +910,15 @@ fn run_job(
         )));
     }
     let args = harness_args(job, plan, &store_dir, large);
+    // Flush the previous run's dirty pages (and the generated input file)
+    // first, so no system pays for another's writeback inside its timing.
+    flush_page_cache_writeback();
+    if job.workload.ends_with("-large") && plan.large_bytes >= LARGE_SETTLE_FROM_BYTES {
+        // ext4 frees the blocks of the previous run's deleted store and
+        // commits its journal every 5 s; a 1 GiB write racing that lost up
+        // to 3x in our runs, whichever system came first. Let it settle.
+        std::thread::sleep(LARGE_SETTLE);
+    }
     let outcome = match ready {
         Ready::Command {
             program,
