@@ -81,7 +81,7 @@ pub mod limits {
     pub const GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
     pub const GROUP_COMMIT_BATCH_COUNT_MAX_DEFAULT: usize = 1024;
     /// Operations queued for the writer before `put` blocks (backpressure).
-    pub const WRITER_QUEUE_DEPTH_MAX: usize = 4096;
+    pub const WRITER_QUEUE_DEPTH_MAX: usize = 1024;
     /// Largest single blob (stored as one file + outboard).
     pub const BLOB_SIZE_BYTES_MAX: u64 = 1 << 40;
     /// 1/N of every segment is kept for tombstones and pin changes (data
@@ -995,7 +995,7 @@ fn stat_of(e: &Entry) -> BlobStat {
 }
 
 /// Bytes buffered before a large blob's data is written to its temp file.
-const LARGE_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+const LARGE_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Streams a blob of any size into the store. Small results are packed like
 /// `put`; large ones go to a temp file, hashed on the way, and are committed

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use metanode_sys::FileIo;
 use parking_lot::{Mutex, RwLock};
 
 use crate::index::{Entry, Index, Storage};
-use crate::record::{self, RecordKind, SEGMENT_HEADER_BYTES};
+use crate::record::{self, RECORD_HEADER_BYTES, RecordKind, SEGMENT_HEADER_BYTES};
 use crate::{Counters, Dirs, Inner, OpenError, OpenReport, Segment, Shared, StoreOptions, writer};
 
 fn io_err(what: &'static str, path: &Path, source: io::Error) -> OpenError {
@@ -267,46 +267,59 @@ pub(crate) fn for_each_record(
     mut on_record: impl FnMut(Found<'_>),
     mut on_damage: impl FnMut(u64, String),
 ) -> io::Result<(u64, u64)> {
-    let mut data = Vec::new();
-    File::open(path)?.read_to_end(&mut data)?;
-    let file_len = data.len() as u64;
-    let mut off = SEGMENT_HEADER_BYTES;
-    let mut valid_end = SEGMENT_HEADER_BYTES as u64;
-    while off < data.len() {
-        match parse_at(&data, off) {
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut win = Window {
+        file,
+        file_len,
+        base: 0,
+        buf: Vec::new(),
+    };
+    let mut off = SEGMENT_HEADER_BYTES as u64;
+    let mut valid_end = off;
+    while off < file_len {
+        match parse_at(&mut win, off) {
             Ok((header, len)) => {
                 on_record(Found {
-                    offset: off as u64,
+                    offset: off,
                     header,
-                    bytes: &data[off..off + len],
+                    bytes: win.get(off, len)?,
                     crc_ok: true,
                 });
-                off += len;
-                valid_end = off as u64;
+                off += len as u64;
+                valid_end = off;
             }
             Err(why) => {
                 // A header that frames its record (the next record parses
                 // right after it) is a damaged payload, not lost framing.
-                if let Ok((header, _)) = record::decode_header(&data[off..]) {
-                    let end = off + header.record_len() as usize;
-                    if end < data.len() && parse_at(&data, end).is_ok() {
+                if let Ok((header, _)) = record::decode_header(win.get(off, RECORD_HEADER_BYTES)?)
+                    && header.record_len() <= RECORD_LEN_MAX
+                {
+                    let end = off + header.record_len();
+                    if end < file_len && parse_at(&mut win, end).is_ok() {
                         on_record(Found {
-                            offset: off as u64,
+                            offset: off,
                             header,
-                            bytes: &data[off..end],
+                            bytes: win.get(off, header.record_len() as usize)?,
                             crc_ok: false,
                         });
                         off = end;
                         continue;
                     }
                 }
+                on_damage(off, why);
                 // Resynchronise on the next offset that parses and checks.
-                let next = (off + 1..data.len().saturating_sub(record::RECORD_HEADER_BYTES - 1))
-                    .find(|&o| {
-                        data[o..o + 4] == record::RECORD_MAGIC.to_le_bytes()
-                            && parse_at(&data, o).is_ok()
-                    });
-                on_damage(off as u64, why);
+                let mut next = None;
+                let mut o = off + 1;
+                while o + RECORD_HEADER_BYTES as u64 <= file_len {
+                    if win.get(o, 4)? == record::RECORD_MAGIC.to_le_bytes()
+                        && parse_at(&mut win, o).is_ok()
+                    {
+                        next = Some(o);
+                        break;
+                    }
+                    o += 1;
+                }
                 match next {
                     Some(n) => off = n,
                     None => break,
@@ -317,16 +330,58 @@ pub(crate) fn for_each_record(
     Ok((valid_end, file_len))
 }
 
-fn parse_at(data: &[u8], off: usize) -> Result<(record::RecordHeader, usize), String> {
-    let (header, crc) = record::decode_header(&data[off..]).map_err(|e| e.to_string())?;
-    let len = header.record_len() as usize;
-    if off + len > data.len() {
+/// Largest record a segment can hold: anything claiming more is garbage, and
+/// refusing it keeps a corrupt length from turning into a huge allocation.
+const RECORD_LEN_MAX: u64 = crate::limits::INLINE_SIZE_BYTES_MAX_CAP + RECORD_HEADER_BYTES as u64;
+/// Bytes read per refill while scanning (memory stays bounded by this plus
+/// one record, however big the segment is).
+const SCAN_WINDOW_BYTES: usize = 8 << 20;
+
+/// A sliding read window over a segment file.
+struct Window {
+    file: File,
+    file_len: u64,
+    base: u64,
+    buf: Vec<u8>,
+}
+
+impl Window {
+    /// Bytes `[off, off + n)`, cut at the end of the file.
+    fn get(&mut self, off: u64, n: usize) -> io::Result<&[u8]> {
+        let end = (off + n as u64).min(self.file_len);
+        let off = off.min(end);
+        if off < self.base || end > self.base + self.buf.len() as u64 {
+            let want = ((end - off) as usize)
+                .max(SCAN_WINDOW_BYTES)
+                .min((self.file_len - off) as usize);
+            self.buf.resize(want, 0);
+            std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut self.buf, off)?;
+            self.base = off;
+        }
+        let start = (off - self.base) as usize;
+        Ok(&self.buf[start..start + (end - off) as usize])
+    }
+}
+
+fn parse_at(win: &mut Window, off: u64) -> Result<(record::RecordHeader, usize), String> {
+    let head = win
+        .get(off, RECORD_HEADER_BYTES)
+        .map_err(|e| e.to_string())?;
+    let (header, crc) = record::decode_header(head).map_err(|e| e.to_string())?;
+    let len = header.record_len();
+    if len > RECORD_LEN_MAX {
+        return Err(format!(
+            "record claims {len} bytes, more than any record can hold"
+        ));
+    }
+    if off + len > win.file_len {
         return Err(format!(
             "record of {len} bytes runs past the end of the file"
         ));
     }
-    record::check_crc(&data[off..off + len], crc).map_err(|e| e.to_string())?;
-    Ok((header, len))
+    let bytes = win.get(off, len as usize).map_err(|e| e.to_string())?;
+    record::check_crc(bytes, crc).map_err(|e| e.to_string())?;
+    Ok((header, len as usize))
 }
 
 fn scan_segment(

@@ -394,6 +394,63 @@ fn torn_tail_is_cut_and_store_opens() {
     assert!(store.verify(&|_| {}).unwrap().damaged.is_empty());
 }
 
+#[test]
+fn garbage_with_absurd_lengths_is_skipped_not_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(12);
+    let before: Vec<_> = (0..20).map(|_| blob(&mut rng, 700)).collect();
+    let after: Vec<_> = (0..20).map(|_| blob(&mut rng, 700)).collect();
+    {
+        let store = Store::open(opts(dir.path(), IoMode::Auto)).unwrap();
+        for d in &before {
+            store.put(d, true).unwrap();
+        }
+    }
+    // A fake header claiming a 4 GiB payload, then more valid records: the
+    // scan must neither try to read 4 GiB nor lose what follows.
+    let seg = segment_files(dir.path()).pop().unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+        let mut junk = vec![];
+        junk.extend_from_slice(b"MNRB");
+        junk.extend_from_slice(&[0u8; 4]);
+        junk.extend_from_slice(&[1, 0, 1, 0]);
+        junk.extend_from_slice(&0x55u32.to_le_bytes());
+        junk.extend_from_slice(&u64::MAX.to_le_bytes());
+        junk.extend_from_slice(&u32::MAX.to_le_bytes());
+        junk.extend_from_slice(&[9u8; 32]);
+        junk.extend_from_slice(&[0xAB; 100]);
+        f.write_all(&junk).unwrap();
+    }
+    {
+        let store = Store::open(opts(dir.path(), IoMode::Auto)).unwrap();
+        // The junk was the torn tail of the last segment: cut.
+        assert_eq!(store.open_report().torn_tail_bytes_truncated, 160);
+        for d in &after {
+            store.put(d, true).unwrap();
+        }
+    }
+    // Now put the junk in the middle of the log (flip bytes of a record
+    // header in place): records after it are found again by resync.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
+        f.write_all_at(&u32::MAX.to_le_bytes(), 24 + 24).unwrap();
+    }
+    let store = Store::open(opts(dir.path(), IoMode::Auto)).unwrap();
+    assert!(!store.open_report().damaged_regions.is_empty());
+    for d in before[1..].iter().chain(&after) {
+        assert_eq!(&store.get(&ContentId::raw_blake3_of(d)).unwrap(), d);
+    }
+    let report = store.verify(&|_| {}).unwrap();
+    assert!(!report.damaged.is_empty());
+}
+
 fn faulty_store(dir: &std::path::Path) -> (Store, FaultyIo) {
     let faulty = FaultyIo::new(Arc::new(PosixIo));
     let mut o = opts(dir, IoMode::Posix);
