@@ -33,6 +33,10 @@ pub struct Entry {
     pub size_bytes: u64,
     pub codec: u32,
     pub flags: u8,
+    /// Built at open from a record whose checksum fails (in memory only).
+    /// Reads fail their hash check; a new put of the key is not "existed"
+    /// but rewrites the record, which repairs it.
+    pub damaged: bool,
 }
 
 impl Entry {

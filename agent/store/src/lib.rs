@@ -512,6 +512,7 @@ impl Store {
             return Err(PutError::OpenedReadOnly);
         }
         if let Some(e) = self.inner.index.get(&key)
+            && !e.damaged
             && (e.pinned() || !pin)
         {
             return Ok((None, rx));
@@ -752,6 +753,15 @@ impl Store {
             )
         })?;
         let payload = &buf[record::RECORD_HEADER_BYTES..];
+        if header.size_bytes > limits::INLINE_SIZE_BYTES_MAX_CAP {
+            return Err(self.corrupt(
+                cid,
+                format!(
+                    "record claims {} bytes, more than a packed blob can hold",
+                    header.size_bytes
+                ),
+            ));
+        }
         let data = if header.compressed() {
             zstd::bulk::decompress(payload, header.size_bytes as usize)
                 .map_err(|e| self.corrupt(cid, format!("zstd payload: {e}")))?
@@ -775,7 +785,10 @@ impl Store {
         let data_path = self.inner.dirs.data_path(&key);
         let open = |p: &Path| {
             File::open(p).map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
+                if e.kind() == io::ErrorKind::NotFound && self.inner.index.get(&key).is_none() {
+                    // Deleted between our lookup and the open: not damage.
+                    GetError::NotFound(*cid)
+                } else if e.kind() == io::ErrorKind::NotFound {
                     self.corrupt(cid, format!("data file {} is missing", p.display()))
                 } else {
                     GetError::Io {
@@ -1083,6 +1096,7 @@ impl BlobWriter {
             }
         };
         if let Some(e) = inner.index.get(&key)
+            && !e.damaged
             && (e.pinned() || !self.pin)
         {
             cleanup(&[&data_tmp]);

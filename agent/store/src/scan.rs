@@ -35,6 +35,17 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
         for d in [&dirs.root, &dirs.packs, &dirs.blobs, &dirs.tmp] {
             std::fs::create_dir_all(d).map_err(|e| io_err("creating directory", d, e))?;
         }
+        // New directory entries must be durable before anything inside them
+        // is acknowledged: fsync the data dir and its parent.
+        for d in [Some(dirs.root.as_path()), dirs.root.parent()]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(f) = File::open(d) {
+                f.sync_all()
+                    .map_err(|e| io_err("syncing directory", d, e))?;
+            }
+        }
     } else if !dirs.packs.is_dir() {
         return Err(OpenError::Io {
             what: "opening store",
@@ -69,6 +80,7 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
             &index,
             &mut report,
             &*io,
+            opts.segment_size_bytes_max,
         )?;
         segments.insert(*id, Arc::new(seg));
     }
@@ -217,25 +229,17 @@ pub(crate) fn create_segment(
     // Reserve the whole segment now (without changing its size), so appends
     // into it — above all the tombstones and pin changes that free space —
     // cannot hit ENOSPC later. A full disk shows up here, at roll time.
-    // SAFETY: fallocate only takes the fd number and plain integers.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_KEEP_SIZE,
-            0,
-            size_bytes_max as libc::off_t,
-        )
-    };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            drop(file);
-            let _ = std::fs::remove_file(&path);
-            return Err(err);
-        }
+    // Any failure removes the half-made file, or every later roll would
+    // trip over it.
+    let made = fallocate_keep_size(&file, size_bytes_max)
+        .and_then(|()| io.write_all_at_durable(&file, 0, &[&record::encode_segment_header(id)]))
+        .and_then(|()| File::open(&dirs.packs))
+        .and_then(|dir| io.sync_all(&dir));
+    if let Err(e) = made {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
     }
-    io.write_all_at_durable(&file, 0, &[&record::encode_segment_header(id)])?;
-    io.sync_all(&File::open(&dirs.packs)?)?;
     Ok(Segment {
         id,
         path,
@@ -244,6 +248,33 @@ pub(crate) fn create_segment(
         live_bytes: AtomicU64::new(0),
         tombstones: AtomicU64::new(0),
     })
+}
+
+fn fallocate_keep_size(file: &File, size_bytes: u64) -> io::Result<()> {
+    // SAFETY: fallocate only takes the fd number and plain integers.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            size_bytes as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Take a segment's reserve again after a truncation freed it (best
+/// effort: on a full disk this can fail, and appends then report ENOSPC).
+pub(crate) fn reserve_segment(file: &File, size_bytes: u64) {
+    if let Err(e) = fallocate_keep_size(file, size_bytes) {
+        tracing::warn!(error = %e, "cannot re-reserve segment space after truncation");
+    }
 }
 
 /// One record found by [`for_each_record`].
@@ -391,6 +422,7 @@ fn scan_segment(
     index: &Index,
     report: &mut OpenReport,
     io: &dyn FileIo,
+    segment_size_bytes_max: u64,
 ) -> Result<Segment, OpenError> {
     let file = if truncate_tail {
         OpenOptions::new().read(true).write(true).open(path)
@@ -440,6 +472,7 @@ fn scan_segment(
         found.retain(|(off, _, _)| *off < valid_end);
         file.set_len(valid_end)
             .map_err(|e| io_err("truncating torn tail of", path, e))?;
+        reserve_segment(&file, segment_size_bytes_max);
         io.sync_data(&file)
             .map_err(|e| io_err("syncing", path, e))?;
         report.torn_tail_bytes_truncated += file_len - valid_end;
@@ -453,6 +486,15 @@ fn scan_segment(
                 offset,
                 format!("checksum mismatch in the record of {:?}", h.key),
             ));
+            // Only a packed blob's key is worth trusting from a damaged
+            // record: its reads fail their hash check (never served),
+            // `verify` names it, and a re-put repairs it (the entry is
+            // marked damaged, so the put is not answered "existed"). A
+            // damaged tombstone or pin record could flip meaning: ignored.
+            let trust = h.kind == RecordKind::Inline && h.payload_len > 0;
+            if !trust {
+                continue;
+            }
         }
         match h.kind {
             RecordKind::Inline | RecordKind::External => {
@@ -470,6 +512,7 @@ fn scan_segment(
                         size_bytes: h.size_bytes,
                         codec: h.codec,
                         flags: h.flags,
+                        damaged: !crc_ok,
                     },
                 );
             }

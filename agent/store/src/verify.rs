@@ -51,17 +51,37 @@ pub(crate) fn run(
     // newest record was lost.
     let segments: Vec<_> = inner.segments.read().values().cloned().collect();
     for seg in &segments {
+        let damaged = std::cell::RefCell::new(Vec::new());
         let res = crate::scan::for_each_record(
             &seg.path,
-            |_| {},
+            |found| {
+                // A framed record whose checksum fails. If the index points
+                // at it, the per-blob pass below reports it; otherwise (e.g.
+                // in the active segment, where such a record is not trusted)
+                // report it here, naming the key its header claims.
+                let indexed = inner
+                    .index
+                    .get(&found.header.key)
+                    .is_some_and(|e| e.segment_id == seg.id && e.offset == found.offset);
+                if !found.crc_ok && !indexed {
+                    let h = found.header;
+                    damaged.borrow_mut().push(Damaged {
+                        cid: (h.kind == crate::record::RecordKind::Inline)
+                            .then(|| ContentId::from_key(h.codec as u64, h.key)),
+                        location: format!("{}+{}", seg.path.display(), found.offset),
+                        reason: format!("{:?} record fails its checksum", h.kind),
+                    });
+                }
+            },
             |off, why| {
-                report.damaged.push(Damaged {
+                damaged.borrow_mut().push(Damaged {
                     cid: None,
                     location: format!("{}+{off}", seg.path.display()),
                     reason: why,
                 })
             },
         );
+        report.damaged.extend(damaged.into_inner());
         if let Err(source) = res {
             // The segment may have been compacted away while we ran.
             if source.kind() != std::io::ErrorKind::NotFound {

@@ -356,7 +356,8 @@ impl Writer {
                 op => self.stage(&mut p, op),
             }
         }
-        self.flush(&mut p);
+        // Errors were already sent to every op of the failed flush.
+        let _ = self.flush(&mut p);
         self.spare_buf = std::mem::take(&mut p.buf);
         for (id, reply) in drops {
             let res = self.drop_segment(id);
@@ -389,7 +390,10 @@ impl Writer {
         if tail + p.buf.len() as u64 + rec_len > limit
             && tail + p.buf.len() as u64 > record::SEGMENT_HEADER_BYTES as u64
         {
-            self.flush(p);
+            // The op being staged read the key's state before this flush;
+            // if the flush fails that state is gone, so the op fails too
+            // (and no roll happens after a failed flush).
+            self.flush(p)?;
             if let Some(why) = &self.poisoned {
                 return Err(WriteError::Poisoned(why.clone()));
             }
@@ -409,6 +413,7 @@ impl Writer {
             size_bytes: header.size_bytes,
             codec: header.codec,
             flags: header.flags,
+            damaged: false,
         })
     }
 
@@ -425,6 +430,7 @@ impl Writer {
                 let cur = self.current(p, &key);
                 let want_pin = flags & record::FLAG_PINNED != 0;
                 if let Some(e) = cur
+                    && !e.damaged
                     && (e.pinned() || !want_pin)
                 {
                     p.replies.push((reply, Applied::Stored { existed: true }));
@@ -449,7 +455,7 @@ impl Writer {
                         p.replies.push((
                             reply,
                             Applied::Stored {
-                                existed: cur.is_some(),
+                                existed: cur.is_some_and(|e| !e.damaged),
                             },
                         ));
                     }
@@ -469,6 +475,7 @@ impl Writer {
                 let want_pin = flags & record::FLAG_PINNED != 0;
                 if let Some(e) = cur
                     && e.storage == Storage::External
+                    && !e.damaged
                     && (e.pinned() || !want_pin)
                 {
                     let _ = std::fs::remove_file(&data_tmp);
@@ -477,6 +484,19 @@ impl Writer {
                     }
                     p.replies.push((reply, Applied::Stored { existed: true }));
                     return;
+                }
+                // A delete of this key staged earlier in the batch must not
+                // unlink the file we are about to rename into place (same
+                // key = same bytes, so the new file serves both).
+                for effect in p.effects.iter_mut() {
+                    if let Effect::Remove {
+                        key: k,
+                        unlink_external,
+                    } = effect
+                        && *k == key
+                    {
+                        *unlink_external = false;
+                    }
                 }
                 // The data must be in place before a durable record names it.
                 let data_path = self.inner.dirs.data_path(&key);
@@ -514,7 +534,7 @@ impl Writer {
                         p.replies.push((
                             reply,
                             Applied::Stored {
-                                existed: cur.is_some(),
+                                existed: cur.is_some_and(|e| !e.damaged),
                             },
                         ));
                     }
@@ -615,9 +635,14 @@ impl Writer {
                 }
             }
             Op::RemoveOrphan { key, path, reply } => {
-                let live_external = self
-                    .current(p, &key)
-                    .is_some_and(|e| e.storage == Storage::External);
+                // Only durable state counts: a tombstone staged in this batch
+                // is not yet durable, and a key staged at all is in motion.
+                let live_external = p.staged.contains_key(&key)
+                    || self
+                        .inner
+                        .index
+                        .get(&key)
+                        .is_some_and(|e| e.storage == Storage::External);
                 if live_external {
                     p.replies.push((reply, Applied::Removed(false)));
                 } else {
@@ -686,9 +711,9 @@ impl Writer {
     }
 
     /// Make everything staged durable, then apply and answer.
-    fn flush(&mut self, p: &mut Pending) {
+    fn flush(&mut self, p: &mut Pending) -> Result<(), WriteError> {
         if p.is_empty() {
-            return;
+            return Ok(());
         }
         let mut result: Result<(), WriteError> = Ok(());
         if p.dir_sync_blobs
@@ -723,8 +748,27 @@ impl Writer {
                 }
                 Err(e) => {
                     // Cut the partial batch off so the next append starts at
-                    // a record boundary (best effort: open() cuts torn tails too).
-                    let _ = self.active.file.set_len(tail);
+                    // a record boundary, durably (otherwise complete records
+                    // of this failed batch could reappear after a crash);
+                    // truncation frees the segment's reserve, so take it
+                    // again. If the cut cannot be made durable, stop writing.
+                    let cut = self
+                        .active
+                        .file
+                        .set_len(tail)
+                        .and_then(|()| self.inner.io.sync_data(&self.active.file));
+                    if let Err(cut_err) = cut {
+                        self.poisoned.get_or_insert_with(|| {
+                            format!(
+                                "cannot cut a failed batch off {}: {cut_err}",
+                                self.active.path.display()
+                            )
+                        });
+                    }
+                    crate::scan::reserve_segment(
+                        &self.active.file,
+                        self.inner.opts.segment_size_bytes_max,
+                    );
                     result = Err(if self.poisoned.is_some() {
                         WriteError::Poisoned(e.to_string())
                     } else {
@@ -733,21 +777,26 @@ impl Writer {
                 }
             }
         }
-        match result {
-            Ok(()) => self.apply(p),
+        let outcome = match result {
+            Ok(()) => {
+                self.apply(p);
+                Ok(())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, ops = p.replies.len(), "store batch failed");
                 for (reply, _) in p.replies.drain(..) {
                     reply.send(Err(e.clone()));
                 }
                 p.effects.clear();
+                Err(e)
             }
-        }
+        };
         p.buf.clear();
         p.staged.clear();
         p.dir_sync_blobs = false;
         p.puts = 0;
         p.logical_bytes_delta = 0;
+        outcome
     }
 
     fn apply(&mut self, p: &mut Pending) {
@@ -832,16 +881,22 @@ impl Writer {
         if id == self.active.id {
             return Err(WriteError::Io(format!("segment {id} is active")));
         }
-        let removed = self.inner.segments.write().remove(&id);
-        if let Some(seg) = removed {
-            // Readers holding an Arc keep reading the unlinked file safely.
-            std::fs::remove_file(&seg.path).map_err(|e| WriteError::from_io(&e))?;
-            let dir = File::open(&self.inner.dirs.packs).map_err(|e| WriteError::from_io(&e))?;
-            self.inner
-                .io
-                .sync_all(&dir)
-                .map_err(|e| WriteError::from_io(&e))?;
+        let Some(seg) = self.inner.segments.read().get(&id).cloned() else {
+            return Ok(());
+        };
+        // The unlink must be durable before the segment leaves the map: GC
+        // decides whether tombstones need carrying by which segments exist.
+        let durable = std::fs::remove_file(&seg.path)
+            .and_then(|()| File::open(&self.inner.dirs.packs))
+            .and_then(|dir| self.inner.io.sync_all(&dir));
+        if let Err(e) = durable {
+            self.poisoned.get_or_insert_with(|| {
+                format!("cannot durably remove {}: {e}", seg.path.display())
+            });
+            return Err(WriteError::from_io(&e));
         }
+        // Readers holding an Arc keep reading the unlinked file safely.
+        self.inner.segments.write().remove(&id);
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ const IOVECS_PER_WRITE_MAX: usize = 1024;
 
 thread_local! {
     static RING: RefCell<Option<IoUring>> = const { RefCell::new(None) };
+    static NEXT_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 #[derive(Debug, Default)]
@@ -61,15 +62,24 @@ impl UringIo {
     }
 
     /// Push entries and wait for all their completions; returns each result
-    /// in submission order (negative = -errno).
+    /// in submission order (negative = -errno). Entries carry `user_data`
+    /// 0..n; each call tags them with a fresh per-thread generation in the
+    /// high bits so a completion can never be credited to the wrong call.
     fn run(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
+        let generation = NEXT_GENERATION.with(|g| {
+            let v = g.get().wrapping_add(1);
+            g.set(v);
+            v
+        });
         // SAFETY: every entry points at buffers/iovecs owned by the caller's
         // stack frame, which stays alive until we have reaped all completions
-        // below (we wait for exactly entries.len() of them).
+        // below: this function never returns while any is in flight (an
+        // unrecoverable ring error aborts the process instead).
         unsafe {
             let mut sq = ring.submission();
             for e in entries {
-                sq.push(e)
+                let tagged = e.clone().user_data((generation << 8) | e.get_user_data());
+                sq.push(&tagged)
                     .map_err(|_| io::Error::other("io_uring submission queue full"))?;
             }
         }
@@ -78,11 +88,27 @@ impl UringIo {
         while seen < entries.len() {
             match ring.submit_and_wait(entries.len() - seen) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return Err(e),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    // The kernel may still write into our caller's buffers:
+                    // returning would be a use-after-free.
+                    eprintln!("fatal: io_uring_enter failed with operations in flight: {e}");
+                    std::process::abort();
+                }
             }
             for cqe in ring.completion() {
-                let idx = cqe.user_data() as usize;
+                let data = cqe.user_data();
+                if data >> 8 != generation {
+                    continue;
+                }
+                let idx = (data & 0xff) as usize;
                 if idx < results.len() {
                     results[idx] = cqe.result();
                     seen += 1;
