@@ -1164,11 +1164,27 @@ impl io::Write for BlobWriter {
                 limits::BLOB_SIZE_BYTES_MAX
             )));
         }
-        self.hasher.update(data);
-        self.buf.extend_from_slice(data);
+        // Work in pieces that stay in the CPU cache between hashing and
+        // the copy into the page cache; once the blob is known to be large
+        // (a temp file exists) and nothing is buffered, full pieces go
+        // straight from the caller's buffer to the file.
         let inline_max = self.store.inner.opts.inline_size_bytes_max as usize;
-        if self.buf.len() >= LARGE_WRITE_BUFFER_BYTES.max(inline_max + 1) {
-            self.spill()?;
+        for piece in data.chunks(LARGE_WRITE_BUFFER_BYTES) {
+            self.hasher.update(piece);
+            if self.file.is_some() && self.buf.is_empty() && piece.len() == LARGE_WRITE_BUFFER_BYTES
+            {
+                let (f, _) = self.file.as_ref().expect("temp file open");
+                self.store
+                    .inner
+                    .io
+                    .write_all_at(f, self.file_len, &[piece])?;
+                self.file_len += piece.len() as u64;
+                continue;
+            }
+            self.buf.extend_from_slice(piece);
+            if self.buf.len() >= LARGE_WRITE_BUFFER_BYTES.max(inline_max + 1) {
+                self.spill()?;
+            }
         }
         Ok(data.len())
     }
