@@ -1171,9 +1171,10 @@ impl io::Write for BlobWriter {
         let inline_max = self.store.inner.opts.inline_size_bytes_max as usize;
         for piece in data.chunks(LARGE_WRITE_BUFFER_BYTES) {
             self.hasher.update(piece);
-            if self.file.is_some() && self.buf.is_empty() && piece.len() == LARGE_WRITE_BUFFER_BYTES
+            if let Some((f, _)) = self.file.as_ref()
+                && self.buf.is_empty()
+                && piece.len() == LARGE_WRITE_BUFFER_BYTES
             {
-                let (f, _) = self.file.as_ref().expect("temp file open");
                 self.store
                     .inner
                     .io
