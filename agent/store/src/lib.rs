@@ -605,6 +605,21 @@ impl Store {
         })
     }
 
+    /// Run a read that may sleep on the disk on tokio's blocking pool.
+    async fn on_blocking_pool(
+        &self,
+        cid: &ContentId,
+        read: impl FnOnce(&Store, &ContentId) -> Result<Vec<u8>, GetError> + Send + 'static,
+    ) -> Result<Vec<u8>, GetError> {
+        let (store, id) = (self.clone(), *cid);
+        tokio::task::spawn_blocking(move || read(&store, &id))
+            .await
+            .map_err(|e| GetError::Io {
+                cid: *cid,
+                source: io::Error::other(format!("read task failed: {e}")),
+            })?
+    }
+
     /// [`Store::get`] for async callers. A packed blob whose record is in
     /// the page cache (the common case for hot data) is read and verified
     /// right here — a few microseconds, no thread hop; anything that could
@@ -620,13 +635,7 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(data);
         }
-        let (store, id) = (self.clone(), *cid);
-        tokio::task::spawn_blocking(move || store.get(&id))
-            .await
-            .map_err(|e| GetError::Io {
-                cid: *cid,
-                source: io::Error::other(format!("read task failed: {e}")),
-            })?
+        self.on_blocking_pool(cid, |store, id| store.get(id)).await
     }
 
     /// [`Store::read_range`] for async callers (see [`Store::get_async`]).
@@ -649,13 +658,8 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(data[offset as usize..(offset + len) as usize].to_vec());
         }
-        let (store, id) = (self.clone(), *cid);
-        tokio::task::spawn_blocking(move || store.read_range(&id, offset, len))
+        self.on_blocking_pool(cid, move |store, id| store.read_range(id, offset, len))
             .await
-            .map_err(|e| GetError::Io {
-                cid: *cid,
-                source: io::Error::other(format!("read task failed: {e}")),
-            })?
     }
 
     /// `len` bytes from `offset`, verified. Large blobs verify only the

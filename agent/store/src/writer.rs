@@ -444,23 +444,7 @@ impl Writer {
                     size_bytes,
                     payload_len: payload.len() as u32,
                 };
-                match self.append(p, &header, &payload) {
-                    Ok(entry) => {
-                        if cur.is_none() {
-                            p.logical_bytes_delta += size_bytes as i64;
-                        }
-                        p.staged.insert(key, Some(entry));
-                        p.effects.push(Effect::Insert { key, entry });
-                        p.puts += 1;
-                        p.replies.push((
-                            reply,
-                            Applied::Stored {
-                                existed: cur.is_some_and(|e| !e.damaged),
-                            },
-                        ));
-                    }
-                    Err(e) => reply.send(Err(e)),
-                }
+                self.stage_data_record(p, &header, &payload, cur, reply);
             }
             Op::External {
                 key,
@@ -523,23 +507,7 @@ impl Writer {
                     size_bytes,
                     payload_len: 0,
                 };
-                match self.append(p, &header, &[]) {
-                    Ok(entry) => {
-                        if cur.is_none() {
-                            p.logical_bytes_delta += size_bytes as i64;
-                        }
-                        p.staged.insert(key, Some(entry));
-                        p.effects.push(Effect::Insert { key, entry });
-                        p.puts += 1;
-                        p.replies.push((
-                            reply,
-                            Applied::Stored {
-                                existed: cur.is_some_and(|e| !e.damaged),
-                            },
-                        ));
-                    }
-                    Err(e) => reply.send(Err(e)),
-                }
+                self.stage_data_record(p, &header, &[], cur, reply);
             }
             Op::Delete {
                 key,
@@ -675,6 +643,36 @@ impl Writer {
                     unlink_external: cur.storage == Storage::External,
                 });
                 p.replies.push((reply, applied));
+            }
+            Err(e) => reply.send(Err(e)),
+        }
+    }
+
+    /// Append a blob record (inline or external) and stage what follows
+    /// once it is durable: index insert, counters, the "stored" answer.
+    fn stage_data_record(
+        &mut self,
+        p: &mut Pending,
+        header: &RecordHeader,
+        payload: &[u8],
+        cur: Option<Entry>,
+        reply: Reply,
+    ) {
+        let key = header.key;
+        match self.append(p, header, payload) {
+            Ok(entry) => {
+                if cur.is_none() {
+                    p.logical_bytes_delta += header.size_bytes as i64;
+                }
+                p.staged.insert(key, Some(entry));
+                p.effects.push(Effect::Insert { key, entry });
+                p.puts += 1;
+                p.replies.push((
+                    reply,
+                    Applied::Stored {
+                        existed: cur.is_some_and(|e| !e.damaged),
+                    },
+                ));
             }
             Err(e) => reply.send(Err(e)),
         }

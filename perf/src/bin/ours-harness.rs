@@ -166,9 +166,9 @@ impl BlobStore for Ours {
                 ..
             } => serde_json::json!({
                 "mode": if *new_connections {
-                    "HTTP to a running `metanode agent --dev`, one new TCP connection per request"
+                    "HTTP to a running `metanode agent --dev --log-level info`, one new TCP connection per request"
                 } else {
-                    "HTTP to a running `metanode agent --dev` (keep-alive, hyper client pool)"
+                    "HTTP to a running `metanode agent --dev --log-level info` (keep-alive, hyper client pool)"
                 },
                 "url": base,
                 "hash": "BLAKE3 (CIDv1 raw)",

@@ -968,7 +968,9 @@ fn run_http(
     let agent_log = log.with_extension("agent.log");
     let mut agent_cmd = Command::new(metanode);
     agent_cmd
-        .args(["agent", "--dev", "--data-dir"])
+        // `--dev` logs every request at debug; a deployed node logs at
+        // info, and that is what we measure.
+        .args(["agent", "--dev", "--log-level", "info", "--data-dir"])
         .arg(store_dir)
         .args(["--api-listen", &listen]);
     let mut agent = match process::spawn_background(&mut agent_cmd, &agent_log) {
