@@ -1151,13 +1151,10 @@ impl BlobWriter {
 
 static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
-/// Name the failure the way an operator acts on it.
+/// Name the failure the way an operator acts on it (the writer thread's
+/// classification, so both paths report a full disk the same way).
 fn put_io_error(e: io::Error) -> PutError {
-    match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => PutError::NoSpace(e.to_string()),
-        Some(libc::EROFS) => PutError::ReadOnly(e.to_string()),
-        _ => PutError::Io(e.to_string()),
-    }
+    WriteError::from_io(&e).into_put_error()
 }
 
 impl io::Write for BlobWriter {

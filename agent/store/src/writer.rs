@@ -48,7 +48,7 @@ pub(crate) enum WriteError {
 }
 
 impl WriteError {
-    fn from_io(e: &io::Error) -> Self {
+    pub(crate) fn from_io(e: &io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => WriteError::NoSpace(e.to_string()),
             Some(libc::EROFS) => WriteError::ReadOnly(e.to_string()),

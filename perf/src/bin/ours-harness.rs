@@ -111,11 +111,21 @@ impl Ours {
         Ok((resp.status().as_u16(), resp.into_body()))
     }
 
+    /// A request whose whole answer body is wanted.
+    async fn request_bytes(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: HttpBody,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let (status, body) = self.request(method, path, body).await?;
+        Ok((status, body.collect().await?.to_bytes()))
+    }
+
     async fn http_put(&self, body: HttpBody) -> anyhow::Result<ContentId> {
-        let (status, body) = self
-            .request(hyper::Method::POST, "/api/v1/blobs", body)
+        let (status, bytes) = self
+            .request_bytes(hyper::Method::POST, "/api/v1/blobs", body)
             .await?;
-        let bytes = body.collect().await?.to_bytes();
         if status != 201 && status != 200 {
             bail!("put answered {status}: {}", String::from_utf8_lossy(&bytes));
         }
@@ -187,14 +197,13 @@ impl BlobStore for Ours {
         match self {
             Ours::Lib(store) => Ok(Bytes::from(store.get_async(key).await?)),
             Ours::Http { .. } => {
-                let (status, body) = self
-                    .request(
+                let (status, bytes) = self
+                    .request_bytes(
                         hyper::Method::GET,
                         &format!("/ipfs/{key}?format=raw"),
                         empty(),
                     )
                     .await?;
-                let bytes = body.collect().await?.to_bytes();
                 if status != 200 {
                     bail!("get {key} answered {status}");
                 }
@@ -294,14 +303,13 @@ impl BlobStore for Ours {
                 blocking(move || Ok(store.set_pinned(&cid, false)?)).await
             }
             Ours::Http { .. } => {
-                let (status, body) = self
-                    .request(
+                let (status, _) = self
+                    .request_bytes(
                         hyper::Method::DELETE,
                         &format!("/api/v1/pins/{key}"),
                         empty(),
                     )
                     .await?;
-                let _ = body.collect().await;
                 if !(200..300).contains(&status) {
                     bail!("unpin {key} answered {status}");
                 }
@@ -345,14 +353,13 @@ impl BlobStore for Ours {
         match self {
             Ours::Lib(store) => Ok(!store.contains(key)),
             Ours::Http { .. } => {
-                let (status, body) = self
-                    .request(
+                let (status, _) = self
+                    .request_bytes(
                         hyper::Method::GET,
                         &format!("/api/v1/blobs/{key}/stat"),
                         empty(),
                     )
                     .await?;
-                let _ = body.collect().await;
                 Ok(status == 404)
             }
         }
