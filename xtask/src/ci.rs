@@ -73,6 +73,21 @@ fn steps() -> Vec<(&'static str, StepFn)> {
             }),
         ),
         (
+            "npm ci (hw-tests/ipfs-interop: the IPFS software the interop tests drive)",
+            Box::new(|root| {
+                let dir = root.join("hw-tests/ipfs-interop");
+                let mut cmd = Command::new("npm");
+                cmd.current_dir(&dir)
+                    .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]);
+                anyhow::ensure!(
+                    run_inherited(&mut cmd)?,
+                    "npm ci in {} failed",
+                    dir.display()
+                );
+                Ok(())
+            }),
+        ),
+        (
             "cargo test --workspace",
             Box::new(|root| cargo(root, &["test", "--workspace"])),
         ),

@@ -58,7 +58,7 @@ async fn blocking_unbounded<T: Send + 'static>(
         .map_err(|join| ApiError::task_failed(what, join))
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
     match value {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
@@ -69,7 +69,7 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
     }
 }
 
-fn unknown_param(key: &str, accepted: &str) -> ApiError {
+pub(crate) fn unknown_param(key: &str, accepted: &str) -> ApiError {
     ApiError::bad_request(format!(
         "unknown query parameter {}; accepted: {accepted}",
         error::quote(key)
@@ -163,7 +163,7 @@ impl BodyReader {
 }
 
 /// What the blocking writer thread is told.
-enum WriterMsg {
+pub(crate) enum WriterMsg {
     Data(Bytes),
     /// The body ended cleanly: make the blob durable.
     Finish,
@@ -232,23 +232,8 @@ pub(crate) async fn upload(
         }
     }
     let max = st.opts.upload_size_bytes_max;
-    let declared = match headers.get(header::CONTENT_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("the Content-Length header is not a number")
-                })?,
-        ),
-    };
-    if let Some(declared) = declared
-        && declared > max
-    {
-        // Refuse before reading a byte of it.
-        return Err(too_large(declared, max, true));
-    }
+    // Refused before reading a byte of it when over the limit.
+    let declared = declared_length(&headers, max)?;
     let mut reader = BodyReader {
         body,
         received: 0,
@@ -295,22 +280,7 @@ pub(crate) async fn upload(
 
     // Large or unknown-length bodies: stream into a store writer on the
     // blocking pool; the bounded channel is the backpressure on the client.
-    let _slot = match tokio::time::timeout(
-        st.opts.request_timeout(),
-        st.upload_slots.clone().acquire_owned(),
-    )
-    .await
-    {
-        Ok(Ok(slot)) => slot,
-        Ok(Err(_)) | Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{API_UPLOADS_STREAMING_COUNT_MAX} large uploads are already in progress; retry later"
-                ),
-            ));
-        }
-    };
+    let _slot = upload_slot(&st).await?;
     let (tx, rx) = mpsc::channel::<WriterMsg>(API_UPLOAD_CHANNEL_CHUNKS_COUNT_MAX);
     let store = st.store.clone();
     let writer = tokio::task::spawn_blocking(move || write_blocking(&store, pin, rx));
@@ -325,6 +295,116 @@ pub(crate) async fn upload(
     }
     let outcome = written.map_err(writer_error)?;
     Ok(put_response(&outcome))
+}
+
+/// The `Content-Length` a client declared, refused up front when over the
+/// upload limit.
+fn declared_length(headers: &HeaderMap, max: u64) -> Result<Option<u64>, ApiError> {
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("the Content-Length header is not a number")
+                })?,
+        ),
+    };
+    if let Some(declared) = declared
+        && declared > max
+    {
+        return Err(too_large(declared, max, true));
+    }
+    Ok(declared)
+}
+
+/// An upload body as a blocking `Read` (for importers that run on the
+/// blocking pool). A body that fails or is abandoned reads as an error, so
+/// the consumer never mistakes a cut-off upload for a complete one.
+pub(crate) struct UploadRead {
+    rx: mpsc::Receiver<WriterMsg>,
+    current: Bytes,
+    ended: bool,
+}
+
+impl std::io::Read for UploadRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(WriterMsg::Data(chunk)) => self.current = chunk,
+                Some(WriterMsg::Finish) => self.ended = true,
+                None => {
+                    return Err(std::io::Error::other("upload abandoned before its end"));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Stream a request body into `consume`, which runs on the blocking pool
+/// and reads it through [`UploadRead`]. Enforces the upload size limit,
+/// the idle timeout and the streaming-upload slots like `POST /blobs`.
+/// A body-side failure wins over whatever the consumer then reports.
+pub(crate) async fn stream_into<T: Send + 'static>(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    what: &'static str,
+    consume: impl FnOnce(&Store, &mut UploadRead) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let max = st.opts.upload_size_bytes_max;
+    declared_length(headers, max)?;
+    let mut reader = BodyReader {
+        body,
+        received: 0,
+        max,
+        idle: st.opts.request_timeout(),
+        idle_ms: st.opts.request_timeout_ms,
+    };
+    let _slot = upload_slot(st).await?;
+    let (tx, rx) = mpsc::channel::<WriterMsg>(API_UPLOAD_CHANNEL_CHUNKS_COUNT_MAX);
+    let store = st.store.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut read = UploadRead {
+            rx,
+            current: Bytes::new(),
+            ended: false,
+        };
+        consume(&store, &mut read)
+    });
+    let failed = feed_writer(&tx, Vec::new(), &mut reader).await;
+    drop(tx);
+    let result = task
+        .await
+        .map_err(|join| ApiError::task_failed(what, join))?;
+    if let Some(failed) = failed {
+        return Err(failed);
+    }
+    result
+}
+
+async fn upload_slot(st: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(
+        st.opts.request_timeout(),
+        st.upload_slots.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(slot)) => Ok(slot),
+        Ok(Err(_)) | Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{API_UPLOADS_STREAMING_COUNT_MAX} large uploads are already in progress; retry later"
+            ),
+        )),
+    }
 }
 
 /// Send the collected prefix and then the rest of the body to the writer,

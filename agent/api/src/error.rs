@@ -109,6 +109,9 @@ pub fn from_put(err: PutError) -> ApiError {
         | PutError::OpenedReadOnly
         | PutError::Closed => StatusCode::SERVICE_UNAVAILABLE,
         PutError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // Only client-supplied blocks (a CAR) reach the store unverified.
+        PutError::BlockHashMismatch { .. } => StatusCode::BAD_REQUEST,
+        PutError::BlockTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
     };
     ApiError::new(status, err.to_string())
 }
@@ -135,7 +138,9 @@ pub fn from_gc(err: GcError) -> ApiError {
     let status = match &err {
         GcError::AlreadyRunning => StatusCode::CONFLICT,
         GcError::OpenedReadOnly => StatusCode::SERVICE_UNAVAILABLE,
-        GcError::Write(_) | GcError::Read { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        GcError::Write(_) | GcError::Read { .. } | GcError::UnreadableDagNode { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     ApiError::new(status, err.to_string())
 }

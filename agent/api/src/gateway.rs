@@ -1,14 +1,20 @@
-//! `GET|HEAD /ipfs/{cid}`: the IPFS trustless-gateway subset for raw blocks.
+//! `GET|HEAD /ipfs/{cid}`: the IPFS trustless gateway, plus path-gateway
+//! reads of UnixFS files.
 //!
 //! - `?format=raw` or `Accept: application/vnd.ipld.raw` → the block bytes as
 //!   `application/vnd.ipld.raw`, ETag `"{cid}.raw"`. `format` wins over
 //!   `Accept`, as the gateway spec says.
-//! - A plain request for a raw-codec cid → the same bytes as
-//!   `application/octet-stream`, ETag `"{cid}"`. A plain request for a dag-pb
-//!   cid is 501 until UnixFS rendering exists (ask for `format=raw`).
-//! - An `Accept` naming only other IPLD response types (CAR, dag-json, …) is
-//!   406: answering those with raw bytes would mislead a verifying client.
-//! - One range → 206; several → 200 with the whole block (see `range`).
+//! - `?format=car` or `Accept: application/vnd.ipld.car` → a CARv1 of the DAG
+//!   (`dag-scope=block|entity|all`, `entity-bytes=from:to`), blocks in DFS
+//!   pre-order without duplicates, `Content-Type: application/vnd.ipld.car;
+//!   version=1; order=dfs; dups=n`, ETag `"{cid}.car.{scope}[.{range}]"`.
+//! - A plain request for a raw-codec cid → the block as
+//!   `application/octet-stream`, ETag `"{cid}"`; for a dag-pb UnixFS file →
+//!   the file's bytes (verified block by block), same headers. Directories
+//!   are 501 (ask for `format=car`).
+//! - An `Accept` naming only other IPLD response types (dag-json, …) is
+//!   406: answering those with other bytes would mislead a verifying client.
+//! - One range → 206; several → 200 with the whole body (see `range`).
 //!
 //! Bytes are only ever sent after the store verified them against their
 //! hash; see [`API_READ_WINDOW_BYTES`] for how a corrupt tail surfaces.
@@ -26,11 +32,16 @@ use metanode_core::limits::{
 };
 use metanode_store::{GetError, Store};
 
-use crate::AppState;
+use metanode_unixfs::{DagScope, EntityBytes, parse_dag_scope};
+
 use crate::error::{self, ApiError};
 use crate::range::{self, RangeDecision};
+use crate::{AppState, ipfs};
 
 const MEDIA_RAW: &str = "application/vnd.ipld.raw";
+const MEDIA_CAR: &str = "application/vnd.ipld.car";
+/// What our CAR responses are (the gateway spec's response signalling).
+const CONTENT_TYPE_CAR: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=n";
 /// One year minus change, as Kubo and the gateway spec use for immutable
 /// `/ipfs/` responses.
 const CACHE_CONTROL_IMMUTABLE: &str = "public, max-age=29030400, immutable";
@@ -39,6 +50,8 @@ const CACHE_CONTROL_IMMUTABLE: &str = "public, max-age=29030400, immutable";
 pub(crate) enum Format {
     /// Trustless response: `application/vnd.ipld.raw`.
     Raw,
+    /// Trustless response: `application/vnd.ipld.car`.
+    Car,
     /// Path-gateway response of a raw block: `application/octet-stream`.
     Plain,
 }
@@ -51,8 +64,9 @@ pub(crate) fn response_format(
     if let Some((_, format)) = query.iter().find(|(k, _)| k == "format") {
         return match format.as_str() {
             "raw" => Ok(Format::Raw),
+            "car" => Ok(Format::Car),
             other => Err(ApiError::bad_request(format!(
-                "unsupported format {}; this gateway serves format=raw (or the plain bytes without a format)",
+                "unsupported format {}; this gateway serves format=raw, format=car, or the plain bytes without a format",
                 error::quote(other)
             ))),
         };
@@ -73,17 +87,35 @@ pub(crate) fn response_format(
     {
         let mut parts = item.split(';').map(str::trim);
         let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let refused = parts.any(|p| {
-            p.split_once('=').is_some_and(|(k, v)| {
-                k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>() == Ok(0.0)
+        let params: Vec<(String, String)> = parts
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().trim_matches('"').to_ascii_lowercase(),
+                )
             })
-        });
-        if refused {
+            .collect();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if param("q").is_some_and(|q| q.parse::<f32>() == Ok(0.0)) {
             continue;
         }
         any = true;
         if media == MEDIA_RAW {
             return Ok(Format::Raw);
+        }
+        // We write CARv1 in DFS order; a client that insists on another
+        // version or order gets a 406 below rather than bytes it cannot use.
+        if media == MEDIA_CAR
+            && param("version").is_none_or(|v| v == "1")
+            && param("order").is_none_or(|v| v == "dfs" || v == "unk")
+        {
+            return Ok(Format::Car);
         }
         if !media.starts_with("application/vnd.ipld.") {
             ipld_only = false;
@@ -93,7 +125,7 @@ pub(crate) fn response_format(
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             format!(
-                "none of the accepted types {} is served; this gateway serves {MEDIA_RAW}",
+                "none of the accepted types {} is served; this gateway serves {MEDIA_RAW} and {MEDIA_CAR}; version=1",
                 error::quote(accept)
             ),
         ));
@@ -129,14 +161,10 @@ pub(crate) async fn ipfs(
     let (cid, input) = parse_cid(path)?;
     let query = parse_query(query)?;
     let format = response_format(&query, headers.get(header::ACCEPT))?;
-    if format == Format::Plain && cid.codec() == CODEC_DAG_PB {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "cid {cid} is a dag-pb (UnixFS) node and UnixFS rendering is not supported yet; request the block with ?format=raw"
-            ),
-        ));
-    }
+    let car = match format {
+        Format::Car => Some(car_params(&query)?),
+        _ => None,
+    };
     // An index lookup in memory: no blocking-pool hop (it cost more than the
     // rest of a small GET together).
     let stat = st
@@ -144,11 +172,18 @@ pub(crate) async fn ipfs(
         .stat(&cid)
         .map_err(error::from_get)?
         .ok_or_else(|| error::from_get(GetError::NotFound(cid)))?;
-    let size = stat.size_bytes;
+    // A dag-pb root read as a file: its size comes from the DAG.
+    let file = if format == Format::Plain && cid.codec() == CODEC_DAG_PB {
+        Some(ipfs::open_file(st.store.clone(), cid).await?)
+    } else {
+        None
+    };
+    let size = file.as_ref().map_or(stat.size_bytes, |f| f.size_bytes());
 
-    let etag = match format {
-        Format::Raw => format!("\"{cid}.raw\""),
-        Format::Plain => format!("\"{cid}\""),
+    let etag = match (format, &car) {
+        (Format::Raw, _) => format!("\"{cid}.raw\""),
+        (Format::Car, Some(p)) => p.etag(&cid),
+        _ => format!("\"{cid}\""),
     };
     let mut common = HeaderMap::new();
     let value = |s: &str| HeaderValue::from_str(s).map_err(|e| ApiError::internal(e.to_string()));
@@ -171,6 +206,23 @@ pub(crate) async fn ipfs(
         return build(StatusCode::NOT_MODIFIED, common, Body::empty());
     }
 
+    if let Some(params) = car {
+        // A CAR is a stream of unknown length: no ranges, no Content-Length.
+        common.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(CONTENT_TYPE_CAR),
+        );
+        common.insert(
+            header::CONTENT_DISPOSITION,
+            value(&format!("attachment; filename=\"{cid}.car\""))?,
+        );
+        if method == Method::HEAD {
+            return build(StatusCode::OK, common, Body::empty());
+        }
+        let body = ipfs::car_body(st.store.clone(), cid, params.scope, params.entity_bytes).await?;
+        return build(StatusCode::OK, common, body);
+    }
+
     common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let range_value = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let if_range_ok = headers
@@ -185,7 +237,7 @@ pub(crate) async fn ipfs(
         return Err(ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             format!(
-                "range {} is outside block {cid} of {size} bytes",
+                "range {} is outside {cid} of {size} bytes",
                 error::quote(range_value.unwrap_or_default())
             ),
         )
@@ -194,7 +246,7 @@ pub(crate) async fn ipfs(
 
     let content_type = match format {
         Format::Raw => MEDIA_RAW,
-        Format::Plain => "application/octet-stream",
+        Format::Plain | Format::Car => "application/octet-stream",
     };
     common.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if format == Format::Raw {
@@ -221,6 +273,10 @@ pub(crate) async fn ipfs(
     };
     if method == Method::HEAD || len == 0 {
         return build(status, common, Body::empty());
+    }
+    if let Some(file) = file {
+        let body = ipfs::file_body(file, start, len).await?;
+        return build(status, common, body);
     }
 
     // Read and verify the first window before committing to a status, so a
@@ -256,6 +312,79 @@ pub(crate) async fn ipfs(
     let rest = windows(st.store.clone(), cid, start + first_len, len - first_len);
     let body = stream::once(async move { Ok::<Bytes, StreamError>(first) }).chain(rest);
     build(status, common, Body::from_stream(body))
+}
+
+/// `dag-scope` and `entity-bytes` of a CAR request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CarParams {
+    scope: DagScope,
+    entity_bytes: Option<EntityBytes>,
+}
+
+impl CarParams {
+    /// Strong: DFS order without duplicates makes the bytes deterministic.
+    /// The scope and range are part of it, as the spec requires.
+    fn etag(&self, cid: &ContentId) -> String {
+        match self.entity_bytes {
+            None => format!("\"{cid}.car.{}\"", self.scope),
+            Some(EntityBytes { from, to }) => {
+                let to = to.map_or_else(|| "*".to_string(), |t| t.to_string());
+                format!("\"{cid}.car.{}.{from}:{to}\"", self.scope)
+            }
+        }
+    }
+}
+
+fn car_params(query: &[(String, String)]) -> Result<CarParams, ApiError> {
+    let mut scope = None;
+    let mut entity_bytes = None;
+    for (key, value) in query {
+        match key.as_str() {
+            "dag-scope" => {
+                scope =
+                    Some(parse_dag_scope(value).map_err(|e| ApiError::bad_request(e.to_string()))?);
+            }
+            "entity-bytes" => {
+                entity_bytes = Some(
+                    EntityBytes::parse(value).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                );
+            }
+            // Parameters of the response type that we already honour (or
+            // answer explicitly in Content-Type).
+            "format" | "car-version" | "car-order" | "car-dups" | "filename" | "download" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {} for a CAR request; accepted: format, dag-scope, entity-bytes",
+                    error::quote(other)
+                )));
+            }
+        }
+    }
+    if let Some(v) = query
+        .iter()
+        .find(|(k, _)| k == "car-version")
+        .map(|(_, v)| v)
+        && v != "1"
+    {
+        return Err(ApiError::bad_request(format!(
+            "car-version={} is not served; this gateway writes CARv1",
+            error::quote(v)
+        )));
+    }
+    // entity-bytes implies dag-scope=entity; with another explicit scope
+    // it does not apply (the spec defines it for entity only).
+    let scope = scope.unwrap_or(if entity_bytes.is_some() {
+        DagScope::Entity
+    } else {
+        DagScope::All
+    });
+    if scope != DagScope::Entity {
+        entity_bytes = None;
+    }
+    Ok(CarParams {
+        scope,
+        entity_bytes,
+    })
 }
 
 /// Why a response was cut off mid-body. Sent nowhere but the log: by then the

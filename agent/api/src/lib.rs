@@ -6,8 +6,10 @@
 //! |---|---|
 //! | `GET /health` | `{"status":"ok","version","io"}`; 503 `draining` during shutdown |
 //! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it) |
-//! | `GET\|HEAD /ipfs/{cid}` | IPFS trustless-gateway subset: raw blocks, single ranges, ETag/304 |
+//! | `GET\|HEAD /ipfs/{cid}` | IPFS trustless gateway (raw blocks, CAR with dag-scope/entity-bytes) and UnixFS file bytes; single ranges, ETag/304 |
 //! | `POST /api/v1/blobs[?pin=false]` | streaming upload; 201 new, 200 `existed`, 413 over the limit |
+//! | `POST /api/v1/unixfs[?chunker=size-N&hash=sha2-256\|blake3&pin=false]` | UnixFS import (Kubo's CIDs); 201 `{"cid","size","blocks",…}` |
+//! | `POST /api/v1/car[?pin=false&allow-partial=true]` | CARv1/v2 import, every block verified, incomplete DAGs refused |
 //! | `GET /api/v1/blobs[?after=CID&limit=N]` | one page of the listing, ordered by cid string |
 //! | `GET /api/v1/blobs/{cid}/stat` | size, pin, storage kind |
 //! | `DELETE /api/v1/blobs/{cid}` | remove (durable tombstone); 404 if absent |
@@ -26,6 +28,7 @@
 mod blobs;
 mod error;
 mod gateway;
+mod ipfs;
 mod metrics;
 pub mod range;
 mod server;
@@ -116,6 +119,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ipfs/{cid}", get(gateway::ipfs).head(gateway::ipfs))
         .route("/api/v1/blobs", post(blobs::upload).get(blobs::list))
+        .route("/api/v1/unixfs", post(ipfs::unixfs_add))
+        .route("/api/v1/car", post(ipfs::car_import))
         .route("/api/v1/blobs/{cid}", axum::routing::delete(blobs::remove))
         .route("/api/v1/blobs/{cid}/stat", get(blobs::stat))
         .route("/api/v1/pins/{cid}", post(blobs::pin).delete(blobs::unpin))

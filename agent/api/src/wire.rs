@@ -157,3 +157,32 @@ pub struct StoreInfo {
     pub segments_count: u64,
     pub segment_bytes: u64,
 }
+
+/// `POST /api/v1/unixfs` (201): the file's root CID, as `ipfs add
+/// --cid-version 1` with the same chunker and hash prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixfsAddResponse {
+    pub cid: String,
+    /// File bytes imported.
+    pub size: u64,
+    /// Blocks the importer produced (a repeated chunk counts each time).
+    pub blocks: u64,
+    pub chunk_size: u64,
+    /// `sha2-256` or `blake3`.
+    pub hash: String,
+    pub pinned: bool,
+}
+
+/// `POST /api/v1/car` (200).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarImportResponse {
+    pub roots: Vec<String>,
+    /// Sections read from the CAR.
+    pub blocks: u64,
+    /// Blocks that were not stored before.
+    pub blocks_new: u64,
+    /// Block bytes read from the CAR.
+    pub bytes: u64,
+    /// Whether the roots were pinned.
+    pub pinned: bool,
+}

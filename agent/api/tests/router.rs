@@ -310,15 +310,18 @@ async fn bad_input_is_a_json_error_naming_it() {
     assert!(a.error().contains(&cid.to_string()), "{}", a.error());
 
     let a = send(&f.app, get(&format!("/ipfs/{cid}?format=car"))).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+    let a = send(&f.app, get(&format!("/ipfs/{cid}?format=tar"))).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.error().contains("car"), "{}", a.error());
+    assert!(a.error().contains("tar"), "{}", a.error());
 
     let a = send(
         &f.app,
         get_with(
             &format!("/ipfs/{cid}"),
             header::ACCEPT,
-            "application/vnd.ipld.car",
+            "application/vnd.ipld.dag-json",
         ),
     )
     .await;
@@ -351,14 +354,19 @@ async fn bad_input_is_a_json_error_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dag_pb_without_raw_format_is_not_implemented() {
+async fn a_dag_pb_block_that_is_not_unixfs_is_refused_as_a_file_but_served_raw() {
     let f = fixture();
     let data = b"pretend dag-pb bytes";
     upload(&f.app, data).await;
     let raw = ContentId::raw_blake3_of(data);
     let dag_pb = ContentId::from_key(CODEC_DAG_PB, raw.key());
     let a = send(&f.app, get(&format!("/ipfs/{dag_pb}"))).await;
-    assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        a.error().contains("not a valid UnixFS DAG"),
+        "{}",
+        a.error()
+    );
     assert!(a.error().contains("format=raw"), "{}", a.error());
     // The block itself is still available as a raw block.
     let a = send(&f.app, get(&format!("/ipfs/{dag_pb}?format=raw"))).await;

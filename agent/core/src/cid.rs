@@ -192,6 +192,17 @@ impl ContentId {
             input: display.clone(),
             reason: e.to_string(),
         })?;
+        // The cid crate reads one CID off the front and ignores the rest.
+        if inner.encoded_len() != bytes.len() {
+            return Err(CidParseError::Malformed {
+                reason: format!(
+                    "{} bytes after the cid's {} bytes",
+                    bytes.len() - inner.encoded_len(),
+                    inner.encoded_len()
+                ),
+                input: display,
+            });
+        }
         Self::check(inner, display)
     }
 
@@ -280,6 +291,16 @@ mod tests {
         let parsed: ContentId = s.parse().unwrap();
         assert_eq!(parsed, id);
         assert_eq!(parsed.key().kind, HashKind::Blake3);
+    }
+
+    #[test]
+    fn binary_cids_with_trailing_bytes_are_refused() {
+        let id = ContentId::raw_blake3_of(b"x");
+        let mut bytes = id.to_bytes();
+        assert_eq!(ContentId::from_bytes(&bytes).unwrap(), id);
+        bytes.push(0);
+        let err = ContentId::from_bytes(&bytes).unwrap_err();
+        assert!(err.to_string().contains("1 bytes after"), "{err}");
     }
 
     #[test]

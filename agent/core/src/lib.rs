@@ -4,6 +4,7 @@
 
 pub mod cid;
 pub mod config;
+pub mod dagpb;
 pub mod encoding;
 pub mod hash;
 pub mod keys;

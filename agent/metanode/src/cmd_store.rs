@@ -16,7 +16,7 @@ use metanode_api::wire::{
     BlobInfo, ErrorBody, GcResponse, ListResponse, PinResponse, PutResponse, RemoveResponse,
     Storage, VerifyResponse,
 };
-use metanode_core::cid::{ContentId, HashKind};
+use metanode_core::cid::{CODEC_DAG_PB, ContentId, HashKind};
 use metanode_core::config::NodeConfig;
 use metanode_core::limits::{API_LIST_PAGE_COUNT_MAX, API_READ_WINDOW_BYTES};
 use metanode_store::{OpenError, Store, StoreOptions, VerifyProgress};
@@ -28,7 +28,7 @@ use crate::output::Output;
 /// Transfers at least this large get a progress bar (when stderr is a TTY).
 const PROGRESS_SIZE_BYTES_MIN: u64 = 8 * 1024 * 1024;
 /// Copy buffer for files and HTTP bodies.
-const COPY_BUFFER_BYTES: usize = 1024 * 1024;
+pub(crate) const COPY_BUFFER_BYTES: usize = 1024 * 1024;
 /// How long to wait for an agent to accept a TCP connection.
 const API_CONNECT_TIMEOUT_MS: u64 = 10_000;
 
@@ -44,7 +44,43 @@ Examples:
   metanode store put --api http://127.0.0.1:7878 --no-pin big.iso
   metanode --json store put --data-dir /tmp/mn notes.txt")]
     Put(PutArgs),
-    /// Write a blob's bytes to a file or stdout (verified against its CID).
+    /// Import a file as UnixFS (the IPFS file format) and print its root CID:
+    /// the same CID `ipfs add --cid-version 1` prints for the same bytes.
+    #[command(after_help = "\
+Kubo's defaults: 256 KiB chunks, raw leaves, CIDv1, balanced DAG with at most
+174 links per node, sha2-256. The root is pinned (the whole DAG is kept by gc).
+Directories are not imported: add files one by one, or import a CAR made by
+another tool (`ipfs-car pack DIR`, `ipfs dag export`) with `store import-car`.
+
+Prints `CID<TAB>SIZE bytes<TAB>BLOCKS blocks`; with --json
+{\"cid\",\"size\",\"blocks\",\"chunk_size\",\"hash\",\"pinned\"}.
+
+Examples:
+  metanode store add --data-dir /var/lib/metanode ./video.mp4
+  metanode store add --api http://127.0.0.1:7878 --chunker size-1048576 big.iso
+  cat log.txt | metanode store add --data-dir /tmp/mn --hash blake3 -")]
+    Add(AddArgs),
+    /// Import a CAR (v1 or v2): every block is checked against its CID, the
+    /// DAGs under its roots must be complete, then the roots are pinned.
+    #[command(after_help = "\
+A bad block, a block over 2 MiB, or a link to a block that is neither in the
+CAR nor already stored rejects the whole CAR (naming the block); nothing is
+pinned then, and the blocks already written are removed by the next gc.
+
+Examples:
+  metanode store import-car --data-dir /tmp/mn site.car
+  npx ipfs-car pack ./dir --output dir.car && metanode store import-car --api http://127.0.0.1:7878 dir.car
+  metanode store import-car --data-dir /tmp/mn --allow-partial range.car")]
+    ImportCar(ImportCarArgs),
+    /// Write the DAG under a CID as a CARv1 (blocks in DFS order, no
+    /// duplicates), as a trustless gateway would send it.
+    #[command(after_help = "\
+Examples:
+  metanode store export-car --data-dir /tmp/mn bafybei... -o file.car
+  metanode store export-car --api http://127.0.0.1:7878 bafybei... --dag-scope entity --entity-bytes 0:1048575 > head.car")]
+    ExportCar(ExportCarArgs),
+    /// Write a blob's bytes to a file or stdout (verified against its CID);
+    /// for a UnixFS root (bafybei…), the file's bytes.
     #[command(after_help = "\
 Examples:
   metanode store get --data-dir /tmp/mn bafkr4i... -o photo.jpg
@@ -103,14 +139,14 @@ Examples:
 pub struct Target {
     /// Open the store in DIR directly (fails while an agent runs on it).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["api", "config"])]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Use the store of the node configured in FILE (its node.data_dir and
     /// store settings), opened directly.
     #[arg(long, value_name = "FILE", conflicts_with = "api")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Go through a running agent's HTTP API, e.g. http://127.0.0.1:7878.
     #[arg(long, value_name = "URL")]
-    api: Option<String>,
+    pub(crate) api: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +174,59 @@ pub struct PutArgs {
     /// Store it unpinned, so gc may remove it.
     #[arg(long)]
     no_pin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    /// File to import; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub(crate) input: PathBuf,
+    /// Chunker, as Kubo spells it: size-N with N from 1 to 1048576 bytes.
+    #[arg(long, value_name = "size-N", default_value = "size-262144")]
+    pub(crate) chunker: String,
+    /// Multihash of every block: sha2-256 (what IPFS uses) or blake3.
+    #[arg(long, value_name = "HASH", default_value = "sha2-256", value_parser = ["sha2-256", "blake3"])]
+    pub(crate) hash: String,
+    /// Leave the root unpinned, so gc may remove the DAG.
+    #[arg(long)]
+    pub(crate) no_pin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCarArgs {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    /// CAR file to import; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub(crate) input: PathBuf,
+    /// Do not pin the roots.
+    #[arg(long)]
+    pub(crate) no_pin: bool,
+    /// Accept a CAR whose DAGs are incomplete (e.g. a dag-scope=entity-bytes
+    /// export); its roots are then not pinned.
+    #[arg(long)]
+    pub(crate) allow_partial: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportCarArgs {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    /// Root of the DAG.
+    #[arg(value_name = "CID", value_parser = parse_cid)]
+    pub(crate) cid: ContentId,
+    /// Write to FILE (replaced only once complete) instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// block: the root only; entity: the file (or directory node); all: the whole DAG.
+    #[arg(long, value_name = "SCOPE", default_value = "all", value_parser = ["block", "entity", "all"])]
+    pub(crate) dag_scope: String,
+    /// Only the blocks needed for bytes FROM:TO of the file (inclusive;
+    /// negative counts from the end, `*` is the end). Implies --dag-scope entity.
+    #[arg(long, value_name = "FROM:TO", allow_hyphen_values = true)]
+    pub(crate) entity_bytes: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +261,9 @@ pub fn run(cmd: StoreCommand, out: &Output) -> anyhow::Result<()> {
     );
     match cmd {
         StoreCommand::Put(a) => put(&a, out),
+        StoreCommand::Add(a) => crate::cmd_ipfs::add(&a, out),
+        StoreCommand::ImportCar(a) => crate::cmd_ipfs::import_car(&a, out),
+        StoreCommand::ExportCar(a) => crate::cmd_ipfs::export_car(&a, out),
         StoreCommand::Get(a) => get(&a, out),
         StoreCommand::Stat(a) => {
             let info = Backend::open(&a.target, Access::Read)?.stat(&a.cid)?;
@@ -243,7 +335,7 @@ pub fn run(cmd: StoreCommand, out: &Output) -> anyhow::Result<()> {
     }
 }
 
-fn json(value: &impl serde::Serialize) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn json(value: &impl serde::Serialize) -> anyhow::Result<serde_json::Value> {
     serde_json::to_value(value).context("rendering json output")
 }
 
@@ -293,8 +385,20 @@ fn get(args: &GetArgs, out: &Output) -> anyhow::Result<()> {
         sink.flush().context("writing to stdout")?;
         return Ok(());
     };
-    // Write beside the target and rename at the end, so FILE is either the
-    // old content or the complete verified blob, never a verified prefix.
+    let size = write_atomically(path, |sink| backend.get(&args.cid, sink))?;
+    out.emit(
+        &format!("wrote {size} bytes of {} to {}", args.cid, path.display()),
+        &serde_json::json!({ "cid": args.cid.to_string(), "size": size, "path": path }),
+    );
+    Ok(())
+}
+
+/// Write beside `path` and rename at the end, so `path` is either the old
+/// content or the complete verified output, never a verified prefix.
+pub(crate) fn write_atomically<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -307,10 +411,10 @@ fn get(args: &GetArgs, out: &Output) -> anyhow::Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let result = (|| -> anyhow::Result<u64> {
+    let result = (|| -> anyhow::Result<T> {
         let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut sink = io::BufWriter::with_capacity(COPY_BUFFER_BYTES, file);
-        let size = backend.get(&args.cid, &mut sink)?;
+        let value = fill(&mut sink)?;
         let file = sink
             .into_inner()
             .map_err(|e| anyhow!("writing {}: {}", tmp.display(), e.error()))?;
@@ -318,21 +422,12 @@ fn get(args: &GetArgs, out: &Output) -> anyhow::Result<()> {
             .with_context(|| format!("syncing {}", tmp.display()))?;
         std::fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        Ok(size)
+        Ok(value)
     })();
-    match result {
-        Ok(size) => {
-            out.emit(
-                &format!("wrote {size} bytes of {} to {}", args.cid, path.display()),
-                &serde_json::json!({ "cid": args.cid.to_string(), "size": size, "path": path }),
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    result
 }
 
 fn verify(target: &Target, out: &Output) -> anyhow::Result<()> {
@@ -371,19 +466,19 @@ fn verify(target: &Target, out: &Output) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
     /// Shared lock, no writer: get, stat, ls, verify.
     Read,
     Write,
 }
 
-enum Backend {
+pub(crate) enum Backend {
     Local(Store),
     Remote(Remote),
 }
 
 impl Backend {
-    fn open(target: &Target, access: Access) -> anyhow::Result<Backend> {
+    pub(crate) fn open(target: &Target, access: Access) -> anyhow::Result<Backend> {
         let mut opts = match (&target.data_dir, &target.config, &target.api) {
             (_, _, Some(url)) => return Ok(Backend::Remote(Remote::new(url)?)),
             (Some(dir), _, _) => StoreOptions::new(
@@ -458,6 +553,12 @@ impl Backend {
     /// Write the verified blob to `sink`; returns its size.
     fn get(&self, cid: &ContentId, sink: &mut dyn Write) -> anyhow::Result<u64> {
         match self {
+            Backend::Local(store) if cid.codec() == CODEC_DAG_PB => {
+                crate::cmd_ipfs::read_file_local(store, cid, sink)
+            }
+            Backend::Remote(r) if cid.codec() == CODEC_DAG_PB => {
+                crate::cmd_ipfs::read_file_remote(r, cid, sink)
+            }
             Backend::Local(store) => {
                 let size = store
                     .stat(cid)?
@@ -587,9 +688,9 @@ impl Backend {
 /// A running agent, over plain HTTP. (HTTPS with client certificates comes
 /// with the TLS work; until then the API is meant for loopback or a trusted
 /// network.)
-struct Remote {
-    base: String,
-    agent: ureq::Agent,
+pub(crate) struct Remote {
+    pub(crate) base: String,
+    pub(crate) agent: ureq::Agent,
 }
 
 /// Error bodies are small; this only stops a misbehaving server.
@@ -617,13 +718,13 @@ impl Remote {
         })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Turn a transport failure or a non-2xx answer into an error that says
     /// which agent and what it said.
-    fn check(
+    pub(crate) fn check(
         &self,
         what: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
@@ -653,7 +754,7 @@ impl Remote {
         )
     }
 
-    fn read_json<T: DeserializeOwned>(
+    pub(crate) fn read_json<T: DeserializeOwned>(
         &self,
         what: &str,
         mut response: ureq::http::Response<ureq::Body>,
@@ -798,7 +899,7 @@ impl StreamHasher {
     }
 }
 
-fn copy(reader: &mut dyn Read, writer: &mut dyn Write) -> io::Result<u64> {
+pub(crate) fn copy(reader: &mut dyn Read, writer: &mut dyn Write) -> io::Result<u64> {
     let mut buf = vec![0u8; COPY_BUFFER_BYTES];
     let mut total = 0u64;
     loop {
@@ -832,7 +933,7 @@ fn tty_bar(total: Option<u64>, label: &'static str) -> Option<ProgressBar> {
 
 /// Byte progress of one transfer: a bar appears once the transfer is known
 /// (or turns out) to be large, and only on a terminal.
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     total: Option<u64>,
     done: u64,
@@ -841,7 +942,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: Option<u64>, label: &'static str) -> Self {
+    pub(crate) fn new(total: Option<u64>, label: &'static str) -> Self {
         let mut p = Progress {
             bar: None,
             total,
@@ -877,7 +978,7 @@ impl Progress {
         self.bar = Some(bar);
     }
 
-    fn advance(&mut self, n: u64) {
+    pub(crate) fn advance(&mut self, n: u64) {
         self.done += n;
         if self.bar.is_none() && self.done >= PROGRESS_SIZE_BYTES_MIN {
             self.show();
@@ -887,16 +988,16 @@ impl Progress {
         }
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
     }
 }
 
-struct ProgressRead<R> {
-    inner: R,
-    progress: Progress,
+pub(crate) struct ProgressRead<R> {
+    pub(crate) inner: R,
+    pub(crate) progress: Progress,
 }
 
 impl<R: Read> Read for ProgressRead<R> {

@@ -4,6 +4,7 @@
 
 mod cmd_agent;
 mod cmd_config;
+mod cmd_ipfs;
 mod cmd_store;
 mod output;
 

@@ -1,7 +1,13 @@
 //! Garbage collection without stopping the world.
 //!
-//! 1. Sweep: every unpinned blob gets a tombstone (through the writer, with
-//!    "only if still unpinned", so a pin racing with GC wins).
+//! 1. Mark and sweep: live = pinned blocks plus every block reachable through
+//!    dag-pb links from a pinned dag-pb block (a pinned UnixFS root keeps its
+//!    whole file). Every other block gets a tombstone (through the writer,
+//!    with "only if still unpinned", so a pin racing with GC wins). Imports
+//!    hold the GC gate from their first block until their root is pinned,
+//!    and mark + sweep run under its write side, so a DAG being written is
+//!    never swept. A pinned DAG node that cannot be read stops GC before the
+//!    sweep: sweeping then could delete blocks the pinned DAG still needs.
 //! 2. Compact: a sealed segment that is mostly garbage has its live records
 //!    re-appended through the writer as *conditional relocations* (applied
 //!    only if the index still points at the old copy), then the segment is
@@ -15,11 +21,14 @@
 
 use std::sync::atomic::Ordering;
 
-use metanode_core::cid::{BlockKey, HashKind};
+use std::collections::HashSet;
+
+use metanode_core::cid::{BlockKey, CODEC_DAG_PB, ContentId, HashKind};
+use metanode_core::dagpb;
 
 use crate::record::RecordKind;
 use crate::writer::{Applied, Op, Reply, ReplyRx};
-use crate::{Store, limits};
+use crate::{GetError, Store, limits};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -45,6 +54,10 @@ pub enum GcError {
     OpenedReadOnly,
     #[error("gc is already running")]
     AlreadyRunning,
+    #[error(
+        "gc stopped before sweeping: DAG node {cid} reachable from a pin is unreadable ({why}); repair it by re-adding its content, or unpin its root"
+    )]
+    UnreadableDagNode { cid: ContentId, why: String },
     #[error("gc write failed: {0}")]
     Write(String),
     #[error("gc could not read {path}: {source}")]
@@ -64,12 +77,14 @@ pub(crate) fn run(store: &Store, progress: &dyn Fn(GcProgress)) -> Result<GcRepo
     let _running = inner.gc_running.try_lock().ok_or(GcError::AlreadyRunning)?;
     let mut report = GcReport::default();
 
-    // 1. Sweep unpinned blobs.
+    // 1. Mark and sweep, with imports and pin changes held off.
+    let gate = inner.gc_gate.write();
+    let live = mark(store)?;
     let unpinned: Vec<BlockKey> = inner
         .index
         .snapshot()
         .into_iter()
-        .filter(|(_, e)| !e.pinned())
+        .filter(|(k, e)| !e.pinned() && !live.contains(k))
         .map(|(k, _)| k)
         .collect();
     for window in unpinned.chunks(GC_OPS_IN_FLIGHT_MAX) {
@@ -93,6 +108,7 @@ pub(crate) fn run(store: &Store, progress: &dyn Fn(GcProgress)) -> Result<GcRepo
             removed: report.blobs_removed,
         });
     }
+    drop(gate);
 
     // 2. Compact sealed segments that are mostly garbage.
     let candidates: Vec<_> = {
@@ -240,6 +256,44 @@ pub(crate) fn run(store: &Store, progress: &dyn Fn(GcProgress)) -> Result<GcRepo
         removed: report.orphans_removed,
     });
     Ok(report)
+}
+
+/// Every block reachable from a pinned dag-pb block (pinned blocks are
+/// live by their own flag). A link to a block we do not have is fine (a
+/// partial DAG, e.g. a CAR of one entity range); a pinned DAG node we cannot
+/// read or parse is an error.
+fn mark(store: &Store) -> Result<HashSet<BlockKey>, GcError> {
+    let mut live = HashSet::new();
+    let mut stack: Vec<BlockKey> = Vec::new();
+    for (key, entry) in store.inner().index.snapshot() {
+        if entry.pinned() && entry.codec as u64 == CODEC_DAG_PB {
+            live.insert(key);
+            stack.push(key);
+        }
+    }
+    while let Some(key) = stack.pop() {
+        let cid = ContentId::from_key(CODEC_DAG_PB, key);
+        let data = match store.get(&cid) {
+            Ok(d) => d,
+            Err(GetError::NotFound(_)) => continue,
+            Err(e) => {
+                return Err(GcError::UnreadableDagNode {
+                    cid,
+                    why: e.to_string(),
+                });
+            }
+        };
+        let links = dagpb::links(&data).map_err(|e| GcError::UnreadableDagNode {
+            cid,
+            why: e.to_string(),
+        })?;
+        for child in links {
+            if live.insert(child.key()) && child.codec() == CODEC_DAG_PB {
+                stack.push(child.key());
+            }
+        }
+    }
+    Ok(live)
 }
 
 fn wait(rx: ReplyRx) -> Result<Applied, GcError> {

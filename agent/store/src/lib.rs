@@ -89,12 +89,17 @@ pub mod limits {
     pub const SEGMENT_STATE_RESERVE_DIVISOR: u64 = 8;
     /// A segment is compacted when at least this share of it is garbage.
     pub const GC_GARBAGE_RATIO_MIN_PERCENT: u64 = 25;
+    /// Largest IPFS block [`crate::Store::put_blocks`] accepts: trustless
+    /// gateway clients refuse bigger ones, and Kubo's largest chunker is 1 MiB.
+    pub const BLOCK_SIZE_BYTES_MAX: u64 = 2 * 1024 * 1024;
 
     const _: () = assert!(INLINE_SIZE_BYTES_MAX_DEFAULT <= INLINE_SIZE_BYTES_MAX_CAP);
     const _: () = assert!(INLINE_SIZE_BYTES_MAX_CAP < GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT);
     const _: () = assert!(GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT < SEGMENT_SIZE_BYTES_MAX_DEFAULT);
     // A record length is stored as u32.
     const _: () = assert!(INLINE_SIZE_BYTES_MAX_CAP < u32::MAX as u64 / 2);
+    // IPFS blocks are always packed, whatever inline_size_bytes_max says.
+    const _: () = assert!(BLOCK_SIZE_BYTES_MAX <= INLINE_SIZE_BYTES_MAX_CAP);
 }
 
 impl StoreOptions {
@@ -203,6 +208,78 @@ pub enum PutError {
     Io(String),
     #[error("store is closed")]
     Closed,
+    #[error("block {cid} does not match its CID (its bytes hash to {actual})")]
+    BlockHashMismatch { cid: ContentId, actual: String },
+    #[error("block {cid} is {size_bytes} bytes; IPFS blocks are at most {max_bytes}")]
+    BlockTooLarge {
+        cid: ContentId,
+        size_bytes: u64,
+        max_bytes: u64,
+    },
+}
+
+/// Verify an IPFS block against its own multihash before storing it.
+fn check_block(cid: &ContentId, data: &[u8], max_bytes: u64) -> Result<(), PutError> {
+    if data.len() as u64 > max_bytes {
+        return Err(PutError::BlockTooLarge {
+            cid: *cid,
+            size_bytes: data.len() as u64,
+            max_bytes,
+        });
+    }
+    let key = cid.key();
+    let actual = key.kind.digest(data);
+    if actual != key.digest {
+        return Err(PutError::BlockHashMismatch {
+            cid: *cid,
+            actual: format!("{}:{}", key.kind.name(), hex::encode(actual)),
+        });
+    }
+    Ok(())
+}
+
+/// Blocks queued by [`Store::put_blocks_queued`]; none is acknowledged
+/// until [`PendingPuts::wait`] returns `Ok`.
+#[derive(Debug)]
+#[must_use = "blocks are not durable until wait() returns Ok"]
+pub struct PendingPuts {
+    store: Store,
+    puts: Vec<(ContentId, u64, Option<writer::ReplyRx>)>,
+}
+
+impl PendingPuts {
+    /// Wait until every queued block is durable. Waits for every reply even
+    /// after a failure, so no op of the batch is in flight when the caller
+    /// sees the error.
+    pub fn wait(self) -> Result<Vec<PutOutcome>, PutError> {
+        let mut outcomes = Vec::with_capacity(self.puts.len());
+        let mut first_err = None;
+        for (cid, size, rx) in self.puts {
+            let res = match rx {
+                None => Ok(self.store.existed(cid, size)),
+                Some(rx) => rx
+                    .recv_blocking()
+                    .ok_or(PutError::Closed)
+                    .and_then(|applied| self.store.finish_put(cid, size, applied)),
+            };
+            match res {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+}
+
+/// While any hold lives, GC does not start its sweep (see [`Store::gc_hold`]).
+#[derive(Debug)]
+pub struct GcHold {
+    _guard: parking_lot::ArcRwLockReadGuard<parking_lot::RawRwLock, ()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -368,6 +445,9 @@ pub(crate) struct Inner {
     pub writer_tx: Option<crossbeam_channel::Sender<Op>>,
     pub writer_handle: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub gc_running: Mutex<()>,
+    /// Readers: imports between their first block and their root's pin.
+    /// Writer: GC while it marks and sweeps.
+    pub gc_gate: Arc<RwLock<()>>,
     pub open_report: OpenReport,
     pub _lock: File,
 }
@@ -442,13 +522,14 @@ impl Store {
             return w.finish();
         }
         let key = BlockKey::blake3(*blake3::hash(data).as_bytes());
-        let (op, rx) = self.prepare_inline(key, data, pin, false)?;
+        let cid = ContentId::from_key(CODEC_RAW, key);
+        let (op, rx) = self.prepare_inline(cid, bytes::Bytes::copy_from_slice(data), pin, false)?;
         let Some(op) = op else {
-            return Ok(self.existed(key, data.len() as u64));
+            return Ok(self.existed(cid, data.len() as u64));
         };
         self.sender()?.send(op).map_err(|_| PutError::Closed)?;
         let applied = rx.recv_blocking().ok_or(PutError::Closed)?;
-        self.finish_put(key, data.len() as u64, applied)
+        self.finish_put(cid, data.len() as u64, applied)
     }
 
     /// [`Store::put`] for async callers: never blocks the runtime thread
@@ -462,9 +543,11 @@ impl Store {
                 .map_err(|_| PutError::Closed)?;
         }
         let key = BlockKey::blake3(*blake3::hash(&data).as_bytes());
-        let (op, rx) = self.prepare_inline(key, &data, pin, true)?;
+        let cid = ContentId::from_key(CODEC_RAW, key);
+        let size = data.len() as u64;
+        let (op, rx) = self.prepare_inline(cid, data, pin, true)?;
         let Some(op) = op else {
-            return Ok(self.existed(key, data.len() as u64));
+            return Ok(self.existed(cid, size));
         };
         // The queue is bounded; if it is full we wait without blocking the runtime.
         let tx = self.sender()?.clone();
@@ -482,12 +565,94 @@ impl Store {
             }
         }
         let applied = rx.recv_async().await.ok_or(PutError::Closed)?;
-        self.finish_put(key, data.len() as u64, applied)
+        self.finish_put(cid, size, applied)
     }
 
-    fn existed(&self, key: BlockKey, size: u64) -> PutOutcome {
+    /// Store IPFS blocks named by their CIDs (any supported codec and hash:
+    /// UnixFS nodes, raw leaves, blocks of an imported CAR). Each block is
+    /// checked against its CID before anything is written, and all blocks
+    /// are queued before waiting, so a whole batch shares group commits.
+    ///
+    /// Returns once every block is durable. Blocks are stored packed (a
+    /// block is at most [`limits::BLOCK_SIZE_BYTES_MAX`]). Hold a
+    /// [`GcHold`] from before the first block until the DAG's root is
+    /// pinned, or a concurrent GC may sweep the unpinned children.
+    pub fn put_blocks(
+        &self,
+        blocks: &[(ContentId, bytes::Bytes)],
+        pin: bool,
+    ) -> Result<Vec<PutOutcome>, PutError> {
+        self.put_blocks_queued(blocks, pin)?.wait()
+    }
+
+    /// [`Store::put_blocks`] split in two: check and queue the blocks now,
+    /// wait for durability later, so an importer can hash its next batch
+    /// while this one is written.
+    pub fn put_blocks_queued(
+        &self,
+        blocks: &[(ContentId, bytes::Bytes)],
+        pin: bool,
+    ) -> Result<PendingPuts, PutError> {
+        let max_bytes = self.block_size_bytes_max();
+        for (cid, data) in blocks {
+            check_block(cid, data, max_bytes)?;
+        }
+        let tx = self.sender()?;
+        let mut pending = PendingPuts {
+            store: self.clone(),
+            puts: Vec::with_capacity(blocks.len()),
+        };
+        for (cid, data) in blocks {
+            let (op, rx) = self.prepare_inline(*cid, data.clone(), pin, false)?;
+            let rx = match op {
+                Some(op) => {
+                    // Wait for the ops already queued, so none is still in
+                    // flight when the caller sees the error.
+                    if tx.send(op).is_err() {
+                        let _ = pending.wait();
+                        return Err(PutError::Closed);
+                    }
+                    Some(rx)
+                }
+                None => None,
+            };
+            pending.puts.push((*cid, data.len() as u64, rx));
+        }
+        Ok(pending)
+    }
+
+    /// The largest block [`Store::put_blocks`] takes: the IPFS limit, or
+    /// less when this store's batches are configured smaller (a block is
+    /// one packed record and a record never spans batches).
+    pub fn block_size_bytes_max(&self) -> u64 {
+        limits::BLOCK_SIZE_BYTES_MAX
+            .min(self.inner.opts.group_commit_batch_bytes_max - record::RECORD_HEADER_BYTES as u64)
+    }
+
+    /// One block; see [`Store::put_blocks`].
+    pub fn put_block(
+        &self,
+        cid: &ContentId,
+        data: bytes::Bytes,
+        pin: bool,
+    ) -> Result<PutOutcome, PutError> {
+        let mut out = self.put_blocks(&[(*cid, data)], pin)?;
+        Ok(out.pop().expect("one outcome per block"))
+    }
+
+    /// Keep GC from sweeping while a DAG is written and its root pinned
+    /// (GC marks every block reachable from a pinned dag-pb root as live,
+    /// but the blocks of a DAG being imported are not reachable yet). Cheap;
+    /// many holds can coexist; GC waits for all of them.
+    pub fn gc_hold(&self) -> GcHold {
+        GcHold {
+            _guard: self.inner.gc_gate.read_arc_recursive(),
+        }
+    }
+
+    fn existed(&self, cid: ContentId, size: u64) -> PutOutcome {
         PutOutcome {
-            cid: ContentId::from_key(CODEC_RAW, key),
+            cid,
             size_bytes: size,
             existed: true,
         }
@@ -498,8 +663,8 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn prepare_inline(
         &self,
-        key: BlockKey,
-        data: &[u8],
+        cid: ContentId,
+        data: bytes::Bytes,
         pin: bool,
         is_async: bool,
     ) -> Result<(Option<Op>, writer::ReplyRx), PutError> {
@@ -511,6 +676,7 @@ impl Store {
         if self.inner.writer_tx.is_none() {
             return Err(PutError::OpenedReadOnly);
         }
+        let key = cid.key();
         if let Some(e) = self.inner.index.get(&key)
             && !e.damaged
             && (e.pinned() || !pin)
@@ -518,11 +684,12 @@ impl Store {
             return Ok((None, rx));
         }
         let mut flags = if pin { record::FLAG_PINNED } else { 0 };
-        let mut payload = bytes::Bytes::copy_from_slice(data);
+        let size_bytes = data.len() as u64;
+        let mut payload = data;
         if let Compression::Zstd { level } = self.inner.opts.compression
-            && data.len() >= 512
-            && let Ok(z) = zstd::bulk::compress(data, level)
-            && z.len() < data.len() - data.len() / 8
+            && payload.len() >= 512
+            && let Ok(z) = zstd::bulk::compress(&payload, level)
+            && z.len() < payload.len() - payload.len() / 8
         {
             payload = bytes::Bytes::from(z);
             flags |= record::FLAG_ZSTD;
@@ -530,9 +697,9 @@ impl Store {
         Ok((
             Some(Op::Put {
                 key,
-                codec: CODEC_RAW as u32,
+                codec: cid.codec() as u32,
                 flags,
-                size_bytes: data.len() as u64,
+                size_bytes,
                 payload,
                 reply,
             }),
@@ -542,13 +709,13 @@ impl Store {
 
     fn finish_put(
         &self,
-        key: BlockKey,
+        cid: ContentId,
         size: u64,
         applied: Result<Applied, WriteError>,
     ) -> Result<PutOutcome, PutError> {
         match applied {
             Ok(Applied::Stored { existed }) => Ok(PutOutcome {
-                cid: ContentId::from_key(CODEC_RAW, key),
+                cid,
                 size_bytes: size,
                 existed,
             }),
@@ -921,6 +1088,9 @@ impl Store {
     }
 
     pub fn set_pinned(&self, cid: &ContentId, pinned: bool) -> Result<(), PinError> {
+        // A pin landing between GC's mark and sweep would not protect the
+        // DAG below it.
+        let _hold = self.gc_hold();
         let key = cid.key();
         let cid2 = *cid;
         let res = self.write_op(
@@ -1145,7 +1315,8 @@ impl BlobWriter {
             return Err(PutError::Closed);
         }
         let applied = rx.recv_blocking().ok_or(PutError::Closed)?;
-        self.store.finish_put(key, size_bytes, applied)
+        self.store
+            .finish_put(ContentId::from_key(CODEC_RAW, key), size_bytes, applied)
     }
 }
 

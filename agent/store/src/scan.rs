@@ -137,6 +137,7 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
         writer_tx,
         writer_handle: Mutex::new(writer_handle),
         gc_running: Mutex::new(()),
+        gc_gate: Arc::new(RwLock::new(())),
         open_report: report,
         _lock: lock,
     })

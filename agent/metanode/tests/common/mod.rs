@@ -244,16 +244,15 @@ pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .map(|(_, v)| v.parse().expect("numeric content-length"));
-        assert!(
-            !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding")),
-            "the agent sends lengths, not chunked bodies: {headers:?}"
-        );
+        // Only streams of unknown length (CAR responses) are chunked.
+        let chunked = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
         let mut body = Vec::new();
         let mut complete = true;
         if !head_only && status != 304 {
             match length {
+                _ if chunked => complete = read_chunked(reader, &mut body),
                 Some(n) => {
                     let mut buf = vec![0u8; 64 * 1024];
                     while body.len() < n {
@@ -277,6 +276,35 @@ pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Response {
             body,
             complete,
         };
+    }
+}
+
+/// A chunked body; false when it breaks off before the last chunk (the
+/// agent aborts a stream that hits damage).
+fn read_chunked(reader: &mut impl BufRead, body: &mut Vec<u8>) -> bool {
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        let Ok(size) = usize::from_str_radix(line.trim(), 16) else {
+            return false;
+        };
+        if size == 0 {
+            let mut end = String::new();
+            let _ = reader.read_line(&mut end);
+            return true;
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        if reader.read_exact(&mut body[start..]).is_err() {
+            body.truncate(start);
+            return false;
+        }
+        let mut crlf = [0u8; 2];
+        if reader.read_exact(&mut crlf).is_err() {
+            return false;
+        }
     }
 }
 
