@@ -1,7 +1,7 @@
 // Storage-bench harness for Helia (see /work/shared harness protocol): drives a Helia 7 node whose blocks live in
 // blockstore-fs, prints ONE JSON line on stdout, diagnostics on stderr.
 //
-//   node --import ./polyfill.mjs harness.mjs --dir DIR --workload put|get|add-large|read-large|put-during-gc
+//   node --import ./polyfill.mjs harness.mjs --dir DIR --workload put|get|add-large|read-large|put-during-gc|unixfs-add|car-export
 //        [--size-bytes S] [--count N] [--inflight K] [--total-bytes T] [--input PATH] [--seed X]
 //        [--durable] [--chunk-bytes C] [--large-hasher sha2-256|blake3-leaves]
 
@@ -9,6 +9,7 @@ import { createReadStream } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { car } from '@helia/car'
 import { unixfs } from '@helia/unixfs'
 import { FsBlockstore } from 'blockstore-fs'
 import { NextToLast } from 'blockstore-fs/sharding'
@@ -16,13 +17,18 @@ import { FsDatastore } from 'datastore-fs'
 import { createBLAKE3 } from 'hash-wasm'
 import { createHeliaLight } from 'helia'
 import { fixedSize } from 'ipfs-unixfs-importer/chunker'
+import { balanced } from 'ipfs-unixfs-importer/layout'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import * as Digest from 'multiformats/hashes/digest'
 import { from as hasherFrom } from 'multiformats/hashes/hasher'
 
 const SYSTEM = 'helia'
-const WORKLOADS = ['put', 'get', 'add-large', 'read-large', 'put-during-gc']
+const WORKLOADS = ['put', 'get', 'add-large', 'read-large', 'put-during-gc', 'unixfs-add', 'car-export']
+// Workloads whose import must give exactly Kubo's root CID (`ipfs add --cid-version 1` defaults).
+const KUBO_WORKLOADS = ['unixfs-add', 'car-export']
+const KUBO_CHUNK_BYTES = 262144
+const KUBO_LINKS_PER_NODE_MAX = 174
 const LARGE_HASHERS = ['sha2-256', 'blake3-leaves']
 const FLAGS = ['--dir', '--workload', '--size-bytes', '--count', '--inflight', '--total-bytes', '--input', '--seed',
   '--chunk-bytes', '--large-hasher', '--durable']
@@ -92,6 +98,11 @@ function parseArgs (argv) {
   }
   if (!LARGE_HASHERS.includes(opts.largeHasher)) {
     throw new UsageError(`--large-hasher must be one of ${LARGE_HASHERS.join(', ')}, got ${JSON.stringify(opts.largeHasher)}`)
+  }
+  if (KUBO_WORKLOADS.includes(opts.workload) &&
+      (opts.chunkBytes !== KUBO_CHUNK_BYTES || opts.largeHasher !== 'sha2-256')) {
+    throw new UsageError(`--workload ${opts.workload} imports with Kubo's defaults (${KUBO_CHUNK_BYTES}-byte chunks, ` +
+      'sha2-256) so its root CID can be compared; drop --chunk-bytes / --large-hasher')
   }
   if (opts.workload === 'put-during-gc' && opts.count < 2) {
     throw new UsageError('--count must be >= 2 for put-during-gc (half is kept, half is garbage)')
@@ -359,6 +370,66 @@ async function workloadAddLarge (ctx) {
   return largeResult(opts, totalBytes, seconds, { root_cid: cid.toString() })
 }
 
+// Kubo's `ipfs add --cid-version 1` parameters, spelled out rather than left to defaults: @helia/unixfs 8 would use
+// 1 MiB chunks and 1024 links per node. addByteStream (not addFile) so the file is not wrapped in a directory.
+function kuboImportOptions () {
+  return {
+    cidVersion: 1,
+    rawLeaves: true,
+    chunker: fixedSize({ chunkSize: KUBO_CHUNK_BYTES }),
+    layout: balanced({ maxChildrenPerNode: KUBO_LINKS_PER_NODE_MAX }),
+    reduceSingleLeafToSelf: true
+  }
+}
+
+async function addKubo (ctx, totalBytes) {
+  const stream = createReadStream(ctx.opts.input, { start: 0, end: totalBytes - 1, highWaterMark: INPUT_READ_BYTES })
+  return await ctx.fs.addByteStream(stream, kuboImportOptions())
+}
+
+async function verifyAddedFile (ctx, cid, totalBytes) {
+  const stat = await ctx.fs.stat(cid)
+  if (stat.type !== 'file' && stat.type !== 'raw') {
+    throw new VerificationError(`added ${cid} is a ${stat.type}, not a file`)
+  }
+  if (BigInt(stat.size) !== BigInt(totalBytes)) {
+    throw new VerificationError(`added ${cid} reports ${stat.size} bytes, expected ${totalBytes}`)
+  }
+}
+
+async function workloadUnixfsAdd (ctx) {
+  const { opts } = ctx
+  const totalBytes = await largeInput(opts)
+  const started = performance.now()
+  const cid = await addKubo(ctx, totalBytes)
+  const seconds = (performance.now() - started) / 1000
+  await verifyAddedFile(ctx, cid, totalBytes)
+  const result = largeResult(opts, totalBytes, seconds, {})
+  result.root_cid = cid.toString()
+  return result
+}
+
+async function workloadCarExport (ctx) {
+  const { opts } = ctx
+  const totalBytes = await largeInput(opts)
+  log(`untimed unixfs add of ${totalBytes} bytes from ${opts.input}`)
+  const cid = await addKubo(ctx, totalBytes)
+  await verifyAddedFile(ctx, cid, totalBytes)
+  // The CAR is counted and dropped, as ours counts it: pure read + framing speed, no disk write.
+  let carBytes = 0
+  const started = performance.now()
+  for await (const piece of car(ctx.helia).export(cid)) carBytes += piece.byteLength
+  const seconds = (performance.now() - started) / 1000
+  if (carBytes <= totalBytes) {
+    throw new VerificationError(`car export of ${cid} gave ${carBytes} bytes, not more than the ${totalBytes}-byte file`)
+  }
+  const result = largeResult(opts, totalBytes, seconds, {})
+  result.mb_per_s = Number((carBytes / seconds / 1e6).toFixed(3))
+  result.root_cid = cid.toString()
+  result.car_bytes = carBytes
+  return result
+}
+
 async function verifyAgainstInput (opts, chunks, totalBytes) {
   const file = await fs.open(opts.input, 'r')
   try {
@@ -501,7 +572,9 @@ async function main () {
     get: workloadGet,
     'add-large': workloadAddLarge,
     'read-large': workloadReadLarge,
-    'put-during-gc': workloadPutDuringGc
+    'put-during-gc': workloadPutDuringGc,
+    'unixfs-add': workloadUnixfsAdd,
+    'car-export': workloadCarExport
   }[opts.workload]
   let result
   try {
@@ -514,8 +587,9 @@ async function main () {
   const { extraConfig } = result
   delete result.extraConfig
   const [heliaVersion, blockstoreFsVersion, stenoVersion, datastoreFsVersion, unixfsVersion, importerVersion,
-    hashWasmVersion, multiformatsVersion] = await Promise.all(['helia', 'blockstore-fs', 'steno', 'datastore-fs',
-    '@helia/unixfs', 'ipfs-unixfs-importer', 'hash-wasm', 'multiformats'].map(packageVersion))
+    hashWasmVersion, multiformatsVersion, carVersion, ipldCarVersion] = await Promise.all(['helia', 'blockstore-fs',
+    'steno', 'datastore-fs', '@helia/unixfs', 'ipfs-unixfs-importer', 'hash-wasm', 'multiformats', '@helia/car',
+    '@ipld/car'].map(packageVersion))
   const stenoWrite = `blockstore-fs ${blockstoreFsVersion} put = mkdir -p shard dir, then steno ${stenoVersion} Writer: ` +
     'fs.promises.writeFile(<shard>/.<name>.data.tmp) + rename() to <shard>/<name>.data, no fsync of file or directory'
   const durabilityModes = {
@@ -558,6 +632,18 @@ async function main () {
       hasher: opts.largeHasher === 'sha2-256'
         ? 'sha2-256 for every block: ipfs-unixfs-importer hard-codes it (persist.js) and takes no hasher option'
         : 'blake3-leaves: raw leaves hashed with BLAKE3 through the importer\'s bufferImporter option; the dag-pb interior nodes are still sha2-256 (hard-coded)'
+    }
+  }
+  if (KUBO_WORKLOADS.includes(opts.workload)) {
+    result.config.unixfs = {
+      import: `@helia/unixfs ${unixfsVersion} addByteStream (ipfs-unixfs-importer ${importerVersion}) of --input read ` +
+        `with ${INPUT_READ_BYTES}-byte reads; timed until the root CID is returned (with --durable every block put ` +
+        'has been fsynced by then); size checked with stat after the clock stops',
+      import_options: `Kubo defaults: cidVersion 1, rawLeaves, fixedSize ${KUBO_CHUNK_BYTES}, balanced ` +
+        `maxChildrenPerNode ${KUBO_LINKS_PER_NODE_MAX}, reduceSingleLeafToSelf, sha2-256 (hard-coded by the importer)`,
+      block_write_concurrency: '10 (importer default)',
+      car_export: `@helia/car ${carVersion} car(helia).export(root) (@ipld/car ${ipldCarVersion} CarWriter, ` +
+        'UnixFSExporter depth-first walk); pieces counted and dropped, no disk write; Helia does not re-hash local blocks on read'
     }
   }
   Object.assign(result.config, extraConfig)

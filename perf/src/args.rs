@@ -34,6 +34,13 @@ pub enum Workload {
     ReadLarge,
     /// Fill N blobs, unpin half, then N timed puts while GC runs.
     PutDuringGc,
+    /// Import the --input file as UnixFS with Kubo's defaults (256 KiB fixed
+    /// chunks, raw leaves, CIDv1, balanced layout of 174 links, sha2-256);
+    /// MB/s of file bytes including durability; the line names the root CID.
+    UnixfsAdd,
+    /// Untimed unixfs-add, then a timed CARv1 export of the whole DAG
+    /// (dag-scope=all) into a byte counter; MB/s of CAR bytes.
+    CarExport,
 }
 
 impl Workload {
@@ -45,7 +52,17 @@ impl Workload {
             Workload::AddLarge => "add-large",
             Workload::ReadLarge => "read-large",
             Workload::PutDuringGc => "put-during-gc",
+            Workload::UnixfsAdd => "unixfs-add",
+            Workload::CarExport => "car-export",
         }
+    }
+
+    /// Whether the workload reads the pre-generated `--input` file.
+    pub fn uses_input(self) -> bool {
+        matches!(
+            self,
+            Workload::AddLarge | Workload::ReadLarge | Workload::UnixfsAdd | Workload::CarExport
+        )
     }
 }
 
@@ -68,13 +85,14 @@ pub struct HarnessArgs {
     /// Operations in flight at once (K).
     #[arg(long, default_value_t = 64)]
     pub inflight: usize,
-    /// Size of the --input file for add-large and read-large.
+    /// Size of the --input file (add-large, read-large, unixfs-add,
+    /// car-export).
     #[arg(long, default_value_t = 1 << 30)]
     pub total_bytes: u64,
     /// Seed of the deterministic blob contents.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The pre-generated file for add-large and read-large.
+    /// The pre-generated file for the workloads that read one.
     #[arg(long)]
     pub input: Option<PathBuf>,
 }
@@ -129,9 +147,7 @@ impl HarnessArgs {
             });
         }
         match self.workload {
-            Workload::AddLarge | Workload::ReadLarge if self.input.is_none() => {
-                Err(ArgsError::InputMissing(self.workload.name()))
-            }
+            w if w.uses_input() && self.input.is_none() => Err(ArgsError::InputMissing(w.name())),
             Workload::PutDuringGc if self.count < 2 => Err(ArgsError::GcCount),
             _ => Ok(()),
         }
@@ -171,6 +187,28 @@ mod tests {
         assert_eq!(args.validate(), Err(ArgsError::InputMissing("read-large")));
         let args = parse(&["--workload", "read-large", "--input", "/tmp/l.bin"]);
         assert_eq!(args.validate(), Ok(()));
+        for name in ["unixfs-add", "car-export"] {
+            let args = parse(&["--workload", name]);
+            assert_eq!(args.validate(), Err(ArgsError::InputMissing(name)));
+            let args = parse(&["--workload", name, "--input", "/tmp/l.bin"]);
+            assert_eq!(args.validate(), Ok(()));
+            assert_eq!(args.total_bytes, 1 << 30);
+        }
+    }
+
+    #[test]
+    fn ipfs_workloads_have_their_protocol_names() {
+        assert_eq!(Workload::UnixfsAdd.name(), "unixfs-add");
+        assert_eq!(Workload::CarExport.name(), "car-export");
+        let with_input: Vec<&str> = Workload::value_variants()
+            .iter()
+            .filter(|w| w.uses_input())
+            .map(|w| w.name())
+            .collect();
+        assert_eq!(
+            with_input,
+            ["add-large", "read-large", "unixfs-add", "car-export"]
+        );
     }
 
     #[test]

@@ -8,13 +8,17 @@
 
 pub mod args;
 pub mod blobgen;
+#[cfg(feature = "ours")]
+pub mod ipfs;
 pub mod latency;
 pub mod report;
 pub mod runner;
 
 pub use args::{HarnessArgs, Workload};
 pub use report::{GcOutcome, Report};
-pub use runner::{BlobStore, ChunkSink, WorkloadError, harness_main, run_workload};
+pub use runner::{
+    BlobStore, CarExported, ChunkSink, UnixfsAdded, WorkloadError, harness_main, run_workload,
+};
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,18 @@ pub struct Report {
     pub config: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gc: Option<GcOutcome>,
+    /// unixfs-add and car-export: the root CID of the imported file as the
+    /// system printed it. Every system importing the same input with Kubo's
+    /// parameters must print the same one; the orchestrator checks that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cid: Option<String>,
+    /// unixfs-add: blocks the import wrote; car-export: blocks in the CAR
+    /// (absent when the system does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks_count: Option<u64>,
+    /// car-export: bytes of the CAR stream, header included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub car_bytes: Option<u64>,
 }
 
 impl Report {
@@ -82,12 +94,52 @@ mod tests {
             durability: "fdatasync before ack".into(),
             config: serde_json::json!({"workers": 64}),
             gc: None,
+            root_cid: None,
+            blocks_count: None,
+            car_bytes: None,
         };
         let value: serde_json::Value = serde_json::from_str(&report.to_line()).expect("valid json");
         assert_eq!(value["ops_per_s"], 10_000.0);
         assert_eq!(value["mb_per_s"], 10.24);
         assert_eq!(value["latency_us"]["p99"], 9000);
         assert!(value.get("gc").is_none());
+        assert!(value.get("root_cid").is_none());
+        assert!(value.get("car_bytes").is_none());
+        let back: Report = serde_json::from_value(value).expect("round trip");
+        assert_eq!(back, report);
+    }
+
+    /// Values of a real quick-bench run (32 MiB input, seed 1): 128 raw
+    /// leaves + 1 dag-pb root, the CAR Helia's export produced too.
+    #[test]
+    fn car_export_line_carries_root_and_car_size() {
+        let car_bytes = 33_565_931;
+        let (ops_per_s, mb_per_s) = rates(1, car_bytes, 0.5);
+        let report = Report {
+            system: "ours".into(),
+            workload: "car-export".into(),
+            size_bytes: 32 << 20,
+            count: 1,
+            inflight: 1,
+            seconds: 0.5,
+            ops_per_s,
+            mb_per_s,
+            latency_us: None,
+            durability: "group commit".into(),
+            config: serde_json::json!({}),
+            gc: None,
+            root_cid: Some("bafybeidpinj56g2hg5amvkao7hwdqgahrwtrlnixhjhko6vjzf7srftjlu".into()),
+            blocks_count: Some(129),
+            car_bytes: Some(car_bytes),
+        };
+        let value: serde_json::Value = serde_json::from_str(&report.to_line()).expect("valid json");
+        assert_eq!(
+            value["root_cid"],
+            "bafybeidpinj56g2hg5amvkao7hwdqgahrwtrlnixhjhko6vjzf7srftjlu"
+        );
+        assert_eq!(value["car_bytes"], 33_565_931u64);
+        assert_eq!(value["blocks_count"], 129);
+        assert_eq!(value["mb_per_s"], 67.131862);
         let back: Report = serde_json::from_value(value).expect("round trip");
         assert_eq!(back, report);
     }

@@ -71,10 +71,57 @@ pub trait BlobStore: Send + Sync + 'static {
     fn is_gone(&self, _key: &Self::Key) -> impl Future<Output = anyhow::Result<bool>> + Send {
         async { Err(anyhow::anyhow!("this system has no garbage collection")) }
     }
+    /// Whether `unixfs_add` and `car_export` work.
+    fn supports_unixfs(&self) -> bool {
+        false
+    }
+    /// Imports the file at `path` as UnixFS with Kubo's defaults (256 KiB
+    /// fixed chunks, raw leaves, CIDv1, balanced layout of 174 links,
+    /// sha2-256), durably, and returns its root.
+    fn unixfs_add(&self, _path: &Path) -> impl Future<Output = anyhow::Result<UnixfsAdded>> + Send {
+        async { Err(anyhow::anyhow!("this system has no UnixFS importer")) }
+    }
+    /// Streams the CARv1 of every block under `root` (a CID as
+    /// `unixfs_add` returned it) into a byte counter.
+    fn car_export(&self, _root: &str) -> impl Future<Output = anyhow::Result<CarExported>> + Send {
+        async { Err(anyhow::anyhow!("this system has no CAR export")) }
+    }
+    /// After the clock stops: checks an export against what the system can
+    /// compute independently for the same input (e.g. the CAR size from
+    /// the pure importer). Systems without such a reference check nothing
+    /// beyond the runner's own bounds.
+    fn verify_car(
+        &self,
+        _input: &Path,
+        _root: &str,
+        _exported: &CarExported,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
     /// Clean shutdown after the measurement (not timed).
     fn close(&self) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { Ok(()) }
     }
+}
+
+/// What a UnixFS import returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnixfsAdded {
+    /// The root CID in the system's canonical text form (base32 CIDv1).
+    pub root_cid: String,
+    /// File bytes the system says it imported.
+    pub size_bytes: u64,
+    /// Blocks written, when the system says.
+    pub blocks_count: Option<u64>,
+}
+
+/// What a CAR export streamed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarExported {
+    /// Bytes counted as they were produced, header included.
+    pub car_bytes: u64,
+    /// Blocks in the CAR, when the system says.
+    pub blocks_count: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +145,11 @@ pub enum WorkloadError {
     },
     #[error("{system} has no garbage collection, so it cannot run put-during-gc")]
     NoGc { system: String },
+    #[error("{system} has no UnixFS importer and CAR export, so it cannot run {workload}")]
+    NoUnixfs {
+        system: String,
+        workload: &'static str,
+    },
     #[error("the verifying hasher thread stopped early")]
     SinkClosed,
     #[error("a worker task failed")]
@@ -277,7 +329,18 @@ pub async fn run_workload<S: BlobStore>(
         durability: store.durability(),
         config: store.config(),
         gc: None,
+        root_cid: None,
+        blocks_count: None,
+        car_bytes: None,
     };
+    if matches!(args.workload, Workload::UnixfsAdd | Workload::CarExport)
+        && !store.supports_unixfs()
+    {
+        return Err(WorkloadError::NoUnixfs {
+            system: store.system(),
+            workload: args.workload.name(),
+        });
+    }
     match args.workload {
         Workload::Put => {
             let blobs = Arc::new(blobgen::blobs(args.seed, 0, args.count, args.size_bytes));
@@ -358,7 +421,86 @@ pub async fn run_workload<S: BlobStore>(
             Ok(large_measured(base, args, elapsed))
         }
         Workload::PutDuringGc => put_during_gc(args, store, base).await,
+        Workload::UnixfsAdd => {
+            let input = large_input(args)?;
+            let started = Instant::now();
+            let added = unixfs_add(&store, &input).await?;
+            let elapsed = started.elapsed();
+            check_added(args, &added)?;
+            let mut report = large_measured(base, args, elapsed);
+            report.root_cid = Some(added.root_cid);
+            report.blocks_count = added.blocks_count;
+            Ok(report)
+        }
+        Workload::CarExport => {
+            let input = large_input(args)?;
+            let added = unixfs_add(&store, &input).await?;
+            check_added(args, &added)?;
+            let started = Instant::now();
+            let exported =
+                store
+                    .car_export(&added.root_cid)
+                    .await
+                    .map_err(|source| WorkloadError::Op {
+                        op: "car-export",
+                        index: 0,
+                        source,
+                    })?;
+            let elapsed = started.elapsed();
+            // Every content byte is in some leaf block, and the CAR adds a
+            // header and a CID per block: a CAR no larger than the file
+            // cannot hold the whole DAG.
+            if exported.car_bytes <= args.total_bytes {
+                return Err(WorkloadError::Verify(format!(
+                    "car-export of {} streamed {} bytes, not more than the {} bytes of the file",
+                    added.root_cid, exported.car_bytes, args.total_bytes
+                )));
+            }
+            store
+                .verify_car(&input, &added.root_cid, &exported)
+                .await
+                .map_err(|e| {
+                    WorkloadError::Verify(format!("car-export of {}: {e:#}", added.root_cid))
+                })?;
+            let mut report = large_measured(base, args, elapsed);
+            (report.ops_per_s, report.mb_per_s) = rates(1, exported.car_bytes, report.seconds);
+            report.root_cid = Some(added.root_cid);
+            report.blocks_count = exported.blocks_count;
+            report.car_bytes = Some(exported.car_bytes);
+            Ok(report)
+        }
     }
+}
+
+async fn unixfs_add<S: BlobStore>(
+    store: &Arc<S>,
+    input: &Path,
+) -> Result<UnixfsAdded, WorkloadError> {
+    store
+        .unixfs_add(input)
+        .await
+        .map_err(|source| WorkloadError::Op {
+            op: "unixfs-add",
+            index: 0,
+            source,
+        })
+}
+
+/// The import covered the whole input and named a root.
+fn check_added(args: &HarnessArgs, added: &UnixfsAdded) -> Result<(), WorkloadError> {
+    if added.size_bytes != args.total_bytes {
+        return Err(WorkloadError::Verify(format!(
+            "unixfs-add imported {} bytes as {}, expected {}",
+            added.size_bytes, added.root_cid, args.total_bytes
+        )));
+    }
+    if added.root_cid.is_empty() || !added.root_cid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(WorkloadError::Verify(format!(
+            "unixfs-add returned {:?}, not a multibase CID",
+            added.root_cid
+        )));
+    }
+    Ok(())
 }
 
 async fn put_during_gc<S: BlobStore>(

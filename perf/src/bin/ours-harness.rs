@@ -6,6 +6,14 @@
 //!
 //! Durability is the store's own: a put returns after its group commit's
 //! write+fdatasync (and, for large blobs, file + outboard + directory sync).
+//!
+//! UnixFS (`unixfs-add`, `car-export`): the library path is
+//! `metanode_unixfs::stored::add_file` (Kubo's defaults, root pinned, every
+//! block durable before the root is returned) and `stored::export_car`
+//! into a byte counter; the HTTP path is `POST /api/v1/unixfs` with the file
+//! streamed as the body and `GET /ipfs/{root}?format=car` counted as it
+//! arrives. Every export is checked, untimed, against the CAR size and root
+//! the pure importer computes for the same file.
 
 use std::path::Path;
 use std::pin::Pin;
@@ -21,14 +29,26 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metanode_core::cid::ContentId;
-use metanode_perf::{BlobStore, ChunkSink, HarnessArgs, harness_main};
+use metanode_perf::ipfs::expected_car;
+use metanode_perf::{BlobStore, CarExported, ChunkSink, HarnessArgs, UnixfsAdded, harness_main};
 use metanode_store::{IoMode, Store, StoreOptions};
+use metanode_unixfs::{DagScope, ImportOptions, stored};
 
 /// Window of large reads.
 const CHUNK_BYTES: usize = 4 << 20;
 /// File chunks fed to the writer: small enough to stay in the CPU cache
 /// between the read, the hash and the write (as the flatfs baseline does).
 const ADD_CHUNK_BYTES: usize = 1 << 20;
+const UNIXFS_LIB: &str = "unixfs-add: metanode_unixfs::stored::add_file from the file (1 MiB reads), Kubo defaults \
+    (256 KiB fixed chunks, raw leaves, CIDv1, balanced 174 links, sha2-256), root pinned, returns once every block \
+    and the pin are durable (group commit); car-export: stored::export_car dag-scope=all into a byte counter \
+    (no disk write), every block read verified against its CID by the store";
+const UNIXFS_HTTP: &str = "unixfs-add: POST /api/v1/unixfs with the file streamed as the body (4 MiB chunks), \
+    201 after every block and the pin are durable; car-export: GET /ipfs/{root}?format=car, body bytes counted";
+/// Upload chunks queued between the file reader and the HTTP body.
+const UPLOAD_CHUNKS_QUEUED_MAX: usize = 4;
+/// What the trustless gateway must answer a `?format=car` request with.
+const CAR_MEDIA_TYPE: &str = "application/vnd.ipld.car";
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -96,7 +116,7 @@ impl Ours {
         method: hyper::Method,
         path: &str,
         body: HttpBody,
-    ) -> anyhow::Result<(u16, hyper::body::Incoming)> {
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let Ours::Http { base, client, .. } = self else {
             bail!("not in http mode")
         };
@@ -104,11 +124,10 @@ impl Ours {
             .method(method)
             .uri(format!("{base}{path}"))
             .body(body)?;
-        let resp = client
+        client
             .request(req)
             .await
-            .with_context(|| format!("http {path}"))?;
-        Ok((resp.status().as_u16(), resp.into_body()))
+            .with_context(|| format!("http {path}"))
     }
 
     /// A request whose whole answer body is wanted.
@@ -118,8 +137,9 @@ impl Ours {
         path: &str,
         body: HttpBody,
     ) -> anyhow::Result<(u16, Bytes)> {
-        let (status, body) = self.request(method, path, body).await?;
-        Ok((status, body.collect().await?.to_bytes()))
+        let resp = self.request(method, path, body).await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
     }
 
     async fn http_put(&self, body: HttpBody) -> anyhow::Result<ContentId> {
@@ -132,6 +152,58 @@ impl Ours {
         let v: serde_json::Value = serde_json::from_slice(&bytes)?;
         let cid = v["cid"].as_str().context("no cid in put answer")?;
         Ok(cid.parse()?)
+    }
+}
+
+/// Streams the file at `path` as a request body, read on the blocking pool.
+/// Await the handle after the request to learn whether the read failed.
+fn stream_file(path: &Path) -> (HttpBody, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let path = path.to_path_buf();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_CHUNKS_QUEUED_MAX);
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path)?;
+        loop {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if tx.blocking_send(Bytes::from(buf)).is_err() {
+                bail!("upload ended early");
+            }
+        }
+    });
+    (HttpBody::Stream(rx), reader)
+}
+
+/// `POST /api/v1/unixfs` answer (agent/api's `UnixfsAddResponse`).
+#[derive(Debug, serde::Deserialize)]
+struct UnixfsAddAnswer {
+    cid: String,
+    size: u64,
+    blocks: u64,
+    chunk_size: u64,
+    hash: String,
+    pinned: bool,
+}
+
+/// Counts what a CAR export writes and drops it: the library export is
+/// measured as pure read + framing speed, with no disk write.
+#[derive(Debug, Default)]
+struct ByteCounter {
+    bytes: u64,
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -168,6 +240,7 @@ impl BlobStore for Ours {
                     "compression": format!("{:?}", o.compression),
                     "hash": "BLAKE3 (CIDv1 raw)",
                     "puts": "put_async from tokio tasks",
+                    "unixfs": UNIXFS_LIB,
                 })
             }
             Ours::Http {
@@ -182,6 +255,7 @@ impl BlobStore for Ours {
                 },
                 "url": base,
                 "hash": "BLAKE3 (CIDv1 raw)",
+                "unixfs": UNIXFS_HTTP,
             }),
         }
     }
@@ -234,23 +308,8 @@ impl BlobStore for Ours {
                 .await
             }
             Ours::Http { .. } => {
-                let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-                let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                    use std::io::Read;
-                    let mut f = std::fs::File::open(&path)?;
-                    loop {
-                        let mut buf = vec![0u8; CHUNK_BYTES];
-                        let n = f.read(&mut buf)?;
-                        if n == 0 {
-                            return Ok(());
-                        }
-                        buf.truncate(n);
-                        if tx.blocking_send(Bytes::from(buf)).is_err() {
-                            bail!("upload ended early");
-                        }
-                    }
-                });
-                let cid = self.http_put(HttpBody::Stream(rx)).await?;
+                let (body, reader) = stream_file(&path);
+                let cid = self.http_put(body).await?;
                 reader.await??;
                 Ok(cid)
             }
@@ -272,16 +331,18 @@ impl BlobStore for Ours {
                 Ok(())
             }
             Ours::Http { .. } => {
-                let (status, mut body) = self
+                let resp = self
                     .request(
                         hyper::Method::GET,
                         &format!("/ipfs/{key}?format=raw"),
                         empty(),
                     )
                     .await?;
+                let status = resp.status().as_u16();
                 if status != 200 {
                     bail!("read {key} answered {status}");
                 }
+                let mut body = resp.into_body();
                 while let Some(frame) = body.frame().await {
                     if let Ok(data) = frame?.into_data() {
                         sink.push(data).await?;
@@ -363,6 +424,172 @@ impl BlobStore for Ours {
                 Ok(status == 404)
             }
         }
+    }
+
+    fn supports_unixfs(&self) -> bool {
+        true
+    }
+
+    async fn unixfs_add(&self, path: &Path) -> anyhow::Result<UnixfsAdded> {
+        match self {
+            Ours::Lib(store) => {
+                let (store, path) = (store.clone(), path.to_path_buf());
+                let summary = blocking(move || {
+                    let mut file = std::fs::File::open(&path)
+                        .with_context(|| format!("open {}", path.display()))?;
+                    Ok(stored::add_file(
+                        &store,
+                        &mut file,
+                        ImportOptions::default(),
+                        true,
+                        &mut |_| {},
+                    )?)
+                })
+                .await?;
+                Ok(UnixfsAdded {
+                    root_cid: summary.root.to_string(),
+                    size_bytes: summary.size_bytes,
+                    blocks_count: Some(summary.blocks_count),
+                })
+            }
+            Ours::Http { .. } => {
+                let (body, reader) = stream_file(path);
+                let (status, bytes) = self
+                    .request_bytes(hyper::Method::POST, "/api/v1/unixfs", body)
+                    .await?;
+                if status != 201 {
+                    bail!(
+                        "POST /api/v1/unixfs answered {status}: {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                }
+                reader.await??;
+                let answer: UnixfsAddAnswer =
+                    serde_json::from_slice(&bytes).with_context(|| {
+                        format!(
+                            "POST /api/v1/unixfs answer {}",
+                            String::from_utf8_lossy(&bytes)
+                        )
+                    })?;
+                let kubo = ImportOptions::default();
+                if answer.chunk_size != kubo.chunk_size_bytes()
+                    || answer.hash != kubo.hash().name()
+                    || !answer.pinned
+                {
+                    bail!(
+                        "POST /api/v1/unixfs imported with chunk_size {} hash {} pinned {}, \
+                         not Kubo's defaults ({} bytes, {}, pinned)",
+                        answer.chunk_size,
+                        answer.hash,
+                        answer.pinned,
+                        kubo.chunk_size_bytes(),
+                        kubo.hash().name()
+                    );
+                }
+                Ok(UnixfsAdded {
+                    root_cid: answer.cid,
+                    size_bytes: answer.size,
+                    blocks_count: Some(answer.blocks),
+                })
+            }
+        }
+    }
+
+    async fn car_export(&self, root: &str) -> anyhow::Result<CarExported> {
+        let cid: ContentId = root.parse().with_context(|| format!("root {root}"))?;
+        match self {
+            Ours::Lib(store) => {
+                let store = store.clone();
+                let (report, counter) = blocking(move || {
+                    Ok(stored::export_car(
+                        &store,
+                        cid,
+                        DagScope::All,
+                        None,
+                        ByteCounter::default(),
+                    )?)
+                })
+                .await?;
+                if counter.bytes != report.car_bytes {
+                    bail!(
+                        "export_car reported {} bytes but wrote {}",
+                        report.car_bytes,
+                        counter.bytes
+                    );
+                }
+                Ok(CarExported {
+                    car_bytes: counter.bytes,
+                    blocks_count: Some(report.blocks_count),
+                })
+            }
+            Ours::Http { .. } => {
+                let path = format!("/ipfs/{cid}?format=car");
+                let resp = self.request(hyper::Method::GET, &path, empty()).await?;
+                let status = resp.status().as_u16();
+                let content_type = resp
+                    .headers()
+                    .get(hyper::header::CONTENT_TYPE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                if status != 200 {
+                    let body = resp.into_body().collect().await?.to_bytes();
+                    bail!(
+                        "GET {path} answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                if !content_type
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with(CAR_MEDIA_TYPE))
+                {
+                    bail!(
+                        "GET {path} answered Content-Type {content_type:?}, not {CAR_MEDIA_TYPE}"
+                    );
+                }
+                let mut body = resp.into_body();
+                let mut car_bytes = 0u64;
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame
+                        .with_context(|| format!("GET {path} body"))?
+                        .into_data()
+                    {
+                        car_bytes += data.len() as u64;
+                    }
+                }
+                Ok(CarExported {
+                    car_bytes,
+                    blocks_count: None,
+                })
+            }
+        }
+    }
+
+    async fn verify_car(
+        &self,
+        input: &Path,
+        root: &str,
+        exported: &CarExported,
+    ) -> anyhow::Result<()> {
+        let input = input.to_path_buf();
+        let expected =
+            blocking(move || Ok(expected_car(&input, ImportOptions::default())?)).await?;
+        let expected_root = expected.root.to_string();
+        if root != expected_root {
+            bail!("root is {root}, the pure importer gives {expected_root}");
+        }
+        if exported.car_bytes != expected.car_bytes {
+            bail!(
+                "streamed {} CAR bytes, the DAG's CAR is {} bytes ({} blocks)",
+                exported.car_bytes,
+                expected.car_bytes,
+                expected.blocks_count
+            );
+        }
+        if let Some(n) = exported.blocks_count
+            && n != expected.blocks_count
+        {
+            bail!("exported {n} blocks, the DAG has {}", expected.blocks_count);
+        }
+        Ok(())
     }
 
     async fn close(&self) -> anyhow::Result<()> {

@@ -63,7 +63,8 @@ pub struct StorageArgs {
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
     /// Only these workloads (comma-separated): put, get, add-large,
-    /// read-large, put-during-gc, get-new-conn.
+    /// read-large, put-during-gc, get-new-conn, unixfs-add, car-export,
+    /// car-http.
     #[arg(long, value_delimiter = ',')]
     pub workloads: Vec<String>,
     /// Timeout of each harness run, seconds [default: 120 quick, 900 full].
@@ -140,6 +141,14 @@ impl Plan {
             "gc": {"size_bytes": self.gc_size_bytes, "count": self.gc_count,
                    "steps": "fill count, unpin half, put count more while GC runs"},
             "http_new_conn": {"size_bytes": self.new_conn_size_bytes, "count": self.new_conn_count},
+            "unixfs": {
+                "input": "the large_bytes file of add-large",
+                "import": "Kubo's `ipfs add --cid-version 1` defaults on every system: 256 KiB fixed chunks, raw leaves, CIDv1, balanced layout of 174 links, sha2-256",
+                "unixfs_add": "timed from the first byte until the root is returned with every block durable; MB/s of file bytes",
+                "car_export": "untimed import, then the CARv1 of the whole DAG (dag-scope=all) counted and dropped; MB/s of CAR bytes",
+                "car_http": "car_export through the agent: GET /ipfs/{root}?format=car, body bytes counted",
+                "checks": "every run prints root_cid and all must be equal; every CAR must have the same car_bytes; a mismatch fails the runs",
+            },
             "per_run_timeout_s": self.timeout.as_secs(),
         })
     }
@@ -198,6 +207,52 @@ fn metric(name: String, unit: &'static str, better: Better, pick: results::Pick)
         better,
         pick,
     }
+}
+
+/// The UnixFS/CAR jobs of issue #8: which systems run them and the metric
+/// each system's run feeds. Every one of them imports the large input with
+/// Kubo's parameters, so every run prints the same root CID.
+struct IpfsJob {
+    /// Job name (`--workloads` filter, logs).
+    job: &'static str,
+    /// Metric prefix per system; the metric is `{prefix}_{size}_MB_per_s`.
+    metrics: &'static [(&'static str, &'static str)],
+}
+
+const IPFS_JOBS: &[IpfsJob] = &[
+    IpfsJob {
+        job: "unixfs-add",
+        metrics: &[
+            ("ours", "unixfs_add"),
+            // `http_` + the library metric: a bar in the library's panel.
+            ("ours-http", "http_unixfs_add"),
+            ("helia", "unixfs_add"),
+        ],
+    },
+    IpfsJob {
+        job: "car-export",
+        metrics: &[("ours", "car_export"), ("helia", "car_export")],
+    },
+    // Helia has no gateway to stream a CAR from, so this row has no peer.
+    IpfsJob {
+        job: "car-http",
+        metrics: &[("ours-http", "car_http")],
+    },
+];
+
+/// Job names whose runs must all print the same root CID.
+fn is_ipfs_job(workload: &str) -> bool {
+    IPFS_JOBS.iter().any(|j| j.job == workload)
+}
+
+/// Jobs whose runs stream a CAR of that DAG: all must count the same bytes.
+fn is_car_job(workload: &str) -> bool {
+    matches!(workload, "car-export" | "car-http")
+}
+
+/// Whether the harness reads the pre-generated large input file.
+fn uses_large_input(workload: &str) -> bool {
+    workload.ends_with("-large") || is_ipfs_job(workload)
 }
 
 /// Every job of the plan, ordered workload, size, system, so runs of the same
@@ -283,6 +338,28 @@ fn jobs(plan: &Plan, systems: &[&'static System]) -> Vec<Job> {
             });
         }
     }
+    let l = size_label(plan.large_bytes);
+    for ipfs in IPFS_JOBS {
+        for &system in systems {
+            let Some((_, prefix)) = ipfs.metrics.iter().find(|(name, _)| *name == system.name)
+            else {
+                continue;
+            };
+            jobs.push(Job {
+                system,
+                workload: ipfs.job,
+                size_bytes: plan.large_bytes,
+                count: 1,
+                extra_args: Vec::new(),
+                metrics: vec![metric(
+                    format!("{prefix}_{l}_MB_per_s"),
+                    "MB/s",
+                    Higher,
+                    MbPerS,
+                )],
+            });
+        }
+    }
     let l = size_label(plan.gc_size_bytes as u64);
     for &system in systems.iter().filter(|s| s.gc) {
         jobs.push(Job {
@@ -322,10 +399,12 @@ fn jobs(plan: &Plan, systems: &[&'static System]) -> Vec<Job> {
 }
 
 /// The protocol name of a job's workload (get-new-conn is `get` with
-/// `--new-connections`).
+/// `--new-connections`; car-http is `car-export` by ours-http, whose
+/// export is the agent's `?format=car`).
 fn protocol_workload(workload: &str) -> &str {
     match workload {
         "get-new-conn" => "get",
+        "car-http" => "car-export",
         other => other,
     }
 }
@@ -631,6 +710,9 @@ pub fn run(args: &StorageArgs) -> anyhow::Result<Summary> {
         "read-large",
         "put-during-gc",
         "get-new-conn",
+        "unixfs-add",
+        "car-export",
+        "car-http",
     ];
     for w in &args.workloads {
         anyhow::ensure!(
@@ -660,7 +742,7 @@ pub fn run(args: &StorageArgs) -> anyhow::Result<Summary> {
     if !args.workloads.is_empty() {
         all_jobs.retain(|j| args.workloads.iter().any(|w| w == j.workload));
     }
-    let needs_large = all_jobs.iter().any(|j| j.workload.ends_with("-large"));
+    let needs_large = all_jobs.iter().any(|j| uses_large_input(j.workload));
     let large = bench_dir.join("large.bin");
     if needs_large {
         step(&format!(
@@ -693,7 +775,7 @@ pub fn run(args: &StorageArgs) -> anyhow::Result<Summary> {
             }
             ready => {
                 let record = run_job(job, ready, bench_dir, &large, &logs, &plan);
-                eprintln!("{prefix}: {}", record.summary());
+                eprintln!("{prefix}: {}{}", record.summary(), ipfs_suffix(&record));
                 record
             }
         };
@@ -704,6 +786,10 @@ pub fn run(args: &StorageArgs) -> anyhow::Result<Summary> {
     }
     for job in all_jobs.iter() {
         remove_quietly(&bench_dir.join(job.dir_name()));
+    }
+
+    for line in check_ipfs_runs(&mut records) {
+        eprintln!("{line}");
     }
 
     let system_info: Vec<SystemInfo> = selected
@@ -756,6 +842,100 @@ pub fn run(args: &StorageArgs) -> anyhow::Result<Summary> {
         })
         .collect();
     Ok(Summary { json_path, failed })
+}
+
+/// `root_cid` / `car_bytes` of a finished run's JSON line.
+fn line_field<'a>(record: &'a RunRecord, field: &str) -> Option<&'a Value> {
+    match &record.outcome {
+        Outcome::Ok { raw, .. } => raw.get(field).filter(|v| !v.is_null()),
+        _ => None,
+    }
+}
+
+/// What the progress log adds for a UnixFS/CAR run: its root and CAR size.
+fn ipfs_suffix(record: &RunRecord) -> String {
+    let mut out = String::new();
+    if let Some(root) = line_field(record, "root_cid") {
+        out += &format!(", root_cid {}", root.as_str().unwrap_or("(not a string)"));
+    }
+    if let Some(bytes) = line_field(record, "car_bytes") {
+        out += &format!(", car_bytes {bytes}");
+    }
+    out
+}
+
+/// Which runs a cross-check covers, by job name.
+type JobFilter = fn(&str) -> bool;
+
+/// Issue #8's cross-checks: every UnixFS/CAR run imported the same input
+/// with Kubo's parameters, so all must print one root CID, and every CAR
+/// of that DAG must be the same size. A run that does not say, or a set
+/// that disagrees, turns the runs involved into failures (their metrics
+/// become errors, the bench exits non-zero) instead of numbers nobody
+/// can compare. Returns the lines to log.
+fn check_ipfs_runs(records: &mut [(Vec<MetricSpec>, RunRecord)]) -> Vec<String> {
+    let mut log = Vec::new();
+    let checks: [(&str, JobFilter); 2] = [("root_cid", is_ipfs_job), ("car_bytes", is_car_job)];
+    for (field, applies) in checks {
+        let runs: Vec<usize> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, r))| applies(r.workload) && matches!(r.outcome, Outcome::Ok { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let seen: Vec<(usize, Option<String>)> = runs
+            .iter()
+            .map(|&i| {
+                let value = line_field(&records[i].1, field).map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                (i, value)
+            })
+            .collect();
+        let listing = seen
+            .iter()
+            .map(|(i, v)| {
+                let r = &records[*i].1;
+                format!(
+                    "{} {}: {}",
+                    r.system,
+                    r.workload,
+                    v.as_deref().unwrap_or("(none printed)")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first = &seen[0].1;
+        let agree = first.is_some() && seen.iter().all(|(_, v)| v == first);
+        if agree {
+            log.push(format!(
+                "{field} agrees across {} runs: {}",
+                seen.len(),
+                first.as_deref().unwrap_or_default()
+            ));
+            continue;
+        }
+        let why = format!(
+            "{field} check failed: the runs of the same input disagree or are silent ({listing})"
+        );
+        log.push(why.clone());
+        for (i, _) in seen {
+            let (metrics, record) = &mut records[i];
+            *record = RunRecord::new(
+                record.system,
+                record.workload,
+                record.size_bytes,
+                record.count,
+                Outcome::Failed(why.clone()),
+                metrics,
+            );
+        }
+    }
+    log
 }
 
 fn ready_status(ready: &Ready) -> Result<(), String> {
@@ -864,7 +1044,7 @@ fn harness_args(job: &Job, plan: &Plan, store_dir: &Path, large: &Path) -> Vec<O
         "--seed".into(),
         SEED.to_string().into(),
     ];
-    if job.workload.ends_with("-large") {
+    if uses_large_input(job.workload) {
         a.extend([
             "--total-bytes".into(),
             plan.large_bytes.to_string().into(),
@@ -916,7 +1096,7 @@ fn run_job(
     // Flush the previous run's dirty pages (and the generated input file)
     // first, so no system pays for another's writeback inside its timing.
     flush_page_cache_writeback();
-    if job.workload.ends_with("-large") && plan.large_bytes >= LARGE_SETTLE_FROM_BYTES {
+    if uses_large_input(job.workload) && plan.large_bytes >= LARGE_SETTLE_FROM_BYTES {
         // ext4 frees the blocks of the previous run's deleted store and
         // commits its journal every 5 s; a 1 GiB write racing that lost up
         // to 3x in our runs, whichever system came first. Let it settle.
@@ -1046,6 +1226,7 @@ fn harness_outcome(result: anyhow::Result<ProcOutcome>, log: &Path) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use results::Better;
 
     #[test]
     fn size_labels() {
@@ -1073,9 +1254,201 @@ mod tests {
             "put_1KiB_p99_us_during_gc",
             "http_get_1KiB_req_per_s_keepalive",
             "http_get_1KiB_req_per_s_new_conn",
+            "unixfs_add_1GiB_MB_per_s",
+            "http_unixfs_add_1GiB_MB_per_s",
+            "car_export_1GiB_MB_per_s",
+            "car_http_1GiB_MB_per_s",
         ] {
             assert!(names.iter().any(|n| n == expected), "{expected} missing");
         }
+    }
+
+    #[test]
+    fn ipfs_jobs_run_on_the_systems_that_can() {
+        for ipfs in IPFS_JOBS {
+            for (name, _) in ipfs.metrics {
+                assert!(
+                    super::super::systems::by_name(name).is_some(),
+                    "{name} is not a system"
+                );
+            }
+        }
+        let plan = Plan::new(true, None);
+        let all: Vec<&'static System> = SYSTEMS.iter().collect();
+        let ipfs: Vec<(String, &str, String)> = jobs(&plan, &all)
+            .into_iter()
+            .filter(|j| is_ipfs_job(j.workload))
+            .map(|j| {
+                assert_eq!(j.size_bytes, 32 << 20);
+                assert_eq!(j.metrics.len(), 1);
+                (
+                    j.workload.to_string(),
+                    j.system.name,
+                    j.metrics[0].name.clone(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("unixfs-add", "ours", "unixfs_add_32MiB_MB_per_s"),
+            ("unixfs-add", "ours-http", "http_unixfs_add_32MiB_MB_per_s"),
+            ("unixfs-add", "helia", "unixfs_add_32MiB_MB_per_s"),
+            ("car-export", "ours", "car_export_32MiB_MB_per_s"),
+            ("car-export", "helia", "car_export_32MiB_MB_per_s"),
+            ("car-http", "ours-http", "car_http_32MiB_MB_per_s"),
+        ];
+        let expected: Vec<(String, &str, String)> = expected
+            .iter()
+            .map(|(w, s, m)| (w.to_string(), *s, m.to_string()))
+            .collect();
+        assert_eq!(ipfs, expected);
+    }
+
+    #[test]
+    fn car_http_runs_the_car_export_protocol_on_the_large_input() {
+        let plan = Plan::new(true, None);
+        let ours_http = super::super::systems::by_name("ours-http").expect("ours-http");
+        let js = jobs(&plan, &[ours_http]);
+        let car = js
+            .iter()
+            .find(|j| j.workload == "car-http")
+            .expect("car-http job");
+        let args: Vec<String> = harness_args(car, &plan, Path::new("/b/s"), Path::new("/b/l.bin"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--dir",
+                "/b/s",
+                "--workload",
+                "car-export",
+                "--inflight",
+                "64",
+                "--seed",
+                "1",
+                "--total-bytes",
+                "33554432",
+                "--input",
+                "/b/l.bin"
+            ]
+        );
+        assert!(uses_large_input("unixfs-add"));
+        assert!(!uses_large_input("put"));
+    }
+
+    const ROOT: &str = "bafybeid43oh6iy2ftswwzr4yqktxulyspijullubkcwas4x66z4tm4i72u";
+
+    fn ipfs_record(
+        system: &'static str,
+        workload: &'static str,
+        line: Value,
+    ) -> (Vec<MetricSpec>, RunRecord) {
+        let metrics = vec![metric(
+            format!("{workload}_{system}"),
+            "MB/s",
+            Better::Higher,
+            results::Pick::MbPerS,
+        )];
+        let outcome = Outcome::Ok {
+            line: serde_json::from_value(line.clone()).expect("protocol line"),
+            raw: line,
+            wall_seconds: 1.0,
+        };
+        let record = RunRecord::new(system, workload, 32 << 20, 1, outcome, &metrics);
+        (metrics, record)
+    }
+
+    fn line(mb_per_s: f64, root: Option<&str>, car_bytes: Option<u64>) -> Value {
+        serde_json::json!({
+            "ops_per_s": 1.0, "mb_per_s": mb_per_s, "durability": "fsync",
+            "root_cid": root, "car_bytes": car_bytes,
+        })
+    }
+
+    fn failed(record: &RunRecord) -> Option<&str> {
+        match &record.outcome {
+            Outcome::Failed(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn equal_roots_and_car_sizes_pass() {
+        let mut records = vec![
+            ipfs_record("ours", "unixfs-add", line(900.0, Some(ROOT), None)),
+            ipfs_record("helia", "unixfs-add", line(90.0, Some(ROOT), None)),
+            ipfs_record(
+                "ours",
+                "car-export",
+                line(2000.0, Some(ROOT), Some(33_571_913)),
+            ),
+            ipfs_record(
+                "ours-http",
+                "car-http",
+                line(1500.0, Some(ROOT), Some(33_571_913)),
+            ),
+            ipfs_record("ours", "put", line(5.0, None, None)),
+        ];
+        let log = check_ipfs_runs(&mut records);
+        assert_eq!(
+            log,
+            [
+                format!("root_cid agrees across 4 runs: {ROOT}"),
+                "car_bytes agrees across 2 runs: 33571913".to_string(),
+            ]
+        );
+        assert!(records.iter().all(|(_, r)| failed(r).is_none()));
+        assert_eq!(records[1].1.values[0].1, Ok(90.0));
+        assert_eq!(
+            ipfs_suffix(&records[2].1),
+            format!(", root_cid {ROOT}, car_bytes 33571913")
+        );
+    }
+
+    #[test]
+    fn a_different_or_missing_root_fails_every_run_of_the_input() {
+        let other = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+        let mut records = vec![
+            ipfs_record("ours", "unixfs-add", line(900.0, Some(ROOT), None)),
+            ipfs_record("helia", "unixfs-add", line(90.0, Some(other), None)),
+            ipfs_record("ours", "put", line(5.0, None, None)),
+        ];
+        let log = check_ipfs_runs(&mut records);
+        let why = format!(
+            "root_cid check failed: the runs of the same input disagree or are silent \
+             (ours unixfs-add: {ROOT}, helia unixfs-add: {other})"
+        );
+        assert_eq!(log, std::slice::from_ref(&why));
+        assert_eq!(failed(&records[0].1), Some(why.as_str()));
+        assert_eq!(failed(&records[1].1), Some(why.as_str()));
+        assert!(failed(&records[2].1).is_none());
+        // The metric is an error now, not a number.
+        assert!(records[1].1.values[0].1.is_err());
+
+        let mut silent = vec![
+            ipfs_record("ours", "unixfs-add", line(900.0, Some(ROOT), None)),
+            ipfs_record("helia", "unixfs-add", line(90.0, None, None)),
+        ];
+        check_ipfs_runs(&mut silent);
+        assert!(
+            failed(&silent[1].1).is_some_and(|w| w.contains("helia unixfs-add: (none printed)"))
+        );
+    }
+
+    #[test]
+    fn car_sizes_that_differ_fail_the_car_runs_only() {
+        let mut records = vec![
+            ipfs_record("ours", "unixfs-add", line(900.0, Some(ROOT), None)),
+            ipfs_record("ours", "car-export", line(2000.0, Some(ROOT), Some(100))),
+            ipfs_record("helia", "car-export", line(200.0, Some(ROOT), Some(101))),
+        ];
+        let log = check_ipfs_runs(&mut records);
+        assert_eq!(log.len(), 2);
+        assert!(log[0].starts_with("root_cid agrees across 3 runs"));
+        assert!(failed(&records[0].1).is_none());
+        assert!(failed(&records[1].1).is_some_and(|w| w.contains("helia car-export: 101")));
+        assert!(failed(&records[2].1).is_some());
     }
 
     #[test]
