@@ -132,9 +132,6 @@ fn car_import_error(err: CarImportError) -> ApiError {
     match err {
         CarImportError::Put(e) => error::from_put(e),
         CarImportError::Pin { .. } => ApiError::internal(err.to_string()),
-        CarImportError::Car(metanode_unixfs::CarReadError::Io { .. }) => {
-            ApiError::bad_request(err.to_string())
-        }
         _ => ApiError::bad_request(err.to_string()),
     }
 }

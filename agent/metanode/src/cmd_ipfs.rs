@@ -143,7 +143,8 @@ pub fn export_car(args: &ExportCarArgs, out: &Output) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| anyhow!("--entity-bytes: {e}"))?;
     let scope = if entity_bytes.is_some() {
-        if args.dag_scope != "all" && scope != DagScope::Entity {
+        // The default scope (all) gives way to entity; block cannot.
+        if scope == DagScope::Block {
             bail!("--entity-bytes applies to --dag-scope entity only");
         }
         DagScope::Entity
@@ -230,47 +231,4 @@ pub fn read_file_local(
     }
     progress.finish();
     Ok(size)
-}
-
-/// `store get` of a UnixFS root through an agent: the path gateway's file
-/// body. The agent verifies every block before sending it; the length is
-/// checked here.
-pub fn read_file_remote(
-    remote: &Remote,
-    cid: &ContentId,
-    sink: &mut dyn Write,
-) -> anyhow::Result<u64> {
-    let response = remote.agent.get(remote.url(&format!("/ipfs/{cid}"))).call();
-    let response = remote.check("get", response)?;
-    let size: Option<u64> = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let mut body = response.into_body().into_reader();
-    let mut progress = Progress::new(size, "downloading");
-    let mut buf = vec![0u8; COPY_BUFFER_BYTES];
-    let mut total = 0u64;
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => bail!(
-                "get: the agent's answer for {cid} broke off after {total} bytes: {e} \
-                 (the agent stops mid-body when it finds damage; see its log)"
-            ),
-        };
-        sink.write_all(&buf[..n]).context("writing the output")?;
-        total += n as u64;
-        progress.advance(n as u64);
-    }
-    progress.finish();
-    if size.is_some_and(|s| s != total) {
-        bail!(
-            "get: the agent announced {} bytes for {cid} but sent {total}",
-            size.unwrap_or(0)
-        );
-    }
-    Ok(total)
 }

@@ -556,9 +556,6 @@ impl Backend {
             Backend::Local(store) if cid.codec() == CODEC_DAG_PB => {
                 crate::cmd_ipfs::read_file_local(store, cid, sink)
             }
-            Backend::Remote(r) if cid.codec() == CODEC_DAG_PB => {
-                crate::cmd_ipfs::read_file_remote(r, cid, sink)
-            }
             Backend::Local(store) => {
                 let size = store
                     .stat(cid)?
@@ -816,13 +813,19 @@ impl Remote {
         self.read_json("put", response)
     }
 
+    /// A raw block, hashed here against its CID; or, for a UnixFS root, the
+    /// path gateway's file body, whose blocks the agent verified one by one
+    /// (only the length can be checked here without the DAG).
     fn get(&self, cid: &ContentId, sink: &mut dyn Write) -> anyhow::Result<u64> {
-        let response = self
-            .agent
-            .get(self.url(&format!("/ipfs/{cid}?format=raw")))
-            .header("accept", "application/vnd.ipld.raw")
-            .call();
-        let response = self.check("get", response)?;
+        let unixfs = cid.codec() == CODEC_DAG_PB;
+        let request = if unixfs {
+            self.agent.get(self.url(&format!("/ipfs/{cid}")))
+        } else {
+            self.agent
+                .get(self.url(&format!("/ipfs/{cid}?format=raw")))
+                .header("accept", "application/vnd.ipld.raw")
+        };
+        let response = self.check("get", request.call())?;
         let size: Option<u64> = response
             .headers()
             .get("content-length")
@@ -832,7 +835,7 @@ impl Remote {
         let mut progress = Progress::new(size, "downloading");
         // Trust nothing on the wire: hash what arrives and compare with the
         // CID before declaring success.
-        let mut hasher = StreamHasher::new(cid.key().kind);
+        let mut hasher = (!unixfs).then(|| StreamHasher::new(cid.key().kind));
         let mut buf = vec![0u8; COPY_BUFFER_BYTES];
         let mut total = 0u64;
         loop {
@@ -847,7 +850,9 @@ impl Remote {
                     ));
                 }
             };
-            hasher.update(&buf[..n]);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf[..n]);
+            }
             sink.write_all(&buf[..n]).context("writing the output")?;
             total += n as u64;
             progress.advance(n as u64);
@@ -859,7 +864,7 @@ impl Remote {
                 size.unwrap_or(0)
             );
         }
-        if hasher.finish() != cid.key().digest {
+        if hasher.is_some_and(|h| h.finish() != cid.key().digest) {
             bail!(
                 "get: the {total} bytes the agent sent do not hash to {cid}; they are not the blob"
             );

@@ -1303,19 +1303,25 @@ mod tests {
         assert_eq!(ipfs, expected);
     }
 
-    #[test]
-    fn car_http_runs_the_car_export_protocol_on_the_large_input() {
+    /// The harness arguments of `system`'s quick `workload` job, store dir
+    /// `/b/s`.
+    fn quick_job_args(system: &str, workload: &str, large: &str) -> Vec<String> {
         let plan = Plan::new(true, None);
-        let ours_http = super::super::systems::by_name("ours-http").expect("ours-http");
-        let js = jobs(&plan, &[ours_http]);
-        let car = js
+        let system = super::super::systems::by_name(system).expect("known system");
+        let js = jobs(&plan, &[system]);
+        let job = js
             .iter()
-            .find(|j| j.workload == "car-http")
-            .expect("car-http job");
-        let args: Vec<String> = harness_args(car, &plan, Path::new("/b/s"), Path::new("/b/l.bin"))
+            .find(|j| j.workload == workload)
+            .expect("job of that workload");
+        harness_args(job, &plan, Path::new("/b/s"), Path::new(large))
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn car_http_runs_the_car_export_protocol_on_the_large_input() {
+        let args = quick_job_args("ours-http", "car-http", "/b/l.bin");
         assert_eq!(
             args,
             [
@@ -1466,18 +1472,7 @@ mod tests {
 
     #[test]
     fn harness_arguments_follow_the_protocol() {
-        let plan = Plan::new(true, None);
-        let flatfs = super::super::systems::by_name("flatfs").expect("flatfs");
-        let js = jobs(&plan, &[flatfs]);
-        let read = js
-            .iter()
-            .find(|j| j.workload == "read-large")
-            .expect("read-large job");
-        let args = harness_args(read, &plan, Path::new("/b/s"), Path::new("/b/large.bin"));
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args = quick_job_args("flatfs", "read-large", "/b/large.bin");
         assert_eq!(
             args,
             [
