@@ -37,3 +37,17 @@ ensure_rust() {
     esac
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 }
+
+# Everything `cargo xtask image` and the QEMU system tests need: the kernel
+# source and its build tools, the UKI stub and boot loader, signing, the disk
+# tools, QEMU and OVMF, and virt-firmware (PyPI) to enroll Secure Boot keys.
+image_deps() {
+    apt_install linux-source-6.1 bc bison flex libelf-dev libssl-dev gcc-12-plugin-dev cpio \
+        systemd-boot-efi sbsigntool openssl binutils e2fsprogs dosfstools mtools gdisk zstd \
+        qemu-utils qemu-system-x86 ovmf python3-pip dnsmasq-base iproute2 busybox-static
+    if ! command -v virt-fw-vars >/dev/null; then
+        step "installing virt-firmware (PyPI) for Secure Boot key enrollment"
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore virt-firmware \
+            || python3 -m pip install --quiet --break-system-packages virt-firmware
+    fi
+}

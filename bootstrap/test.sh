@@ -8,6 +8,7 @@ ensure_rust
 # nodejs/npm: the Helia peer of the storage bench; pkg-config/gcc: -sys crates.
 command -v node >/dev/null || apt_install nodejs
 apt_install pkg-config gcc
+image_deps
 command -v npm >/dev/null || die "npm not found (the nodejs package must provide it)"
 cd "$METANODE_ROOT"
 step "cargo xtask ci"

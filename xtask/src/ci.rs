@@ -92,6 +92,28 @@ fn steps() -> Vec<(&'static str, StepFn)> {
             Box::new(|root| cargo(root, &["test", "--workspace"])),
         ),
         (
+            "cargo xtask image (kernel cached by its inputs in $METANODE_CACHE_DIR/kernel)",
+            Box::new(|_| {
+                crate::image::build(&crate::image::ImageArgs {
+                    out: None,
+                    keys: None,
+                    kernel_only: false,
+                })
+                .map(|_| ())
+            }),
+        ),
+        (
+            "cargo xtask vm-test (QEMU boots of the image: direct, UEFI, Secure Boot, update, config)",
+            Box::new(|_| {
+                crate::vm_test::run(&crate::vm_test::VmTestArgs {
+                    only: Vec::new(),
+                    image: None,
+                    api_port: 17878,
+                })
+                .map(|_| ())
+            }),
+        ),
+        (
             "cargo xtask bench storage --quick",
             Box::new(|_| {
                 let args = StorageArgs {

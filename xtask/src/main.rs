@@ -10,8 +10,12 @@ use clap::{Args, Parser, Subcommand};
 
 mod bench;
 mod ci;
+mod http;
+mod image;
 mod process;
 mod time;
+mod vm;
+mod vm_test;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +34,13 @@ enum Command {
     Ci,
     /// Run a benchmark with its peers, print a table, write perf/results/NAME.json + .png.
     Bench(BenchCmd),
+    /// Build the appliance image into target/image/: kernel (cached), initramfs,
+    /// signed UKI, GPT disk (raw, raw.zst, qcow2).
+    Image(image::ImageArgs),
+    /// Boot the image under QEMU with the serial console on this terminal.
+    Vm(vm::VmArgs),
+    /// The appliance's QEMU system tests (needs `cargo xtask image` first).
+    VmTest(vm_test::VmTestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +57,8 @@ struct BenchCmd {
 enum BenchName {
     /// Blob store: ours (library, HTTP) vs iroh-blobs, Helia, a flatfs-style baseline.
     Storage(bench::storage::StorageArgs),
+    /// Appliance image: sizes and boot times vs Debian cloud kernel + busybox.
+    Image(bench::image::ImageBenchArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -58,6 +71,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Ci => ci::run(),
+        Command::Image(args) => image::build(&args).map(|_| ()),
+        Command::Vm(args) => vm::run_interactive(&args),
+        Command::VmTest(args) => vm_test::run(&args).map(|_| ()),
         Command::Bench(BenchCmd { list: true, .. }) => {
             bench::print_list();
             Ok(())
@@ -66,6 +82,10 @@ fn main() -> ExitCode {
             which: Some(BenchName::Storage(args)),
             ..
         }) => bench::storage::run(&args).and_then(|summary| summary.ensure_no_failures()),
+        Command::Bench(BenchCmd {
+            which: Some(BenchName::Image(args)),
+            ..
+        }) => bench::image::run(&args),
         Command::Bench(BenchCmd { which: None, .. }) => {
             bench::print_list();
             Err(anyhow::anyhow!(

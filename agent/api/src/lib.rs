@@ -16,6 +16,11 @@
 //! | `POST\|DELETE /api/v1/pins/{cid}` | pin / unpin |
 //! | `GET /api/v1/store` | backend and fill level |
 //! | `POST /api/v1/gc`, `POST /api/v1/verify` | admin operations |
+//! | `GET /api/v1/system` | version, A/B slots, kernel, live sysctls (appliance only; else 409) |
+//! | `POST /api/v1/system/update` | body = signed UKI: verified, installed into the inactive slot as a trial |
+//! | `POST /api/v1/system/{reboot,poweroff}` | ask PID 1 to reboot / power off (202) |
+//! | `POST /api/v1/config?mode=try&timeout_s=N` | body = node config YAML: applied as a trial, reverted unless committed |
+//! | `POST /api/v1/config/commit`, `GET /api/v1/config/trial` | confirm / inspect the trial |
 //!
 //! The admin operations (gc, verify, delete, pins) are open to whoever can
 //! reach the listener for now; they move behind mTLS with the TLS work.
@@ -32,6 +37,7 @@ mod ipfs;
 mod metrics;
 pub mod range;
 mod server;
+mod system;
 pub mod wire;
 
 use std::sync::Arc;
@@ -50,6 +56,7 @@ use tokio::sync::Semaphore;
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use server::{ServeError, ServeReport, serve};
+pub use system::{SystemControl, SystemError};
 
 /// Knobs of the API server (from the `api:` config section, plus the store's
 /// inline threshold).
@@ -86,6 +93,8 @@ pub struct AppState {
     pub(crate) draining: Arc<AtomicBool>,
     /// Slots for uploads that stream into a store writer thread.
     pub(crate) upload_slots: Arc<Semaphore>,
+    /// The appliance's controls; `None` when not started by PID 1.
+    pub(crate) system: Option<Arc<dyn SystemControl>>,
 }
 
 impl AppState {
@@ -97,7 +106,14 @@ impl AppState {
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
             upload_slots: Arc::new(Semaphore::new(API_UPLOADS_STREAMING_COUNT_MAX)),
+            system: None,
         }
+    }
+
+    /// Enables the `/api/v1/system*` and `/api/v1/config*` routes.
+    pub fn with_system(mut self, control: Arc<dyn SystemControl>) -> Self {
+        self.system = Some(control);
+        self
     }
 
     /// Make `/health` answer 503 so load balancers stop sending work.
@@ -127,6 +143,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/store", get(blobs::store_info))
         .route("/api/v1/gc", post(blobs::gc))
         .route("/api/v1/verify", post(blobs::verify))
+        .route("/api/v1/system", get(system::info))
+        .route("/api/v1/system/update", post(system::update))
+        .route("/api/v1/system/{action}", post(system::power))
+        .route("/api/v1/config", post(system::config_try))
+        .route("/api/v1/config/commit", post(system::config_commit))
+        .route("/api/v1/config/trial", get(system::config_status))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Upload size is enforced while streaming (blobs::upload); axum's

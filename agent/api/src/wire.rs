@@ -186,3 +186,70 @@ pub struct CarImportResponse {
     /// Whether the roots were pinned.
     pub pinned: bool,
 }
+
+/// `GET /api/v1/system`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    pub version: String,
+    pub hostname: String,
+    /// `a` or `b` when booted from a slot; `direct` when the kernel was
+    /// loaded without the boot loader (QEMU -kernel).
+    pub slot: String,
+    /// The boot loader entry that booted (systemd-boot's LoaderEntrySelected).
+    pub boot_entry: Option<String>,
+    pub slots: Vec<SlotInfo>,
+    /// Human summary of the last update, e.g. that it was rolled back.
+    pub update_note: Option<String>,
+    pub kernel_release: String,
+    pub kernel_cmdline: String,
+    /// Every key of the sysctl policy with the value read live from /proc/sys.
+    pub sysctl: std::collections::BTreeMap<String, String>,
+    pub addresses: Vec<String>,
+    pub uptime_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    pub slot: String,
+    pub file: Option<String>,
+    /// good, trial, bad or empty.
+    pub state: String,
+    pub tries_left: Option<u32>,
+    pub booted: bool,
+}
+
+/// `POST /api/v1/system/update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReport {
+    pub slot: String,
+    pub file: String,
+    pub tries: u32,
+    pub signer: String,
+    pub size: u64,
+    /// What happens next, for the operator.
+    pub next: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerAction {
+    Reboot,
+    Poweroff,
+}
+
+/// `POST /api/v1/system/{reboot|poweroff}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerResponse {
+    pub action: PowerAction,
+    pub status: String,
+}
+
+/// `POST /api/v1/config?mode=try`, `POST /api/v1/config/commit`, `GET /api/v1/config/trial`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigTryReport {
+    /// none, pending, committed or reverted.
+    pub state: String,
+    /// Unix seconds by which a pending trial must be committed.
+    pub deadline_unix_s: Option<u64>,
+    pub message: String,
+}

@@ -16,7 +16,10 @@
 //! its fleet and so must be chosen by whoever deploys it. `node.data_dir`
 //! defaults to the appliance's data partition, and the API listens on
 //! loopback unless told otherwise, so a config that forgets `api.listen`
-//! never exposes the API by accident.
+//! never exposes the API by accident. `network` defaults to DHCP on the
+//! first Ethernet interface, which is what a VM (QEMU user networking, a
+//! cloud) offers; the binary converts the section into
+//! `metanode-netcfg`'s `NetConfig` (the crates do not depend on each other).
 
 mod check;
 mod cue;
@@ -107,6 +110,22 @@ const _: () =
 /// labels and file names without escaping.
 pub const NODE_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 
+// Network bounds are facts of IPv4, the kernel and resolvers rather than
+// tuning knobs, so they live here next to the section they bound.
+/// `network.address` prefix lengths: a /0 interface address is meaningless.
+pub const CONFIG_NETWORK_PREFIX_LEN_RANGE: RangeInclusive<u8> = 1..=32;
+/// `network.dns`: resolvers read at most three `nameserver` lines (`MAXNS`).
+pub const CONFIG_NETWORK_DNS_COUNT_MAX: usize = 3;
+/// `network.interface`: the kernel's `IFNAMSIZ` minus the terminating NUL.
+pub const CONFIG_NETWORK_INTERFACE_LEN_MAX: usize = 15;
+/// `network.interface`: what the kernel accepts in a name (no '/', ':' or
+/// whitespace).
+pub const NETWORK_INTERFACE_PATTERN: &str = r"^[^/:\s]{1,15}$";
+/// The example `network.dns` of the generated config (QEMU's slirp DNS).
+const NETWORK_DNS_EXAMPLE: [&str; 1] = ["10.0.2.3"];
+/// `network.address`: dotted quad and prefix length.
+pub const NETWORK_ADDRESS_PATTERN: &str = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$";
+
 // ---- the config ----
 
 /// Configuration of one Metanode node.
@@ -125,6 +144,9 @@ pub struct NodeConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The network interface, when the agent runs as the appliance's init.
+    #[serde(default)]
+    pub network: NetworkConfig,
 }
 
 /// Identity of this node and where it keeps its data.
@@ -285,6 +307,124 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+/// The network interface, when the agent runs as the appliance's init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+#[schemars(rename = "Network")]
+pub struct NetworkConfig {
+    /// How the interface gets its address.
+    pub mode: NetworkMode,
+    /// Interface to configure. When unset, the first Ethernet interface
+    /// (eth0 in a VM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = CONFIG_NETWORK_INTERFACE_LEN_MAX),
+        regex(pattern = NETWORK_INTERFACE_PATTERN),
+        example = &"eth0"
+    )]
+    pub interface: Option<String>,
+    /// The interface's IPv4 address with its prefix length. Required when
+    /// `mode` is `static`, not allowed otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = NETWORK_ADDRESS_PATTERN), example = &"10.0.2.15/24")]
+    pub address: Option<String>,
+    /// IPv4 default gateway (`static` only). No default route when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"10.0.2.2")]
+    pub gateway: Option<Ipv4Addr>,
+    /// IPv4 DNS servers written to /etc/resolv.conf (`static` only; DHCP
+    /// brings its own), at most 3.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = CONFIG_NETWORK_DNS_COUNT_MAX), example = &NETWORK_DNS_EXAMPLE)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// How the interface gets its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Ask a DHCP server, and keep renewing the lease.
+    Dhcp,
+    /// Use `address`, `gateway` and `dns` from this section.
+    Static,
+    /// Configure no interface; only loopback comes up.
+    Off,
+}
+
+impl NetworkConfig {
+    /// `address` as (address, prefix length), if it is set and valid.
+    pub fn address_and_prefix(&self) -> Option<(Ipv4Addr, u8)> {
+        self.address
+            .as_deref()
+            .and_then(|a| parse_ipv4_cidr(a).ok())
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            mode: NetworkMode::Dhcp,
+            interface: None,
+            address: None,
+            gateway: None,
+            dns: Vec::new(),
+        }
+    }
+}
+
+/// Parse `10.0.2.15/24` as an interface address. The error says what is
+/// wrong with the text, for a diagnostic on its field.
+pub fn parse_ipv4_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let shown = yaml_tree::abbreviate(text);
+    let Some((address, prefix)) = text.split_once('/') else {
+        return Err(format!(
+            "\"{shown}\" has no prefix length; expected an address like 10.0.2.15/24"
+        ));
+    };
+    let address: Ipv4Addr = address.parse().map_err(|_| {
+        format!("\"{shown}\" is not an IPv4 address with a prefix length, like 10.0.2.15/24")
+    })?;
+    let prefix_len: u8 = prefix.parse().map_err(|_| {
+        format!("\"{shown}\" has a prefix length that is not a number, like 10.0.2.15/24")
+    })?;
+    if !CONFIG_NETWORK_PREFIX_LEN_RANGE.contains(&prefix_len) {
+        return Err(format!(
+            "prefix length {prefix_len} in \"{shown}\" is out of range {CONFIG_NETWORK_PREFIX_LEN_RANGE:?}"
+        ));
+    }
+    if address.is_unspecified()
+        || address.is_loopback()
+        || address.is_multicast()
+        || address.is_broadcast()
+    {
+        return Err(format!(
+            "{address} cannot be an interface address (unspecified, loopback, multicast or broadcast)"
+        ));
+    }
+    Ok((address, prefix_len))
+}
+
+fn interface_name_problem(name: &str) -> Option<String> {
+    let shown = yaml_tree::abbreviate(name);
+    if name.is_empty() || name.len() > CONFIG_NETWORK_INTERFACE_LEN_MAX {
+        return Some(format!(
+            "\"{shown}\" is {} bytes; an interface name has 1..={CONFIG_NETWORK_INTERFACE_LEN_MAX}",
+            name.len()
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Some(format!(
+            "\"{shown}\" is not an interface name (no '/', ':', whitespace, `.` or `..`)"
+        ));
+    }
+    None
 }
 
 impl LogLevel {
@@ -453,6 +593,7 @@ impl NodeConfig {
                 level: LogLevel::Debug,
                 format: LogFormat::Text,
             },
+            network: NetworkConfig::default(),
         }
     }
 
@@ -678,10 +819,105 @@ impl NodeConfig {
             );
         }
 
+        self.validate_network(&mut errors);
+
         if errors.is_empty() {
             Ok(())
         } else {
             Err(ValidateConfigError { errors })
+        }
+    }
+
+    fn validate_network(&self, errors: &mut Vec<FieldError>) {
+        let network = &self.network;
+        let mut error = |path: &str, message: String, related: &[&str]| {
+            errors.push(FieldError {
+                path: path.to_string(),
+                message,
+                related_paths: related.iter().map(|p| p.to_string()).collect(),
+            });
+        };
+        let mode = match network.mode {
+            NetworkMode::Dhcp => "dhcp",
+            NetworkMode::Static => "static",
+            NetworkMode::Off => "off",
+        };
+        if let Some(interface) = &network.interface {
+            if network.mode == NetworkMode::Off {
+                error(
+                    "network.interface",
+                    "not used when network.mode is off; remove it or pick a mode".to_string(),
+                    &["network.mode"],
+                );
+            } else if let Some(message) = interface_name_problem(interface) {
+                error("network.interface", message, &[]);
+            }
+        }
+        if network.mode != NetworkMode::Static {
+            let set = [
+                ("network.address", network.address.is_some()),
+                ("network.gateway", network.gateway.is_some()),
+                ("network.dns", !network.dns.is_empty()),
+            ];
+            for (path, is_set) in set {
+                if is_set {
+                    error(
+                        path,
+                        format!("only used when network.mode is static (it is {mode})"),
+                        &["network.mode"],
+                    );
+                }
+            }
+            return;
+        }
+        let address = match &network.address {
+            None => {
+                error(
+                    "network.address",
+                    "required when network.mode is static".to_string(),
+                    &["network.mode"],
+                );
+                None
+            }
+            Some(text) => match parse_ipv4_cidr(text) {
+                Ok((address, _)) => Some(address),
+                Err(message) => {
+                    error("network.address", message, &[]);
+                    None
+                }
+            },
+        };
+        if let Some(gateway) = network.gateway {
+            if gateway.is_unspecified() || gateway.is_broadcast() || gateway.is_multicast() {
+                error(
+                    "network.gateway",
+                    format!("{gateway} cannot be a gateway"),
+                    &[],
+                );
+            } else if Some(gateway) == address {
+                error(
+                    "network.gateway",
+                    format!("{gateway} is the interface's own address"),
+                    &["network.address"],
+                );
+            }
+        }
+        if network.dns.len() > CONFIG_NETWORK_DNS_COUNT_MAX {
+            error(
+                "network.dns",
+                format!(
+                    "{} servers; at most {CONFIG_NETWORK_DNS_COUNT_MAX} (resolvers ignore the rest)",
+                    network.dns.len()
+                ),
+                &[],
+            );
+        }
+        if let Some(bad) = network
+            .dns
+            .iter()
+            .find(|s| s.is_unspecified() || s.is_broadcast() || s.is_multicast())
+        {
+            error("network.dns", format!("{bad} cannot be a DNS server"), &[]);
         }
     }
 }
@@ -780,6 +1016,212 @@ mod tests {
         assert_eq!(path_problem(Path::new("/var/lib/metanode")), None);
         assert!(path_problem(Path::new("var/lib")).is_some());
         assert!(path_problem(Path::new("/var/../etc")).is_some());
+    }
+
+    /// The only diagnostic of `network:` YAML appended to a minimal config.
+    fn network_errors(network_yaml: &str) -> Vec<(usize, String, String)> {
+        let text = format!("node:\n  name: a\nnetwork:\n{network_yaml}");
+        match NodeConfig::from_yaml_str(&text, "node.yaml") {
+            Ok(config) => panic!("expected errors, got {:?}", config.network),
+            Err(LoadConfigError::Invalid { diagnostics }) => diagnostics
+                .errors
+                .into_iter()
+                .map(|d| (d.line, d.path, d.message))
+                .collect(),
+            Err(other) => panic!("expected diagnostics, got {other}"),
+        }
+    }
+
+    #[test]
+    fn network_defaults_to_dhcp_on_the_first_interface() {
+        let config = NodeConfig::from_yaml_str("node:\n  name: a\n", "node.yaml").expect("valid");
+        assert_eq!(config.network, NetworkConfig::default());
+        assert_eq!(config.network.mode, NetworkMode::Dhcp);
+        assert_eq!(config.network.interface, None);
+    }
+
+    #[test]
+    fn static_network_parses_every_field() {
+        let yaml = "node:\n  name: a\nnetwork:\n  mode: static\n  interface: eth1\n  address: 10.0.2.15/24\n  gateway: 10.0.2.2\n  dns: [10.0.2.3, 1.1.1.1]\n";
+        let config = NodeConfig::from_yaml_str(yaml, "node.yaml").expect("valid");
+        assert_eq!(
+            config.network,
+            NetworkConfig {
+                mode: NetworkMode::Static,
+                interface: Some("eth1".to_string()),
+                address: Some("10.0.2.15/24".to_string()),
+                gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                dns: vec![Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)],
+            }
+        );
+        assert_eq!(
+            config.network.address_and_prefix(),
+            Some((Ipv4Addr::new(10, 0, 2, 15), 24))
+        );
+        // Block-style lists work too, and the config round-trips.
+        let yaml = "node:\n  name: a\nnetwork:\n  mode: static\n  address: 192.0.2.7/32\n  dns:\n    - 192.0.2.53\n";
+        let config = NodeConfig::from_yaml_str(yaml, "node.yaml").expect("valid");
+        assert_eq!(config.network.dns, [Ipv4Addr::new(192, 0, 2, 53)]);
+        let text = serde_saphyr::to_string(&config).expect("serializes");
+        assert_eq!(
+            NodeConfig::from_yaml_str(&text, "again").expect("valid"),
+            config
+        );
+    }
+
+    #[test]
+    fn network_errors_name_the_field_and_line() {
+        let cases: [(&str, (usize, &str, &str)); 10] = [
+            (
+                "  mode: static\n",
+                (3, "network.address", "required when network.mode is static"),
+            ),
+            (
+                "  mode: static\n  address: 10.0.2.15\n",
+                (
+                    5,
+                    "network.address",
+                    "\"10.0.2.15\" has no prefix length; expected an address like 10.0.2.15/24",
+                ),
+            ),
+            (
+                "  mode: static\n  address: 10.0.2/24\n",
+                (
+                    5,
+                    "network.address",
+                    "\"10.0.2/24\" is not an IPv4 address with a prefix length, like 10.0.2.15/24",
+                ),
+            ),
+            (
+                "  mode: static\n  address: 10.0.2.15/33\n",
+                (
+                    5,
+                    "network.address",
+                    "prefix length 33 in \"10.0.2.15/33\" is out of range 1..=32",
+                ),
+            ),
+            (
+                "  mode: static\n  address: 10.0.2.15/24\n  gateway: 10.0.2.15\n",
+                (
+                    6,
+                    "network.gateway",
+                    "10.0.2.15 is the interface's own address",
+                ),
+            ),
+            (
+                "  mode: static\n  address: 10.0.2.15/24\n  gateway: 10.0.2\n",
+                (
+                    6,
+                    "network.gateway",
+                    "expected an IPv4 address such as 10.0.2.2, found `10.0.2`",
+                ),
+            ),
+            (
+                "  mode: static\n  address: 10.0.2.15/24\n  dns: [1.1.1.1, 1.1.1.2, 1.1.1.3, 1.1.1.4]\n",
+                (
+                    6,
+                    "network.dns",
+                    "4 servers; at most 3 (resolvers ignore the rest)",
+                ),
+            ),
+            (
+                "  mode: dhcp\n  gateway: 10.0.2.2\n",
+                (
+                    5,
+                    "network.gateway",
+                    "only used when network.mode is static (it is dhcp)",
+                ),
+            ),
+            (
+                "  mode: off\n  interface: eth0\n",
+                (
+                    5,
+                    "network.interface",
+                    "not used when network.mode is off; remove it or pick a mode",
+                ),
+            ),
+            (
+                "  interface: eth0:1\n",
+                (
+                    4,
+                    "network.interface",
+                    "\"eth0:1\" is not an interface name (no '/', ':', whitespace, `.` or `..`)",
+                ),
+            ),
+        ];
+        for (yaml, (line, path, message)) in cases {
+            assert_eq!(
+                network_errors(yaml),
+                [(line, path.to_string(), message.to_string())],
+                "{yaml}"
+            );
+        }
+        // A bad list entry is reported on its own line.
+        let found = network_errors(
+            "  mode: static\n  address: 10.0.2.15/24\n  dns:\n    - 10.0.2.3\n    - ten\n",
+        );
+        assert_eq!(
+            found,
+            [(
+                8,
+                "network.dns".to_string(),
+                "expected an IPv4 address such as 10.0.2.2, found `ten`".to_string()
+            )]
+        );
+        let found = network_errors("  mode: static\n  address: 10.0.2.15/24\n  dns: 10.0.2.3\n");
+        assert_eq!(
+            found,
+            [(
+                6,
+                "network.dns".to_string(),
+                "expected a list, found `10.0.2.3`".to_string()
+            )]
+        );
+        let found = network_errors("  mode: dhc\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].0, found[0].1.as_str()), (4, "network.mode"));
+        assert!(found[0].2.contains("did you mean `dhcp`"), "{}", found[0].2);
+    }
+
+    #[test]
+    fn network_schema_and_cue_export() {
+        let schema = json_schema();
+        let network = &schema["$defs"]["Network"];
+        assert_eq!(network["properties"]["gateway"]["format"], "ipv4");
+        assert_eq!(network["properties"]["dns"]["items"]["format"], "ipv4");
+        assert_eq!(network["properties"]["dns"]["maxItems"], 3);
+        let cue = json_schema_to_cue(&schema, &field_order());
+        assert!(cue.contains("\tnetwork: #Network\n"), "{cue}");
+        assert!(
+            cue.contains("#NetworkMode: \"dhcp\" | \"static\" | \"off\"\n"),
+            "{cue}"
+        );
+        assert!(cue.contains("\tmode: *\"dhcp\" | #NetworkMode\n"), "{cue}");
+        assert!(cue.contains("\taddress?: "), "{cue}");
+        assert!(cue.contains("\tdns?: [...string]"), "{cue}");
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        assert_eq!(
+            parse_ipv4_cidr("10.0.2.15/24"),
+            Ok((Ipv4Addr::new(10, 0, 2, 15), 24))
+        );
+        assert_eq!(
+            parse_ipv4_cidr("192.0.2.1/32"),
+            Ok((Ipv4Addr::new(192, 0, 2, 1), 32))
+        );
+        for bad in [
+            "10.0.2.15",
+            "10.0.2.15/0",
+            "10.0.2.15/x",
+            "0.0.0.0/8",
+            "224.0.0.1/4",
+            "/24",
+            "",
+        ] {
+            assert!(parse_ipv4_cidr(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -105,6 +105,18 @@ pub const API_ERROR_INPUT_ECHO_CHARS_MAX: usize = 128;
 /// whole), so a hostile header costs bounded work.
 pub const API_HEADER_LIST_ITEMS_COUNT_MAX: usize = 64;
 
+/// Largest update image (a signed UKI) the API accepts; the appliance's UKI
+/// is about 10 MiB and the ESP holds three of these.
+pub const API_UPDATE_IMAGE_SIZE_BYTES_MAX: u64 = 40 * 1024 * 1024;
+/// Largest node config document `POST /api/v1/config` accepts.
+pub const API_CONFIG_SIZE_BYTES_MAX: u64 = 1024 * 1024;
+/// Bounds of a config trial's confirmation window.
+pub const CONFIG_TRY_TIMEOUT_S_MIN: u64 = 10;
+pub const CONFIG_TRY_TIMEOUT_S_MAX: u64 = 3600;
+pub const CONFIG_TRY_TIMEOUT_S_DEFAULT: u64 = 60;
+
+const _: () = assert!(CONFIG_TRY_TIMEOUT_S_MIN <= CONFIG_TRY_TIMEOUT_S_DEFAULT);
+const _: () = assert!(CONFIG_TRY_TIMEOUT_S_DEFAULT <= CONFIG_TRY_TIMEOUT_S_MAX);
 const _: () = assert!(API_READ_WINDOW_BYTES >= 64 * 1024);
 const _: () = assert!(API_READ_WINDOW_BYTES <= ENCODING_BYTES_LEN_MAX as u64);
 const _: () = assert!(API_UPLOAD_CHANNEL_CHUNKS_COUNT_MAX >= 1);

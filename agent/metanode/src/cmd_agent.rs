@@ -62,6 +62,11 @@ pub struct AgentArgs {
     /// Log line format on stderr (overrides log.format).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormatArg>,
+    /// Serve the appliance routes (/api/v1/system*, /api/v1/config*): slots,
+    /// updates, power and config trials. PID 1 passes this; it needs the
+    /// appliance's partitions and PID 1, so leave it off elsewhere.
+    #[arg(long, hide = true)]
+    pub appliance: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,7 +101,7 @@ pub fn run(args: AgentArgs, out: &Output) -> anyhow::Result<()> {
         .max_blocking_threads(API_BLOCKING_THREADS_COUNT_MAX)
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve_node(cfg, out));
+    let result = runtime.block_on(serve_node(cfg, args.appliance, out));
     // A store call still running on the blocking pool (a gc, say) must not
     // keep the process alive forever after the store is closed.
     runtime.shutdown_timeout(Duration::from_millis(API_SHUTDOWN_DRAIN_MS_MAX));
@@ -199,7 +204,7 @@ fn init_logging(level: LogLevel, format: LogFormat) -> anyhow::Result<()> {
     installed.map_err(|e| anyhow::anyhow!("installing the logger failed: {e}"))
 }
 
-async fn serve_node(cfg: NodeConfig, out: &Output) -> anyhow::Result<()> {
+async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::Result<()> {
     let opts = store_options(&cfg);
     let data_dir = cfg.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -249,6 +254,13 @@ async fn serve_node(cfg: NodeConfig, out: &Output) -> anyhow::Result<()> {
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
     );
+    let state = if appliance {
+        state.with_system(std::sync::Arc::new(metanode_system::ApplianceControl::new(
+            env!("CARGO_PKG_VERSION"),
+        )))
+    } else {
+        state
+    };
     let (signals_tx, signals_rx) = watch::channel(0u32);
     let signals = tokio::spawn(count_signals(signals_tx));
 

@@ -46,6 +46,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // In the appliance the kernel starts this binary as /init: be PID 1
+    // (which starts `metanode agent` as a supervised child).
+    if std::process::id() == 1 {
+        metanode_system::pid1_main(env!("CARGO_PKG_VERSION"));
+    }
     let cli = Cli::parse();
     let out = output::Output::new(cli.json);
     let result = match cli.command {

@@ -2,16 +2,24 @@
 //! on one machine and writes perf/results/NAME.json (+ a PNG beside it).
 
 pub mod chart;
+pub mod image;
 pub mod results;
 pub mod storage;
 pub mod systems;
 
 /// Benches that `cargo xtask bench NAME` runs, with what they compare.
-pub const BENCHES: &[(&str, &str)] = &[(
-    "storage",
-    "blob put/get (1-256 KiB, 64 in flight), 1 GiB add/read, put p99 during GC, HTTP; \
-     vs iroh-blobs FsStore, Helia + blockstore-fs, flatfs-style baseline; plus machine limits",
-)];
+pub const BENCHES: &[(&str, &str)] = &[
+    (
+        "storage",
+        "blob put/get (1-256 KiB, 64 in flight), 1 GiB add/read, put p99 during GC, HTTP; \
+         vs iroh-blobs FsStore, Helia + blockstore-fs, flatfs-style baseline; plus machine limits",
+    ),
+    (
+        "image",
+        "appliance sizes and boot-to-ready (direct, OVMF, Secure Boot) vs Debian's cloud kernel + busybox \
+         under the same QEMU; Talos/Bottlerocket published sizes; KSPP checklist counts",
+    ),
+];
 
 pub fn print_list() {
     println!("benches (cargo xtask bench NAME [--quick]):");

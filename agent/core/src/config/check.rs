@@ -20,7 +20,7 @@
 //!    judging a stand-in value, not what the file says.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -203,7 +203,37 @@ impl Walker<'_> {
             let non_null = branches.iter().find(|b| !type_names(b).contains(&"null"))?;
             return self.walk(node, non_null, path, at);
         }
+        if type_names(schema).contains(&"array") {
+            return self.walk_array(node, schema, path, at);
+        }
         self.walk_leaf(node, schema, path, at)
+    }
+
+    /// A list: every item is checked against `items` and reported at its
+    /// own position under the list's path, so `config check` names the
+    /// field and the line of the bad entry.
+    fn walk_array(&mut self, node: &Node, schema: &Value, path: &str, at: Pos) -> Option<Value> {
+        if node.is_null() && type_names(schema).contains(&"null") {
+            return Some(Value::Null);
+        }
+        let Kind::Sequence(items) = &node.kind else {
+            self.error(
+                at,
+                path,
+                format!("expected a list, found {}", node.describe()),
+            );
+            return None;
+        };
+        let item_schema = schema.get("items").unwrap_or(&Value::Bool(true));
+        let mut out = Vec::with_capacity(items.len());
+        let mut all_good = true;
+        for item in items {
+            match self.walk(item, item_schema, path, item.pos) {
+                Some(value) => out.push(value),
+                None => all_good = false,
+            }
+        }
+        all_good.then_some(Value::Array(out))
     }
 
     fn yaml_features_allowed(&mut self, node: &Node, path: &str, at: Pos) -> bool {
@@ -457,6 +487,7 @@ fn placeholder(root_schema: &Value, schema: &Value, depth: usize) -> Value {
     match types.first().copied() {
         Some("integer" | "number") => schema.get("minimum").cloned().unwrap_or(Value::from(0)),
         Some("boolean") => Value::Bool(false),
+        Some("array") => Value::Array(Vec::new()),
         Some("string")
             if schema.get("format").and_then(Value::as_str) == Some("socket-address") =>
         {
@@ -486,6 +517,7 @@ enum LeafType {
     F64,
     Bool,
     SocketAddr,
+    Ipv4,
     String,
 }
 
@@ -501,6 +533,7 @@ impl LeafType {
             ("number", _) => LeafType::F64,
             ("boolean", _) => LeafType::Bool,
             ("string", "socket-address") => LeafType::SocketAddr,
+            ("string", "ipv4") => LeafType::Ipv4,
             _ => LeafType::String,
         }
     }
@@ -516,6 +549,7 @@ impl LeafType {
             LeafType::F64 => typed_scalar::<f64>(value, plain),
             LeafType::Bool => typed_scalar::<bool>(value, plain),
             LeafType::SocketAddr => typed_scalar::<SocketAddr>(value, plain),
+            LeafType::Ipv4 => typed_scalar::<Ipv4Addr>(value, plain),
             LeafType::String => typed_scalar::<String>(value, plain),
         }
     }
@@ -531,6 +565,7 @@ impl LeafType {
             LeafType::F64 => "a number".to_string(),
             LeafType::Bool => "true or false".to_string(),
             LeafType::SocketAddr => "an ip:port socket address such as 127.0.0.1:7878".to_string(),
+            LeafType::Ipv4 => "an IPv4 address such as 10.0.2.2".to_string(),
             LeafType::String => "a string".to_string(),
         }
     }

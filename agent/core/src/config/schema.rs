@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::yaml_tree::{self, Kind, Node};
-use super::{DEFAULT_DATA_DIR, DEFAULT_KEY_FILE_NAME, NodeConfig, NodeSection};
+use super::{
+    DEFAULT_DATA_DIR, DEFAULT_KEY_FILE_NAME, NetworkConfig, NetworkMode, NodeConfig, NodeSection,
+};
 
 /// The JSON Schema (draft 2020-12) of the node config, derived from the serde
 /// structs. `config check`, the CUE export and the example all read this one
@@ -70,6 +72,13 @@ pub(super) fn sample_config() -> NodeConfig {
         api: Default::default(),
         store: Default::default(),
         log: Default::default(),
+        network: NetworkConfig {
+            mode: NetworkMode::Static,
+            interface: Some("eth0".to_string()),
+            address: Some("10.0.2.15/24".to_string()),
+            gateway: Some(std::net::Ipv4Addr::new(10, 0, 2, 2)),
+            dns: vec![std::net::Ipv4Addr::new(10, 0, 2, 3)],
+        },
     }
 }
 
@@ -190,7 +199,14 @@ mod tests {
         let root_props = schema["properties"].as_object().expect("root properties");
         assert_eq!(
             order.ordered("", root_props),
-            ["node", "api", "store", "log"]
+            ["node", "api", "store", "log", "network"]
+        );
+        let network_props = schema["$defs"]["Network"]["properties"]
+            .as_object()
+            .expect("Network");
+        assert_eq!(
+            order.ordered("Network", network_props),
+            ["mode", "interface", "address", "gateway", "dns"]
         );
         let node_props = schema["$defs"]["Node"]["properties"]
             .as_object()

@@ -1,0 +1,555 @@
+//! `cargo xtask vm-test`: the appliance's system tests under QEMU. Each
+//! scenario boots the image from `cargo xtask image` on a fresh qcow2
+//! overlay, reads the serial log and talks to the API through a forwarded
+//! port. Every wait has a timeout; a failure prints the serial log tail.
+//!
+//! Scenarios (issue #4 item 6):
+//! - `direct`: kernel + initramfs boot to ready; no unknown kernel
+//!   parameters; live sysctls equal appliance/sysctl.conf; first-boot format
+//!   of the data partition; a blob put through the API survives a power
+//!   button poweroff and a new boot; Ctrl-Alt-Del reboots cleanly.
+//! - `uefi`: OVMF → systemd-boot → UKI from the GPT disk to ready.
+//! - `secure-boot`: the same with Secure Boot on and our keys enrolled;
+//!   then an unsigned and a tampered UKI are refused by the firmware.
+//! - `update`: a good update switches slots; a broken one (a signed UKI
+//!   whose kernel cannot start /init) rolls back by itself.
+//! - `config`: a config trial that makes the API unreachable is reverted and
+//!   the node answers again; a good one is committed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::http;
+use crate::image::{self, initramfs, keys, uki};
+use crate::vm::{self, Mode, Spec, Vm};
+
+const READY: &str = "metanode: ready";
+/// TCG boots take seconds; these bound a hung boot, they are not targets.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const SCENARIOS: &[&str] = &["direct", "uefi", "secure-boot", "update", "config"];
+
+#[derive(Debug, Args, Clone)]
+pub struct VmTestArgs {
+    /// Run only these scenarios (default: all).
+    #[arg(long = "only", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
+    pub only: Vec<String>,
+    /// Image directory (default target/image; built first if missing).
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// Host port for the guest API.
+    #[arg(long, default_value_t = 17878)]
+    pub api_port: u16,
+}
+
+/// Boot times measured along the way, for the image bench.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Timings {
+    pub direct_ready_s: Option<f64>,
+    pub uefi_ready_s: Option<f64>,
+    pub secure_boot_ready_s: Option<f64>,
+}
+
+struct Ctx {
+    image: PathBuf,
+    keys: keys::Keys,
+    work: PathBuf,
+    port: u16,
+}
+
+impl Ctx {
+    fn spec(&self, boot: Mode, name: &str, no_reboot: bool) -> anyhow::Result<Spec> {
+        let dir = self.work.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let disk = dir.join("disk.qcow2");
+        vm::overlay(&self.image, &disk)?;
+        let vars = if boot == Mode::Direct {
+            None
+        } else {
+            let path = dir.join("vars.fd");
+            vm::vars(boot, &self.keys, &path)?;
+            Some(path)
+        };
+        Ok(Spec {
+            boot,
+            image_dir: self.image.clone(),
+            disk,
+            vars,
+            api_port: self.port,
+            append_extra: String::new(),
+            no_reboot,
+        })
+    }
+}
+
+pub fn run(args: &VmTestArgs) -> anyhow::Result<Timings> {
+    anyhow::ensure!(
+        vm::qemu_available(),
+        "qemu-system-x86_64 missing (bootstrap/test.sh installs it)"
+    );
+    let image = args.image.clone().unwrap_or_else(image::default_out);
+    anyhow::ensure!(
+        image.join("metanode.efi").exists() && image.join("disk.qcow2").exists(),
+        "no image in {}: run `cargo xtask image` first",
+        image.display()
+    );
+    let ctx = Ctx {
+        image: image.clone(),
+        keys: keys::ensure(&keys::default_dir())?,
+        work: image.join("vm-test"),
+        port: args.api_port,
+    };
+    let _ = std::fs::remove_dir_all(&ctx.work);
+    std::fs::create_dir_all(&ctx.work)?;
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let mut timings = Timings::default();
+    let mut failures = Vec::new();
+    for name in SCENARIOS {
+        if !wanted(name) {
+            continue;
+        }
+        eprintln!("\n==> vm-test {name}");
+        let started = Instant::now();
+        let result = match *name {
+            "direct" => direct(&ctx).map(|t| timings.direct_ready_s = Some(t)),
+            "uefi" => uefi(&ctx, Mode::Uefi).map(|t| timings.uefi_ready_s = Some(t)),
+            "secure-boot" => secure_boot(&ctx).map(|t| timings.secure_boot_ready_s = Some(t)),
+            "update" => update(&ctx),
+            "config" => config(&ctx),
+            _ => unreachable!("scenario list and match agree"),
+        };
+        match result {
+            Ok(()) => eprintln!(
+                "<== vm-test {name}: ok in {:.0} s",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("<== vm-test {name}: FAILED: {e:#}");
+                failures.push(*name);
+            }
+        }
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "vm-test failed: {}",
+        failures.join(", ")
+    );
+    Ok(timings)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The `key=value` fields of the last `metanode: ready` line.
+fn ready_field(log: &str, key: &str) -> Option<String> {
+    let line = log.lines().rev().find(|l| l.contains(READY))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_owned))
+}
+
+fn sysctl_policy(image: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(image.join("sysctl.conf"))?;
+    image::policy::sysctls(&text, "sysctl.conf")
+}
+
+fn check_boot_log(log: &str) -> anyhow::Result<()> {
+    if let Some(line) = log
+        .lines()
+        .find(|l| l.contains("Unknown kernel command line parameters"))
+    {
+        anyhow::bail!("the kernel did not know some command line parameters: {line}");
+    }
+    for bad in ["Kernel panic", "metanode: error", "BUG:", "WARNING:"] {
+        if let Some(line) = log.lines().find(|l| l.contains(bad)) {
+            anyhow::bail!("boot log has {bad:?}: {line}");
+        }
+    }
+    Ok(())
+}
+
+fn check_sysctls(port: u16, image: &Path) -> anyhow::Result<usize> {
+    let info = http::request(port, "GET", "/api/v1/system", b"")?;
+    anyhow::ensure!(
+        info.status == 200,
+        "GET /api/v1/system: {} {}",
+        info.status,
+        info.text()
+    );
+    let info = info.json()?;
+    let live = info["sysctl"].as_object().context("sysctl map")?;
+    let policy = sysctl_policy(image)?;
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut wrong = Vec::new();
+    for (key, want) in &policy {
+        let got = live
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("<missing>");
+        if norm(got) != norm(want) {
+            wrong.push(format!("{key}: policy {want}, running {got}"));
+        }
+    }
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "runtime sysctls differ from the policy:\n  {}",
+        wrong.join("\n  ")
+    );
+    Ok(policy.len())
+}
+
+fn direct(ctx: &Ctx) -> anyhow::Result<f64> {
+    let spec = ctx.spec(Mode::Direct, "direct", true)?;
+    let work = ctx.work.join("direct");
+    let mut vm = Vm::start(&spec, &work.join("boot1"))?;
+    let ready = vm.wait_for(READY, BOOT_TIMEOUT)?;
+    let log = vm.log();
+    eprintln!("    direct boot to ready: {:.1} s", secs(ready));
+    check_boot_log(&log)?;
+    anyhow::ensure!(
+        log.contains("formatting the data partition"),
+        "first boot did not format the data partition"
+    );
+    anyhow::ensure!(
+        ready_field(&log, "slot").as_deref() == Some("direct"),
+        "slot is not direct"
+    );
+    let keys = check_sysctls(ctx.port, &ctx.image)?;
+    eprintln!("    {keys} sysctls equal appliance/sysctl.conf");
+
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let put = http::request(ctx.port, "POST", "/api/v1/blobs", &blob)?;
+    anyhow::ensure!(put.status == 201, "put: {} {}", put.status, put.text());
+    let cid = put.json()?["cid"].as_str().context("cid")?.to_owned();
+    vm.power_button()?;
+    vm.wait_exit(SHUTDOWN_TIMEOUT)?;
+    let log = vm.log();
+    anyhow::ensure!(
+        log.contains("metanode: shutting down (power button"),
+        "no orderly shutdown after the power button:\n{}",
+        vm::tail(&log, 20)
+    );
+
+    let mut vm = Vm::start(&spec, &work.join("boot2"))?;
+    vm.wait_for(READY, BOOT_TIMEOUT)?;
+    let log = vm.log();
+    anyhow::ensure!(
+        !log.contains("formatting the data partition"),
+        "second boot formatted again"
+    );
+    let got = http::request(ctx.port, "GET", &format!("/ipfs/{cid}?format=raw"), b"")?;
+    anyhow::ensure!(
+        got.status == 200 && got.body == blob,
+        "blob {cid} did not survive the reboot ({})",
+        got.status
+    );
+    eprintln!("    blob {cid} survived power-off and boot");
+    vm.ctrl_alt_del()?;
+    vm.wait_exit(SHUTDOWN_TIMEOUT)?;
+    anyhow::ensure!(
+        vm.log()
+            .contains("metanode: shutting down (SIGINT (ctrl-alt-del))"),
+        "no orderly reboot after Ctrl-Alt-Del:\n{}",
+        vm::tail(&vm.log(), 20)
+    );
+    Ok(secs(ready))
+}
+
+fn uefi(ctx: &Ctx, boot: Mode) -> anyhow::Result<f64> {
+    let name = if boot == Mode::SecureBoot {
+        "secure-boot"
+    } else {
+        "uefi"
+    };
+    let spec = ctx.spec(boot, name, true)?;
+    let mut vm = Vm::start(&spec, &ctx.work.join(name).join("boot"))?;
+    let ready = vm.wait_for(READY, BOOT_TIMEOUT)?;
+    let log = vm.log();
+    check_boot_log(&log)?;
+    let slot = ready_field(&log, "slot");
+    anyhow::ensure!(
+        slot.as_deref() == Some("a"),
+        "booted slot {slot:?}, expected a"
+    );
+    if boot == Mode::SecureBoot {
+        anyhow::ensure!(
+            log.contains("Secure boot enabled"),
+            "the kernel does not report Secure Boot as enabled"
+        );
+    }
+    eprintln!("    {name} boot to ready: {:.1} s", secs(ready));
+    vm.power_button()?;
+    vm.wait_exit(SHUTDOWN_TIMEOUT)?;
+    Ok(secs(ready))
+}
+
+/// The UKI file names on a disk image's ESP.
+fn esp_ukis(raw: &Path) -> anyhow::Result<Vec<String>> {
+    let out = Command::new("mdir")
+        .args(["-b", "-i"])
+        .arg(format!("{}@@1M", raw.display()))
+        .arg("::/EFI/Linux")
+        .output()
+        .context("run mdir")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mdir failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .filter(|n| n.ends_with(".efi"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// A copy of the image's disk whose slot UKIs are all replaced by `uki`.
+fn disk_with_uki(ctx: &Ctx, uki: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let dir = ctx.work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let raw = dir.join("disk.raw");
+    std::fs::copy(ctx.image.join("disk.raw"), &raw)?;
+    for file in esp_ukis(&raw)? {
+        let status = Command::new("mcopy")
+            .args(["-o", "-i"])
+            .arg(format!("{}@@1M", raw.display()))
+            .arg(uki)
+            .arg(format!("::/EFI/Linux/{file}"))
+            .status()?;
+        anyhow::ensure!(status.success(), "mcopy into the ESP failed");
+    }
+    let qcow = dir.join("disk.qcow2");
+    let status = Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow)
+        .status()?;
+    anyhow::ensure!(status.success(), "qemu-img convert failed");
+    std::fs::remove_file(&raw)?;
+    Ok(qcow)
+}
+
+fn unsigned_uki(ctx: &Ctx, dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let out = dir.join("unsigned.efi");
+    uki::assemble(
+        &ctx.image.join("os-release"),
+        &ctx.image.join("cmdline.txt"),
+        &ctx.image.join("bzImage"),
+        &ctx.image.join("initramfs.img"),
+        &out,
+    )?;
+    Ok(out)
+}
+
+fn secure_boot(ctx: &Ctx) -> anyhow::Result<f64> {
+    let ready = uefi(ctx, Mode::SecureBoot)?;
+    // A signed UKI with one byte of its command line changed: the
+    // Authenticode digest no longer matches.
+    let signed = std::fs::read(ctx.image.join("metanode.efi"))?;
+    let needle = b"console=ttyS0";
+    let at = signed
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .context("command line not found in the UKI")?;
+    let mut tampered = signed.clone();
+    tampered[at + needle.len() - 1] = b'1'; // ttyS0 -> ttyS1
+    let dir = ctx.work.join("secure-boot");
+    let tampered_path = dir.join("tampered.efi");
+    std::fs::write(&tampered_path, &tampered)?;
+    let unsigned = unsigned_uki(ctx, &dir)?;
+    for (label, uki) in [("unsigned", unsigned), ("tampered", tampered_path)] {
+        let disk = disk_with_uki(ctx, &uki, &format!("secure-boot-{label}"))?;
+        let mut spec = ctx.spec(Mode::SecureBoot, &format!("secure-boot-{label}"), true)?;
+        spec.disk = disk;
+        let mut vm = Vm::start(&spec, &ctx.work.join(format!("secure-boot-{label}/boot")))?;
+        // systemd-boot reports the firmware's refusal; the kernel never starts.
+        vm.wait_for("Security Violation", BOOT_TIMEOUT)
+            .or_else(|_| vm.wait_for("Access Denied", Duration::from_secs(1)))
+            .with_context(|| format!("the {label} UKI was not refused"))?;
+        std::thread::sleep(Duration::from_secs(3));
+        anyhow::ensure!(
+            !vm.log().contains("Linux version"),
+            "the {label} UKI started a kernel under Secure Boot"
+        );
+        eprintln!("    {label} UKI refused under Secure Boot");
+        vm.kill();
+    }
+    Ok(ready)
+}
+
+fn wait_api(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = http::request(port, "GET", "/health", b"")
+            && r.status == 200
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "API on port {port} did not answer within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn update(ctx: &Ctx) -> anyhow::Result<()> {
+    // Reboots stay inside one QEMU run: the firmware, the boot counters on
+    // the ESP and PID 1 do the whole A/B dance by themselves.
+    let spec = ctx.spec(Mode::Uefi, "update", false)?;
+    let mut vm = Vm::start(&spec, &ctx.work.join("update/boot"))?;
+    vm.wait_for(READY, BOOT_TIMEOUT)?;
+    anyhow::ensure!(ready_field(&vm.log(), "slot").as_deref() == Some("a"));
+
+    // Good update: this very image, into slot b.
+    let uki = std::fs::read(ctx.image.join("metanode.efi"))?;
+    let r = http::request(ctx.port, "POST", "/api/v1/system/update", &uki)?;
+    anyhow::ensure!(r.status == 200, "update: {} {}", r.status, r.text());
+    anyhow::ensure!(r.json()?["slot"] == "b", "update went to {}", r.text());
+    let r = http::request(ctx.port, "POST", "/api/v1/system/reboot", b"")?;
+    anyhow::ensure!(r.status == 202, "reboot: {} {}", r.status, r.text());
+    vm.wait_for_count(READY, 2, BOOT_TIMEOUT * 2)?;
+    anyhow::ensure!(
+        ready_field(&vm.log(), "slot").as_deref() == Some("b"),
+        "good update did not boot slot b"
+    );
+    let info = http::request(ctx.port, "GET", "/api/v1/system", b"")?.json()?;
+    let b_state = info["slots"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["slot"] == "b"))
+        .map(|x| x["state"].clone());
+    anyhow::ensure!(
+        b_state == Some("good".into()),
+        "slot b not marked good: {info}"
+    );
+    eprintln!("    good update: booted slot b and marked it good");
+
+    // Broken update: correctly signed, but its initramfs has no working /init.
+    let dir = ctx.work.join("update");
+    let mut cpio = initramfs::Cpio::default();
+    cpio.dir("dev", 0o755);
+    cpio.char_dev("dev/console", 0o600, 5, 1);
+    cpio.file("init", 0o755, b"this is not an executable\n");
+    let broken_initrd = dir.join("broken-initramfs.img");
+    std::fs::write(
+        &broken_initrd,
+        zstd::encode_all(cpio.finish().as_slice(), 3)?,
+    )?;
+    let broken_unsigned = dir.join("broken.unsigned.efi");
+    uki::assemble(
+        &ctx.image.join("os-release"),
+        &ctx.image.join("cmdline.txt"),
+        &ctx.image.join("bzImage"),
+        &broken_initrd,
+        &broken_unsigned,
+    )?;
+    let broken = dir.join("broken.efi");
+    keys::sign(&ctx.keys, &broken_unsigned, &broken)?;
+    let r = http::request(
+        ctx.port,
+        "POST",
+        "/api/v1/system/update",
+        &std::fs::read(&broken)?,
+    )?;
+    anyhow::ensure!(
+        r.status == 200,
+        "broken update upload: {} {}",
+        r.status,
+        r.text()
+    );
+    anyhow::ensure!(
+        r.json()?["slot"] == "a",
+        "broken update went to {}",
+        r.text()
+    );
+    let tries = r.json()?["tries"].as_u64().unwrap_or(0) as usize;
+    let r = http::request(ctx.port, "POST", "/api/v1/system/reboot", b"")?;
+    anyhow::ensure!(r.status == 202);
+    // Each failed try panics ("No working init found") and reboots; after
+    // the last one systemd-boot picks slot b again.
+    vm.wait_for_count(READY, 3, BOOT_TIMEOUT * (tries as u32 + 2))?;
+    let log = vm.log();
+    let panics = log.matches("No working init found").count();
+    anyhow::ensure!(
+        panics == tries,
+        "expected {tries} failed tries, saw {panics}"
+    );
+    anyhow::ensure!(
+        ready_field(&log, "slot").as_deref() == Some("b"),
+        "did not fall back to slot b"
+    );
+    let info = http::request(ctx.port, "GET", "/api/v1/system", b"")?.json()?;
+    anyhow::ensure!(
+        info["update_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("rolled back")),
+        "the node does not report the rollback: {info}"
+    );
+    eprintln!("    broken update: {panics} failed tries, then back on slot b by itself");
+    vm.power_button()?;
+    vm.wait_exit(SHUTDOWN_TIMEOUT)?;
+    Ok(())
+}
+
+fn config(ctx: &Ctx) -> anyhow::Result<()> {
+    let spec = ctx.spec(Mode::Direct, "config", true)?;
+    let mut vm = Vm::start(&spec, &ctx.work.join("config/boot"))?;
+    vm.wait_for(READY, BOOT_TIMEOUT)?;
+    let current = http::request(ctx.port, "GET", "/api/v1/system", b"")?.json()?;
+    let name = current["hostname"]
+        .as_str()
+        .unwrap_or("metanode")
+        .to_owned();
+    // The API moves to a port the host does not forward: unreachable.
+    let bad = format!("node:\n  name: {name}\napi:\n  listen: 0.0.0.0:7879\n");
+    let r = http::request(
+        ctx.port,
+        "POST",
+        "/api/v1/config?mode=try&timeout_s=20",
+        bad.as_bytes(),
+    )?;
+    anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
+    std::thread::sleep(Duration::from_secs(5));
+    anyhow::ensure!(
+        http::request(ctx.port, "GET", "/health", b"")
+            .map(|r| r.status)
+            .unwrap_or(0)
+            != 200,
+        "the trial config did not take effect (API still on 7878)"
+    );
+    wait_api(ctx.port, Duration::from_secs(60))
+        .context("the node did not come back after the trial expired")?;
+    let trial = http::request(ctx.port, "GET", "/api/v1/config/trial", b"")?.json()?;
+    anyhow::ensure!(trial["state"] == "reverted", "trial state: {trial}");
+    eprintln!("    unconfirmed config reverted; API reachable again");
+
+    let good =
+        format!("node:\n  name: {name}\napi:\n  listen: 0.0.0.0:7878\nlog:\n  level: debug\n");
+    let r = http::request(
+        ctx.port,
+        "POST",
+        "/api/v1/config?mode=try&timeout_s=30",
+        good.as_bytes(),
+    )?;
+    anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
+    std::thread::sleep(Duration::from_secs(2));
+    wait_api(ctx.port, Duration::from_secs(30))?;
+    let r = http::request(ctx.port, "POST", "/api/v1/config/commit", b"")?;
+    anyhow::ensure!(r.status == 200, "commit: {} {}", r.status, r.text());
+    let trial = http::request(ctx.port, "GET", "/api/v1/config/trial", b"")?.json()?;
+    anyhow::ensure!(
+        trial["state"] == "committed",
+        "trial state after commit: {trial}"
+    );
+    eprintln!("    confirmed config committed");
+    vm.power_button()?;
+    vm.wait_exit(SHUTDOWN_TIMEOUT)?;
+    Ok(())
+}
