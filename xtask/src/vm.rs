@@ -331,6 +331,24 @@ impl Vm {
         }
     }
 
+    /// Waits until any of `needles` appears; returns which one.
+    pub fn wait_for_any(&mut self, needles: &[&str], timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if let Some(i) = needles.iter().position(|n| log.contains(n)) {
+                return Ok(i);
+            }
+            if self.child.try_wait()?.is_some() || Instant::now() >= deadline {
+                anyhow::bail!(
+                    "none of {needles:?} appeared within {timeout:?}; serial log tail:\n{}",
+                    tail(&log, 40)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<Duration> {
         self.wait_for_count(needle, 1, timeout)
     }

@@ -324,7 +324,8 @@ fn disk_with_uki(ctx: &Ctx, uki: &Path, name: &str) -> anyhow::Result<PathBuf> {
             .status()?;
         anyhow::ensure!(status.success(), "mcopy into the ESP failed");
     }
-    let qcow = dir.join("disk.qcow2");
+    // Not disk.qcow2: Ctx::spec makes that overlay in the same directory.
+    let qcow = dir.join("replaced-uki.qcow2");
     let status = Command::new("qemu-img")
         .args(["convert", "-q", "-O", "qcow2"])
         .arg(&raw)
@@ -370,9 +371,11 @@ fn secure_boot(ctx: &Ctx) -> anyhow::Result<f64> {
         spec.disk = disk;
         let mut vm = Vm::start(&spec, &ctx.work.join(format!("secure-boot-{label}/boot")))?;
         // systemd-boot reports the firmware's refusal; the kernel never starts.
-        vm.wait_for("Security Violation", BOOT_TIMEOUT)
-            .or_else(|_| vm.wait_for("Access Denied", Duration::from_secs(1)))
-            .with_context(|| format!("the {label} UKI was not refused"))?;
+        vm.wait_for_any(
+            &["Access Denied", "Security Violation", "Linux version"],
+            BOOT_TIMEOUT,
+        )
+        .with_context(|| format!("the {label} UKI was not refused"))?;
         std::thread::sleep(Duration::from_secs(3));
         anyhow::ensure!(
             !vm.log().contains("Linux version"),
