@@ -387,6 +387,23 @@ fn secure_boot(ctx: &Ctx) -> anyhow::Result<f64> {
     Ok(ready)
 }
 
+/// Runs the operator CLI (the static binary the image was built with) and
+/// returns its stdout.
+fn cli(args: &[&str]) -> anyhow::Result<String> {
+    let bin = crate::workspace_root().join("target/x86_64-unknown-linux-gnu/release/metanode");
+    let out = Command::new(&bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {}", bin.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "metanode {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn wait_api(port: u16, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -411,13 +428,23 @@ fn update(ctx: &Ctx) -> anyhow::Result<()> {
     vm.wait_for(READY, BOOT_TIMEOUT)?;
     anyhow::ensure!(ready_field(&vm.log(), "slot").as_deref() == Some("a"));
 
-    // Good update: this very image, into slot b.
-    let uki = std::fs::read(ctx.image.join("metanode.efi"))?;
-    let r = http::request(ctx.port, "POST", "/api/v1/system/update", &uki)?;
-    anyhow::ensure!(r.status == 200, "update: {} {}", r.status, r.text());
-    anyhow::ensure!(r.json()?["slot"] == "b", "update went to {}", r.text());
-    let r = http::request(ctx.port, "POST", "/api/v1/system/reboot", b"")?;
-    anyhow::ensure!(r.status == 202, "reboot: {} {}", r.status, r.text());
+    // Good update: this very image, into slot b, through the operator CLI.
+    let api = format!("http://127.0.0.1:{}", ctx.port);
+    let uki_path = ctx.image.join("metanode.efi");
+    let out = cli(&[
+        "--json",
+        "system",
+        "update",
+        "apply",
+        &uki_path.to_string_lossy(),
+        "--api",
+        &api,
+        "--reboot",
+    ])?;
+    anyhow::ensure!(
+        out.contains("\"slot\":\"b\""),
+        "update went elsewhere: {out}"
+    );
     vm.wait_for_count(READY, 2, BOOT_TIMEOUT * 2)?;
     anyhow::ensure!(
         ready_field(&vm.log(), "slot").as_deref() == Some("b"),
@@ -535,17 +562,15 @@ fn config(ctx: &Ctx) -> anyhow::Result<()> {
 
     let good =
         format!("node:\n  name: {name}\napi:\n  listen: 0.0.0.0:7878\nlog:\n  level: debug\n");
-    let r = http::request(
-        ctx.port,
-        "POST",
-        "/api/v1/config?mode=try&timeout_s=30",
-        good.as_bytes(),
-    )?;
-    anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
+    // Through the operator CLI this time.
+    let api = format!("http://127.0.0.1:{}", ctx.port);
+    let file = ctx.work.join("config/good.yaml");
+    std::fs::write(&file, &good)?;
+    let file = file.to_string_lossy().into_owned();
+    cli(&["config", "apply", &file, "--api", &api, "--timeout-s", "30"])?;
     std::thread::sleep(Duration::from_secs(2));
     wait_api(ctx.port, Duration::from_secs(30))?;
-    let r = http::request(ctx.port, "POST", "/api/v1/config/commit", b"")?;
-    anyhow::ensure!(r.status == 200, "commit: {} {}", r.status, r.text());
+    cli(&["config", "commit", "--api", &api])?;
     let trial = http::request(ctx.port, "GET", "/api/v1/config/trial", b"")?.json()?;
     anyhow::ensure!(
         trial["state"] == "committed",

@@ -32,6 +32,34 @@ pub enum ConfigCommand {
     },
     /// Print a commented example config: every field with its documentation and default.
     Example,
+    /// Apply a config to a running appliance as a trial: it reverts by itself
+    /// unless `config commit` follows within the timeout (Talos' --mode=try).
+    #[command(
+        after_help = "Example:\n  metanode config apply node.yaml --api http://10.0.0.5:7878 --timeout-s 120\n  \
+                            metanode config commit --api http://10.0.0.5:7878"
+    )]
+    Apply {
+        /// The new node config (checked locally first).
+        file: PathBuf,
+        /// The node's API.
+        #[arg(long, value_name = "URL")]
+        api: String,
+        /// Seconds to confirm before the node reverts (10..=3600).
+        #[arg(long, default_value_t = metanode_core::limits::CONFIG_TRY_TIMEOUT_S_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(
+                  metanode_core::limits::CONFIG_TRY_TIMEOUT_S_MIN..=metanode_core::limits::CONFIG_TRY_TIMEOUT_S_MAX))]
+        timeout_s: u64,
+    },
+    /// Keep the config under trial.
+    Commit {
+        #[arg(long, value_name = "URL")]
+        api: String,
+    },
+    /// Show the config trial state (none, pending, committed, reverted).
+    Trial {
+        #[arg(long, value_name = "URL")]
+        api: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +91,13 @@ pub fn run(cmd: ConfigCommand, out: &Output) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ConfigCommand::Apply {
+            file,
+            api,
+            timeout_s,
+        } => crate::cmd_system::config_apply(&file, &api, timeout_s, out),
+        ConfigCommand::Commit { api } => crate::cmd_system::config_commit(&api, out),
+        ConfigCommand::Trial { api } => crate::cmd_system::config_trial(&api, out),
         ConfigCommand::Example => {
             let yaml = example_yaml();
             out.emit(

@@ -696,7 +696,7 @@ const ERROR_BODY_BYTES_MAX: u64 = 64 * 1024;
 const JSON_BODY_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 impl Remote {
-    fn new(url: &str) -> anyhow::Result<Remote> {
+    pub(crate) fn new(url: &str) -> anyhow::Result<Remote> {
         let base = url.trim_end_matches('/');
         if base.starts_with("https://") {
             bail!("--api {url}: https is not supported yet; use the agent's http:// address");
@@ -767,12 +767,20 @@ impl Remote {
         })
     }
 
-    fn get_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> anyhow::Result<T> {
+    pub(crate) fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> anyhow::Result<T> {
         let response = self.check(what, self.agent.get(self.url(path)).call())?;
         self.read_json(what, response)
     }
 
-    fn post_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> anyhow::Result<T> {
+    pub(crate) fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> anyhow::Result<T> {
         self.send_json("POST", path, what)
     }
 

@@ -6,6 +6,7 @@ mod cmd_agent;
 mod cmd_config;
 mod cmd_ipfs;
 mod cmd_store;
+mod cmd_system;
 mod output;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -35,9 +36,12 @@ enum Command {
     /// Operate on a node's content-addressed store directly.
     #[command(subcommand)]
     Store(cmd_store::StoreCommand),
-    /// Check a config file or export its schema.
+    /// Check a config file or export its schema; apply one to a node as a trial.
     #[command(subcommand)]
     Config(cmd_config::ConfigCommand),
+    /// Operate an appliance node: info, A/B update, reboot, power off.
+    #[command(subcommand)]
+    System(cmd_system::SystemCommand),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate completions for.
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => cmd_agent::run(args, &out),
         Command::Store(cmd) => cmd_store::run(cmd, &out),
         Command::Config(cmd) => cmd_config::run(cmd, &out),
+        Command::System(cmd) => cmd_system::run(cmd, &out),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "metanode", &mut script);
