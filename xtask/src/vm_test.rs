@@ -354,13 +354,15 @@ fn secure_boot(ctx: &Ctx) -> anyhow::Result<f64> {
     // A signed UKI with one byte of its command line changed: the
     // Authenticode digest no longer matches.
     let signed = std::fs::read(ctx.image.join("metanode.efi"))?;
-    let needle = b"console=ttyS0";
+    // The byte is in the os-release section, so a wrongly accepted image
+    // would still boot with our console and the "Linux version" check sees it.
+    let needle = b"PRETTY_NAME=\"Metanode";
     let at = signed
         .windows(needle.len())
         .position(|w| w == needle)
-        .context("command line not found in the UKI")?;
+        .context("os-release not found in the UKI")?;
     let mut tampered = signed.clone();
-    tampered[at + needle.len() - 1] = b'1'; // ttyS0 -> ttyS1
+    tampered[at + needle.len() - 1] = b'm'; // Metanode -> Metanodm
     let dir = ctx.work.join("secure-boot");
     let tampered_path = dir.join("tampered.efi");
     std::fs::write(&tampered_path, &tampered)?;
@@ -538,7 +540,12 @@ fn config(ctx: &Ctx) -> anyhow::Result<()> {
         .unwrap_or("metanode")
         .to_owned();
     // The API moves to a port the host does not forward: unreachable.
-    let bad = format!("node:\n  name: {name}\napi:\n  listen: 0.0.0.0:7879\n");
+    // The appliance's default config with only the API port changed: the
+    // host forwards 7878, so the node becomes unreachable.
+    let bad = format!(
+        "node:\n  name: {name}\n  data_dir: /var/lib/metanode/node\napi:\n  listen: 0.0.0.0:7879\n\
+         store:\n  segment_size_bytes_max: 67108864\nnetwork:\n  mode: dhcp\n"
+    );
     let r = http::request(
         ctx.port,
         "POST",
@@ -546,13 +553,18 @@ fn config(ctx: &Ctx) -> anyhow::Result<()> {
         bad.as_bytes(),
     )?;
     anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
-    std::thread::sleep(Duration::from_secs(5));
+    // Proof the trial really runs: the restarted agent serves on 7879.
+    vm.wait_for(
+        "serving api on http://0.0.0.0:7879",
+        Duration::from_secs(30),
+    )
+    .context("the trial config did not take effect")?;
     anyhow::ensure!(
         http::request(ctx.port, "GET", "/health", b"")
             .map(|r| r.status)
             .unwrap_or(0)
             != 200,
-        "the trial config did not take effect (API still on 7878)"
+        "the API still answers on 7878 under the trial config"
     );
     wait_api(ctx.port, Duration::from_secs(60))
         .context("the node did not come back after the trial expired")?;
@@ -560,15 +572,26 @@ fn config(ctx: &Ctx) -> anyhow::Result<()> {
     anyhow::ensure!(trial["state"] == "reverted", "trial state: {trial}");
     eprintln!("    unconfirmed config reverted; API reachable again");
 
-    let good =
-        format!("node:\n  name: {name}\napi:\n  listen: 0.0.0.0:7878\nlog:\n  level: debug\n");
+    let good = format!(
+        "node:\n  name: {name}\n  data_dir: /var/lib/metanode/node\napi:\n  listen: 0.0.0.0:7878\n\
+         store:\n  segment_size_bytes_max: 67108864\nnetwork:\n  mode: dhcp\nlog:\n  level: debug\n"
+    );
+    let restarts_before = vm
+        .log()
+        .matches("serving api on http://0.0.0.0:7878")
+        .count();
     // Through the operator CLI this time.
     let api = format!("http://127.0.0.1:{}", ctx.port);
     let file = ctx.work.join("config/good.yaml");
     std::fs::write(&file, &good)?;
     let file = file.to_string_lossy().into_owned();
     cli(&["config", "apply", &file, "--api", &api, "--timeout-s", "30"])?;
-    std::thread::sleep(Duration::from_secs(2));
+    // Wait for the agent restarted on the trial config before committing.
+    vm.wait_for_count(
+        "serving api on http://0.0.0.0:7878",
+        restarts_before + 1,
+        Duration::from_secs(30),
+    )?;
     wait_api(ctx.port, Duration::from_secs(30))?;
     cli(&["config", "commit", "--api", &api])?;
     let trial = http::request(ctx.port, "GET", "/api/v1/config/trial", b"")?.json()?;

@@ -195,7 +195,12 @@ fn init_logging(level: LogLevel, format: LogFormat) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        // NO_COLOR (no-color.org): the appliance's serial console is a
+        // terminal to the kernel but a plain log file to whoever reads it.
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),

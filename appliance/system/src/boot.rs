@@ -23,7 +23,12 @@ use crate::paths::*;
 
 /// The agent's service name in the supervisor.
 pub const AGENT_SERVICE: &str = "agent";
+/// Network setup at boot runs before the watchdog is armed.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(20);
+/// Later setups run inside PID 1's loop, which must pet the watchdog (30 s
+/// timeout, petted every 10 s): keep them well below that.
+const NETWORK_REAPPLY_TIMEOUT: Duration = Duration::from_secs(10);
+const NETWORK_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_API_PORT: u16 = 7878;
 /// Segments are preallocated; the shipped data partition is small (1 GiB),
 /// so the appliance uses 64 MiB segments instead of the 256 MiB default.
@@ -232,6 +237,11 @@ pub fn net_config(cfg: &NodeConfig, cmdline: &str) -> Result<NetConfig, String> 
 struct Network {
     applied: Option<NetConfig>,
     keeper: Option<metanode_netcfg::dhcp::KeeperHandle>,
+    /// A config whose setup failed (no DHCP answer yet, link down): retried
+    /// from the config tick so a node that booted before its router comes
+    /// up gets an address without a reboot.
+    failed: Option<(NetConfig, String)>,
+    retry_at: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Network {
@@ -243,12 +253,31 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
-    fn apply(&mut self, ctx: &mut Context<'_>, config: NetConfig, hostname: &str) {
+    fn retry_if_due(&mut self, ctx: &mut Context<'_>) {
+        let due = self.retry_at.is_some_and(|t| ctx.now() >= t);
+        if let (true, Some((config, hostname))) = (due, self.failed.take()) {
+            ctx.log("network: retrying the setup that failed");
+            self.apply(ctx, config, &hostname, NETWORK_REAPPLY_TIMEOUT);
+        }
+    }
+
+    fn apply(
+        &mut self,
+        ctx: &mut Context<'_>,
+        config: NetConfig,
+        hostname: &str,
+        timeout: Duration,
+    ) {
         if self.applied.as_ref() == Some(&config) {
             return;
         }
         if let Some(keeper) = self.keeper.take() {
-            let _ = keeper.stop();
+            // Stopping joins the keeper thread, which may sit in a DHCP
+            // exchange for up to a minute; PID 1's loop (watchdog, reaping,
+            // power button) must not wait for that, so a helper thread does.
+            std::thread::spawn(move || {
+                let _ = keeper.stop();
+            });
         }
         if let Some(old) = &self.applied
             && let Some(iface) = old.interface().map(str::to_owned).or_else(|| {
@@ -259,7 +288,7 @@ impl Network {
         {
             let _ = metanode_netcfg::flush_addresses(&iface);
         }
-        let mut options = metanode_netcfg::ConfigureOptions::new(NETWORK_TIMEOUT);
+        let mut options = metanode_netcfg::ConfigureOptions::new(timeout);
         options.resolv_conf = Some(PathBuf::from("/etc/resolv.conf"));
         options.hostname = Some(hostname.to_owned());
         match metanode_netcfg::configure_with(&config, &options) {
@@ -291,9 +320,20 @@ impl Network {
                 }]);
             }
             Ok(None) => ctx.log("network off: only loopback is up"),
-            Err(e) => ctx.log(&format!("error: network: {e}")),
+            Err(e) => {
+                ctx.log(&format!(
+                    "error: network: {e}; retrying in {} s",
+                    NETWORK_RETRY_INTERVAL.as_secs()
+                ));
+                self.applied = None;
+                self.failed = Some((config, hostname.to_owned()));
+                self.retry_at = Some(ctx.now() + NETWORK_RETRY_INTERVAL);
+                return;
+            }
         }
         self.applied = Some(config);
+        self.failed = None;
+        self.retry_at = None;
     }
 }
 
@@ -326,7 +366,21 @@ fn before_services(
         ctx.log(&format!("error: loopback: {e}"));
     }
     if let Err(e) = mount_data(ctx) {
-        ctx.log(&format!("error: data partition: {e}"));
+        // Better a reachable node that says loudly it keeps nothing than a
+        // dead one; the bound keeps the RAM store from eating the machine.
+        ctx.log(&format!(
+            "error: data partition: {e}\nmetanode: error: DEGRADED: nothing is persistent on this boot \
+             (the store lives in a 256 MiB RAM file system)"
+        ));
+        if let Err(e) = mount(
+            ctx,
+            "tmpfs",
+            DATA_MOUNT,
+            "tmpfs",
+            Some("mode=0700,size=256m"),
+        ) {
+            ctx.log(&format!("error: tmpfs on {DATA_MOUNT}: {e}"));
+        }
     }
     let esp = mount_esp(ctx);
     let (slot, entry) = booted();
@@ -346,11 +400,21 @@ fn before_services(
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let mut shared = state.borrow_mut();
     match net_config(&cfg, &cmdline) {
-        Ok(net) => shared.network.apply(ctx, net, &cfg.node.name),
+        Ok(net) => shared
+            .network
+            .apply(ctx, net, &cfg.node.name, NETWORK_TIMEOUT),
         Err(e) => ctx.log(&format!("error: network config: {e}")),
     }
     shared.esp = esp;
     shared.entry = entry;
+    shared.loaded_config = config_try::read_active(Path::new(CONFIG_DIR))
+        .ok()
+        .flatten();
+    if let Ok(TrialState::Pending { deadline_unix_s }) =
+        config_try::check(Path::new(CONFIG_DIR), now_unix_s())
+    {
+        shared.trial_announced = Some(deadline_unix_s);
+    }
     Ok(())
 }
 
@@ -359,56 +423,73 @@ struct Shared {
     network: Network,
     esp: Option<Esp>,
     entry: Option<String>,
-    /// Deadline of the config trial the agent is running, so a new trial is
-    /// applied once.
-    trial_applied: Option<u64>,
+    /// The config file's bytes the running agent and network were set up
+    /// from. A different active file (a new trial, a revert, a commit that
+    /// raced the tick) means reload; comparing content rather than trial
+    /// deadlines cannot miss a change.
+    loaded_config: Option<Vec<u8>>,
+    /// Deadline of the trial last announced on the console.
+    trial_announced: Option<u64>,
+    /// A revert failed: say so once, not every second.
+    revert_failed: bool,
 }
 
-/// Called every second: start a new config trial (restart the agent on the
-/// new file, re-apply the network), or revert one whose deadline passed.
+/// Called every second: revert a trial whose deadline passed, reload when
+/// the active config file changed (restart the agent, re-apply hostname and
+/// network), and retry a network setup that failed.
 fn config_tick(
     ctx: &mut Context<'_>,
     state: &std::rc::Rc<std::cell::RefCell<Shared>>,
 ) -> HookResult {
     let dir = Path::new(CONFIG_DIR);
     let mut shared = state.borrow_mut();
-    let reload = match config_try::check(dir, now_unix_s())? {
-        TrialState::None => {
-            shared.trial_applied = None;
-            false
-        }
+    match config_try::check(dir, now_unix_s())? {
+        TrialState::None => shared.trial_announced = None,
         TrialState::Pending { deadline_unix_s } => {
-            if shared.trial_applied == Some(deadline_unix_s) {
-                false
-            } else {
-                shared.trial_applied = Some(deadline_unix_s);
+            if shared.trial_announced != Some(deadline_unix_s) {
+                shared.trial_announced = Some(deadline_unix_s);
                 let _ = std::fs::remove_file(dir.join(CONFIG_OUTCOME_FILE));
                 ctx.log(&format!(
                     "config trial: applying; reverts at unix time {deadline_unix_s} unless committed"
                 ));
-                true
             }
         }
-        TrialState::Expired { .. } => {
-            config_try::revert(dir)?;
-            std::fs::write(dir.join(CONFIG_OUTCOME_FILE), "reverted\n")?;
-            shared.trial_applied = None;
-            ctx.log("config trial not committed in time: reverted to the previous config");
-            true
-        }
-    };
-    if reload {
+        TrialState::Expired { .. } => match config_try::revert(dir) {
+            Ok(_) => {
+                std::fs::write(dir.join(CONFIG_OUTCOME_FILE), "reverted\n")?;
+                shared.trial_announced = None;
+                shared.revert_failed = false;
+                ctx.log("config trial not committed in time: reverted to the previous config");
+            }
+            Err(e) => {
+                if !shared.revert_failed {
+                    shared.revert_failed = true;
+                    ctx.log(&format!(
+                        "error: reverting the expired config trial failed: {e}; the trial config stays \
+                         live until this is fixed (console or reboot)"
+                    ));
+                }
+                return Ok(());
+            }
+        },
+    }
+    let active = config_try::read_active(dir).ok().flatten();
+    if active.is_some() && active != shared.loaded_config {
         let cfg = load_config(ctx);
-        let (probe, api_url) = readiness_target(cfg.api.listen);
-        if let Ok(target) = HttpTarget::parse(&probe) {
-            ctx.set_readiness(target, api_url);
+        shared.loaded_config = active;
+        if let Err(e) = ctx.sys().sethostname(&cfg.node.name) {
+            ctx.log(&format!("error: hostname {}: {e}", cfg.node.name));
         }
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         match net_config(&cfg, &cmdline) {
-            Ok(net) => shared.network.apply(ctx, net, &cfg.node.name),
+            Ok(net) => shared
+                .network
+                .apply(ctx, net, &cfg.node.name, NETWORK_REAPPLY_TIMEOUT),
             Err(e) => ctx.log(&format!("error: network config: {e}")),
         }
         ctx.request_restart(AGENT_SERVICE);
+    } else {
+        shared.network.retry_if_due(ctx);
     }
     Ok(())
 }

@@ -200,6 +200,12 @@ impl SystemControl for ApplianceControl {
                 init.display()
             )));
         }
+        // Check we may signal PID 1 now (kill with signal 0), so a refusal
+        // is an error answer rather than a silent no-op later.
+        // SAFETY: kill(2) with a valid pid and signal 0 only checks permission.
+        if unsafe { libc::kill(1, 0) } != 0 {
+            return Err(failed("signalling PID 1", std::io::Error::last_os_error()));
+        }
         std::thread::spawn(move || {
             std::thread::sleep(POWER_DELAY);
             // SAFETY: kill(2) with a valid pid and signal number has no memory effects.

@@ -118,12 +118,21 @@ pub fn build(fragment_text: &str) -> anyhow::Result<Kernel> {
     let tmp = root.join(format!(".tmp-{version}-{key}"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    std::fs::copy(build_dir.join("arch/x86/boot/bzImage"), tmp.join("bzImage"))?;
-    std::fs::copy(build_dir.join(".config"), tmp.join("kernel.config"))?;
+    for (from, to) in [
+        ("arch/x86/boot/bzImage", "bzImage"),
+        (".config", "kernel.config"),
+    ] {
+        std::fs::copy(build_dir.join(from), tmp.join(to))?;
+        // Durable before the rename publishes it: a host crash must not leave
+        // a truncated bzImage that later runs would trust.
+        std::fs::File::open(tmp.join(to))?.sync_all()?;
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
     // Publish the finished pair in one rename so a killed build never leaves
     // a half-written cache entry that a later run would trust.
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::rename(&tmp, &out_dir)?;
+    std::fs::File::open(&root)?.sync_all()?;
     let _ = std::fs::remove_dir_all(&build_dir);
     Ok(Kernel {
         bzimage,
