@@ -49,5 +49,9 @@ image_deps() {
         step "installing virt-firmware (PyPI) for Secure Boot key enrollment"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore virt-firmware \
             || python3 -m pip install --quiet --break-system-packages virt-firmware
+        # `python3 -m pip` does not refresh pyenv's shims the way its `pip` shim does.
+        if command -v pyenv >/dev/null; then pyenv rehash; fi
+        command -v virt-fw-vars >/dev/null \
+            || die "virt-fw-vars not on PATH after installing virt-firmware (add pip's script directory to PATH)"
     fi
 }
