@@ -68,6 +68,40 @@ pub struct Spec {
     pub no_reboot: bool,
 }
 
+impl Spec {
+    /// A boot of `image_dir` on fresh state in `dir`: a new qcow2 overlay on
+    /// the image's disk and, for UEFI boots, a new variable store (with our
+    /// keys enrolled for Secure Boot).
+    pub fn fresh(
+        image_dir: &Path,
+        boot: Mode,
+        keys: &Keys,
+        dir: &Path,
+        api_port: u16,
+        no_reboot: bool,
+    ) -> anyhow::Result<Spec> {
+        std::fs::create_dir_all(dir)?;
+        let disk = dir.join("disk.qcow2");
+        overlay(image_dir, &disk)?;
+        let vars = if boot == Mode::Direct {
+            None
+        } else {
+            let path = dir.join("vars.fd");
+            vars(boot, keys, &path)?;
+            Some(path)
+        };
+        Ok(Spec {
+            boot,
+            image_dir: image_dir.to_path_buf(),
+            disk,
+            vars,
+            api_port,
+            append_extra: String::new(),
+            no_reboot,
+        })
+    }
+}
+
 pub fn qemu_available() -> bool {
     Path::new("/usr/bin/qemu-system-x86_64").exists()
 }

@@ -64,26 +64,14 @@ struct Ctx {
 
 impl Ctx {
     fn spec(&self, boot: Mode, name: &str, no_reboot: bool) -> anyhow::Result<Spec> {
-        let dir = self.work.join(name);
-        std::fs::create_dir_all(&dir)?;
-        let disk = dir.join("disk.qcow2");
-        vm::overlay(&self.image, &disk)?;
-        let vars = if boot == Mode::Direct {
-            None
-        } else {
-            let path = dir.join("vars.fd");
-            vm::vars(boot, &self.keys, &path)?;
-            Some(path)
-        };
-        Ok(Spec {
+        Spec::fresh(
+            &self.image,
             boot,
-            image_dir: self.image.clone(),
-            disk,
-            vars,
-            api_port: self.port,
-            append_extra: String::new(),
+            &self.keys,
+            &self.work.join(name),
+            self.port,
             no_reboot,
-        })
+        )
     }
 }
 

@@ -52,26 +52,23 @@ fn esp() -> Result<Esp, SystemError> {
     })
 }
 
-/// Every key of the sysctl policy with its live value.
+/// Every key of the sysctl policy with its live value. The policy is parsed
+/// by the same code PID 1 applies it with (metanode_init::sysctl).
 pub fn live_sysctls(policy: &str, proc_sys: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for line in policy.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let entry = line.split('#').next().unwrap_or("");
-        let Some((key, _)) = entry.split_once('=') else {
-            continue;
-        };
-        let key = key.trim();
-        let path = proc_sys.join(key.replace('.', "/"));
-        let value = std::fs::read_to_string(&path)
-            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .unwrap_or_else(|e| format!("<unreadable: {e}>"));
-        out.insert(key.to_owned(), value);
-    }
-    out
+    let Ok(policy) = metanode_init::sysctl::SysctlPolicy::parse(policy) else {
+        return BTreeMap::new();
+    };
+    policy
+        .entries()
+        .iter()
+        .map(|entry| {
+            let path = proc_sys.join(entry.key.replace('.', "/"));
+            let value = std::fs::read_to_string(&path)
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_else(|e| format!("<unreadable: {e}>"));
+            (entry.key.clone(), value)
+        })
+        .collect()
 }
 
 fn state_name(state: &SlotState) -> (&'static str, Option<u32>) {

@@ -21,7 +21,7 @@ use serde_json::json;
 use super::chart;
 use super::results::{Better, Panel, Report, Row};
 use crate::image::{self, disk, initramfs, keys, policy, uki};
-use crate::vm::{self, Mode, Spec, Vm};
+use crate::vm::{Mode, Spec, Vm};
 
 const OURS_READY: &str = "metanode: ready";
 const PEER_READY: &str = "busybox: ready";
@@ -44,16 +44,6 @@ pub struct ImageBenchArgs {
     /// Host port for the guest API while booting.
     #[arg(long, default_value_t = 17979)]
     pub api_port: u16,
-}
-
-fn run_cmd(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("run {what}"))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
 }
 
 /// The peer: Debian's cloud kernel (downloaded as a .deb and unpacked into
@@ -80,7 +70,7 @@ fn prepare_peer(cache: &Path, keys: &keys::Keys) -> anyhow::Result<PathBuf> {
         .filter(|p| p.starts_with("linux-image-"))
         .with_context(|| format!("{PEER_PACKAGE} names no kernel package"))?
         .to_owned();
-    run_cmd(
+    disk::run(
         Command::new("apt-get")
             .current_dir(&dir)
             .args(["download", "-q", &pkg]),
@@ -92,7 +82,7 @@ fn prepare_peer(cache: &Path, keys: &keys::Keys) -> anyhow::Result<PathBuf> {
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .context("downloaded .deb")?;
     let root = dir.join("root");
-    run_cmd(
+    disk::run(
         Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
         "dpkg-deb -x",
     )?;
@@ -147,22 +137,13 @@ fn prepare_peer(cache: &Path, keys: &keys::Keys) -> anyhow::Result<PathBuf> {
         Path::new("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
         &boot_loader,
     )?;
-    let mut files = vec![disk::EspFile {
-        path: "EFI/BOOT/BOOTX64.EFI".into(),
-        source: &boot_loader,
-    }];
-    let names = disk::factory_entry_files();
-    for name in &names {
-        files.push(disk::EspFile {
-            path: format!("EFI/Linux/{name}"),
-            source: &signed,
-        });
-    }
+    // The same layout as ours, so the UEFI rows compare like with like.
+    let files = disk::esp_layout(&boot_loader, &signed);
     let esp = dir.join("esp.img");
     disk::build_esp(&esp, &files, &metanode_slots::esp::loader_conf())?;
     let raw = dir.join("disk.raw");
     disk::build_disk(&raw, &esp)?;
-    run_cmd(
+    disk::run(
         Command::new("qemu-img")
             .args(["convert", "-q", "-O", "qcow2"])
             .arg(&raw)
@@ -203,25 +184,7 @@ impl Booter<'_> {
         ours: bool,
     ) -> anyhow::Result<(f64, Vec<f64>)> {
         let dir = self.work.join(label);
-        std::fs::create_dir_all(&dir)?;
-        let diskp = dir.join("disk.qcow2");
-        vm::overlay(image_dir, &diskp)?;
-        let vars = if mode == Mode::Direct {
-            None
-        } else {
-            let p = dir.join("vars.fd");
-            vm::vars(mode, self.keys, &p)?;
-            Some(p)
-        };
-        let spec = Spec {
-            boot: mode,
-            image_dir: image_dir.to_path_buf(),
-            disk: diskp,
-            vars,
-            api_port: self.port,
-            append_extra: String::new(),
-            no_reboot: true,
-        };
+        let spec = Spec::fresh(image_dir, mode, self.keys, &dir, self.port, true)?;
         let mut times = Vec::new();
         let mut first = 0.0;
         for i in 0..=runs {

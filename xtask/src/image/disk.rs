@@ -20,7 +20,8 @@ pub const DATA_PARTITION_NAME: &str = "metanode-data";
 /// GPT needs 1 MiB in front (aligned first partition) and 33 sectors at the end.
 const GPT_OVERHEAD_MIB: u64 = 2;
 
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+/// Runs a tool to completion; the error names it and carries its output.
+pub fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("run {what}"))?;
     anyhow::ensure!(
         out.status.success(),
@@ -36,6 +37,29 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 pub struct EspFile<'a> {
     pub path: String,
     pub source: &'a Path,
+}
+
+/// The ESP's contents: the signed boot loader (at the removable-media path
+/// firmware boots by default, and at systemd-boot's own path) and the UKI
+/// in every factory slot.
+pub fn esp_layout<'a>(boot_loader: &'a Path, uki: &'a Path) -> Vec<EspFile<'a>> {
+    let mut files = vec![
+        EspFile {
+            path: "EFI/BOOT/BOOTX64.EFI".into(),
+            source: boot_loader,
+        },
+        EspFile {
+            path: "EFI/systemd/systemd-bootx64.efi".into(),
+            source: boot_loader,
+        },
+    ];
+    for name in factory_entry_files() {
+        files.push(EspFile {
+            path: format!("EFI/Linux/{name}"),
+            source: uki,
+        });
+    }
+    files
 }
 
 /// Builds the ESP as a standalone FAT image.

@@ -171,22 +171,7 @@ pub fn build(args: &ImageArgs) -> anyhow::Result<PathBuf> {
     )?;
 
     eprintln!("==> disk");
-    let mut files = vec![
-        disk::EspFile {
-            path: "EFI/BOOT/BOOTX64.EFI".into(),
-            source: &boot_loader,
-        },
-        disk::EspFile {
-            path: "EFI/systemd/systemd-bootx64.efi".into(),
-            source: &boot_loader,
-        },
-    ];
-    for name in disk::factory_entry_files() {
-        files.push(disk::EspFile {
-            path: format!("EFI/Linux/{name}"),
-            source: &uki_path,
-        });
-    }
+    let files = disk::esp_layout(&boot_loader, &uki_path);
     let esp = out.join("esp.img");
     disk::build_esp(&esp, &files, &metanode_slots::esp::loader_conf())?;
     let raw = out.join("disk.raw");

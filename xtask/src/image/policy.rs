@@ -139,26 +139,14 @@ pub fn cmdline(text: &str, file: &str) -> anyhow::Result<String> {
 
 /// sysctl.conf as `key = value` pairs, in file order.
 pub fn sysctls(text: &str, file: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut seen = std::collections::BTreeSet::new();
-    entries(text, file)?
-        .into_iter()
-        .map(|e| {
-            let Some((key, value)) = e.text.split_once('=') else {
-                anyhow::bail!(
-                    "{file}:{}: expected `key = value`, got `{}`",
-                    e.line,
-                    e.text
-                );
-            };
-            let (key, value) = (key.trim().to_owned(), value.trim().to_owned());
-            anyhow::ensure!(
-                seen.insert(key.clone()),
-                "{file}:{}: `{key}` is set twice",
-                e.line
-            );
-            Ok((key, value))
-        })
-        .collect()
+    // PID 1's own parser, so the build refuses exactly what the appliance would.
+    let policy = metanode_init::sysctl::SysctlPolicy::parse(text)
+        .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    Ok(policy
+        .entries()
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect())
 }
 
 #[cfg(test)]
