@@ -92,6 +92,16 @@ fn steps() -> Vec<(&'static str, StepFn)> {
             Box::new(|root| cargo(root, &["test", "--workspace"])),
         ),
         (
+            "cargo xtask sim --seeds 1000 (chain simulator: faults, crashes, Byzantine nodes)",
+            Box::new(|_| {
+                crate::sim::run(&crate::sim::SimArgs {
+                    seeds: 1000,
+                    first: 0,
+                    seed: None,
+                })
+            }),
+        ),
+        (
             "cargo xtask image (kernel cached by its inputs in $METANODE_CACHE_DIR/kernel)",
             Box::new(|_| {
                 crate::image::build(&crate::image::ImageArgs {

@@ -13,6 +13,7 @@ mod ci;
 mod http;
 mod image;
 mod process;
+mod sim;
 mod time;
 mod vm;
 mod vm_test;
@@ -41,6 +42,8 @@ enum Command {
     Vm(vm::VmArgs),
     /// The appliance's QEMU system tests (needs `cargo xtask image` first).
     VmTest(vm_test::VmTestArgs),
+    /// The chain's deterministic simulator over many seeds (or replay one).
+    Sim(sim::SimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Image(args) => image::build(&args).map(|_| ()),
         Command::Vm(args) => vm::run_interactive(&args),
         Command::VmTest(args) => vm_test::run(&args).map(|_| ()),
+        Command::Sim(args) => sim::run(&args),
         Command::Bench(BenchCmd { list: true, .. }) => {
             bench::print_list();
             Ok(())

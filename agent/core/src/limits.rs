@@ -183,3 +183,113 @@ const _: () = assert!(
         <= *CONFIG_STORE_SEGMENT_SIZE_BYTES_MAX_RANGE.end()
 );
 const _: () = assert!(*CONFIG_NODE_NAME_LEN_RANGE.start() >= 1);
+
+// ---- chain: blocks, transactions, consensus (agent/chain) ----
+
+/// Validators in one set. The signer bitmap and proposer index are u16;
+/// BFT message cost grows with N², so a permissioned chain stays small.
+pub const CHAIN_VALIDATORS_COUNT_MAX: u32 = 256;
+/// Transactions in one block; bounds proposal size and execution time.
+pub const CHAIN_BLOCK_TXS_COUNT_MAX: u32 = 20_000;
+/// Largest opaque payload in one transaction.
+pub const CHAIN_TX_PAYLOAD_BYTES_MAX: u32 = 64 * 1024;
+/// Largest canonically encoded transaction accepted from a client or a peer.
+pub const CHAIN_TX_SIZE_BYTES_MAX: u32 = 72 * 1024;
+/// Largest encoded block (header + transactions).
+pub const CHAIN_BLOCK_SIZE_BYTES_MAX: u32 = 32 * 1024 * 1024;
+/// Largest receipt output.
+pub const CHAIN_RECEIPT_OUTPUT_BYTES_MAX: u32 = 4 * 1024;
+/// Longest chain name in a genesis document.
+pub const CHAIN_NAME_LEN_MAX: u32 = 64;
+/// Accounts in a genesis document.
+pub const CHAIN_GENESIS_ACCOUNTS_COUNT_MAX: u32 = 100_000;
+
+const _: () = assert!(CHAIN_VALIDATORS_COUNT_MAX <= u16::MAX as u32);
+const _: () = assert!(CHAIN_TX_PAYLOAD_BYTES_MAX + 1024 <= CHAIN_TX_SIZE_BYTES_MAX);
+const _: () = assert!(CHAIN_BLOCK_SIZE_BYTES_MAX <= ENCODING_BYTES_LEN_MAX);
+const _: () = assert!(CHAIN_BLOCK_TXS_COUNT_MAX <= ENCODING_VEC_COUNT_MAX);
+
+// ---- chain-store: WAL and block log (agent/chain-store) ----
+
+/// Largest safety-WAL record: the safety state holds at most one prepared
+/// block plus signed consensus payloads (about 200 bytes each), so a block
+/// and 4 MiB of headroom covers thousands of payloads.
+pub const CHAIN_WAL_RECORD_BYTES_MAX: u32 = CHAIN_BLOCK_SIZE_BYTES_MAX + 4 * 1024 * 1024;
+/// WAL size past which `persist` rewrites the file with only the new record
+/// instead of appending; it also bounds what opening the WAL reads
+/// (this plus one record).
+pub const CHAIN_WAL_COMPACT_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest block-log record: an encoded block plus its commit certificate
+/// (at most 256 seals of 64 bytes and a 32-byte bitmap).
+pub const CHAIN_BLOCK_RECORD_BYTES_MAX: u32 = CHAIN_BLOCK_SIZE_BYTES_MAX + 64 * 1024;
+/// Checksum work spent deciding whether a bad record at the end of a log is
+/// a torn write or damage followed by good records; past it opening fails
+/// (refusing to start is safe, dropping acknowledged data is not).
+pub const CHAIN_LOG_TAIL_SCAN_BYTES_MAX: u64 = 1 << 30;
+
+const _: () = assert!(CHAIN_WAL_RECORD_BYTES_MAX < u32::MAX - 8);
+const _: () = assert!(CHAIN_BLOCK_RECORD_BYTES_MAX < u32::MAX - 8);
+const _: () = assert!(CHAIN_WAL_COMPACT_BYTES >= 64 * 1024);
+const _: () = assert!(CHAIN_LOG_TAIL_SCAN_BYTES_MAX >= 8 * CHAIN_WAL_RECORD_BYTES_MAX as u64);
+const _: () = assert!(CHAIN_LOG_TAIL_SCAN_BYTES_MAX >= 8 * CHAIN_BLOCK_RECORD_BYTES_MAX as u64);
+
+// ---- bpci: frames and transport (agent/bpci) ----
+
+/// Largest BPCI frame payload. Block sync carries a whole block with its
+/// commit certificate in one frame, so this is a block record plus room for
+/// the carrying service's own envelope (height, request id, proofs).
+pub const BPCI_FRAME_PAYLOAD_BYTES_MAX: u32 = 33 * 1024 * 1024;
+/// Peers pinned by one endpoint: the validator set plus configured observers.
+pub const BPCI_PEERS_COUNT_MAX: usize = 2 * CHAIN_VALIDATORS_COUNT_MAX as usize;
+/// Distinct services one peer may use. Bounds the replay guard
+/// (peers × services nonces), the outbound writers per peer and the QUIC
+/// uni streams a peer may hold open to us (one per service).
+pub const BPCI_SERVICES_PER_PEER_COUNT_MAX: usize = 16;
+/// Frames queued for one (peer, service) before `send` answers `QueueFull`.
+pub const BPCI_OUTBOUND_QUEUE_FRAMES_MAX: usize = 1024;
+/// Payload bytes queued for one peer (all services) before `send` answers
+/// `QueueFull`: room for two largest frames plus small traffic behind them.
+pub const BPCI_OUTBOUND_QUEUE_BYTES_MAX: u64 = 3 * BPCI_FRAME_PAYLOAD_BYTES_MAX as u64;
+/// Received frames waiting for the application to call `recv`.
+pub const BPCI_INBOUND_QUEUE_FRAMES_MAX: usize = 4096;
+/// Payload bytes one peer may hold in our memory (being read, or delivered
+/// but not yet taken by `recv`). Past it reading that peer's streams waits,
+/// and QUIC flow control pushes back on the sender; other peers go on.
+pub const BPCI_PEER_INBOUND_BYTES_MAX: u64 = 2 * BPCI_FRAME_PAYLOAD_BYTES_MAX as u64;
+/// TLS handshakes in progress at once; further connection attempts are
+/// refused until one finishes.
+pub const BPCI_HANDSHAKES_IN_FLIGHT_COUNT_MAX: usize = 64;
+/// Time allowed for one outgoing connection attempt (QUIC + TLS handshake),
+/// and for an incoming handshake.
+pub const BPCI_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Reconnect backoff: first delay after a failed dial, doubled per failure
+/// up to the maximum (also the least spacing between two dials of a peer).
+pub const BPCI_RECONNECT_BACKOFF_MS_MIN: u64 = 100;
+pub const BPCI_RECONNECT_BACKOFF_MS_MAX: u64 = 10_000;
+/// A connection with no traffic for this long is dead; keep-alives are sent
+/// well within it so an idle but healthy link stays up.
+pub const BPCI_IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const BPCI_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+/// QUIC flow-control windows: per stream (one service) and per connection.
+/// They bound what a peer can make quinn buffer before we read it.
+pub const BPCI_STREAM_RECEIVE_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+pub const BPCI_CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// How long a graceful close waits for queued frames to be sent and
+/// acknowledged before it closes the connections anyway.
+pub const BPCI_CLOSE_DRAIN_MS_MAX: u64 = 5_000;
+
+const _: () = assert!(BPCI_FRAME_PAYLOAD_BYTES_MAX >= CHAIN_BLOCK_RECORD_BYTES_MAX + 64 * 1024);
+const _: () = assert!(BPCI_FRAME_PAYLOAD_BYTES_MAX <= ENCODING_BYTES_LEN_MAX);
+const _: () = assert!(BPCI_OUTBOUND_QUEUE_BYTES_MAX >= BPCI_FRAME_PAYLOAD_BYTES_MAX as u64);
+// One largest frame must fit the inbound budget, or it could never be read;
+// permits are taken as one u32 per frame.
+const _: () = assert!(BPCI_PEER_INBOUND_BYTES_MAX >= BPCI_FRAME_PAYLOAD_BYTES_MAX as u64);
+const _: () = assert!(BPCI_PEER_INBOUND_BYTES_MAX <= u32::MAX as u64);
+const _: () = assert!(BPCI_OUTBOUND_QUEUE_BYTES_MAX <= u32::MAX as u64);
+const _: () = assert!(BPCI_OUTBOUND_QUEUE_FRAMES_MAX >= 1);
+const _: () = assert!(BPCI_INBOUND_QUEUE_FRAMES_MAX >= 1);
+const _: () = assert!(BPCI_SERVICES_PER_PEER_COUNT_MAX >= 1);
+const _: () = assert!(BPCI_RECONNECT_BACKOFF_MS_MIN >= 1);
+const _: () = assert!(BPCI_RECONNECT_BACKOFF_MS_MIN <= BPCI_RECONNECT_BACKOFF_MS_MAX);
+const _: () = assert!(BPCI_KEEPALIVE_INTERVAL_MS < BPCI_IDLE_TIMEOUT_MS);
+const _: () = assert!(BPCI_STREAM_RECEIVE_WINDOW_BYTES <= BPCI_CONNECTION_RECEIVE_WINDOW_BYTES);

@@ -60,6 +60,21 @@ domain_tags! {
     DocklockRecord = 0x13, "docklock_record";
     /// Data-availability shard.
     DaShard = 0x14, "da_shard";
+    /// Chain transaction body: its hash is the transaction id and what the
+    /// sender signs.
+    Transaction = 0x15, "transaction";
+    /// QBFT consensus message (proposal, prepare, commit, round change), the
+    /// input to the validator's signature.
+    ConsensusMessage = 0x16, "consensus_message";
+    /// Commit seal: what a validator signs to finalize one block in one
+    /// round; commit certificates carry a quorum of these.
+    CommitSeal = 0x17, "commit_seal";
+    /// Canonically encoded validator set (its hash goes into headers).
+    ValidatorSet = 0x18, "validator_set";
+    /// Canonically encoded genesis document; its hash is the chain id.
+    Genesis = 0x19, "genesis";
+    /// Application state root (bank, court, gov and the built-in ledger).
+    ChainState = 0x1a, "chain_state";
 }
 
 impl DomainTag {
@@ -136,6 +151,12 @@ mod tests {
             (DomainTag::PohTick, 0x12, "poh_tick"),
             (DomainTag::DocklockRecord, 0x13, "docklock_record"),
             (DomainTag::DaShard, 0x14, "da_shard"),
+            (DomainTag::Transaction, 0x15, "transaction"),
+            (DomainTag::ConsensusMessage, 0x16, "consensus_message"),
+            (DomainTag::CommitSeal, 0x17, "commit_seal"),
+            (DomainTag::ValidatorSet, 0x18, "validator_set"),
+            (DomainTag::Genesis, 0x19, "genesis"),
+            (DomainTag::ChainState, 0x1a, "chain_state"),
         ];
         assert_eq!(DomainTag::ALL.len(), expected.len());
         for (tag, byte, name) in expected {

@@ -1,0 +1,575 @@
+//! One validator's chain logic without I/O: the QBFT engine, the mempool,
+//! PoH ordering and the application, glued together.
+//!
+//! The engine asks for blocks to be built and checked; this module answers
+//! those requests itself (mempool selection, PoH, execution, root checks), so
+//! what leaves it is only what needs the outside world: votes to send,
+//! safety state and blocks to make durable, timers, and sync requests. The
+//! real node (sockets, files) and the deterministic simulator (fake network,
+//! fake disk) both drive this type; neither re-implements block validation.
+//!
+//! Durability contract, in the order effects are returned:
+//! - `PersistSafety` must be durable before any later effect runs (the vote
+//!   that follows it must never be forgotten across a crash);
+//! - `StoreBlock` must be durable before the next input is handled; if it
+//!   cannot be stored the node must stop (restart replays the stored blocks
+//!   through a fresh application, so the in-memory commit already done here
+//!   is never ahead of the disk for long).
+
+use metanode_core::hash::Hash32;
+use metanode_core::keys::{PublicKey, SigningKey};
+use metanode_core::limits::{CHAIN_BLOCK_SIZE_BYTES_MAX, CHAIN_BLOCK_TXS_COUNT_MAX};
+use metanode_core::merkle;
+
+use crate::app::{Application, BlockContext};
+use crate::mempool::{InsertOutcome, Mempool, MempoolConfig, MempoolError};
+use crate::poh::{PohRecorder, poh_root};
+use crate::qbft::{ChainTip, ConsensusMessage, Effect, Engine, EngineConfig, Input, SafetyState};
+use crate::types::{
+    Block, ChainMode, FinalizedBlock, Genesis, Header, Height, Receipt, Round, SignedTx,
+    ValidatorSet, receipts_root, tx_root,
+};
+
+/// Node settings that are not consensus rules.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub engine: EngineConfig,
+    pub mempool: MempoolConfig,
+    /// A proposer waits at least this long after its parent's timestamp, so
+    /// an idle chain does not spin through empty blocks.
+    pub block_interval_min_ms: u64,
+    /// With an empty mempool the proposer still proposes after this long
+    /// (a heartbeat block that moves time forward and proves liveness).
+    pub empty_block_interval_ms: u64,
+    pub block_txs_count_max: usize,
+    pub block_size_bytes_max: usize,
+    /// How far a proposal's timestamp may be ahead of our clock.
+    pub timestamp_skew_allowance_ms: u64,
+}
+
+impl NodeConfig {
+    pub fn new(engine: EngineConfig) -> Self {
+        NodeConfig {
+            engine,
+            mempool: MempoolConfig::default(),
+            block_interval_min_ms: 50,
+            empty_block_interval_ms: 1_000,
+            block_txs_count_max: 10_000,
+            block_size_bytes_max: 8 * 1024 * 1024,
+            timestamp_skew_allowance_ms: 2_000,
+        }
+    }
+}
+
+const _: () = assert!(CHAIN_BLOCK_TXS_COUNT_MAX as usize >= 10_000);
+const _: () = assert!(CHAIN_BLOCK_SIZE_BYTES_MAX as usize >= 8 * 1024 * 1024);
+
+/// What the node needs the outside world to do, in order.
+// Same reasoning as the engine's `Effect`: short-lived, one Vec per input.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum NodeEffect {
+    PersistSafety(SafetyState),
+    Broadcast(ConsensusMessage),
+    /// Append durably to the block store (height = previous tip + 1).
+    /// `receipts` are the block's receipts, one per transaction, in order
+    /// (their Merkle root is the header's `receipts_root`).
+    StoreBlock {
+        block: FinalizedBlock,
+        receipts: Vec<Receipt>,
+    },
+    /// Call [`NodeCore::on_tick`] at or after `at_ms` (local clock).
+    WakeAt {
+        at_ms: u64,
+    },
+    /// Fetch finalized blocks above our tip, up to at least `height`, from
+    /// `peer` (or anyone) and feed them to [`NodeCore::on_synced_block`].
+    Behind {
+        height: Height,
+        peer: PublicKey,
+    },
+    /// Dropped input, for metrics and logs.
+    Rejected {
+        from: Option<PublicKey>,
+        reason: String,
+    },
+}
+
+/// Why a block fetched by sync was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    #[error("synced block at height {got} does not follow our tip {tip}")]
+    NotNext { got: Height, tip: Height },
+    #[error("synced block at height {height} is invalid: {reason}")]
+    Invalid { height: Height, reason: String },
+}
+
+/// Where a node starts: recovered from its block store and safety WAL.
+#[derive(Debug)]
+pub struct NodeStart<A> {
+    /// The application with every stored block applied.
+    pub app: A,
+    /// The last stored block (or genesis).
+    pub tip: TipInfo,
+    /// The set deciding `tip.height + 1`.
+    pub validators: ValidatorSet,
+    /// The last durable safety record, if any.
+    pub safety: Option<SafetyState>,
+}
+
+/// Summary of the last decided block, for status queries.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TipInfo {
+    pub height: Height,
+    pub hash: Hash32,
+    pub timestamp_ms: u64,
+    pub state_root: Hash32,
+}
+
+pub struct NodeCore<A: Application> {
+    config: NodeConfig,
+    genesis_hash: Hash32,
+    engine: Engine,
+    app: A,
+    mempool: Mempool,
+    tip: TipInfo,
+    /// The set deciding `tip.height + 1` (the engine's, kept here because the
+    /// engine has already moved on when it reports a decision).
+    validators: ValidatorSet,
+    /// Set while the engine waits for our block at (height, round).
+    pending_build: Option<(Height, Round)>,
+    now_ms: u64,
+}
+
+impl<A: Application> std::fmt::Debug for NodeCore<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCore")
+            .field("tip", &self.tip)
+            .field("engine", &self.engine)
+            .field("mempool_txs", &self.mempool.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Application> NodeCore<A> {
+    /// Starts on top of `start.tip` (the last stored block, or genesis) with
+    /// `start.app` already at that height (replayed from the block store).
+    pub fn new(
+        config: NodeConfig,
+        key: SigningKey,
+        genesis: &Genesis,
+        start: NodeStart<A>,
+        now_ms: u64,
+    ) -> (Self, Vec<NodeEffect>) {
+        let NodeStart {
+            app,
+            tip,
+            validators,
+            safety,
+        } = start;
+        assert_eq!(
+            app.committed_height(),
+            tip.height,
+            "application must be replayed to the tip before the node starts"
+        );
+        let chain_tip = ChainTip {
+            height: tip.height,
+            block_hash: tip.hash,
+            timestamp_ms: tip.timestamp_ms,
+            validators: validators.clone(),
+        };
+        let chain_id = genesis.chain_id();
+        let (engine, effects) = Engine::new(config.engine.clone(), key, chain_tip, safety, now_ms);
+        let mempool = Mempool::new(chain_id, config.mempool.clone());
+        let mut node = NodeCore {
+            config,
+            genesis_hash: genesis.hash(),
+            engine,
+            app,
+            mempool,
+            tip,
+            validators,
+            pending_build: None,
+            now_ms,
+        };
+        let mut out = Vec::new();
+        node.run(effects, &mut out);
+        (node, out)
+    }
+
+    pub fn tip(&self) -> &TipInfo {
+        &self.tip
+    }
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+    pub fn genesis_hash(&self) -> Hash32 {
+        self.genesis_hash
+    }
+
+    /// Admits a client transaction into the mempool.
+    pub fn submit_tx(&mut self, tx: SignedTx) -> Result<InsertOutcome, MempoolError> {
+        self.mempool.insert(tx, &self.app)
+    }
+
+    pub fn on_tick(&mut self, now_ms: u64, out: &mut Vec<NodeEffect>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.try_build(out);
+        self.step(
+            Input::Tick {
+                now_ms: self.now_ms,
+            },
+            out,
+        );
+    }
+
+    pub fn on_message(&mut self, msg: ConsensusMessage, out: &mut Vec<NodeEffect>) {
+        self.step(Input::Message(msg), out);
+    }
+
+    /// Feeds one finalized block from block sync: checks it as a proposal
+    /// would be checked (roots, execution), then lets the engine check the
+    /// certificate.
+    pub fn on_synced_block(
+        &mut self,
+        block: FinalizedBlock,
+        out: &mut Vec<NodeEffect>,
+    ) -> Result<(), SyncError> {
+        let height = block.block.header.height;
+        if height != self.tip.height + 1 {
+            return Err(SyncError::NotNext {
+                got: height,
+                tip: self.tip.height,
+            });
+        }
+        // Sync may deliver an old block whose timestamp is far behind our
+        // clock, so only the parent ordering is checked, not the skew.
+        let next_validators = self
+            .check_block(&block.block, false)
+            .map_err(|reason| SyncError::Invalid { height, reason })?;
+        let before = self.tip.height;
+        self.step(
+            Input::SyncedBlock {
+                block,
+                next_validators,
+            },
+            out,
+        );
+        if self.tip.height == before {
+            return Err(SyncError::Invalid {
+                height,
+                reason: "the engine refused its commit certificate".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, input: Input, out: &mut Vec<NodeEffect>) {
+        let mut effects = Vec::new();
+        self.engine.handle(input, &mut effects);
+        self.run(effects, out);
+    }
+
+    /// Executes engine effects, answering build and check requests locally
+    /// (which produces further engine effects, handled in the same loop).
+    fn run(&mut self, mut effects: Vec<Effect>, out: &mut Vec<NodeEffect>) {
+        let mut queue = std::collections::VecDeque::from(std::mem::take(&mut effects));
+        while let Some(effect) = queue.pop_front() {
+            let mut more = Vec::new();
+            match effect {
+                Effect::PersistSafety(state) => out.push(NodeEffect::PersistSafety(state)),
+                Effect::Broadcast(msg) => out.push(NodeEffect::Broadcast(msg)),
+                Effect::BuildProposal { height, round, .. } => {
+                    self.pending_build = Some((height, round));
+                    self.try_build_into(&mut more, out);
+                }
+                Effect::CheckBlock {
+                    height,
+                    round,
+                    block,
+                } => {
+                    let block_hash = block.hash();
+                    let result = self.check_block(&block, true);
+                    self.engine.handle(
+                        Input::BlockChecked {
+                            height,
+                            round,
+                            block_hash,
+                            result,
+                        },
+                        &mut more,
+                    );
+                }
+                Effect::Decided {
+                    block,
+                    next_validators,
+                } => {
+                    let receipts = self.commit(&block);
+                    self.validators = next_validators;
+                    self.pending_build = None;
+                    out.push(NodeEffect::StoreBlock { block, receipts });
+                }
+                Effect::ScheduleTimeout { at_ms, .. } => out.push(NodeEffect::WakeAt { at_ms }),
+                Effect::Behind { height, peer } => out.push(NodeEffect::Behind { height, peer }),
+                Effect::Rejected { from, reason } => {
+                    out.push(NodeEffect::Rejected { from, reason })
+                }
+            }
+            // Effects produced while answering come before the rest of the
+            // batch, preserving the engine's persist-before-send order.
+            for e in more.into_iter().rev() {
+                queue.push_front(e);
+            }
+        }
+    }
+
+    fn try_build(&mut self, out: &mut Vec<NodeEffect>) {
+        let mut more = Vec::new();
+        self.try_build_into(&mut more, out);
+        self.run(more, out);
+    }
+
+    /// Builds the pending proposal if its time has come; otherwise asks to be
+    /// woken when it will have.
+    fn try_build_into(&mut self, engine_out: &mut Vec<Effect>, out: &mut Vec<NodeEffect>) {
+        let Some((height, round)) = self.pending_build else {
+            return;
+        };
+        if height != self.engine.height() || round != self.engine.round() {
+            self.pending_build = None;
+            return;
+        }
+        let earliest_ms = self.tip.timestamp_ms + self.config.block_interval_min_ms;
+        let idle_ms = self.tip.timestamp_ms + self.config.empty_block_interval_ms;
+        // A round > 0 means the chain is already late: build at once.
+        if round == 0
+            && (self.now_ms < earliest_ms || (self.mempool.is_empty() && self.now_ms < idle_ms))
+        {
+            let at_ms = if self.now_ms < earliest_ms && !self.mempool.is_empty() {
+                earliest_ms
+            } else {
+                // Re-checked on every tick, so a transaction arriving meanwhile
+                // is picked up at the next tick after `earliest_ms`.
+                earliest_ms
+                    .max(self.now_ms + self.config.block_interval_min_ms)
+                    .min(idle_ms)
+            };
+            out.push(NodeEffect::WakeAt { at_ms });
+            return;
+        }
+        self.pending_build = None;
+        let block = self.build_block(height, round);
+        let next_validators = self
+            .check_block(&block, false)
+            .expect("a block we just built is valid on our own tip");
+        self.engine.handle(
+            Input::ProposalBuilt {
+                height,
+                round,
+                block,
+                next_validators,
+            },
+            engine_out,
+        );
+    }
+
+    fn context(&self, height: Height, timestamp_ms: u64, proposer: PublicKey) -> BlockContext {
+        BlockContext {
+            chain_id: self.config.engine.chain_id,
+            height,
+            timestamp_ms,
+            proposer,
+            validators: self.validators.clone(),
+        }
+    }
+
+    fn build_block(&mut self, height: Height, round: Round) -> Block {
+        let txs = self.mempool.select(
+            self.config.block_txs_count_max,
+            self.config.block_size_bytes_max,
+            &self.app,
+        );
+        let parent = self.tip.hash;
+        let mut poh = PohRecorder::new(parent);
+        for tx in &txs {
+            poh.record(tx);
+        }
+        let timestamp_ms = self.now_ms.max(self.tip.timestamp_ms + 1);
+        let proposer = self.engine.public_key();
+        let ctx = self.context(height, timestamp_ms, proposer);
+        let execution = self.app.execute(&ctx, &txs);
+        let header = Header {
+            chain_id: self.config.engine.chain_id,
+            height,
+            round,
+            prev_hash: parent,
+            timestamp_ms,
+            proposer,
+            tx_root: tx_root(&txs),
+            poh_root: poh.root(),
+            receipts_root: receipts_root(&execution.receipts),
+            state_root: execution.state_root,
+            da_root: merkle::empty_root(),
+            xcmp_root: merkle::empty_root(),
+            validator_set_hash: self.validators.hash(),
+            next_validator_set_hash: execution.next_validators.hash(),
+            mode: ChainMode::Normal,
+        };
+        Block { header, txs }
+    }
+
+    /// Validates `block` as the next block on our tip; `Ok` carries the
+    /// validator set it hands to the next height.
+    fn check_block(&mut self, block: &Block, check_clock: bool) -> Result<ValidatorSet, String> {
+        let h = &block.header;
+        let height = self.tip.height + 1;
+        let chain_id = self.config.engine.chain_id;
+        if h.chain_id != chain_id {
+            return Err(format!("chain id {} is not ours ({chain_id})", h.chain_id));
+        }
+        if h.height != height {
+            return Err(format!(
+                "height {} is not the next height {height}",
+                h.height
+            ));
+        }
+        if h.prev_hash != self.tip.hash {
+            return Err(format!(
+                "prev_hash {} is not our tip {}",
+                h.prev_hash, self.tip.hash
+            ));
+        }
+        let validators = &self.validators;
+        if h.validator_set_hash != validators.hash() {
+            return Err(format!(
+                "validator_set_hash {} is not the current set {}",
+                h.validator_set_hash,
+                validators.hash()
+            ));
+        }
+        if h.proposer != *validators.proposer(height, h.round) {
+            return Err(format!(
+                "proposer {} is not the proposer of round {}",
+                h.proposer, h.round
+            ));
+        }
+        if h.timestamp_ms <= self.tip.timestamp_ms {
+            return Err(format!(
+                "timestamp {} ms is not after the parent's {} ms",
+                h.timestamp_ms, self.tip.timestamp_ms
+            ));
+        }
+        if check_clock && h.timestamp_ms > self.now_ms + self.config.timestamp_skew_allowance_ms {
+            return Err(format!(
+                "timestamp {} ms is more than {} ms ahead of our clock {} ms",
+                h.timestamp_ms, self.config.timestamp_skew_allowance_ms, self.now_ms
+            ));
+        }
+        if h.mode != ChainMode::Normal {
+            return Err(format!("mode {:?} is not accepted yet", h.mode));
+        }
+        if block.txs.len() > self.config.block_txs_count_max {
+            return Err(format!(
+                "{} transactions exceed the block limit {}",
+                block.txs.len(),
+                self.config.block_txs_count_max
+            ));
+        }
+        for (i, tx) in block.txs.iter().enumerate() {
+            if tx.body().chain_id != chain_id {
+                return Err(format!(
+                    "transaction {i} ({}) is for another chain",
+                    tx.hash()
+                ));
+            }
+            // Transactions we admitted ourselves were verified on the way in.
+            if !self.mempool.contains(&tx.hash()) && tx.verify_signature().is_err() {
+                return Err(format!(
+                    "transaction {i} ({}) has a bad signature",
+                    tx.hash()
+                ));
+            }
+        }
+        let computed_tx_root = tx_root(&block.txs);
+        if computed_tx_root != h.tx_root {
+            return Err(format!(
+                "tx_root {} does not match the transactions ({computed_tx_root})",
+                h.tx_root
+            ));
+        }
+        let computed_poh = poh_root(h.prev_hash, &block.txs);
+        if computed_poh != h.poh_root {
+            return Err(format!(
+                "poh_root {} does not match the recomputed ticks ({computed_poh})",
+                h.poh_root
+            ));
+        }
+        if h.da_root != merkle::empty_root() || h.xcmp_root != merkle::empty_root() {
+            return Err("da_root and xcmp_root must be the empty root".into());
+        }
+        let ctx = self.context(height, h.timestamp_ms, h.proposer);
+        let execution = self.app.execute(&ctx, &block.txs);
+        let computed_receipts = receipts_root(&execution.receipts);
+        if computed_receipts != h.receipts_root {
+            return Err(format!(
+                "receipts_root {} does not match execution ({computed_receipts})",
+                h.receipts_root
+            ));
+        }
+        if execution.state_root != h.state_root {
+            return Err(format!(
+                "state_root {} does not match execution ({})",
+                h.state_root, execution.state_root
+            ));
+        }
+        if execution.next_validators.hash() != h.next_validator_set_hash {
+            return Err(format!(
+                "next_validator_set_hash {} does not match execution ({})",
+                h.next_validator_set_hash,
+                execution.next_validators.hash()
+            ));
+        }
+        Ok(execution.next_validators)
+    }
+
+    fn commit(&mut self, block: &FinalizedBlock) -> Vec<Receipt> {
+        let h = &block.block.header;
+        assert_eq!(
+            h.height,
+            self.tip.height + 1,
+            "decided blocks come in order"
+        );
+        let ctx = BlockContext {
+            chain_id: self.config.engine.chain_id,
+            height: h.height,
+            timestamp_ms: h.timestamp_ms,
+            proposer: h.proposer,
+            // The set that decided this block: the engine has already moved
+            // on to the next one, so it comes from our own record.
+            validators: self.validators.clone(),
+        };
+        let execution = self.app.commit(&ctx, &block.block.txs);
+        // A different root here means our application is not deterministic
+        // or the engine decided a block nobody checked: either is a bug that
+        // must stop the node rather than fork its state.
+        assert_eq!(
+            execution.state_root, h.state_root,
+            "committed state root differs from the decided header at height {}",
+            h.height
+        );
+        self.mempool.remove_committed(&block.block.txs, &self.app);
+        self.tip = TipInfo {
+            height: h.height,
+            hash: h.hash(),
+            timestamp_ms: h.timestamp_ms,
+            state_root: execution.state_root,
+        };
+        execution.receipts
+    }
+}
