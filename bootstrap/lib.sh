@@ -45,6 +45,9 @@ image_deps() {
     apt_install linux-source-6.1 bc bison flex libelf-dev libssl-dev gcc-12-plugin-dev cpio \
         systemd-boot-efi sbsigntool openssl binutils e2fsprogs dosfstools mtools gdisk zstd \
         qemu-utils qemu-system-x86 ovmf python3-pip dnsmasq-base iproute2 busybox-static
+    # The chain's network-namespace tests emulate loss and partitions with
+    # nftables (the host kernel has no sch_netem).
+    apt_install nftables
     if ! command -v virt-fw-vars >/dev/null; then
         step "installing virt-firmware (PyPI) for Secure Boot key enrollment"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore virt-firmware \

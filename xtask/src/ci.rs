@@ -102,6 +102,10 @@ fn steps() -> Vec<(&'static str, StepFn)> {
             }),
         ),
         (
+            "cargo xtask chain-test (4 agents in netns over QUIC: loss, proposer kill -9, partitions, heal, light client)",
+            Box::new(|_| crate::chain_test::run()),
+        ),
+        (
             "cargo xtask image (kernel cached by its inputs in $METANODE_CACHE_DIR/kernel)",
             Box::new(|_| {
                 crate::image::build(&crate::image::ImageArgs {

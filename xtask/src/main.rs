@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask ci`: fmt, clippy, tests, then the quick storage bench.
 //! - `cargo xtask bench --list` / `cargo xtask bench storage [--quick]`.
+//! - `cargo xtask chain-test`: the chain's fault matrix on 4 nodes in netns.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod chain_net;
+mod chain_test;
 mod ci;
 mod http;
 mod image;
@@ -44,6 +47,9 @@ enum Command {
     VmTest(vm_test::VmTestArgs),
     /// The chain's deterministic simulator over many seeds (or replay one).
     Sim(sim::SimArgs),
+    /// The chain's fault matrix on 4 agents in network namespaces (root):
+    /// loss, proposer kill -9, partitions 2|2 and 3|1, heal, catch-up, light client.
+    ChainTest,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +68,8 @@ enum BenchName {
     Storage(bench::storage::StorageArgs),
     /// Appliance image: sizes and boot times vs Debian cloud kernel + busybox.
     Image(bench::image::ImageBenchArgs),
+    /// Chain: 4 validators in netns over QUIC (root); published Besu/CometBFT figures.
+    Chain(bench::chain::ChainBenchArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -78,6 +86,7 @@ fn main() -> ExitCode {
         Command::Vm(args) => vm::run_interactive(&args),
         Command::VmTest(args) => vm_test::run(&args).map(|_| ()),
         Command::Sim(args) => sim::run(&args),
+        Command::ChainTest => chain_test::run(),
         Command::Bench(BenchCmd { list: true, .. }) => {
             bench::print_list();
             Ok(())
@@ -90,6 +99,10 @@ fn main() -> ExitCode {
             which: Some(BenchName::Image(args)),
             ..
         }) => bench::image::run(&args),
+        Command::Bench(BenchCmd {
+            which: Some(BenchName::Chain(args)),
+            ..
+        }) => bench::chain::run(&args),
         Command::Bench(BenchCmd { which: None, .. }) => {
             bench::print_list();
             Err(anyhow::anyhow!(

@@ -21,6 +21,13 @@
 //! | `POST /api/v1/system/{reboot,poweroff}` | ask PID 1 to reboot / power off (202) |
 //! | `POST /api/v1/config?mode=try&timeout_s=N` | body = node config YAML: applied as a trial, reverted unless committed |
 //! | `POST /api/v1/config/commit`, `GET /api/v1/config/trial` | confirm / inspect the trial |
+//! | `GET /api/v1/chain/status` | the chain node: height, head, validators, peers, mempool, counters (409 without a chain, as every chain route) |
+//! | `GET /api/v1/chain/genesis[?format=bin]` | the genesis document (JSON, or its canonical bytes: their hash is the chain id) |
+//! | `POST /api/v1/chain/txs` | body = canonical SignedTx bytes; 202 `{"tx_hash"}`, 400 undecodable, 413 too large, 422 refused, 429 + `Retry-After` mempool full |
+//! | `GET /api/v1/chain/blocks/{height\|latest}[?format=bin]` | a finalized block (JSON summary, or the canonical FinalizedBlock) |
+//! | `GET /api/v1/chain/receipts/{tx_hash}` | receipt + inclusion proof + header and certificate bytes: enough for an offline light client |
+//! | `GET /api/v1/chain/accounts/{public_key}` | balance and next nonce as of the last finalized block |
+//! | `GET /api/v1/chain/heads` | finalized heads as NDJSON, one per line (`{"lagged": n}` when the reader fell behind) |
 //!
 //! The admin operations (gc, verify, delete, pins) are open to whoever can
 //! reach the listener for now; they move behind mTLS with the TLS work.
@@ -31,6 +38,8 @@
 //! [`API_READ_WINDOW_BYTES`](metanode_core::limits::API_READ_WINDOW_BYTES).
 
 mod blobs;
+mod chain;
+mod chain_control;
 mod error;
 mod gateway;
 mod ipfs;
@@ -53,6 +62,9 @@ use metanode_core::limits::API_UPLOADS_STREAMING_COUNT_MAX;
 use metanode_store::Store;
 use tokio::sync::Semaphore;
 
+pub use chain_control::{
+    AccountInfo, BoxFuture, ChainControl, ChainError, ChainStatus, HeadEvent, ReceiptWithProof,
+};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use server::{ServeError, ServeReport, serve};
@@ -95,6 +107,8 @@ pub struct AppState {
     pub(crate) upload_slots: Arc<Semaphore>,
     /// The appliance's controls; `None` when not started by PID 1.
     pub(crate) system: Option<Arc<dyn SystemControl>>,
+    /// The chain node; `None` when this node runs no chain.
+    pub(crate) chain: Option<Arc<dyn ChainControl>>,
 }
 
 impl AppState {
@@ -107,12 +121,19 @@ impl AppState {
             draining: Arc::new(AtomicBool::new(false)),
             upload_slots: Arc::new(Semaphore::new(API_UPLOADS_STREAMING_COUNT_MAX)),
             system: None,
+            chain: None,
         }
     }
 
     /// Enables the `/api/v1/system*` and `/api/v1/config*` routes.
     pub fn with_system(mut self, control: Arc<dyn SystemControl>) -> Self {
         self.system = Some(control);
+        self
+    }
+
+    /// Enables the `/api/v1/chain*` routes.
+    pub fn with_chain(mut self, chain: Arc<dyn ChainControl>) -> Self {
+        self.chain = Some(chain);
         self
     }
 
@@ -149,6 +170,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/config", post(system::config_try))
         .route("/api/v1/config/commit", post(system::config_commit))
         .route("/api/v1/config/trial", get(system::config_status))
+        .route("/api/v1/chain/status", get(chain::status))
+        .route("/api/v1/chain/genesis", get(chain::genesis))
+        .route("/api/v1/chain/txs", post(chain::submit_tx))
+        .route("/api/v1/chain/blocks/{height}", get(chain::block))
+        .route("/api/v1/chain/receipts/{tx_hash}", get(chain::receipt))
+        .route("/api/v1/chain/accounts/{public_key}", get(chain::account))
+        .route("/api/v1/chain/heads", get(chain::heads))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Upload size is enforced while streaming (blobs::upload); axum's

@@ -2,9 +2,17 @@
 //! the same shapes whether it opened the store itself or asked an agent, so a
 //! script never has to care which path it took.
 
+use metanode_chain::types::{
+    ChainMode, CommitCertificate, FinalizedBlock, Genesis, Header, Receipt,
+};
 use metanode_core::cid::ContentId;
+use metanode_core::encoding::{Encode, EncodeError};
+use metanode_core::hash::Hash32;
+use metanode_core::merkle::InclusionProof;
 use metanode_store::{BlobStat, GcReport, StorageKind, VerifyReport};
 use serde::{Deserialize, Serialize};
+
+use crate::chain_control::{ChainStatus, HeadEvent, ReceiptWithProof};
 
 /// Every non-2xx response body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,4 +260,343 @@ pub struct ConfigTryReport {
     /// Unix seconds by which a pending trial must be committed.
     pub deadline_unix_s: Option<u64>,
     pub message: String,
+}
+
+// ---- chain (`/api/v1/chain*`) ----
+//
+// Hashes, keys and byte strings are lower-case hex. Anything a client must
+// verify (headers, certificates, receipts) is also offered in its canonical
+// binary encoding, because hashes and signatures are over those bytes, never
+// over this JSON.
+
+/// `GET /api/v1/chain/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStatusResponse {
+    pub chain_id: String,
+    pub chain_name: String,
+    pub node_key: String,
+    pub is_validator: bool,
+    /// Last finalized block (0 before the first block).
+    pub height: u64,
+    pub block_hash: String,
+    pub block_timestamp_ms: u64,
+    pub state_root: String,
+    /// Height and round being decided.
+    pub consensus_height: u64,
+    pub consensus_round: u32,
+    pub validators: Vec<String>,
+    pub mempool_txs: u64,
+    pub mempool_bytes: u64,
+    pub peers_connected: Vec<String>,
+    pub messages_received: u64,
+    pub messages_rejected: u64,
+    pub last_rejection: Option<String>,
+    pub frames_rejected: u64,
+    pub txs_refused: u64,
+    pub blocks_synced: u64,
+}
+
+impl From<&ChainStatus> for ChainStatusResponse {
+    fn from(s: &ChainStatus) -> Self {
+        Self {
+            chain_id: s.chain_id.to_hex(),
+            chain_name: s.chain_name.clone(),
+            node_key: s.node_key.to_string(),
+            is_validator: s.is_validator,
+            height: s.height,
+            block_hash: s.block_hash.to_hex(),
+            block_timestamp_ms: s.block_timestamp_ms,
+            state_root: s.state_root.to_hex(),
+            consensus_height: s.consensus_height,
+            consensus_round: s.consensus_round,
+            validators: s.validators.iter().map(ToString::to_string).collect(),
+            mempool_txs: s.mempool_txs as u64,
+            mempool_bytes: s.mempool_bytes as u64,
+            peers_connected: s.peers_connected.iter().map(ToString::to_string).collect(),
+            messages_received: s.messages_received,
+            messages_rejected: s.messages_rejected,
+            last_rejection: s.last_rejection.clone(),
+            frames_rejected: s.frames_rejected,
+            txs_refused: s.txs_refused,
+            blocks_synced: s.blocks_synced,
+        }
+    }
+}
+
+/// One funded account of a genesis document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisAccountInfo {
+    pub public_key: String,
+    pub balance: u64,
+}
+
+/// `GET /api/v1/chain/genesis` (`?format=bin` gives the canonical bytes,
+/// whose hash is `chain_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisResponse {
+    pub chain_id: String,
+    pub chain_name: String,
+    pub genesis_time_ms: u64,
+    pub validators: Vec<String>,
+    pub accounts: Vec<GenesisAccountInfo>,
+}
+
+impl From<&Genesis> for GenesisResponse {
+    fn from(g: &Genesis) -> Self {
+        Self {
+            chain_id: g.chain_id().to_string(),
+            chain_name: g.chain_name.clone(),
+            genesis_time_ms: g.genesis_time_ms,
+            validators: g
+                .validators
+                .validators()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            accounts: g
+                .accounts
+                .iter()
+                .map(|a| GenesisAccountInfo {
+                    public_key: a.key.to_string(),
+                    balance: a.balance,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `POST /api/v1/chain/txs` (202): the transaction is in the mempool; it is
+/// final once `GET /api/v1/chain/receipts/{tx_hash}` answers 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxSubmitResponse {
+    pub tx_hash: String,
+}
+
+/// A block header, field by field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderInfo {
+    /// `H(0x10 || canonical header)`: the block hash.
+    pub hash: String,
+    pub chain_id: String,
+    pub height: u64,
+    pub round: u32,
+    pub prev_hash: String,
+    pub timestamp_ms: u64,
+    pub proposer: String,
+    pub tx_root: String,
+    pub poh_root: String,
+    pub receipts_root: String,
+    pub state_root: String,
+    pub da_root: String,
+    pub xcmp_root: String,
+    pub validator_set_hash: String,
+    pub next_validator_set_hash: String,
+    /// normal, secure, emergency or maintenance.
+    pub mode: String,
+}
+
+impl From<&Header> for HeaderInfo {
+    fn from(h: &Header) -> Self {
+        Self {
+            hash: h.hash().to_hex(),
+            chain_id: h.chain_id.to_string(),
+            height: h.height,
+            round: h.round,
+            prev_hash: h.prev_hash.to_hex(),
+            timestamp_ms: h.timestamp_ms,
+            proposer: h.proposer.to_string(),
+            tx_root: h.tx_root.to_hex(),
+            poh_root: h.poh_root.to_hex(),
+            receipts_root: h.receipts_root.to_hex(),
+            state_root: h.state_root.to_hex(),
+            da_root: h.da_root.to_hex(),
+            xcmp_root: h.xcmp_root.to_hex(),
+            validator_set_hash: h.validator_set_hash.to_hex(),
+            next_validator_set_hash: h.next_validator_set_hash.to_hex(),
+            mode: match h.mode {
+                ChainMode::Normal => "normal",
+                ChainMode::Secure => "secure",
+                ChainMode::Emergency => "emergency",
+                ChainMode::Maintenance => "maintenance",
+            }
+            .to_string(),
+        }
+    }
+}
+
+/// Who committed a block: the certificate without its signature bytes
+/// (they are in the canonical encoding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    pub height: u64,
+    /// The round whose commit quorum decided the block.
+    pub round: u32,
+    pub block_hash: String,
+    /// Indices (in the height's validator set) of the validators that signed.
+    pub signers: Vec<u64>,
+    pub signatures_count: u64,
+}
+
+impl From<&CommitCertificate> for CertificateInfo {
+    fn from(c: &CommitCertificate) -> Self {
+        Self {
+            height: c.height,
+            round: c.round,
+            block_hash: c.block_hash.to_hex(),
+            signers: c.signers().map(|i| i as u64).collect(),
+            signatures_count: c.signatures.len() as u64,
+        }
+    }
+}
+
+/// `GET /api/v1/chain/blocks/{height|latest}` (`?format=bin` gives the
+/// canonical `FinalizedBlock`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockResponse {
+    pub height: u64,
+    pub hash: String,
+    pub header: HeaderInfo,
+    pub txs_count: u64,
+    /// Transaction ids in block order.
+    pub txs: Vec<String>,
+    pub certificate: CertificateInfo,
+}
+
+impl From<&FinalizedBlock> for BlockResponse {
+    fn from(b: &FinalizedBlock) -> Self {
+        let header = &b.block.header;
+        Self {
+            height: header.height,
+            hash: header.hash().to_hex(),
+            header: HeaderInfo::from(header),
+            txs_count: b.block.txs.len() as u64,
+            txs: b.block.txs.iter().map(|tx| tx.hash().to_hex()).collect(),
+            certificate: CertificateInfo::from(&b.certificate),
+        }
+    }
+}
+
+/// A transaction's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptInfo {
+    pub tx_hash: String,
+    /// 0 = success; other codes are the application's.
+    pub status: u32,
+    pub fee_charged: u64,
+    /// Application output, hex.
+    pub output: String,
+}
+
+impl From<&Receipt> for ReceiptInfo {
+    fn from(r: &Receipt) -> Self {
+        Self {
+            tx_hash: r.tx_hash.to_hex(),
+            status: r.status,
+            fee_charged: r.fee_charged,
+            output: hex_bytes(&r.output),
+        }
+    }
+}
+
+/// A Merkle inclusion proof (RFC 9162 shape) of a receipt under the
+/// header's `receipts_root`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofInfo {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub path: Vec<String>,
+}
+
+impl From<&InclusionProof> for ProofInfo {
+    fn from(p: &InclusionProof) -> Self {
+        Self {
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            path: p.path.iter().map(Hash32::to_hex).collect(),
+        }
+    }
+}
+
+/// `GET /api/v1/chain/receipts/{tx_hash}`: everything an offline light
+/// client needs to check the receipt against a header it verified (the
+/// `*_bin` fields are canonical encodings, hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptResponse {
+    pub height: u64,
+    /// Position of the transaction (and its receipt) in the block.
+    pub index: u64,
+    /// Transactions in the block (= the receipt tree's size).
+    pub txs_count: u64,
+    pub receipt: ReceiptInfo,
+    pub proof: ProofInfo,
+    pub header: HeaderInfo,
+    pub header_bin: String,
+    pub certificate_bin: String,
+    pub receipt_bin: String,
+}
+
+impl ReceiptResponse {
+    pub fn new(r: &ReceiptWithProof) -> Result<Self, EncodeError> {
+        Ok(Self {
+            height: r.height,
+            index: r.index,
+            txs_count: r.txs_count,
+            receipt: ReceiptInfo::from(&r.receipt),
+            proof: ProofInfo::from(&r.proof),
+            header: HeaderInfo::from(&r.block.block.header),
+            header_bin: hex_bytes(&r.block.block.header.to_canonical_bytes()?),
+            certificate_bin: hex_bytes(&r.block.certificate.to_canonical_bytes()?),
+            receipt_bin: hex_bytes(&r.receipt.to_canonical_bytes()?),
+        })
+    }
+}
+
+/// `GET /api/v1/chain/accounts/{public_key}`, as the last finalized block
+/// left the account (an unknown account has balance 0 and nonce 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountResponse {
+    pub public_key: String,
+    pub balance: u64,
+    /// The nonce the account's next transaction must carry.
+    pub next_nonce: u64,
+}
+
+/// One line of `GET /api/v1/chain/heads` (NDJSON): a finalized head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadEventInfo {
+    pub height: u64,
+    pub block_hash: String,
+    pub timestamp_ms: u64,
+    pub txs_count: u64,
+    pub state_root: String,
+    pub round: u32,
+}
+
+impl From<&HeadEvent> for HeadEventInfo {
+    fn from(e: &HeadEvent) -> Self {
+        Self {
+            height: e.height,
+            block_hash: e.block_hash.to_hex(),
+            timestamp_ms: e.timestamp_ms,
+            txs_count: e.txs_count,
+            state_root: e.state_root.to_hex(),
+            round: e.round,
+        }
+    }
+}
+
+/// A line of the head stream saying `lagged` heads were skipped because the
+/// client read too slowly; re-read the status (or the blocks) to catch up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadsLagged {
+    pub lagged: u64,
+}
+
+fn hex_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }

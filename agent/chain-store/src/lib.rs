@@ -18,9 +18,11 @@
 pub mod blocks;
 pub mod disk;
 mod log;
+pub mod receipts;
 pub mod wal;
 
 pub use blocks::{BLOCKS_LOG_NAME, BlockStore, BlockStoreError};
 pub use disk::{ChainDisk, DiskStats, FakeDisk, FsDisk, SplitMix64};
 pub use log::{OpenReport, TornTail};
+pub use receipts::{BlockReceipts, RECEIPTS_LOG_NAME, ReceiptStore, ReceiptStoreError};
 pub use wal::{SafetyWal, WalError};

@@ -13,7 +13,9 @@
 //! just the first one serde would stop at; `config/check.rs` explains how.
 //!
 //! Defaults: every field has one except `node.name`, which names the node in
-//! its fleet and so must be chosen by whoever deploys it. `node.data_dir`
+//! its fleet and so must be chosen by whoever deploys it (and
+//! `chain.genesis`, once the optional `chain:` section is present: without
+//! that section the node runs no chain). `node.data_dir`
 //! defaults to the appliance's data partition, and the API listens on
 //! loopback unless told otherwise, so a config that forgets `api.listen`
 //! never exposes the API by accident. `network` defaults to DHCP on the
@@ -60,6 +62,12 @@ pub const DEFAULT_STORE_SEGMENT_SIZE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_STORE_GROUP_COMMIT_BATCH_BYTES_MAX: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_STORE_GROUP_COMMIT_BATCH_COUNT_MAX: u32 = 1024;
 
+pub const DEFAULT_CHAIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 7900));
+pub const DEFAULT_CHAIN_BLOCK_INTERVAL_MIN_MS: u64 = 50;
+pub const DEFAULT_CHAIN_EMPTY_BLOCK_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_CHAIN_ROUND_TIMEOUT_BASE_MS: u64 = 1_000;
+
 const fn in_range_u64(value: u64, range: &RangeInclusive<u64>) -> bool {
     value >= *range.start() && value <= *range.end()
 }
@@ -101,6 +109,19 @@ const _: () = assert!(in_range_u32(
     DEFAULT_STORE_GROUP_COMMIT_BATCH_COUNT_MAX,
     &limits::CONFIG_STORE_GROUP_COMMIT_BATCH_COUNT_MAX_RANGE
 ));
+const _: () = assert!(in_range_u64(
+    DEFAULT_CHAIN_BLOCK_INTERVAL_MIN_MS,
+    &limits::CONFIG_CHAIN_BLOCK_INTERVAL_MIN_MS_RANGE
+));
+const _: () = assert!(in_range_u64(
+    DEFAULT_CHAIN_EMPTY_BLOCK_INTERVAL_MS,
+    &limits::CONFIG_CHAIN_EMPTY_BLOCK_INTERVAL_MS_RANGE
+));
+const _: () = assert!(in_range_u64(
+    DEFAULT_CHAIN_ROUND_TIMEOUT_BASE_MS,
+    &limits::CONFIG_CHAIN_ROUND_TIMEOUT_BASE_MS_RANGE
+));
+const _: () = assert!(DEFAULT_CHAIN_BLOCK_INTERVAL_MIN_MS <= DEFAULT_CHAIN_EMPTY_BLOCK_INTERVAL_MS);
 const _: () =
     assert!(DEFAULT_STORE_INLINE_SIZE_BYTES_MAX <= DEFAULT_STORE_GROUP_COMMIT_BATCH_BYTES_MAX);
 const _: () =
@@ -125,6 +146,14 @@ pub const NETWORK_INTERFACE_PATTERN: &str = r"^[^/:\s]{1,15}$";
 const NETWORK_DNS_EXAMPLE: [&str; 1] = ["10.0.2.3"];
 /// `network.address`: dotted quad and prefix length.
 pub const NETWORK_ADDRESS_PATTERN: &str = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$";
+/// `chain.peers[].public_key`: an Ed25519 public key as 64 hex digits.
+pub const CHAIN_PUBLIC_KEY_PATTERN: &str = "^[0-9a-fA-F]{64}$";
+/// `chain.peers[].address`: `host:port`, the host an IPv4 address, a DNS
+/// name or a bracketed IPv6 address.
+pub const CHAIN_PEER_ADDRESS_PATTERN: &str = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$";
+/// The example public key of the generated config.
+const CHAIN_PUBLIC_KEY_EXAMPLE: &str =
+    "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 
 // ---- the config ----
 
@@ -147,6 +176,10 @@ pub struct NodeConfig {
     /// The network interface, when the agent runs as the appliance's init.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// The BPI chain this node takes part in. Without this section the node
+    /// runs no chain (and its `/api/v1/chain*` routes answer 409).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainConfig>,
 }
 
 /// Identity of this node and where it keeps its data.
@@ -353,6 +386,181 @@ pub enum NetworkMode {
     Off,
 }
 
+/// The BPI chain this node takes part in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Chain")]
+pub struct ChainConfig {
+    /// Absolute path of the genesis file (YAML; `metanode chain genesis`
+    /// writes one). Every node of the chain needs the same document: its
+    /// hash is the chain id.
+    #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/genesis.yaml")]
+    pub genesis: PathBuf,
+    /// Absolute path of the Ed25519 key file (mode 0600) this node signs
+    /// consensus messages and BPCI frames with. When unset, the node key
+    /// (`node.key_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/chain.key")]
+    pub key: Option<PathBuf>,
+    /// UDP socket address (ip:port) the BPCI transport (QUIC) listens on.
+    /// Port 0 is rejected: peers could not find a port the kernel picked.
+    #[serde(default = "default_chain_listen")]
+    #[schemars(
+        extend("format" = "socket-address"),
+        regex(pattern = r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]{1,5}$")
+    )]
+    pub listen: SocketAddr,
+    /// The other nodes (validators and observers) this node talks to. Only
+    /// keys listed here (or in the genesis validator set) may connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::CONFIG_CHAIN_PEERS_COUNT_MAX))]
+    pub peers: Vec<ChainPeer>,
+    /// A proposer waits at least this long after its parent block, in
+    /// milliseconds, so an idle chain does not spin through empty blocks.
+    /// Must not exceed `empty_block_interval_ms`.
+    #[serde(default = "default_chain_block_interval_min_ms")]
+    #[schemars(range(
+        min = *limits::CONFIG_CHAIN_BLOCK_INTERVAL_MIN_MS_RANGE.start(),
+        max = *limits::CONFIG_CHAIN_BLOCK_INTERVAL_MIN_MS_RANGE.end()
+    ))]
+    pub block_interval_min_ms: u64,
+    /// With no pending transactions the proposer still proposes after this
+    /// long, in milliseconds: a heartbeat block that proves liveness.
+    #[serde(default = "default_chain_empty_block_interval_ms")]
+    #[schemars(range(
+        min = *limits::CONFIG_CHAIN_EMPTY_BLOCK_INTERVAL_MS_RANGE.start(),
+        max = *limits::CONFIG_CHAIN_EMPTY_BLOCK_INTERVAL_MS_RANGE.end()
+    ))]
+    pub empty_block_interval_ms: u64,
+    /// First QBFT round timeout, in milliseconds; it doubles with every
+    /// further round of the same height (capped at one minute).
+    #[serde(default = "default_chain_round_timeout_base_ms")]
+    #[schemars(range(
+        min = *limits::CONFIG_CHAIN_ROUND_TIMEOUT_BASE_MS_RANGE.start(),
+        max = *limits::CONFIG_CHAIN_ROUND_TIMEOUT_BASE_MS_RANGE.end()
+    ))]
+    pub round_timeout_base_ms: u64,
+}
+
+/// Another node of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ChainPeer")]
+pub struct ChainPeer {
+    /// The peer's Ed25519 public key, 64 hex digits (as in the genesis
+    /// validator list).
+    #[schemars(regex(pattern = CHAIN_PUBLIC_KEY_PATTERN), example = &CHAIN_PUBLIC_KEY_EXAMPLE)]
+    pub public_key: String,
+    /// Where to dial the peer: host:port, the host an IP address or a DNS
+    /// name. When unset, this node waits for the peer to connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = limits::CONFIG_CHAIN_PEER_ADDRESS_LEN_MAX),
+        regex(pattern = CHAIN_PEER_ADDRESS_PATTERN),
+        example = &"10.0.0.2:7900"
+    )]
+    pub address: Option<String>,
+}
+
+impl ChainConfig {
+    /// A chain section with every default: `genesis` and `key` as given,
+    /// no peers.
+    pub fn new(genesis: impl Into<PathBuf>, key: Option<PathBuf>) -> ChainConfig {
+        ChainConfig {
+            genesis: genesis.into(),
+            key,
+            listen: DEFAULT_CHAIN_LISTEN,
+            peers: Vec::new(),
+            block_interval_min_ms: DEFAULT_CHAIN_BLOCK_INTERVAL_MIN_MS,
+            empty_block_interval_ms: DEFAULT_CHAIN_EMPTY_BLOCK_INTERVAL_MS,
+            round_timeout_base_ms: DEFAULT_CHAIN_ROUND_TIMEOUT_BASE_MS,
+        }
+    }
+
+    pub fn block_interval_min(&self) -> Duration {
+        Duration::from_millis(self.block_interval_min_ms)
+    }
+
+    pub fn empty_block_interval(&self) -> Duration {
+        Duration::from_millis(self.empty_block_interval_ms)
+    }
+
+    pub fn round_timeout_base(&self) -> Duration {
+        Duration::from_millis(self.round_timeout_base_ms)
+    }
+}
+
+impl ChainPeer {
+    /// The peer's key; a config that passed validation always has one.
+    pub fn public_key(&self) -> Result<crate::keys::PublicKey, crate::keys::ParsePublicKeyError> {
+        self.public_key.parse()
+    }
+
+    /// `address` split into host and port; `None` when unset. A config that
+    /// passed validation always splits.
+    pub fn host_port(&self) -> Option<Result<(&str, u16), String>> {
+        self.address.as_deref().map(parse_host_port)
+    }
+}
+
+/// Split `host:port` (IPv6 hosts in brackets). The error says what is
+/// wrong, for a diagnostic on the field.
+pub fn parse_host_port(text: &str) -> Result<(&str, u16), String> {
+    let shown = yaml_tree::abbreviate(text);
+    if text.len() > limits::CONFIG_CHAIN_PEER_ADDRESS_LEN_MAX {
+        return Err(format!(
+            "\"{shown}\" is {} bytes; an address has at most {}",
+            text.len(),
+            limits::CONFIG_CHAIN_PEER_ADDRESS_LEN_MAX
+        ));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "\"{shown}\" has no port; expected host:port such as 10.0.0.2:7900"
+        ));
+    };
+    let host = match host.strip_prefix('[') {
+        Some(inner) => {
+            let inner = inner.strip_suffix(']').ok_or_else(|| {
+                format!("\"{shown}\" opens '[' without closing it before the port")
+            })?;
+            if inner.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!(
+                    "\"{shown}\": [{}] is not an IPv6 address",
+                    yaml_tree::abbreviate(inner)
+                ));
+            }
+            inner
+        }
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(format!("\"{shown}\" has no host before the port"));
+    }
+    if host.contains(':') && !text.starts_with('[') {
+        return Err(format!(
+            "\"{shown}\": write an IPv6 host in brackets, like [fd00::2]:7900"
+        ));
+    }
+    if let Some(bad) = host
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '[' | ']' | '@'))
+    {
+        return Err(format!(
+            "\"{shown}\": the host contains {bad:?}, which no IP address or DNS name has"
+        ));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("\"{shown}\": the port is not a number in 1..=65535"))?;
+    if port == 0 {
+        return Err(format!(
+            "\"{shown}\": port 0 cannot be dialled; use the port the peer listens on"
+        ));
+    }
+    Ok((host, port))
+}
+
 impl NetworkConfig {
     /// `address` as (address, prefix length), if it is set and valid.
     pub fn address_and_prefix(&self) -> Option<(Ipv4Addr, u8)> {
@@ -442,6 +650,22 @@ impl LogLevel {
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+fn default_chain_listen() -> SocketAddr {
+    DEFAULT_CHAIN_LISTEN
+}
+
+fn default_chain_block_interval_min_ms() -> u64 {
+    DEFAULT_CHAIN_BLOCK_INTERVAL_MIN_MS
+}
+
+fn default_chain_empty_block_interval_ms() -> u64 {
+    DEFAULT_CHAIN_EMPTY_BLOCK_INTERVAL_MS
+}
+
+fn default_chain_round_timeout_base_ms() -> u64 {
+    DEFAULT_CHAIN_ROUND_TIMEOUT_BASE_MS
 }
 
 impl Default for ApiConfig {
@@ -594,6 +818,7 @@ impl NodeConfig {
                 format: LogFormat::Text,
             },
             network: NetworkConfig::default(),
+            chain: None,
         }
     }
 
@@ -668,6 +893,19 @@ impl NodeConfig {
             .key_file
             .clone()
             .unwrap_or_else(|| self.node.data_dir.join(DEFAULT_KEY_FILE_NAME))
+    }
+
+    /// The key file the chain signs with: `chain.key`, or the node key.
+    /// `None` when the node runs no chain.
+    pub fn chain_key_file_path(&self) -> Option<PathBuf> {
+        let chain = self.chain.as_ref()?;
+        Some(chain.key.clone().unwrap_or_else(|| self.key_file_path()))
+    }
+
+    /// Where the chain keeps its WAL and block log: `chain` inside
+    /// `data_dir`.
+    pub fn chain_data_dir(&self) -> PathBuf {
+        self.node.data_dir.join("chain")
     }
 
     /// Check every rule a config file must satisfy beyond its types: ranges,
@@ -820,11 +1058,122 @@ impl NodeConfig {
         }
 
         self.validate_network(&mut errors);
+        self.validate_chain(&mut errors, allow_ephemeral_port);
 
         if errors.is_empty() {
             Ok(())
         } else {
             Err(ValidateConfigError { errors })
+        }
+    }
+
+    fn validate_chain(&self, errors: &mut Vec<FieldError>, allow_ephemeral_port: bool) {
+        let Some(chain) = &self.chain else {
+            return;
+        };
+        let mut error = |path: String, message: String, related: &[&str]| {
+            errors.push(FieldError {
+                path,
+                message,
+                related_paths: related.iter().map(|p| p.to_string()).collect(),
+            });
+        };
+        for (path, file) in [
+            ("chain.genesis", Some(&chain.genesis)),
+            ("chain.key", chain.key.as_ref()),
+        ] {
+            let Some(file) = file else { continue };
+            if let Some(message) = path_problem(file) {
+                error(path.to_string(), message, &[]);
+            } else if file.as_os_str().to_string_lossy().ends_with('/') {
+                error(
+                    path.to_string(),
+                    format!(
+                        "\"{}\" names a directory; expected a file path",
+                        shown_path(file)
+                    ),
+                    &[],
+                );
+            }
+        }
+        if chain.listen.port() == 0 && !allow_ephemeral_port {
+            error(
+                "chain.listen".to_string(),
+                format!(
+                    "port 0 in {} would bind a random port that peers cannot find",
+                    chain.listen
+                ),
+                &[],
+            );
+        }
+        let ranges = [
+            (
+                "chain.block_interval_min_ms",
+                chain.block_interval_min_ms,
+                &limits::CONFIG_CHAIN_BLOCK_INTERVAL_MIN_MS_RANGE,
+            ),
+            (
+                "chain.empty_block_interval_ms",
+                chain.empty_block_interval_ms,
+                &limits::CONFIG_CHAIN_EMPTY_BLOCK_INTERVAL_MS_RANGE,
+            ),
+            (
+                "chain.round_timeout_base_ms",
+                chain.round_timeout_base_ms,
+                &limits::CONFIG_CHAIN_ROUND_TIMEOUT_BASE_MS_RANGE,
+            ),
+        ];
+        for (path, value, range) in ranges {
+            if let Some(message) = out_of_range(value, range) {
+                error(path.to_string(), message, &[]);
+            }
+        }
+        if chain.block_interval_min_ms > chain.empty_block_interval_ms {
+            error(
+                "chain.block_interval_min_ms".to_string(),
+                format!(
+                    "{} exceeds chain.empty_block_interval_ms ({}): an idle proposer would wait longer than its heartbeat",
+                    chain.block_interval_min_ms, chain.empty_block_interval_ms
+                ),
+                &["chain.empty_block_interval_ms"],
+            );
+        }
+        if chain.peers.len() > limits::CONFIG_CHAIN_PEERS_COUNT_MAX {
+            error(
+                "chain.peers".to_string(),
+                format!(
+                    "{} peers; at most {}",
+                    chain.peers.len(),
+                    limits::CONFIG_CHAIN_PEERS_COUNT_MAX
+                ),
+                &[],
+            );
+        }
+        let mut seen: std::collections::HashMap<[u8; 32], usize> = std::collections::HashMap::new();
+        for (i, peer) in chain.peers.iter().enumerate() {
+            match peer.public_key() {
+                Err(err) => error(
+                    format!("chain.peers.{i}.public_key"),
+                    format!(
+                        "\"{}\" is not an Ed25519 public key: {err}",
+                        yaml_tree::abbreviate(&peer.public_key)
+                    ),
+                    &[],
+                ),
+                Ok(key) => match seen.entry(key.to_bytes()) {
+                    std::collections::hash_map::Entry::Occupied(first) => error(
+                        format!("chain.peers.{i}.public_key"),
+                        format!("{key} is already listed as chain.peers.{}", first.get()),
+                        &[],
+                    ),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(i);
+                    }
+                },
+            }
+            if let Some(Err(message)) = peer.host_port() {
+                error(format!("chain.peers.{i}.address"), message, &[]);
+            }
         }
     }
 

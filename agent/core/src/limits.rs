@@ -293,3 +293,37 @@ const _: () = assert!(BPCI_RECONNECT_BACKOFF_MS_MIN >= 1);
 const _: () = assert!(BPCI_RECONNECT_BACKOFF_MS_MIN <= BPCI_RECONNECT_BACKOFF_MS_MAX);
 const _: () = assert!(BPCI_KEEPALIVE_INTERVAL_MS < BPCI_IDLE_TIMEOUT_MS);
 const _: () = assert!(BPCI_STREAM_RECEIVE_WINDOW_BYTES <= BPCI_CONNECTION_RECEIVE_WINDOW_BYTES);
+
+// ---- config: chain section ----
+
+/// `chain.block_interval_min_ms`: below 1 ms a proposer would spin; above a
+/// minute the chain is not interactive any more.
+pub const CONFIG_CHAIN_BLOCK_INTERVAL_MIN_MS_RANGE: core::ops::RangeInclusive<u64> = 1..=60_000;
+/// `chain.empty_block_interval_ms`: the heartbeat of an idle chain.
+pub const CONFIG_CHAIN_EMPTY_BLOCK_INTERVAL_MS_RANGE: core::ops::RangeInclusive<u64> = 10..=600_000;
+/// `chain.round_timeout_base_ms`: the first QBFT round timeout (it doubles per
+/// round up to the engine's one-minute cap, so the base may not exceed it).
+pub const CONFIG_CHAIN_ROUND_TIMEOUT_BASE_MS_RANGE: core::ops::RangeInclusive<u64> = 100..=60_000;
+/// `chain.peers`: validators and observers this node connects to.
+pub const CONFIG_CHAIN_PEERS_COUNT_MAX: usize = CHAIN_VALIDATORS_COUNT_MAX as usize;
+/// `chain.peers[].address`: a DNS name (253) plus `:` and a port.
+pub const CONFIG_CHAIN_PEER_ADDRESS_LEN_MAX: usize = 253 + 1 + 5;
+/// A genesis file (YAML): the largest allowed account list at about 100
+/// bytes per account, with room to spare.
+pub const CONFIG_CHAIN_GENESIS_FILE_SIZE_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// `/api/v1/chain/heads`: how often an open head stream checks whether the
+/// server is draining, so a shutdown is not held up by idle subscribers.
+pub const API_CHAIN_HEADS_DRAIN_CHECK_MS: u64 = 250;
+/// Longest line of the head stream a client accepts (a head event is about
+/// 250 bytes of JSON).
+pub const API_CHAIN_HEADS_LINE_BYTES_MAX: u64 = 64 * 1024;
+
+const _: () = assert!(*CONFIG_CHAIN_BLOCK_INTERVAL_MIN_MS_RANGE.start() >= 1);
+const _: () = assert!(
+    *CONFIG_CHAIN_BLOCK_INTERVAL_MIN_MS_RANGE.start()
+        <= *CONFIG_CHAIN_EMPTY_BLOCK_INTERVAL_MS_RANGE.end()
+);
+const _: () = assert!(API_CHAIN_HEADS_DRAIN_CHECK_MS < API_SHUTDOWN_DRAIN_MS_MAX);
+const _: () = assert!(
+    CONFIG_CHAIN_GENESIS_FILE_SIZE_BYTES_MAX >= CHAIN_GENESIS_ACCOUNTS_COUNT_MAX as u64 * 128
+);

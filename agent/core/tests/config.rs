@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use metanode_core::config::{
-    Compression, Diagnostic, IoMode, LoadConfigError, LogLevel, NodeConfig, example_yaml,
-    field_order, json_schema, json_schema_to_cue,
+    ChainConfig, ChainPeer, Compression, DEFAULT_CHAIN_LISTEN, Diagnostic, IoMode, LoadConfigError,
+    LogLevel, NodeConfig, example_yaml, field_order, json_schema, json_schema_to_cue,
+    parse_host_port,
 };
 use metanode_core::limits;
 use serde_json::Value;
@@ -205,6 +206,9 @@ fn committed_invalid_example_reports_every_error() {
             (14, 3, "store.zstd_level"),
             (15, 3, "store.inline_size_bytes_max"),
             (18, 3, "log.level"),
+            (20, 3, "chain.genesis"),
+            (23, 7, "chain.peers.0.address"),
+            (24, 3, "chain.block_interval_min_ms"),
         ],
         "{diagnostics}"
     );
@@ -683,7 +687,7 @@ fn every_json_schema_field_appears_in_the_cue_export() {
 #[test]
 fn schema_ranges_are_the_limits_and_validation_enforces_them() {
     let schema = json_schema();
-    let ranges: [(&str, &str, i128, i128); 8] = [
+    let ranges: [(&str, &str, i128, i128); 11] = [
         ("Api", "upload_size_bytes_max", 1, 1 << 40),
         ("Api", "request_timeout_ms", 100, 3_600_000),
         ("Api", "connections_max", 1, 65_536),
@@ -692,6 +696,9 @@ fn schema_ranges_are_the_limits_and_validation_enforces_them() {
         ("Store", "segment_size_bytes_max", 1 << 20, 4 << 30),
         ("Store", "group_commit_batch_bytes_max", 64 << 10, 1 << 30),
         ("Store", "group_commit_batch_count_max", 1, 65_536),
+        ("Chain", "block_interval_min_ms", 1, 60_000),
+        ("Chain", "empty_block_interval_ms", 10, 600_000),
+        ("Chain", "round_timeout_base_ms", 100, 60_000),
     ];
     assert_eq!(*limits::CONFIG_STORE_ZSTD_LEVEL_RANGE.end(), 19);
     for (def, field, min, max) in ranges {
@@ -737,4 +744,276 @@ fn garbage_with_many_errors_is_capped() {
             20_000 - limits::CONFIG_DIAGNOSTICS_COUNT_MAX + 1
         )
     );
+}
+
+// ---- the chain section ----
+
+const PEER_1: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+const PEER_2: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+#[test]
+fn chain_section_is_absent_by_default() {
+    let config = NodeConfig::from_yaml_str("node:\n  name: a\n", "node.yaml").expect("valid");
+    assert_eq!(config.chain, None);
+    assert_eq!(config.chain_key_file_path(), None);
+}
+
+#[test]
+fn minimal_chain_section_gets_defaults() {
+    let yaml = "node:\n  name: a\n  data_dir: /srv/mn\nchain:\n  genesis: /srv/genesis.yaml\n";
+    let config = NodeConfig::from_yaml_str(yaml, "node.yaml").expect("valid");
+    let chain = config.chain.as_ref().expect("chain section");
+    assert_eq!(*chain, ChainConfig::new("/srv/genesis.yaml", None));
+    assert_eq!(chain.listen, DEFAULT_CHAIN_LISTEN);
+    assert_eq!(chain.listen.to_string(), "0.0.0.0:7900");
+    assert_eq!(
+        (
+            chain.block_interval_min_ms,
+            chain.empty_block_interval_ms,
+            chain.round_timeout_base_ms
+        ),
+        (50, 1000, 1000)
+    );
+    assert!(chain.peers.is_empty());
+    // Without `chain.key` the chain signs with the node key.
+    assert_eq!(
+        config.chain_key_file_path(),
+        Some(PathBuf::from("/srv/mn/node.key"))
+    );
+    assert_eq!(config.chain_data_dir(), PathBuf::from("/srv/mn/chain"));
+}
+
+#[test]
+fn full_chain_section_parses_every_field() {
+    let yaml = format!(
+        "\
+node:
+  name: v1
+chain:
+  genesis: /etc/metanode/genesis.yaml
+  key: /etc/metanode/chain.key
+  listen: 10.0.0.1:7901
+  peers:
+    - public_key: {PEER_1}
+      address: 10.0.0.2:7900
+    - public_key: {OTHER_PEER}
+      address: node-3.example:7900
+    - public_key: {PEER_2}
+  block_interval_min_ms: 20
+  empty_block_interval_ms: 500
+  round_timeout_base_ms: 2000
+"
+    );
+    let config = NodeConfig::from_yaml_str(&yaml, "node.yaml").expect("valid");
+    let chain = config.chain.expect("chain section");
+    assert_eq!(
+        chain,
+        ChainConfig {
+            genesis: "/etc/metanode/genesis.yaml".into(),
+            key: Some("/etc/metanode/chain.key".into()),
+            listen: "10.0.0.1:7901".parse().expect("addr"),
+            peers: vec![
+                ChainPeer {
+                    public_key: PEER_1.to_string(),
+                    address: Some("10.0.0.2:7900".to_string()),
+                },
+                ChainPeer {
+                    public_key: OTHER_PEER.to_string(),
+                    address: Some("node-3.example:7900".to_string()),
+                },
+                ChainPeer {
+                    public_key: PEER_2.to_string(),
+                    address: None,
+                },
+            ],
+            block_interval_min_ms: 20,
+            empty_block_interval_ms: 500,
+            round_timeout_base_ms: 2000,
+        }
+    );
+    assert_eq!(
+        chain.peers[0].public_key().expect("key").to_string(),
+        PEER_1
+    );
+    assert_eq!(
+        chain.peers[1].host_port(),
+        Some(Ok(("node-3.example", 7900)))
+    );
+    assert_eq!(chain.peers[2].host_port(), None);
+    // The section round-trips through YAML.
+    let mut again = default_config("v1");
+    again.chain = Some(chain.clone());
+    let text = serde_saphyr::to_string(&again).expect("serialize");
+    let back = NodeConfig::from_yaml_str(&text, "again").expect("reparse");
+    assert_eq!(back.chain, Some(chain));
+}
+
+/// Ed25519 public key of the RFC 8032 test 3 vector.
+const OTHER_PEER: &str = "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025";
+
+#[test]
+fn host_port_parsing() {
+    assert_eq!(parse_host_port("10.0.0.2:7900"), Ok(("10.0.0.2", 7900)));
+    assert_eq!(parse_host_port("[fd00::2]:7900"), Ok(("fd00::2", 7900)));
+    assert_eq!(parse_host_port("node-2:1"), Ok(("node-2", 1)));
+    for (bad, needle) in [
+        ("node-2", "has no port"),
+        (":7900", "no host"),
+        ("fd00::2:7900", "in brackets"),
+        ("[fd00::2:7900", "without closing"),
+        ("[nope]:7900", "not an IPv6 address"),
+        ("node 2:7900", "contains ' '"),
+        ("node-2:70000", "not a number in 1..=65535"),
+        ("node-2:0", "port 0"),
+    ] {
+        let err = parse_host_port(bad).expect_err(bad);
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+    let long = format!("{}:1", "a".repeat(300));
+    assert!(
+        parse_host_port(&long)
+            .expect_err("long")
+            .contains("at most 259")
+    );
+}
+
+#[test]
+fn chain_errors_name_the_field_and_line() {
+    let cases: Vec<(String, (usize, usize, &str), &str)> = vec![
+        (
+            "  genesis: genesis.yaml\n".into(),
+            (4, 3, "chain.genesis"),
+            "\"genesis.yaml\" must be an absolute path",
+        ),
+        (
+            "  genesis: /g.yaml\n  key: /keys/\n".into(),
+            (5, 3, "chain.key"),
+            "\"/keys/\" names a directory; expected a file path",
+        ),
+        (
+            "  genesis: /g.yaml\n  listen: 0.0.0.0:0\n".into(),
+            (5, 3, "chain.listen"),
+            "port 0 in 0.0.0.0:0 would bind a random port that peers cannot find",
+        ),
+        (
+            "  genesis: /g.yaml\n  listen: node-1:7900\n".into(),
+            (5, 3, "chain.listen"),
+            "expected an ip:port socket address such as 127.0.0.1:7878, found `node-1:7900`",
+        ),
+        (
+            "  genesis: /g.yaml\n  block_interval_min_ms: 2000\n".into(),
+            (5, 3, "chain.block_interval_min_ms"),
+            "2000 exceeds chain.empty_block_interval_ms (1000): an idle proposer would wait longer than its heartbeat",
+        ),
+        (
+            "  genesis: /g.yaml\n  round_timeout_base_ms: 10\n".into(),
+            (5, 3, "chain.round_timeout_base_ms"),
+            "10 is out of range 100..=60000",
+        ),
+        (
+            format!(
+                "  genesis: /g.yaml\n  peers:\n    - public_key: {PEER_1}\n    - public_key: {}\n",
+                &PEER_1[..60]
+            ),
+            (7, 7, "chain.peers.1.public_key"),
+            "\"d75a980182b10ab7d54bfed3c964073a0ee172f3…\" is not an Ed25519 public key: public key hex: expected 64 hex digits, got 60 bytes",
+        ),
+        (
+            format!(
+                "  genesis: /g.yaml\n  peers:\n    - public_key: {PEER_1}\n      address: 10.0.0.2:7900\n    - public_key: {PEER_2}\n      address: 10.0.0.3\n"
+            ),
+            (9, 7, "chain.peers.1.address"),
+            "\"10.0.0.3\" has no port; expected host:port such as 10.0.0.2:7900",
+        ),
+        (
+            format!(
+                "  genesis: /g.yaml\n  peers:\n    - public_key: {PEER_1}\n    - public_key: {PEER_2}\n    - public_key: {PEER_1}\n"
+            ),
+            (8, 7, "chain.peers.2.public_key"),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a is already listed as chain.peers.0",
+        ),
+        (
+            "  genesis: /g.yaml\n  peers:\n    - address: 10.0.0.2:7900\n".into(),
+            (6, 7, "chain.peers.public_key"),
+            "missing required field `public_key`",
+        ),
+        (
+            format!(
+                "  genesis: /g.yaml\n  peers:\n    - public_key: {PEER_1}\n      adress: 10.0.0.2:7900\n"
+            ),
+            (7, 7, "chain.peers.adress"),
+            "unknown field `adress`; did you mean `address`?",
+        ),
+        (
+            "  listen: 0.0.0.0:7900\n".into(),
+            (3, 1, "chain.genesis"),
+            "missing required field `genesis`",
+        ),
+    ];
+    for (section, (line, column, path), message) in cases {
+        let yaml = format!("node:\n  name: a\nchain:\n{section}");
+        let e = only_error(&yaml);
+        assert_eq!(at(&e), (line, column, path), "{yaml}\n{e:?}");
+        assert_eq!(e.message, message, "{yaml}");
+    }
+    // 64 hex digits, but the identity point: small order, no signer.
+    let not_a_point = format!("01{}", "00".repeat(31));
+    let yaml = format!(
+        "node:\n  name: a\nchain:\n  genesis: /g.yaml\n  peers:\n    - public_key: {not_a_point}\n"
+    );
+    let e = only_error(&yaml);
+    assert_eq!(at(&e), (6, 7, "chain.peers.0.public_key"));
+    assert!(
+        e.message.contains("is a small-order point"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn chain_section_in_the_example_is_valid_once_uncommented() {
+    let example = example_yaml();
+    let start = example
+        .find("\n# chain:\n")
+        .expect("commented chain section")
+        + 1;
+    let uncommented: String = example[start..]
+        .lines()
+        .map(|line| line.strip_prefix("# ").unwrap_or(line))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(uncommented.starts_with("chain:\n  # Absolute path of the genesis file"));
+    let text = format!("{}{uncommented}", &example[..start]);
+    let config = NodeConfig::from_yaml_str(&text, "example+chain").expect("valid");
+    let chain = config.chain.expect("chain section");
+    assert_eq!(
+        chain,
+        ChainConfig::new("/var/lib/metanode/genesis.yaml", None)
+    );
+}
+
+#[test]
+fn chain_schema_and_cue_export() {
+    let schema = json_schema();
+    let chain = &schema["$defs"]["Chain"];
+    assert_eq!(chain["required"], serde_json::json!(["genesis"]));
+    assert_eq!(chain["properties"]["listen"]["default"], "0.0.0.0:7900");
+    assert_eq!(chain["properties"]["peers"]["maxItems"], 256);
+    assert_eq!(
+        schema["$defs"]["ChainPeer"]["properties"]["public_key"]["pattern"],
+        "^[0-9a-fA-F]{64}$"
+    );
+    let cue = json_schema_to_cue(&schema, &field_order());
+    assert!(cue.contains("\tchain?: #Chain | null\n"), "{cue}");
+    assert!(cue.contains("\tpeers?: [...#ChainPeer]"), "{cue}");
+    assert!(
+        cue.contains("\tblock_interval_min_ms: *50 | uint64 & >=1 & <=60000\n"),
+        "{cue}"
+    );
+    let block = cue_block(&cue, "Chain");
+    let genesis = block.find("\tgenesis: ").expect("genesis");
+    let rounds = block
+        .find("\tround_timeout_base_ms: ")
+        .expect("round timeout");
+    assert!(genesis < rounds, "fields keep declaration order:\n{block}");
 }

@@ -1,19 +1,26 @@
-//! `metanode agent`: run one node in the foreground — open the store, serve
-//! the HTTP API, and shut down gracefully on SIGTERM/SIGINT.
+//! `metanode agent`: run one node in the foreground — open the store, start
+//! the chain node when the config has a `chain:` section, serve the HTTP
+//! API, and shut down gracefully on SIGTERM/SIGINT (API first, then the
+//! chain, then the store).
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use clap::ValueEnum;
 use metanode_api::{ApiOptions, AppState};
-use metanode_core::config::{self, LogFormat, LogLevel, NodeConfig};
+use metanode_chain_node::{ChainNode, ChainNodeConfig};
+use metanode_core::config::{self, ChainConfig, LogFormat, LogLevel, NodeConfig};
+use metanode_core::keys::{PublicKey, SigningKeyFile};
 use metanode_core::limits::{API_BLOCKING_THREADS_COUNT_MAX, API_SHUTDOWN_DRAIN_MS_MAX};
 use metanode_store::{Compression, IoMode, Store, StoreOptions};
 use tokio::sync::watch;
 
+use crate::genesis_file;
 use crate::output::Output;
 
 /// File in the data dir naming the URL of the agent serving it, so
@@ -266,6 +273,20 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
     } else {
         state
     };
+    let chain = match &cfg.chain {
+        Some(section) => match start_chain(&cfg, section, out).await {
+            Ok(node) => Some(node),
+            Err(err) => {
+                let _ = std::fs::remove_file(&url_file);
+                return Err(err);
+            }
+        },
+        None => None,
+    };
+    let state = match &chain {
+        Some(node) => state.with_chain(node.clone()),
+        None => state,
+    };
     let (signals_tx, signals_rx) = watch::channel(0u32);
     let signals = tokio::spawn(count_signals(signals_tx));
 
@@ -293,6 +314,12 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
     .await;
     signals.abort();
     let _ = std::fs::remove_file(&url_file);
+    // The API is drained, so no request can reach the chain any more; stop
+    // it before the store, and even when serving failed.
+    if let Some(node) = chain {
+        tracing::info!("stopping the chain node");
+        node.shutdown().await;
+    }
     let served = served.context("serving the api")?;
     if served.connections_aborted > 0 {
         tracing::warn!(
@@ -310,6 +337,87 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
         .context("closing the store")?;
     tracing::info!("store closed; bye");
     Ok(())
+}
+
+/// Loads the genesis and the key named by the `chain:` section, resolves
+/// the peers, and starts the chain node (which replays its stored blocks
+/// before it returns).
+async fn start_chain(
+    cfg: &NodeConfig,
+    section: &ChainConfig,
+    out: &Output,
+) -> anyhow::Result<Arc<ChainNode>> {
+    let genesis_path = section.genesis.clone();
+    let genesis = tokio::task::spawn_blocking(move || genesis_file::load(&genesis_path))
+        .await
+        .context("loading the genesis panicked")?
+        .context("loading chain.genesis")?;
+    let key_path = cfg
+        .chain_key_file_path()
+        .context("the config has no chain section")?;
+    let key = SigningKeyFile::new(&key_path)
+        .load()
+        .with_context(|| format!("loading the chain key {} (chain.key)", key_path.display()))?;
+    let mut peers: Vec<(PublicKey, Option<SocketAddr>)> = Vec::with_capacity(section.peers.len());
+    for (i, peer) in section.peers.iter().enumerate() {
+        let public_key = peer
+            .public_key()
+            .with_context(|| format!("chain.peers.{i}.public_key"))?;
+        let address = match peer.host_port() {
+            None => None,
+            Some(Err(message)) => anyhow::bail!("chain.peers.{i}.address: {message}"),
+            Some(Ok((host, port))) => match tokio::net::lookup_host((host, port)).await {
+                Ok(mut found) => found.next(),
+                Err(err) => {
+                    // A peer that cannot be resolved now can still dial us.
+                    tracing::warn!(peer = %public_key, address = %host, error = %err,
+                        "cannot resolve a chain peer's address; waiting for it to connect");
+                    None
+                }
+            },
+        };
+        peers.push((public_key, address));
+    }
+    let chain_id = genesis.chain_id();
+    let chain_name = genesis.chain_name.clone();
+    let is_validator = genesis.validators.index_of(&key.public_key()).is_some();
+    let mut node_cfg =
+        ChainNodeConfig::new(genesis, key, cfg.chain_data_dir(), section.listen, peers);
+    node_cfg.node.block_interval_min_ms = section.block_interval_min_ms;
+    node_cfg.node.empty_block_interval_ms = section.empty_block_interval_ms;
+    let engine = &mut node_cfg.node.engine;
+    engine.round_timeout_base_ms = section.round_timeout_base_ms;
+    engine.round_timeout_max_ms = engine
+        .round_timeout_max_ms
+        .max(section.round_timeout_base_ms);
+    let node = ChainNode::start(node_cfg).await.with_context(|| {
+        format!(
+            "starting the chain node (data in {})",
+            cfg.chain_data_dir().display()
+        )
+    })?;
+    let role = if is_validator {
+        "validator"
+    } else {
+        "observer"
+    };
+    out.emit(
+        &format!(
+            "metanode: chain {chain_name} ({chain_id}) on bpci {} as {role} {}",
+            node.local_addr(),
+            node.public_key()
+        ),
+        &serde_json::json!({
+            "event": "chain",
+            "chain_id": chain_id.to_string(),
+            "chain_name": chain_name,
+            "bpci": node.local_addr().to_string(),
+            "node_key": node.public_key().to_string(),
+            "validator": is_validator,
+        }),
+    );
+    tracing::info!(chain = %chain_id, bpci = %node.local_addr(), role, "chain node started");
+    Ok(node)
 }
 
 /// Count SIGTERM/SIGINT deliveries: the first starts a graceful shutdown,

@@ -3,10 +3,13 @@
 //! the library crates so it can be tested without spawning processes.
 
 mod cmd_agent;
+mod cmd_chain;
 mod cmd_config;
 mod cmd_ipfs;
+mod cmd_light;
 mod cmd_store;
 mod cmd_system;
+mod genesis_file;
 mod output;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -18,7 +21,7 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Metanode agent and operator CLI",
     long_about = "Metanode agent and operator CLI.\n\nOne binary: `metanode agent` runs a node (the appliance starts it as PID 1); the other \
                   subcommands operate on a node's store and configuration from a shell.",
-    after_help = "Examples:\n  metanode agent --dev --data-dir /tmp/mn --api-listen 127.0.0.1:7878\n  metanode store put --data-dir /tmp/mn ./photo.jpg\n  metanode store get --data-dir /tmp/mn bafkr4i... -o photo.jpg\n  metanode config check node.yaml\n  metanode completions bash > /etc/bash_completion.d/metanode"
+    after_help = "Examples:\n  metanode agent --dev --data-dir /tmp/mn --api-listen 127.0.0.1:7878\n  metanode store put --data-dir /tmp/mn ./photo.jpg\n  metanode store get --data-dir /tmp/mn bafkr4i... -o photo.jpg\n  metanode config check node.yaml\n  metanode chain genesis --validators 4 --out ./net --fund-clients 1\n  metanode chain status --api http://127.0.0.1:7878\n  metanode light verify --genesis ./net/genesis.yaml --api http://127.0.0.1:7878\n  metanode completions bash > /etc/bash_completion.d/metanode"
 )]
 struct Cli {
     /// Print machine-readable JSON instead of human text (for scripts).
@@ -42,6 +45,26 @@ enum Command {
     /// Operate an appliance node: info, A/B update, reboot, power off.
     #[command(subcommand)]
     System(cmd_system::SystemCommand),
+    /// Create a chain network; query a node's chain; submit transactions.
+    #[command(
+        subcommand,
+        after_help = "A local 4-validator chain in three steps:\n  \
+                      metanode chain genesis --validators 4 --out ./net --fund-clients 1\n  \
+                      for i in 0 1 2 3; do metanode agent --config ./net/node-$i/config.yaml & done\n  \
+                      metanode chain submit --api http://127.0.0.1:7878 --key ./net/clients/client-0.key \\\n      \
+                      --to PUBKEY --amount 10 --wait\n\
+                      Then follow it: metanode chain heads --api http://127.0.0.1:7879"
+    )]
+    Chain(cmd_chain::ChainCommand),
+    /// Light client: verify headers, blocks and receipts from genesis.
+    #[command(
+        subcommand,
+        after_help = "The light client trusts only the genesis file; the node is a source of bytes.\n\
+                      Examples:\n  \
+                      metanode light verify --genesis ./net/genesis.yaml --api http://127.0.0.1:7878\n  \
+                      metanode light verify-receipt --genesis ./net/genesis.yaml --api http://127.0.0.1:7879 TX_HASH"
+    )]
+    Light(cmd_light::LightCommand),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate completions for.
@@ -62,6 +85,8 @@ fn main() -> std::process::ExitCode {
         Command::Store(cmd) => cmd_store::run(cmd, &out),
         Command::Config(cmd) => cmd_config::run(cmd, &out),
         Command::System(cmd) => cmd_system::run(cmd, &out),
+        Command::Chain(cmd) => cmd_chain::run(cmd, &out),
+        Command::Light(cmd) => cmd_light::run(cmd, &out),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "metanode", &mut script);

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: each bench runs our system and its peers in one run
 //! on one machine and writes perf/results/NAME.json (+ a PNG beside it).
 
+pub mod chain;
 pub mod chart;
 pub mod image;
 pub mod results;
@@ -18,6 +19,11 @@ pub const BENCHES: &[(&str, &str)] = &[
         "image",
         "appliance sizes and boot-to-ready (direct, OVMF, Secure Boot) vs Debian's cloud kernel + busybox \
          under the same QEMU; Talos/Bottlerocket published sizes; KSPP checklist counts",
+    ),
+    (
+        "chain",
+        "4 validators in netns over QUIC, HTTP load: max tx/s, submit->final p50/p99 at half load, \
+         proposer crash -> commit, catch-up, light client, PoH CPU, RSS; Besu QBFT/CometBFT published",
     ),
 ];
 

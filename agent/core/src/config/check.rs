@@ -88,7 +88,10 @@ pub(super) fn check(text: &str) -> Result<NodeConfig, Vec<Diagnostic>> {
         for error in err.errors {
             let touches_bad_field = std::iter::once(&error.path)
                 .chain(&error.related_paths)
-                .any(|path| bad_paths.iter().any(|bad| paths_overlap(bad, path)));
+                .any(|path| {
+                    let path = without_indices(path);
+                    bad_paths.iter().any(|bad| paths_overlap(bad, &path))
+                });
             if !touches_bad_field {
                 diagnostics.push(diagnostic(
                     root.locate(&error.path),
@@ -154,6 +157,18 @@ fn paths_overlap(a: &str, b: &str) -> bool {
             || (inner.starts_with(outer) && inner.as_bytes().get(outer.len()) == Some(&b'.'))
     };
     contains(a, b) || contains(b, a)
+}
+
+/// `path` without its list indices: the structural pass reports a list
+/// item's fields under the list's path (`chain.peers.address`), validation
+/// under the item's (`chain.peers.1.address`). Comparing without indices
+/// drops every item's semantic error once any item had a structural one,
+/// which errs on the side of not judging stand-in values.
+fn without_indices(path: &str) -> String {
+    path.split('.')
+        .filter(|segment| segment.parse::<usize>().is_err())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The dotted path of `key` under `parent`. An unknown key is user text, so
@@ -673,6 +688,15 @@ mod tests {
         );
         assert_eq!(closest("banana", fields.into_iter()), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn list_indices_are_ignored_when_matching_bad_fields() {
+        assert_eq!(
+            without_indices("chain.peers.12.public_key"),
+            "chain.peers.public_key"
+        );
+        assert_eq!(without_indices("store.io"), "store.io");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::schema::{
-    FieldOrder, enum_values, field_order, json_schema, ref_name, resolve, sample_config,
+    FieldOrder, definition_schema, enum_values, field_order, json_schema, ref_name, resolve,
+    sample_config, section_ref_name,
 };
 
 const HEADER: &str = "\
@@ -72,6 +73,31 @@ fn emit_object(
             target,
             required.contains(&name),
         );
+
+        // An optional section (`Option<Section>`, unset by default) is shown
+        // whole but commented out: uncommenting it gives a valid section.
+        if target.get("properties").is_none()
+            && let Some(def_name) = section_ref_name(property)
+            && let Some(section) = definition_schema(root, def_name)
+            && section.get("properties").is_some()
+        {
+            let mut inner = format!("{name}:\n");
+            let child_sample = sample.get(name).unwrap_or(&Value::Null);
+            emit_object(
+                &mut inner,
+                root,
+                section,
+                def_name,
+                child_sample,
+                order,
+                depth + 1,
+            );
+            for line in inner.lines() {
+                let line = line.strip_prefix(indent.as_str()).unwrap_or(line);
+                let _ = writeln!(out, "{indent}# {line}");
+            }
+            continue;
+        }
 
         if target.get("properties").is_some() {
             let _ = writeln!(out, "{indent}{name}:");

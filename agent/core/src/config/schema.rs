@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use super::yaml_tree::{self, Kind, Node};
 use super::{
-    DEFAULT_DATA_DIR, DEFAULT_KEY_FILE_NAME, NetworkConfig, NetworkMode, NodeConfig, NodeSection,
+    CHAIN_PUBLIC_KEY_EXAMPLE, ChainConfig, ChainPeer, DEFAULT_DATA_DIR, DEFAULT_KEY_FILE_NAME,
+    NetworkConfig, NetworkMode, NodeConfig, NodeSection,
 };
 
 /// The JSON Schema (draft 2020-12) of the node config, derived from the serde
@@ -79,6 +80,17 @@ pub(super) fn sample_config() -> NodeConfig {
             gateway: Some(std::net::Ipv4Addr::new(10, 0, 2, 2)),
             dns: vec![std::net::Ipv4Addr::new(10, 0, 2, 3)],
         },
+        chain: Some(ChainConfig {
+            key: Some(std::path::Path::new(DEFAULT_DATA_DIR).join("chain.key")),
+            peers: vec![ChainPeer {
+                public_key: CHAIN_PUBLIC_KEY_EXAMPLE.to_string(),
+                address: Some("10.0.0.2:7900".to_string()),
+            }],
+            ..ChainConfig::new(
+                std::path::Path::new(DEFAULT_DATA_DIR).join("genesis.yaml"),
+                None,
+            )
+        }),
     }
 }
 
@@ -130,12 +142,26 @@ fn record_order(
         let Some(property) = properties.get(name) else {
             continue;
         };
-        if let Some(def_name) = ref_name(property)
+        // A list of objects: the first item shows the item type's order.
+        let (property, value) = match (property.get("items"), &value.kind) {
+            (Some(items), Kind::Sequence(values)) => match values.first() {
+                Some(first) => (items, first),
+                None => continue,
+            },
+            _ => (property, value),
+        };
+        if let Some(def_name) = section_ref_name(property)
             && let Some(target) = definition_schema(root_schema, def_name)
         {
             record_order(root_schema, target, def_name, value, order, depth + 1);
         }
     }
+}
+
+/// The definition an object-valued property refers to: `{"$ref": …}`, or
+/// an optional section `{"anyOf": [{"$ref": …}, {"type": "null"}]}`.
+pub(super) fn section_ref_name(schema: &Value) -> Option<&str> {
+    ref_name(schema).or_else(|| schema.get("anyOf")?.as_array()?.iter().find_map(ref_name))
 }
 
 /// `Foo` for a schema `{"$ref": "#/$defs/Foo"}`.
@@ -199,7 +225,29 @@ mod tests {
         let root_props = schema["properties"].as_object().expect("root properties");
         assert_eq!(
             order.ordered("", root_props),
-            ["node", "api", "store", "log", "network"]
+            ["node", "api", "store", "log", "network", "chain"]
+        );
+        let chain_props = schema["$defs"]["Chain"]["properties"]
+            .as_object()
+            .expect("Chain");
+        assert_eq!(
+            order.ordered("Chain", chain_props),
+            [
+                "genesis",
+                "key",
+                "listen",
+                "peers",
+                "block_interval_min_ms",
+                "empty_block_interval_ms",
+                "round_timeout_base_ms"
+            ]
+        );
+        let peer_props = schema["$defs"]["ChainPeer"]["properties"]
+            .as_object()
+            .expect("ChainPeer");
+        assert_eq!(
+            order.ordered("ChainPeer", peer_props),
+            ["public_key", "address"]
         );
         let network_props = schema["$defs"]["Network"]["properties"]
             .as_object()

@@ -87,15 +87,20 @@ impl Node {
 
     /// Where the field at dotted `path` was written: the position of its key,
     /// or of the nearest enclosing key that exists (a field left at its
-    /// default has no line of its own, its section does).
+    /// default has no line of its own, its section does). A numeric segment
+    /// indexes a list (`chain.peers.1.address`), landing on that item.
     pub fn locate(&self, path: &str) -> Pos {
         let mut node = self;
         let mut pos = self.pos;
         for segment in path.split('.').filter(|s| !s.is_empty()) {
-            match node.get(segment) {
-                Some((child, key_pos)) => {
+            let next = match (&node.kind, segment.parse::<usize>()) {
+                (Kind::Sequence(items), Ok(index)) => items.get(index).map(|item| (item, item.pos)),
+                _ => node.get(segment),
+            };
+            match next {
+                Some((child, child_pos)) => {
                     node = child;
-                    pos = key_pos;
+                    pos = child_pos;
                 }
                 None => break,
             }

@@ -1,0 +1,708 @@
+//! The node loop: one task on a dedicated thread owns the `NodeCore`, the
+//! safety WAL and (through [`Shared::stores`]) the block and receipt logs,
+//! and executes the core's effects in order (see the crate docs).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metanode_api::HeadEvent;
+use metanode_bpci::{Endpoint, Inbound, ServiceId};
+use metanode_chain::app::LedgerApp;
+use metanode_chain::mempool::MempoolError;
+use metanode_chain::node::{NodeConfig, NodeCore, NodeEffect, NodeStart};
+use metanode_chain::qbft::{ConsensusMessage, SafetyState};
+use metanode_chain::types::{FinalizedBlock, Genesis, Height, Receipt, SignedTx};
+use metanode_chain_store::{FsDisk, SafetyWal};
+use metanode_core::encoding::{Decode, Encode};
+use metanode_core::hash::Hash32;
+use metanode_core::keys::{PublicKey, SigningKey};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::limits::{
+    PERIODIC_TICK_MS, REJECTION_REASON_BYTES_MAX, REJECTION_WARN_INTERVAL_MS,
+    SYNC_RESPONSE_BLOCKS_MAX, SYNC_RESPONSE_BYTES_MAX, SYNC_RETRY_MS, WAKES_PENDING_COUNT_MAX,
+};
+use crate::recover::{account_info, index_block, touched_accounts};
+use crate::shared::{Counters, Shared, Snapshot};
+use crate::sync::SyncMessage;
+
+/// BPCI service names.
+pub const SERVICE_QBFT: &str = "qbft";
+pub const SERVICE_MEMPOOL: &str = "mempool";
+pub const SERVICE_BLOCKSYNC: &str = "blocksync";
+
+/// Requests from the API side to the loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Submit {
+        tx: SignedTx,
+        /// The canonical bytes, already encoded (and size-checked) by the
+        /// caller; gossiped as they are.
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Hash32, MempoolError>>,
+    },
+}
+
+/// A write or fsync failed: the loop must stop (see `metanode_chain_store::wal`
+/// for why a failed fsync is never retried).
+#[derive(Debug)]
+pub(crate) struct Fatal(pub String);
+
+/// What the loop thread is started with.
+pub(crate) struct LoopParts {
+    pub node_config: NodeConfig,
+    pub key: SigningKey,
+    pub genesis: Genesis,
+    pub start: NodeStart<LedgerApp>,
+    pub wal: SafetyWal<FsDisk, SafetyState>,
+    pub shared: Arc<Shared>,
+    pub net: Net,
+    pub commands: mpsc::Receiver<Command>,
+    pub stop: watch::Receiver<bool>,
+    /// Answered once the core exists and its first effects ran (Ok), or
+    /// with the reason it could not start.
+    pub ready: oneshot::Sender<Result<(), String>>,
+}
+
+/// The endpoint plus the multi-thread runtime it lives on.
+///
+/// `Endpoint::send` may spawn the (peer, service) writer task with
+/// `tokio::spawn`; called from the loop thread that would land on the
+/// loop's own current-thread runtime, which blocks in fsync and dies with
+/// the loop. Entering the endpoint's runtime around every send keeps all
+/// QUIC work there.
+#[derive(Debug, Clone)]
+pub(crate) struct Net {
+    pub endpoint: Arc<Endpoint>,
+    pub runtime: tokio::runtime::Handle,
+    pub qbft: ServiceId,
+    pub mempool: ServiceId,
+    pub blocksync: ServiceId,
+}
+
+impl Net {
+    pub fn new(endpoint: Arc<Endpoint>, runtime: tokio::runtime::Handle) -> Net {
+        Net {
+            endpoint,
+            runtime,
+            qbft: ServiceId::named(SERVICE_QBFT),
+            mempool: ServiceId::named(SERVICE_MEMPOOL),
+            blocksync: ServiceId::named(SERVICE_BLOCKSYNC),
+        }
+    }
+
+    fn send(&self, peer: &PublicKey, service: ServiceId, payload: Vec<u8>) {
+        let _runtime = self.runtime.enter();
+        if let Err(e) = self.endpoint.send(peer, service, payload) {
+            // Delivery is at most once by design; consensus and sync
+            // retransmit at their level.
+            tracing::debug!(%peer, %service, "frame not queued: {e}");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch: block timestamps are wall-clock time
+/// (validators check them against their own clocks).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// When a wall-clock deadline falls on the monotonic clock.
+fn instant_of(at_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms()))
+}
+
+/// Runs the loop on the calling thread (a dedicated one) until stopped,
+/// the API side goes away, or a write fails.
+pub(crate) fn run_thread(parts: LoopParts) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build();
+    match runtime {
+        Ok(runtime) => {
+            let shared = parts.shared.clone();
+            // A panic here is an invariant of the core failing (e.g. a
+            // committed state root differing from the decided header): the
+            // node must stop, and the API should say why rather than
+            // "shutting down".
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(run(parts));
+            }));
+            if let Err(panic) = ran {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                let reason = format!("the node loop panicked: {what}");
+                tracing::error!("{reason}");
+                *shared.fatal.lock() = Some(reason);
+            }
+        }
+        Err(e) => {
+            let reason = format!("building the node loop's runtime: {e}");
+            tracing::error!("{reason}");
+            *parts.shared.fatal.lock() = Some(reason.clone());
+            let _ = parts.ready.send(Err(reason));
+        }
+    }
+}
+
+async fn run(parts: LoopParts) {
+    let LoopParts {
+        node_config,
+        key,
+        genesis,
+        start,
+        wal,
+        shared,
+        net,
+        mut commands,
+        mut stop,
+        ready,
+    } = parts;
+    let me = key.public_key();
+    let (core, effects) = NodeCore::new(node_config, key, &genesis, start, now_ms());
+    let mut node = NodeLoop {
+        core,
+        wal,
+        shared,
+        net,
+        me,
+        wakes: BTreeSet::new(),
+        behind: None,
+        next_poll: Instant::now(),
+        rotation: 0,
+        touched: BTreeSet::new(),
+        to_index: Vec::new(),
+        heads: Vec::new(),
+        last_warn: None,
+    };
+    let first = node.apply(effects);
+    node.finish_batch(first.is_ok());
+    if let Err(Fatal(reason)) = first {
+        node.stop_fatal(&reason);
+        let _ = ready.send(Err(reason));
+        return;
+    }
+    let _ = ready.send(Ok(()));
+
+    let mut periodic = tokio::time::interval(Duration::from_millis(PERIODIC_TICK_MS));
+    periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let endpoint = node.net.endpoint.clone();
+    loop {
+        let wake = node.wakes.first().map(|at| instant_of(*at));
+        let step = tokio::select! {
+            // Stop first, then timers, then work: a flood of frames cannot
+            // starve timeouts, and a stop is never queued behind anything.
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                node.on_wake()
+            }
+            _ = periodic.tick() => node.on_periodic(),
+            command = commands.recv() => match command {
+                Some(command) => node.on_command(command),
+                // The ChainNode is gone.
+                None => break,
+            },
+            inbound = endpoint.recv() => match inbound {
+                Some(inbound) => node.on_inbound(inbound),
+                None => break,
+            },
+        };
+        node.finish_batch(step.is_ok());
+        if let Err(Fatal(reason)) = step {
+            node.stop_fatal(&reason);
+            return;
+        }
+    }
+    tracing::info!(height = node.core.tip().height, "chain node loop stopped");
+}
+
+/// Block sync in progress: a peer showed us `target`.
+#[derive(Debug)]
+struct Behind {
+    target: Height,
+    first_peer: PublicKey,
+    attempts: u32,
+    retry_at: Instant,
+}
+
+struct NodeLoop {
+    core: NodeCore<LedgerApp>,
+    wal: SafetyWal<FsDisk, SafetyState>,
+    shared: Arc<Shared>,
+    net: Net,
+    me: PublicKey,
+    /// Pending wake-up deadlines (wall-clock ms), earliest first.
+    wakes: BTreeSet<u64>,
+    behind: Option<Behind>,
+    /// Observers (not in the validator set) receive no votes, so nothing
+    /// tells them they are behind: they ask a peer for new blocks this
+    /// often instead.
+    next_poll: Instant,
+    /// Round-robin position over the peers for sync retries.
+    rotation: usize,
+    /// Accounts changed by the blocks stored in this batch.
+    touched: BTreeSet<PublicKey>,
+    /// Transactions of the blocks stored in this batch, indexed (made
+    /// visible to `receipt()`) once the batch is done.
+    to_index: Vec<(Height, Vec<Hash32>)>,
+    /// Heads stored in this batch, published once the batch is done.
+    heads: Vec<HeadEvent>,
+    last_warn: Option<Instant>,
+}
+
+impl NodeLoop {
+    fn stop_fatal(&mut self, reason: &str) {
+        tracing::error!(
+            height = self.core.tip().height,
+            "chain node stopped: {reason}; restart the node to recover from what is on disk"
+        );
+        *self.shared.fatal.lock() = Some(reason.to_owned());
+    }
+
+    fn tick(&mut self) -> Result<(), Fatal> {
+        let mut out = Vec::new();
+        self.core.on_tick(now_ms(), &mut out);
+        self.apply(out)
+    }
+
+    fn on_wake(&mut self) -> Result<(), Fatal> {
+        let now = now_ms();
+        self.wakes.retain(|at| *at > now);
+        self.tick()
+    }
+
+    fn on_periodic(&mut self) -> Result<(), Fatal> {
+        self.tick()?;
+        let now = Instant::now();
+        if self.behind.as_ref().is_some_and(|b| now >= b.retry_at) {
+            self.request_sync(None);
+        }
+        if self.behind.is_none() && !self.core.engine().is_validator() && now >= self.next_poll {
+            self.next_poll = now + Duration::from_millis(SYNC_RETRY_MS);
+            if let Some(peer) = self.rotate_peer() {
+                self.send_sync_request(&peer);
+            }
+        }
+        self.update_snapshot();
+        Ok(())
+    }
+
+    fn on_command(&mut self, command: Command) -> Result<(), Fatal> {
+        match command {
+            Command::Submit { tx, bytes, reply } => {
+                let result = self.core.submit_tx(tx).map(|outcome| outcome.tx);
+                match &result {
+                    Ok(hash) => {
+                        tracing::debug!(tx = %hash, "transaction admitted; gossiping it");
+                        // Gossiped once, by the node the client chose;
+                        // receivers do not re-gossip.
+                        for peer in self.other_validators() {
+                            self.net.send(&peer, self.net.mempool, bytes.clone());
+                        }
+                    }
+                    Err(e) => {
+                        Counters::bump(&self.shared.counters.txs_refused);
+                        tracing::debug!("transaction refused: {e}");
+                    }
+                }
+                let _ = reply.send(result);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound) -> Result<(), Fatal> {
+        let Inbound {
+            from,
+            service,
+            payload,
+            ..
+        } = inbound;
+        if service == self.net.qbft {
+            Counters::bump(&self.shared.counters.messages_received);
+            match ConsensusMessage::from_canonical_bytes(&payload) {
+                Ok(msg) => {
+                    let mut out = Vec::new();
+                    self.core.on_message(msg, &mut out);
+                    self.apply(out)
+                }
+                Err(e) => {
+                    self.reject(Some(from), format!("qbft frame does not decode: {e}"));
+                    Ok(())
+                }
+            }
+        } else if service == self.net.mempool {
+            match SignedTx::from_canonical_bytes(&payload) {
+                Ok(tx) => {
+                    // Duplicates and stale nonces are normal: clients may
+                    // hand one transaction to several nodes.
+                    if let Err(e) = self.core.submit_tx(tx) {
+                        tracing::trace!(peer = %from, "gossiped transaction not admitted: {e}");
+                    }
+                }
+                Err(e) => self.reject(Some(from), format!("mempool frame does not decode: {e}")),
+            }
+            Ok(())
+        } else if service == self.net.blocksync {
+            match SyncMessage::from_canonical_bytes(&payload) {
+                Ok(SyncMessage::Request {
+                    from_height,
+                    max_blocks,
+                }) => {
+                    self.serve_sync(&from, from_height, max_blocks);
+                    Ok(())
+                }
+                Ok(SyncMessage::Response { blocks }) => self.on_synced(&from, blocks),
+                Err(e) => {
+                    self.reject(Some(from), format!("blocksync frame does not decode: {e}"));
+                    Ok(())
+                }
+            }
+        } else {
+            self.reject(Some(from), format!("frame for unknown service {service}"));
+            Ok(())
+        }
+    }
+
+    /// Executes the core's effects in order (module docs of
+    /// `metanode_chain::node` for the durability contract).
+    fn apply(&mut self, effects: Vec<NodeEffect>) -> Result<(), Fatal> {
+        for effect in effects {
+            match effect {
+                NodeEffect::PersistSafety(state) => self
+                    .wal
+                    .persist(&state)
+                    .map_err(|e| Fatal(format!("persisting the safety state: {e}")))?,
+                NodeEffect::Broadcast(msg) => self.broadcast(&msg),
+                NodeEffect::StoreBlock { block, receipts } => self.store_block(block, &receipts)?,
+                NodeEffect::WakeAt { at_ms } => self.add_wake(at_ms),
+                NodeEffect::Behind { height, peer } => self.on_behind(height, peer),
+                NodeEffect::Rejected { from, reason } => self.reject(from, reason),
+            }
+        }
+        Ok(())
+    }
+
+    fn other_validators(&self) -> Vec<PublicKey> {
+        self.core
+            .engine()
+            .validators()
+            .validators()
+            .iter()
+            .filter(|v| **v != self.me)
+            .copied()
+            .collect()
+    }
+
+    fn broadcast(&mut self, msg: &ConsensusMessage) {
+        let bytes = match msg.to_canonical_bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Our own message out of bounds is a bug, but not one worth
+                // stopping the chain for: the round times out and moves on.
+                tracing::error!("consensus message does not encode: {e}");
+                return;
+            }
+        };
+        for peer in self.other_validators() {
+            self.net.send(&peer, self.net.qbft, bytes.clone());
+        }
+    }
+
+    fn store_block(&mut self, block: FinalizedBlock, receipts: &[Receipt]) -> Result<(), Fatal> {
+        let header = &block.block.header;
+        let height = header.height;
+        let hash = header.hash();
+        {
+            let mut stores = self.shared.stores.lock();
+            stores
+                .blocks
+                .append(&block)
+                .map_err(|e| Fatal(format!("storing block {height}: {e}")))?;
+            stores
+                .receipts
+                .append(height, hash, receipts)
+                .map_err(|e| Fatal(format!("storing the receipts of block {height}: {e}")))?;
+        }
+        touched_accounts(&block, &mut self.touched);
+        self.to_index
+            .push((height, block.block.txs.iter().map(SignedTx::hash).collect()));
+        tracing::debug!(
+            height,
+            %hash,
+            txs = block.block.txs.len(),
+            round = block.certificate.round,
+            "finalized block stored"
+        );
+        self.heads.push(HeadEvent {
+            height,
+            block_hash: hash,
+            timestamp_ms: header.timestamp_ms,
+            txs_count: block.block.txs.len() as u64,
+            state_root: header.state_root,
+            round: block.certificate.round,
+        });
+        Ok(())
+    }
+
+    fn add_wake(&mut self, at_ms: u64) {
+        self.wakes.insert(at_ms);
+        if self.wakes.len() > WAKES_PENDING_COUNT_MAX {
+            self.wakes.pop_last();
+        }
+    }
+
+    fn reject(&mut self, from: Option<PublicKey>, reason: String) {
+        Counters::bump(&self.shared.counters.messages_rejected);
+        let text = match from {
+            Some(peer) => format!("from {peer}: {reason}"),
+            None => reason,
+        };
+        let text = truncate_text(text, REJECTION_REASON_BYTES_MAX);
+        let now = Instant::now();
+        let warn = self
+            .last_warn
+            .is_none_or(|at| now >= at + Duration::from_millis(REJECTION_WARN_INTERVAL_MS));
+        if warn {
+            self.last_warn = Some(now);
+            tracing::warn!("message rejected (further ones for a while at debug): {text}");
+        } else {
+            tracing::debug!("message rejected: {text}");
+        }
+        *self.shared.last_rejection.lock() = Some(text);
+    }
+
+    // --------------------------------------------------------------- sync
+
+    fn on_behind(&mut self, height: Height, peer: PublicKey) {
+        match self.behind.as_mut() {
+            // A request is out: only raise the target. The response (or the
+            // retry) asks for more; a second request now would fetch the
+            // same blocks twice.
+            Some(behind) if Instant::now() < behind.retry_at => {
+                behind.target = behind.target.max(height);
+            }
+            Some(behind) if height <= behind.target => {}
+            _ => {
+                tracing::debug!(target = height, %peer, tip = self.core.tip().height, "behind; syncing");
+                self.behind = Some(Behind {
+                    target: height,
+                    first_peer: peer,
+                    attempts: 0,
+                    retry_at: Instant::now(),
+                });
+                self.request_sync(None);
+            }
+        }
+    }
+
+    /// Asks for the blocks above our tip: `prefer` if given (a peer that
+    /// just served us), else the peer that showed us the height on the first
+    /// attempt, else the next connected peer.
+    fn request_sync(&mut self, prefer: Option<PublicKey>) {
+        let tip = self.core.tip().height;
+        let Some(behind) = self.behind.as_ref() else {
+            return;
+        };
+        if tip >= behind.target {
+            self.behind = None;
+            return;
+        }
+        let peer = match (prefer, behind.attempts) {
+            (Some(peer), _) => Some(peer),
+            (None, 0) => Some(behind.first_peer),
+            (None, _) => self.rotate_peer(),
+        };
+        if let Some(behind) = self.behind.as_mut() {
+            behind.attempts = behind.attempts.saturating_add(1);
+            behind.retry_at = Instant::now() + Duration::from_millis(SYNC_RETRY_MS);
+        }
+        if let Some(peer) = peer {
+            self.send_sync_request(&peer);
+        }
+    }
+
+    /// The next peer in round-robin order among the connected ones (all
+    /// pinned peers when none is connected: sending dials).
+    fn rotate_peer(&mut self) -> Option<PublicKey> {
+        let endpoint = &self.net.endpoint;
+        let all: Vec<PublicKey> = self.peers();
+        let connected: Vec<PublicKey> = all
+            .iter()
+            .filter(|p| endpoint.is_connected(p))
+            .copied()
+            .collect();
+        let pool = if connected.is_empty() { all } else { connected };
+        if pool.is_empty() {
+            return None;
+        }
+        self.rotation = self.rotation.wrapping_add(1);
+        pool.get(self.rotation % pool.len()).copied()
+    }
+
+    fn peers(&self) -> Vec<PublicKey> {
+        self.shared.peer_keys.clone()
+    }
+
+    fn send_sync_request(&self, peer: &PublicKey) {
+        let request = SyncMessage::Request {
+            from_height: self.core.tip().height + 1,
+            max_blocks: SYNC_RESPONSE_BLOCKS_MAX,
+        };
+        match request.to_canonical_bytes() {
+            Ok(bytes) => self.net.send(peer, self.net.blocksync, bytes),
+            Err(e) => tracing::error!("sync request does not encode: {e}"),
+        }
+    }
+
+    fn serve_sync(&self, peer: &PublicKey, from_height: Height, max_blocks: u32) {
+        let count = max_blocks.min(SYNC_RESPONSE_BLOCKS_MAX);
+        let blocks = if count == 0 {
+            Vec::new()
+        } else {
+            let to = from_height.saturating_add(u64::from(count) - 1);
+            let read =
+                self.shared
+                    .stores
+                    .lock()
+                    .blocks
+                    .range(from_height, to, SYNC_RESPONSE_BYTES_MAX);
+            match read {
+                Ok(blocks) => blocks,
+                Err(e) => {
+                    tracing::error!(%peer, from_height, "reading blocks for sync failed: {e}");
+                    return;
+                }
+            }
+        };
+        match (SyncMessage::Response { blocks }).to_canonical_bytes() {
+            Ok(bytes) => self.net.send(peer, self.net.blocksync, bytes),
+            Err(e) => tracing::error!("sync response does not encode: {e}"),
+        }
+    }
+
+    /// Feeds synced blocks to the core in order; each block's effects (its
+    /// `StoreBlock` in particular) run before the next block is fed.
+    fn on_synced(&mut self, from: &PublicKey, blocks: Vec<FinalizedBlock>) -> Result<(), Fatal> {
+        let mut accepted = 0u64;
+        for block in blocks {
+            let height = block.block.header.height;
+            let tip = self.core.tip().height;
+            if height <= tip {
+                continue;
+            }
+            if height != tip + 1 {
+                break;
+            }
+            let mut out = Vec::new();
+            let result = self.core.on_synced_block(block, &mut out);
+            self.apply(out)?;
+            match result {
+                Ok(()) => {
+                    accepted += 1;
+                    Counters::bump(&self.shared.counters.blocks_synced);
+                }
+                Err(e) => {
+                    self.reject(Some(*from), format!("synced block refused: {e}"));
+                    break;
+                }
+            }
+        }
+        if accepted > 0 {
+            tracing::debug!(peer = %from, accepted, tip = self.core.tip().height, "synced blocks");
+            // More may be waiting: ask the same peer again right away. A
+            // response with nothing new ends this.
+            if self.behind.is_some() {
+                self.request_sync(Some(*from));
+            } else {
+                self.send_sync_request(from);
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ publish
+
+    /// After each loop step: publish what the step's stored blocks changed
+    /// (accounts, then receipts, status and heads) — only once every block
+    /// of the step is durable, and accounts first, so a client that sees a
+    /// receipt or a head and then reads `account()` sees the block's effects.
+    /// After a failed store (`complete` false) the core is ahead of the
+    /// disk, so accounts and status are not refreshed from it; what was
+    /// stored is still published.
+    fn finish_batch(&mut self, complete: bool) {
+        if !self.touched.is_empty() {
+            let touched = std::mem::take(&mut self.touched);
+            if complete {
+                let app = self.core.app();
+                let mut accounts = self.shared.accounts.write();
+                for key in touched {
+                    accounts.insert(key, account_info(app, &key));
+                }
+            }
+        }
+        if !self.to_index.is_empty() {
+            let mut stores = self.shared.stores.lock();
+            for (height, txs) in self.to_index.drain(..) {
+                index_block(&mut stores.tx_index, height, txs);
+            }
+        }
+        if !self.heads.is_empty() {
+            if complete {
+                self.update_snapshot();
+            }
+            for head in self.heads.drain(..) {
+                // No subscriber is fine.
+                let _ = self.shared.heads.send(head);
+            }
+        }
+    }
+
+    fn update_snapshot(&self) {
+        let engine = self.core.engine();
+        let snapshot = Snapshot {
+            tip: self.core.tip().clone(),
+            consensus_height: engine.height(),
+            consensus_round: engine.round(),
+            is_validator: engine.is_validator(),
+            validators: engine.validators().validators().to_vec(),
+            mempool_txs: self.core.mempool().len(),
+            mempool_bytes: self.core.mempool().bytes(),
+        };
+        *self.shared.snapshot.write() = snapshot;
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate_text(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_text_respects_char_boundaries() {
+        assert_eq!(truncate_text("short".into(), 10), "short");
+        assert_eq!(truncate_text("abcdef".into(), 3), "abc…");
+        // 'é' is two bytes: a cut inside it backs off to before it.
+        assert_eq!(truncate_text("aé".into(), 2), "a…");
+    }
+}
