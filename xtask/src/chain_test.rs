@@ -649,7 +649,23 @@ fn step_g(net: &mut Net, m: &mut Measured) -> anyhow::Result<()> {
     );
 
     // Light client over the whole chain, from the genesis the API serves.
-    let tip = net.status(0)?.height;
+    // The receipt came from node 3; node 0 may be a block behind it, so wait
+    // until node 0 holds the receipt's block before reading its chain.
+    let tip = wait_until(
+        "node 0 to hold the receipt's block",
+        Duration::from_secs(30),
+        || {
+            let height = net.status(0)?.height;
+            Ok(if height >= receipt.height {
+                Ok(height)
+            } else {
+                Err(format!(
+                    "node 0 at height {height}, receipt at {}",
+                    receipt.height
+                ))
+            })
+        },
+    )?;
     let mut client = LightClient::from_genesis(&genesis);
     let mut headers: Vec<Header> = Vec::new();
     let started = Instant::now();

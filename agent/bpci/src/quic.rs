@@ -429,12 +429,30 @@ impl Endpoint {
             }
         })?;
 
-        let quic = quinn::Endpoint::server(server, config.listen).map_err(|source| {
-            TransportError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        // A stateless-reset key derived from the node key (not random per
+        // process): after a kill -9 and restart, the new process can answer
+        // a peer's packets for the old connection with a reset the peer
+        // accepts, so the peer drops the dead connection at once instead of
+        // writing into it until the idle timeout (30 s of lost consensus
+        // messages). Ed25519 signatures are deterministic, so this signature
+        // is a stable secret only the key holder can compute.
+        let reset_secret = key.sign(b"metanode bpci quic stateless reset key v1");
+        let reset_key =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &reset_secret.to_bytes()[..32]);
+        let bind_error = |source| TransportError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_error(std::io::Error::other("no async runtime found")))?;
+        let quic = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(Arc::new(reset_key)),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(bind_error)?;
         let local_addr = quic.local_addr().map_err(|source| TransportError::Bind {
             addr: config.listen,
             source,
