@@ -9,12 +9,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use metanode_api::AccountInfo;
-use metanode_chain::app::{Application, BlockContext, LedgerApp};
-use metanode_chain::node::{NodeStart, TipInfo};
+use metanode_chain::app::{Application, LedgerApp};
+use metanode_chain::node::{NodeStart, Replay};
 use metanode_chain::qbft::SafetyState;
-use metanode_chain::types::{
-    FinalizedBlock, Genesis, Height, SignedTx, TxKind, ValidatorSet, receipts_root,
-};
+use metanode_chain::types::{FinalizedBlock, Genesis, Height, SignedTx, TxKind};
 use metanode_chain_store::{BlockStore, FsDisk, OpenReport, ReceiptStore, SafetyWal};
 use metanode_core::hash::Hash32;
 use metanode_core::keys::PublicKey;
@@ -156,9 +154,7 @@ pub(crate) fn recover(genesis: &Genesis, dir: &Path) -> Result<Recovered, StartE
     }
     let mut tx_index = HashMap::new();
     let Replayed {
-        app,
-        tip,
-        validators,
+        replay,
         receipts,
         touched,
         receipts_rebuilt,
@@ -170,50 +166,38 @@ pub(crate) fn recover(genesis: &Genesis, dir: &Path) -> Result<Recovered, StartE
     };
     let mut keys: BTreeSet<PublicKey> = genesis.accounts.iter().map(|a| a.key).collect();
     keys.extend(touched);
-    let accounts = keys.iter().map(|k| (*k, account_info(&app, k))).collect();
+    let accounts = keys
+        .iter()
+        .map(|k| (*k, account_info(replay.app(), k)))
+        .collect();
     Ok(Recovered {
         lock,
         wal,
         stores,
-        start: NodeStart {
-            app,
-            tip,
-            validators,
-            safety,
-        },
+        start: replay.finish(safety),
         accounts,
         receipts_rebuilt,
     })
 }
 
 struct Replayed {
-    app: LedgerApp,
-    tip: TipInfo,
-    validators: ValidatorSet,
+    replay: Replay<LedgerApp>,
     receipts: ReceiptStore<FsDisk>,
     touched: BTreeSet<PublicKey>,
     receipts_rebuilt: u64,
 }
 
-/// Replays every stored block through a fresh ledger, checking each
-/// certificate against the set of its height and each root against
-/// execution; rebuilds the tx index and re-derives receipts the receipt log
-/// is missing (or holds for another block).
+/// Replays every stored block through a fresh ledger
+/// ([`metanode_chain::node::Replay`]: certificates and roots checked);
+/// rebuilds the tx index and re-derives receipts the receipt log is missing
+/// (or holds for another block).
 fn replay(
     genesis: &Genesis,
     blocks: &BlockStore<FsDisk>,
     mut receipts: ReceiptStore<FsDisk>,
     tx_index: &mut HashMap<Hash32, TxLocation>,
 ) -> Result<Replayed, StartError> {
-    let chain_id = genesis.chain_id();
-    let mut app = LedgerApp::from_genesis(genesis);
-    let mut tip = TipInfo {
-        height: 0,
-        hash: genesis.hash(),
-        timestamp_ms: genesis.genesis_time_ms,
-        state_root: app.committed_state_root(),
-    };
-    let mut validators = genesis.validators.clone();
+    let mut replay = Replay::from_genesis(genesis, LedgerApp::from_genesis(genesis));
     let mut touched = BTreeSet::new();
     let mut rebuilt = 0u64;
     let top = blocks.height();
@@ -222,40 +206,10 @@ fn replay(
         let block = blocks
             .get(height)?
             .ok_or_else(|| fail(format!("missing below the tip {top}")))?;
-        let header = &block.block.header;
-        block
-            .certificate
-            .verify(&chain_id, header, &validators)
+        let block_receipts = replay
+            .apply(&block, false)
             .map_err(|e| fail(e.to_string()))?;
-        let ctx = BlockContext {
-            chain_id,
-            height,
-            timestamp_ms: header.timestamp_ms,
-            proposer: header.proposer,
-            validators: validators.clone(),
-        };
-        let execution = app.commit(&ctx, &block.block.txs);
-        if execution.state_root != header.state_root {
-            return Err(fail(format!(
-                "replayed state root {} differs from the header's {}",
-                execution.state_root, header.state_root
-            )));
-        }
-        let computed_receipts = receipts_root(&execution.receipts);
-        if computed_receipts != header.receipts_root {
-            return Err(fail(format!(
-                "replayed receipts root {computed_receipts} differs from the header's {}",
-                header.receipts_root
-            )));
-        }
-        if execution.next_validators.hash() != header.next_validator_set_hash {
-            return Err(fail(format!(
-                "replayed next validator set {} differs from the header's {}",
-                execution.next_validators.hash(),
-                header.next_validator_set_hash
-            )));
-        }
-        let hash = header.hash();
+        let hash = replay.tip().hash;
         if receipts.height() >= height && receipts.block_hash(height) != Some(hash) {
             tracing::warn!(
                 height,
@@ -264,23 +218,14 @@ fn replay(
             receipts = receipts.truncated(height - 1)?.0;
         }
         if receipts.height() < height {
-            receipts.append(height, hash, &execution.receipts)?;
+            receipts.append(height, hash, &block_receipts)?;
             rebuilt += 1;
         }
         index_block(tx_index, height, block.block.txs.iter().map(SignedTx::hash));
         touched_accounts(&block, &mut touched);
-        validators = execution.next_validators;
-        tip = TipInfo {
-            height,
-            hash,
-            timestamp_ms: header.timestamp_ms,
-            state_root: execution.state_root,
-        };
     }
     Ok(Replayed {
-        app,
-        tip,
-        validators,
+        replay,
         receipts,
         touched,
         receipts_rebuilt: rebuilt,

@@ -17,12 +17,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use metanode_chain::app::{Application, BlockContext, LedgerApp};
-use metanode_chain::node::TipInfo;
+use metanode_chain::app::{Application, LedgerApp};
+use metanode_chain::node::{Replay, TipInfo};
 use metanode_chain::qbft::{Payload, SignedPayload};
-use metanode_chain::types::{
-    CommitCertificate, FinalizedBlock, Genesis, Height, SignedTx, ValidatorSet,
-};
+use metanode_chain::types::{CommitCertificate, FinalizedBlock, Genesis, Height, SignedTx};
 use metanode_chain_store::{BlockStore, ChainDisk};
 use metanode_core::hash::Hash32;
 
@@ -224,18 +222,16 @@ impl Checker {
                     ),
                 ));
             }
-            let (app, replayed_tip, _) =
-                replay(&self.genesis, blocks, Some(&self.verified_certificates)).map_err(|e| {
-                    self.fail(at_ms, format!("node {node}: replay from genesis: {e}"))
-                })?;
-            if replayed_tip.height != tip.height || app.committed_state_root() != *root {
+            let replayed = replay(&self.genesis, blocks, Some(&self.verified_certificates))
+                .map_err(|e| self.fail(at_ms, format!("node {node}: replay from genesis: {e}")))?;
+            let (replayed_height, replayed_root) =
+                (replayed.tip().height, replayed.app().committed_state_root());
+            if replayed_height != tip.height || replayed_root != *root {
                 return Err(self.fail(
                     at_ms,
                     format!(
                         "node {node}: replay from genesis reaches height {} root {}, the node is at {} root {root}",
-                        replayed_tip.height,
-                        app.committed_state_root(),
-                        tip.height
+                        replayed_height, replayed_root, tip.height
                     ),
                 ));
             }
@@ -251,57 +247,27 @@ impl Checker {
     }
 }
 
-/// Replays every stored block through a fresh application, checking each
-/// block's certificate and roots: what a restarting node does, and the
-/// replay-from-genesis checker.
+/// Replays every stored block through a fresh application
+/// ([`metanode_chain::node::Replay`]: certificates and roots checked): what a
+/// restarting node does, and the replay-from-genesis checker.
 /// `already_verified`: certificates the caller verified before (the
 /// checker's record); one of those is compared instead of re-verified.
 pub fn replay<D: ChainDisk>(
     genesis: &Genesis,
     blocks: &BlockStore<D>,
     already_verified: Option<&BTreeMap<Height, Vec<CommitCertificate>>>,
-) -> Result<(LedgerApp, TipInfo, ValidatorSet), String> {
-    let chain_id = genesis.chain_id();
-    let mut app = LedgerApp::from_genesis(genesis);
-    let mut tip = crate::world::genesis_tip(genesis);
-    let mut validators = genesis.validators.clone();
+) -> Result<Replay<LedgerApp>, String> {
+    let mut replay = Replay::from_genesis(genesis, LedgerApp::from_genesis(genesis));
     let top = blocks.tip().map(|(h, _)| h).unwrap_or(0);
     for height in 1..=top {
         let block = blocks
             .get(height)
             .map_err(|e| format!("reading height {height}: {e}"))?
             .ok_or_else(|| format!("height {height} missing below the tip {top}"))?;
-        let header = &block.block.header;
         let known = already_verified
             .and_then(|m| m.get(&height))
             .is_some_and(|certs| certs.contains(&block.certificate));
-        if !known {
-            block
-                .certificate
-                .verify(&chain_id, header, &validators)
-                .map_err(|e| format!("height {height}: {e}"))?;
-        }
-        let ctx = BlockContext {
-            chain_id,
-            height,
-            timestamp_ms: header.timestamp_ms,
-            proposer: header.proposer,
-            validators: validators.clone(),
-        };
-        let execution = app.commit(&ctx, &block.block.txs);
-        if execution.state_root != header.state_root {
-            return Err(format!(
-                "height {height}: replayed state root {} differs from the header's {}",
-                execution.state_root, header.state_root
-            ));
-        }
-        validators = execution.next_validators;
-        tip = TipInfo {
-            height,
-            hash: header.hash(),
-            timestamp_ms: header.timestamp_ms,
-            state_root: execution.state_root,
-        };
+        replay.apply(&block, known).map_err(|e| e.to_string())?;
     }
-    Ok((app, tip, validators))
+    Ok(replay)
 }

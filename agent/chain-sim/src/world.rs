@@ -11,7 +11,7 @@ use std::io;
 use std::rc::Rc;
 
 use metanode_chain::app::{Application, BlockContext, LedgerApp};
-use metanode_chain::node::{NodeConfig, NodeCore, NodeEffect, NodeStart, TipInfo};
+use metanode_chain::node::{NodeConfig, NodeCore, NodeEffect};
 use metanode_chain::qbft::{ConsensusMessage, EngineConfig, Payload, SafetyState, SignedPayload};
 use metanode_chain::types::{
     ChainId, FinalizedBlock, Genesis, GenesisAccount, Height, SignedTx, TxBody, TxKind,
@@ -421,22 +421,16 @@ impl World {
         })?;
         // Rebuild the application by replaying every stored block: the
         // in-memory state is never trusted across a restart.
-        let (app, tip, validators) =
-            crate::check::replay(&self.genesis, &blocks, None).map_err(|e| {
-                self.checker
-                    .fail(self.now_ms, format!("node {node}: replay: {e}"))
-            })?;
+        let replayed = crate::check::replay(&self.genesis, &blocks, None).map_err(|e| {
+            self.checker
+                .fail(self.now_ms, format!("node {node}: replay: {e}"))
+        })?;
         let now = self.local_ms(node);
         let (core, effects) = NodeCore::new(
             node_config(self.chain_id),
             key,
             &self.genesis,
-            NodeStart {
-                app,
-                tip,
-                validators,
-                safety,
-            },
+            replayed.finish(safety),
             now,
         );
         let n = &mut self.nodes[node];
@@ -1095,14 +1089,5 @@ pub fn block_context(
         timestamp_ms: h.timestamp_ms,
         proposer: h.proposer,
         validators: validators.clone(),
-    }
-}
-
-pub(crate) fn genesis_tip(genesis: &Genesis) -> TipInfo {
-    TipInfo {
-        height: 0,
-        hash: genesis.hash(),
-        timestamp_ms: genesis.genesis_time_ms,
-        state_root: LedgerApp::from_genesis(genesis).committed_state_root(),
     }
 }

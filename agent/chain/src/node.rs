@@ -573,3 +573,154 @@ impl<A: Application> NodeCore<A> {
         execution.receipts
     }
 }
+
+/// Why a stored block could not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("stored block at height {got} does not follow the replayed tip {tip}")]
+    NotNext { got: Height, tip: Height },
+    #[error("height {height}: {source}")]
+    Certificate {
+        height: Height,
+        source: crate::types::CertificateError,
+    },
+    #[error("height {height}: replayed state root {replayed} differs from the header's {header}")]
+    StateRoot {
+        height: Height,
+        replayed: Hash32,
+        header: Hash32,
+    },
+    #[error(
+        "height {height}: replayed receipts root {replayed} differs from the header's {header}"
+    )]
+    ReceiptsRoot {
+        height: Height,
+        replayed: Hash32,
+        header: Hash32,
+    },
+    #[error(
+        "height {height}: replayed next validator set {replayed} differs from the header's {header}"
+    )]
+    NextValidators {
+        height: Height,
+        replayed: Hash32,
+        header: Hash32,
+    },
+}
+
+/// Rebuilds a node's state from its stored blocks: each block's certificate
+/// is checked against the set of its height and its roots against
+/// re-execution. The in-memory application is never trusted across a
+/// restart, so the node runtime and the simulator both start through this.
+#[derive(Debug)]
+pub struct Replay<A: Application> {
+    chain_id: crate::types::ChainId,
+    app: A,
+    tip: TipInfo,
+    validators: ValidatorSet,
+}
+
+impl<A: Application> Replay<A> {
+    /// Starts at genesis; `app` must be the application's genesis state.
+    pub fn from_genesis(genesis: &Genesis, app: A) -> Self {
+        assert_eq!(
+            app.committed_height(),
+            0,
+            "replay starts from genesis state"
+        );
+        let tip = TipInfo {
+            height: 0,
+            hash: genesis.hash(),
+            timestamp_ms: genesis.genesis_time_ms,
+            state_root: app.committed_state_root(),
+        };
+        Replay {
+            chain_id: genesis.chain_id(),
+            app,
+            tip,
+            validators: genesis.validators.clone(),
+        }
+    }
+
+    pub fn tip(&self) -> &TipInfo {
+        &self.tip
+    }
+
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// Applies the next stored block and returns its receipts.
+    /// `certificate_verified` skips the signature check for a certificate the
+    /// caller has already verified against this height's set (the
+    /// simulator's checker); every root is still checked.
+    pub fn apply(
+        &mut self,
+        block: &FinalizedBlock,
+        certificate_verified: bool,
+    ) -> Result<Vec<Receipt>, ReplayError> {
+        let header = &block.block.header;
+        let height = header.height;
+        if height != self.tip.height + 1 {
+            return Err(ReplayError::NotNext {
+                got: height,
+                tip: self.tip.height,
+            });
+        }
+        if !certificate_verified {
+            block
+                .certificate
+                .verify(&self.chain_id, header, &self.validators)
+                .map_err(|source| ReplayError::Certificate { height, source })?;
+        }
+        let ctx = BlockContext {
+            chain_id: self.chain_id,
+            height,
+            timestamp_ms: header.timestamp_ms,
+            proposer: header.proposer,
+            validators: self.validators.clone(),
+        };
+        let execution = self.app.commit(&ctx, &block.block.txs);
+        if execution.state_root != header.state_root {
+            return Err(ReplayError::StateRoot {
+                height,
+                replayed: execution.state_root,
+                header: header.state_root,
+            });
+        }
+        let replayed_receipts = receipts_root(&execution.receipts);
+        if replayed_receipts != header.receipts_root {
+            return Err(ReplayError::ReceiptsRoot {
+                height,
+                replayed: replayed_receipts,
+                header: header.receipts_root,
+            });
+        }
+        if execution.next_validators.hash() != header.next_validator_set_hash {
+            return Err(ReplayError::NextValidators {
+                height,
+                replayed: execution.next_validators.hash(),
+                header: header.next_validator_set_hash,
+            });
+        }
+        self.validators = execution.next_validators;
+        self.tip = TipInfo {
+            height,
+            hash: header.hash(),
+            timestamp_ms: header.timestamp_ms,
+            state_root: execution.state_root,
+        };
+        Ok(execution.receipts)
+    }
+
+    /// The replayed state, ready for [`NodeCore::new`] with the node's last
+    /// durable safety record.
+    pub fn finish(self, safety: Option<SafetyState>) -> NodeStart<A> {
+        NodeStart {
+            app: self.app,
+            tip: self.tip,
+            validators: self.validators,
+            safety,
+        }
+    }
+}
