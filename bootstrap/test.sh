@@ -11,5 +11,7 @@ apt_install pkg-config gcc
 image_deps
 command -v npm >/dev/null || die "npm not found (the nodejs package must provide it)"
 cd "$METANODE_ROOT"
+# A one-shot run gains nothing from incremental caches; they only cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step "cargo xtask ci"
 exec cargo xtask ci "$@"

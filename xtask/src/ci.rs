@@ -145,6 +145,21 @@ fn steps() -> Vec<(&'static str, StepFn)> {
     ]
 }
 
+/// Free space under the checkout, in GiB, or None when statvfs fails. Printed
+/// beside every step because a full disk is the most confusing CI failure
+/// (it surfaces as a linker bus error).
+fn free_disk_gib(root: &Path) -> Option<f64> {
+    let st = rustix::fs::statvfs(root).ok()?;
+    Some(st.f_bavail as f64 * st.f_frsize as f64 / (1u64 << 30) as f64)
+}
+
+fn disk_note(root: &Path) -> String {
+    free_disk_gib(root).map_or_else(
+        || "free disk unknown".to_string(),
+        |g| format!("{g:.1} GiB free"),
+    )
+}
+
 pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
     if !rustix::process::geteuid().is_root() {
@@ -157,7 +172,7 @@ pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut done = Vec::new();
     for (i, (title, step)) in steps.iter().enumerate() {
-        eprintln!("\n==> [{}/{total}] {title}", i + 1);
+        eprintln!("\n==> [{}/{total}] {title} ({})", i + 1, disk_note(&root));
         let t = Instant::now();
         let result = step(&root);
         let secs = t.elapsed().as_secs_f64();
@@ -167,7 +182,11 @@ pub fn run() -> anyhow::Result<()> {
                 done.push((*title, secs));
             }
             Err(e) => {
-                eprintln!("<== [{}/{total}] FAILED after {secs:.1} s: {title}", i + 1);
+                eprintln!(
+                    "<== [{}/{total}] FAILED after {secs:.1} s: {title} ({})",
+                    i + 1,
+                    disk_note(&root)
+                );
                 return Err(e.context(format!("ci step {title:?} failed")));
             }
         }
