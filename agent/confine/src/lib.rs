@@ -1,0 +1,38 @@
+//! Process confinement steps applied just before exec: landlock (filesystem, TCP, scopes) with the
+//! achieved status, capability dropping, no_new_privs, TSC denial, closing undeclared fds.
+//!
+//! Every function here acts on the *calling thread* (capabilities, landlock, no_new_privs, the TSC
+//! flag and the parent-death signal are per-thread kernel state) and is meant for the
+//! single-threaded workload process of a cage, after `pivot_root` and just before `execve`.
+//! Everything applied here survives `execve` and is inherited by every descendant (except the
+//! parent-death signal, which children do not inherit); none of it can be undone.
+//!
+//! Suggested order (the DockLock launcher's): [`close_fds_except`], [`drop_capabilities`],
+//! [`set_no_new_privs`], [`deny_tsc`], [`restrict_landlock`], then seccomp, then `execve`.
+
+mod capabilities;
+mod fds;
+mod landlock_rules;
+mod prctl;
+
+pub use capabilities::{CapDropError, CapParseError, CapSet, drop_capabilities};
+pub use fds::{close_fds_except, close_fds_except_via_proc};
+pub use landlock_rules::{
+    LANDLOCK_ABI_TARGET, LandlockError, LandlockPlan, LandlockReport, LandlockStatus,
+    restrict_landlock,
+};
+pub use prctl::{deny_tsc, set_no_new_privs, set_parent_death_signal};
+
+/// Re-exported so callers name errnos and signals with the same types these functions use.
+pub use rustix::io::Errno;
+pub use rustix::process::Signal;
+
+/// Number of Linux capabilities this crate knows by name (`CAP_CHOWN` = 0 ..
+/// `CAP_CHECKPOINT_RESTORE` = 40, unchanged through Linux 6.18). Capabilities a newer kernel adds
+/// beyond these are still dropped from the bounding set; they just cannot be kept by name.
+pub const CAPABILITY_COUNT: usize = 41;
+
+/// Highest capability number the bounding-set loop probes (the kernel's sets are 64 bits wide).
+const CAPABILITY_NUMBER_PROBE_MAX: u32 = 63;
+
+const _: () = assert!(CAPABILITY_COUNT <= CAPABILITY_NUMBER_PROBE_MAX as usize + 1);
