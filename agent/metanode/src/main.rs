@@ -5,6 +5,7 @@
 mod cmd_agent;
 mod cmd_chain;
 mod cmd_config;
+mod cmd_docklock;
 mod cmd_ipfs;
 mod cmd_light;
 mod cmd_store;
@@ -65,6 +66,15 @@ enum Command {
                       metanode light verify-receipt --genesis ./net/genesis.yaml --api http://127.0.0.1:7879 TX_HASH"
     )]
     Light(cmd_light::LightCommand),
+    /// DockLock: run a bundle or executable in a determinism cage, verify receipts, replay.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+                      metanode docklock run ./bundle --out ./out --receipt run.dlr --key node.key\n  \
+                      metanode docklock verify run.dlr\n  \
+                      metanode docklock replay ./bundle --runs 5"
+    )]
+    Docklock(cmd_docklock::DocklockCommand),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate completions for.
@@ -87,6 +97,7 @@ fn main() -> std::process::ExitCode {
         Command::System(cmd) => cmd_system::run(cmd, &out),
         Command::Chain(cmd) => cmd_chain::run(cmd, &out),
         Command::Light(cmd) => cmd_light::run(cmd, &out),
+        Command::Docklock(cmd) => cmd_docklock::run(cmd, &out),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "metanode", &mut script);

@@ -1,0 +1,1168 @@
+//! The launcher: runs a [`CageSpec`] in a fresh set of namespaces under a cgroup, seccomp, landlock,
+//! no capabilities and no_new_privs, with /dev/urandom served from the recorded seed and the
+//! monotonic clocks starting at the logical time.
+//!
+//! Process model (why three processes): P (this process) forks A; A joins the cage cgroup (P writes
+//! it before letting A go, so A's cgroup namespace is rooted at the cage), unshares the namespaces
+//! and writes the time-namespace offsets — they can only be written before the first process enters
+//! the namespace — then forks B, which is PID 1 of the new pid namespace and in the new time
+//! namespace. B builds the root filesystem, confines itself and execs the workload. A relays B's wait
+//! status to P through a pipe. B sends its seccomp user-notification listener to P over a unix
+//! socket; P answers refused calls (EPERM) and records them as violations.
+//!
+//! The caller must be single-threaded when `run` forks (checked): the children then may allocate
+//! (glibc makes malloc usable after fork) and the set-up code stays ordinary Rust. The agent runs
+//! cages through the `metanode docklock` subprocess.
+
+use std::ffi::CString;
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metanode_cgroup::{CageCgroup, CgroupLayout, CgroupLimits, CgroupMode, CgroupUsage};
+use metanode_confine::{CapSet, LandlockPlan, LandlockReport};
+use metanode_seccomp::{CompiledSeccomp, SeccompPolicy, Violation};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
+
+use crate::spec::{CageMount, CageSpec, MountKind, Namespaces};
+
+/// runc's default masked paths: kernel state a workload has no business reading.
+pub const MASKED_PATHS_DEFAULT: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// runc's default read-only paths.
+pub const READONLY_PATHS_DEFAULT: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Device nodes of the cage's /dev: (name, major, minor). random/urandom are not here: they are
+/// the seeded FIFO.
+const DEVICES: &[(&str, u32, u32)] = &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7)];
+
+/// Size of the cage's /dev tmpfs (it holds only device nodes and the FIFO).
+const DEV_TMPFS_SIZE_BYTES: u64 = 64 * 1024;
+/// Bytes of the seeded stream written per FIFO write.
+const URANDOM_CHUNK_BYTES: usize = 4096;
+/// How often blocked helper threads re-check whether the cage is finished.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Longest error message a child sends back.
+const CHILD_ERROR_BYTES_MAX: usize = 1024;
+
+/// How a run is set up beyond the spec: the determinism inputs and the perturbations of a replay.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Names the cage's cgroup (validated by metanode-cgroup).
+    pub cage_id: String,
+    /// Seeds the ChaCha20 stream behind /dev/urandom and /dev/random.
+    pub rng_seed: [u8; 32],
+    /// CLOCK_MONOTONIC and CLOCK_BOOTTIME read this value when the workload starts.
+    pub logical_time_ns: u64,
+    /// Host directory bind-mounted read-write at /out (created if missing).
+    pub out_dir: Option<PathBuf>,
+    /// Kill the cage after this long.
+    pub timeout: Option<Duration>,
+    /// Discard the workload's stdout/stderr instead of inheriting them.
+    pub quiet: bool,
+    /// Replay perturbation: pin the workload to this CPU.
+    pub cpu: Option<usize>,
+    /// Replay perturbation: disable ASLR (personality ADDR_NO_RANDOMIZE).
+    pub no_aslr: bool,
+    /// Replay perturbation: umask when the spec fixes none.
+    pub umask: Option<u32>,
+    /// Replay perturbation: shuffle the environment's order with this seed.
+    pub env_shuffle_seed: Option<u64>,
+    /// Replay perturbation: sleep this long before exec.
+    pub pre_exec_delay: Option<Duration>,
+}
+
+impl RunOptions {
+    pub fn new(cage_id: impl Into<String>) -> RunOptions {
+        RunOptions {
+            cage_id: cage_id.into(),
+            rng_seed: [0; 32],
+            logical_time_ns: 0,
+            out_dir: None,
+            timeout: None,
+            quiet: false,
+            cpu: None,
+            no_aslr: false,
+            umask: None,
+            env_shuffle_seed: None,
+            pre_exec_delay: None,
+        }
+    }
+}
+
+/// How the workload ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CageExit {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl CageExit {
+    /// The shell convention: the exit code, or 128 + the signal.
+    pub fn code(self) -> i32 {
+        match self {
+            CageExit::Exited(code) => code,
+            CageExit::Signaled(signal) => 128 + signal,
+        }
+    }
+}
+
+/// What a run produced, for the witness record and the operator.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    pub exit: CageExit,
+    /// Syscalls the seccomp allowlist refused, in the order the supervisor received them.
+    pub violations: Vec<Violation>,
+    pub usage: CgroupUsage,
+    pub cgroup_mode: CgroupMode,
+    pub landlock: LandlockReport,
+    pub seccomp_digest: [u8; 32],
+    pub namespaces: Namespaces,
+    /// fork of A → the workload's execve succeeded.
+    pub spawn_ns: u64,
+    /// fork of A → everything reaped.
+    pub wall_ns: u64,
+    pub timed_out: bool,
+}
+
+/// Why a cage could not be run. Failures inside the children name the set-up step.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "docklock must launch from a single-threaded process (this one has {threads} threads); the agent runs cages through `metanode docklock run`"
+    )]
+    MultiThreaded { threads: u64 },
+    #[error(
+        "docklock needs root for now (user namespaces for unprivileged callers are not wired yet)"
+    )]
+    NotRoot,
+    #[error("the spec asks for a user namespace, which the launcher does not support yet")]
+    UserNamespace,
+    #[error("seccomp policy: {0}")]
+    Policy(#[from] metanode_seccomp::PolicyError),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] metanode_cgroup::CgroupError),
+    #[error("capabilities in the spec: {0}")]
+    Capabilities(#[from] metanode_confine::CapParseError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cage set-up failed: {0}")]
+    Setup(String),
+    #[error("seccomp supervisor: {0}")]
+    Supervise(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+fn last_os(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn cpath(path: &Path) -> CString {
+    // Paths come from validated CagePaths and host paths without NUL (the OS gave them to us).
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// Threads of this process, from /proc/self/status.
+fn thread_count() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// A pipe, both ends close-on-exec.
+fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-int array for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(io_err("pipe2")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Runs `spec` caged. Blocks until every process of the cage is gone.
+pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(RunError::MultiThreaded { threads });
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(RunError::NotRoot);
+    }
+    if spec.namespaces.contains(Namespaces::USER) {
+        return Err(RunError::UserNamespace);
+    }
+    let seccomp = SeccompPolicy::builtin()?.compile()?;
+    let keep_caps = CapSet::parse_names(&spec.process.capabilities.union())?;
+    let layout = CgroupLayout::discover().map_err(metanode_cgroup::CgroupError::from)?;
+    let limits = cgroup_limits(spec);
+    let cgroup = CageCgroup::create(&layout, &opts.cage_id, &limits)
+        .map_err(metanode_cgroup::CgroupError::from)?;
+    let cgroup_mode = cgroup.mode();
+
+    if let Some(out) = &opts.out_dir {
+        std::fs::create_dir_all(out).map_err(io_err(format!("create {}", out.display())))?;
+    }
+    // The seeded randomness: a FIFO on the host, bind-mounted over /dev/urandom and /dev/random.
+    let fifo_dir = tempfile::Builder::new()
+        .prefix("docklock-rng-")
+        .tempdir()
+        .map_err(io_err("create the randomness FIFO directory"))?;
+    let fifo_path = fifo_dir.path().join("urandom");
+    let fifo_c = cpath(&fifo_path);
+    // SAFETY: fifo_c is a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) } != 0 {
+        return Err(io_err("mkfifo")(std::io::Error::last_os_error()));
+    }
+    // O_RDWR so the open does not wait for a reader; non-blocking so the feeder can stop.
+    // SAFETY: fifo_c is a valid path; the returned fd is checked.
+    let fifo_fd = unsafe {
+        libc::open(
+            fifo_c.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fifo_fd < 0 {
+        return Err(io_err("open the randomness FIFO")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: open succeeded; we own the fd.
+    let fifo = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
+
+    let (go_r, go_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let mut socks = [0; 2];
+    // SAFETY: `socks` is a valid two-int array.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            socks.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(io_err("socketpair")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: socketpair succeeded; both fds are ours.
+    let (sock_p, sock_c) = unsafe {
+        (
+            OwnedFd::from_raw_fd(socks[0]),
+            OwnedFd::from_raw_fd(socks[1]),
+        )
+    };
+
+    let plan = ChildPlan::new(spec, opts, &fifo_path, keep_caps, &seccomp);
+    let started = Instant::now();
+    // SAFETY: the process is single-threaded (checked above), so the child may run ordinary code.
+    let a_pid = unsafe { libc::fork() };
+    if a_pid < 0 {
+        return Err(io_err("fork")(std::io::Error::last_os_error()));
+    }
+    if a_pid == 0 {
+        drop((go_w, err_r, status_r, sock_p, fifo));
+        let code = process_a(&plan, go_r, err_w, status_w, sock_c);
+        // SAFETY: _exit is always safe; it skips the parent's atexit handlers and buffers.
+        unsafe { libc::_exit(code) };
+    }
+    drop((go_r, err_w, status_w, sock_c));
+    let joined = cgroup.add_process(a_pid);
+    let mut go_w = std::fs::File::from(go_w);
+    let go_byte: &[u8] = if joined.is_ok() { b"g" } else { b"x" };
+    let _ = go_w.write_all(go_byte);
+    drop(go_w);
+    if let Err(e) = joined {
+        reap(a_pid);
+        return Err(RunError::Cgroup(e.into()));
+    }
+
+    // The listener arrives just before exec (or the socket closes when set-up failed).
+    let listener = receive_fd(&sock_p);
+    let mut err_text = Vec::new();
+    let _ = std::fs::File::from(err_r)
+        .take(CHILD_ERROR_BYTES_MAX as u64)
+        .read_to_end(&mut err_text);
+    let spawn_ns = started.elapsed().as_nanos() as u64;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let supervisor = listener.map(|listener| {
+        let violations = Arc::clone(&violations);
+        std::thread::spawn(move || {
+            metanode_seccomp::supervise(listener, &mut |v| {
+                if let Ok(mut list) = violations.lock() {
+                    list.push(v);
+                }
+            })
+            .map_err(|e| e.to_string())
+        })
+    });
+    let feeder = {
+        let done = Arc::clone(&done);
+        let seed = opts.rng_seed;
+        std::thread::spawn(move || feed_randomness(fifo, seed, &done))
+    };
+    let timed_out = wait_with_timeout(a_pid, opts.timeout, &cgroup);
+    let mut status = [0u8; 4];
+    let relayed = std::fs::File::from(status_r)
+        .read_exact(&mut status)
+        .is_ok();
+    done.store(true, Ordering::Release);
+    let _ = feeder.join();
+    let supervised = supervisor.map(|handle| handle.join());
+    let wall_ns = started.elapsed().as_nanos() as u64;
+    let usage = cgroup.usage().map_err(metanode_cgroup::CgroupError::from);
+    let removed = cgroup.kill_and_remove();
+
+    if !err_text.is_empty() {
+        return Err(RunError::Setup(
+            String::from_utf8_lossy(&err_text).into_owned(),
+        ));
+    }
+    if !relayed {
+        return Err(RunError::Setup(
+            "the cage's intermediate process ended without reporting the workload's status".into(),
+        ));
+    }
+    match supervised {
+        Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(e))) => return Err(RunError::Supervise(e)),
+        Some(Err(_)) => return Err(RunError::Supervise("supervisor thread panicked".into())),
+        None => {
+            return Err(RunError::Setup(
+                "the workload was never handed its seccomp listener".into(),
+            ));
+        }
+    }
+    removed.map_err(metanode_cgroup::CgroupError::from)?;
+    let raw = i32::from_le_bytes(status);
+    let exit = if libc::WIFSIGNALED(raw) {
+        CageExit::Signaled(libc::WTERMSIG(raw))
+    } else {
+        CageExit::Exited(libc::WEXITSTATUS(raw))
+    };
+    let violations = std::mem::take(
+        &mut *violations
+            .lock()
+            .map_err(|_| RunError::Supervise("violation list poisoned".into()))?,
+    );
+    Ok(RunOutcome {
+        exit,
+        violations,
+        usage: usage?,
+        cgroup_mode,
+        landlock: plan.landlock_expected,
+        seccomp_digest: seccomp.digest(),
+        namespaces: spec.namespaces,
+        spawn_ns,
+        wall_ns,
+        timed_out,
+    })
+}
+
+fn cgroup_limits(spec: &CageSpec) -> CgroupLimits {
+    let r = &spec.resources;
+    CgroupLimits {
+        memory_max_bytes: r.memory_limit_bytes,
+        // OCI swap is memory + swap; cgroup v2 (and our crate) take swap alone.
+        memory_swap_max_bytes: match (r.memory_swap_limit_bytes, r.memory_limit_bytes) {
+            (Some(total), Some(mem)) => Some(total.saturating_sub(mem)),
+            _ => None,
+        },
+        pids_max: r.pids_max,
+        cpu_quota_us: r.cpu_quota_us,
+        cpu_period_us: r.cpu_period_us,
+        // runc's shares→weight conversion.
+        cpu_weight: r
+            .cpu_shares
+            .map(|s| 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142),
+        io_weight: r
+            .blkio_weight
+            .map(|w| 1 + ((w.clamp(10, 1000) - 10) * 9999) / 990),
+    }
+}
+
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child; status is a valid out pointer.
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
+}
+
+/// Waits for A; on timeout kills everything in the cage's cgroup. Returns whether it timed out.
+fn wait_with_timeout(pid: i32, timeout: Option<Duration>, cgroup: &CageCgroup) -> bool {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut timed_out = false;
+    loop {
+        let mut status = 0;
+        // SAFETY: our own child; status is a valid out pointer.
+        let rc = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
+        if rc == pid || rc < 0 {
+            return timed_out;
+        }
+        if let Some(deadline) = deadline
+            && !timed_out
+            && Instant::now() >= deadline
+        {
+            timed_out = true;
+            kill_cgroup_tasks(cgroup);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn kill_cgroup_tasks(cgroup: &CageCgroup) {
+    for dir in cgroup.dirs() {
+        if let Ok(text) = std::fs::read_to_string(dir.path.join("cgroup.procs")) {
+            for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: sending SIGKILL to a pid in the cage's cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn feed_randomness(fifo: OwnedFd, seed: [u8; 32], done: &AtomicBool) {
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    let mut chunk = vec![0u8; URANDOM_CHUNK_BYTES];
+    let mut pending: &[u8] = &[];
+    let mut filled = Vec::new();
+    while !done.load(Ordering::Acquire) {
+        if pending.is_empty() {
+            rng.fill_bytes(&mut chunk);
+            filled.clone_from(&chunk);
+            pending = &filled;
+        }
+        // SAFETY: writing from a valid slice to our own fd.
+        let n = unsafe { libc::write(fifo.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
+        if n > 0 {
+            pending = &pending[n as usize..];
+            continue;
+        }
+        let mut pfd = libc::pollfd {
+            fd: fifo.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&raw mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
+    }
+}
+
+/// Receives one fd sent with SCM_RIGHTS; None when the peer closed without sending.
+fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cmsg = [0u64; 8];
+    // SAFETY: msghdr is plain data; zero is a valid initial value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    loop {
+        // SAFETY: msg points at valid buffers that outlive the call.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            return None;
+        }
+        break;
+    }
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR handles an empty control buffer.
+    let header = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+    if header.is_null() {
+        return None;
+    }
+    // SAFETY: header is non-null and inside `cmsg`.
+    let (level, kind) = unsafe { ((*header).cmsg_level, (*header).cmsg_type) };
+    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS {
+        return None;
+    }
+    // SAFETY: an SCM_RIGHTS message carries at least one int after the header.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>()) };
+    // SAFETY: the kernel installed this fd in our table for us.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn send_fd(sock: RawFd, fd: RawFd) -> Result<(), String> {
+    let mut byte = [b'L'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cmsg = [0u64; 8];
+    // SAFETY: plain data, zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    // SAFETY: the control buffer is large enough for one fd (64 bytes ≥ CMSG_SPACE(4)).
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd);
+    }
+    // SAFETY: msg points at valid buffers.
+    if unsafe { libc::sendmsg(sock, &raw const msg, 0) } != 1 {
+        return Err(last_os("send the seccomp listener"));
+    }
+    Ok(())
+}
+
+/// Everything the children need, computed before the fork.
+struct ChildPlan {
+    rootfs: PathBuf,
+    rootfs_readonly: bool,
+    mounts: Vec<CageMount>,
+    masked: Vec<String>,
+    readonly: Vec<String>,
+    fifo: PathBuf,
+    out_dir: Option<PathBuf>,
+    hostname: Option<String>,
+    namespaces: Namespaces,
+    logical_time_ns: u64,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    program: Option<CString>,
+    cwd: CString,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    umask: u32,
+    rlimits: Vec<crate::spec::Rlimit>,
+    keep_caps: CapSet,
+    landlock: LandlockPlan,
+    landlock_expected: LandlockReport,
+    seccomp: CompiledSeccomp,
+    quiet: bool,
+    cpu: Option<usize>,
+    no_aslr: bool,
+    pre_exec_delay: Option<Duration>,
+}
+
+impl ChildPlan {
+    fn new(
+        spec: &CageSpec,
+        opts: &RunOptions,
+        fifo: &Path,
+        keep_caps: CapSet,
+        seccomp: &CompiledSeccomp,
+    ) -> ChildPlan {
+        let mut env = spec.process.env.clone();
+        if let Some(seed) = opts.env_shuffle_seed {
+            shuffle(&mut env, seed);
+        }
+        let program = resolve_program(spec);
+        let mut masked: Vec<String> = MASKED_PATHS_DEFAULT.iter().map(|s| s.to_string()).collect();
+        masked.extend(spec.masked_paths.iter().map(|p| p.as_str().to_string()));
+        let mut readonly: Vec<String> = READONLY_PATHS_DEFAULT
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        readonly.extend(spec.readonly_paths.iter().map(|p| p.as_str().to_string()));
+        // Landlock (applied after pivot_root, so these are cage paths): read+exec everywhere,
+        // write only where the spec mounted something writable, /out, and /dev.
+        let mut rw: Vec<PathBuf> = vec![PathBuf::from("/dev")];
+        for m in &spec.mounts {
+            let writable =
+                !m.readonly() && matches!(m.kind, MountKind::Tmpfs | MountKind::Bind { .. });
+            if writable {
+                rw.push(PathBuf::from(m.destination.as_str()));
+            }
+        }
+        if opts.out_dir.is_some() {
+            rw.push(PathBuf::from("/out"));
+        }
+        if !spec.rootfs_readonly {
+            rw.push(PathBuf::from("/"));
+        }
+        let landlock = LandlockPlan {
+            read_exec_paths: vec![PathBuf::from("/")],
+            read_write_paths: rw,
+            tcp_bind_ports: Vec::new(),
+            tcp_connect_ports: Vec::new(),
+            scoped: true,
+        };
+        ChildPlan {
+            rootfs: spec.rootfs.clone(),
+            rootfs_readonly: spec.rootfs_readonly,
+            mounts: spec.mounts.clone(),
+            masked,
+            readonly,
+            fifo: fifo.to_path_buf(),
+            out_dir: opts.out_dir.clone(),
+            hostname: spec.hostname.clone(),
+            namespaces: spec.namespaces,
+            logical_time_ns: opts.logical_time_ns,
+            args: spec
+                .process
+                .args
+                .iter()
+                .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+                .collect(),
+            env: env
+                .iter()
+                .map(|e| CString::new(e.as_bytes()).unwrap_or_default())
+                .collect(),
+            program,
+            cwd: CString::new(spec.process.cwd.as_str()).unwrap_or_default(),
+            uid: spec.process.uid,
+            gid: spec.process.gid,
+            groups: spec.process.additional_gids.clone(),
+            umask: spec.process.umask.or(opts.umask).unwrap_or(0o022),
+            rlimits: spec.process.rlimits.clone(),
+            keep_caps,
+            landlock,
+            landlock_expected: landlock_expected(),
+            seccomp: seccomp.clone(),
+            quiet: opts.quiet,
+            cpu: opts.cpu,
+            no_aslr: opts.no_aslr,
+            pre_exec_delay: opts.pre_exec_delay,
+        }
+    }
+}
+
+/// What restrict_landlock will report, probed in the parent (the child's report cannot travel
+/// back once seccomp is on, and it depends only on the kernel's ABI).
+fn landlock_expected() -> LandlockReport {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attr and size 0 only returns the ABI.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    let kernel_abi = if abi < 0 { 0 } else { abi as u8 };
+    let target = metanode_confine::LANDLOCK_ABI_TARGET;
+    let status = if kernel_abi == 0 {
+        metanode_confine::LandlockStatus::NotEnforced
+    } else if kernel_abi >= target {
+        metanode_confine::LandlockStatus::FullyEnforced
+    } else {
+        metanode_confine::LandlockStatus::PartiallyEnforced
+    };
+    LandlockReport {
+        status,
+        abi: kernel_abi.min(target),
+        kernel_abi,
+    }
+}
+
+/// Deterministic Fisher-Yates with SplitMix64 (replay perturbation only).
+fn shuffle(items: &mut [String], seed: u64) {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in (1..items.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// The program to exec, as a cage path: args[0] if it has a '/', else looked up in the spec's PATH
+/// inside the rootfs (glibc's execvpe would search the launcher's PATH, not the cage's).
+fn resolve_program(spec: &CageSpec) -> Option<CString> {
+    let first = spec.process.args.first()?;
+    if first.contains('/') {
+        return CString::new(first.as_bytes()).ok();
+    }
+    let path_var = spec
+        .process
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::spec::DEFAULT_PATH);
+    for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
+        let candidate = format!("{}/{first}", dir.trim_end_matches('/'));
+        let host = spec.rootfs.join(candidate.trim_start_matches('/'));
+        if host.is_file() {
+            return CString::new(candidate).ok();
+        }
+    }
+    None
+}
+
+/// A: joins the cgroup (P did it; we wait for the go byte), unshares, sets the clocks, forks B,
+/// relays B's status. Returns A's exit code.
+fn process_a(
+    plan: &ChildPlan,
+    go_r: OwnedFd,
+    err_w: OwnedFd,
+    status_w: OwnedFd,
+    sock: OwnedFd,
+) -> i32 {
+    let report = |msg: String| {
+        let mut f = std::fs::File::from(err_w.try_clone().expect_or_exit());
+        let _ = f.write_all(msg.as_bytes());
+    };
+    let mut go = [0u8; 1];
+    if std::fs::File::from(go_r).read_exact(&mut go).is_err() || go[0] != b'g' {
+        return 1;
+    }
+    // SAFETY: unshare with namespace flags only affects this process.
+    if unsafe { libc::unshare(plan.namespaces.unshare_flags()) } != 0 {
+        report(last_os("unshare the cage namespaces"));
+        return 1;
+    }
+    if plan.namespaces.contains(Namespaces::TIME)
+        && let Err(e) = set_time_offsets(plan.logical_time_ns)
+    {
+        report(e);
+        return 1;
+    }
+    // SAFETY: A is single-threaded (a fork of a single-threaded process).
+    let b_pid = unsafe { libc::fork() };
+    if b_pid < 0 {
+        report(last_os("fork the workload"));
+        return 1;
+    }
+    if b_pid == 0 {
+        let result = process_b(plan, sock.as_raw_fd(), err_w.as_raw_fd());
+        // Only reached on failure: exec replaces the image on success.
+        if let Err(msg) = result {
+            report(msg);
+        }
+        // SAFETY: always safe.
+        unsafe { libc::_exit(127) };
+    }
+    drop(sock);
+    drop(err_w);
+    let mut status = 0;
+    loop {
+        // SAFETY: our own child; valid out pointer.
+        let rc = unsafe { libc::waitpid(b_pid, &raw mut status, 0) };
+        if rc == b_pid {
+            break;
+        }
+        if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return 1;
+        }
+    }
+    let _ = std::fs::File::from(status_w).write_all(&status.to_le_bytes());
+    0
+}
+
+trait ExpectOrExit<T> {
+    fn expect_or_exit(self) -> T;
+}
+
+impl<T, E> ExpectOrExit<T> for Result<T, E> {
+    /// In a forked child there is nobody to return an error to: exit.
+    fn expect_or_exit(self) -> T {
+        match self {
+            Ok(v) => v,
+            // SAFETY: always safe.
+            Err(_) => unsafe { libc::_exit(126) },
+        }
+    }
+}
+
+/// Writes the time-namespace offsets so that CLOCK_MONOTONIC and CLOCK_BOOTTIME read
+/// `logical_time_ns` now. The kernel refuses offsets that would make a clock negative, and
+/// accepts them only before the first process enters the namespace (B is forked next).
+fn set_time_offsets(logical_time_ns: u64) -> Result<(), String> {
+    let mut text = String::new();
+    for (name, clock) in [
+        ("monotonic", libc::CLOCK_MONOTONIC),
+        ("boottime", libc::CLOCK_BOOTTIME),
+    ] {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(clock, &raw mut now) };
+        let now_ns = now.tv_sec as i128 * 1_000_000_000 + now.tv_nsec as i128;
+        let offset_ns = logical_time_ns as i128 - now_ns;
+        let secs = offset_ns.div_euclid(1_000_000_000);
+        let nanos = offset_ns.rem_euclid(1_000_000_000);
+        text.push_str(&format!("{name} {secs} {nanos}\n"));
+    }
+    std::fs::write("/proc/self/timens_offsets", text)
+        .map_err(|e| format!("write /proc/self/timens_offsets: {e}"))
+}
+
+fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: u64,
+    data: Option<&str>,
+) -> Result<(), String> {
+    let src = source.map(cpath);
+    let tgt = cpath(target);
+    let fs = fstype.map(|t| CString::new(t).unwrap_or_default());
+    let dat = data.map(|d| CString::new(d).unwrap_or_default());
+    // SAFETY: every pointer is a valid NUL-terminated string or null.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            tgt.as_ptr(),
+            fs.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            dat.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    if rc != 0 {
+        return Err(last_os(&format!(
+            "mount {} on {}",
+            fstype.unwrap_or("bind"),
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+fn cage_target(rootfs: &Path, cage_path: &str) -> PathBuf {
+    rootfs.join(cage_path.trim_start_matches('/'))
+}
+
+/// Creates a mount point if the image lacks it (a directory, or a file for a file bind).
+fn ensure_mountpoint(target: &Path, file: bool) -> Result<(), String> {
+    if target.exists() {
+        return Ok(());
+    }
+    if file {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        std::fs::File::create(target).map_err(|e| format!("create {}: {e}", target.display()))?;
+        return Ok(());
+    }
+    std::fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))
+}
+
+/// B: PID 1 of the cage. Builds the filesystem, confines itself, execs. Returns only on failure.
+fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> {
+    metanode_confine::set_parent_death_signal(metanode_confine::Signal::KILL)
+        .map_err(|e| format!("set the parent-death signal: {e}"))?;
+    let root = &plan.rootfs;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)?;
+    for m in &plan.mounts {
+        let target = cage_target(root, m.destination.as_str());
+        match &m.kind {
+            MountKind::Bind { source, recursive } => {
+                ensure_mountpoint(&target, !source.is_dir())?;
+                let mut flags = libc::MS_BIND;
+                if *recursive {
+                    flags |= libc::MS_REC;
+                }
+                mount(Some(source), &target, None, flags, None)?;
+                let extra = m.set_flags & !libc::MS_RDONLY;
+                if m.readonly() || extra != 0 {
+                    mount(
+                        None,
+                        &target,
+                        None,
+                        libc::MS_BIND | libc::MS_REMOUNT | m.set_flags,
+                        None,
+                    )?;
+                }
+            }
+            kind => {
+                ensure_mountpoint(&target, false)?;
+                let fstype = kind.fs_type();
+                let data = (!m.data.is_empty()).then_some(m.data.as_str());
+                mount(
+                    Some(Path::new(fstype)),
+                    &target,
+                    Some(fstype),
+                    m.set_flags,
+                    data,
+                )?;
+            }
+        }
+    }
+    if let Some(out) = &plan.out_dir {
+        let target = cage_target(root, "/out");
+        ensure_mountpoint(&target, false)?;
+        mount(
+            Some(out),
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV,
+            None,
+        )?;
+    }
+    build_dev(root, &plan.fifo)?;
+    for path in &plan.masked {
+        let target = cage_target(root, path);
+        let Ok(meta) = std::fs::symlink_metadata(&target) else {
+            continue;
+        };
+        if meta.is_dir() {
+            mount(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                libc::MS_RDONLY,
+                Some("size=0"),
+            )?;
+        } else {
+            mount(
+                Some(&cage_target(root, "/dev/null")),
+                &target,
+                None,
+                libc::MS_BIND,
+                None,
+            )?;
+        }
+    }
+    for path in &plan.readonly {
+        let target = cage_target(root, path);
+        if !target.exists() {
+            continue;
+        }
+        mount(
+            Some(&target),
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
+        mount(
+            None,
+            &target,
+            None,
+            libc::MS_BIND
+                | libc::MS_REMOUNT
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC,
+            None,
+        )?;
+    }
+    pivot(root)?;
+    if plan.rootfs_readonly {
+        mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            None,
+        )?;
+    }
+    if let Some(name) = &plan.hostname {
+        // SAFETY: name points at name.len() valid bytes.
+        if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+            return Err(last_os("sethostname"));
+        }
+    }
+    for r in &plan.rlimits {
+        let limit = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
+        // SAFETY: valid rlimit pointer; resource numbers were validated by the spec parser.
+        if unsafe { libc::setrlimit(r.resource as _, &raw const limit) } != 0 {
+            return Err(last_os(&format!("setrlimit({})", r.resource)));
+        }
+    }
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(plan.umask as libc::mode_t) };
+    if let Some(cpu) = plan.cpu {
+        // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
+        }
+    }
+    if plan.no_aslr {
+        // SAFETY: personality only changes this process's execution domain flags.
+        unsafe { libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong) };
+    }
+    // Identity: keep capabilities across setuid only long enough to drop them precisely.
+    if plan.uid != 0 || plan.gid != 0 || !plan.groups.is_empty() {
+        // SAFETY: prctl/setgroups/setresgid/setresuid with valid arguments.
+        unsafe {
+            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+            if libc::setgroups(plan.groups.len(), plan.groups.as_ptr()) != 0 {
+                return Err(last_os("setgroups"));
+            }
+            if libc::setresgid(plan.gid, plan.gid, plan.gid) != 0 {
+                return Err(last_os("setresgid"));
+            }
+            if libc::setresuid(plan.uid, plan.uid, plan.uid) != 0 {
+                return Err(last_os("setresuid"));
+            }
+        }
+    } else {
+        // SAFETY: valid (empty) group list.
+        unsafe { libc::setgroups(0, std::ptr::null()) };
+    }
+    // SAFETY: cwd is a valid C string.
+    if unsafe { libc::chdir(plan.cwd.as_ptr()) } != 0 {
+        return Err(last_os(&format!("chdir {}", plan.cwd.to_string_lossy())));
+    }
+    if plan.quiet {
+        // SAFETY: open + dup2 on fds we own.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                libc::dup2(null, 1);
+                libc::dup2(null, 2);
+                libc::close(null);
+            }
+        }
+    }
+    metanode_confine::close_fds_except(&[0, 1, 2, sock, err_w])
+        .map_err(|e| format!("close undeclared fds: {e}"))?;
+    metanode_confine::drop_capabilities(plan.keep_caps)
+        .map_err(|e| format!("drop capabilities: {e}"))?;
+    metanode_confine::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
+    metanode_confine::restrict_landlock(&plan.landlock).map_err(|e| format!("landlock: {e}"))?;
+    let Some(program) = &plan.program else {
+        return Err(format!(
+            "program {:?} not found in the cage's PATH",
+            plan.args.first().map(|a| a.to_string_lossy().into_owned())
+        ));
+    };
+    if let Some(delay) = plan.pre_exec_delay {
+        std::thread::sleep(delay);
+    }
+    let listener = plan
+        .seccomp
+        .install()
+        .map_err(|e| format!("seccomp: {e}"))?;
+    // From here on only calls the allowlist permits: sendmsg, close, execve.
+    send_fd(sock, listener.as_raw_fd())?;
+    drop(listener);
+    let mut argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: program, argv and envp are NUL-terminated and outlive the call.
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Err(last_os(&format!("execve {}", program.to_string_lossy())))
+}
+
+/// A minimal /dev on a small tmpfs: null, zero, full, the seeded random FIFO, fd links.
+fn build_dev(root: &Path, fifo: &Path) -> Result<(), String> {
+    let dev = cage_target(root, "/dev");
+    ensure_mountpoint(&dev, false)?;
+    mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(&format!("size={DEV_TMPFS_SIZE_BYTES},mode=755")),
+    )?;
+    for (name, major, minor) in DEVICES {
+        let node = cpath(&dev.join(name));
+        // SAFETY: valid path; makedev is a pure computation.
+        let rc = unsafe {
+            libc::mknod(
+                node.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(*major, *minor),
+            )
+        };
+        if rc != 0 {
+            return Err(last_os(&format!("mknod /dev/{name}")));
+        }
+    }
+    for name in ["urandom", "random"] {
+        let target = dev.join(name);
+        std::fs::File::create(&target).map_err(|e| format!("create /dev/{name}: {e}"))?;
+        mount(Some(fifo), &target, None, libc::MS_BIND, None)?;
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(to, dev.join(link))
+            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    }
+    std::fs::create_dir_all(dev.join("shm")).map_err(|e| format!("mkdir /dev/shm: {e}"))?;
+    Ok(())
+}
+
+/// pivot_root(".", ".") then detach the old root: runc's way, no temporary directory needed.
+fn pivot(root: &Path) -> Result<(), String> {
+    let root_c = cpath(root);
+    // SAFETY: valid paths; these syscalls only affect this mount namespace.
+    unsafe {
+        if libc::chdir(root_c.as_ptr()) != 0 {
+            return Err(last_os("chdir to the rootfs"));
+        }
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
+            return Err(last_os("pivot_root"));
+        }
+        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
+            return Err(last_os("detach the old root"));
+        }
+        if libc::chdir(c"/".as_ptr()) != 0 {
+            return Err(last_os("chdir /"));
+        }
+    }
+    Ok(())
+}

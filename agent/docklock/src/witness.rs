@@ -1,0 +1,132 @@
+//! Turns a run into a signed witness record (metanode-witness): the header fixes what went in
+//! (seed, environment, inputs, logical time), the roots what came out, the decision what the cage
+//! enforced and what the workload tried.
+
+use std::path::Path;
+
+use metanode_core::hash::Hash32;
+use metanode_core::keys::SigningKey;
+use metanode_witness::{
+    ExitKind, InputRef, OutputsManifest, PolicyDecision, Record, RunHeader, SignedRecord,
+    TraceRoots, Verdict, ViolationKind, ViolationRecord, namespaces,
+};
+
+use crate::cage::{CageExit, RunOptions, RunOutcome};
+use crate::spec::{CageSpec, Namespaces};
+
+/// Why a record could not be built or signed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("environment: {0}")]
+    Env(#[from] metanode_witness::EnvError),
+    #[error("inputs: {0}")]
+    Inputs(#[from] metanode_witness::InputsError),
+    #[error("outputs: {0}")]
+    Outputs(#[from] metanode_witness::OutputsError),
+    #[error("events: {0}")]
+    Events(#[from] metanode_witness::EventsError),
+    #[error("signing: {0}")]
+    Sign(#[from] metanode_witness::SignError),
+}
+
+/// The launcher's namespace bits → the witness record's (two independent registries).
+pub fn witness_namespaces(ns: Namespaces) -> u16 {
+    [
+        (Namespaces::USER, namespaces::USER),
+        (Namespaces::MOUNT, namespaces::MOUNT),
+        (Namespaces::PID, namespaces::PID),
+        (Namespaces::IPC, namespaces::IPC),
+        (Namespaces::UTS, namespaces::UTS),
+        (Namespaces::NET, namespaces::NET),
+        (Namespaces::CGROUP, namespaces::CGROUP),
+        (Namespaces::TIME, namespaces::TIME),
+    ]
+    .iter()
+    .filter(|(ours, _)| ns.contains(*ours))
+    .fold(0, |acc, (_, bit)| acc | bit)
+}
+
+/// The outputs manifest of a run (empty directory root when there is no /out).
+pub fn outputs(out_dir: Option<&Path>) -> Result<Option<OutputsManifest>, RecordError> {
+    Ok(match out_dir {
+        Some(dir) => Some(metanode_witness::outputs_root(dir)?),
+        None => None,
+    })
+}
+
+/// Builds and signs the record of one run.
+pub fn sign_run(
+    spec: &CageSpec,
+    opts: &RunOptions,
+    outcome: &RunOutcome,
+    service: &str,
+    inputs: &[InputRef],
+    key: &SigningKey,
+) -> Result<SignedRecord, RecordError> {
+    let manifest = outputs(opts.out_dir.as_deref())?;
+    let exit = match outcome.exit {
+        CageExit::Exited(code) => ExitKind::Exited(code.clamp(0, 255) as u8),
+        CageExit::Signaled(signal) => ExitKind::Signaled(signal.clamp(0, 255) as u8),
+    };
+    let mut decision = PolicyDecision {
+        seccomp_digest: outcome.seccomp_digest,
+        landlock_status: outcome.landlock.status.code(),
+        landlock_abi: outcome.landlock.abi,
+        cgroup_mode: outcome.cgroup_mode.code(),
+        namespaces: witness_namespaces(outcome.namespaces),
+        exit,
+        violations: Vec::new(),
+        violations_dropped_count: 0,
+        verdict: Verdict::Completed,
+    };
+    for v in &outcome.violations {
+        decision.push_violation(ViolationRecord {
+            kind: ViolationKind::Syscall {
+                nr: v.syscall_nr,
+                name: v.syscall_name.to_string(),
+            },
+            detail: format!("{} refused with EPERM", v.syscall_name),
+        });
+    }
+    // After the syscalls, in this order (see ViolationKind): limits known from the cgroup.
+    if outcome.usage.oom_kills > 0 {
+        decision.push_violation(ViolationRecord {
+            kind: ViolationKind::OomKill,
+            detail: "memory limit reached; the kernel OOM-killed a cage process".into(),
+        });
+    }
+    if outcome.usage.pids_max_hits > 0 {
+        decision.push_violation(ViolationRecord {
+            kind: ViolationKind::PidsLimit,
+            detail: "pids limit reached; fork/clone refused".into(),
+        });
+    }
+    decision.verdict = decision.expected_verdict();
+    let events_root = decision.events_root()?;
+    let record = Record {
+        header: RunHeader {
+            node: key.public_key().to_bytes(),
+            service: service.to_string(),
+            agreement: spec.config_digest,
+            input_root: *metanode_witness::input_root(inputs)?.as_bytes(),
+            rng_seed: opts.rng_seed,
+            env_root: *metanode_witness::env_root(&spec.process.env)?.as_bytes(),
+            logical_time_ns: opts.logical_time_ns,
+        },
+        roots: TraceRoots {
+            events_root: *events_root.as_bytes(),
+            outputs_root: match &manifest {
+                Some(m) => *m.root().as_bytes(),
+                None => *metanode_core::merkle::empty_root().as_bytes(),
+            },
+            state_delta_root: *metanode_core::merkle::empty_root().as_bytes(),
+        },
+        decision,
+    };
+    Ok(record.sign(key)?)
+}
+
+/// Keeps Hash32 in the public signature stable for callers that compare roots.
+pub fn root_hex(root: &[u8; 32]) -> String {
+    Hash32(*root).to_string()
+}

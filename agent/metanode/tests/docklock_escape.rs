@@ -1,0 +1,385 @@
+//! DockLock escape suite and determinism checks, through the real `metanode docklock` CLI (the
+//! launcher refuses to fork from a multi-threaded process such as the test harness). Needs root;
+//! without it every test prints why it skipped.
+//!
+//! The workload is the static `docklock-probe` (agent/docklock-probe), built once per run with a
+//! nested cargo into its own target dir. Each probe tries one way out and prints one JSON line;
+//! every escape probe must say "blocked", the host must be untouched, and refused syscalls must
+//! appear in the signed receipt.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Builds the static probe once.
+fn probe_binary() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let root = workspace_root();
+        let target = root.join("target/docklock-probe");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "-p",
+                "metanode-docklock-probe",
+            ])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo build for the probe");
+        assert!(status.success(), "building docklock-probe failed");
+        target.join("x86_64-unknown-linux-gnu/release/docklock-probe")
+    })
+}
+
+struct Bundle {
+    dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    /// A bundle whose process runs the probe with `args`.
+    fn new(args: &[&str]) -> Bundle {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rootfs = dir.path().join("rootfs");
+        for d in ["bin", "proc", "dev", "tmp", "sys", "out", "etc"] {
+            std::fs::create_dir_all(rootfs.join(d)).expect("mkdir");
+        }
+        std::fs::write(rootfs.join("etc/hostname"), "cage\n").expect("write");
+        std::fs::copy(probe_binary(), rootfs.join("bin/docklock-probe")).expect("copy probe");
+        let mut argv = vec!["/bin/docklock-probe".to_string()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let config = serde_json::json!({
+            "ociVersion": "1.2.0",
+            "process": {"args": argv, "env": ["PATH=/bin", "LANG=C"], "cwd": "/",
+                        "user": {"uid": 0, "gid": 0}, "noNewPrivileges": true},
+            "root": {"path": "rootfs", "readonly": true},
+            "hostname": "cage",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=16m"]}
+            ],
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"},
+                               {"type": "mount"}, {"type": "cgroup"}, {"type": "time"}],
+                "resources": {"memory": {"limit": 67108864}, "pids": {"limit": 32}}
+            }
+        });
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&config).expect("json"),
+        )
+        .expect("write config");
+        Bundle { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn metanode(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_metanode"))
+        .args(args)
+        .output()
+        .expect("run metanode")
+}
+
+/// Runs the probe caged and returns (the probe's JSON line, the CLI's JSON outcome).
+fn run_probe(args: &[&str], extra: &[&str]) -> (Value, Value, Output) {
+    let bundle = Bundle::new(args);
+    let path = bundle.path().to_str().expect("utf8").to_string();
+    let mut cli = vec!["--json", "docklock", "run", &path, "--timeout-s", "60"];
+    cli.extend_from_slice(extra);
+    let out = metanode(&cli);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    // The probe's line comes first (inherited stdout), then the CLI's JSON.
+    // (A memory bomb is killed before it prints, so pick the values by their keys.)
+    let values: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .filter_map(Result::ok)
+        .collect();
+    let probe = values
+        .iter()
+        .find(|v| v.get("probe").is_some())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let outcome = values
+        .iter()
+        .find(|v| v.get("exit").is_some())
+        .cloned()
+        .unwrap_or(Value::Null);
+    (probe, outcome, out)
+}
+
+fn assert_blocked(args: &[&str]) -> Value {
+    let (probe, outcome, out) = run_probe(args, &[]);
+    assert_eq!(
+        probe["outcome"],
+        "blocked",
+        "probe {args:?} was not blocked: {probe}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "probe {args:?}: {outcome}");
+    outcome
+}
+
+fn skip() -> bool {
+    if !is_root() {
+        eprintln!("skipping: DockLock needs root");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn escape_probes_are_blocked_and_refusals_recorded() {
+    if skip() {
+        return;
+    }
+    // Probes that need nothing from the host.
+    for (probe, refused) in [
+        ("write-outside-rootfs", None),
+        ("write-proc-sys", None),
+        ("mount", Some("mount")),
+        ("unshare-setns", Some("unshare")),
+        ("ptrace-host", Some("ptrace")),
+        ("raw-socket", None),
+        ("io-uring", Some("io_uring_setup")),
+        ("bpf", Some("bpf")),
+        ("perf-event-open", Some("perf_event_open")),
+        ("keyctl", Some("keyctl")),
+        ("tiocsti", Some("ioctl")),
+        ("open-by-handle-at", Some("open_by_handle_at")),
+        ("x32", Some("x32_abi")),
+        ("leaked-fd", None),
+        ("overwrite-self-exe", None),
+    ] {
+        let outcome = assert_blocked(&[probe]);
+        if let Some(name) = refused {
+            let names: Vec<&str> = outcome["violations"]
+                .as_array()
+                .expect("violations")
+                .iter()
+                .filter_map(|v| v["syscall"].as_str())
+                .collect();
+            assert!(
+                names.contains(&name),
+                "probe {probe}: expected a recorded refusal of {name}, got {names:?}"
+            );
+        }
+        assert_eq!(outcome["landlock"], "fully_enforced", "{outcome}");
+    }
+}
+
+#[test]
+fn host_files_processes_and_network_are_out_of_reach() {
+    if skip() {
+        return;
+    }
+    let host = tempfile::tempdir().expect("tempdir");
+    let marker_path = host.path().join("host-only-marker");
+    let marker = format!("host-secret-{}", std::process::id());
+    std::fs::write(&marker_path, &marker).expect("write marker");
+    let marker_str = marker_path.to_str().expect("utf8");
+    assert_blocked(&["read-host-file", marker_str, "--marker", &marker]);
+    assert_blocked(&["chroot-escape", "--host-path", marker_str]);
+
+    let mut sleeper = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = sleeper.id().to_string();
+    assert_blocked(&["signal-host", "--host-pid", &pid]);
+    assert!(
+        sleeper.try_wait().expect("try_wait").is_none(),
+        "the host process was signalled from inside the cage"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    assert_blocked(&["egress", "--addr", &addr]);
+}
+
+#[test]
+fn limits_contain_bombs() {
+    if skip() {
+        return;
+    }
+    assert_blocked(&["fork-bomb", "--max", "5000"]);
+    assert_blocked(&["disk-fill", "--max-mib", "256"]);
+    // The memory bomb is OOM-killed inside the cage's cgroup (limit 64 MiB); the test survives.
+    let (_, outcome, out) = run_probe(&["memory-bomb", "--max-mib", "1024"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 9),
+        "memory bomb should die by SIGKILL: {outcome}"
+    );
+    assert!(
+        outcome["oom_kills"].as_u64().unwrap_or(0) >= 1,
+        "no OOM kill counted: {outcome}"
+    );
+}
+
+#[test]
+fn randomness_comes_from_the_seed_and_clocks_from_the_logical_time() {
+    if skip() {
+        return;
+    }
+    let seed_a = "11".repeat(32);
+    let seed_b = "22".repeat(32);
+    let (a1, _, _) = run_probe(&["random"], &["--seed", &seed_a]);
+    let (a2, _, _) = run_probe(&["random"], &["--seed", &seed_a]);
+    let (b, _, _) = run_probe(&["random"], &["--seed", &seed_b]);
+    assert_eq!(a1["outcome"], "ok", "{a1}");
+    assert_eq!(a1["detail"], a2["detail"], "same seed, different bytes");
+    assert_ne!(a1["detail"], b["detail"], "different seeds, same bytes");
+    assert!(
+        a1["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("getrandom=ENOSYS"),
+        "{a1}"
+    );
+
+    let (clock, _, _) = run_probe(&["clock"], &["--logical-time-ns", "5000000000"]);
+    let detail = clock["detail"].as_str().unwrap_or("");
+    let monotonic = detail
+        .split("monotonic vdso=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(-1.0);
+    // The workload reads it a few milliseconds after the start, at most a few seconds on a
+    // loaded machine: it must be near 5 s, not the host's uptime.
+    assert!(
+        (5.0..65.0).contains(&monotonic),
+        "CLOCK_MONOTONIC in the cage = {monotonic}: {detail}"
+    );
+}
+
+#[test]
+fn receipts_verify_and_record_violations() {
+    if skip() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let key = work.path().join("node.key");
+    let receipt = work.path().join("run.dlr");
+    let keygen = metanode(&[
+        "chain",
+        "genesis",
+        "--validators",
+        "1",
+        "--out",
+        work.path().join("net").to_str().expect("utf8"),
+    ]);
+    assert!(keygen.status.success(), "{keygen:?}");
+    let node_key = std::fs::read_dir(work.path().join("net"))
+        .expect("net dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "key"))
+        .or_else(|| find_key(&work.path().join("net")));
+    let node_key = node_key.expect("a key file from chain genesis");
+    std::fs::copy(&node_key, &key).expect("copy key");
+    let (_, outcome, out) = run_probe(
+        &["mount"],
+        &[
+            "--receipt",
+            receipt.to_str().expect("utf8"),
+            "--key",
+            key.to_str().expect("utf8"),
+        ],
+    );
+    assert!(out.status.success(), "{outcome} {out:?}");
+    let verified = metanode(&[
+        "--json",
+        "docklock",
+        "verify",
+        receipt.to_str().expect("utf8"),
+    ]);
+    assert!(verified.status.success(), "{verified:?}");
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        text.contains("mount"),
+        "receipt lacks the mount refusal: {text}"
+    );
+
+    // One flipped byte and the receipt no longer verifies.
+    let mut bytes = std::fs::read(&receipt).expect("read receipt");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&receipt, bytes).expect("write");
+    let tampered = metanode(&["docklock", "verify", receipt.to_str().expect("utf8")]);
+    assert!(!tampered.status.success(), "a tampered receipt verified");
+}
+
+fn find_key(dir: &Path) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_key(&path) {
+                return Some(found);
+            }
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".key"))
+        {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn replay_agrees_for_a_deterministic_workload() {
+    if skip() {
+        return;
+    }
+    let bundle = Bundle::new(&["write-output", "--count", "4"]);
+    let out = metanode(&[
+        "docklock",
+        "replay",
+        bundle.path().to_str().expect("utf8"),
+        "--runs",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "replay disagreed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bad_spec = Bundle::new(&["noop"]);
+    let config = bad_spec.path().join("config.json");
+    let mut json: Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("read")).expect("json");
+    json["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"});
+    std::fs::write(&config, serde_json::to_vec(&json).expect("json")).expect("write");
+    let refused = metanode(&["docklock", "run", bad_spec.path().to_str().expect("utf8")]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("linux.seccomp"), "{stderr}");
+}
