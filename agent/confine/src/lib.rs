@@ -1,5 +1,7 @@
 //! Process confinement steps applied just before exec: landlock (filesystem, TCP, scopes) with the
-//! achieved status, capability dropping, no_new_privs, TSC denial, closing undeclared fds.
+//! achieved status, capability dropping, no_new_privs, TSC denial, closing undeclared fds; and the
+//! cage's tracer, which hides the vDSO from every exec'd program so clock reads become syscalls
+//! that the seccomp supervisor can answer from the logical clock.
 //!
 //! Every function here acts on the *calling thread* (capabilities, landlock, no_new_privs, the TSC
 //! flag and the parent-death signal are per-thread kernel state) and is meant for the
@@ -7,14 +9,24 @@
 //! Everything applied here survives `execve` and is inherited by every descendant (except the
 //! parent-death signal, which children do not inherit); none of it can be undone.
 //!
-//! Suggested order (the DockLock launcher's): [`close_fds_except`], [`drop_capabilities`],
-//! [`set_no_new_privs`], [`deny_tsc`], [`restrict_landlock`], then seccomp, then `execve`.
+//! Suggested order (the DockLock launcher's): [`trace_me`] (or the parent's [`seize_for_cage`]),
+//! [`close_fds_except`], [`drop_capabilities`], [`set_no_new_privs`], [`restrict_landlock`], then
+//! seccomp, then `execve`. `ptrace` must be set up before seccomp, whose policy refuses it.
+//! [`deny_tsc`] only for static workloads (it kills dynamically linked ones).
+//!
+//! The tracer side ([`follow_cage`], [`hide_vdso_once`], [`hide_vdso_at_exec_stop`]) runs in the
+//! process that forked the workload; see the [`vdso`] module for why and how.
 
+mod cage_trace;
 mod capabilities;
 mod fds;
 mod landlock_rules;
 mod prctl;
+pub mod vdso;
 
+pub use cage_trace::{
+    Attach, CageTrace, HideFailure, TraceError, follow_cage, hide_vdso_once, seize_for_cage,
+};
 pub use capabilities::{CapDropError, CapParseError, CapSet, drop_capabilities};
 pub use fds::{close_fds_except, close_fds_except_via_proc};
 pub use landlock_rules::{
@@ -22,6 +34,7 @@ pub use landlock_rules::{
     restrict_landlock,
 };
 pub use prctl::{deny_tsc, set_no_new_privs, set_parent_death_signal};
+pub use vdso::{VdsoError, VdsoHidden, hide_vdso_at_exec_stop, trace_me};
 
 /// Re-exported so callers name errnos and signals with the same types these functions use.
 pub use rustix::io::Errno;

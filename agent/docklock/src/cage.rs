@@ -18,6 +18,7 @@ use std::ffi::CString;
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -326,10 +327,14 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
 
     let done = Arc::new(AtomicBool::new(false));
     let violations = Arc::new(Mutex::new(Vec::new()));
+    let logical_time_ns = opts.logical_time_ns;
     let supervisor = listener.map(|listener| {
         let violations = Arc::clone(&violations);
         std::thread::spawn(move || {
-            metanode_seccomp::supervise(listener, &mut |v| {
+            // Wall-clock reads (the vDSO is hidden, so they are real syscalls) are answered from
+            // the logical clock; every other refused call is recorded and denied.
+            let mut clock = metanode_seccomp::WallClock::new(logical_time_ns);
+            metanode_seccomp::supervise_with_wall_clock(listener, &mut clock, &mut |v| {
                 if let Ok(mut list) = violations.lock() {
                     list.push(v);
                 }
@@ -343,10 +348,16 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         std::thread::spawn(move || feed_randomness(fifo, seed, &done))
     };
     let timed_out = wait_with_timeout(a_pid, opts.timeout, &cgroup);
+    let mut relayed_bytes = Vec::new();
+    let _ = std::fs::File::from(status_r)
+        .take(4 + CHILD_ERROR_BYTES_MAX as u64)
+        .read_to_end(&mut relayed_bytes);
+    let relayed = relayed_bytes.len() >= 4;
     let mut status = [0u8; 4];
-    let relayed = std::fs::File::from(status_r)
-        .read_exact(&mut status)
-        .is_ok();
+    if relayed {
+        status.copy_from_slice(&relayed_bytes[..4]);
+    }
+    let trace_note = relayed_bytes.get(4..).unwrap_or_default().to_vec();
     done.store(true, Ordering::Release);
     let _ = feeder.join();
     let supervised = supervisor.map(|handle| handle.join());
@@ -357,6 +368,11 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     if !err_text.is_empty() {
         return Err(RunError::Setup(
             String::from_utf8_lossy(&err_text).into_owned(),
+        ));
+    }
+    if !trace_note.is_empty() {
+        return Err(RunError::Setup(
+            String::from_utf8_lossy(&trace_note).into_owned(),
         ));
     }
     if !relayed {
@@ -767,6 +783,13 @@ fn process_a(
         report(e);
         return 1;
     }
+    // B waits until A has seized it: A traces the whole cage so that every exec's vDSO is hidden
+    // (the wall clock must reach the seccomp supervisor), and ptrace must be set up before B
+    // installs the seccomp policy, which refuses ptrace.
+    let Ok((traced_r, traced_w)) = pipe() else {
+        report(last_os("pipe"));
+        return 1;
+    };
     // SAFETY: A is single-threaded (a fork of a single-threaded process).
     let b_pid = unsafe { libc::fork() };
     if b_pid < 0 {
@@ -774,6 +797,12 @@ fn process_a(
         return 1;
     }
     if b_pid == 0 {
+        drop(traced_w);
+        let mut byte = [0u8; 1];
+        if std::fs::File::from(traced_r).read_exact(&mut byte).is_err() || byte[0] != b't' {
+            // SAFETY: always safe.
+            unsafe { libc::_exit(126) };
+        }
         let result = process_b(plan, sock.as_raw_fd(), err_w.as_raw_fd());
         // Only reached on failure: exec replaces the image on success.
         if let Err(msg) = result {
@@ -782,20 +811,34 @@ fn process_a(
         // SAFETY: always safe.
         unsafe { libc::_exit(127) };
     }
-    drop(sock);
-    drop(err_w);
-    let mut status = 0;
-    loop {
-        // SAFETY: our own child; valid out pointer.
-        let rc = unsafe { libc::waitpid(b_pid, &raw mut status, 0) };
-        if rc == b_pid {
-            break;
-        }
-        if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return 1;
-        }
+    drop(traced_r);
+    if let Err(e) = metanode_confine::seize_for_cage(b_pid) {
+        report(format!("ptrace-seize the workload: {e}"));
+        // SAFETY: our own child.
+        unsafe { libc::kill(b_pid, libc::SIGKILL) };
+        return 1;
     }
-    let _ = std::fs::File::from(status_w).write_all(&status.to_le_bytes());
+    let _ = std::fs::File::from(traced_w).write_all(b"t");
+    drop(sock);
+    // The error pipe must close now (B's copy closes at exec) so that P sees the exec and starts
+    // the seccomp supervisor; A's later reports travel after the status on the status pipe.
+    drop(err_w);
+    let trace = metanode_confine::follow_cage(b_pid, metanode_confine::Attach::Seized);
+    let (status, note) = match trace {
+        Ok(trace) => (
+            trace.root_status.into_raw(),
+            trace.first_hide_failure.map(|failure| {
+                format!(
+                    "hiding the vDSO failed for {} exec(s), those processes were killed: {failure:?}",
+                    trace.hide_failures_count
+                )
+            }),
+        ),
+        Err(e) => (0, Some(format!("tracing the cage: {e}"))),
+    };
+    let mut message = status.to_le_bytes().to_vec();
+    message.extend_from_slice(note.unwrap_or_default().as_bytes());
+    let _ = std::fs::File::from(status_w).write_all(&message);
     0
 }
 
@@ -895,6 +938,12 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
     metanode_confine::set_parent_death_signal(metanode_confine::Signal::KILL)
         .map_err(|e| format!("set the parent-death signal: {e}"))?;
     let root = &plan.rootfs;
+    // A mount namespace of B's own: pivot_root moves the root of every process of the namespace,
+    // and A (the tracer) must keep seeing the host's /proc to reach B's memory.
+    // SAFETY: unshare only affects this process.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(last_os("unshare the workload's mount namespace"));
+    }
     mount(
         None,
         Path::new("/"),

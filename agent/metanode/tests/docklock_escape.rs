@@ -271,6 +271,19 @@ fn randomness_comes_from_the_seed_and_clocks_from_the_logical_time() {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(-1.0);
+    // The wall clock is virtual (vDSO hidden, reads answered by the supervisor from the logical
+    // clock): the first CLOCK_REALTIME syscall reads exactly the logical time.
+    assert!(
+        detail.contains("syscall=5.000000000"),
+        "CLOCK_REALTIME is not the logical time: {detail}"
+    );
+    let (again, _, _) = run_probe(&["clock"], &["--logical-time-ns", "5000000000"]);
+    let realtime = |d: &str| d.split(';').next().unwrap_or("").to_string();
+    assert_eq!(
+        realtime(detail),
+        realtime(again["detail"].as_str().unwrap_or("")),
+        "the virtual wall clock differs between two runs"
+    );
     // The workload reads it a few milliseconds after the start, at most a few seconds on a
     // loaded machine: it must be near 5 s, not the host's uptime.
     assert!(

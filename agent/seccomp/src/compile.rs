@@ -536,8 +536,11 @@ mod tests {
         let (policy, compiled) = builtin();
         for allowed in policy.allowed.values() {
             let mut data = call(allowed.sysno.name(), [0; 6]);
-            if allowed.sysno.name() == "personality" {
-                data.args[0] = 0xffff_ffff;
+            match allowed.sysno.name() {
+                "personality" => data.args[0] = 0xffff_ffff,
+                // Clock 0 is CLOCK_REALTIME, which goes to the supervisor; 1 is MONOTONIC.
+                "clock_gettime" => data.args[0] = 1,
+                _ => {}
             }
             assert_eq!(
                 evaluate(&compiled, &data),
@@ -691,6 +694,107 @@ mod tests {
                 )
             ),
             USER_NOTIF
+        );
+    }
+
+    /// MAKE_PROCESS_CPUCLOCK / MAKE_THREAD_CPUCLOCK (include/linux/posix-timers.h) as the 32-bit
+    /// int the kernel reads, sign-extended into the 64-bit register as libc passes it.
+    fn cpu_clock(pid: u32, kind: u32, per_thread: bool) -> u64 {
+        let id = (!pid << 3) | kind | if per_thread { 4 } else { 0 };
+        id as i32 as i64 as u64
+    }
+
+    #[test]
+    fn clock_gettime_is_native_only_for_clocks_the_time_namespace_or_the_cage_owns() {
+        let (_, compiled) = builtin();
+        let clock = |id: u64| evaluate(&compiled, &call("clock_gettime", [id, 0, 0, 0, 0, 0]));
+        // MONOTONIC, PROCESS/THREAD_CPUTIME_ID, MONOTONIC_RAW, MONOTONIC_COARSE, BOOTTIME.
+        for id in [1, 2, 3, 4, 6, 7] {
+            assert_eq!(clock(id), ALLOW, "clock {id}");
+        }
+        // CPU clocks of processes and threads: PROF, VIRT, SCHED, for pid 0 (self) and others.
+        for pid in [0, 1, 4_194_304] {
+            for kind in [0, 1, 2] {
+                for per_thread in [false, true] {
+                    let id = cpu_clock(pid, kind, per_thread);
+                    assert_eq!(clock(id), ALLOW, "cpu clock {id:#x}");
+                }
+            }
+        }
+        // REALTIME, REALTIME_COARSE, REALTIME_ALARM, BOOTTIME_ALARM, SGI_CYCLE, TAI, unknown,
+        // and CLOCKFD (a PTP clock behind fd 3) go to the supervisor.
+        for id in [0, 5, 8, 9, 10, 11, 12, 0x7fff_ffff, cpu_clock(3, 3, false)] {
+            assert_eq!(clock(id), USER_NOTIF, "clock {id:#x}");
+        }
+        assert_eq!(clock(cpu_clock(3, 3, true)), USER_NOTIF, "invalid id 7");
+        // Only the low 32 bits count, as in the kernel: garbage above them changes nothing.
+        assert_eq!(clock(0xdead_beef_0000_0001), ALLOW);
+        assert_eq!(clock(0xdead_beef_0000_0000), USER_NOTIF);
+        assert_eq!(
+            clock(0x0000_0001_0000_0000),
+            USER_NOTIF,
+            "REALTIME with high garbage"
+        );
+    }
+
+    #[test]
+    fn wall_clock_reads_and_absolute_realtime_sleeps_reach_the_supervisor() {
+        let (_, compiled) = builtin();
+        for name in [
+            "gettimeofday",
+            "time",
+            "clock_settime",
+            "settimeofday",
+            "adjtimex",
+        ] {
+            assert_eq!(
+                evaluate(&compiled, &call(name, [0; 6])),
+                USER_NOTIF,
+                "{name}"
+            );
+        }
+        assert_eq!(evaluate(&compiled, &call("clock_getres", [0; 6])), ALLOW);
+        let sleep = |clock: u64, flags: u64| {
+            evaluate(
+                &compiled,
+                &call("clock_nanosleep", [clock, flags, 0, 0, 0, 0]),
+            )
+        };
+        const TIMER_ABSTIME: u64 = 1;
+        // Relative sleeps on any clock are only delays.
+        for clock in [0, 1, 5, 7, 11] {
+            assert_eq!(sleep(clock, 0), ALLOW, "relative on {clock}");
+            assert_eq!(sleep(clock, 0xffff_ffff_0000_0000), ALLOW, "high garbage");
+        }
+        // Absolute deadlines: by the namespaced or CPU clocks only.
+        for clock in [1, 2, 7, cpu_clock(0, 2, false)] {
+            assert_eq!(sleep(clock, TIMER_ABSTIME), ALLOW, "absolute on {clock:#x}");
+        }
+        for clock in [0, 5, 8, 9, 11, cpu_clock(3, 3, false)] {
+            assert_eq!(
+                sleep(clock, TIMER_ABSTIME),
+                USER_NOTIF,
+                "absolute on {clock:#x}"
+            );
+        }
+        assert_eq!(evaluate(&compiled, &call("nanosleep", [0; 6])), ALLOW);
+    }
+
+    #[test]
+    fn clone_untraced_is_refused() {
+        let (_, compiled) = builtin();
+        const CLONE_UNTRACED: u64 = 0x0080_0000;
+        let fork = libc::SIGCHLD as u64;
+        assert_eq!(
+            evaluate(
+                &compiled,
+                &call("clone", [fork | CLONE_UNTRACED, 0, 0, 0, 0, 0])
+            ),
+            USER_NOTIF
+        );
+        assert_eq!(
+            evaluate(&compiled, &call("clone", [fork, 0, 0, 0, 0, 0])),
+            ALLOW
         );
     }
 

@@ -680,6 +680,8 @@ mod tests {
             "clock_adjtime",
             "settimeofday",
             "adjtimex",
+            "gettimeofday",
+            "time",
         ] {
             assert!(
                 policy.reported.contains_key(&nr(name)),
@@ -696,13 +698,26 @@ mod tests {
             .expect("clone carve-out");
         assert_eq!(
             clone,
-            &vec![Condition {
-                arg: 0,
-                width: Width::Bits32,
-                op: Op::MaskedNe(0x7e02_0080),
-                value: 0,
-            }]
+            &vec![
+                Condition {
+                    arg: 0,
+                    width: Width::Bits32,
+                    op: Op::MaskedNe(0x7e02_0080),
+                    value: 0,
+                },
+                // CLONE_UNTRACED: the child would escape the vDSO-hiding tracer.
+                Condition {
+                    arg: 0,
+                    width: Width::Bits32,
+                    op: Op::MaskedNe(0x0080_0000),
+                    value: 0,
+                }
+            ]
         );
+        let alternatives = |name: &str| policy.allowed.get(&nr(name)).map(|a| a.alternatives.len());
+        assert_eq!(alternatives("clock_gettime"), Some(5));
+        assert_eq!(alternatives("clock_nanosleep"), Some(6));
+        assert_eq!(alternatives("clock_getres"), Some(0), "unconditional");
         let ioctl = policy
             .carve_outs
             .get(&nr("ioctl"))

@@ -1,12 +1,15 @@
-//! The user-notification supervisor: every call the allowlist refuses arrives here, is answered
-//! with EPERM and is reported as a [`Violation`].
+//! The user-notification supervisor: every call the allowlist refuses arrives here and is
+//! answered by a handler: [`supervise`] refuses and reports everything (EPERM, [`Violation`]);
+//! [`supervise_with`] lets a handler emulate calls instead (DockLock's wall clock).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use syscalls::x86_64::Sysno;
 
 use crate::compile::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT};
+use crate::memory::ProcessMemory;
+use crate::policy::ERRNO_MAX;
 
 /// One refused call, as the receipt records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,18 +44,140 @@ pub enum SuperviseError {
     },
 }
 
+/// One call the allowlist did not allow, as the supervisor receives it. Handed to the handler of
+/// [`supervise_with`], which answers it with a [`Reply`].
+#[derive(Debug)]
+pub struct Notification<'a> {
+    /// The kernel's cookie for this notification (SECCOMP_IOCTL_NOTIF_ID_VALID checks it).
+    pub id: u64,
+    /// The calling thread's id in the supervisor's pid namespace (0 if not visible there).
+    pub pid: u32,
+    /// AUDIT_ARCH_* of the syscall ABI used.
+    pub arch: u32,
+    /// The raw syscall number (x32 numbers keep their 0x40000000 bit).
+    pub syscall_nr: i32,
+    /// The six argument registers.
+    pub args: [u64; 6],
+    pub instruction_pointer: u64,
+    /// The listener the notification came from; `None` for [`Notification::detached`].
+    listener: Option<BorrowedFd<'a>>,
+}
+
+impl Notification<'_> {
+    /// A notification tied to no listener, for testing handlers: [`Notification::is_valid`] is
+    /// false and its [`Notification::caller_memory`] refuses every write as gone.
+    pub fn detached(
+        id: u64,
+        pid: u32,
+        arch: u32,
+        syscall_nr: i32,
+        args: [u64; 6],
+    ) -> Notification<'static> {
+        Notification {
+            id,
+            pid,
+            arch,
+            syscall_nr,
+            args,
+            instruction_pointer: 0,
+            listener: None,
+        }
+    }
+
+    /// The receipt's name for the call: the x86_64 name, or `x32_abi` / `i386_abi` /
+    /// `foreign_abi` / `unknown`.
+    pub fn syscall_name(&self) -> &'static str {
+        syscall_name(self.arch, self.syscall_nr)
+    }
+
+    /// The x86_64 syscall number when the call came through the native 64-bit ABI (not x32,
+    /// not `int 0x80`); handlers that emulate calls must only ever look at these.
+    pub fn native_syscall_nr(&self) -> Option<i64> {
+        let native = self.arch == AUDIT_ARCH_X86_64
+            && u32::try_from(self.syscall_nr).is_ok_and(|nr| nr & X32_SYSCALL_BIT == 0);
+        native.then_some(i64::from(self.syscall_nr))
+    }
+
+    /// The violation record of this call.
+    pub fn violation(&self) -> Violation {
+        Violation {
+            pid: self.pid,
+            syscall_nr: i64::from(self.syscall_nr),
+            syscall_name: self.syscall_name(),
+            args: self.args,
+        }
+    }
+
+    /// SECCOMP_IOCTL_NOTIF_ID_VALID: the caller is still blocked in this very call (it was not
+    /// killed, and the id was not reused). False for a detached notification.
+    pub fn is_valid(&self) -> bool {
+        let Some(listener) = self.listener else {
+            return false;
+        };
+        let mut id = self.id;
+        loop {
+            // SAFETY: the request reads one u64 (the id) from the pointer; `id` outlives the
+            // call.
+            let rc = unsafe {
+                libc::ioctl(
+                    listener.as_raw_fd(),
+                    libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+                    &raw mut id,
+                )
+            };
+            if rc == 0 {
+                return true;
+            }
+            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return false;
+            }
+        }
+    }
+
+    /// The caller's memory, for a handler that writes a result into it (see [`crate::CallerMemory`]).
+    pub fn caller_memory(&self) -> ProcessMemory<'_> {
+        ProcessMemory::new(self)
+    }
+}
+
+/// A handler's answer to a [`Notification`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Fail the call with this errno (1..=4095; anything else is answered EPERM).
+    Deny(i32),
+    /// Complete the call with this return value, after the handler wrote any output into the
+    /// caller's memory. The kernel never runs the call itself.
+    Return(i64),
+}
+
 /// Answers every notification on `listener` with -EPERM and reports it through `on_violation`;
 /// returns Ok when no task uses the filter any more (the listener polls POLLHUP), i.e. every
 /// confined process has exited. The kernel drops a task's use of the filter when the task is
 /// reaped (release_task), so zombies still count: the caller must wait for its children.
 ///
-/// A violation is reported when it is received, before it is answered, so an attempt whose
+/// A violation is reported whether or not the answer reaches the caller, so an attempt whose
 /// caller dies meanwhile is still recorded. With SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (set by
 /// `install` where the kernel has it) a received call cannot be interrupted and restarted, so
 /// each attempt is reported once.
 pub fn supervise(
     listener: OwnedFd,
     on_violation: &mut dyn FnMut(Violation),
+) -> Result<(), SuperviseError> {
+    supervise_with(listener, &mut |notification| {
+        on_violation(notification.violation());
+        Reply::Deny(libc::EPERM)
+    })
+}
+
+/// Like [`supervise`], but every notification is answered with what `handler` returns: a
+/// handler may emulate a call (write its result into the caller's memory with
+/// [`Notification::caller_memory`], then [`Reply::Return`]) or refuse it ([`Reply::Deny`]);
+/// recording violations is the handler's job. [`crate::supervise_with_wall_clock`] is the
+/// handler DockLock uses. The handler runs before the answer is sent; the caller stays blocked
+/// until then. An answer whose caller is gone meanwhile is dropped silently.
+pub fn supervise_with(
+    listener: OwnedFd,
+    handler: &mut dyn FnMut(&Notification<'_>) -> Reply,
 ) -> Result<(), SuperviseError> {
     let fd = listener.as_raw_fd();
     loop {
@@ -71,20 +196,27 @@ pub fn supervise(
             return Err(SuperviseError::Poll(err));
         }
         if poll_fd.revents & libc::POLLIN != 0 {
-            let Some(notification) = receive(fd)? else {
+            let Some(received) = receive(fd)? else {
                 continue;
             };
-            let violation = violation_from(&notification);
-            let answered = respond_eperm(fd, notification.id);
-            on_violation(violation.clone());
-            match answered {
+            let notification = Notification {
+                id: received.id,
+                pid: received.pid,
+                arch: received.data.arch,
+                syscall_nr: received.data.nr,
+                args: received.data.args,
+                instruction_pointer: received.data.instruction_pointer,
+                listener: Some(listener.as_fd()),
+            };
+            let reply = handler(&notification);
+            match respond(fd, notification.id, reply) {
                 Ok(()) => {}
                 // The caller died, or a signal ended its wait: nothing is left to answer.
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(source) => {
                     return Err(SuperviseError::Respond {
-                        pid: violation.pid,
-                        syscall_name: violation.syscall_name,
+                        pid: notification.pid,
+                        syscall_name: notification.syscall_name(),
                         source,
                     });
                 }
@@ -135,13 +267,14 @@ fn receive(fd: libc::c_int) -> Result<Option<libc::seccomp_notif>, SuperviseErro
     }
 }
 
-/// SECCOMP_IOCTL_NOTIF_SEND with error -EPERM (never SECCOMP_USER_NOTIF_FLAG_CONTINUE: nothing
-/// refused is ever let through).
-fn respond_eperm(fd: libc::c_int, id: u64) -> io::Result<()> {
+/// SECCOMP_IOCTL_NOTIF_SEND. Never SECCOMP_USER_NOTIF_FLAG_CONTINUE: nothing refused is ever
+/// let through to the kernel.
+fn respond(fd: libc::c_int, id: u64, reply: Reply) -> io::Result<()> {
+    let (val, error) = response_values(reply);
     let mut response = libc::seccomp_notif_resp {
         id,
-        val: 0,
-        error: -libc::EPERM,
+        val,
+        error,
         flags: 0,
     };
     loop {
@@ -158,13 +291,14 @@ fn respond_eperm(fd: libc::c_int, id: u64) -> io::Result<()> {
     }
 }
 
-fn violation_from(notification: &libc::seccomp_notif) -> Violation {
-    let data = &notification.data;
-    Violation {
-        pid: notification.pid,
-        syscall_nr: i64::from(data.nr),
-        syscall_name: syscall_name(data.arch, data.nr),
-        args: data.args,
+/// (val, error) of the kernel response. The kernel returns `error` to the caller when it is
+/// non-zero, else `val`; it does not check `error`, so an errno outside 1..=ERRNO_MAX (which
+/// would read as a success or garbage) becomes EPERM.
+fn response_values(reply: Reply) -> (i64, i32) {
+    match reply {
+        Reply::Return(value) => (value, 0),
+        Reply::Deny(errno) if (1..=ERRNO_MAX).contains(&errno) => (0, -errno),
+        Reply::Deny(_) => (0, -libc::EPERM),
     }
 }
 
@@ -197,5 +331,52 @@ mod tests {
         assert_eq!(syscall_name(AUDIT_ARCH_X86_64, -1), "unknown");
         assert_eq!(syscall_name(AUDIT_ARCH_I386, 20), "i386_abi");
         assert_eq!(syscall_name(0xc000_00b7, 0), "foreign_abi");
+    }
+
+    #[test]
+    fn replies_map_to_kernel_responses() {
+        assert_eq!(response_values(Reply::Return(0)), (0, 0));
+        assert_eq!(
+            response_values(Reply::Return(1_700_000_000)),
+            (1_700_000_000, 0)
+        );
+        assert_eq!(
+            response_values(Reply::Deny(libc::EFAULT)),
+            (0, -libc::EFAULT)
+        );
+        assert_eq!(response_values(Reply::Deny(4095)), (0, -4095));
+        // Never a "success" or a garbage value by mistake.
+        for bad in [0, -1, 4096, i32::MAX, i32::MIN] {
+            assert_eq!(
+                response_values(Reply::Deny(bad)),
+                (0, -libc::EPERM),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn detached_notifications_describe_the_call_and_are_never_valid() {
+        let mount = Notification::detached(7, 42, AUDIT_ARCH_X86_64, 165, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(mount.syscall_name(), "mount");
+        assert_eq!(mount.native_syscall_nr(), Some(165));
+        assert!(!mount.is_valid());
+        assert_eq!(
+            mount.violation(),
+            Violation {
+                pid: 42,
+                syscall_nr: 165,
+                syscall_name: "mount",
+                args: [1, 2, 3, 4, 5, 6],
+            }
+        );
+        let x32 = Notification::detached(1, 1, AUDIT_ARCH_X86_64, 0x4000_0000 | 228, [0; 6]);
+        assert_eq!(x32.native_syscall_nr(), None);
+        let i386 = Notification::detached(1, 1, AUDIT_ARCH_I386, 228, [0; 6]);
+        assert_eq!(i386.native_syscall_nr(), None);
+        assert_eq!(
+            Notification::detached(1, 1, AUDIT_ARCH_X86_64, -1, [0; 6]).native_syscall_nr(),
+            None
+        );
     }
 }

@@ -6,17 +6,23 @@
 //! std workload, and prints one line per probe. The parent supervises and compares both the
 //! results and the exact list of violations. A re-exec (not fork) keeps the child a fresh,
 //! single-threaded process whose only filter is ours.
+//!
+//! The wall-clock case runs the child as DockLock does: traced by this test's main thread with
+//! metanode_confine::follow_cage, which hides the vDSO at its exec, so its clock reads become
+//! syscalls that supervise_with_wall_clock answers from the logical clock.
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
-use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 
-use metanode_seccomp::{SeccompPolicy, Violation, supervise};
+use metanode_confine::{Attach, CageTrace, follow_cage, trace_me};
+use metanode_seccomp::{SeccompPolicy, Violation, WallClock, supervise, supervise_with_wall_clock};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
@@ -27,6 +33,9 @@ const CHILD_ENV: &str = "METANODE_SECCOMP_TEST_CHILD";
 const MODE_PROBES: &str = "probes";
 const MODE_QUIET: &str = "quiet";
 const MODE_EXEC: &str = "exec";
+const MODE_WALL_CLOCK: &str = "wall-clock";
+/// The run's logical time: 2023-11-14T22:13:20Z.
+const LOGICAL_TIME_NS: u64 = 1_700_000_000_000_000_000;
 /// Exit code of the re-executed grandchild, proving it ran to completion under the filter.
 const EXEC_EXIT_CODE: i32 = 7;
 
@@ -41,9 +50,10 @@ fn main() {
         Ok(MODE_PROBES) => child(true),
         Ok(MODE_QUIET) => child(false),
         Ok(MODE_EXEC) => std::process::exit(grandchild()),
+        Ok(MODE_WALL_CLOCK) => wall_clock_child(),
         Ok(other) => panic!("unknown child mode {other:?}"),
         Err(_) => {
-            let tests: [(&str, fn()); 2] = [
+            let tests: [(&str, fn()); 3] = [
                 (
                     "confined_child_gets_promised_results_and_every_violation_is_reported",
                     confined_child_gets_promised_results_and_every_violation_is_reported,
@@ -51,6 +61,10 @@ fn main() {
                 (
                     "supervisor_returns_ok_when_a_clean_child_exits",
                     supervisor_returns_ok_when_a_clean_child_exits,
+                ),
+                (
+                    "wall_clock_reads_with_the_vdso_hidden_are_logical_and_deterministic",
+                    wall_clock_reads_are_logical_and_deterministic,
                 ),
             ];
             println!("\nrunning {} tests", tests.len());
@@ -292,6 +306,136 @@ fn supervisor_returns_ok_when_a_clean_child_exits() {
     assert!(run.status.success(), "child failed: {:?}", run.status);
     assert_eq!(run.stdout.trim(), "std_workload 0 0");
     assert_eq!(run.violations, Vec::<Violation>::new());
+}
+
+struct WallClockRun {
+    stdout: String,
+    violations: Vec<Violation>,
+    clock: WallClock,
+    trace: CageTrace,
+}
+
+/// One DockLock-style run: the child is our tracee (PTRACE_TRACEME before exec, so before its
+/// filter), follow_cage hides its vDSO at the exec stop and relays its exit, and a supervisor
+/// thread answers its notifications with the wall clock.
+fn run_wall_clock_child() -> WallClockRun {
+    let (parent_end, child_end) = UnixStream::pair().expect("socketpair");
+    let mut command = Command::new(std::env::current_exe().expect("current_exe"));
+    command
+        .env(CHILD_ENV, MODE_WALL_CLOCK)
+        .stdin(Stdio::from(OwnedFd::from(child_end)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // SAFETY: the hook runs in the forked child before exec and makes one raw syscall
+    // (PTRACE_TRACEME), which is async-signal-safe.
+    unsafe { command.pre_exec(|| trace_me().map_err(io::Error::from)) };
+    #[expect(
+        clippy::zombie_processes,
+        reason = "follow_cage reaps the child: it waits for every child of this process"
+    )]
+    let mut child = command.spawn().expect("spawn the traced child");
+    // The command holds our copy of the child's socket end; without it, a child that dies early
+    // makes receive_listener fail instead of hang.
+    drop(command);
+    let pid = i32::try_from(child.id()).expect("pid");
+
+    let supervisor = std::thread::spawn(move || {
+        let listener = receive_listener(&parent_end);
+        let mut clock = WallClock::new(LOGICAL_TIME_NS);
+        let mut violations = Vec::new();
+        let result = supervise_with_wall_clock(listener, &mut clock, &mut |v| violations.push(v));
+        (result, violations, clock)
+    });
+    // ptrace requests must come from the thread that forked the child: this one.
+    let trace = follow_cage(pid, Attach::TraceMe).expect("trace the child");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout pipe")
+        .read_to_string(&mut stdout)
+        .expect("read the child's output");
+    let (result, violations, clock) = supervisor.join().expect("supervisor thread");
+    result.expect("supervise returns Ok when no task uses the filter");
+    WallClockRun {
+        stdout,
+        violations,
+        clock,
+        trace,
+    }
+}
+
+fn wall_clock_reads_are_logical_and_deterministic() {
+    let first = run_wall_clock_child();
+    assert!(
+        first.trace.root_status.success(),
+        "child failed: {:?}\n{}",
+        first.trace.root_status,
+        first.stdout
+    );
+    assert_eq!(
+        (
+            first.trace.execs_count,
+            first.trace.vdso_hidden_count,
+            first.trace.hide_failures_count
+        ),
+        (1, 1, 0),
+        "{:?}",
+        first.trace
+    );
+    // Read k returns LOGICAL_TIME_NS + k * 1 ms, whatever the host clock says; TAI is 37 s
+    // ahead; the monotonic clock is native; the unserved clocks, an absolute sleep on the
+    // wall clock and mount are refused and reported.
+    let expected = [
+        "getauxval_sysinfo_ehdr 0",
+        "realtime 0 0 1700000000 0",
+        "realtime 0 0 1700000000 1000000",
+        "realtime_coarse 0 0 1700000000 2000000",
+        "tai 0 0 1700000037 3000000",
+        "gettimeofday 0 0 1700000000 4000",
+        "time 1700000000",
+        "systemtime 1700000000006000000",
+        "monotonic 0 0 nonzero",
+        "boottime_alarm -1 1",
+        "abs_sleep_realtime 1",
+        "rel_sleep_realtime 0",
+        "abs_sleep_monotonic 0",
+        "mount -1 1",
+    ];
+    assert_eq!(first.stdout.lines().collect::<Vec<_>>(), expected);
+    assert_eq!(first.clock.reads_count(), 7);
+    assert_eq!(
+        first.clock.failures_count(),
+        0,
+        "{:?}",
+        first.clock.first_failure()
+    );
+    // The arguments that say what was refused (pointers differ between runs).
+    let summary = |run: &WallClockRun| -> Vec<(&'static str, u64, u64)> {
+        run.violations
+            .iter()
+            .map(|v| match v.syscall_name {
+                "clock_gettime" => (v.syscall_name, v.args[0], 0),
+                "clock_nanosleep" => (v.syscall_name, v.args[0], v.args[1]),
+                _ => (v.syscall_name, 0, 0),
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&first),
+        vec![
+            ("clock_gettime", libc::CLOCK_BOOTTIME_ALARM as u64, 0),
+            // CLOCK_REALTIME with TIMER_ABSTIME.
+            ("clock_nanosleep", 0, libc::TIMER_ABSTIME as u64),
+            ("mount", 0, 0),
+        ]
+    );
+
+    // A second run sees exactly the same times and refusals.
+    let second = run_wall_clock_child();
+    assert_eq!(second.stdout, first.stdout);
+    assert_eq!(summary(&second), summary(&first));
+    assert_eq!(second.clock, first.clock);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -622,6 +766,124 @@ fn std_workload() {
         Some(EXEC_EXIT_CODE),
         "grandchild under the filter"
     );
+}
+
+/// The wall-clock child: installs the policy, hands over the listener, then reads every clock
+/// through libc (which, with the vDSO hidden, makes the syscalls) and prints what it got.
+fn wall_clock_child() {
+    let compiled = SeccompPolicy::builtin()
+        .expect("builtin policy parses")
+        .compile()
+        .expect("builtin policy compiles");
+    let listener = compiled.install().expect("install the filters");
+    send_listener(&listener);
+    drop(listener);
+
+    // SAFETY: getauxval only reads this process's auxv.
+    let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    println!("getauxval_sysinfo_ehdr {vdso}");
+    let read = |clock: libc::clockid_t| -> (i32, i32, libc::timespec) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime stores one timespec into `now`.
+        let rc = unsafe { libc::clock_gettime(clock, &raw mut now) };
+        (rc, errno_if(rc != 0), now)
+    };
+    for (name, clock) in [
+        ("realtime", libc::CLOCK_REALTIME),
+        ("realtime", libc::CLOCK_REALTIME),
+        ("realtime_coarse", libc::CLOCK_REALTIME_COARSE),
+        ("tai", libc::CLOCK_TAI),
+    ] {
+        let (rc, errno, now) = read(clock);
+        println!("{name} {rc} {errno} {} {}", now.tv_sec, now.tv_nsec);
+    }
+    let mut timeval = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    // SAFETY: gettimeofday stores one timeval; a null timezone is allowed.
+    let rc = unsafe { libc::gettimeofday(&raw mut timeval, std::ptr::null_mut()) };
+    println!(
+        "gettimeofday {rc} {} {} {}",
+        errno_if(rc != 0),
+        timeval.tv_sec,
+        timeval.tv_usec
+    );
+    // SAFETY: a null pointer asks only for the return value.
+    println!("time {}", unsafe { libc::time(std::ptr::null_mut()) });
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    println!("systemtime {}", since_epoch.as_nanos());
+    let (rc, errno, now) = read(libc::CLOCK_MONOTONIC);
+    let nonzero = if (now.tv_sec, now.tv_nsec) == (0, 0) {
+        "zero"
+    } else {
+        "nonzero"
+    };
+    println!("monotonic {rc} {errno} {nonzero}");
+    let (rc, errno, _) = read(libc::CLOCK_BOOTTIME_ALARM);
+    println!("boottime_alarm {rc} {errno}");
+    let past = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let short = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000,
+    };
+    // clock_nanosleep returns the error number itself. SAFETY: valid timespecs, null remainder.
+    let rc = unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_REALTIME,
+            libc::TIMER_ABSTIME,
+            &raw const past,
+            std::ptr::null_mut(),
+        )
+    };
+    println!("abs_sleep_realtime {rc}");
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_REALTIME,
+            0,
+            &raw const short,
+            std::ptr::null_mut(),
+        )
+    };
+    println!("rel_sleep_realtime {rc}");
+    // SAFETY: as above; a deadline in the past returns at once.
+    let rc = unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &raw const past,
+            std::ptr::null_mut(),
+        )
+    };
+    println!("abs_sleep_monotonic {rc}");
+    // SAFETY: valid C strings; the mount point does not exist.
+    let rc = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c"/nonexistent-metanode-seccomp".as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    println!("mount {rc} {}", errno_if(rc != 0));
+}
+
+fn errno_if(failed: bool) -> i32 {
+    if failed {
+        io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// A freshly exec'd, dynamically linked Rust program under the inherited filter: loader, std
