@@ -70,6 +70,8 @@ enum BenchName {
     Image(bench::image::ImageBenchArgs),
     /// Chain: 4 validators in netns over QUIC (root); published Besu/CometBFT figures.
     Chain(bench::chain::ChainBenchArgs),
+    /// DockLock: spawn latency of a caged static no-op vs bubblewrap (root).
+    Docklock(bench::docklock::DocklockBenchArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -103,6 +105,10 @@ fn main() -> ExitCode {
             which: Some(BenchName::Chain(args)),
             ..
         }) => bench::chain::run(&args),
+        Command::Bench(BenchCmd {
+            which: Some(BenchName::Docklock(args)),
+            ..
+        }) => bench::docklock::run(&args),
         Command::Bench(BenchCmd { which: None, .. }) => {
             bench::print_list();
             Err(anyhow::anyhow!(

@@ -65,7 +65,7 @@ const DEV_TMPFS_SIZE_BYTES: u64 = 64 * 1024;
 /// Bytes of the seeded stream written per FIFO write.
 const URANDOM_CHUNK_BYTES: usize = 4096;
 /// How often blocked helper threads re-check whether the cage is finished.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest error message a child sends back.
 const CHILD_ERROR_BYTES_MAX: usize = 1024;
 
@@ -342,10 +342,12 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             .map_err(|e| e.to_string())
         })
     });
+    // Closing wake_w wakes the feeder at once when the cage is gone (no polling interval).
+    let (wake_r, wake_w) = pipe()?;
     let feeder = {
         let done = Arc::clone(&done);
         let seed = opts.rng_seed;
-        std::thread::spawn(move || feed_randomness(fifo, seed, &done))
+        std::thread::spawn(move || feed_randomness(fifo, wake_r, seed, &done))
     };
     let timed_out = wait_with_timeout(a_pid, opts.timeout, &cgroup);
     let mut relayed_bytes = Vec::new();
@@ -359,6 +361,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     }
     let trace_note = relayed_bytes.get(4..).unwrap_or_default().to_vec();
     done.store(true, Ordering::Release);
+    drop(wake_w);
     let _ = feeder.join();
     let supervised = supervisor.map(|handle| handle.join());
     let wall_ns = started.elapsed().as_nanos() as u64;
@@ -462,7 +465,7 @@ fn wait_with_timeout(pid: i32, timeout: Option<Duration>, cgroup: &CageCgroup) -
             timed_out = true;
             kill_cgroup_tasks(cgroup);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -477,7 +480,7 @@ fn kill_cgroup_tasks(cgroup: &CageCgroup) {
     }
 }
 
-fn feed_randomness(fifo: OwnedFd, seed: [u8; 32], done: &AtomicBool) {
+fn feed_randomness(fifo: OwnedFd, wake: OwnedFd, seed: [u8; 32], done: &AtomicBool) {
     let mut rng = ChaCha20Rng::from_seed(seed);
     let mut chunk = vec![0u8; URANDOM_CHUNK_BYTES];
     let mut pending: &[u8] = &[];
@@ -494,13 +497,23 @@ fn feed_randomness(fifo: OwnedFd, seed: [u8; 32], done: &AtomicBool) {
             pending = &pending[n as usize..];
             continue;
         }
-        let mut pfd = libc::pollfd {
-            fd: fifo.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&raw mut pfd, 1, POLL_INTERVAL.as_millis() as i32) };
+        let mut pfds = [
+            libc::pollfd {
+                fd: fifo.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, POLL_INTERVAL.as_millis() as i32) };
+        if pfds[1].revents != 0 {
+            return;
+        }
     }
 }
 

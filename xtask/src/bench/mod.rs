@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod chart;
+pub mod docklock;
 pub mod image;
 pub mod results;
 pub mod storage;
@@ -24,6 +25,11 @@ pub const BENCHES: &[(&str, &str)] = &[
         "chain",
         "4 validators in netns over QUIC, HTTP load: max tx/s, submit->final p50/p99 at half load, \
          proposer crash -> commit, catch-up, light client, PoH CPU, RSS; Besu QBFT/CometBFT published",
+    ),
+    (
+        "docklock",
+        "static no-op in a full cage: spawn p50/p99 vs bubblewrap (same run, interleaved), replay \
+         overhead, receipts signed/verified per s; youki/runc/crun published create->delete",
     ),
 ];
 
