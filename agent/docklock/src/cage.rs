@@ -10,6 +10,11 @@
 //! status to P through a pipe. B sends its seccomp user-notification listener to P over a unix
 //! socket; P answers refused calls (EPERM) and records them as violations.
 //!
+//! With `user` in the spec's namespaces, A unshares it together with the others, tells P, and
+//! waits while P writes the uid/gid maps (the spec's, or container 0 → the caller's ids); A then
+//! becomes uid/gid 0 of the namespace. Everything after that (mounts, the tracer, the clocks) runs
+//! with capabilities of that namespace only.
+//!
 //! The caller must be single-threaded when `run` forks (checked): the children then may allocate
 //! (glibc makes malloc usable after fork) and the set-up code stays ordinary Rust. The agent runs
 //! cages through the `metanode docklock` subprocess.
@@ -56,12 +61,6 @@ pub const READONLY_PATHS_DEFAULT: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// Device nodes of the cage's /dev: (name, major, minor). random/urandom are not here: they are
-/// the seeded FIFO.
-const DEVICES: &[(&str, u32, u32)] = &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7)];
-
-/// Size of the cage's /dev tmpfs (it holds only device nodes and the FIFO).
-const DEV_TMPFS_SIZE_BYTES: u64 = 64 * 1024;
 /// Bytes of the seeded stream written per FIFO write.
 const URANDOM_CHUNK_BYTES: usize = 4096;
 /// How often blocked helper threads re-check whether the cage is finished.
@@ -84,6 +83,11 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Discard the workload's stdout/stderr instead of inheriting them.
     pub quiet: bool,
+    /// Capture the workload's stdout into this host file (created or truncated); wins over
+    /// `quiet` for stdout.
+    pub stdout_file: Option<PathBuf>,
+    /// Capture the workload's stderr into this host file (may be the same path as stdout).
+    pub stderr_file: Option<PathBuf>,
     /// Replay perturbation: pin the workload to this CPU.
     pub cpu: Option<usize>,
     /// Replay perturbation: disable ASLR (personality ADDR_NO_RANDOMIZE).
@@ -105,6 +109,8 @@ impl RunOptions {
             out_dir: None,
             timeout: None,
             quiet: false,
+            stdout_file: None,
+            stderr_file: None,
             cpu: None,
             no_aslr: false,
             umask: None,
@@ -137,6 +143,8 @@ pub struct RunOutcome {
     pub exit: CageExit,
     /// Syscalls the seccomp allowlist refused, in the order the supervisor received them.
     pub violations: Vec<Violation>,
+    /// Refused syscalls past [`crate::limits::VIOLATIONS_COUNT_MAX`], counted but not kept.
+    pub violations_dropped_count: u64,
     pub usage: CgroupUsage,
     pub cgroup_mode: CgroupMode,
     pub landlock: LandlockReport,
@@ -156,12 +164,14 @@ pub enum RunError {
         "docklock must launch from a single-threaded process (this one has {threads} threads); the agent runs cages through `metanode docklock run`"
     )]
     MultiThreaded { threads: u64 },
+    #[error("run options: {0}")]
+    Options(String),
     #[error(
-        "docklock needs root for now (user namespaces for unprivileged callers are not wired yet)"
+        "docklock needs root: it creates the cage's cgroup (unprivileged callers would need a delegated cgroup subtree, not supported yet); root callers get a user namespace by listing `user` in linux.namespaces"
     )]
     NotRoot,
-    #[error("the spec asks for a user namespace, which the launcher does not support yet")]
-    UserNamespace,
+    #[error("write the user namespace's id maps: {0}")]
+    IdMaps(String),
     #[error("seccomp policy: {0}")]
     Policy(#[from] metanode_seccomp::PolicyError),
     #[error("cgroup: {0}")]
@@ -224,12 +234,25 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     if threads != 1 {
         return Err(RunError::MultiThreaded { threads });
     }
+    if opts.logical_time_ns > crate::limits::LOGICAL_TIME_NS_MAX {
+        return Err(RunError::Options(format!(
+            "logical time {} ns is above the {} ns the time namespace can represent safely",
+            opts.logical_time_ns,
+            crate::limits::LOGICAL_TIME_NS_MAX
+        )));
+    }
+    if let Some(timeout) = opts.timeout
+        && (timeout.is_zero()
+            || timeout.as_millis() > u128::from(crate::limits::WALL_TIMEOUT_MS_MAX))
+    {
+        return Err(RunError::Options(format!(
+            "timeout {timeout:?} is outside 1 ms ..= {} ms",
+            crate::limits::WALL_TIMEOUT_MS_MAX
+        )));
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(RunError::NotRoot);
-    }
-    if spec.namespaces.contains(Namespaces::USER) {
-        return Err(RunError::UserNamespace);
     }
     let seccomp = SeccompPolicy::builtin()?.compile()?;
     let keep_caps = CapSet::parse_names(&spec.process.capabilities.union())?;
@@ -250,7 +273,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let fifo_path = fifo_dir.path().join("urandom");
     let fifo_c = cpath(&fifo_path);
     // SAFETY: fifo_c is a valid NUL-terminated path.
-    if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) } != 0 {
+    if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o444) } != 0 {
         return Err(io_err("mkfifo")(std::io::Error::last_os_error()));
     }
     // O_RDWR so the open does not wait for a reader; non-blocking so the feeder can stop.
@@ -268,8 +291,32 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     }
     // SAFETY: open succeeded; we own the fd.
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
+    // A big pipe buffer, kept full by the feeder, makes a read of up to this size return whole, so a
+    // workload that does not loop on short reads still sees the same bytes run after run. Best
+    // effort: past /proc/sys/fs/pipe-max-size the default buffer stays.
+    // SAFETY: fcntl on our own fd with an integer argument.
+    unsafe {
+        libc::fcntl(
+            fifo.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            crate::limits::URANDOM_PIPE_SIZE_BYTES as libc::c_int,
+        )
+    };
 
     let (go_r, go_w) = pipe()?;
+    // With a user namespace, A reports "unshared" and waits for P to write its id maps (only a
+    // process outside the namespace may, and only once, before A relies on any id in it).
+    let userns_pipes = if spec.namespaces.contains(Namespaces::USER) {
+        let (unshared_r, unshared_w) = pipe()?;
+        let (mapped_r, mapped_w) = pipe()?;
+        Some(((unshared_r, mapped_w), (unshared_w, mapped_r)))
+    } else {
+        None
+    };
+    let (userns_parent, userns_child) = match userns_pipes {
+        Some((parent, child)) => (Some(parent), Some(child)),
+        None => (None, None),
+    };
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let mut socks = [0; 2];
@@ -293,7 +340,17 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         )
     };
 
-    let plan = ChildPlan::new(spec, opts, &fifo_path, keep_caps, &seccomp);
+    let mut plan = ChildPlan::new(spec, opts, &fifo_path, keep_caps, &seccomp);
+    let stdout_file = open_capture(opts.stdout_file.as_deref())?;
+    let stderr_file = match (&opts.stderr_file, &opts.stdout_file, &stdout_file) {
+        (Some(err), Some(out), Some(file)) if err == out => Some(
+            file.try_clone()
+                .map_err(io_err(format!("share {} for stderr", err.display())))?,
+        ),
+        _ => open_capture(opts.stderr_file.as_deref())?,
+    };
+    plan.stdout_fd = stdout_file.as_ref().map(|f| f.as_raw_fd());
+    plan.stderr_fd = stderr_file.as_ref().map(|f| f.as_raw_fd());
     let started = Instant::now();
     // SAFETY: the process is single-threaded (checked above), so the child may run ordinary code.
     let a_pid = unsafe { libc::fork() };
@@ -301,12 +358,20 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         return Err(io_err("fork")(std::io::Error::last_os_error()));
     }
     if a_pid == 0 {
-        drop((go_w, err_r, status_r, sock_p, fifo));
-        let code = process_a(&plan, go_r, err_w, status_w, sock_c);
+        drop((go_w, err_r, status_r, sock_p, fifo, userns_parent));
+        let code = process_a(&plan, go_r, err_w, status_w, sock_c, userns_child);
         // SAFETY: _exit is always safe; it skips the parent's atexit handlers and buffers.
         unsafe { libc::_exit(code) };
     }
-    drop((go_r, err_w, status_w, sock_c));
+    drop((
+        go_r,
+        err_w,
+        status_w,
+        sock_c,
+        stdout_file,
+        stderr_file,
+        userns_child,
+    ));
     let joined = cgroup.add_process(a_pid);
     let mut go_w = std::fs::File::from(go_w);
     let go_byte: &[u8] = if joined.is_ok() { b"g" } else { b"x" };
@@ -315,6 +380,24 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     if let Err(e) = joined {
         reap(a_pid);
         return Err(RunError::Cgroup(e.into()));
+    }
+    if let Some((unshared_r, mapped_w)) = userns_parent {
+        let mut byte = [0u8; 1];
+        // No "u" means A failed to unshare: its error is on the error pipe, read below.
+        if std::fs::File::from(unshared_r)
+            .read_exact(&mut byte)
+            .is_ok()
+            && byte[0] == b'u'
+        {
+            let mapped = write_id_maps(a_pid, spec);
+            let reply: &[u8] = if mapped.is_ok() { b"m" } else { b"x" };
+            let _ = std::fs::File::from(mapped_w).write_all(reply);
+            if let Err(e) = mapped {
+                reap(a_pid);
+                let _ = cgroup.kill_and_remove();
+                return Err(RunError::IdMaps(e));
+            }
+        }
     }
 
     // The listener arrives just before exec (or the socket closes when set-up failed).
@@ -326,7 +409,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let spawn_ns = started.elapsed().as_nanos() as u64;
 
     let done = Arc::new(AtomicBool::new(false));
-    let violations = Arc::new(Mutex::new(Vec::new()));
+    let violations = Arc::new(Mutex::new((Vec::new(), 0u64)));
     let logical_time_ns = opts.logical_time_ns;
     let supervisor = listener.map(|listener| {
         let violations = Arc::clone(&violations);
@@ -335,8 +418,14 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             // the logical clock; every other refused call is recorded and denied.
             let mut clock = metanode_seccomp::WallClock::new(logical_time_ns);
             metanode_seccomp::supervise_with_wall_clock(listener, &mut clock, &mut |v| {
+                // A workload looping on a refused call must not grow P's memory without bound:
+                // keep the first ones, count the rest.
                 if let Ok(mut list) = violations.lock() {
-                    list.push(v);
+                    if list.0.len() < crate::limits::VIOLATIONS_COUNT_MAX {
+                        list.0.push(v);
+                    } else {
+                        list.1 += 1;
+                    }
                 }
             })
             .map_err(|e| e.to_string())
@@ -378,7 +467,11 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             String::from_utf8_lossy(&trace_note).into_owned(),
         ));
     }
-    if !relayed {
+    // A timeout kills every task of the cgroup, A included, so A may not get to relay: the
+    // workload then ended by our SIGKILL.
+    if !relayed && timed_out {
+        status = (libc::SIGKILL).to_le_bytes();
+    } else if !relayed {
         return Err(RunError::Setup(
             "the cage's intermediate process ended without reporting the workload's status".into(),
         ));
@@ -400,7 +493,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     } else {
         CageExit::Exited(libc::WEXITSTATUS(raw))
     };
-    let violations = std::mem::take(
+    let (violations, violations_dropped_count) = std::mem::take(
         &mut *violations
             .lock()
             .map_err(|_| RunError::Supervise("violation list poisoned".into()))?,
@@ -408,6 +501,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     Ok(RunOutcome {
         exit,
         violations,
+        violations_dropped_count,
         usage: usage?,
         cgroup_mode,
         landlock: plan.landlock_expected,
@@ -441,6 +535,45 @@ fn cgroup_limits(spec: &CageSpec) -> CgroupLimits {
     }
 }
 
+/// Writes A's uid_map and gid_map: the spec's mappings, or container 0 → the caller's ids.
+/// setgroups stays "allow": P is privileged in the parent namespace, so the kernel permits it and
+/// the spec's additionalGids can be set inside.
+fn write_id_maps(pid: i32, spec: &CageSpec) -> Result<(), String> {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let text = |maps: &[crate::spec::IdMapping], own: u32| {
+        if maps.is_empty() {
+            format!("0 {own} 1\n")
+        } else {
+            maps.iter()
+                .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+                .collect()
+        }
+    };
+    for (file, content) in [
+        ("uid_map", text(&spec.uid_mappings, euid)),
+        ("gid_map", text(&spec.gid_mappings, egid)),
+    ] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, content.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Opens a capture file for the workload's stdout or stderr (close-on-exec in P; B dup2s it).
+fn open_capture(path: Option<&Path>) -> Result<Option<std::fs::File>, RunError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map(Some)
+        .map_err(io_err(format!("open the capture file {}", path.display())))
+}
+
 fn reap(pid: i32) {
     let mut status = 0;
     // SAFETY: waiting for our own child; status is a valid out pointer.
@@ -448,9 +581,46 @@ fn reap(pid: i32) {
 }
 
 /// Waits for A; on timeout kills everything in the cage's cgroup. Returns whether it timed out.
+/// Sleeps in poll(2) on a pidfd (no periodic wake-ups); falls back to polling waitpid when
+/// pidfd_open is unavailable.
 fn wait_with_timeout(pid: i32, timeout: Option<Duration>, cgroup: &CageCgroup) -> bool {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
+    // SAFETY: pidfd_open on our own unreaped child; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd >= 0 {
+        // SAFETY: pidfd_open succeeded, the fd is ours.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+        loop {
+            let wait_ms = match deadline {
+                Some(deadline) if !timed_out => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    left.as_millis().min(i32::MAX as u128) as i32
+                }
+                _ => -1,
+            };
+            let mut pfd = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&raw mut pfd, 1, wait_ms) };
+            if ready > 0 {
+                reap(pid);
+                return timed_out;
+            }
+            if ready < 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                break;
+            }
+            if ready == 0 && deadline.is_some_and(|d| Instant::now() >= d) && !timed_out {
+                timed_out = true;
+                kill_cgroup_tasks(cgroup);
+            }
+        }
+    }
     loop {
         let mut status = 0;
         // SAFETY: our own child; status is a valid out pointer.
@@ -613,6 +783,9 @@ struct ChildPlan {
     landlock_expected: LandlockReport,
     seccomp: CompiledSeccomp,
     quiet: bool,
+    /// Host files opened by P for the workload's stdout/stderr (dup2'ed by B before exec).
+    stdout_fd: Option<RawFd>,
+    stderr_fd: Option<RawFd>,
     cpu: Option<usize>,
     no_aslr: bool,
     pre_exec_delay: Option<Duration>,
@@ -694,6 +867,8 @@ impl ChildPlan {
             landlock_expected: landlock_expected(),
             seccomp: seccomp.clone(),
             quiet: opts.quiet,
+            stdout_fd: None,
+            stderr_fd: None,
             cpu: opts.cpu,
             no_aslr: opts.no_aslr,
             pre_exec_delay: opts.pre_exec_delay,
@@ -776,6 +951,7 @@ fn process_a(
     err_w: OwnedFd,
     status_w: OwnedFd,
     sock: OwnedFd,
+    userns: Option<(OwnedFd, OwnedFd)>,
 ) -> i32 {
     let report = |msg: String| {
         let mut f = std::fs::File::from(err_w.try_clone().expect_or_exit());
@@ -789,6 +965,32 @@ fn process_a(
     if unsafe { libc::unshare(plan.namespaces.unshare_flags()) } != 0 {
         report(last_os("unshare the cage namespaces"));
         return 1;
+    }
+    if let Some((unshared_w, mapped_r)) = userns {
+        let mut byte = [0u8; 1];
+        if std::fs::File::from(unshared_w).write_all(b"u").is_err()
+            || std::fs::File::from(mapped_r).read_exact(&mut byte).is_err()
+            || byte[0] != b'm'
+        {
+            return 1;
+        }
+        // Become root of the namespace (A kept its host ids, which may map to nobody there), so
+        // that B and a workload running as uid 0 are uid 0 inside.
+        // SAFETY: setresgid/setresuid with plain ids affect only this process.
+        let became_root = unsafe { libc::setresgid(0, 0, 0) == 0 && libc::setresuid(0, 0, 0) == 0 };
+        if !became_root {
+            report(last_os(
+                "become uid/gid 0 in the user namespace (the id maps must map 0)",
+            ));
+            return 1;
+        }
+        // The id change cleared the dumpable flag, which hands /proc/self to host root; A must
+        // still write its own timens_offsets (runc sets it back for the same reason).
+        // SAFETY: prctl with integer arguments on this process.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
+            report(last_os("set the dumpable flag"));
+            return 1;
+        }
     }
     if plan.namespaces.contains(Namespaces::TIME)
         && let Err(e) = set_time_offsets(plan.logical_time_ns)
@@ -926,26 +1128,6 @@ fn mount(
     Ok(())
 }
 
-fn cage_target(rootfs: &Path, cage_path: &str) -> PathBuf {
-    rootfs.join(cage_path.trim_start_matches('/'))
-}
-
-/// Creates a mount point if the image lacks it (a directory, or a file for a file bind).
-fn ensure_mountpoint(target: &Path, file: bool) -> Result<(), String> {
-    if target.exists() {
-        return Ok(());
-    }
-    if file {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display()))?;
-        }
-        std::fs::File::create(target).map_err(|e| format!("create {}: {e}", target.display()))?;
-        return Ok(());
-    }
-    std::fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))
-}
-
 /// B: PID 1 of the cage. Builds the filesystem, confines itself, execs. Returns only on failure.
 fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> {
     metanode_confine::set_parent_death_signal(metanode_confine::Signal::KILL)
@@ -965,110 +1147,18 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         None,
     )?;
     mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)?;
-    for m in &plan.mounts {
-        let target = cage_target(root, m.destination.as_str());
-        match &m.kind {
-            MountKind::Bind { source, recursive } => {
-                ensure_mountpoint(&target, !source.is_dir())?;
-                let mut flags = libc::MS_BIND;
-                if *recursive {
-                    flags |= libc::MS_REC;
-                }
-                mount(Some(source), &target, None, flags, None)?;
-                let extra = m.set_flags & !libc::MS_RDONLY;
-                if m.readonly() || extra != 0 {
-                    mount(
-                        None,
-                        &target,
-                        None,
-                        libc::MS_BIND | libc::MS_REMOUNT | m.set_flags,
-                        None,
-                    )?;
-                }
-            }
-            kind => {
-                ensure_mountpoint(&target, false)?;
-                let fstype = kind.fs_type();
-                let data = (!m.data.is_empty()).then_some(m.data.as_str());
-                mount(
-                    Some(Path::new(fstype)),
-                    &target,
-                    Some(fstype),
-                    m.set_flags,
-                    data,
-                )?;
-            }
-        }
-    }
-    if let Some(out) = &plan.out_dir {
-        let target = cage_target(root, "/out");
-        ensure_mountpoint(&target, false)?;
-        mount(
-            Some(out),
-            &target,
-            None,
-            libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV,
-            None,
-        )?;
-    }
-    build_dev(root, &plan.fifo)?;
-    for path in &plan.masked {
-        let target = cage_target(root, path);
-        let Ok(meta) = std::fs::symlink_metadata(&target) else {
-            continue;
-        };
-        if meta.is_dir() {
-            mount(
-                Some(Path::new("tmpfs")),
-                &target,
-                Some("tmpfs"),
-                libc::MS_RDONLY,
-                Some("size=0"),
-            )?;
-        } else {
-            mount(
-                Some(&cage_target(root, "/dev/null")),
-                &target,
-                None,
-                libc::MS_BIND,
-                None,
-            )?;
-        }
-    }
-    for path in &plan.readonly {
-        let target = cage_target(root, path);
-        if !target.exists() {
-            continue;
-        }
-        mount(
-            Some(&target),
-            &target,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )?;
-        mount(
-            None,
-            &target,
-            None,
-            libc::MS_BIND
-                | libc::MS_REMOUNT
-                | libc::MS_RDONLY
-                | libc::MS_NOSUID
-                | libc::MS_NODEV
-                | libc::MS_NOEXEC,
-            None,
-        )?;
-    }
+    crate::rootfs::prepare(&crate::rootfs::RootfsPlan {
+        rootfs: root,
+        mounts: &plan.mounts,
+        out_dir: plan.out_dir.as_deref(),
+        fifo: &plan.fifo,
+        masked: &plan.masked,
+        readonly: &plan.readonly,
+        dev_tmpfs_size_bytes: crate::limits::DEV_TMPFS_SIZE_BYTES,
+    })?;
     pivot(root)?;
     if plan.rootfs_readonly {
-        mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-            None,
-        )?;
+        crate::rootfs::make_readonly(Path::new("/"))?;
     }
     if let Some(name) = &plan.hostname {
         // SAFETY: name points at name.len() valid bytes.
@@ -1123,13 +1213,37 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
     if unsafe { libc::chdir(plan.cwd.as_ptr()) } != 0 {
         return Err(last_os(&format!("chdir {}", plan.cwd.to_string_lossy())));
     }
+    // stdin is never the caller's: it would be an undeclared input (and a terminal to play
+    // TIOCSTI games with). The cage's /dev/null is the host's null device.
+    // SAFETY: open + dup2 on fds we own; the path is a valid C string.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        if null < 0 || libc::dup2(null, 0) < 0 {
+            return Err(last_os("point stdin at /dev/null"));
+        }
+        libc::close(null);
+    }
+    for (fd, target) in [(plan.stdout_fd, 1), (plan.stderr_fd, 2)] {
+        if let Some(fd) = fd {
+            // SAFETY: fd was opened by P for this purpose and inherited across fork.
+            if unsafe { libc::dup2(fd, target) } < 0 {
+                return Err(last_os(&format!(
+                    "redirect fd {target} to its capture file"
+                )));
+            }
+        }
+    }
     if plan.quiet {
         // SAFETY: open + dup2 on fds we own.
         unsafe {
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             if null >= 0 {
-                libc::dup2(null, 1);
-                libc::dup2(null, 2);
+                if plan.stdout_fd.is_none() {
+                    libc::dup2(null, 1);
+                }
+                if plan.stderr_fd.is_none() {
+                    libc::dup2(null, 2);
+                }
                 libc::close(null);
             }
         }
@@ -1163,49 +1277,6 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
     // SAFETY: program, argv and envp are NUL-terminated and outlive the call.
     unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     Err(last_os(&format!("execve {}", program.to_string_lossy())))
-}
-
-/// A minimal /dev on a small tmpfs: null, zero, full, the seeded random FIFO, fd links.
-fn build_dev(root: &Path, fifo: &Path) -> Result<(), String> {
-    let dev = cage_target(root, "/dev");
-    ensure_mountpoint(&dev, false)?;
-    mount(
-        Some(Path::new("tmpfs")),
-        &dev,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some(&format!("size={DEV_TMPFS_SIZE_BYTES},mode=755")),
-    )?;
-    for (name, major, minor) in DEVICES {
-        let node = cpath(&dev.join(name));
-        // SAFETY: valid path; makedev is a pure computation.
-        let rc = unsafe {
-            libc::mknod(
-                node.as_ptr(),
-                libc::S_IFCHR | 0o666,
-                libc::makedev(*major, *minor),
-            )
-        };
-        if rc != 0 {
-            return Err(last_os(&format!("mknod /dev/{name}")));
-        }
-    }
-    for name in ["urandom", "random"] {
-        let target = dev.join(name);
-        std::fs::File::create(&target).map_err(|e| format!("create /dev/{name}: {e}"))?;
-        mount(Some(fifo), &target, None, libc::MS_BIND, None)?;
-    }
-    for (link, to) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(to, dev.join(link))
-            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
-    }
-    std::fs::create_dir_all(dev.join("shm")).map_err(|e| format!("mkdir /dev/shm: {e}"))?;
-    Ok(())
 }
 
 /// pivot_root(".", ".") then detach the old root: runc's way, no temporary directory needed.

@@ -6,6 +6,7 @@ pub mod cage;
 pub mod executable;
 pub mod limits;
 pub mod replay;
+mod rootfs;
 pub mod spec;
 pub mod witness;
 

@@ -112,16 +112,12 @@ pub const DEV_TMPFS_SIZE_BYTES: u64 = 64 * 1024;
 /// many bytes returns whole, so a workload that does not loop on short reads still sees the
 /// same bytes in every run.
 pub const URANDOM_PIPE_SIZE_BYTES: usize = 1024 * 1024;
-/// How often the urandom feeder checks whether the run is over while the FIFO is full.
-pub const URANDOM_FEEDER_POLL_MS: u16 = 50;
 
 /// Largest wall timeout a caller may set for one run (a day).
 pub const WALL_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
 
 /// Most replay runs one `replay` call performs.
 pub const REPLAY_RUNS_COUNT_MAX: u32 = 64;
-/// Largest timing-noise sleep injected before execve in a perturbed replay run.
-pub const REPLAY_SLEEP_US_MAX: u64 = 20_000;
 
 /// Most violations kept per run (the supervisor keeps counting past this, the record keeps the
 /// first ones): a workload looping on a denied syscall must not grow the record without bound.

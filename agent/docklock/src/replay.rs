@@ -14,6 +14,8 @@ use crate::spec::CageSpec;
 /// Why a replay could not be carried out (a disagreement is a result, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    #[error("{runs} replay runs asked for; at most {max} are allowed", max = crate::limits::REPLAY_RUNS_COUNT_MAX)]
+    TooManyRuns { runs: usize },
     #[error("run {run}: {source}")]
     Run {
         run: usize,
@@ -92,6 +94,9 @@ pub fn replay(
     runs: usize,
     work: &Path,
 ) -> Result<ReplayReport, ReplayError> {
+    if runs > crate::limits::REPLAY_RUNS_COUNT_MAX as usize {
+        return Err(ReplayError::TooManyRuns { runs });
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut results: Vec<ReplayRun> = Vec::new();
     let mut disagreement = None;

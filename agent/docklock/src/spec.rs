@@ -1277,6 +1277,24 @@ fn convert_mount(index: usize, mount: OciMount, bundle_dir: &Path) -> Result<Cag
                 reason: "sysfs is only mounted read-only; add the `ro` option".to_owned(),
             });
         }
+        MountKind::Bind { .. } if clear_flags & libc::MS_NODEV != 0 => {
+            return Err(SpecError::NotSupported {
+                what: format!("{} `dev` on a bind mount", at(".options")),
+                reason: "bind mounts are always nodev: the cage has no device access".to_owned(),
+            });
+        }
+        MountKind::Bind { .. } if set_flags & (libc::MS_SYNCHRONOUS | libc::MS_DIRSYNC) != 0 => {
+            return Err(SpecError::NotSupported {
+                what: format!("{} `sync`/`dirsync` on a bind mount", at(".options")),
+                reason: "they are filesystem-wide flags a bind mount cannot change".to_owned(),
+            });
+        }
+        ref kind if destination.as_str() == "/dev" && *kind != MountKind::Tmpfs => {
+            return Err(invalid(
+                at(".type"),
+                "only a tmpfs may be mounted at /dev (DockLock fills it with its own nodes)",
+            ));
+        }
         _ => {}
     }
     Ok(CageMount {

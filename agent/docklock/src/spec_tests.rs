@@ -603,6 +603,21 @@ fn refused_fields_name_their_path() {
         ),
         (
             "/mounts/6",
+            Some(json!({"destination": "/data", "source": "/srv", "options": ["bind", "dev"]})),
+            "`mounts[6].options `dev` on a bind mount` is not supported: bind mounts are always nodev: the cage has no device access",
+        ),
+        (
+            "/mounts/6",
+            Some(json!({"destination": "/data", "source": "/srv", "options": ["rbind", "sync"]})),
+            "`mounts[6].options `sync`/`dirsync` on a bind mount` is not supported: they are filesystem-wide flags a bind mount cannot change",
+        ),
+        (
+            "/mounts/1",
+            Some(json!({"destination": "/dev", "source": "/dev", "options": ["rbind"]})),
+            "`mounts[1].type`: only a tmpfs may be mounted at /dev (DockLock fills it with its own nodes)",
+        ),
+        (
+            "/mounts/6",
             Some(json!({"destination": "/data", "options": ["bind"]})),
             "`mounts[6].source`: a bind mount needs a source",
         ),

@@ -88,6 +88,10 @@ pub fn sign_run(
             detail: format!("{} refused with EPERM", v.syscall_name),
         });
     }
+    // Refusals the launcher counted but did not keep are still part of what the workload tried.
+    decision.violations_dropped_count = decision
+        .violations_dropped_count
+        .saturating_add(outcome.violations_dropped_count);
     // After the syscalls, in this order (see ViolationKind): limits known from the cgroup.
     if outcome.usage.oom_kills > 0 {
         decision.push_violation(ViolationRecord {

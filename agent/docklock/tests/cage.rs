@@ -1,0 +1,815 @@
+//! Real cages, as root: the launcher called directly (not through the CLI).
+//!
+//! `run` refuses to fork from a multi-threaded process, and libtest runs every test on a thread
+//! of its own, so this file has its own minimal harness (harness = false in Cargo.toml): the
+//! cases run one after another on the main thread, each inside catch_unwind, and the summary
+//! line is libtest's. Not root → every case is skipped with the reason printed.
+//!
+//! Workloads: the static `docklock-probe` (agent/docklock-probe, built once with a nested cargo
+//! into target/docklock-probe so it does not wait on the outer cargo lock) for escapes, limits
+//! and determinism; the host's own dynamic /bin/cat, /bin/cp and /bin/sleep through the
+//! plain-executable mode for identity checks, which also exercises the ELF dependency copy.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metanode_docklock::cage::{CageExit, RunError, RunOptions, RunOutcome, run};
+use metanode_docklock::replay::{Disagreement, replay};
+use metanode_docklock::spec::{CageSpec, DeclaredInput, IdMapping, Namespaces};
+use serde_json::{Value, json};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("agent/docklock sits two levels below the workspace")
+        .to_path_buf()
+}
+
+/// Builds the static probe once per test run.
+fn probe_binary() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let root = workspace_root();
+        let target = root.join("target/docklock-probe");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "-p",
+                "metanode-docklock-probe",
+            ])
+            .status()
+            .expect("run cargo build for the probe");
+        assert!(status.success(), "building docklock-probe failed");
+        target.join("x86_64-unknown-linux-gnu/release/docklock-probe")
+    })
+}
+
+/// A bundle directory: rootfs with the probe at /bin/docklock-probe and a runc-style config.
+struct Bundle {
+    dir: tempfile::TempDir,
+}
+
+/// runc's `runc spec` defaults with terminal off and without the cgroup mount (the two edits
+/// DockLock needs), plus limits small enough for the bombs.
+fn runc_config(args: &[&str]) -> Value {
+    let mut argv = vec!["/bin/docklock-probe".to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": argv,
+            "env": ["PATH=/bin", "LANG=C"],
+            "cwd": "/",
+            "capabilities": {"bounding": [], "effective": [], "permitted": []},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "probe-cage",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "size=16m"]}
+        ],
+        "linux": {
+            "resources": {
+                "devices": [{"allow": false, "access": "rwm"}],
+                "memory": {"limit": 64 * 1024 * 1024},
+                "pids": {"limit": 32}
+            },
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
+            ],
+            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/sys"]
+        }
+    })
+}
+
+impl Bundle {
+    fn probe(args: &[&str]) -> Bundle {
+        Bundle::with_config(runc_config(args))
+    }
+
+    fn with_config(config: Value) -> Bundle {
+        let dir = tempfile::Builder::new()
+            .prefix("docklock-test-bundle-")
+            .tempdir()
+            .expect("tempdir");
+        let rootfs = dir.path().join("rootfs");
+        for sub in ["bin", "proc", "dev", "tmp", "sys", "out"] {
+            std::fs::create_dir_all(rootfs.join(sub)).expect("create rootfs dir");
+        }
+        std::fs::copy(probe_binary(), rootfs.join("bin/docklock-probe")).expect("copy probe");
+        std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+        Bundle { dir }
+    }
+
+    fn spec(&self) -> CageSpec {
+        CageSpec::load(self.dir.path()).expect("bundle loads")
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+}
+
+static CAGE_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn options(scratch: &Path) -> RunOptions {
+    let n = CAGE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut opts = RunOptions::new(format!("dl-test-{}-{n}", std::process::id()));
+    opts.timeout = Some(Duration::from_secs(60));
+    opts.stdout_file = Some(scratch.join(format!("stdout-{n}")));
+    opts.stderr_file = Some(scratch.join(format!("stderr-{n}")));
+    opts
+}
+
+/// Runs `spec` and returns (outcome, stdout, stderr).
+fn run_captured(spec: &CageSpec, opts: &RunOptions) -> (RunOutcome, String, String) {
+    let outcome = run(spec, opts).unwrap_or_else(|e| panic!("run failed: {e}"));
+    let read = |p: &Option<PathBuf>| {
+        std::fs::read_to_string(p.as_ref().expect("captured")).expect("read capture file")
+    };
+    (outcome, read(&opts.stdout_file), read(&opts.stderr_file))
+}
+
+/// The probe's one JSON line.
+fn probe_line(stdout: &str, stderr: &str) -> Value {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no probe line in stdout {stdout:?} (stderr {stderr:?})"));
+    serde_json::from_str(line).expect("probe line is JSON")
+}
+
+fn run_probe(
+    bundle: &Bundle,
+    scratch: &Path,
+    tweak: impl FnOnce(&mut RunOptions),
+) -> (Value, RunOutcome) {
+    let mut opts = options(scratch);
+    tweak(&mut opts);
+    let (outcome, stdout, stderr) = run_captured(&bundle.spec(), &opts);
+    (probe_line(&stdout, &stderr), outcome)
+}
+
+fn violation_names(outcome: &RunOutcome) -> Vec<&'static str> {
+    outcome.violations.iter().map(|v| v.syscall_name).collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+// Cases
+// ------------------------------------------------------------------------------------------------
+
+/// Identity of a plain-executable cage seen from inside, through the host's dynamic /bin/cat.
+fn executable_cage_identity(scratch: &Path) {
+    let args: Vec<String> = [
+        "/proc/self/status",
+        "/proc/sys/kernel/hostname",
+        "/proc/self/mounts",
+        "/proc/timer_list",
+        "/in/greeting",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let input = scratch.join("greeting.txt");
+    std::fs::write(&input, "hello from the host\n").expect("write input");
+    let spec = CageSpec::from_executable(
+        Path::new("/bin/cat"),
+        &args,
+        &["LANG=C".to_owned()],
+        &[DeclaredInput {
+            name: "greeting".to_owned(),
+            source: input,
+        }],
+    )
+    .expect("cat becomes a cage");
+    let (outcome, stdout, stderr) = run_captured(&spec, &options(scratch));
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+    let status: BTreeMap<&str, &str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k, v.trim()))
+        .collect();
+    assert_eq!(
+        status.get("Pid"),
+        Some(&"1"),
+        "the workload is PID 1: {stdout}"
+    );
+    assert!(
+        status["Uid"].starts_with("0\t"),
+        "uid 0 inside: {}",
+        status["Uid"]
+    );
+    assert_eq!(status["CapEff"], "0000000000000000");
+    assert_eq!(status["CapPrm"], "0000000000000000");
+    assert_eq!(status["CapBnd"], "0000000000000000");
+    assert_eq!(status["NoNewPrivs"], "1");
+    assert_eq!(status["Seccomp"], "2");
+    assert!(
+        stdout.lines().any(|l| l == "docklock"),
+        "hostname: {stdout}"
+    );
+    let mounts: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() == 6)
+        .collect();
+    let mount_at = |path: &str| {
+        mounts
+            .iter()
+            .rev()
+            .find(|f| f[1] == path)
+            .unwrap_or_else(|| panic!("no mount at {path} in {stdout}"))
+    };
+    assert!(
+        mount_at("/")[3].split(',').any(|o| o == "ro"),
+        "root is read-only"
+    );
+    assert_eq!(mount_at("/tmp")[2], "tmpfs");
+    assert!(mount_at("/proc/sys")[3].split(',').any(|o| o == "ro"));
+    // /proc/kcore does not exist on this kernel (no CONFIG_PROC_KCORE); /proc/timer_list is
+    // another of runc's masked files that does.
+    assert_eq!(
+        mount_at("/proc/timer_list")[2],
+        "devtmpfs",
+        "masked by /dev/null"
+    );
+    assert!(
+        !stdout.contains("Timer List Version"),
+        "timer_list content leaked"
+    );
+    assert_eq!(mount_at("/proc/acpi")[2], "tmpfs", "masked directory");
+    assert!(
+        stdout.contains("hello from the host"),
+        "declared input visible at /in"
+    );
+    assert!(outcome.spawn_ns > 0 && outcome.spawn_ns <= outcome.wall_ns);
+}
+
+/// runc's default /dev layout survives: /dev/pts, /dev/shm and /dev/mqueue are inside the
+/// spec's /dev tmpfs, next to DockLock's nodes.
+fn runc_bundle_dev_layout(scratch: &Path) {
+    let cat = CageSpec::from_executable(Path::new("/bin/cat"), &[], &[], &[]).expect("cat");
+    let mut config = runc_config(&[]);
+    config["root"]["path"] = json!(cat.rootfs.to_str().expect("utf-8 path"));
+    config["process"]["args"] = json!(["/bin/cat", "/proc/self/mounts"]);
+    for sub in ["dev", "sys", "tmp"] {
+        std::fs::create_dir_all(cat.rootfs.join(sub)).expect("mkdir");
+    }
+    let bundle = Bundle::with_config(config);
+    let (outcome, stdout, stderr) = run_captured(&bundle.spec(), &options(scratch));
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+    for (path, fstype) in [
+        ("/dev", "tmpfs"),
+        ("/dev/pts", "devpts"),
+        ("/dev/shm", "tmpfs"),
+        ("/dev/mqueue", "mqueue"),
+        ("/dev/null", "devtmpfs"),
+        ("/sys", "sysfs"),
+    ] {
+        assert!(
+            stdout.lines().any(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.get(1) == Some(&path) && f.get(2) == Some(&fstype)
+            }),
+            "{path} ({fstype}) missing from {stdout}"
+        );
+    }
+    // One /dev, mounted before what lives inside it: a second tmpfs mounted over /dev later
+    // would still be listed but would hide /dev/pts, /dev/shm and /dev/mqueue.
+    let position = |path: &str| {
+        stdout
+            .lines()
+            .position(|l| l.split(' ').nth(1) == Some(path))
+            .unwrap_or_else(|| panic!("{path} missing"))
+    };
+    let dev_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("/dev"))
+        .collect();
+    assert_eq!(dev_lines.len(), 1, "{dev_lines:?}");
+    for inner in ["/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/null"] {
+        assert!(
+            position("/dev") < position(inner),
+            "{inner} mounted before /dev"
+        );
+    }
+    let dev_line = dev_lines[0];
+    assert!(
+        dev_line.contains("size=65536k"),
+        "the spec's /dev options: {dev_line}"
+    );
+}
+
+/// Every escape probe reports "blocked"; refused syscalls are in RunOutcome.violations.
+fn escape_probes_blocked(scratch: &Path) {
+    for (probe, refused) in [
+        ("read-host-file", None),
+        ("write-outside-rootfs", None),
+        ("write-proc-sys", None),
+        ("mount", Some("mount")),
+        ("unshare-setns", Some("unshare")),
+        ("ptrace-host", Some("ptrace")),
+        ("raw-socket", None),
+        ("io-uring", Some("io_uring_setup")),
+        ("bpf", Some("bpf")),
+        ("perf-event-open", Some("perf_event_open")),
+        ("keyctl", Some("keyctl")),
+        ("tiocsti", Some("ioctl")),
+        ("open-by-handle-at", Some("open_by_handle_at")),
+        ("x32", Some("x32_abi")),
+        ("leaked-fd", None),
+        ("overwrite-self-exe", None),
+        ("disk-fill", None),
+    ] {
+        let bundle = Bundle::probe(&[probe]);
+        let (line, outcome) = run_probe(&bundle, scratch, |_| {});
+        assert_eq!(
+            line["outcome"], "blocked",
+            "probe {probe} was not blocked: {line}"
+        );
+        assert_eq!(outcome.exit, CageExit::Exited(0), "probe {probe}: {line}");
+        if let Some(name) = refused {
+            assert!(
+                violation_names(&outcome).contains(&name),
+                "probe {probe}: expected a recorded refusal of {name}, got {:?}",
+                violation_names(&outcome)
+            );
+        }
+    }
+}
+
+/// Host process untouched: a chroot-escape attempt against a marker path on the host.
+fn signal_host_blocked(scratch: &Path) {
+    let host_pid = std::process::id().to_string();
+    let bundle = Bundle::probe(&["signal-host", "--host-pid", &host_pid]);
+    let (line, _) = run_probe(&bundle, scratch, |_| {});
+    assert_eq!(line["outcome"], "blocked", "{line}");
+}
+
+fn egress_blocked(scratch: &Path) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("host listener");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let bundle = Bundle::probe(&["egress", "--addr", &addr]);
+    let (line, _) = run_probe(&bundle, scratch, |_| {});
+    assert_eq!(line["outcome"], "blocked", "{line}");
+    listener.set_nonblocking(true).expect("nonblocking");
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the host listener"
+    );
+}
+
+fn chroot_escape_blocked(scratch: &Path) {
+    let marker = scratch.join("chroot-marker");
+    std::fs::write(&marker, "host").expect("marker");
+    let marker_arg = marker.to_str().expect("utf-8").to_owned();
+    let bundle = Bundle::probe(&["chroot-escape", "--host-path", &marker_arg]);
+    let (line, _) = run_probe(&bundle, scratch, |_| {});
+    assert_eq!(line["outcome"], "blocked", "{line}");
+    assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "host");
+}
+
+fn outputs_reach_the_host(scratch: &Path) {
+    let out = scratch.join("out-write");
+    let bundle = Bundle::probe(&["write-output", "--count", "3"]);
+    let (line, outcome) = run_probe(&bundle, scratch, |o| o.out_dir = Some(out.clone()));
+    assert_eq!(line["outcome"], "ok", "{line}");
+    assert_eq!(outcome.exit, CageExit::Exited(0));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("out dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out-00000.txt", "out-00001.txt", "out-00002.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("out-00001.txt")).expect("read output"),
+        "docklock-probe write-output file 1 of 3\n".repeat(2)
+    );
+}
+
+fn memory_bomb_stays_in_the_cgroup(scratch: &Path) {
+    let bundle = Bundle::probe(&["memory-bomb", "--max-mib", "1024"]);
+    let mut opts = options(scratch);
+    opts.stdout_file = Some(scratch.join("bomb-stdout"));
+    let outcome = run(&bundle.spec(), &opts).expect("the run itself succeeds");
+    assert!(outcome.usage.oom_kills >= 1, "usage: {:?}", outcome.usage);
+    assert!(
+        outcome.usage.memory_peak_bytes <= 64 * 1024 * 1024 + 4096,
+        "peak {} above the limit",
+        outcome.usage.memory_peak_bytes
+    );
+}
+
+fn fork_bomb_hits_the_pids_limit(scratch: &Path) {
+    let bundle = Bundle::probe(&["fork-bomb"]);
+    let (line, outcome) = run_probe(&bundle, scratch, |_| {});
+    assert_eq!(line["outcome"], "blocked", "{line}");
+    assert!(
+        outcome.usage.pids_max_hits >= 1,
+        "usage: {:?}",
+        outcome.usage
+    );
+    assert!(outcome.usage.pids_peak <= 32, "usage: {:?}", outcome.usage);
+}
+
+fn randomness_follows_the_seed(scratch: &Path) {
+    let bundle = Bundle::probe(&["random"]);
+    let detail = |seed: u8| {
+        let (line, _) = run_probe(&bundle, scratch, |o| o.rng_seed = [seed; 32]);
+        let detail = line["detail"].as_str().expect("detail").to_owned();
+        let urandom = detail
+            .split("/dev/urandom=")
+            .nth(1)
+            .expect("urandom part")
+            .to_owned();
+        assert!(
+            urandom.len() >= 32 && urandom.bytes().all(|b| b.is_ascii_hexdigit()),
+            "urandom read: {detail}"
+        );
+        urandom
+    };
+    let a1 = detail(1);
+    let a2 = detail(1);
+    let b = detail(2);
+    assert_eq!(a1, a2, "same seed, same bytes");
+    assert_ne!(a1, b, "different seed, different bytes");
+}
+
+fn monotonic_clock_starts_at_the_logical_time(scratch: &Path) {
+    let bundle = Bundle::probe(&["clock"]);
+    let logical_ns: u64 = 5_000_000_000_000;
+    let (line, _) = run_probe(&bundle, scratch, |o| o.logical_time_ns = logical_ns);
+    let detail = line["detail"].as_str().expect("detail");
+    let monotonic = detail
+        .split("; ")
+        .find(|p| p.starts_with("monotonic "))
+        .and_then(|p| p.split("syscall=").nth(1))
+        .expect("monotonic syscall reading");
+    let (secs, nanos) = monotonic.split_once('.').expect("secs.nanos");
+    let reading_ns =
+        secs.parse::<u64>().expect("secs") * 1_000_000_000 + nanos.parse::<u64>().expect("nanos");
+    // The offset is fixed before the workload exists; what separates the two is the cage's own
+    // set-up, which takes well under a minute even on a loaded CI machine.
+    assert!(
+        reading_ns >= logical_ns,
+        "{reading_ns} < {logical_ns}: {detail}"
+    );
+    assert!(
+        reading_ns < logical_ns + 60_000_000_000,
+        "{reading_ns}: {detail}"
+    );
+}
+
+fn replay_agrees_for_a_deterministic_workload(scratch: &Path) {
+    let bundle = Bundle::probe(&["write-output", "--count", "4"]);
+    let mut base = options(scratch);
+    base.rng_seed = [7; 32];
+    let work = scratch.join("replay-deterministic");
+    let report = replay(&bundle.spec(), &base, 3, &work).expect("replay runs");
+    assert_eq!(report.runs.len(), 3);
+    assert!(report.disagreement.is_none(), "{:?}", report.disagreement);
+    let root = report.runs[0].outputs.root();
+    assert!(report.runs.iter().all(|r| r.outputs.root() == root));
+    assert!(
+        report.runs[1].perturbation.contains("cpu"),
+        "{}",
+        report.runs[1].perturbation
+    );
+}
+
+/// /proc/self/maps holds ASLR-placed addresses: copying it to /out differs between runs, and the
+/// replay names that file.
+fn replay_flags_a_nondeterministic_workload(scratch: &Path) {
+    let spec = CageSpec::from_executable(
+        Path::new("/bin/cp"),
+        &["/proc/self/maps".to_owned(), "/out/maps".to_owned()],
+        &[],
+        &[],
+    )
+    .expect("cp becomes a cage");
+    let work = scratch.join("replay-nondeterministic");
+    let report = replay(&spec, &options(scratch), 2, &work).expect("replay runs");
+    assert!(
+        report
+            .runs
+            .iter()
+            .all(|r| r.outcome.exit == CageExit::Exited(0)),
+        "cp failed: {:?}",
+        report
+            .runs
+            .iter()
+            .map(|r| r.outcome.exit)
+            .collect::<Vec<_>>()
+    );
+    match report.disagreement {
+        Some(Disagreement::Output { run, difference }) => {
+            assert_eq!(run, 1);
+            assert_eq!(difference.path, Path::new("maps"), "{difference}");
+        }
+        other => panic!("expected an output disagreement on maps, got {other:?}"),
+    }
+}
+
+/// A symlink in the image pointing at a host directory must not lead a mount point (or its
+/// mkdir) onto the host: the path resolves inside the rootfs instead.
+fn image_symlinks_stay_inside_the_rootfs(scratch: &Path) {
+    // Outside /tmp, which the cage covers with its own tmpfs.
+    let host = tempfile::Builder::new()
+        .prefix("docklock-test-host-")
+        .tempdir_in(workspace_root().join("target"))
+        .expect("host dir");
+    let host_dir = host.path().to_path_buf();
+    let mut config = runc_config(&["noop"]);
+    let mounts = config["mounts"].as_array_mut().expect("mounts");
+    mounts.push(json!({"destination": "/data/sub", "type": "tmpfs", "source": "tmpfs"}));
+    let bundle = Bundle::with_config(config);
+    std::os::unix::fs::symlink(&host_dir, bundle.rootfs().join("data")).expect("symlink");
+    // Dangling inside the rootfs: refused with the mount named, nothing created anywhere.
+    match run(&bundle.spec(), &options(scratch)) {
+        Err(RunError::Setup(message)) => assert!(
+            message.starts_with("mounts[7] (tmpfs on /data/sub): resolve /data in the rootfs"),
+            "{message}"
+        ),
+        other => panic!("expected a set-up error, got {other:?}"),
+    }
+    assert!(
+        std::fs::read_dir(&host_dir)
+            .expect("host dir")
+            .next()
+            .is_none(),
+        "the host directory behind the image's symlink was written to"
+    );
+    // The same absolute target existing inside the rootfs: the mount point lands there.
+    let inside = bundle
+        .rootfs()
+        .join(host_dir.strip_prefix("/").expect("absolute"));
+    std::fs::create_dir_all(&inside).expect("in-root target");
+    let (outcome, _, stderr) = run_captured(&bundle.spec(), &options(scratch));
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+    assert!(
+        std::fs::read_dir(&host_dir)
+            .expect("host dir")
+            .next()
+            .is_none(),
+        "the host directory behind the image's symlink was written to"
+    );
+    assert!(
+        inside.join("sub").is_dir(),
+        "mount point created inside the rootfs"
+    );
+}
+
+/// A cage in its own user namespace: uid 0 inside is host uid 100000, and still has no
+/// capabilities left when the workload runs.
+fn user_namespace_maps_ids(scratch: &Path) {
+    let args: Vec<String> = [
+        "/proc/self/uid_map",
+        "/proc/self/gid_map",
+        "/proc/self/status",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut spec = CageSpec::from_executable(Path::new("/bin/cat"), &args, &[], &[]).expect("cat");
+    spec.namespaces = spec.namespaces.with(Namespaces::USER);
+    let map = IdMapping {
+        container_id: 0,
+        host_id: 100_000,
+        size: 65_536,
+    };
+    spec.uid_mappings = vec![map];
+    spec.gid_mappings = vec![map];
+    let (outcome, stdout, stderr) = run_captured(&spec, &options(scratch));
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+    assert!(outcome.namespaces.contains(Namespaces::USER));
+    let maps: Vec<Vec<&str>> = stdout
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        maps,
+        [["0", "100000", "65536"], ["0", "100000", "65536"]],
+        "{stdout}"
+    );
+    let status: BTreeMap<&str, &str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k, v.trim()))
+        .collect();
+    assert!(status["Uid"].starts_with("0\t"), "{}", status["Uid"]);
+    assert_eq!(status["CapEff"], "0000000000000000");
+    assert_eq!(status["Pid"], "1");
+}
+
+/// The escape probes again, from a cage whose root is an unprivileged host uid.
+fn escape_probes_blocked_in_a_user_namespace(scratch: &Path) {
+    for probe in [
+        "read-host-file",
+        "write-outside-rootfs",
+        "write-proc-sys",
+        "mount",
+        "unshare-setns",
+        "ptrace-host",
+        "raw-socket",
+        "leaked-fd",
+        "overwrite-self-exe",
+    ] {
+        let mut config = runc_config(&[probe]);
+        let namespaces = config["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces");
+        namespaces.push(json!({"type": "user"}));
+        let map = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        config["linux"]["uidMappings"] = map.clone();
+        config["linux"]["gidMappings"] = map;
+        let bundle = Bundle::with_config(config);
+        let (line, outcome) = run_probe(&bundle, scratch, |_| {});
+        assert_eq!(
+            line["outcome"], "blocked",
+            "probe {probe} in a user namespace: {line}"
+        );
+        assert!(outcome.namespaces.contains(Namespaces::USER));
+    }
+}
+
+fn setup_failures_name_the_step(scratch: &Path) {
+    let mut config = runc_config(&["noop"]);
+    config["process"]["cwd"] = json!("/does/not/exist");
+    let bundle = Bundle::with_config(config);
+    match run(&bundle.spec(), &options(scratch)) {
+        Err(RunError::Setup(message)) => {
+            assert!(message.starts_with("chdir /does/not/exist: "), "{message}")
+        }
+        other => panic!("expected a set-up error, got {other:?}"),
+    }
+}
+
+fn wall_timeout_kills_the_cage(scratch: &Path) {
+    let spec = CageSpec::from_executable(Path::new("/bin/sleep"), &["30".to_owned()], &[], &[])
+        .expect("sleep becomes a cage");
+    let mut opts = options(scratch);
+    opts.timeout = Some(Duration::from_millis(500));
+    let started = Instant::now();
+    let outcome = run(&spec, &opts).expect("run");
+    assert!(outcome.timed_out);
+    assert_eq!(outcome.exit, CageExit::Signaled(libc::SIGKILL));
+    assert!(
+        started.elapsed() < Duration::from_secs(29),
+        "the cage was not killed early"
+    );
+}
+
+fn refuses_a_multithreaded_caller(scratch: &Path) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let helper = std::thread::spawn(move || rx.recv());
+    let spec = CageSpec::from_executable(Path::new("/bin/cat"), &[], &[], &[]).expect("cat");
+    let result = run(&spec, &options(scratch));
+    drop(tx);
+    let _ = helper.join();
+    match result {
+        Err(RunError::MultiThreaded { threads }) => assert!(threads >= 2),
+        other => panic!("expected MultiThreaded, got {other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Harness
+// ------------------------------------------------------------------------------------------------
+
+type Case = (&'static str, fn(&Path));
+
+const CASES: &[Case] = &[
+    ("executable_cage_identity", executable_cage_identity),
+    ("runc_bundle_dev_layout", runc_bundle_dev_layout),
+    ("escape_probes_blocked", escape_probes_blocked),
+    ("chroot_escape_blocked", chroot_escape_blocked),
+    ("signal_host_blocked", signal_host_blocked),
+    ("egress_blocked", egress_blocked),
+    ("outputs_reach_the_host", outputs_reach_the_host),
+    (
+        "memory_bomb_stays_in_the_cgroup",
+        memory_bomb_stays_in_the_cgroup,
+    ),
+    (
+        "fork_bomb_hits_the_pids_limit",
+        fork_bomb_hits_the_pids_limit,
+    ),
+    ("randomness_follows_the_seed", randomness_follows_the_seed),
+    (
+        "monotonic_clock_starts_at_the_logical_time",
+        monotonic_clock_starts_at_the_logical_time,
+    ),
+    (
+        "replay_agrees_for_a_deterministic_workload",
+        replay_agrees_for_a_deterministic_workload,
+    ),
+    (
+        "replay_flags_a_nondeterministic_workload",
+        replay_flags_a_nondeterministic_workload,
+    ),
+    (
+        "image_symlinks_stay_inside_the_rootfs",
+        image_symlinks_stay_inside_the_rootfs,
+    ),
+    ("user_namespace_maps_ids", user_namespace_maps_ids),
+    (
+        "escape_probes_blocked_in_a_user_namespace",
+        escape_probes_blocked_in_a_user_namespace,
+    ),
+    ("setup_failures_name_the_step", setup_failures_name_the_step),
+    ("wall_timeout_kills_the_cage", wall_timeout_kills_the_cage),
+    (
+        "refuses_a_multithreaded_caller",
+        refuses_a_multithreaded_caller,
+    ),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in CASES {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selected: Vec<&Case> = CASES
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    let filtered_out = CASES.len() - selected.len();
+    println!("\nrunning {} tests", selected.len());
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let started = Instant::now();
+    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for (name, case) in selected {
+        if !root {
+            println!("test {name} ... ignored, needs root (namespaces, cgroups, mounts)");
+            ignored += 1;
+            continue;
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("docklock-test-")
+            .tempdir()
+            .expect("scratch dir");
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| case(scratch.path())));
+        match result {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                println!("test {name} ... FAILED");
+                failures.push((name, message));
+                failed += 1;
+            }
+        }
+    }
+    for (name, message) in &failures {
+        println!("\n---- {name} ----\n{message}");
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; {ignored} ignored; 0 measured; {filtered_out} filtered out; finished in {:.2}s\n",
+        if failed == 0 { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
