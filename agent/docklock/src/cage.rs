@@ -516,13 +516,18 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
 fn cgroup_limits(spec: &CageSpec) -> CgroupLimits {
     let r = &spec.resources;
     CgroupLimits {
-        memory_max_bytes: r.memory_limit_bytes,
+        // A spec without limits still gets the operator's defaults: a fork or memory bomb must
+        // stay inside the cage.
+        memory_max_bytes: Some(
+            r.memory_limit_bytes
+                .unwrap_or(crate::limits::DEFAULT_MEMORY_LIMIT_BYTES),
+        ),
         // OCI swap is memory + swap; cgroup v2 (and our crate) take swap alone.
         memory_swap_max_bytes: match (r.memory_swap_limit_bytes, r.memory_limit_bytes) {
             (Some(total), Some(mem)) => Some(total.saturating_sub(mem)),
             _ => None,
         },
-        pids_max: r.pids_max,
+        pids_max: Some(r.pids_max.unwrap_or(crate::limits::DEFAULT_PIDS_LIMIT)),
         cpu_quota_us: r.cpu_quota_us,
         cpu_period_us: r.cpu_period_us,
         // runc's shares→weight conversion.
@@ -1147,6 +1152,10 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         None,
     )?;
     mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)?;
+    // Device nodes and setuid files shipped in the image must not work in the cage (a block
+    // device node owned by root would otherwise give raw access to a host disk): nodev + nosuid on
+    // the whole tree. DockLock's own /dev is a separate mount built afterwards.
+    rootfs_nodev_nosuid(root)?;
     crate::rootfs::prepare(&crate::rootfs::RootfsPlan {
         rootfs: root,
         mounts: &plan.mounts,
@@ -1164,16 +1173,6 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         // SAFETY: name points at name.len() valid bytes.
         if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
             return Err(last_os("sethostname"));
-        }
-    }
-    for r in &plan.rlimits {
-        let limit = libc::rlimit {
-            rlim_cur: r.soft,
-            rlim_max: r.hard,
-        };
-        // SAFETY: valid rlimit pointer; resource numbers were validated by the spec parser.
-        if unsafe { libc::setrlimit(r.resource as _, &raw const limit) } != 0 {
-            return Err(last_os(&format!("setrlimit({})", r.resource)));
         }
     }
     // SAFETY: umask cannot fail.
@@ -1252,6 +1251,18 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         .map_err(|e| format!("close undeclared fds: {e}"))?;
     metanode_confine::drop_capabilities(plan.keep_caps)
         .map_err(|e| format!("drop capabilities: {e}"))?;
+    // rlimits only after the capabilities are gone, so a spec can lower hard limits but never
+    // raise them (RLIMIT_RTPRIO would otherwise let the workload starve the host with SCHED_FIFO).
+    for r in &plan.rlimits {
+        let limit = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
+        // SAFETY: valid rlimit pointer; resource numbers were validated by the spec parser.
+        if unsafe { libc::setrlimit(r.resource as _, &raw const limit) } != 0 {
+            return Err(last_os(&format!("setrlimit({})", r.resource)));
+        }
+    }
     metanode_confine::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
     metanode_confine::restrict_landlock(&plan.landlock).map_err(|e| format!("landlock: {e}"))?;
     let Some(program) = &plan.program else {
@@ -1277,6 +1288,41 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
     // SAFETY: program, argv and envp are NUL-terminated and outlive the call.
     unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     Err(last_os(&format!("execve {}", program.to_string_lossy())))
+}
+
+fn rootfs_nodev_nosuid(root: &Path) -> Result<(), String> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const AT_RECURSIVE: libc::c_int = 0x8000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let path = cpath(root);
+    // SAFETY: a valid path and a properly sized mount_attr that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            &raw const attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(last_os("make the rootfs nodev,nosuid"));
+    }
+    Ok(())
 }
 
 /// pivot_root(".", ".") then detach the old root: runc's way, no temporary directory needed.

@@ -141,3 +141,11 @@ const _: () = assert!(NAMESPACES_COUNT_MAX >= 8);
 const _: () = assert!(
     LOGICAL_TIME_NS_MAX / 1_000_000_000 + 365 * 24 * 3600 < (i64::MAX as u64 / 1_000_000_000) / 2
 );
+
+/// Memory limit of a cage whose spec sets none.
+pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
+/// Pids limit of a cage whose spec sets none.
+pub const DEFAULT_PIDS_LIMIT: u64 = 1024;
+const _: () = assert!(DEFAULT_MEMORY_LIMIT_BYTES >= MEMORY_LIMIT_BYTES_MIN);
+const _: () = assert!(DEFAULT_MEMORY_LIMIT_BYTES <= MEMORY_LIMIT_BYTES_MAX);
+const _: () = assert!(DEFAULT_PIDS_LIMIT <= PIDS_LIMIT_MAX);

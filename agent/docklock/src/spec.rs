@@ -602,10 +602,30 @@ impl CageSpec {
     /// source exist on the host.
     pub fn load(bundle: &Path) -> Result<CageSpec, SpecError> {
         let config_path = bundle.join("config.json");
-        let metadata = std::fs::metadata(&config_path).map_err(|source| SpecError::Read {
+        // Opened once, not following a symlink and without blocking on a FIFO, then checked to
+        // be a regular file and read through a bound: a config.json pointing at /dev/zero or a
+        // FIFO must not hang or exhaust the launcher.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&config_path)
+        }
+        .map_err(|source| SpecError::Read {
             path: config_path.clone(),
             source,
         })?;
+        let metadata = file.metadata().map_err(|source| SpecError::Read {
+            path: config_path.clone(),
+            source,
+        })?;
+        if !metadata.is_file() {
+            return Err(SpecError::Read {
+                path: config_path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
         if metadata.len() > limits::CONFIG_SIZE_BYTES_MAX {
             return Err(SpecError::TooLarge {
                 path: config_path,
@@ -613,10 +633,16 @@ impl CageSpec {
                 max_bytes: limits::CONFIG_SIZE_BYTES_MAX,
             });
         }
-        let bytes = std::fs::read(&config_path).map_err(|source| SpecError::Read {
-            path: config_path.clone(),
-            source,
-        })?;
+        let mut bytes = Vec::new();
+        {
+            use std::io::Read as _;
+            file.take(limits::CONFIG_SIZE_BYTES_MAX + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|source| SpecError::Read {
+                    path: config_path.clone(),
+                    source,
+                })?;
+        }
         let bundle_dir = std::path::absolute(bundle).map_err(|source| SpecError::Read {
             path: bundle.to_path_buf(),
             source,

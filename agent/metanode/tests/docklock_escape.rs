@@ -204,6 +204,32 @@ fn host_files_processes_and_network_are_out_of_reach() {
     assert_blocked(&["read-host-file", marker_str, "--marker", &marker]);
     assert_blocked(&["chroot-escape", "--host-path", marker_str]);
 
+    // A device node shipped in the image (here /dev/zero's numbers) must not open in the cage:
+    // the rootfs is mounted nodev, otherwise a block node would give raw access to a host disk.
+    let bundle = Bundle::new(&["read-host-file", "/image-dev-zero"]);
+    let node = std::ffi::CString::new(
+        bundle
+            .path()
+            .join("rootfs/image-dev-zero")
+            .to_str()
+            .expect("utf8"),
+    )
+    .expect("cstring");
+    // SAFETY: a valid path; makedev is a pure computation.
+    let rc = unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 5)) };
+    assert_eq!(rc, 0, "mknod in the test rootfs");
+    let out = metanode(&[
+        "--json",
+        "docklock",
+        "run",
+        bundle.path().to_str().expect("utf8"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("\"outcome\":\"blocked\""),
+        "an image device node opened in the cage: {stdout}"
+    );
+
     let mut sleeper = Command::new("sleep")
         .arg("60")
         .spawn()
