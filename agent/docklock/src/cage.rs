@@ -962,6 +962,9 @@ fn process_a(
         let mut f = std::fs::File::from(err_w.try_clone().expect_or_exit());
         let _ = f.write_all(msg.as_bytes());
     };
+    // A traces the cage from inside its memory cgroup: it must never be the OOM victim, or the
+    // run would end as a set-up failure instead of a recorded OOM kill of the workload.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     let mut go = [0u8; 1];
     if std::fs::File::from(go_r).read_exact(&mut go).is_err() || go[0] != b'g' {
         return 1;
@@ -1178,16 +1181,26 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(plan.umask as libc::mode_t) };
     if let Some(cpu) = plan.cpu {
-        // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
-        unsafe {
+        // (CPU_SET would panic past the set's size: checked first.)
+        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            return Err(format!("cpu {cpu} is beyond the affinity mask"));
+        }
+        // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it (index checked above).
+        let rc = unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
+        };
+        // A replay must not report a perturbation that did not happen.
+        if rc != 0 {
+            return Err(last_os(&format!("pin to cpu {cpu}")));
         }
     }
     if plan.no_aslr {
         // SAFETY: personality only changes this process's execution domain flags.
-        unsafe { libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong) };
+        if unsafe { libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong) } < 0 {
+            return Err(last_os("personality(ADDR_NO_RANDOMIZE)"));
+        }
     }
     // Identity: keep capabilities across setuid only long enough to drop them precisely.
     if plan.uid != 0 || plan.gid != 0 || !plan.groups.is_empty() {
@@ -1206,7 +1219,9 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         }
     } else {
         // SAFETY: valid (empty) group list.
-        unsafe { libc::setgroups(0, std::ptr::null()) };
+        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+            return Err(last_os("setgroups"));
+        }
     }
     // SAFETY: cwd is a valid C string.
     if unsafe { libc::chdir(plan.cwd.as_ptr()) } != 0 {
