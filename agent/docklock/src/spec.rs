@@ -1056,7 +1056,7 @@ fn convert_capabilities(caps: Option<OciCapabilities>) -> Result<CageCapabilitie
         }
         for (index, cap) in set.iter().enumerate() {
             if !limits::CAPABILITIES_KEEPABLE.contains(&cap.as_str()) {
-                let reason = if ALL_CAPABILITIES.contains(&cap.as_str()) {
+                let reason = if metanode_confine::CapSet::number_of(cap).is_some() {
                     format!("{cap} is not a capability DockLock lets a workload keep")
                 } else {
                     format!("`{cap}` is not a known capability name")
@@ -1143,51 +1143,6 @@ fn convert_rlimits(rlimits: &[OciRlimit]) -> Result<Vec<Rlimit>, SpecError> {
     }
     Ok(out)
 }
-
-/// Every capability name Linux 6.18 defines, to tell a misspelling from a refused capability.
-const ALL_CAPABILITIES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
 
 /// Cage paths DockLock itself places nodes at; a spec mount there would silently replace the
 /// seeded randomness or the null device.
