@@ -400,6 +400,16 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         }
     }
 
+    // The deadline runs from the fork, so a set-up that stalls (a bind source on a hung network
+    // mount, say) is killed too, not only a slow workload.
+    let deadline = opts.timeout.map(|t| started + t);
+    let mut setup_timed_out = false;
+    if let Some(deadline) = deadline
+        && !wait_readable(sock_p.as_raw_fd(), deadline)
+    {
+        setup_timed_out = true;
+        kill_cgroup_tasks(&cgroup);
+    }
     // The listener arrives just before exec (or the socket closes when set-up failed).
     let listener = receive_fd(&sock_p);
     let mut err_text = Vec::new();
@@ -438,7 +448,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         let seed = opts.rng_seed;
         std::thread::spawn(move || feed_randomness(fifo, wake_r, seed, &done))
     };
-    let timed_out = wait_with_timeout(a_pid, opts.timeout, &cgroup);
+    let timed_out = wait_with_timeout(a_pid, deadline, &cgroup);
     let mut relayed_bytes = Vec::new();
     let _ = std::fs::File::from(status_r)
         .take(4 + CHILD_ERROR_BYTES_MAX as u64)
@@ -457,6 +467,12 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let usage = cgroup.usage().map_err(metanode_cgroup::CgroupError::from);
     let removed = cgroup.kill_and_remove();
 
+    if setup_timed_out {
+        return Err(RunError::Setup(format!(
+            "the cage was not set up within the {:.1} s timeout; killed",
+            opts.timeout.unwrap_or_default().as_secs_f64()
+        )));
+    }
     if !err_text.is_empty() {
         return Err(RunError::Setup(
             String::from_utf8_lossy(&err_text).into_owned(),
@@ -588,8 +604,40 @@ fn reap(pid: i32) {
 /// Waits for A; on timeout kills everything in the cage's cgroup. Returns whether it timed out.
 /// Sleeps in poll(2) on a pidfd (no periodic wake-ups); falls back to polling waitpid when
 /// pidfd_open is unavailable.
-fn wait_with_timeout(pid: i32, timeout: Option<Duration>, cgroup: &CageCgroup) -> bool {
-    let deadline = timeout.map(|t| Instant::now() + t);
+/// Waits until `fd` is readable (or hung up) or `deadline` passes; false on the deadline.
+fn wait_readable(fd: RawFd, deadline: Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe {
+            libc::poll(
+                &raw mut pfd,
+                1,
+                left.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
+        if ready > 0 {
+            return true;
+        }
+        if ready == 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            continue;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // poll itself failed: let the blocking read find out what is wrong.
+            return true;
+        }
+    }
+}
+
+fn wait_with_timeout(pid: i32, deadline: Option<Instant>, cgroup: &CageCgroup) -> bool {
     let mut timed_out = false;
     // SAFETY: pidfd_open on our own unreaped child; the result is checked.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
