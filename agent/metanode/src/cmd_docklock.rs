@@ -241,6 +241,19 @@ fn run_caged(
     } else {
         None
     };
+    // The receipt names what went in: the rootfs tree as it was before the run (every file's
+    // path, kind, size and BLAKE3, without following symlinks) joins the declared inputs.
+    let mut declared = inputs.to_vec();
+    if args.receipt.is_some() {
+        let tree = metanode_witness::outputs_root(&spec.rootfs)
+            .with_context(|| format!("digest the rootfs {}", spec.rootfs.display()))?;
+        declared.push(InputRef {
+            // "/" cannot clash with a declared input (their names have no slash).
+            name: "/".to_string(),
+            digest: InputDigest::Blake3(*tree.root().as_bytes()),
+            size_bytes: tree.entries().iter().map(|e| e.size_bytes).sum(),
+        });
+    }
     let outcome = cage::run(spec, &opts)?;
     let mut value = outcome_json(&outcome);
     if let (Some(path), Some(key)) = (&args.receipt, &args.key) {
@@ -250,7 +263,7 @@ fn run_caged(
             &opts,
             &outcome,
             &args.service,
-            inputs,
+            &declared,
             &key,
         )?;
         signed.write_file(path)?;
