@@ -1495,8 +1495,12 @@ fn convert_linux(linux: OciLinux) -> Result<LinuxParts, SpecError> {
         }
     }
     // The cage clock is part of the determinism contract, so a time namespace is always added;
-    // that only adds isolation to what the spec asked for.
-    namespaces = namespaces.with(Namespaces::TIME);
+    // ipc and network too, so a spec cannot reach the host's SysV IPC, message queues, network
+    // or netlink by leaving them out. That only adds isolation to what the spec asked for.
+    namespaces = namespaces
+        .with(Namespaces::TIME)
+        .with(Namespaces::IPC)
+        .with(Namespaces::NET);
 
     let uid_mappings = convert_mappings(&linux.uid_mappings, "linux.uidMappings")?;
     let gid_mappings = convert_mappings(&linux.gid_mappings, "linux.gidMappings")?;

@@ -264,6 +264,8 @@ fn supported_fields_are_read() {
                         .with(Namespaces::MOUNT)
                         .with(Namespaces::UTS)
                         .with(Namespaces::TIME)
+                        .with(Namespaces::IPC)
+                        .with(Namespaces::NET)
             },
         ),
         ("/linux/namespaces/6", json!({"type": "time"}), |s| {
