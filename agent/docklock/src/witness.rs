@@ -105,6 +105,12 @@ pub fn sign_run(
             detail: "pids limit reached; fork/clone refused".into(),
         });
     }
+    if outcome.timed_out {
+        decision.push_violation(ViolationRecord {
+            kind: ViolationKind::WallTimeout,
+            detail: "wall timeout expired; the launcher killed the cage".into(),
+        });
+    }
     decision.verdict = decision.expected_verdict();
     let events_root = decision.events_root()?;
     let record = Record {

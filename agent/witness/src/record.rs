@@ -283,12 +283,16 @@ pub enum ViolationKind {
     OomKill,
     /// The pids limit refused at least one fork.
     PidsLimit,
+    /// The launcher's wall timeout expired and it killed the cage: the exit
+    /// signal that follows is the launcher's, not the workload's own.
+    WallTimeout,
 }
 
 const VIOLATION_SYSCALL: u8 = 0;
 const VIOLATION_LANDLOCK: u8 = 1;
 const VIOLATION_OOM_KILL: u8 = 2;
 const VIOLATION_PIDS_LIMIT: u8 = 3;
+const VIOLATION_WALL_TIMEOUT: u8 = 4;
 
 impl ViolationKind {
     /// Short lower-case name, as in the JSON view.
@@ -298,6 +302,7 @@ impl ViolationKind {
             ViolationKind::Landlock { .. } => "landlock",
             ViolationKind::OomKill => "oom_kill",
             ViolationKind::PidsLimit => "pids_limit",
+            ViolationKind::WallTimeout => "wall_timeout",
         }
     }
 }
@@ -316,6 +321,7 @@ impl Encode for ViolationKind {
             }
             ViolationKind::OomKill => w.put_u8(VIOLATION_OOM_KILL),
             ViolationKind::PidsLimit => w.put_u8(VIOLATION_PIDS_LIMIT),
+            ViolationKind::WallTimeout => w.put_u8(VIOLATION_WALL_TIMEOUT),
         }
     }
 }
@@ -337,6 +343,7 @@ impl Decode for ViolationKind {
             }),
             VIOLATION_OOM_KILL => Ok(ViolationKind::OomKill),
             VIOLATION_PIDS_LIMIT => Ok(ViolationKind::PidsLimit),
+            VIOLATION_WALL_TIMEOUT => Ok(ViolationKind::WallTimeout),
             value => Err(DecodeError::InvalidTag {
                 what: "violation kind",
                 value: u64::from(value),

@@ -143,6 +143,16 @@ fn sample_records() -> Vec<Record> {
             ),
         ),
         record_with(&key, decision(ExitKind::Exited(1), many)),
+        record_with(
+            &key,
+            decision(
+                ExitKind::Signaled(9),
+                vec![ViolationRecord {
+                    kind: ViolationKind::WallTimeout,
+                    detail: "wall timeout expired".into(),
+                }],
+            ),
+        ),
     ]
 }
 
