@@ -411,7 +411,17 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         kill_cgroup_tasks(&cgroup);
     }
     // The listener arrives just before exec (or the socket closes when set-up failed).
-    let listener = receive_fd(&sock_p);
+    let (listener, landlock_report) = match receive_fd(&sock_p) {
+        Some((fd, [code, abi, kernel_abi])) => (
+            Some(fd),
+            metanode_confine::LandlockStatus::from_code(code).map(|status| LandlockReport {
+                status,
+                abi,
+                kernel_abi,
+            }),
+        ),
+        None => (None, None),
+    };
     let mut err_text = Vec::new();
     let _ = std::fs::File::from(err_r)
         .take(CHILD_ERROR_BYTES_MAX as u64)
@@ -520,7 +530,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         violations_dropped_count,
         usage: usage?,
         cgroup_mode,
-        landlock: plan.landlock_expected,
+        landlock: landlock_report.unwrap_or(plan.landlock_expected),
         seccomp_digest: seccomp.digest(),
         namespaces: spec.namespaces,
         spawn_ns,
@@ -741,11 +751,13 @@ fn feed_randomness(fifo: OwnedFd, wake: OwnedFd, seed: [u8; 32], done: &AtomicBo
 }
 
 /// Receives one fd sent with SCM_RIGHTS; None when the peer closed without sending.
-fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
-    let mut byte = [0u8; 1];
+/// Receives the listener fd (SCM_RIGHTS) and B's landlock report (status code, ABI, kernel ABI);
+/// None when the peer closed without sending.
+fn receive_fd(sock: &OwnedFd) -> Option<(OwnedFd, [u8; 3])> {
+    let mut payload = [0u8; 3];
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
     };
     let mut cmsg = [0u64; 8];
     // SAFETY: msghdr is plain data; zero is a valid initial value.
@@ -778,14 +790,13 @@ fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
     // SAFETY: an SCM_RIGHTS message carries at least one int after the header.
     let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>()) };
     // SAFETY: the kernel installed this fd in our table for us.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    Some((unsafe { OwnedFd::from_raw_fd(fd) }, payload))
 }
 
-fn send_fd(sock: RawFd, fd: RawFd) -> Result<(), String> {
-    let mut byte = [b'L'];
+fn send_fd(sock: RawFd, fd: RawFd, mut payload: [u8; 3]) -> Result<(), String> {
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
     };
     let mut cmsg = [0u64; 8];
     // SAFETY: plain data, zero is valid.
@@ -804,7 +815,7 @@ fn send_fd(sock: RawFd, fd: RawFd) -> Result<(), String> {
         std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd);
     }
     // SAFETY: msg points at valid buffers.
-    if unsafe { libc::sendmsg(sock, &raw const msg, 0) } != 1 {
+    if unsafe { libc::sendmsg(sock, &raw const msg, 0) } != payload.len() as isize {
         return Err(last_os("send the seccomp listener"));
     }
     Ok(())
@@ -1327,7 +1338,8 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         }
     }
     metanode_confine::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
-    metanode_confine::restrict_landlock(&plan.landlock).map_err(|e| format!("landlock: {e}"))?;
+    let landlock = metanode_confine::restrict_landlock(&plan.landlock)
+        .map_err(|e| format!("landlock: {e}"))?;
     let Some(program) = &plan.program else {
         return Err(format!(
             "program {:?} not found in the cage's PATH",
@@ -1342,7 +1354,13 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         .install()
         .map_err(|e| format!("seccomp: {e}"))?;
     // From here on only calls the allowlist permits: sendmsg, close, execve.
-    send_fd(sock, listener.as_raw_fd())?;
+    // B's own landlock report travels with the listener: the receipt records what the kernel
+    // enforced, not what P predicted.
+    send_fd(
+        sock,
+        listener.as_raw_fd(),
+        [landlock.status.code(), landlock.abi, landlock.kernel_abi],
+    )?;
     drop(listener);
     let mut argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
