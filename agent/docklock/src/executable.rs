@@ -232,7 +232,7 @@ impl CageSpec {
             })
         };
         let mut argv = Vec::with_capacity(args.len() + 1);
-        argv.push(cage_exe);
+        argv.push(cage_exe.clone());
         argv.extend(args.iter().cloned());
         Ok(CageSpec {
             oci_version: "1.2.0".to_owned(),
@@ -278,10 +278,24 @@ impl CageSpec {
             readonly_paths: Vec::new(),
             annotations: BTreeMap::new(),
             inputs: inputs.to_vec(),
-            config_digest: [0; 32],
+            config_digest: exec_agreement_digest(&cage_exe, args),
             owned_rootfs: Some(Arc::new(dir)),
         })
     }
+}
+
+/// The plain-executable mode has no config.json: the receipt's agreement field is a digest of
+/// what stands in for it, the program's cage path and its arguments (length-prefixed, so no two
+/// argument lists collide). The program's bytes, libraries and inputs are covered by the rootfs
+/// digest and the environment by env_root.
+fn exec_agreement_digest(program: &str, args: &[String]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"metanode docklock exec agreement v1\0");
+    for part in std::iter::once(program).chain(args.iter().map(String::as_str)) {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    *hasher.finalize().as_bytes()
 }
 
 fn check_strings(args: &[String], env: &[String]) -> Result<(), ExecutableError> {
