@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use metanode_docklock::cage::{CageExit, RunError, RunOptions, RunOutcome, run};
@@ -21,39 +20,9 @@ use metanode_docklock::replay::{Disagreement, replay};
 use metanode_docklock::spec::{CageSpec, DeclaredInput, IdMapping, Namespaces};
 use serde_json::{Value, json};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("agent/docklock sits two levels below the workspace")
-        .to_path_buf()
-}
-
-/// Builds the static probe once per test run.
-fn probe_binary() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let root = workspace_root();
-        let target = root.join("target/docklock-probe");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = std::process::Command::new(cargo)
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", &target)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-                "-p",
-                "metanode-docklock-probe",
-            ])
-            .status()
-            .expect("run cargo build for the probe");
-        assert!(status.success(), "building docklock-probe failed");
-        target.join("x86_64-unknown-linux-gnu/release/docklock-probe")
-    })
-}
+#[path = "support/probe.rs"]
+mod probe;
+use probe::{probe_binary, workspace_root};
 
 /// A bundle directory: rootfs with the probe at /bin/docklock-probe and a runc-style config.
 struct Bundle {

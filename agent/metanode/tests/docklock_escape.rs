@@ -10,7 +10,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -19,38 +18,9 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// Builds the static probe once.
-fn probe_binary() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let root = workspace_root();
-        let target = root.join("target/docklock-probe");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-                "-p",
-                "metanode-docklock-probe",
-            ])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .expect("run cargo build for the probe");
-        assert!(status.success(), "building docklock-probe failed");
-        target.join("x86_64-unknown-linux-gnu/release/docklock-probe")
-    })
-}
+#[path = "../../docklock/tests/support/probe.rs"]
+mod probe;
+use probe::probe_binary;
 
 struct Bundle {
     dir: tempfile::TempDir,
