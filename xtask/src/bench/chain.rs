@@ -51,7 +51,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::chart;
-use super::results::{Better, Panel, Report, Row, fmt_num};
+use super::results::{Better, Panel, Report, Row, fmt_num, percentile};
 use crate::chain_net::{self, Net, Spec, Timing, http_agent, wait_until};
 use crate::chain_test::{
     LIVE_BLOCKS, crash_next_proposer, fetch_block, fetch_genesis, restart_and_catch_up,
@@ -619,14 +619,6 @@ fn drain(net: &Net) -> anyhow::Result<Result<Duration, u64>> {
             Ok(Err(left))
         }
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {

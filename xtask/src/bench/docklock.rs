@@ -48,7 +48,7 @@ use rustix::process::{Pid, PidfdFlags, Signal, kill_process_group, pidfd_open};
 use serde_json::{Value, json};
 
 use super::chart;
-use super::results::{Better, Panel, Report, Row, fmt_num};
+use super::results::{Better, Panel, Report, Row, fmt_num, percentile};
 use crate::workspace_root;
 
 /// Timed spawns of each runtime (the issue asks for at least 300).
@@ -327,15 +327,6 @@ struct Stats {
     p99_ms: f64,
     min_ms: f64,
     max_ms: f64,
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
 fn stats(samples: &[f64]) -> Option<Stats> {

@@ -494,6 +494,16 @@ fn machine_line(machine: &Value) -> String {
 }
 
 /// 1234567.8 -> "1,234,568"; 12.345 -> "12.3"; 0.1234 -> "0.123".
+/// Nearest-rank percentile of sorted samples (None when there are none). One definition for
+/// every bench so their p50/p99 mean the same thing.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
 pub fn fmt_num(v: f64) -> String {
     if !v.is_finite() {
         return v.to_string();
