@@ -530,7 +530,9 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         violations_dropped_count,
         usage: usage?,
         cgroup_mode,
-        landlock: landlock_report.unwrap_or(plan.landlock_expected),
+        landlock: landlock_report.ok_or_else(|| {
+            RunError::Setup("the workload sent an unknown landlock status code".into())
+        })?,
         seccomp_digest: seccomp.digest(),
         namespaces: spec.namespaces,
         spawn_ns,
@@ -844,7 +846,6 @@ struct ChildPlan {
     rlimits: Vec<crate::spec::Rlimit>,
     keep_caps: CapSet,
     landlock: LandlockPlan,
-    landlock_expected: LandlockReport,
     seccomp: CompiledSeccomp,
     quiet: bool,
     /// Host files opened by P for the workload's stdout/stderr (dup2'ed by B before exec).
@@ -928,7 +929,6 @@ impl ChildPlan {
             rlimits: spec.process.rlimits.clone(),
             keep_caps,
             landlock,
-            landlock_expected: landlock_expected(),
             seccomp: seccomp.clone(),
             quiet: opts.quiet,
             stdout_fd: None,
@@ -937,34 +937,6 @@ impl ChildPlan {
             no_aslr: opts.no_aslr,
             pre_exec_delay: opts.pre_exec_delay,
         }
-    }
-}
-
-/// What restrict_landlock will report, probed in the parent (the child's report cannot travel
-/// back once seccomp is on, and it depends only on the kernel's ABI).
-fn landlock_expected() -> LandlockReport {
-    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attr and size 0 only returns the ABI.
-    let abi = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            1u32,
-        )
-    };
-    let kernel_abi = if abi < 0 { 0 } else { abi as u8 };
-    let target = metanode_confine::LANDLOCK_ABI_TARGET;
-    let status = if kernel_abi == 0 {
-        metanode_confine::LandlockStatus::NotEnforced
-    } else if kernel_abi >= target {
-        metanode_confine::LandlockStatus::FullyEnforced
-    } else {
-        metanode_confine::LandlockStatus::PartiallyEnforced
-    };
-    LandlockReport {
-        status,
-        abi: kernel_abi.min(target),
-        kernel_abi,
     }
 }
 
