@@ -691,11 +691,15 @@ impl CageCgroup {
         killed
     }
 
-    fn remove(&mut self) -> Result<(), RemoveError> {
-        // Usually the launcher has reaped everything; an empty cage needs no freeze or kill.
-        let populated = !self.tasks()?.is_empty();
+    /// Kills every task of the cage by the cgroup's own mechanism (v2 cgroup.kill, v1 freeze +
+    /// kill + thaw, or signals as the last resort) without removing it: a launcher's timeout uses
+    /// this, so no pid read from cgroup.procs can be reused by another process before the kill.
+    pub fn kill_all(&self) -> Result<(), RemoveError> {
+        // An empty cage needs no freeze or kill.
+        if self.tasks()?.is_empty() {
+            return Ok(());
+        }
         match self.kill {
-            _ if !populated => {}
             KillMethod::V2Kill => {
                 let path = self.kill_dir.join("cgroup.kill");
                 match self.fs.write(&path, "1") {
@@ -707,6 +711,12 @@ impl CageCgroup {
             KillMethod::V1Freezer => self.freeze_and_kill()?,
             KillMethod::Signals => self.signal_all(&self.tasks()?)?,
         }
+        Ok(())
+    }
+
+    fn remove(&mut self) -> Result<(), RemoveError> {
+        // Usually the launcher has reaped everything; kill_all skips an empty cage.
+        self.kill_all()?;
         let mut remaining = self.tasks()?;
         for _ in 0..KILL_WAIT_MS_MAX / POLL_INTERVAL_MS {
             if remaining.is_empty() {

@@ -705,14 +705,10 @@ fn wait_with_timeout(pid: i32, deadline: Option<Instant>, cgroup: &CageCgroup) -
 }
 
 fn kill_cgroup_tasks(cgroup: &CageCgroup) {
-    for dir in cgroup.dirs() {
-        if let Ok(text) = std::fs::read_to_string(dir.path.join("cgroup.procs")) {
-            for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: sending SIGKILL to a pid in the cage's cgroup.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
+    // By the cgroup's own mechanism (cgroup.kill / freezer), not pid by pid: a pid read from
+    // cgroup.procs could be reused before the signal. A failure here is caught by the removal,
+    // which kills again and reports what survived.
+    let _ = cgroup.kill_all();
 }
 
 fn feed_randomness(fifo: OwnedFd, wake: OwnedFd, seed: [u8; 32], done: &AtomicBool) {
