@@ -75,6 +75,11 @@ domain_tags! {
     Genesis = 0x19, "genesis";
     /// Application state root (bank, court, gov and the built-in ledger).
     ChainState = 0x1a, "chain_state";
+    /// BISO decision-log entry (a policy applied, a mode changed): what the
+    /// node signs so an operator can prove which lights were in force when.
+    BisoDecision = 0x1b, "biso_decision";
+    /// HTTP Cage audit receipt (one per request) and the signed batch root.
+    CageReceipt = 0x1c, "cage_receipt";
 }
 
 impl DomainTag {
@@ -157,6 +162,8 @@ mod tests {
             (DomainTag::ValidatorSet, 0x18, "validator_set"),
             (DomainTag::Genesis, 0x19, "genesis"),
             (DomainTag::ChainState, 0x1a, "chain_state"),
+            (DomainTag::BisoDecision, 0x1b, "biso_decision"),
+            (DomainTag::CageReceipt, 0x1c, "cage_receipt"),
         ];
         assert_eq!(DomainTag::ALL.len(), expected.len());
         for (tag, byte, name) in expected {
