@@ -38,6 +38,14 @@ ensure_rust() {
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 }
 
+# The BISO traffic lights (#7): clang-14 compiles ebpf/xdp/*.c (ebpf/loader's
+# build script) against libbpf's headers; bpftool to inspect what is loaded.
+# The cage bench's peers and load: nginx, wrk; trafgen (netsniff-ng) generates
+# packets for the XDP vs nftables drop-rate comparison.
+traffic_deps() {
+    apt_install clang-14 llvm-14 libbpf-dev bpftool nftables nginx wrk netsniff-ng
+}
+
 # Everything `cargo xtask image` and the QEMU system tests need: the kernel
 # source and its build tools, the UKI stub and boot loader, signing, the disk
 # tools, QEMU and OVMF, and virt-firmware (PyPI) to enroll Secure Boot keys.
@@ -48,6 +56,7 @@ image_deps() {
     # The chain's network-namespace tests emulate loss and partitions with
     # nftables (the host kernel has no sch_netem).
     apt_install nftables
+    traffic_deps
     if ! command -v virt-fw-vars >/dev/null; then
         step "installing virt-firmware (PyPI) for Secure Boot key enrollment"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore virt-firmware \

@@ -16,6 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_rust
 apt_install pkg-config gcc
+# clang-14 + libbpf headers: the agent embeds the XDP program it compiles.
+traffic_deps
 
 if [ "${1:-}" = "--local" ]; then
     shift

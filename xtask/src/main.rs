@@ -72,6 +72,8 @@ enum BenchName {
     Chain(bench::chain::ChainBenchArgs),
     /// DockLock: spawn latency of a caged static no-op vs bubblewrap (root).
     Docklock(bench::docklock::DocklockBenchArgs),
+    /// Traffic lights + HTTP Cage: XDP vs nftables, cage vs nginx (root).
+    Cage(bench::cage::CageBenchArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -109,6 +111,10 @@ fn main() -> ExitCode {
             which: Some(BenchName::Docklock(args)),
             ..
         }) => bench::docklock::run(&args),
+        Command::Bench(BenchCmd {
+            which: Some(BenchName::Cage(args)),
+            ..
+        }) => bench::cage::run(&args),
         Command::Bench(BenchCmd { which: None, .. }) => {
             bench::print_list();
             Err(anyhow::anyhow!(

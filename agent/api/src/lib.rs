@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `GET /health` | `{"status":"ok","version","io"}`; 503 `draining` during shutdown |
 //! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it) |
+//! | `GET /metrics/traffic` | XDP traffic-light counters and cage decisions (Prometheus text; 409 without a `traffic:` section) |
 //! | `GET\|HEAD /ipfs/{cid}` | IPFS trustless gateway (raw blocks, CAR with dag-scope/entity-bytes) and UnixFS file bytes; single ranges, ETag/304 |
 //! | `POST /api/v1/blobs[?pin=false]` | streaming upload; 201 new, 200 `existed`, 413 over the limit |
 //! | `POST /api/v1/unixfs[?chunker=size-N&hash=sha2-256\|blake3&pin=false]` | UnixFS import (Kubo's CIDs); 201 `{"cid","size","blocks",…}` |
@@ -109,7 +110,19 @@ pub struct AppState {
     pub(crate) system: Option<Arc<dyn SystemControl>>,
     /// The chain node; `None` when this node runs no chain.
     pub(crate) chain: Option<Arc<dyn ChainControl>>,
+    /// Renders the traffic lights' and cage's counters (Prometheus text
+    /// format) for `/metrics/traffic`; `None` when the node runs neither.
+    pub(crate) traffic_metrics: Option<TrafficMetrics>,
 }
+
+/// Where `/metrics/traffic` comes from (the agent's traffic lights + cage).
+pub trait TrafficMetricsSource: Send + Sync + std::fmt::Debug {
+    /// Appends Prometheus text-format metrics to `out`. May read kernel
+    /// maps: called on a blocking thread.
+    fn render(&self, out: &mut String);
+}
+
+pub type TrafficMetrics = Arc<dyn TrafficMetricsSource>;
 
 impl AppState {
     pub fn new(store: Store, opts: ApiOptions) -> Self {
@@ -122,7 +135,14 @@ impl AppState {
             upload_slots: Arc::new(Semaphore::new(API_UPLOADS_STREAMING_COUNT_MAX)),
             system: None,
             chain: None,
+            traffic_metrics: None,
         }
+    }
+
+    /// Enables `/metrics/traffic` (XDP counters, cage decisions).
+    pub fn with_traffic_metrics(mut self, render: TrafficMetrics) -> Self {
+        self.traffic_metrics = Some(render);
+        self
     }
 
     /// Enables the `/api/v1/system*` and `/api/v1/config*` routes.
@@ -154,6 +174,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route("/metrics/traffic", get(traffic_metrics_text))
         .route("/ipfs/{cid}", get(gateway::ipfs).head(gateway::ipfs))
         .route("/api/v1/blobs", post(blobs::upload).get(blobs::list))
         .route("/api/v1/unixfs", post(ipfs::unixfs_add))
@@ -213,6 +234,34 @@ async fn metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> 
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// The traffic counters come from the kernel (XDP per-CPU maps) and the
+/// cage at scrape time, in the Prometheus text format; a separate path
+/// because OpenMetrics' `/metrics` document must end with `# EOF`.
+async fn traffic_metrics_text(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let render = st.traffic_metrics.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "this node runs no traffic lights or cage (no traffic: section in its config)"
+                .to_string(),
+        )
+    })?;
+    let text = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        render.render(&mut text);
+        text
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("rendering traffic metrics failed: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
         text,
     )

@@ -121,3 +121,33 @@ impl CompiledPolicy {
             .map_or("unknown reason", String::as_str)
     }
 }
+
+/// How many prefix rules (v4 + v6) have each light; the default rule is
+/// reported separately.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VerdictCounts {
+    pub green_count: u32,
+    pub yellow_count: u32,
+    pub red_count: u32,
+}
+
+impl CompiledPolicy {
+    /// Prefix rules per light, for the decision log and status output.
+    pub fn verdict_counts(&self) -> VerdictCounts {
+        let mut counts = VerdictCounts::default();
+        let rules = self
+            .v4
+            .iter()
+            .map(|(_, r)| r)
+            .chain(self.v6.iter().map(|(_, r)| r));
+        for rule in rules {
+            let slot = match rule.verdict {
+                Verdict::Green => &mut counts.green_count,
+                Verdict::Yellow => &mut counts.yellow_count,
+                Verdict::Red => &mut counts.red_count,
+            };
+            *slot = slot.saturating_add(1);
+        }
+        counts
+    }
+}

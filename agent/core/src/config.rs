@@ -142,6 +142,8 @@ pub const CONFIG_NETWORK_INTERFACE_LEN_MAX: usize = 15;
 /// `network.interface`: what the kernel accepts in a name (no '/', ':' or
 /// whitespace).
 pub const NETWORK_INTERFACE_PATTERN: &str = r"^[^/:\s]{1,15}$";
+/// `traffic.xdp_interfaces`: a node has a handful of NICs.
+pub const CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX: usize = 16;
 /// The example `network.dns` of the generated config (QEMU's slirp DNS).
 const NETWORK_DNS_EXAMPLE: [&str; 1] = ["10.0.2.3"];
 /// `network.address`: dotted quad and prefix length.
@@ -180,6 +182,11 @@ pub struct NodeConfig {
     /// runs no chain (and its `/api/v1/chain*` routes answer 409).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainConfig>,
+    /// BISO traffic lights and the HTTP Cage: one policy, enforced on packets
+    /// (XDP) and on requests (the cage). Without this section the node runs
+    /// neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficConfig>,
 }
 
 /// Identity of this node and where it keeps its data.
@@ -442,6 +449,48 @@ pub struct ChainConfig {
     pub round_timeout_base_ms: u64,
 }
 
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(rename = "XdpMode")]
+pub enum XdpMode {
+    /// In the driver, before an skb exists: the fast path (virtio-net, veth
+    /// and most server NICs support it).
+    #[default]
+    Native,
+    /// After the skb is built: works on every interface, slower.
+    Generic,
+}
+
+/// BISO traffic lights and the HTTP Cage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Traffic")]
+pub struct TrafficConfig {
+    /// Absolute path of the BISO policy (YAML: data class, regions, consent,
+    /// Bus BIOS mode). `metanode biso check FILE` shows the lights it gives.
+    #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/biso.yaml")]
+    pub policy: PathBuf,
+    /// Interfaces the XDP traffic lights are attached to. Empty: no packet
+    /// filtering (the cage still applies the policy to requests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX))]
+    pub xdp_interfaces: Vec<String>,
+    /// native (in the driver) or generic (any interface, slower).
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+    /// bpffs directory for the XDP maps and links. Pinned there, they outlive
+    /// the agent, so packets stay filtered while it restarts.
+    #[serde(default = "default_xdp_pin_dir")]
+    #[schemars(regex(pattern = "^/"), example = &"/sys/fs/bpf/metanode")]
+    pub xdp_pin_dir: PathBuf,
+    /// Absolute path of the HTTP Cage config (listener, routes, keys,
+    /// limits). Unset: no cage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/cage.yaml")]
+    pub cage: Option<PathBuf>,
+}
+
 /// Another node of the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -652,6 +701,10 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)
 }
 
+fn default_xdp_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/metanode")
+}
+
 fn default_chain_listen() -> SocketAddr {
     DEFAULT_CHAIN_LISTEN
 }
@@ -819,6 +872,7 @@ impl NodeConfig {
             },
             network: NetworkConfig::default(),
             chain: None,
+            traffic: None,
         }
     }
 
@@ -1059,6 +1113,7 @@ impl NodeConfig {
 
         self.validate_network(&mut errors);
         self.validate_chain(&mut errors, allow_ephemeral_port);
+        self.validate_traffic(&mut errors);
 
         if errors.is_empty() {
             Ok(())
@@ -1173,6 +1228,48 @@ impl NodeConfig {
             }
             if let Some(Err(message)) = peer.host_port() {
                 error(format!("chain.peers.{i}.address"), message, &[]);
+            }
+        }
+    }
+
+    fn validate_traffic(&self, errors: &mut Vec<FieldError>) {
+        let Some(traffic) = &self.traffic else {
+            return;
+        };
+        let mut error = |path: String, message: String| {
+            errors.push(FieldError {
+                path,
+                message,
+                related_paths: Vec::new(),
+            });
+        };
+        for (path, file) in [
+            ("traffic.policy", Some(&traffic.policy)),
+            ("traffic.cage", traffic.cage.as_ref()),
+            ("traffic.xdp_pin_dir", Some(&traffic.xdp_pin_dir)),
+        ] {
+            if let Some(message) = file.and_then(|f| path_problem(f)) {
+                error(path.to_string(), message);
+            }
+        }
+        if traffic.xdp_interfaces.len() > CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX {
+            error(
+                "traffic.xdp_interfaces".to_string(),
+                format!(
+                    "{} interfaces; at most {CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX}",
+                    traffic.xdp_interfaces.len()
+                ),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, name) in traffic.xdp_interfaces.iter().enumerate() {
+            if let Some(message) = interface_name_problem(name) {
+                error(format!("traffic.xdp_interfaces.{i}"), message);
+            } else if !seen.insert(name.as_str()) {
+                error(
+                    format!("traffic.xdp_interfaces.{i}"),
+                    format!("\"{name}\" is listed twice"),
+                );
             }
         }
     }

@@ -287,6 +287,26 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
         Some(node) => state.with_chain(node.clone()),
         None => state,
     };
+    let traffic = match &cfg.traffic {
+        Some(section) => match crate::traffic::start(&cfg, section, out).await {
+            Ok(started) => Some(started),
+            Err(err) => {
+                let _ = std::fs::remove_file(&url_file);
+                if let Some(node) = chain {
+                    node.shutdown().await;
+                }
+                return Err(err);
+            }
+        },
+        None => None,
+    };
+    let (state, traffic) = match traffic {
+        Some((traffic, metrics)) => (
+            state.with_traffic_metrics(std::sync::Arc::new(metrics)),
+            Some(traffic),
+        ),
+        None => (state, None),
+    };
     let (signals_tx, signals_rx) = watch::channel(0u32);
     let signals = tokio::spawn(count_signals(signals_tx));
 
@@ -314,6 +334,9 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
     .await;
     signals.abort();
     let _ = std::fs::remove_file(&url_file);
+    if let Some(traffic) = traffic {
+        traffic.shutdown().await;
+    }
     // The API is drained, so no request can reach the chain any more; stop
     // it before the store, and even when serving failed.
     if let Some(node) = chain {

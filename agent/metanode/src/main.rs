@@ -3,6 +3,8 @@
 //! the library crates so it can be tested without spawning processes.
 
 mod cmd_agent;
+mod cmd_biso;
+mod cmd_cage;
 mod cmd_chain;
 mod cmd_config;
 mod cmd_docklock;
@@ -12,6 +14,7 @@ mod cmd_store;
 mod cmd_system;
 mod genesis_file;
 mod output;
+mod traffic;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -75,6 +78,23 @@ enum Command {
                       metanode docklock replay ./bundle --runs 5"
     )]
     Docklock(cmd_docklock::DocklockCommand),
+    /// BISO traffic lights: check a policy, look up an address, verify the decision log.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+                      metanode biso check policy/biso.example.yaml\n  \
+                      metanode biso lookup policy/biso.example.yaml 10.1.2.3 203.0.113.9\n  \
+                      metanode biso verify-log /var/lib/metanode/biso/decisions.log --signer HEX64"
+    )]
+    Biso(cmd_biso::BisoCommand),
+    /// HTTP Cage: reverse proxy verifying RFC 9421 signed requests, with signed audit receipts.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+                      metanode cage serve --config cage.yaml --policy biso.yaml --key node.key\n  \
+                      metanode cage verify-receipts receipts.log --signer HEX64"
+    )]
+    Cage(cmd_cage::CageCommand),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate completions for.
@@ -98,6 +118,8 @@ fn main() -> std::process::ExitCode {
         Command::Chain(cmd) => cmd_chain::run(cmd, &out),
         Command::Light(cmd) => cmd_light::run(cmd, &out),
         Command::Docklock(cmd) => cmd_docklock::run(cmd, &out),
+        Command::Biso(cmd) => cmd_biso::run(cmd, &out),
+        Command::Cage(cmd) => cmd_cage::run(cmd, &out),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "metanode", &mut script);

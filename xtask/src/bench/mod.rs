@@ -1,6 +1,10 @@
 //! `cargo xtask bench`: each bench runs our system and its peers in one run
 //! on one machine and writes perf/results/NAME.json (+ a PNG beside it).
 
+pub mod cage;
+mod cage_ours;
+mod cage_peers;
+mod cage_xdp;
 pub mod chain;
 pub mod chart;
 pub mod docklock;
@@ -25,6 +29,11 @@ pub const BENCHES: &[(&str, &str)] = &[
         "chain",
         "4 validators in netns over QUIC, HTTP load: max tx/s, submit->final p50/p99 at half load, \
          proposer crash -> commit, catch-up, light client, PoH CPU, RSS; Besu QBFT/CometBFT published",
+    ),
+    (
+        "cage",
+        "XDP ns/packet (BPF_PROG_TEST_RUN) and red drop Mpps vs nftables (trafgen over veth); \
+         reverse proxy rps (wrk) and open-loop p99 vs nginx; RFC 9421 signed requests per core",
     ),
     (
         "docklock",

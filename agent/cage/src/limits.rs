@@ -1,0 +1,173 @@
+//! Every bound of the HTTP Cage, in one place.
+//!
+//! Config ranges (`*_RANGE`) are what [`crate::config::CageConfig::validate`]
+//! accepts; `DEFAULT_*` are the values of an omitted field. The compile-time
+//! asserts at the bottom keep defaults inside their ranges and the bounds
+//! consistent with each other.
+
+use std::ops::RangeInclusive;
+
+use metanode_core::limits::{ENCODING_BYTES_LEN_MAX, ENCODING_VEC_COUNT_MAX};
+
+// ---- config: routes and keys ----
+
+/// Routes in one config; routing is a linear longest-prefix scan.
+pub const ROUTES_COUNT_MAX: usize = 256;
+/// Longest route path prefix.
+pub const ROUTE_PREFIX_LEN_BYTES_MAX: usize = 1024;
+/// Keys in the key directory (inline plus directory files).
+pub const KEYS_COUNT_MAX: usize = 65_536;
+/// Longest key id (also the bound of the key id inside a receipt).
+pub const KEY_ID_LEN_BYTES_MAX: u32 = 256;
+/// Largest key file in a key directory (hex key plus whitespace).
+pub const KEY_FILE_SIZE_BYTES_MAX: u64 = 1024;
+/// Largest cage config file.
+pub const CONFIG_FILE_SIZE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+// ---- config: sizes ----
+
+pub const BODY_SIZE_BYTES_MAX_RANGE: RangeInclusive<u64> = 0..=(1024 * 1024 * 1024);
+pub const DEFAULT_BODY_SIZE_BYTES_MAX: u64 = 1024 * 1024;
+/// Upstream responses are collected (to hash them into the receipt before
+/// the `Metanode-Receipt` header is sent) up to this size.
+pub const RESPONSE_BODY_SIZE_BYTES_MAX_RANGE: RangeInclusive<u64> = 0..=(1024 * 1024 * 1024);
+pub const DEFAULT_RESPONSE_BODY_SIZE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Bounds the request head (line plus headers) and an upstream response
+/// head.
+pub const REQUEST_HEAD_BUF_BYTES_MAX: usize = 64 * 1024;
+/// Header fields accepted in one request head (and in an upstream
+/// response head).
+pub const REQUEST_HEADERS_COUNT_MAX: usize = 128;
+/// Trailer section of a chunked body (trailers are read and dropped).
+pub const CHUNK_TRAILERS_BYTES_MAX: usize = 16 * 1024;
+/// Raw chunked bytes (sizes, extensions, data) may exceed the decoded body
+/// limit by at most this factor plus [`REQUEST_HEAD_BUF_BYTES_MAX`]: bounds
+/// memory against a peer sending one-byte chunks with long extensions.
+pub const CHUNKED_OVERHEAD_FACTOR: u64 = 2;
+/// Socket read size (a read asks for at least this much room).
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// After refusing a request whose body was not read, the cage half-closes
+/// and reads (discards) what the client still sends for at most this long /
+/// this many bytes, so the client sees the response instead of a reset.
+pub const LINGER_MS: u64 = 1_000;
+pub const LINGER_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+// ---- config: timeouts ----
+
+pub const TIMEOUT_MS_RANGE: RangeInclusive<u64> = 10..=3_600_000;
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
+/// After shutdown is requested, open connections get this long to finish
+/// their requests before they are dropped.
+pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
+
+// ---- config: connections and upstream pool ----
+
+/// Worker threads (`workers: 0` = one per CPU).
+pub const WORKERS_COUNT_MAX: u32 = 256;
+/// Accept backlog of each worker's listener.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+pub const CONNECTIONS_COUNT_MAX_RANGE: RangeInclusive<u32> = 1..=1_000_000;
+pub const DEFAULT_CONNECTIONS_COUNT_MAX: u32 = 16_384;
+pub const UPSTREAM_IDLE_CONNECTIONS_PER_HOST_RANGE: RangeInclusive<u32> = 0..=65_536;
+pub const DEFAULT_UPSTREAM_IDLE_CONNECTIONS_PER_HOST: u32 = 512;
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 90_000;
+
+// ---- config: signatures ----
+
+pub const SIGNATURE_MAX_AGE_S_RANGE: RangeInclusive<u64> = 1..=86_400;
+pub const DEFAULT_SIGNATURE_MAX_AGE_S: u64 = 300;
+pub const SIGNATURE_CLOCK_SKEW_S_RANGE: RangeInclusive<u64> = 0..=3_600;
+pub const DEFAULT_SIGNATURE_CLOCK_SKEW_S: u64 = 5;
+pub const REPLAY_CACHE_ENTRIES_RANGE: RangeInclusive<u64> = 1..=16_000_000;
+pub const DEFAULT_REPLAY_CACHE_ENTRIES: u64 = 1_000_000;
+
+// ---- config: rate limits ----
+
+/// Token buckets one limiter keeps (per IP, per key, per yellow source).
+/// When full, refilled buckets are dropped first (a full bucket is the same
+/// as no bucket), then arbitrary ones.
+pub const RATE_BUCKETS_COUNT_RANGE: RangeInclusive<u64> = 1..=16_000_000;
+pub const DEFAULT_RATE_BUCKETS_COUNT_MAX: u64 = 1_000_000;
+
+// ---- receipts ----
+
+pub const RECEIPT_BATCH_COUNT_RANGE: RangeInclusive<u32> = 1..=65_536;
+pub const DEFAULT_RECEIPT_BATCH_COUNT_MAX: u32 = 4096;
+pub const RECEIPT_FLUSH_INTERVAL_MS_RANGE: RangeInclusive<u64> = 1..=60_000;
+pub const DEFAULT_RECEIPT_FLUSH_INTERVAL_MS: u64 = 200;
+/// Sealed batches waiting for the writer; when full, requests wait (every
+/// request must get a receipt, so the proxy slows down instead of dropping).
+pub const RECEIPT_CHANNEL_BATCHES_COUNT_MAX: usize = 16;
+/// Longest free-text detail in a receipt (an httpsig error code, a policy
+/// reason).
+pub const RECEIPT_DETAIL_LEN_BYTES_MAX: u32 = 256;
+/// Largest encoded receipt: fixed fields plus key id and detail.
+pub const RECEIPT_ENCODED_BYTES_MAX: u32 =
+    256 + KEY_ID_LEN_BYTES_MAX + RECEIPT_DETAIL_LEN_BYTES_MAX;
+/// Largest batch frame in a receipt file.
+pub const RECEIPT_FRAME_BYTES_MAX: u32 =
+    512 + *RECEIPT_BATCH_COUNT_RANGE.end() * RECEIPT_ENCODED_BYTES_MAX;
+
+// ---- compile-time checks ----
+
+const fn in_u64(v: u64, r: &RangeInclusive<u64>) -> bool {
+    v >= *r.start() && v <= *r.end()
+}
+const fn in_u32(v: u32, r: &RangeInclusive<u32>) -> bool {
+    v >= *r.start() && v <= *r.end()
+}
+
+const _: () = assert!(in_u64(
+    DEFAULT_BODY_SIZE_BYTES_MAX,
+    &BODY_SIZE_BYTES_MAX_RANGE
+));
+const _: () = assert!(in_u64(
+    DEFAULT_RESPONSE_BODY_SIZE_BYTES_MAX,
+    &RESPONSE_BODY_SIZE_BYTES_MAX_RANGE
+));
+const _: () = assert!(REQUEST_HEAD_BUF_BYTES_MAX >= 8192);
+const _: () = assert!(in_u64(DEFAULT_HEADER_READ_TIMEOUT_MS, &TIMEOUT_MS_RANGE));
+const _: () = assert!(in_u64(DEFAULT_IDLE_TIMEOUT_MS, &TIMEOUT_MS_RANGE));
+const _: () = assert!(in_u64(DEFAULT_BODY_READ_TIMEOUT_MS, &TIMEOUT_MS_RANGE));
+const _: () = assert!(in_u64(DEFAULT_UPSTREAM_TIMEOUT_MS, &TIMEOUT_MS_RANGE));
+const _: () = assert!(in_u64(DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS, &TIMEOUT_MS_RANGE));
+const _: () = assert!(in_u32(
+    DEFAULT_CONNECTIONS_COUNT_MAX,
+    &CONNECTIONS_COUNT_MAX_RANGE
+));
+const _: () = assert!(in_u32(
+    DEFAULT_UPSTREAM_IDLE_CONNECTIONS_PER_HOST,
+    &UPSTREAM_IDLE_CONNECTIONS_PER_HOST_RANGE
+));
+const _: () = assert!(in_u64(
+    DEFAULT_SIGNATURE_MAX_AGE_S,
+    &SIGNATURE_MAX_AGE_S_RANGE
+));
+const _: () = assert!(in_u64(
+    DEFAULT_SIGNATURE_CLOCK_SKEW_S,
+    &SIGNATURE_CLOCK_SKEW_S_RANGE
+));
+const _: () = assert!(in_u64(
+    DEFAULT_REPLAY_CACHE_ENTRIES,
+    &REPLAY_CACHE_ENTRIES_RANGE
+));
+const _: () = assert!(in_u64(
+    DEFAULT_RATE_BUCKETS_COUNT_MAX,
+    &RATE_BUCKETS_COUNT_RANGE
+));
+const _: () = assert!(in_u32(
+    DEFAULT_RECEIPT_BATCH_COUNT_MAX,
+    &RECEIPT_BATCH_COUNT_RANGE
+));
+const _: () = assert!(in_u64(
+    DEFAULT_RECEIPT_FLUSH_INTERVAL_MS,
+    &RECEIPT_FLUSH_INTERVAL_MS_RANGE
+));
+// A whole batch must be one canonical byte string and one vector.
+const _: () = assert!(RECEIPT_FRAME_BYTES_MAX <= ENCODING_BYTES_LEN_MAX);
+const _: () = assert!(*RECEIPT_BATCH_COUNT_RANGE.end() <= ENCODING_VEC_COUNT_MAX);
+const _: () = assert!(RECEIPT_CHANNEL_BATCHES_COUNT_MAX >= 1);

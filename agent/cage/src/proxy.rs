@@ -1,0 +1,1655 @@
+//! The reverse proxy: accept loop, per-connection timeouts, the request
+//! path and upstream forwarding.
+//!
+//! Each client connection is one task on its worker's current-thread
+//! runtime. The task parses request heads itself ([`crate::h1`]), decides,
+//! and forwards over its own upstream HTTP/1.1 keep-alive connection (kept
+//! across the requests of the client connection, like nginx's per-worker
+//! upstream keepalive but without a shared pool): no task hand-off, no lock
+//! and no header map on the unsigned path.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+use metanode_biso::compiled::{CompiledPolicy, Verdict};
+use metanode_core::hash::{Hash32, blake3_256};
+use metanode_core::keys::SigningKey;
+use metanode_httpsig::{KeyDirectory, ReplayCache, VerifyPolicy};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{CageConfig, ConfigError, UnsignedPolicy};
+use crate::h1::{
+    self, ChunkedDecoder, DateCache, Framing, HeadError, HeaderKind, RequestHead, ResponseHead,
+};
+use crate::lights::PolicyHandle;
+use crate::limits::{
+    CHUNKED_OVERHEAD_FACTOR, LINGER_BYTES_MAX, LINGER_MS, LISTEN_BACKLOG, READ_CHUNK_BYTES,
+    RECEIPT_DETAIL_LEN_BYTES_MAX, REQUEST_HEAD_BUF_BYTES_MAX, SHUTDOWN_DRAIN_MS_MAX,
+};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::ratelimit::{KeyedBuckets, Rate};
+use crate::receipt::{
+    Decision, FileSink, OpenSinkError, Receipt, ReceiptLog, RequestHasher, WriterReport,
+    now_unix_ms, request_hash, truncate_utf8,
+};
+
+/// Response header carrying the request's receipt hash and batch.
+pub const RECEIPT_HEADER: &str = "metanode-receipt";
+/// Request header the cage sets for the upstream: the verified key id
+/// (a client-sent one is removed, so upstreams can trust it).
+pub const KEY_ID_HEADER: &str = "metanode-key-id";
+
+/// Why the cage could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("tls: cannot use {}: {reason}", .path.display())]
+    Tls { path: PathBuf, reason: String },
+    #[error("receipts: {0}")]
+    Receipts(#[from] OpenSinkError),
+    #[error("cannot start the receipt writer: {0}")]
+    ReceiptWriter(io::Error),
+}
+
+/// What a finished [`Server::run`] reports.
+#[derive(Debug)]
+pub struct ServeReport {
+    pub receipts: WriterReport,
+    pub metrics: MetricsSnapshot,
+    /// Connections still open when the drain time ran out (then dropped).
+    pub connections_dropped: u32,
+}
+
+struct Route {
+    prefix: String,
+    authority: http::uri::Authority,
+    unsigned: UnsignedPolicy,
+}
+
+impl Route {
+    /// Prefix match on a segment boundary.
+    fn matches(&self, path: &str) -> bool {
+        path.starts_with(&self.prefix)
+            && (self.prefix.ends_with('/')
+                || path.len() == self.prefix.len()
+                || path.as_bytes().get(self.prefix.len()) == Some(&b'/'))
+    }
+}
+
+struct State {
+    config: CageConfig,
+    /// Longest prefix first.
+    routes: Vec<Route>,
+    keys: KeyDirectory,
+    verify_policy: VerifyPolicy,
+    replay: ReplayCache,
+    policy: PolicyHandle,
+    yellow: KeyedBuckets<IpAddr>,
+    per_ip: Option<(Rate, KeyedBuckets<IpAddr>)>,
+    per_key: Option<(Rate, KeyedBuckets<String>)>,
+    receipts: ReceiptLog,
+    metrics: Arc<Metrics>,
+}
+
+/// A bound, not yet running cage.
+pub struct Server {
+    /// One SO_REUSEPORT listener per worker thread.
+    listeners: Vec<std::net::TcpListener>,
+    tls: Option<TlsAcceptor>,
+    state: Arc<State>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// `count` listeners on `addr` sharing its port with SO_REUSEPORT, so the
+/// kernel spreads connections over the workers without a shared accept.
+fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
+        // Port 0: the others join the port the first one got.
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
+}
+
+fn load_tls(config: &crate::config::TlsConfig) -> Result<TlsAcceptor, ServeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_err = |path: &PathBuf, reason: String| ServeError::Tls {
+        path: path.clone(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_pem)
+        .map_err(|e| tls_err(&config.cert_pem, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(&config.cert_pem, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(tls_err(
+            &config.cert_pem,
+            "no certificate in the file".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&config.key_pem)
+        .map_err(|e| tls_err(&config.key_pem, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err(&config.cert_pem, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_err(&config.cert_pem, e.to_string()))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+impl Server {
+    /// Validates the config, loads keys and TLS material, opens (and
+    /// verifies) the receipt file, starts the receipt writer and binds the
+    /// listener. Must be called inside a tokio runtime.
+    pub async fn bind(
+        config: CageConfig,
+        policy: PolicyHandle,
+        signing_key: SigningKey,
+    ) -> Result<Server, ServeError> {
+        config.validate()?;
+        let mut keys = KeyDirectory::new();
+        for (key_id, key) in config.load_keys()? {
+            keys.insert(key_id, key);
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            routes.push(Route {
+                prefix: r.path_prefix.clone(),
+                authority: config.upstream_authority(i)?,
+                unsigned: r.unsigned,
+            });
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+
+        let s = &config.signature;
+        let verify_policy = VerifyPolicy {
+            max_age_s: s.max_age_s,
+            clock_skew_s: s.clock_skew_s,
+            require_nonce: s.require_nonce,
+            request_scheme: if config.tls.is_some() {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            ..VerifyPolicy::default()
+        };
+        let replay = ReplayCache::new(
+            s.replay_cache_entries_max as usize,
+            s.max_age_s + s.clock_skew_s,
+        );
+        let buckets_max = config.rate_limits.buckets_count_max as usize;
+        let rate = |r: crate::config::RateConfig| Rate {
+            rate_per_s: r.rate_per_s,
+            burst: r.burst,
+        };
+
+        let metrics = Arc::new(Metrics::new());
+        let sink = FileSink::open(&config.receipts.path, &signing_key.public_key())?;
+        let receipts = ReceiptLog::start(
+            Box::new(sink),
+            signing_key,
+            &config.receipts,
+            metrics.clone(),
+        )
+        .map_err(ServeError::ReceiptWriter)?;
+
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        };
+        let bind_err = |source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listeners = bind_listeners(config.listen, workers).map_err(bind_err)?;
+        let local_addr = listeners
+            .first()
+            .ok_or_else(|| bind_err(io::Error::other("no listener")))?
+            .local_addr()
+            .map_err(bind_err)?;
+
+        let state = State {
+            per_ip: config
+                .rate_limits
+                .per_ip
+                .map(|r| (rate(r), KeyedBuckets::new(buckets_max))),
+            per_key: config
+                .rate_limits
+                .per_key
+                .map(|r| (rate(r), KeyedBuckets::new(buckets_max))),
+            yellow: KeyedBuckets::new(buckets_max),
+            config,
+            routes,
+            keys,
+            verify_policy,
+            replay,
+            policy,
+            receipts,
+            metrics,
+        };
+        Ok(Server {
+            listeners,
+            tls,
+            state: Arc::new(state),
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Live counters (keep the Arc to render metrics while running).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.state.metrics.clone()
+    }
+
+    /// Handle to swap the BISO policy at runtime.
+    pub fn policy(&self) -> PolicyHandle {
+        self.state.policy.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets open
+    /// connections finish (at most [`SHUTDOWN_DRAIN_MS_MAX`]), seals and
+    /// writes the last receipt batch.
+    ///
+    /// Connections are served by worker threads (`workers` in the config),
+    /// each with its own current-thread runtime, listener and upstream pool,
+    /// so a request and its upstream exchange stay on one core; the calling
+    /// runtime only waits and runs the receipt timer.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> ServeReport {
+        let Server {
+            listeners,
+            tls,
+            state,
+            local_addr,
+        } = self;
+        let slots = Arc::new(Semaphore::new(
+            state.config.limits.connections_count_max as usize,
+        ));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tracing::info!(%local_addr, tls = tls.is_some(), workers = listeners.len(), "cage listening");
+        let mut threads = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let state = state.clone();
+            let tls = tls.clone();
+            let slots = slots.clone();
+            let stop_rx = stop_rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("cage-worker-{i}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start a cage worker runtime");
+                            return 0;
+                        }
+                    };
+                    runtime.block_on(worker(listener, state, tls, slots, stop_rx))
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => tracing::error!(error = %e, "cannot start a cage worker thread"),
+            }
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let connections_dropped = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap_or(0))
+                .sum::<u32>()
+        })
+        .await
+        .unwrap_or(0);
+        let receipts = state.receipts.close().await;
+        ServeReport {
+            receipts,
+            metrics: state.metrics.snapshot(),
+            connections_dropped,
+        }
+    }
+}
+
+/// One worker: accepts on its listener and serves each connection in its
+/// own task until told to stop, then drains; returns how many connections
+/// were still open when the drain time ran out.
+async fn worker(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    tls: Option<TlsAcceptor>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> u32 {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cage worker cannot use its listener");
+            return 0;
+        }
+    };
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        // Reap finished connection tasks so the set stays small.
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let accepted_at = Instant::now();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state.metrics.connection_refused();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        state.metrics.connection_accepted();
+        let state = state.clone();
+        let tls = tls.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            match tls {
+                None => serve_connection(&state, stream, peer, accepted_at, stop).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        state.config.timeouts.header_read(),
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(&state, tls_stream, peer, accepted_at, stop).await
+                        }
+                        _ => state.metrics.tls_handshake_failed(),
+                    }
+                }
+            }
+            state.metrics.connection_closed();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS_MAX), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => 0,
+        Err(_) => connections.len() as u32,
+    }
+}
+
+/// Binds and serves until `shutdown`; see [`Server`].
+pub async fn serve(
+    config: CageConfig,
+    policy: PolicyHandle,
+    signing_key: SigningKey,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<ServeReport, ServeError> {
+    let server = Server::bind(config, policy, signing_key).await?;
+    Ok(server.run(shutdown).await)
+}
+
+// ---------------------------------------------------------------- connection
+
+/// How waiting for a request head ended.
+enum HeadRead {
+    Ready,
+    /// Peer closed, read error, idle timeout or shutdown: close quietly.
+    Closed,
+    /// Slowloris: the head did not complete within the header timeout.
+    Timeout {
+        bytes_seen: bool,
+    },
+    Malformed(HeadError),
+}
+
+/// A dedicated keep-alive connection to one route's upstream.
+struct Upstream {
+    stream: TcpStream,
+    buf: BytesMut,
+    route: usize,
+    idle_since: Instant,
+}
+
+/// Where a body is: a range of a read buffer, or decoded into a vector.
+#[derive(Clone)]
+enum BodyAt {
+    Buf(Range<usize>),
+    Decoded,
+}
+
+/// Why the upstream exchange failed.
+enum UpstreamError {
+    Connect,
+    /// Broken before or while sending/receiving; `received`: some response
+    /// bytes had arrived (a retry could duplicate the request).
+    Request {
+        received: bool,
+    },
+    BadResponse,
+    ResponseBody,
+    TooLarge,
+}
+
+/// A forwarded response, its head in `Upstream::buf`.
+struct Forwarded {
+    body: BodyAt,
+    /// Bytes of `Upstream::buf` the response used.
+    consumed: usize,
+}
+
+/// What the request path decided.
+enum Outcome {
+    Refuse {
+        decision: Decision,
+        status: StatusCode,
+        detail: String,
+    },
+    Forward(Forwarded),
+}
+
+fn refuse(decision: Decision, status: StatusCode, detail: impl Into<String>) -> Outcome {
+    Outcome::Refuse {
+        decision,
+        status,
+        detail: detail.into(),
+    }
+}
+
+/// What the receipt needs from the request, gathered along the way.
+struct RequestFacts {
+    time_unix_ms: u64,
+    policy: Arc<CompiledPolicy>,
+    hasher: RequestHasher,
+    key_id: Option<String>,
+    body_blake3: Option<Hash32>,
+    is_head: bool,
+}
+
+/// One client connection and its buffers, reused across its requests.
+struct Conn<'a, S> {
+    state: &'a State,
+    stream: S,
+    peer_ip: IpAddr,
+    /// `x-forwarded-for` text of `peer_ip`, formatted once.
+    peer_ip_text: String,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    head: RequestHead,
+    resp: ResponseHead,
+    /// A decoded chunked request body.
+    req_body: Vec<u8>,
+    /// A decoded chunked upstream body.
+    up_body: Vec<u8>,
+    upstream: Option<Upstream>,
+    dates: DateCache,
+    last_activity: Instant,
+    stop: watch::Receiver<bool>,
+}
+
+async fn serve_connection<S>(
+    state: &State,
+    stream: S,
+    peer: SocketAddr,
+    accepted_at: Instant,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let peer_ip = peer.ip().to_canonical();
+    let mut c = Conn {
+        state,
+        stream,
+        peer_ip,
+        peer_ip_text: peer_ip.to_string(),
+        rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        wbuf: Vec::with_capacity(READ_CHUNK_BYTES),
+        head: RequestHead::default(),
+        resp: ResponseHead::default(),
+        req_body: Vec::new(),
+        up_body: Vec::new(),
+        upstream: None,
+        dates: DateCache::default(),
+        last_activity: accepted_at,
+        stop,
+    };
+    let mut first = true;
+    loop {
+        match c.read_head(first.then_some(accepted_at)).await {
+            HeadRead::Ready => {}
+            HeadRead::Closed => return,
+            HeadRead::Timeout { bytes_seen } => {
+                state.metrics.header_timeout();
+                // Close first: the receipt pipeline may make us wait.
+                drop(c.stream);
+                if bytes_seen {
+                    state
+                        .record_head_failure(
+                            peer_ip,
+                            Decision::HeaderReadTimeout,
+                            StatusCode::REQUEST_TIMEOUT,
+                            "request head incomplete",
+                            None,
+                        )
+                        .await;
+                }
+                return;
+            }
+            HeadRead::Malformed(e) => {
+                c.malformed(e).await;
+                return;
+            }
+        }
+        first = false;
+        match c.request().await {
+            Next::KeepAlive => {}
+            Next::Close => return,
+            Next::Linger => {
+                c.linger().await;
+                return;
+            }
+        }
+    }
+}
+
+/// What happens to the connection after a response.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Close after reading off what the client still sends (its unread body).
+    Linger,
+}
+
+fn is_idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
+    )
+}
+
+fn now_unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads at least one byte more into `buf`; Ok(false) at EOF.
+async fn read_more<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut BytesMut) -> io::Result<bool> {
+    if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 2 {
+        buf.reserve(READ_CHUNK_BYTES);
+    }
+    Ok(stream.read_buf(buf).await? > 0)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+    /// Waits for a complete request head. `first`: the connection's
+    /// accept time (the header clock runs from it); later heads start their
+    /// clock at their first byte and are bounded by the idle timeout before.
+    async fn read_head(&mut self, first: Option<Instant>) -> HeadRead {
+        let timeouts = &self.state.config.timeouts;
+        let mut head_deadline = match first {
+            Some(accepted) => Some(accepted + timeouts.header_read()),
+            None if !self.rbuf.is_empty() => Some(Instant::now() + timeouts.header_read()),
+            None => None,
+        };
+        loop {
+            if !self.rbuf.is_empty() {
+                match h1::parse_request(&self.rbuf, &mut self.head) {
+                    Ok(Some(())) => return HeadRead::Ready,
+                    Ok(None) => {}
+                    Err(e) => return HeadRead::Malformed(e),
+                }
+            }
+            let deadline = head_deadline.unwrap_or(self.last_activity + timeouts.idle());
+            let read = if self.rbuf.is_empty() {
+                tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(deadline, read_more(&mut self.stream, &mut self.rbuf)) => r,
+                    _ = self.stop.changed() => return HeadRead::Closed,
+                }
+            } else {
+                tokio::time::timeout_at(deadline, read_more(&mut self.stream, &mut self.rbuf)).await
+            };
+            match read {
+                Err(_) if head_deadline.is_some() => {
+                    return HeadRead::Timeout {
+                        bytes_seen: !self.rbuf.is_empty(),
+                    };
+                }
+                Err(_) => {
+                    self.state.metrics.idle_close();
+                    return HeadRead::Closed;
+                }
+                Ok(Ok(true)) => {
+                    if head_deadline.is_none() {
+                        head_deadline = Some(Instant::now() + timeouts.header_read());
+                    }
+                }
+                Ok(Ok(false) | Err(_)) => return HeadRead::Closed,
+            }
+        }
+    }
+
+    /// Answers a malformed head (400/431) and records its receipt.
+    async fn malformed(&mut self, e: HeadError) {
+        let status = e.status();
+        let text = format!(
+            "{} {}: {e}\n",
+            status.as_u16(),
+            Decision::MalformedRequest.name()
+        );
+        self.wbuf.clear();
+        self.refusal_head(status, text.len(), true);
+        self.wbuf.extend_from_slice(text.as_bytes());
+        let _ = self.write_out().await;
+        let _ = self.stream.shutdown().await;
+        self.state
+            .record_head_failure(
+                self.peer_ip,
+                Decision::MalformedRequest,
+                status,
+                &e.to_string(),
+                Some(blake3_256(text.as_bytes())),
+            )
+            .await;
+    }
+
+    /// Half-closes, then discards what the client still sends (bounded).
+    async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let deadline = Instant::now() + Duration::from_millis(LINGER_MS);
+        let mut discarded = 0usize;
+        while discarded < LINGER_BYTES_MAX {
+            self.rbuf.clear();
+            match tokio::time::timeout_at(deadline, read_more(&mut self.stream, &mut self.rbuf))
+                .await
+            {
+                Ok(Ok(true)) => discarded += self.rbuf.len(),
+                _ => break,
+            }
+        }
+    }
+
+    async fn write_out(&mut self) -> io::Result<()> {
+        self.stream.write_all(&self.wbuf).await?;
+        self.stream.flush().await?;
+        self.last_activity = Instant::now();
+        Ok(())
+    }
+
+    /// Serves the request whose head is in `self.head`.
+    async fn request(&mut self) -> Next {
+        let state = self.state;
+        let buf = &self.rbuf[..];
+        let head = &self.head;
+        let method = buf.get(head.method.clone()).unwrap_or_default();
+        let target = buf.get(head.target.clone()).unwrap_or_default();
+        let is_head = method == b"HEAD";
+        // Origin form (the common case) needs no URI parse.
+        let absolute: Option<Uri> = if target.starts_with(b"/") {
+            None
+        } else {
+            Uri::try_from(target).ok()
+        };
+        let host_text = || {
+            head.headers
+                .iter()
+                .find(|h| h.kind == HeaderKind::Host)
+                .and_then(|h| buf.get(h.value.clone()))
+                .filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)))
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or_default()
+        };
+        let method_text = std::str::from_utf8(method).unwrap_or_default();
+        let target_text = std::str::from_utf8(target).unwrap_or_default();
+        let (authority, path_and_query, path) = match &absolute {
+            None => {
+                let path = target_text.split_once('?').map_or(target_text, |(p, _)| p);
+                (host_text(), target_text, path)
+            }
+            Some(uri) => (
+                uri.authority().map_or_else(host_text, |a| a.as_str()),
+                uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
+                uri.path(),
+            ),
+        };
+        let mut facts = RequestFacts {
+            time_unix_ms: now_unix_ms(),
+            policy: state.policy.current(),
+            hasher: RequestHasher::new(method_text, authority, path_and_query),
+            key_id: None,
+            body_blake3: None,
+            is_head,
+        };
+        let route = state.route(path);
+        let upstream_target: Option<Vec<u8>> = absolute.as_ref().map(|uri| {
+            uri.path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes()
+                .to_vec()
+        });
+        let bad_target = !target.starts_with(b"/") && absolute.is_none() && target != b"*";
+        let outcome = if !state.receipts.is_healthy() {
+            refuse(
+                Decision::ReceiptsUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "receipt writer failed",
+            )
+        } else if bad_target {
+            refuse(
+                Decision::MalformedRequest,
+                StatusCode::BAD_REQUEST,
+                "request target",
+            )
+        } else {
+            self.decide(route, upstream_target.as_deref(), &mut facts)
+                .await
+        };
+        self.respond(facts, outcome).await
+    }
+
+    async fn decide(
+        &mut self,
+        route: Option<usize>,
+        upstream_target: Option<&[u8]>,
+        facts: &mut RequestFacts,
+    ) -> Outcome {
+        let state = self.state;
+        let now = std::time::Instant::now();
+        let client_ip = self.peer_ip;
+        // 1. BISO light of the client address.
+        let rule = *facts.policy.lookup(client_ip);
+        match rule.verdict {
+            Verdict::Red => {
+                return refuse(
+                    Decision::RedLight,
+                    StatusCode::FORBIDDEN,
+                    facts.policy.reason(&rule),
+                );
+            }
+            Verdict::Yellow => {
+                let rate = Rate {
+                    rate_per_s: rule.rate.rate_per_s,
+                    burst: rule.rate.burst,
+                };
+                if !state.yellow.try_take(&client_ip, rate, now) {
+                    return refuse(
+                        Decision::YellowOverBudget,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        facts.policy.reason(&rule),
+                    );
+                }
+            }
+            Verdict::Green => {}
+        }
+        // 2. Per-IP limit.
+        if let Some((rate, buckets)) = &state.per_ip
+            && !buckets.try_take(&client_ip, *rate, now)
+        {
+            return refuse(
+                Decision::IpRateLimited,
+                StatusCode::TOO_MANY_REQUESTS,
+                "per_ip",
+            );
+        }
+        // 3. Route.
+        let Some(route_index) = route else {
+            return refuse(Decision::NoRoute, StatusCode::NOT_FOUND, "");
+        };
+        let Some(route) = state.routes.get(route_index) else {
+            return refuse(Decision::NoRoute, StatusCode::NOT_FOUND, "");
+        };
+        // 4. Signature, or the route's unsigned policy. Only signed
+        // requests (and content digests) need a header map.
+        let signed = self.head.signed;
+        let mut covers_digest = false;
+        let mut header_map: Option<HeaderMap> = None;
+        if signed {
+            let parts = match request_parts(&self.rbuf, &self.head) {
+                Ok(p) => p,
+                Err(reason) => {
+                    return refuse(Decision::SignatureRejected, StatusCode::BAD_REQUEST, reason);
+                }
+            };
+            match metanode_httpsig::verify_request(
+                &parts,
+                &state.keys,
+                &state.verify_policy,
+                &state.replay,
+                now_unix_s(),
+            ) {
+                Ok(verified) => {
+                    covers_digest = verified.covered.iter().any(|c| c == "content-digest");
+                    facts.key_id = Some(verified.key_id);
+                }
+                Err(e) => {
+                    return refuse(Decision::SignatureRejected, e.status(), e.code());
+                }
+            }
+            header_map = Some(parts.headers);
+        } else if route.unsigned == UnsignedPolicy::Reject {
+            return refuse(
+                Decision::UnsignedRejected,
+                StatusCode::UNAUTHORIZED,
+                "signature required",
+            );
+        }
+        // 5. Per-key limit.
+        if let (Some((rate, buckets)), Some(key_id)) = (&state.per_key, &facts.key_id)
+            && !buckets.try_take(key_id, *rate, now)
+        {
+            return refuse(
+                Decision::KeyRateLimited,
+                StatusCode::TOO_MANY_REQUESTS,
+                "per_key",
+            );
+        }
+        // 6. Body, bounded in size and time.
+        let body_max = state.config.limits.body_size_bytes_max;
+        let framing = self.head.framing.unwrap_or(Framing::Empty);
+        if let Framing::Length(n) = framing
+            && n > body_max
+        {
+            return refuse(
+                Decision::BodyTooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "content-length",
+            );
+        }
+        let body_at = match self.read_body(framing, body_max).await {
+            Ok(b) => b,
+            Err(refusal) => return refusal,
+        };
+        let body: &[u8] = match &body_at {
+            BodyAt::Buf(r) => self.rbuf.get(r.clone()).unwrap_or_default(),
+            BodyAt::Decoded => &self.req_body,
+        };
+        facts.body_blake3 = Some(blake3_256(body));
+        // 7. Content-Digest binds the body to the signature.
+        let has_digest = self
+            .head
+            .headers
+            .iter()
+            .any(|h| h.kind == HeaderKind::ContentDigest);
+        if has_digest {
+            let headers = match header_map {
+                Some(h) => h,
+                None => match request_parts(&self.rbuf, &self.head) {
+                    Ok(p) => p.headers,
+                    Err(reason) => {
+                        return refuse(Decision::DigestMismatch, StatusCode::BAD_REQUEST, reason);
+                    }
+                },
+            };
+            if let Err(e) = metanode_httpsig::digest::verify_content_digest_headers(&headers, body)
+            {
+                // Signed: the signature no longer binds the body, an
+                // authentication failure. Unsigned: a broken request.
+                let status = if signed {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    e.status()
+                };
+                return refuse(Decision::DigestMismatch, status, e.code());
+            }
+            if signed && !body.is_empty() && !covers_digest {
+                return refuse(
+                    Decision::DigestNotCovered,
+                    StatusCode::UNAUTHORIZED,
+                    "content-digest not covered by the signature",
+                );
+            }
+        } else if signed && !body.is_empty() {
+            // httpsig already requires the digest when the head declares a
+            // body; this catches a body the head did not announce.
+            return refuse(
+                Decision::DigestNotCovered,
+                StatusCode::UNAUTHORIZED,
+                "body without content-digest",
+            );
+        }
+        // 8. Upstream.
+        self.upstream_request(route_index, upstream_target, &body_at, facts);
+        let started = Instant::now();
+        let idempotent = is_idempotent(self.rbuf.get(self.head.method.clone()).unwrap_or_default());
+        let result = tokio::time::timeout(
+            state.config.timeouts.upstream(),
+            self.exchange(route_index, facts.is_head, idempotent),
+        )
+        .await;
+        state.metrics.upstream_latency(started.elapsed());
+        let authority = route.authority.as_str();
+        match result {
+            Err(_) => {
+                // The connection is mid-exchange: never reuse it.
+                self.upstream = None;
+                refuse(
+                    Decision::UpstreamTimeout,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    authority,
+                )
+            }
+            Ok(Ok(forwarded)) => Outcome::Forward(forwarded),
+            Ok(Err(e)) => {
+                self.upstream = None;
+                match e {
+                    UpstreamError::TooLarge => refuse(
+                        Decision::UpstreamResponseTooLarge,
+                        StatusCode::BAD_GATEWAY,
+                        authority,
+                    ),
+                    UpstreamError::Connect => refuse(
+                        Decision::UpstreamFailed,
+                        StatusCode::BAD_GATEWAY,
+                        format!("connect {authority}"),
+                    ),
+                    UpstreamError::Request { .. } => refuse(
+                        Decision::UpstreamFailed,
+                        StatusCode::BAD_GATEWAY,
+                        format!("request {authority}"),
+                    ),
+                    UpstreamError::BadResponse => refuse(
+                        Decision::UpstreamFailed,
+                        StatusCode::BAD_GATEWAY,
+                        format!("response {authority}"),
+                    ),
+                    UpstreamError::ResponseBody => refuse(
+                        Decision::UpstreamFailed,
+                        StatusCode::BAD_GATEWAY,
+                        format!("response_body {authority}"),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Reads the request body (after the head in `rbuf`), within the body
+    /// timeout and size limit.
+    async fn read_body(&mut self, framing: Framing, body_max: u64) -> Result<BodyAt, Outcome> {
+        let start = self.head.len;
+        if framing == Framing::Empty || framing == Framing::Close {
+            return Ok(BodyAt::Buf(start..start));
+        }
+        if self.head.expect_continue && self.head.minor_version == 1 && self.rbuf.len() == start {
+            self.wbuf.clear();
+            self.wbuf
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if self.write_out().await.is_err() {
+                return Err(refuse(
+                    Decision::BodyReadFailed,
+                    StatusCode::BAD_REQUEST,
+                    "connection lost",
+                ));
+            }
+        }
+        let deadline = Instant::now() + self.state.config.timeouts.body_read();
+        let timed_out = || refuse(Decision::BodyReadTimeout, StatusCode::REQUEST_TIMEOUT, "");
+        let lost = || {
+            refuse(
+                Decision::BodyReadFailed,
+                StatusCode::BAD_REQUEST,
+                "connection closed before the body was complete",
+            )
+        };
+        match framing {
+            Framing::Length(n) => {
+                let end = start.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+                while self.rbuf.len() < end {
+                    self.rbuf.reserve(end - self.rbuf.len());
+                    match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf))
+                        .await
+                    {
+                        Err(_) => return Err(timed_out()),
+                        Ok(Ok(0) | Err(_)) => return Err(lost()),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+                Ok(BodyAt::Buf(start..end))
+            }
+            _ => {
+                let mut decoder = ChunkedDecoder::default();
+                self.req_body.clear();
+                let raw_max = body_max
+                    .saturating_mul(CHUNKED_OVERHEAD_FACTOR)
+                    .saturating_add(REQUEST_HEAD_BUF_BYTES_MAX as u64);
+                let mut pos = start;
+                loop {
+                    let input = self.rbuf.get(pos..).unwrap_or_default();
+                    match decoder.decode(input, &mut self.req_body, body_max) {
+                        Ok(used) => pos += used,
+                        Err(h1::ChunkError::TooLarge { .. }) => {
+                            return Err(refuse(
+                                Decision::BodyTooLarge,
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "body",
+                            ));
+                        }
+                        Err(e) => {
+                            return Err(refuse(
+                                Decision::BodyReadFailed,
+                                StatusCode::BAD_REQUEST,
+                                e.to_string(),
+                            ));
+                        }
+                    }
+                    if decoder.is_done() {
+                        // The raw body ends where the decoder stopped.
+                        self.head.framing = Some(Framing::Length((pos - start) as u64));
+                        return Ok(BodyAt::Decoded);
+                    }
+                    if (pos - start) as u64 > raw_max {
+                        return Err(refuse(
+                            Decision::BodyTooLarge,
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "chunked framing",
+                        ));
+                    }
+                    match tokio::time::timeout_at(
+                        deadline,
+                        read_more(&mut self.stream, &mut self.rbuf),
+                    )
+                    .await
+                    {
+                        Err(_) => return Err(timed_out()),
+                        Ok(Ok(false) | Err(_)) => return Err(lost()),
+                        Ok(Ok(true)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the upstream request (head and body) into `wbuf`.
+    fn upstream_request(
+        &mut self,
+        route_index: usize,
+        upstream_target: Option<&[u8]>,
+        body_at: &BodyAt,
+        facts: &RequestFacts,
+    ) {
+        let buf = &self.rbuf[..];
+        let head = &self.head;
+        let out = &mut self.wbuf;
+        out.clear();
+        let method = buf.get(head.method.clone()).unwrap_or_default();
+        out.extend_from_slice(method);
+        out.push(b' ');
+        out.extend_from_slice(
+            upstream_target.unwrap_or_else(|| buf.get(head.target.clone()).unwrap_or_default()),
+        );
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let has_connection = head
+            .headers
+            .iter()
+            .any(|h| h.kind == HeaderKind::Connection);
+        let mut has_host = false;
+        let mut prior_forwarded_for: Option<&[u8]> = None;
+        for h in &head.headers {
+            match h.kind {
+                HeaderKind::ContentLength | HeaderKind::KeyId | HeaderKind::Expect => continue,
+                HeaderKind::XForwardedFor => {
+                    prior_forwarded_for = prior_forwarded_for.or_else(|| buf.get(h.value.clone()));
+                    continue;
+                }
+                HeaderKind::Host => has_host = true,
+                _ => {}
+            }
+            if h1::forwarded(buf, &head.headers, h, has_connection) {
+                h1::put_header(
+                    out,
+                    buf.get(h.name.clone()).unwrap_or_default(),
+                    buf.get(h.value.clone()).unwrap_or_default(),
+                );
+            }
+        }
+        if !has_host && let Some(route) = self.state.routes.get(route_index) {
+            h1::put_header(out, b"host", route.authority.as_str().as_bytes());
+        }
+        let body: &[u8] = match body_at {
+            BodyAt::Buf(r) => buf.get(r.clone()).unwrap_or_default(),
+            BodyAt::Decoded => &self.req_body,
+        };
+        if !body.is_empty() || method == b"POST" || method == b"PUT" {
+            out.extend_from_slice(b"content-length: ");
+            h1::put_u64(out, body.len() as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(key_id) = &facts.key_id
+            && HeaderValue::from_str(key_id).is_ok()
+        {
+            h1::put_header(out, KEY_ID_HEADER.as_bytes(), key_id.as_bytes());
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prior) = prior_forwarded_for {
+            out.extend_from_slice(prior);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(self.peer_ip_text.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+    }
+
+    /// Sends `wbuf` upstream and reads the response. A reused connection
+    /// that fails before any response byte (the upstream closed it while
+    /// idle) is retried once on a fresh one for idempotent methods.
+    async fn exchange(
+        &mut self,
+        route_index: usize,
+        is_head: bool,
+        idempotent: bool,
+    ) -> Result<Forwarded, UpstreamError> {
+        let state = self.state;
+        let response_max = state.config.limits.response_body_size_bytes_max;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reusable = self.upstream.take().filter(|u| {
+                u.route == route_index
+                    && u.idle_since.elapsed() < state.config.timeouts.upstream_idle()
+            });
+            let reused = reusable.is_some();
+            let mut up = match reusable {
+                Some(u) => u,
+                None => {
+                    let route = state
+                        .routes
+                        .get(route_index)
+                        .ok_or(UpstreamError::Connect)?;
+                    let stream = TcpStream::connect(route.authority.as_str())
+                        .await
+                        .map_err(|_| UpstreamError::Connect)?;
+                    let _ = stream.set_nodelay(true);
+                    Upstream {
+                        stream,
+                        buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+                        route: route_index,
+                        idle_since: Instant::now(),
+                    }
+                }
+            };
+            match exchange_on(
+                &mut up,
+                &self.wbuf,
+                is_head,
+                &mut self.resp,
+                &mut self.up_body,
+                response_max,
+            )
+            .await
+            {
+                Ok(forwarded) => {
+                    self.upstream = Some(up);
+                    return Ok(forwarded);
+                }
+                Err(UpstreamError::Request { received: false })
+                    if reused && idempotent && attempt == 1 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Turns the outcome into a response, records its receipt and sends it.
+    async fn respond(&mut self, facts: RequestFacts, outcome: Outcome) -> Next {
+        let state = self.state;
+        // What is left of the request on the connection decides reuse.
+        let body_unread = !matches!(self.head.framing, Some(Framing::Empty) | None)
+            && matches!(outcome, Outcome::Refuse { .. })
+            && !self.body_complete();
+        let close = self.head.close || body_unread || *self.stop.borrow();
+        let (decision, detail, upstream_status, status, response_hash, text) = match &outcome {
+            Outcome::Refuse {
+                decision,
+                status,
+                detail,
+            } => {
+                let text = if detail.is_empty() {
+                    format!("{} {}\n", status.as_u16(), decision.name())
+                } else {
+                    format!("{} {}: {}\n", status.as_u16(), decision.name(), detail)
+                };
+                let hash = if facts.is_head {
+                    blake3_256(b"")
+                } else {
+                    blake3_256(text.as_bytes())
+                };
+                (*decision, detail.as_str(), None, *status, hash, text)
+            }
+            Outcome::Forward(f) => {
+                let body = self.upstream_body(&f.body);
+                let hash = blake3_256(body);
+                let status =
+                    StatusCode::from_u16(self.resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                (
+                    Decision::Forwarded,
+                    "",
+                    Some(self.resp.status),
+                    status,
+                    hash,
+                    String::new(),
+                )
+            }
+        };
+        let receipt = Receipt {
+            time_unix_ms: facts.time_unix_ms,
+            client_ip: self.peer_ip,
+            key_id: facts
+                .key_id
+                .map(|k| truncate_utf8(&k, crate::limits::KEY_ID_LEN_BYTES_MAX).to_owned()),
+            request_hash: facts.hasher.finish(facts.body_blake3.as_ref()),
+            decision,
+            detail: truncate_utf8(detail, RECEIPT_DETAIL_LEN_BYTES_MAX).to_owned(),
+            status: status.as_u16(),
+            upstream_status,
+            response_hash,
+            policy_version: facts.policy.version,
+            policy_digest: facts.policy.policy_digest,
+        };
+        state.metrics.request(decision);
+        let ticket = match state.receipts.record(receipt).await {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                // Fail closed: a response whose receipt is lost is not sent.
+                tracing::error!(error = %e, "cannot record receipt");
+                let text = b"503 receipts_unavailable\n";
+                self.wbuf.clear();
+                self.refusal_head(StatusCode::SERVICE_UNAVAILABLE, text.len(), true);
+                self.wbuf.extend_from_slice(text);
+                let _ = self.write_out().await;
+                return if body_unread {
+                    Next::Linger
+                } else {
+                    Next::Close
+                };
+            }
+        };
+        let receipt_header = state
+            .config
+            .receipts
+            .response_header
+            .then(|| ticket.header_value());
+        self.wbuf.clear();
+        match &outcome {
+            Outcome::Refuse { status, .. } => {
+                self.refusal_head(*status, text.len(), close);
+                if let Some(v) = &receipt_header {
+                    // Insert before the blank line ending the head.
+                    self.wbuf.truncate(self.wbuf.len() - 2);
+                    h1::put_header(&mut self.wbuf, RECEIPT_HEADER.as_bytes(), v.as_bytes());
+                    self.wbuf.extend_from_slice(b"\r\n");
+                }
+                if !facts.is_head {
+                    self.wbuf.extend_from_slice(text.as_bytes());
+                }
+            }
+            Outcome::Forward(f) => {
+                self.forwarded_head(&f.body, receipt_header.as_deref(), close);
+                let Some(up) = &self.upstream else {
+                    return Next::Close;
+                };
+                let body: &[u8] = match &f.body {
+                    BodyAt::Buf(r) => up.buf.get(r.clone()).unwrap_or_default(),
+                    BodyAt::Decoded => &self.up_body,
+                };
+                self.wbuf.extend_from_slice(body);
+            }
+        }
+        let written = self.write_out().await;
+        // Done with the upstream response: keep or drop its connection.
+        if let Outcome::Forward(f) = &outcome {
+            let keep_upstream = !self.resp.close;
+            match self.upstream.as_mut() {
+                Some(up) if keep_upstream => {
+                    up.buf.advance(f.consumed.min(up.buf.len()));
+                    up.idle_since = Instant::now();
+                }
+                _ => self.upstream = None,
+            }
+        }
+        if written.is_err() {
+            return Next::Close;
+        }
+        if close {
+            return if body_unread {
+                Next::Linger
+            } else {
+                Next::Close
+            };
+        }
+        // Drop the request (head and raw body) from the read buffer.
+        let consumed = match self.head.framing {
+            Some(Framing::Length(n)) => self.head.len + n as usize,
+            _ => self.head.len,
+        };
+        self.rbuf.advance(consumed.min(self.rbuf.len()));
+        Next::KeepAlive
+    }
+
+    /// The whole request body is in `rbuf` (or was decoded).
+    fn body_complete(&self) -> bool {
+        match self.head.framing {
+            Some(Framing::Length(n)) => self.rbuf.len() as u64 >= self.head.len as u64 + n,
+            Some(Framing::Chunked) => false,
+            _ => true,
+        }
+    }
+
+    fn upstream_body(&self, at: &BodyAt) -> &[u8] {
+        match at {
+            BodyAt::Buf(r) => self
+                .upstream
+                .as_ref()
+                .and_then(|u| u.buf.get(r.clone()))
+                .unwrap_or_default(),
+            BodyAt::Decoded => &self.up_body,
+        }
+    }
+
+    /// Status line and headers of a response the cage made itself.
+    fn refusal_head(&mut self, status: StatusCode, body_len: usize, close: bool) {
+        let out = &mut self.wbuf;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\n");
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            out.extend_from_slice(b"retry-after: 1\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        h1::put_u64(out, body_len as u64);
+        out.extend_from_slice(b"\r\ndate: ");
+        out.extend_from_slice(self.dates.get());
+        out.extend_from_slice(b"\r\n");
+        self.connection_header(close);
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+
+    fn connection_header(&mut self, close: bool) {
+        if close {
+            self.wbuf.extend_from_slice(b"connection: close\r\n");
+        } else if self.head.minor_version == 0 {
+            self.wbuf.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+
+    /// Status line and headers of a forwarded upstream response.
+    fn forwarded_head(&mut self, body: &BodyAt, receipt_header: Option<&str>, close: bool) {
+        let Some(up) = &self.upstream else {
+            return;
+        };
+        let buf = &up.buf[..];
+        let resp = &self.resp;
+        let out = &mut self.wbuf;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        h1::put_u64(out, u64::from(resp.status));
+        out.push(b' ');
+        match StatusCode::from_u16(resp.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+        {
+            Some(reason) => out.extend_from_slice(reason.as_bytes()),
+            None => out.extend_from_slice(buf.get(resp.reason.clone()).unwrap_or_default()),
+        }
+        out.extend_from_slice(b"\r\n");
+        let bodiless = resp.framing == Some(Framing::Empty);
+        let has_connection = resp
+            .headers
+            .iter()
+            .any(|h| h.kind == HeaderKind::Connection);
+        let mut has_date = false;
+        for h in &resp.headers {
+            let name = buf.get(h.name.clone()).unwrap_or_default();
+            match h.kind {
+                // A bodiless response (HEAD, 204, 304) keeps the upstream's
+                // length; otherwise the cage states the length it sends.
+                HeaderKind::ContentLength if !bodiless => continue,
+                HeaderKind::Other if name.eq_ignore_ascii_case(RECEIPT_HEADER.as_bytes()) => {
+                    continue;
+                }
+                HeaderKind::Other if name.eq_ignore_ascii_case(b"date") => has_date = true,
+                _ => {}
+            }
+            if h1::forwarded(buf, &resp.headers, h, has_connection) {
+                h1::put_header(out, name, buf.get(h.value.clone()).unwrap_or_default());
+            }
+        }
+        if !bodiless {
+            let len = match body {
+                BodyAt::Buf(r) => r.len(),
+                BodyAt::Decoded => self.up_body.len(),
+            };
+            out.extend_from_slice(b"content-length: ");
+            h1::put_u64(out, len as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+        if !has_date {
+            out.extend_from_slice(b"date: ");
+            out.extend_from_slice(self.dates.get());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(v) = receipt_header {
+            h1::put_header(out, RECEIPT_HEADER.as_bytes(), v.as_bytes());
+        }
+        self.connection_header(close);
+        self.wbuf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// One request/response exchange on `up` (the request is `request`).
+async fn exchange_on(
+    up: &mut Upstream,
+    request: &[u8],
+    is_head: bool,
+    resp: &mut ResponseHead,
+    body_out: &mut Vec<u8>,
+    response_max: u64,
+) -> Result<Forwarded, UpstreamError> {
+    up.stream
+        .write_all(request)
+        .await
+        .map_err(|_| UpstreamError::Request { received: false })?;
+    let mut received = !up.buf.is_empty();
+    // Head; interim 1xx responses (100 Continue) are skipped.
+    loop {
+        if !up.buf.is_empty() {
+            match h1::parse_response(&up.buf, is_head, resp) {
+                Ok(Some(())) if resp.status == 101 => return Err(UpstreamError::BadResponse),
+                Ok(Some(())) if (100..200).contains(&resp.status) => {
+                    up.buf.advance(resp.len);
+                    continue;
+                }
+                Ok(Some(())) => break,
+                Ok(None) => {}
+                Err(_) => return Err(UpstreamError::BadResponse),
+            }
+        }
+        match read_more(&mut up.stream, &mut up.buf).await {
+            Ok(true) => received = true,
+            Ok(false) | Err(_) => return Err(UpstreamError::Request { received }),
+        }
+    }
+    let start = resp.len;
+    match resp.framing.unwrap_or(Framing::Empty) {
+        Framing::Empty => Ok(Forwarded {
+            body: BodyAt::Buf(start..start),
+            consumed: start,
+        }),
+        Framing::Length(n) => {
+            if n > response_max {
+                return Err(UpstreamError::TooLarge);
+            }
+            let end = start.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+            while up.buf.len() < end {
+                up.buf.reserve(end - up.buf.len());
+                match up.stream.read_buf(&mut up.buf).await {
+                    Ok(0) | Err(_) => return Err(UpstreamError::ResponseBody),
+                    Ok(_) => {}
+                }
+            }
+            Ok(Forwarded {
+                body: BodyAt::Buf(start..end),
+                consumed: end,
+            })
+        }
+        Framing::Chunked => {
+            let mut decoder = ChunkedDecoder::default();
+            body_out.clear();
+            let raw_max = response_max
+                .saturating_mul(CHUNKED_OVERHEAD_FACTOR)
+                .saturating_add(REQUEST_HEAD_BUF_BYTES_MAX as u64);
+            let mut pos = start;
+            loop {
+                let input = up.buf.get(pos..).unwrap_or_default();
+                match decoder.decode(input, body_out, response_max) {
+                    Ok(used) => pos += used,
+                    Err(h1::ChunkError::TooLarge { .. }) => return Err(UpstreamError::TooLarge),
+                    Err(_) => return Err(UpstreamError::ResponseBody),
+                }
+                if decoder.is_done() {
+                    return Ok(Forwarded {
+                        body: BodyAt::Decoded,
+                        consumed: pos,
+                    });
+                }
+                if (pos - start) as u64 > raw_max {
+                    return Err(UpstreamError::TooLarge);
+                }
+                match read_more(&mut up.stream, &mut up.buf).await {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => return Err(UpstreamError::ResponseBody),
+                }
+            }
+        }
+        Framing::Close => loop {
+            if (up.buf.len() - start) as u64 > response_max {
+                return Err(UpstreamError::TooLarge);
+            }
+            match read_more(&mut up.stream, &mut up.buf).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Ok(Forwarded {
+                        body: BodyAt::Buf(start..up.buf.len()),
+                        consumed: up.buf.len(),
+                    });
+                }
+                Err(_) => return Err(UpstreamError::ResponseBody),
+            }
+        },
+    }
+}
+
+/// The head as `http` types, for signature and digest verification.
+fn request_parts(buf: &[u8], head: &RequestHead) -> Result<http::request::Parts, String> {
+    let method = Method::from_bytes(buf.get(head.method.clone()).unwrap_or_default())
+        .map_err(|e| format!("method: {e}"))?;
+    let uri = Uri::try_from(buf.get(head.target.clone()).unwrap_or_default())
+        .map_err(|e| format!("request target: {e}"))?;
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    for h in &head.headers {
+        let name = HeaderName::from_bytes(buf.get(h.name.clone()).unwrap_or_default())
+            .map_err(|e| format!("header name: {e}"))?;
+        let value = HeaderValue::from_bytes(buf.get(h.value.clone()).unwrap_or_default())
+            .map_err(|e| format!("header {name}: {e}"))?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = if head.minor_version == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    parts.headers = headers;
+    Ok(parts)
+}
+
+impl State {
+    /// Index of the longest matching route.
+    fn route(&self, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.matches(path))
+    }
+
+    /// A receipt for a request that never got a parsed head (slowloris,
+    /// malformed head).
+    async fn record_head_failure(
+        &self,
+        client_ip: IpAddr,
+        decision: Decision,
+        status: StatusCode,
+        detail: &str,
+        response_hash: Option<Hash32>,
+    ) {
+        let policy = self.policy.current();
+        let receipt = Receipt {
+            time_unix_ms: now_unix_ms(),
+            client_ip,
+            key_id: None,
+            request_hash: request_hash("", "", "", None),
+            decision,
+            detail: truncate_utf8(detail, RECEIPT_DETAIL_LEN_BYTES_MAX).to_owned(),
+            status: status.as_u16(),
+            upstream_status: None,
+            response_hash: response_hash.unwrap_or_else(|| blake3_256(b"")),
+            policy_version: policy.version,
+            policy_digest: policy.policy_digest,
+        };
+        self.metrics.request(decision);
+        if let Err(e) = self.receipts.record(receipt).await {
+            tracing::error!(error = %e, "cannot record receipt");
+        }
+    }
+}

@@ -1,0 +1,1412 @@
+//! Audit receipts: one per request, batched into signed Merkle roots, written
+//! append-only with an fsync per batch.
+//!
+//! Canonical encoding (version 1; integers little-endian, strings `u32`
+//! length + UTF-8, hashes raw):
+//!
+//! ```text
+//! Receipt     = version:u8(=1) time_unix_ms:u64 ClientIp key_id:Option<str(<=256)>
+//!               request_hash[32] decision:u16 detail:str(<=256) status:u16
+//!               upstream_status:Option<u16> response_hash[32]
+//!               policy_version:u64 policy_digest[32]
+//! ClientIp    = 4 octets[4] | 6 octets[16]
+//! BatchHeader = version:u8(=1) signer[32] batch_index:u64 first_receipt_seq:u64
+//!               receipts_count:u32 receipts_root[32] prev_batch_hash[32] sealed_unix_ms:u64
+//! SignedBatch = BatchHeader receipts:u32 count Receipt* signature[64]
+//! File        = "MNCAGER1" (len:u32 SignedBatch)*
+//! ```
+//!
+//! Hashes, all under `DomainTag::CageReceipt` (0x1c) with a kind byte so the
+//! three never collide:
+//! - request hash  `H(0x1c ‖ 1 ‖ str method ‖ str authority ‖ str path?query ‖ Option body_blake3)`;
+//! - receipt hash  `H(0x1c ‖ 2 ‖ canonical Receipt)`;
+//! - batch hash    `H(0x1c ‖ 3 ‖ canonical BatchHeader)`, signed by the node key.
+//!
+//! `receipts_root` is the RFC 9162 Merkle root (metanode_core::merkle) whose
+//! leaves are the receipt hashes, so a receipt hash from a
+//! `Metanode-Receipt` response header can be proven into a signed batch.
+//! `prev_batch_hash` chains the batches: deleting, reordering or replacing a
+//! batch breaks verification, not only editing one.
+//!
+//! Durability: a batch is sealed when it holds `batch_count_max` receipts or
+//! after `flush_interval_ms`, and is on disk (write + fsync) before the next
+//! batch is written. Responses do not wait for their batch, so a crash loses
+//! at most the receipts of the batches not yet synced; a torn last frame is
+//! cut off when the file is reopened. Putting sealed batches into the content
+//! store as well is left to the agent (a batch is one canonical byte string,
+//! ready to be stored as a blob).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metanode_core::encoding::{
+    Decode, DecodeError, Encode, EncodeError, Reader, Writer, decode_version,
+};
+use metanode_core::hash::{Hash32, TaggedHasher, hash_tagged};
+use metanode_core::keys::{PublicKey, Signature, SigningKey};
+use metanode_core::merkle::{leaf_hash, root_of};
+use metanode_core::tags::DomainTag;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::config::ReceiptsConfig;
+use crate::limits::{
+    KEY_ID_LEN_BYTES_MAX, RECEIPT_BATCH_COUNT_RANGE, RECEIPT_CHANNEL_BATCHES_COUNT_MAX,
+    RECEIPT_DETAIL_LEN_BYTES_MAX, RECEIPT_FRAME_BYTES_MAX,
+};
+use crate::metrics::Metrics;
+
+pub const RECEIPT_ENCODING_VERSION: u8 = 1;
+const VERSIONS: &[u8] = &[RECEIPT_ENCODING_VERSION];
+/// First bytes of a receipt file.
+pub const RECEIPT_FILE_MAGIC: &[u8; 8] = b"MNCAGER1";
+
+const KIND_REQUEST: u8 = 1;
+const KIND_RECEIPT: u8 = 2;
+const KIND_BATCH: u8 = 3;
+
+const IP_V4: u8 = 4;
+const IP_V6: u8 = 6;
+
+/// What the cage decided about one request. The number is what receipts
+/// store; never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Decision {
+    /// Forwarded; the receipt's status is the upstream's.
+    Forwarded = 1,
+    /// BISO red light for the client address: 403.
+    RedLight = 10,
+    /// BISO yellow light and its bucket is empty: 429.
+    YellowOverBudget = 11,
+    /// Per-IP limit: 429.
+    IpRateLimited = 12,
+    /// Per-key limit: 429.
+    KeyRateLimited = 13,
+    /// No route for the path: 404.
+    NoRoute = 20,
+    /// No signature on a route that requires one: 401.
+    UnsignedRejected = 30,
+    /// Signature verification failed; `detail` is the httpsig error code,
+    /// status 400 (malformed) or 401.
+    SignatureRejected = 31,
+    /// A signed request with a body whose signature does not cover a
+    /// `Content-Digest`: 401.
+    DigestNotCovered = 32,
+    /// `Content-Digest` malformed or not matching the body: 400/401.
+    DigestMismatch = 33,
+    /// Body over `limits.body_size_bytes_max`: 413.
+    BodyTooLarge = 40,
+    /// Body not complete within `timeouts.body_read_timeout_ms`: 408.
+    BodyReadTimeout = 41,
+    /// The client broke the body (bad chunking, reset): 400.
+    BodyReadFailed = 42,
+    /// Request head not complete within `timeouts.header_read_timeout_ms`:
+    /// the connection was closed (408 in the receipt, nothing sent).
+    HeaderReadTimeout = 43,
+    /// The request head was malformed or too large (answered 400/431, the
+    /// connection closed).
+    MalformedRequest = 44,
+    /// Upstream unreachable or broke the response: 502.
+    UpstreamFailed = 50,
+    /// Upstream did not answer within `timeouts.upstream_timeout_ms`: 504.
+    UpstreamTimeout = 51,
+    /// Upstream response over `limits.response_body_size_bytes_max`: 502.
+    UpstreamResponseTooLarge = 52,
+    /// The receipt writer failed earlier; the cage fails closed: 503.
+    ReceiptsUnavailable = 60,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 19] = [
+        Decision::Forwarded,
+        Decision::RedLight,
+        Decision::YellowOverBudget,
+        Decision::IpRateLimited,
+        Decision::KeyRateLimited,
+        Decision::NoRoute,
+        Decision::UnsignedRejected,
+        Decision::SignatureRejected,
+        Decision::DigestNotCovered,
+        Decision::DigestMismatch,
+        Decision::BodyTooLarge,
+        Decision::BodyReadTimeout,
+        Decision::BodyReadFailed,
+        Decision::HeaderReadTimeout,
+        Decision::MalformedRequest,
+        Decision::UpstreamFailed,
+        Decision::UpstreamTimeout,
+        Decision::UpstreamResponseTooLarge,
+        Decision::ReceiptsUnavailable,
+    ];
+
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_code(code: u16) -> Option<Decision> {
+        Decision::ALL.into_iter().find(|d| d.code() == code)
+    }
+
+    /// Stable snake_case name for logs and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Decision::Forwarded => "forwarded",
+            Decision::RedLight => "red_light",
+            Decision::YellowOverBudget => "yellow_over_budget",
+            Decision::IpRateLimited => "ip_rate_limited",
+            Decision::KeyRateLimited => "key_rate_limited",
+            Decision::NoRoute => "no_route",
+            Decision::UnsignedRejected => "unsigned_rejected",
+            Decision::SignatureRejected => "signature_rejected",
+            Decision::DigestNotCovered => "digest_not_covered",
+            Decision::DigestMismatch => "digest_mismatch",
+            Decision::BodyTooLarge => "body_too_large",
+            Decision::BodyReadTimeout => "body_read_timeout",
+            Decision::BodyReadFailed => "body_read_failed",
+            Decision::HeaderReadTimeout => "header_read_timeout",
+            Decision::MalformedRequest => "malformed_request",
+            Decision::UpstreamFailed => "upstream_failed",
+            Decision::UpstreamTimeout => "upstream_timeout",
+            Decision::UpstreamResponseTooLarge => "upstream_response_too_large",
+            Decision::ReceiptsUnavailable => "receipts_unavailable",
+        }
+    }
+
+    /// Position in [`Decision::ALL`] (for per-decision counters).
+    pub fn index(self) -> usize {
+        Decision::ALL
+            .iter()
+            .position(|d| *d == self)
+            .unwrap_or_default()
+    }
+}
+
+/// `H(0x1c ‖ 1 ‖ method ‖ authority ‖ path?query ‖ body digest)`, each
+/// string length-prefixed; `body_blake3` is None when the body was never
+/// read (the request was refused before).
+pub fn request_hash(
+    method: &str,
+    authority: &str,
+    path_and_query: &str,
+    body_blake3: Option<&Hash32>,
+) -> Hash32 {
+    RequestHasher::new(method, authority, path_and_query).finish(body_blake3)
+}
+
+/// [`request_hash`] in two steps: the head is hashed when it is parsed (its
+/// bytes are then free to go), the body digest when it is known.
+#[derive(Clone, Debug)]
+pub struct RequestHasher(TaggedHasher);
+
+impl RequestHasher {
+    pub fn new(method: &str, authority: &str, path_and_query: &str) -> Self {
+        let mut h = TaggedHasher::new(DomainTag::CageReceipt);
+        h.update(&[KIND_REQUEST]);
+        for s in [method, authority, path_and_query] {
+            // u32 length prefix as in the canonical encoding; a request head
+            // is far below 4 GiB (REQUEST_HEAD_BUF_BYTES_MAX bounds it).
+            h.update(&(s.len() as u32).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        RequestHasher(h)
+    }
+
+    pub fn finish(mut self, body_blake3: Option<&Hash32>) -> Hash32 {
+        match body_blake3 {
+            None => self.0.update(&[0]),
+            Some(d) => self.0.update(&[1]).update(d.as_bytes()),
+        };
+        self.0.finalize()
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &str, max: u32) -> &str {
+    let max = max as usize;
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The audit record of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub time_unix_ms: u64,
+    pub client_ip: IpAddr,
+    /// The verified key; None for unsigned or refused-before-verification.
+    pub key_id: Option<String>,
+    /// [`request_hash`].
+    pub request_hash: Hash32,
+    pub decision: Decision,
+    /// Machine-readable detail: the httpsig error code, the BISO reason.
+    pub detail: String,
+    /// Status sent to the client (408 for a closed slowloris connection).
+    pub status: u16,
+    /// Status the upstream answered, when it was asked.
+    pub upstream_status: Option<u16>,
+    /// BLAKE3 of the response body sent to the client.
+    pub response_hash: Hash32,
+    pub policy_version: u64,
+    pub policy_digest: [u8; 32],
+}
+
+impl Receipt {
+    /// `H(0x1c ‖ 2 ‖ canonical receipt)`.
+    pub fn hash(&self) -> Result<Hash32, EncodeError> {
+        let bytes = self.to_canonical_bytes()?;
+        Ok(hash_tagged(
+            DomainTag::CageReceipt,
+            &[&[KIND_RECEIPT], &bytes],
+        ))
+    }
+}
+
+impl Encode for Receipt {
+    fn encode(&self, w: &mut Writer) {
+        w.put_u8(RECEIPT_ENCODING_VERSION);
+        w.put_u64(self.time_unix_ms);
+        match self.client_ip {
+            IpAddr::V4(v4) => {
+                w.put_u8(IP_V4);
+                w.put_raw(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                w.put_u8(IP_V6);
+                w.put_raw(&v6.octets());
+            }
+        }
+        match &self.key_id {
+            None => w.put_u8(0),
+            Some(k) => {
+                w.put_u8(1);
+                w.put_str_bounded(k, KEY_ID_LEN_BYTES_MAX);
+            }
+        }
+        self.request_hash.encode(w);
+        w.put_u16(self.decision.code());
+        w.put_str_bounded(&self.detail, RECEIPT_DETAIL_LEN_BYTES_MAX);
+        w.put_u16(self.status);
+        self.upstream_status.encode(w);
+        self.response_hash.encode(w);
+        w.put_u64(self.policy_version);
+        w.put_raw(&self.policy_digest);
+    }
+}
+
+impl Decode for Receipt {
+    const ENCODED_LEN_MIN: usize = 1 + 8 + 5 + 1 + 32 + 2 + 4 + 2 + 1 + 32 + 8 + 32;
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        decode_version(r, VERSIONS)?;
+        let time_unix_ms = r.read_u64()?;
+        let offset = r.offset();
+        let client_ip = match r.read_u8()? {
+            IP_V4 => IpAddr::from(r.read_array::<4>()?),
+            IP_V6 => IpAddr::from(r.read_array::<16>()?),
+            value => {
+                return Err(DecodeError::InvalidTag {
+                    what: "client ip family",
+                    value: u64::from(value),
+                    offset,
+                });
+            }
+        };
+        let offset = r.offset();
+        let key_id = match r.read_u8()? {
+            0 => None,
+            1 => Some(r.read_str_bounded(KEY_ID_LEN_BYTES_MAX)?.to_owned()),
+            value => return Err(DecodeError::InvalidOptionTag { value, offset }),
+        };
+        let request_hash = Hash32::decode(r)?;
+        let offset = r.offset();
+        let code = r.read_u16()?;
+        let decision = Decision::from_code(code).ok_or(DecodeError::InvalidTag {
+            what: "decision",
+            value: u64::from(code),
+            offset,
+        })?;
+        Ok(Receipt {
+            time_unix_ms,
+            client_ip,
+            key_id,
+            request_hash,
+            decision,
+            detail: r.read_str_bounded(RECEIPT_DETAIL_LEN_BYTES_MAX)?.to_owned(),
+            status: r.read_u16()?,
+            upstream_status: Option::<u16>::decode(r)?,
+            response_hash: Hash32::decode(r)?,
+            policy_version: r.read_u64()?,
+            policy_digest: r.read_array()?,
+        })
+    }
+}
+
+/// What a batch signature covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub signer: [u8; 32],
+    /// 0, 1, 2, … in file order.
+    pub batch_index: u64,
+    /// Sequence number of the first receipt (receipts are numbered from 0
+    /// across the whole file).
+    pub first_receipt_seq: u64,
+    pub receipts_count: u32,
+    /// Merkle root over the receipt hashes.
+    pub receipts_root: Hash32,
+    /// Hash of the previous batch header; zero for batch 0.
+    pub prev_batch_hash: Hash32,
+    pub sealed_unix_ms: u64,
+}
+
+impl BatchHeader {
+    /// `H(0x1c ‖ 3 ‖ canonical header)`: what the node key signs.
+    pub fn hash(&self) -> Hash32 {
+        let mut w = Writer::with_capacity(160);
+        self.encode(&mut w);
+        // Fixed-size fields only: finishing cannot fail; fall back to the
+        // raw buffer contract anyway rather than panic.
+        let bytes = w.finish().unwrap_or_default();
+        hash_tagged(DomainTag::CageReceipt, &[&[KIND_BATCH], &bytes])
+    }
+}
+
+impl Encode for BatchHeader {
+    fn encode(&self, w: &mut Writer) {
+        w.put_u8(RECEIPT_ENCODING_VERSION);
+        w.put_raw(&self.signer);
+        w.put_u64(self.batch_index);
+        w.put_u64(self.first_receipt_seq);
+        w.put_u32(self.receipts_count);
+        self.receipts_root.encode(w);
+        self.prev_batch_hash.encode(w);
+        w.put_u64(self.sealed_unix_ms);
+    }
+}
+
+impl Decode for BatchHeader {
+    const ENCODED_LEN_MIN: usize = 1 + 32 + 8 + 8 + 4 + 32 + 32 + 8;
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        decode_version(r, VERSIONS)?;
+        Ok(BatchHeader {
+            signer: r.read_array()?,
+            batch_index: r.read_u64()?,
+            first_receipt_seq: r.read_u64()?,
+            receipts_count: r.read_u32()?,
+            receipts_root: Hash32::decode(r)?,
+            prev_batch_hash: Hash32::decode(r)?,
+            sealed_unix_ms: r.read_u64()?,
+        })
+    }
+}
+
+/// A sealed batch as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedBatch {
+    pub header: BatchHeader,
+    pub receipts: Vec<Receipt>,
+    pub signature: [u8; 64],
+}
+
+impl Encode for SignedBatch {
+    fn encode(&self, w: &mut Writer) {
+        self.header.encode(w);
+        w.put_seq_bounded(&self.receipts, *RECEIPT_BATCH_COUNT_RANGE.end());
+        w.put_raw(&self.signature);
+    }
+}
+
+impl Decode for SignedBatch {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(SignedBatch {
+            header: BatchHeader::decode(r)?,
+            receipts: r.read_seq_bounded(*RECEIPT_BATCH_COUNT_RANGE.end())?,
+            signature: r.read_array()?,
+        })
+    }
+}
+
+/// Merkle root over receipt hashes (leaves are `H(0x00 ‖ receipt hash)`).
+pub fn receipts_root(receipt_hashes: &[Hash32]) -> Hash32 {
+    let leaves: Vec<Hash32> = receipt_hashes
+        .iter()
+        .map(|h| leaf_hash(h.as_bytes()))
+        .collect();
+    root_of(&leaves)
+}
+
+/// Where a batch chain continues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainTip {
+    pub next_batch_index: u64,
+    pub next_receipt_seq: u64,
+    pub prev_batch_hash: Hash32,
+}
+
+impl ChainTip {
+    pub const GENESIS: ChainTip = ChainTip {
+        next_batch_index: 0,
+        next_receipt_seq: 0,
+        prev_batch_hash: Hash32::ZERO,
+    };
+}
+
+impl SignedBatch {
+    /// Signs `receipts` (with their precomputed hashes) as the batch after `tip`.
+    pub fn seal(
+        tip: &ChainTip,
+        receipts: Vec<Receipt>,
+        receipt_hashes: &[Hash32],
+        key: &SigningKey,
+        sealed_unix_ms: u64,
+    ) -> SignedBatch {
+        assert_eq!(receipts.len(), receipt_hashes.len(), "one hash per receipt");
+        let header = BatchHeader {
+            signer: key.public_key().to_bytes(),
+            batch_index: tip.next_batch_index,
+            first_receipt_seq: tip.next_receipt_seq,
+            receipts_count: receipts.len() as u32,
+            receipts_root: receipts_root(receipt_hashes),
+            prev_batch_hash: tip.prev_batch_hash,
+            sealed_unix_ms,
+        };
+        let signature = key.sign(header.hash().as_bytes()).to_bytes();
+        SignedBatch {
+            header,
+            receipts,
+            signature,
+        }
+    }
+
+    /// The tip after this batch.
+    pub fn next_tip(&self) -> ChainTip {
+        ChainTip {
+            next_batch_index: self.header.batch_index + 1,
+            next_receipt_seq: self.header.first_receipt_seq + u64::from(self.header.receipts_count),
+            prev_batch_hash: self.header.hash(),
+        }
+    }
+
+    /// Checks the batch against the key and its place in the chain.
+    pub fn verify(&self, key: &PublicKey, tip: &ChainTip) -> Result<(), BatchError> {
+        let h = &self.header;
+        if h.signer != key.to_bytes() {
+            return Err(BatchError::UnexpectedSigner {
+                found: hex::encode(h.signer),
+            });
+        }
+        if h.batch_index != tip.next_batch_index {
+            return Err(BatchError::OutOfOrder {
+                expected: tip.next_batch_index,
+                found: h.batch_index,
+            });
+        }
+        if h.prev_batch_hash != tip.prev_batch_hash {
+            return Err(BatchError::BrokenChain);
+        }
+        if h.first_receipt_seq != tip.next_receipt_seq {
+            return Err(BatchError::SequenceGap {
+                expected: tip.next_receipt_seq,
+                found: h.first_receipt_seq,
+            });
+        }
+        if h.receipts_count as usize != self.receipts.len() {
+            return Err(BatchError::CountMismatch {
+                header: h.receipts_count,
+                stored: self.receipts.len(),
+            });
+        }
+        let mut hashes = Vec::with_capacity(self.receipts.len());
+        for (i, r) in self.receipts.iter().enumerate() {
+            hashes.push(
+                r.hash()
+                    .map_err(|source| BatchError::Encode { index: i, source })?,
+            );
+        }
+        if receipts_root(&hashes) != h.receipts_root {
+            return Err(BatchError::RootMismatch);
+        }
+        key.verify(h.hash().as_bytes(), &Signature(self.signature))
+            .map_err(|_| BatchError::BadSignature)
+    }
+}
+
+/// Why one batch does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("signed by {found}, not by the expected node key")]
+    UnexpectedSigner { found: String },
+    #[error("batch index {found} where {expected} was expected")]
+    OutOfOrder { expected: u64, found: u64 },
+    #[error("previous batch hash does not match the batch before it")]
+    BrokenChain,
+    #[error("first receipt sequence {found} where {expected} was expected")]
+    SequenceGap { expected: u64, found: u64 },
+    #[error("header counts {header} receipts but {stored} are stored")]
+    CountMismatch { header: u32, stored: usize },
+    #[error("receipt {index} breaks an encoding bound: {source}")]
+    Encode { index: usize, source: EncodeError },
+    #[error("receipts do not hash to the signed Merkle root")]
+    RootMismatch,
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// Why a receipt file does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyReceiptsError {
+    #[error("cannot read receipt file {}: {source}", .path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("receipt file {} does not start with the cage receipt magic", .path.display())]
+    BadMagic { path: PathBuf },
+    #[error("receipt file {}: frame at offset {offset} is truncated (torn write?)", .path.display())]
+    Truncated { path: PathBuf, offset: u64 },
+    #[error("receipt file {}: frame at offset {offset} declares {len} bytes, more than {max}", .path.display())]
+    FrameTooLarge {
+        path: PathBuf,
+        offset: u64,
+        len: u32,
+        max: u32,
+    },
+    #[error("receipt file {}: batch at offset {offset} does not decode: {source}", .path.display())]
+    Decode {
+        path: PathBuf,
+        offset: u64,
+        source: DecodeError,
+    },
+    #[error("receipt file {}: batch {batch_index} at offset {offset}: {source}", .path.display())]
+    Batch {
+        path: PathBuf,
+        offset: u64,
+        batch_index: u64,
+        source: BatchError,
+    },
+}
+
+/// What a verified receipt file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub batches_count: u64,
+    pub receipts_count: u64,
+    pub tip: ChainTip,
+    /// Bytes of the file that verified (all of it for [`verify_receipts`]).
+    pub verified_len_bytes: u64,
+}
+
+enum Frame {
+    Batch(Box<SignedBatch>, u64),
+    End,
+    Torn,
+}
+
+fn read_frame(
+    reader: &mut impl Read,
+    path: &Path,
+    offset: u64,
+) -> Result<Frame, VerifyReceiptsError> {
+    let io_err = |source| VerifyReceiptsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut len_bytes = [0u8; 4];
+    let got = read_full(reader, &mut len_bytes).map_err(io_err)?;
+    if got == 0 {
+        return Ok(Frame::End);
+    }
+    if got < 4 {
+        return Ok(Frame::Torn);
+    }
+    let len = u32::from_le_bytes(len_bytes);
+    if len > RECEIPT_FRAME_BYTES_MAX {
+        return Err(VerifyReceiptsError::FrameTooLarge {
+            path: path.to_path_buf(),
+            offset,
+            len,
+            max: RECEIPT_FRAME_BYTES_MAX,
+        });
+    }
+    let mut body = Vec::new();
+    let got = reader
+        .take(u64::from(len))
+        .read_to_end(&mut body)
+        .map_err(io_err)?;
+    if got < len as usize {
+        return Ok(Frame::Torn);
+    }
+    let batch =
+        SignedBatch::from_canonical_bytes(&body).map_err(|source| VerifyReceiptsError::Decode {
+            path: path.to_path_buf(),
+            offset,
+            source,
+        })?;
+    Ok(Frame::Batch(Box::new(batch), 4 + u64::from(len)))
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Walks a receipt file; `allow_torn_tail` accepts an incomplete last frame
+/// (what a crash mid-append leaves) and reports where the good part ends.
+fn scan(
+    path: &Path,
+    key: &PublicKey,
+    allow_torn_tail: bool,
+) -> Result<VerifyReport, VerifyReceiptsError> {
+    let io_err = |source| VerifyReceiptsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
+    let mut magic = [0u8; 8];
+    let got = read_full(&mut reader, &mut magic).map_err(io_err)?;
+    if got == 0 && allow_torn_tail {
+        return Ok(VerifyReport {
+            batches_count: 0,
+            receipts_count: 0,
+            tip: ChainTip::GENESIS,
+            verified_len_bytes: 0,
+        });
+    }
+    if got < 8 || &magic != RECEIPT_FILE_MAGIC {
+        return Err(VerifyReceiptsError::BadMagic {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut offset = 8u64;
+    let mut tip = ChainTip::GENESIS;
+    let mut batches_count = 0u64;
+    loop {
+        match read_frame(&mut reader, path, offset)? {
+            Frame::End => break,
+            Frame::Torn if allow_torn_tail => break,
+            Frame::Torn => {
+                return Err(VerifyReceiptsError::Truncated {
+                    path: path.to_path_buf(),
+                    offset,
+                });
+            }
+            Frame::Batch(batch, frame_len) => {
+                batch
+                    .verify(key, &tip)
+                    .map_err(|source| VerifyReceiptsError::Batch {
+                        path: path.to_path_buf(),
+                        offset,
+                        batch_index: tip.next_batch_index,
+                        source,
+                    })?;
+                tip = batch.next_tip();
+                batches_count += 1;
+                offset += frame_len;
+            }
+        }
+    }
+    Ok(VerifyReport {
+        batches_count,
+        receipts_count: tip.next_receipt_seq,
+        tip,
+        verified_len_bytes: offset,
+    })
+}
+
+/// Verifies every batch of a receipt file: decoding, signer, signature,
+/// Merkle root, chain and sequence numbers. The first bad batch is named by
+/// index and byte offset.
+pub fn verify_receipts(path: &Path, key: &PublicKey) -> Result<VerifyReport, VerifyReceiptsError> {
+    scan(path, key, false)
+}
+
+/// Every receipt in a receipt file, in order, after verifying the file.
+pub fn read_receipts(path: &Path, key: &PublicKey) -> Result<Vec<Receipt>, VerifyReceiptsError> {
+    verify_receipts(path, key)?;
+    let io_err = |source| VerifyReceiptsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
+    let mut magic = [0u8; 8];
+    read_full(&mut reader, &mut magic).map_err(io_err)?;
+    let mut offset = 8u64;
+    let mut out = Vec::new();
+    while let Frame::Batch(batch, len) = read_frame(&mut reader, path, offset)? {
+        out.extend(batch.receipts);
+        offset += len;
+    }
+    Ok(out)
+}
+
+/// Why a batch could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("batch {batch_index} does not fit the canonical encoding: {source}")]
+    Encode {
+        batch_index: u64,
+        source: EncodeError,
+    },
+    #[error("cannot {action} receipt file {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Durable storage for sealed batches.
+pub trait ReceiptSink: Send + 'static {
+    /// Where the stored chain ends (the next batch continues it).
+    fn tip(&self) -> ChainTip;
+    /// Stores `batch` durably before returning.
+    fn append(&mut self, batch: &SignedBatch) -> Result<(), SinkError>;
+}
+
+/// Append-only receipt file; write + fsync per batch.
+#[derive(Debug)]
+pub struct FileSink {
+    file: File,
+    path: PathBuf,
+    tip: ChainTip,
+}
+
+/// Why a receipt file could not be opened for appending.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenSinkError {
+    #[error("cannot {action} receipt file {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The existing file does not verify with this node's key; it is left
+    /// untouched (an audit trail is never rewritten).
+    #[error("existing receipt file does not verify, refusing to append: {0}")]
+    Existing(#[from] VerifyReceiptsError),
+}
+
+impl FileSink {
+    /// Opens (or creates) `path`. An existing file is verified with `key`
+    /// and continued; a torn last frame (crash during an append) is cut off.
+    pub fn open(path: &Path, key: &PublicKey) -> Result<FileSink, OpenSinkError> {
+        let io_err = |action: &'static str| {
+            move |source| OpenSinkError::Io {
+                action,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(io_err("create the directory of"))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err("open"))?;
+        let report = scan(path, key, true)?;
+        if report.verified_len_bytes == 0 {
+            file.set_len(0).map_err(io_err("truncate"))?;
+            file.write_all(RECEIPT_FILE_MAGIC)
+                .map_err(io_err("write the header of"))?;
+            file.sync_all().map_err(io_err("sync"))?;
+        } else {
+            let len = file.metadata().map_err(io_err("stat"))?.len();
+            if len > report.verified_len_bytes {
+                tracing::warn!(
+                    path = %path.display(),
+                    torn_bytes = len - report.verified_len_bytes,
+                    "cutting off a torn last receipt batch"
+                );
+                file.set_len(report.verified_len_bytes)
+                    .map_err(io_err("truncate the torn tail of"))?;
+                file.sync_all().map_err(io_err("sync"))?;
+            }
+        }
+        file.seek(SeekFrom::End(0)).map_err(io_err("seek"))?;
+        Ok(FileSink {
+            file,
+            path: path.to_path_buf(),
+            tip: report.tip,
+        })
+    }
+}
+
+impl ReceiptSink for FileSink {
+    fn tip(&self) -> ChainTip {
+        self.tip
+    }
+
+    fn append(&mut self, batch: &SignedBatch) -> Result<(), SinkError> {
+        let body = batch
+            .to_canonical_bytes()
+            .map_err(|source| SinkError::Encode {
+                batch_index: batch.header.batch_index,
+                source,
+            })?;
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&body);
+        let io_err = |action: &'static str| {
+            let path = self.path.clone();
+            move |source| SinkError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        self.file.write_all(&frame).map_err(io_err("append to"))?;
+        self.file.sync_data().map_err(io_err("sync"))?;
+        self.tip = batch.next_tip();
+        Ok(())
+    }
+}
+
+/// What a response header can promise about its receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptTicket {
+    pub receipt_hash: Hash32,
+    pub batch_index: u64,
+    pub receipt_seq: u64,
+}
+
+impl ReceiptTicket {
+    /// `Metanode-Receipt` header value: `<receipt hash hex>; batch=<n>`.
+    pub fn header_value(&self) -> String {
+        format!("{}; batch={}", self.receipt_hash.to_hex(), self.batch_index)
+    }
+}
+
+/// Why a receipt could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("receipt does not fit the canonical encoding: {0}")]
+    Encode(#[from] EncodeError),
+    #[error("the receipt writer has stopped")]
+    WriterStopped,
+}
+
+struct PendingBatch {
+    batch_index: u64,
+    receipts: Vec<Receipt>,
+    hashes: Vec<Hash32>,
+}
+
+struct Assembler {
+    next_batch_index: u64,
+    next_receipt_seq: u64,
+    receipts: Vec<Receipt>,
+    hashes: Vec<Hash32>,
+    tx: Option<mpsc::Sender<PendingBatch>>,
+}
+
+impl Assembler {
+    /// Takes the open batch (if any) with a sender to hand it to the
+    /// writer. Called under the lock so indices follow the order receipts
+    /// were numbered; the send itself happens after the lock is released
+    /// (the writer puts batches back in index order), so a request never
+    /// waits for another worker while holding it.
+    fn take(&mut self) -> Result<Option<(PendingBatch, mpsc::Sender<PendingBatch>)>, RecordError> {
+        if self.receipts.is_empty() {
+            return Ok(None);
+        }
+        let tx = self.tx.clone().ok_or(RecordError::WriterStopped)?;
+        let batch = PendingBatch {
+            batch_index: self.next_batch_index,
+            receipts: std::mem::take(&mut self.receipts),
+            hashes: std::mem::take(&mut self.hashes),
+        };
+        self.next_batch_index += 1;
+        Ok(Some((batch, tx)))
+    }
+}
+
+/// Hands a sealed batch to the writer; waits when the writer is behind (a
+/// slow disk slows requests instead of growing memory or losing receipts).
+async fn send_batch(
+    sealed: Option<(PendingBatch, mpsc::Sender<PendingBatch>)>,
+) -> Result<(), RecordError> {
+    match sealed {
+        None => Ok(()),
+        Some((batch, tx)) => tx.send(batch).await.map_err(|_| RecordError::WriterStopped),
+    }
+}
+
+/// The running receipt pipeline: requests record, a timer seals partial
+/// batches, one writer thread signs and appends.
+#[derive(Debug)]
+pub struct ReceiptLog {
+    assembler: Arc<Mutex<Assembler>>,
+    batch_count_max: usize,
+    healthy: Arc<AtomicBool>,
+    timer: tokio::task::JoinHandle<()>,
+    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<WriterReport>>>,
+}
+
+impl std::fmt::Debug for Assembler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assembler")
+            .field("next_batch_index", &self.next_batch_index)
+            .field("pending", &self.receipts.len())
+            .finish()
+    }
+}
+
+/// What the writer did before it stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterReport {
+    pub batches_written: u64,
+    pub receipts_written: u64,
+    pub tip: ChainTip,
+    /// The first write error; after it nothing more was written.
+    pub error: Option<String>,
+}
+
+impl ReceiptLog {
+    /// Starts the writer thread and the flush timer (needs a tokio runtime).
+    pub fn start(
+        sink: Box<dyn ReceiptSink>,
+        key: SigningKey,
+        config: &ReceiptsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<ReceiptLog, io::Error> {
+        let tip = sink.tip();
+        let (tx, rx) = mpsc::channel(RECEIPT_CHANNEL_BATCHES_COUNT_MAX);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = {
+            let healthy = healthy.clone();
+            std::thread::Builder::new()
+                .name("cage-receipts".into())
+                .spawn(move || write_batches(sink, key, rx, healthy, metrics))?
+        };
+        let assembler = Arc::new(Mutex::new(Assembler {
+            next_batch_index: tip.next_batch_index,
+            next_receipt_seq: tip.next_receipt_seq,
+            receipts: Vec::new(),
+            hashes: Vec::new(),
+            tx: Some(tx),
+        }));
+        let timer = {
+            let assembler = assembler.clone();
+            let interval = config.flush_interval();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let sealed = assembler.lock().take();
+                    if send_batch(sealed).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        Ok(ReceiptLog {
+            assembler,
+            batch_count_max: config.batch_count_max as usize,
+            healthy,
+            timer,
+            writer: parking_lot::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// False once the writer failed: the proxy then refuses requests.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Adds a receipt to the current batch; returns its hash and batch.
+    pub async fn record(&self, receipt: Receipt) -> Result<ReceiptTicket, RecordError> {
+        let receipt_hash = receipt.hash()?;
+        let (ticket, sealed) = {
+            let mut a = self.assembler.lock();
+            if a.tx.is_none() {
+                return Err(RecordError::WriterStopped);
+            }
+            let ticket = ReceiptTicket {
+                receipt_hash,
+                batch_index: a.next_batch_index,
+                receipt_seq: a.next_receipt_seq,
+            };
+            a.next_receipt_seq += 1;
+            a.receipts.push(receipt);
+            a.hashes.push(receipt_hash);
+            let sealed = if a.receipts.len() >= self.batch_count_max {
+                a.take()?
+            } else {
+                None
+            };
+            (ticket, sealed)
+        };
+        send_batch(sealed).await?;
+        Ok(ticket)
+    }
+
+    /// Seals the current batch now (it is written shortly after).
+    pub async fn flush(&self) -> Result<(), RecordError> {
+        let sealed = self.assembler.lock().take();
+        send_batch(sealed).await
+    }
+
+    /// Seals the last batch, stops the writer and waits until everything is
+    /// on disk. Later [`ReceiptLog::record`] calls fail with
+    /// [`RecordError::WriterStopped`]; a second close reports an error.
+    pub async fn close(&self) -> WriterReport {
+        self.timer.abort();
+        let sealed = {
+            let mut a = self.assembler.lock();
+            let sealed = a.take();
+            a.tx = None;
+            sealed
+        };
+        if let Ok(sealed) = sealed {
+            let _ = send_batch(sealed).await;
+        }
+        let writer = self.writer.lock().take();
+        let joined = tokio::task::spawn_blocking(move || writer.map(|w| w.join()))
+            .await
+            .ok()
+            .flatten();
+        match joined {
+            Some(Ok(report)) => report,
+            _ => WriterReport {
+                batches_written: 0,
+                receipts_written: 0,
+                tip: ChainTip::GENESIS,
+                error: Some("the receipt writer was already closed or panicked".into()),
+            },
+        }
+    }
+}
+
+impl Drop for ReceiptLog {
+    fn drop(&mut self) {
+        self.timer.abort();
+    }
+}
+
+fn write_batches(
+    mut sink: Box<dyn ReceiptSink>,
+    key: SigningKey,
+    mut rx: mpsc::Receiver<PendingBatch>,
+    healthy: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) -> WriterReport {
+    let mut report = WriterReport {
+        batches_written: 0,
+        receipts_written: 0,
+        tip: sink.tip(),
+        error: None,
+    };
+    // Batches are numbered under the assembler lock but sent after it, so
+    // two workers' batches may arrive swapped; hold early ones back.
+    let mut early: std::collections::BTreeMap<u64, PendingBatch> = std::collections::BTreeMap::new();
+    while let Some(arrived) = rx.blocking_recv() {
+        if report.error.is_some() {
+            // Keep draining so senders never block on a dead writer.
+            continue;
+        }
+        early.insert(arrived.batch_index, arrived);
+        while let Some(pending) = early.remove(&sink.tip().next_batch_index) {
+            write_one(&mut *sink, &key, pending, &healthy, &metrics, &mut report);
+        }
+    }
+    if !early.is_empty() && report.error.is_none() {
+        report.error = Some(format!(
+            "{} sealed receipt batches never followed batch {}",
+            early.len(),
+            sink.tip().next_batch_index
+        ));
+    }
+    report
+}
+
+fn write_one(
+    sink: &mut dyn ReceiptSink,
+    key: &SigningKey,
+    pending: PendingBatch,
+    healthy: &AtomicBool,
+    metrics: &Metrics,
+    report: &mut WriterReport,
+) {
+    {
+        let tip = sink.tip();
+        assert_eq!(
+            pending.batch_index, tip.next_batch_index,
+            "batches reach the writer in index order"
+        );
+        let count = pending.receipts.len() as u64;
+        let batch = SignedBatch::seal(&tip, pending.receipts, &pending.hashes, key, now_unix_ms());
+        match sink.append(&batch) {
+            Ok(()) => {
+                report.batches_written += 1;
+                report.receipts_written += count;
+                report.tip = sink.tip();
+                metrics.receipt_batch_written(count);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "receipt writer failed; the cage now refuses requests");
+                healthy.store(false, Ordering::Relaxed);
+                metrics.receipt_write_failed();
+                report.error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn sample(i: u64) -> Receipt {
+        Receipt {
+            time_unix_ms: 1_700_000_000_000 + i,
+            client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8)),
+            key_id: (i.is_multiple_of(2)).then(|| format!("key-{i}")),
+            request_hash: request_hash("GET", "example.com", "/x?y=1", None),
+            decision: if i.is_multiple_of(3) {
+                Decision::Forwarded
+            } else {
+                Decision::SignatureRejected
+            },
+            detail: "bad_signature".into(),
+            status: 200,
+            upstream_status: (i.is_multiple_of(3)).then_some(200),
+            response_hash: Hash32::ZERO,
+            policy_version: 7,
+            policy_digest: [9; 32],
+        }
+    }
+
+    #[test]
+    fn receipt_round_trips_and_hash_depends_on_every_field() {
+        let r = sample(0);
+        let bytes = r.to_canonical_bytes().unwrap();
+        assert_eq!(Receipt::from_canonical_bytes(&bytes).unwrap(), r);
+        let mut v6 = sample(0);
+        v6.client_ip = "2001:db8::1".parse().unwrap();
+        let bytes = v6.to_canonical_bytes().unwrap();
+        assert_eq!(Receipt::from_canonical_bytes(&bytes).unwrap(), v6);
+        let mut other = sample(0);
+        other.status = 201;
+        assert_ne!(other.hash().unwrap(), r.hash().unwrap());
+        // Bad decision code is refused.
+        let mut bytes = r.to_canonical_bytes().unwrap();
+        let at = 1 + 8 + 5 + 1 + 4 + 5 + 32;
+        bytes[at] = 0xee;
+        assert!(Receipt::from_canonical_bytes(&bytes).is_err());
+    }
+
+    #[test]
+    fn request_hash_separates_fields() {
+        let a = request_hash("GET", "ab", "/c", None);
+        let b = request_hash("GET", "a", "b/c", None);
+        assert_ne!(a, b);
+        let d = Hash32([1; 32]);
+        assert_ne!(a, request_hash("GET", "ab", "/c", Some(&d)));
+    }
+
+    #[test]
+    fn decisions_are_unique_and_decode() {
+        for (i, d) in Decision::ALL.iter().enumerate() {
+            assert_eq!(Decision::from_code(d.code()), Some(*d));
+            assert_eq!(d.index(), i);
+        }
+        assert_eq!(Decision::from_code(999), None);
+    }
+
+    #[test]
+    fn truncate_keeps_char_boundaries() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+    }
+
+    fn write_file(dir: &Path, key: &SigningKey, batches: usize) -> PathBuf {
+        let path = dir.join("receipts.log");
+        let mut sink = FileSink::open(&path, &key.public_key()).unwrap();
+        for b in 0..batches {
+            let receipts: Vec<Receipt> = (0..3).map(|i| sample(b as u64 * 3 + i)).collect();
+            let hashes: Vec<Hash32> = receipts.iter().map(|r| r.hash().unwrap()).collect();
+            let batch = SignedBatch::seal(&sink.tip(), receipts, &hashes, key, 1);
+            sink.append(&batch).unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn file_sink_verifies_and_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_seed(&[1; 32]);
+        let path = write_file(dir.path(), &key, 2);
+        let report = verify_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!(report.batches_count, 2);
+        assert_eq!(report.receipts_count, 6);
+        // Reopen continues the chain.
+        let mut sink = FileSink::open(&path, &key.public_key()).unwrap();
+        assert_eq!(sink.tip(), report.tip);
+        let receipts = vec![sample(100)];
+        let hashes = vec![receipts[0].hash().unwrap()];
+        let batch = SignedBatch::seal(&sink.tip(), receipts, &hashes, &key, 2);
+        sink.append(&batch).unwrap();
+        let report = verify_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!((report.batches_count, report.receipts_count), (3, 7));
+        let all = read_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!(all.len(), 7);
+        assert_eq!(all[6], sample(100));
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_seed(&[1; 32]);
+        let path = write_file(dir.path(), &key, 2);
+        let good = std::fs::read(&path).unwrap();
+        // Flip a byte inside the first batch's first receipt (its status).
+        let mut bad = good.clone();
+        let at = 8 + 4 + BatchHeader::ENCODED_LEN_MIN + 4 + 20;
+        bad[at] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let err = verify_receipts(&path, &key.public_key()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VerifyReceiptsError::Batch { batch_index: 0, .. }
+                    | VerifyReceiptsError::Decode { .. }
+            ),
+            "{err}"
+        );
+        // An existing bad file is never appended to.
+        assert!(matches!(
+            FileSink::open(&path, &key.public_key()),
+            Err(OpenSinkError::Existing(_))
+        ));
+        // Another key's file does not verify.
+        std::fs::write(&path, &good).unwrap();
+        let other = SigningKey::from_seed(&[2; 32]);
+        let err = verify_receipts(&path, &other.public_key()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VerifyReceiptsError::Batch {
+                    source: BatchError::UnexpectedSigner { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Truncation is reported by verify and cut off by open.
+        std::fs::write(&path, &good[..good.len() - 10]).unwrap();
+        let err = verify_receipts(&path, &key.public_key()).unwrap_err();
+        assert!(
+            matches!(err, VerifyReceiptsError::Truncated { .. }),
+            "{err}"
+        );
+        let sink = FileSink::open(&path, &key.public_key()).unwrap();
+        assert_eq!(sink.tip().next_batch_index, 1);
+        let report = verify_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!(report.batches_count, 1);
+    }
+
+    #[test]
+    fn dropping_a_middle_batch_breaks_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_seed(&[1; 32]);
+        let path = write_file(dir.path(), &key, 3);
+        let bytes = std::fs::read(&path).unwrap();
+        let frame_len =
+            |at: usize| 4 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let first = frame_len(8);
+        let second = frame_len(8 + first);
+        let mut cut = bytes[..8 + first].to_vec();
+        cut.extend_from_slice(&bytes[8 + first + second..]);
+        std::fs::write(&path, &cut).unwrap();
+        let err = verify_receipts(&path, &key.public_key()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VerifyReceiptsError::Batch {
+                    batch_index: 1,
+                    source: BatchError::OutOfOrder { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn receipt_log_batches_by_count_and_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_seed(&[3; 32]);
+        let path = dir.path().join("r.log");
+        let config = ReceiptsConfig {
+            path: path.clone(),
+            batch_count_max: 4,
+            // Long enough that only the count and close seal batches here.
+            flush_interval_ms: 60_000,
+            response_header: true,
+        };
+        let sink = FileSink::open(&path, &key.public_key()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let log = ReceiptLog::start(
+            Box::new(sink),
+            SigningKey::from_seed(&[3; 32]),
+            &config,
+            metrics.clone(),
+        )
+        .unwrap();
+        let mut tickets = Vec::new();
+        for i in 0..10 {
+            tickets.push(log.record(sample(i)).await.unwrap());
+        }
+        assert_eq!(tickets[0].batch_index, 0);
+        assert_eq!(tickets[3].batch_index, 0);
+        assert_eq!(tickets[4].batch_index, 1);
+        assert_eq!(tickets[9].batch_index, 2);
+        assert_eq!(tickets[9].receipt_seq, 9);
+        assert_eq!(tickets[5].receipt_hash, sample(5).hash().unwrap());
+        assert!(tickets[5].header_value().ends_with("; batch=1"));
+        let report = log.close().await;
+        assert_eq!(report.error, None);
+        assert_eq!((report.batches_written, report.receipts_written), (3, 10));
+        assert!(matches!(
+            log.record(sample(11)).await,
+            Err(RecordError::WriterStopped)
+        ));
+        let verified = verify_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!((verified.batches_count, verified.receipts_count), (3, 10));
+        let all = read_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!(all, (0..10).map(sample).collect::<Vec<_>>());
+        assert_eq!(metrics.snapshot().receipts_written, 10);
+    }
+}

@@ -1,0 +1,971 @@
+//! Cage conformance over real TCP on loopback: a tiny hyper upstream, the
+//! cage in front of it, and one test per refusal kind. Each case checks the
+//! status the client sees AND the receipt the cage wrote for it; every
+//! harness ends by verifying the receipt file.
+//!
+//! Client addresses: Linux routes all of 127.0.0.0/8 to loopback, so the
+//! red and yellow cases bind their client sockets to 127.0.0.2 / 127.0.0.3.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use ipnet::Ipv4Net;
+use metanode_biso::compiled::{CompiledPolicy, RateLimit, Rule, Verdict};
+use metanode_cage::receipt::Receipt;
+use metanode_cage::{
+    CageConfig, Decision, PolicyHandle, RECEIPT_HEADER, ServeReport, Server, read_receipts,
+    verify_receipts,
+};
+use metanode_core::hash::Hash32;
+use metanode_core::keys::SigningKey;
+use metanode_httpsig::{SignParams, digest, sign_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+
+const CLIENT_SEED: [u8; 32] = [7; 32];
+const NODE_SEED: [u8; 32] = [9; 32];
+const RED_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const YELLOW_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const YELLOW_BURST: u32 = 2;
+const UPSTREAM_SLOW_MS: u64 = 3_000;
+
+// ------------------------------------------------------------ upstream
+
+/// Answers `upstream <method> <path> key=<metanode-key-id> len=<body len>`;
+/// `/slow…` paths answer after [`UPSTREAM_SLOW_MS`].
+async fn start_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let method = req.method().clone();
+                    let path = req.uri().path().to_owned();
+                    let key = req
+                        .headers()
+                        .get("metanode-key-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                        .to_owned();
+                    let body = req.into_body().collect().await.map(|c| c.to_bytes());
+                    let len = body.map_or(0, |b| b.len());
+                    if path.starts_with("/open/slow") {
+                        tokio::time::sleep(Duration::from_millis(UPSTREAM_SLOW_MS)).await;
+                    }
+                    let text = format!("upstream {method} {path} key={key} len={len}");
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+// ------------------------------------------------------------ cage harness
+
+fn rule(verdict: Verdict, rate_per_s: u32, burst: u32, reason_id: u16) -> Rule {
+    Rule {
+        verdict,
+        rate: RateLimit { rate_per_s, burst },
+        sample_one_in: 0,
+        reason_id,
+    }
+}
+
+fn test_policy(version: u64) -> CompiledPolicy {
+    CompiledPolicy {
+        version,
+        policy_digest: [version as u8; 32],
+        default_rule: rule(Verdict::Green, 0, 0, 0),
+        v4: vec![
+            (
+                Ipv4Net::new(RED_IP, 32).unwrap(),
+                rule(Verdict::Red, 0, 0, 1),
+            ),
+            (
+                Ipv4Net::new(YELLOW_IP, 32).unwrap(),
+                rule(Verdict::Yellow, 0, YELLOW_BURST, 2),
+            ),
+        ],
+        v6: vec![],
+        reasons: vec![
+            "default".into(),
+            "region xx-blocked".into(),
+            "consent pending".into(),
+        ],
+    }
+}
+
+struct Harness {
+    addr: SocketAddr,
+    receipts_path: PathBuf,
+    policy: PolicyHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<ServeReport>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(extra_yaml: &str) -> Harness {
+        let upstream = start_upstream().await;
+        let down = closed_port().await;
+        let dir = tempfile::tempdir().unwrap();
+        let receipts_path = dir.path().join("receipts.log");
+        let client_pub = SigningKey::from_seed(&CLIENT_SEED).public_key();
+        let yaml = format!(
+            "listen: 127.0.0.1:0\n\
+             routes:\n\
+             \x20 - {{ path_prefix: /signed, upstream: \"{upstream}\" }}\n\
+             \x20 - {{ path_prefix: /open, upstream: \"{upstream}\", unsigned: allow-with-receipt }}\n\
+             \x20 - {{ path_prefix: /down, upstream: \"127.0.0.1:{down}\", unsigned: allow-with-receipt }}\n\
+             keys: {{ inline: {{ client-1: {client_pub} }} }}\n\
+             receipts: {{ path: {}, batch_count_max: 3, flush_interval_ms: 50, response_header: true }}\n\
+             {extra_yaml}",
+            receipts_path.display()
+        );
+        let config = CageConfig::from_yaml_str(&yaml).unwrap();
+        let policy = PolicyHandle::new(test_policy(1));
+        let server = Server::bind(config, policy.clone(), SigningKey::from_seed(&NODE_SEED))
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Harness {
+            addr,
+            receipts_path,
+            policy,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the cage, verifies the receipt file and returns its receipts.
+    async fn finish(self) -> (Vec<Receipt>, ServeReport) {
+        let (receipts, report, _dir, _path) = self.finish_keeping_file().await;
+        (receipts, report)
+    }
+
+    /// Like [`Harness::finish`], keeping the receipt file (and its directory).
+    async fn finish_keeping_file(
+        mut self,
+    ) -> (Vec<Receipt>, ServeReport, tempfile::TempDir, PathBuf) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let report = self.task.await.unwrap();
+        assert_eq!(report.receipts.error, None);
+        let node = SigningKey::from_seed(&NODE_SEED).public_key();
+        let verified = verify_receipts(&self.receipts_path, &node).unwrap();
+        assert_eq!(verified.receipts_count, report.receipts.receipts_written);
+        let receipts = read_receipts(&self.receipts_path, &node).unwrap();
+        (receipts, report, self._dir, self.receipts_path)
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn receipt_hash(&self) -> Hash32 {
+        let value = self
+            .headers
+            .get(RECEIPT_HEADER)
+            .expect("Metanode-Receipt header")
+            .to_str()
+            .unwrap();
+        let (hash, batch) = value.split_once("; batch=").unwrap();
+        batch.parse::<u64>().unwrap();
+        hash.parse().unwrap()
+    }
+}
+
+async fn connect_from(addr: SocketAddr, from: Ipv4Addr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+async fn send_from(addr: SocketAddr, from: Ipv4Addr, req: Request<Full<Bytes>>) -> Reply {
+    let stream = connect_from(addr, from).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    send_from(addr, Ipv4Addr::LOCALHOST, req).await
+}
+
+fn plain(addr: SocketAddr, method: &str, path: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct SignOpts<'a> {
+    key_seed: [u8; 32],
+    key_id: &'a str,
+    created_unix_s: u64,
+    expires_unix_s: Option<u64>,
+    nonce: &'a str,
+    /// Body the Content-Digest is computed over (None: the real body).
+    digest_of: Option<&'a [u8]>,
+}
+
+impl Default for SignOpts<'_> {
+    fn default() -> Self {
+        let now = now_s();
+        SignOpts {
+            key_seed: CLIENT_SEED,
+            key_id: "client-1",
+            created_unix_s: now,
+            expires_unix_s: Some(now + 60),
+            nonce: "nonce-default",
+            digest_of: None,
+        }
+    }
+}
+
+fn signed(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &'static [u8],
+    opts: &SignOpts<'_>,
+) -> Request<Full<Bytes>> {
+    let req = plain(addr, method, path, body);
+    let (mut parts, full) = req.into_parts();
+    let mut components = vec!["@method", "@authority", "@path"];
+    if !body.is_empty() {
+        let digest_input = opts.digest_of.unwrap_or(body);
+        parts.headers.insert(
+            "content-digest",
+            digest::content_digest_header(digest_input),
+        );
+        components.push("content-digest");
+    }
+    let key = SigningKey::from_seed(&opts.key_seed);
+    sign_request(
+        &mut parts,
+        &key,
+        &SignParams {
+            key_id: opts.key_id,
+            label: "sig1",
+            components: &components,
+            created_unix_s: opts.created_unix_s,
+            expires_unix_s: opts.expires_unix_s,
+            nonce: Some(opts.nonce),
+        },
+    )
+    .unwrap();
+    Request::from_parts(parts, full)
+}
+
+fn find<'a>(receipts: &'a [Receipt], hash: &Hash32) -> &'a Receipt {
+    receipts
+        .iter()
+        .find(|r| r.hash().unwrap() == *hash)
+        .unwrap_or_else(|| panic!("no receipt with hash {hash}"))
+}
+
+fn assert_refused(
+    receipts: &[Receipt],
+    reply: &Reply,
+    status: StatusCode,
+    decision: Decision,
+) -> Receipt {
+    assert_eq!(reply.status, status, "body: {}", reply.body);
+    let r = find(receipts, &reply.receipt_hash()).clone();
+    assert_eq!(r.decision, decision, "{r:?}");
+    assert_eq!(r.status, status.as_u16());
+    assert_eq!(r.upstream_status, None);
+    assert_eq!(
+        r.response_hash,
+        metanode_core::hash::blake3_256(reply.body.as_bytes())
+    );
+    r
+}
+
+// ------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn signed_request_is_forwarded_with_a_receipt() {
+    let h = Harness::start("").await;
+    let addr = h.addr;
+    let body: &'static [u8] = b"{\"amount\": 5}";
+    let req = signed(
+        h.addr,
+        "POST",
+        "/signed/pay",
+        body,
+        &SignOpts {
+            nonce: "n-ok",
+            ..Default::default()
+        },
+    );
+    let ok = send(h.addr, req).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.body, "upstream POST /signed/pay key=client-1 len=13");
+
+    // Unsigned on an allow-with-receipt route: forwarded, no key.
+    let open = send(h.addr, plain(h.addr, "GET", "/open/page?x=1", b"")).await;
+    assert_eq!(open.status, StatusCode::OK);
+    assert_eq!(open.body, "upstream GET /open/page key=none len=0");
+
+    let (receipts, report) = h.finish().await;
+    let r = find(&receipts, &ok.receipt_hash());
+    assert_eq!(r.decision, Decision::Forwarded);
+    assert_eq!(r.key_id.as_deref(), Some("client-1"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_status, Some(200));
+    assert_eq!(r.client_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(r.policy_version, 1);
+    assert_eq!(
+        r.response_hash,
+        metanode_core::hash::blake3_256(ok.body.as_bytes())
+    );
+    let expected_request = metanode_cage::receipt::request_hash(
+        "POST",
+        &addr.to_string(),
+        "/signed/pay",
+        Some(&metanode_core::hash::blake3_256(body)),
+    );
+    assert_eq!(r.request_hash, expected_request);
+    let o = find(&receipts, &open.receipt_hash());
+    assert_eq!((o.decision, o.key_id.clone()), (Decision::Forwarded, None));
+    assert_eq!(report.metrics.requests(Decision::Forwarded), 2);
+    assert_eq!(report.metrics.upstream_latency_count, 2);
+}
+
+#[tokio::test]
+async fn signature_failures_get_4xx_and_receipts() {
+    let h = Harness::start("").await;
+    let a = h.addr;
+    let now = now_s();
+    let body: &'static [u8] = b"payload";
+
+    let wrong_key = send(
+        a,
+        signed(
+            a,
+            "POST",
+            "/signed/x",
+            body,
+            &SignOpts {
+                key_seed: [1; 32],
+                nonce: "n1",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let wrong_digest = send(
+        a,
+        signed(
+            a,
+            "POST",
+            "/signed/x",
+            body,
+            &SignOpts {
+                digest_of: Some(b"other"),
+                nonce: "n2",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let expired = send(
+        a,
+        signed(
+            a,
+            "POST",
+            "/signed/x",
+            body,
+            &SignOpts {
+                created_unix_s: now - 10,
+                expires_unix_s: Some(now - 5),
+                nonce: "n3",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let too_old = send(
+        a,
+        signed(
+            a,
+            "GET",
+            "/signed/x",
+            b"",
+            &SignOpts {
+                created_unix_s: now - 1000,
+                expires_unix_s: None,
+                nonce: "n3b",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let first = send(
+        a,
+        signed(
+            a,
+            "GET",
+            "/signed/replay",
+            b"",
+            &SignOpts {
+                nonce: "n4",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let replayed = send(
+        a,
+        signed(
+            a,
+            "GET",
+            "/signed/replay",
+            b"",
+            &SignOpts {
+                nonce: "n4",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let unknown = send(
+        a,
+        signed(
+            a,
+            "GET",
+            "/signed/x",
+            b"",
+            &SignOpts {
+                key_id: "nobody",
+                nonce: "n5",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let missing = send(a, plain(a, "GET", "/signed/x", b"")).await;
+    let mut garbage_req = plain(a, "GET", "/signed/x", b"");
+    garbage_req
+        .headers_mut()
+        .insert("signature-input", HeaderValue::from_static("sig1=((((("));
+    garbage_req
+        .headers_mut()
+        .insert("signature", HeaderValue::from_static("sig1=:AAAA:"));
+    let garbage = send(a, garbage_req).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+
+    let (receipts, _) = h.finish().await;
+    let r = assert_refused(
+        &receipts,
+        &wrong_key,
+        StatusCode::UNAUTHORIZED,
+        Decision::SignatureRejected,
+    );
+    assert!(!r.detail.is_empty());
+    let bad_sig_code = r.detail.clone();
+    // The digest header is covered and the signature is good: the body is
+    // what does not match.
+    let d = assert_refused(
+        &receipts,
+        &wrong_digest,
+        StatusCode::UNAUTHORIZED,
+        Decision::DigestMismatch,
+    );
+    assert_eq!(d.detail, "digest_mismatch");
+    let e = assert_refused(
+        &receipts,
+        &expired,
+        StatusCode::UNAUTHORIZED,
+        Decision::SignatureRejected,
+    );
+    let rp = assert_refused(
+        &receipts,
+        &replayed,
+        StatusCode::UNAUTHORIZED,
+        Decision::SignatureRejected,
+    );
+    let u = assert_refused(
+        &receipts,
+        &unknown,
+        StatusCode::UNAUTHORIZED,
+        Decision::SignatureRejected,
+    );
+    assert_refused(
+        &receipts,
+        &missing,
+        StatusCode::UNAUTHORIZED,
+        Decision::UnsignedRejected,
+    );
+    let g = assert_refused(
+        &receipts,
+        &garbage,
+        StatusCode::BAD_REQUEST,
+        Decision::SignatureRejected,
+    );
+    // Each failure kind carries its own httpsig code.
+    assert_eq!(bad_sig_code, "bad_signature");
+    assert_eq!(e.detail, "expired");
+    let t = assert_refused(
+        &receipts,
+        &too_old,
+        StatusCode::UNAUTHORIZED,
+        Decision::SignatureRejected,
+    );
+    assert_eq!(t.detail, "too_old");
+    assert_eq!(rp.detail, "replayed_nonce");
+    assert_eq!(u.detail, "unknown_key");
+    assert_eq!(g.detail, "malformed");
+    let ok = find(&receipts, &first.receipt_hash());
+    assert_eq!(ok.decision, Decision::Forwarded);
+}
+
+#[tokio::test]
+async fn body_limits_and_upstream_failures() {
+    let h = Harness::start(
+        "limits: { body_size_bytes_max: 1024 }\ntimeouts: { upstream_timeout_ms: 300 }\n",
+    )
+    .await;
+    let a = h.addr;
+    static BIG: [u8; 4096] = [b'x'; 4096];
+    let declared = send(a, plain(a, "POST", "/open/upload", &BIG)).await;
+    // Chunked: no Content-Length, the limit trips while reading.
+    let chunks: Vec<Bytes> = BIG.chunks(512).map(Bytes::from_static).collect();
+    let chunked_req = Request::builder()
+        .method("POST")
+        .uri("/open/upload")
+        .header("host", a.to_string())
+        .body(Chunks(chunks.into_iter()))
+        .unwrap();
+    let chunked = send_any(a, chunked_req).await;
+    let down = send(a, plain(a, "GET", "/down/x", b"")).await;
+    let slow = send(a, plain(a, "GET", "/open/slow", b"")).await;
+    let no_route = send(a, plain(a, "GET", "/elsewhere", b"")).await;
+
+    let (receipts, _) = h.finish().await;
+    assert_refused(
+        &receipts,
+        &declared,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Decision::BodyTooLarge,
+    );
+    assert_refused(
+        &receipts,
+        &chunked,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Decision::BodyTooLarge,
+    );
+    assert_refused(
+        &receipts,
+        &down,
+        StatusCode::BAD_GATEWAY,
+        Decision::UpstreamFailed,
+    );
+    assert_refused(
+        &receipts,
+        &slow,
+        StatusCode::GATEWAY_TIMEOUT,
+        Decision::UpstreamTimeout,
+    );
+    assert_refused(
+        &receipts,
+        &no_route,
+        StatusCode::NOT_FOUND,
+        Decision::NoRoute,
+    );
+}
+
+/// A request body of several chunks and no declared length, so hyper
+/// sends it chunked.
+struct Chunks(std::vec::IntoIter<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.next().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+async fn send_any<B>(addr: SocketAddr, req: Request<B>) -> Reply
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = connect_from(addr, Ipv4Addr::LOCALHOST).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn traffic_lights_red_yellow_and_runtime_swap() {
+    let h = Harness::start("").await;
+    let a = h.addr;
+    let red = send_from(a, RED_IP, plain(a, "GET", "/open/x", b"")).await;
+    let mut yellow = Vec::new();
+    for _ in 0..=YELLOW_BURST {
+        yellow.push(send_from(a, YELLOW_IP, plain(a, "GET", "/open/y", b"")).await);
+    }
+    // Swap in a policy that turns everything red.
+    let mut all_red = test_policy(2);
+    all_red.default_rule = rule(Verdict::Red, 0, 0, 1);
+    h.policy.swap(all_red);
+    let after_swap = send(a, plain(a, "GET", "/open/z", b"")).await;
+    h.policy.swap(test_policy(3));
+    let after_restore = send(a, plain(a, "GET", "/open/z", b"")).await;
+
+    let (receipts, _) = h.finish().await;
+    let r = assert_refused(&receipts, &red, StatusCode::FORBIDDEN, Decision::RedLight);
+    assert_eq!(r.detail, "region xx-blocked");
+    assert_eq!(r.client_ip, IpAddr::V4(RED_IP));
+    for ok in &yellow[..YELLOW_BURST as usize] {
+        assert_eq!(ok.status, StatusCode::OK);
+        assert_eq!(
+            find(&receipts, &ok.receipt_hash()).decision,
+            Decision::Forwarded
+        );
+    }
+    let y = assert_refused(
+        &receipts,
+        &yellow[YELLOW_BURST as usize],
+        StatusCode::TOO_MANY_REQUESTS,
+        Decision::YellowOverBudget,
+    );
+    assert_eq!(y.detail, "consent pending");
+    let s = assert_refused(
+        &receipts,
+        &after_swap,
+        StatusCode::FORBIDDEN,
+        Decision::RedLight,
+    );
+    assert_eq!(s.policy_version, 2);
+    assert_eq!(after_restore.status, StatusCode::OK);
+    assert_eq!(
+        find(&receipts, &after_restore.receipt_hash()).policy_version,
+        3
+    );
+}
+
+#[tokio::test]
+async fn per_ip_and_per_key_limits() {
+    let h = Harness::start("rate_limits: { per_key: { rate_per_s: 0, burst: 1 } }\n").await;
+    let a = h.addr;
+    let first = send(
+        a,
+        signed(
+            a,
+            "GET",
+            "/signed/k",
+            b"",
+            &SignOpts {
+                nonce: "k1",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let second = send(
+        a,
+        signed(
+            a,
+            "GET",
+            "/signed/k",
+            b"",
+            &SignOpts {
+                nonce: "k2",
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let (receipts, _) = h.finish().await;
+    assert_eq!(first.status, StatusCode::OK);
+    let r = assert_refused(
+        &receipts,
+        &second,
+        StatusCode::TOO_MANY_REQUESTS,
+        Decision::KeyRateLimited,
+    );
+    assert_eq!(r.key_id.as_deref(), Some("client-1"));
+
+    let h = Harness::start("rate_limits: { per_ip: { rate_per_s: 0, burst: 1 } }\n").await;
+    let a = h.addr;
+    let first = send(a, plain(a, "GET", "/open/ip", b"")).await;
+    let second = send(a, plain(a, "GET", "/open/ip", b"")).await;
+    let (receipts, _) = h.finish().await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_refused(
+        &receipts,
+        &second,
+        StatusCode::TOO_MANY_REQUESTS,
+        Decision::IpRateLimited,
+    );
+}
+
+/// Reads until EOF or error; returns what arrived and when it ended.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Instant>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (got, None),
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, Some(Instant::now())),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slowloris_and_idle_connections_are_closed() {
+    const HEADER_MS: u64 = 300;
+    const IDLE_MS: u64 = 600;
+    let h = Harness::start(&format!(
+        "timeouts: {{ header_read_timeout_ms: {HEADER_MS}, idle_timeout_ms: {IDLE_MS} }}\n"
+    ))
+    .await;
+    // Half a request head, then silence.
+    let mut slow = TcpStream::connect(h.addr).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET /open/x HTTP/1.1\r\nHost: cage\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (got, closed) = read_until_closed(&mut slow, Duration::from_secs(10)).await;
+    let closed = closed.expect("the cage closes a slowloris connection");
+    assert!(closed - started >= Duration::from_millis(HEADER_MS));
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+        "{got:?}"
+    );
+
+    // Trickling bytes does not extend the header deadline.
+    let mut trickle = TcpStream::connect(h.addr).await.unwrap();
+    let started = Instant::now();
+    trickle
+        .write_all(b"GET /open/x HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut closed_while_trickling = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if trickle.write_all(b"X-A: b\r\n").await.is_err() {
+            closed_while_trickling = true;
+            break;
+        }
+    }
+    let (_, closed) = read_until_closed(&mut trickle, Duration::from_secs(10)).await;
+    assert!(closed_while_trickling || closed.is_some());
+    assert!(started.elapsed() >= Duration::from_millis(HEADER_MS));
+
+    // A complete request is answered; the idle keep-alive connection is
+    // closed after the idle timeout.
+    let mut idle = TcpStream::connect(h.addr).await.unwrap();
+    idle.write_all(b"GET /open/idle HTTP/1.1\r\nHost: cage\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let answered = Instant::now();
+    let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(10)).await;
+    let closed = closed.expect("the cage closes an idle keep-alive connection");
+    assert!(closed - answered >= Duration::from_millis(IDLE_MS / 2));
+
+    // A malformed head: hyper answers 400, the cage writes the receipt.
+    let mut bad = TcpStream::connect(h.addr).await.unwrap();
+    bad.write_all(b"NOT A REQUEST\r\n\r\n").await.unwrap();
+    let (got, _) = read_until_closed(&mut bad, Duration::from_secs(10)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+
+    let (receipts, report) = h.finish().await;
+    let timeouts: Vec<&Receipt> = receipts
+        .iter()
+        .filter(|r| r.decision == Decision::HeaderReadTimeout)
+        .collect();
+    assert_eq!(timeouts.len(), 2, "{receipts:?}");
+    assert!(timeouts.iter().all(|r| r.status == 408));
+    let malformed: Vec<&Receipt> = receipts
+        .iter()
+        .filter(|r| r.decision == Decision::MalformedRequest)
+        .collect();
+    assert_eq!(malformed.len(), 1);
+    assert_eq!(malformed[0].status, 400);
+    assert_eq!(report.metrics.connections_closed_header_timeout, 2);
+    assert!(report.metrics.connections_closed_idle >= 1);
+}
+
+#[tokio::test]
+async fn tampered_receipt_file_is_detected() {
+    let h = Harness::start("").await;
+    for i in 0..7 {
+        let r = send(h.addr, plain(h.addr, "GET", &format!("/open/{i}"), b"")).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let (receipts, report, _dir, path) = h.finish_keeping_file().await;
+    assert_eq!(receipts.len(), 7);
+    assert!(report.receipts.batches_written >= 3, "{report:?}");
+    let node = SigningKey::from_seed(&NODE_SEED).public_key();
+    let good = std::fs::read(&path).unwrap();
+    // Flip one byte at a time across the file: every flip is detected.
+    for at in (8..good.len()).step_by(37) {
+        let mut bad = good.clone();
+        bad[at] ^= 0x40;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(
+            verify_receipts(&path, &node).is_err(),
+            "flip at {at} not detected"
+        );
+    }
+    std::fs::write(&path, &good).unwrap();
+    assert!(verify_receipts(&path, &node).is_ok());
+    let other = SigningKey::from_seed(&[1; 32]).public_key();
+    assert!(verify_receipts(&path, &other).is_err());
+}
+
+#[tokio::test]
+async fn tls_listener_serves_http11() {
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pem_dir = tempfile::tempdir().unwrap();
+    let cert_path = pem_dir.path().join("cert.pem");
+    let key_path = pem_dir.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let h = Harness::start(&format!(
+        "tls: {{ cert_pem: {}, key_pem: {} }}\n",
+        cert_path.display(),
+        key_path.display()
+    ))
+    .await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(certified.cert.der().to_vec()))
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = TcpStream::connect(h.addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(plain(h.addr, "GET", "/open/tls", b""))
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"upstream GET /open/tls key=none len=0");
+    let reply = Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+
+    // A client that never finishes the handshake is dropped, not served.
+    let mut plain_tcp = TcpStream::connect(h.addr).await.unwrap();
+    plain_tcp
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, closed) = read_until_closed(&mut plain_tcp, Duration::from_secs(15)).await;
+    assert!(closed.is_some());
+    assert!(!got.starts_with(b"HTTP/1.1 200"));
+
+    let (receipts, report) = h.finish().await;
+    let r = find(&receipts, &reply.receipt_hash());
+    assert_eq!(r.decision, Decision::Forwarded);
+    assert_eq!(report.metrics.tls_handshakes_failed, 1);
+}

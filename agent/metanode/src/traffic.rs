@@ -1,0 +1,231 @@
+//! The node's `traffic:` section at run time: one BISO policy compiled once
+//! and enforced in two places, the XDP traffic lights on the configured
+//! interfaces and the HTTP Cage, with every policy change signed into the
+//! decision log.
+//!
+//! Order at start: compile the policy (a bad policy stops the node before
+//! anything is enforced) → decision log → XDP (load with maps pinned under
+//! `traffic.xdp_pin_dir`, apply, attach) → cage. The pinned maps and links outlive the
+//! agent, so a restarting agent keeps enforcing the last policy until it has
+//! applied the new one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, anyhow};
+use metanode_api::TrafficMetricsSource;
+use metanode_biso::{DecisionKind, DecisionLog};
+use metanode_cage::{CageConfig, Metrics as CageMetrics, PolicyHandle, ServeReport};
+use metanode_core::config::{NodeConfig, TrafficConfig, XdpMode};
+use metanode_core::keys::{Overwrite, SigningKey, SigningKeyFile};
+use metanode_ebpf::{AttachMode, TrafficLights};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::cmd_biso::load_compiled;
+use crate::output::Output;
+
+/// What the agent holds while the traffic section runs.
+#[derive(Debug)]
+pub struct Traffic {
+    lights: Option<Arc<Mutex<TrafficLights>>>,
+    cage: Option<RunningCage>,
+}
+
+#[derive(Debug)]
+struct RunningCage {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<ServeReport>,
+    metrics: Arc<CageMetrics>,
+}
+
+/// Scrape-time rendering of the XDP counters and cage metrics.
+#[derive(Debug)]
+pub struct TrafficMetrics {
+    lights: Option<Arc<Mutex<TrafficLights>>>,
+    cage: Option<Arc<CageMetrics>>,
+}
+
+impl TrafficMetricsSource for TrafficMetrics {
+    fn render(&self, out: &mut String) {
+        if let Some(lights) = &self.lights {
+            let counters = match lights.lock() {
+                Ok(l) => l.counters(),
+                Err(poisoned) => poisoned.into_inner().counters(),
+            };
+            match counters {
+                Ok(c) => metanode_ebpf::render_prometheus(&c, out),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the XDP counters failed");
+                    out.push_str(&format!("# XDP counters unavailable: {e}\n"));
+                }
+            }
+        }
+        if let Some(cage) = &self.cage {
+            metanode_cage::render_prometheus(&cage.snapshot(), out);
+        }
+    }
+}
+
+/// The node key signs the decision log and the cage's receipts. A node
+/// without one (first boot) gets a fresh key, written 0600; an existing
+/// file that does not load is an error, never silently replaced.
+fn node_key(cfg: &NodeConfig) -> anyhow::Result<SigningKey> {
+    let path = cfg.key_file_path();
+    let file = SigningKeyFile::new(&path);
+    if !path.exists() {
+        let key = SigningKey::generate().map_err(|e| anyhow!("generating a node key: {e}"))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        file.save(&key, Overwrite::Refuse)
+            .with_context(|| format!("writing the new node key {}", path.display()))?;
+        tracing::info!(key = %key.public_key(), path = %path.display(), "generated the node key");
+        return Ok(key);
+    }
+    file.load()
+        .with_context(|| format!("loading the node key {} (node.key_file)", path.display()))
+}
+
+fn decision_log_path(cfg: &NodeConfig) -> PathBuf {
+    cfg.node.data_dir.join("biso").join("decisions.log")
+}
+
+/// Opens the decision log, recovering a torn tail a crash left (an entry
+/// that was never acknowledged), and creating it on first use.
+fn open_log(path: &Path, key: &SigningKey) -> anyhow::Result<DecisionLog> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match DecisionLog::open(path, &key.public_key()) {
+        Ok(log) => Ok(log),
+        Err(first) => {
+            let recovered = DecisionLog::recover_torn_tail(path, &key.public_key())
+                .map_err(|e| anyhow!("decision log {}: {first}; recovery: {e}", path.display()))?;
+            tracing::warn!(log = %path.display(), ?recovered, "cut a torn entry off the decision log");
+            DecisionLog::open(path, &key.public_key())
+                .with_context(|| format!("reopening the decision log {}", path.display()))
+        }
+    }
+}
+
+pub async fn start(
+    cfg: &NodeConfig,
+    section: &TrafficConfig,
+    out: &Output,
+) -> anyhow::Result<(Traffic, TrafficMetrics)> {
+    let key = node_key(cfg)?;
+    let log_path = decision_log_path(cfg);
+    let mut log = open_log(&log_path, &key)?;
+    let (policy, probe) = load_compiled(&section.policy, 1)
+        .with_context(|| format!("traffic.policy {}", section.policy.display()))?;
+    // The version counts distinct policies this node has applied: the same
+    // policy on a restart keeps its version (and writes no log entry).
+    let last = log.summary().policy;
+    let version = match last {
+        Some(p) if p.policy_digest == probe.policy_digest => p.policy_version,
+        Some(p) => p.policy_version + 1,
+        None => 1,
+    };
+    let (_, compiled) = load_compiled(&section.policy, version)?;
+    if last.map(|p| p.policy_digest) != Some(compiled.policy_digest) {
+        log.append_now(&key, DecisionKind::policy_applied(&compiled, policy.mode))
+            .with_context(|| format!("signing the policy into {}", log_path.display()))?;
+    }
+
+    let lights = if section.xdp_interfaces.is_empty() {
+        None
+    } else {
+        let compiled = compiled.clone();
+        let interfaces = section.xdp_interfaces.clone();
+        let pin_dir = section.xdp_pin_dir.clone();
+        let mode = match section.xdp_mode {
+            XdpMode::Native => AttachMode::Native,
+            XdpMode::Generic => AttachMode::Generic,
+        };
+        let lights = tokio::task::spawn_blocking(move || -> anyhow::Result<TrafficLights> {
+            let mut lights =
+                TrafficLights::load(Some(&pin_dir)).context("loading the XDP traffic lights")?;
+            lights
+                .apply(&compiled)
+                .context("writing the policy into the XDP maps")?;
+            for ifname in &interfaces {
+                lights.attach(ifname, mode).with_context(|| {
+                    format!("attaching XDP to {ifname} (traffic.xdp_interfaces)")
+                })?;
+            }
+            Ok(lights)
+        })
+        .await
+        .context("starting XDP panicked")??;
+        Some(Arc::new(Mutex::new(lights)))
+    };
+
+    let cage = match &section.cage {
+        None => None,
+        Some(path) => {
+            let config = CageConfig::load(path).map_err(|e| anyhow!("traffic.cage: {e}"))?;
+            let server =
+                metanode_cage::Server::bind(config, PolicyHandle::new(compiled.clone()), key)
+                    .await
+                    .map_err(|e| anyhow!("starting the cage (traffic.cage): {e}"))?;
+            let metrics = server.metrics();
+            let listen = server.local_addr();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(server.run(async move {
+                let _ = stopped.await;
+            }));
+            out.emit(
+                &format!("metanode: cage listening on {listen}"),
+                &json!({"event": "cage_listening", "listen": listen.to_string()}),
+            );
+            Some(RunningCage {
+                stop,
+                task,
+                metrics,
+            })
+        }
+    };
+
+    out.emit(
+        &format!(
+            "metanode: traffic policy v{version} ({}) enforced at XDP on [{}] and {}",
+            hex::encode(&compiled.policy_digest[..8]),
+            section.xdp_interfaces.join(", "),
+            if cage.is_some() {
+                "in the cage"
+            } else {
+                "no cage"
+            }
+        ),
+        &json!({"event": "traffic", "policy_version": version,
+                "policy_digest": hex::encode(compiled.policy_digest),
+                "xdp_interfaces": section.xdp_interfaces, "cage": cage.is_some()}),
+    );
+    let metrics = TrafficMetrics {
+        lights: lights.clone(),
+        cage: cage.as_ref().map(|c| c.metrics.clone()),
+    };
+    Ok((Traffic { lights, cage }, metrics))
+}
+
+impl Traffic {
+    /// Stops the cage (draining it and writing its last receipt batch). The
+    /// XDP program stays attached through its pinned link: packet policy
+    /// does not lapse while the agent restarts.
+    pub async fn shutdown(self) {
+        if let Some(cage) = self.cage {
+            let _ = cage.stop.send(());
+            match cage.task.await {
+                Ok(report) => match report.receipts.error {
+                    None => {
+                        tracing::info!(receipts = report.receipts.receipts_written, "cage stopped")
+                    }
+                    Some(e) => tracing::error!(error = %e, "cage receipts failed"),
+                },
+                Err(e) => tracing::error!(error = %e, "the cage task failed"),
+            }
+        }
+        drop(self.lights);
+    }
+}

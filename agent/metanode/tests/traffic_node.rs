@@ -1,0 +1,370 @@
+//! One node config, one BISO policy, enforced in two places: the agent
+//! attaches the XDP traffic lights to a veth and runs the HTTP Cage, both
+//! from its `traffic:` section. Traffic comes from a network namespace this
+//! test creates, from a green, a red and a yellow source address. Needs root
+//! (XDP, namespaces); without it the test prints why it skipped.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Agent, get};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+const GREEN: Ipv4Addr = Ipv4Addr::new(10, 78, 1, 2);
+const RED: Ipv4Addr = Ipv4Addr::new(10, 78, 2, 2);
+const YELLOW: Ipv4Addr = Ipv4Addr::new(10, 78, 3, 2);
+const HOST: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+/// A loopback source the policy blocks: loopback has no XDP program, so
+/// only the cage can refuse it (the cage's own red light).
+const RED_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A namespace joined to the host by a veth pair; removed on drop (which
+/// also removes the host end and anything attached to it).
+struct Netns {
+    name: String,
+    host_if: String,
+    pin_dir: PathBuf,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let tag = std::process::id() % 100_000;
+        let ns = Netns {
+            name: format!("mntraffic-{tag}"),
+            host_if: format!("mnth{tag}"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/metanode-test-{tag}")),
+        };
+        let peer = format!("mntp{tag}");
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ]);
+        ip(&["link", "set", &peer, "netns", &ns.name]);
+        ip(&["addr", "add", &format!("{HOST}/16"), "dev", &ns.host_if]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        for a in [GREEN, RED, YELLOW] {
+            ip(&[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{a}/16"),
+                "dev",
+                &peer,
+            ]);
+        }
+        ip(&["-n", &ns.name, "link", "set", &peer, "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread that has entered the namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a namespace fd we own, affecting only this
+            // thread (network namespaces are per thread).
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// One GET through the cage from `source`; the status, or None when no
+/// connection could be made (the SYN was dropped).
+fn get_from(source: Ipv4Addr, to: SocketAddr) -> Option<u16> {
+    let socket = socket2_connect(source, to)?;
+    let mut s = socket;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /hello HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.get(9..12)?.parse().ok()
+}
+
+/// connect() from a bound source address with a bounded wait.
+fn socket2_connect(source: Ipv4Addr, to: SocketAddr) -> Option<TcpStream> {
+    // std has no bind-before-connect; do it with libc.
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); the fd is owned by the TcpStream below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0);
+    // SAFETY: fd is a fresh socket we own; from_raw_fd takes ownership.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let sockaddr = |a: SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = sockaddr(SocketAddrV4::new(source, 0));
+    let SocketAddr::V4(remote) = to else {
+        panic!("ipv4 only")
+    };
+    let remote = sockaddr(remote);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: valid sockaddr_in of the given length for our socket.
+    let rc = unsafe { libc::bind(fd, (&raw const local).cast(), len) };
+    assert_eq!(rc, 0, "bind {source}: {}", std::io::Error::last_os_error());
+    // A dropped SYN would retry for minutes: bound the connect with
+    // TCP_SYNCNT (1 retry: about 3 s) instead of a non-blocking dance.
+    let syn_count: libc::c_int = 1;
+    // SAFETY: setsockopt with a c_int value on our socket.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_SYNCNT,
+            (&raw const syn_count).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    // SAFETY: as for bind.
+    let rc = unsafe { libc::connect(fd, (&raw const remote).cast(), len) };
+    (rc == 0).then_some(stream)
+}
+
+/// A one-line HTTP upstream on loopback: answers every request "ok".
+fn upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn write_files(dir: &Path, ns: &Netns, cage_port: u16, upstream: SocketAddr) -> PathBuf {
+    let policy = dir.join("biso.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nmode: normal\n\
+             data: {{ class: General, purposes: [test], encryption: {{ in_transit: true, at_rest: true }}, retention_days_max: 30 }}\n\
+             regions:\n\
+             \x20 - {{ cidr: 10.78.0.0/24, region: host }}\n\
+             \x20 - {{ cidr: 10.78.1.0/24, region: green-land }}\n\
+             \x20 - {{ cidr: 10.78.2.0/24, region: blocked-land }}\n\
+             \x20 - {{ cidr: 10.78.3.0/24, region: pending-land }}\n\
+             \x20 - {{ cidr: 127.0.0.0/8, region: host }}\n\
+             \x20 - {{ cidr: {RED_LOOPBACK}/32, region: blocked-land }}\n\
+             unknown_region: unknown\n\
+             blocked_regions: [blocked-land]\n\
+             consent: {{ pending-land: pending }}\n\
+             yellow: {{ rate_per_s: 1, burst: 2, sample_one_in: 1 }}\n"
+        ),
+    )
+    .expect("write policy");
+    let cage = dir.join("cage.yaml");
+    std::fs::write(
+        &cage,
+        format!(
+            "listen: 0.0.0.0:{cage_port}\nroutes:\n  - {{ path_prefix: /, upstream: \"{upstream}\", unsigned: allow-with-receipt }}\n\
+             receipts: {{ path: {} }}\n",
+            dir.join("receipts.log").display()
+        ),
+    )
+    .expect("write cage config");
+    let config = dir.join("node.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node:\n  name: traffic-test\n  data_dir: {}\n\
+             traffic:\n  policy: {}\n  xdp_interfaces: [{}]\n  xdp_mode: native\n  xdp_pin_dir: {}\n  cage: {}\n",
+            dir.join("data").display(),
+            policy.display(),
+            ns.host_if,
+            ns.pin_dir.display(),
+            cage.display()
+        ),
+    )
+    .expect("write node config");
+    config
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_start:?} in:\n{text}"))
+}
+
+#[test]
+fn one_policy_enforced_at_xdp_and_in_the_cage() {
+    if !is_root() {
+        eprintln!("skipped: needs root (XDP and network namespaces)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ns = Netns::create();
+    let cage_port = free_port();
+    let config = write_files(tmp.path(), &ns, cage_port, upstream());
+    let config_arg = config.to_str().expect("utf-8").to_string();
+    let agent = Agent::start_args(
+        &["agent", "--config", &config_arg],
+        &tmp.path().join("data"),
+    );
+    let cage = SocketAddr::from((HOST, cage_port));
+
+    // Green: through XDP and the cage to the upstream.
+    let status = ns.run(move || get_from(GREEN, cage));
+    assert_eq!(status, Some(200), "green source; log:\n{}", agent.log());
+    // Red at XDP: the SYN never arrives, so no connection at all.
+    let status = ns.run(move || get_from(RED, cage));
+    assert_eq!(status, None, "red source must not connect");
+    // Red in the cage: loopback has no XDP, the cage's light refuses.
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, cage_port));
+    assert_eq!(get_from(RED_LOOPBACK, loopback), Some(403));
+    assert_eq!(get_from(Ipv4Addr::LOCALHOST, loopback), Some(200));
+    // Yellow at XDP: 1 packet/s, burst 2 per source. 20 UDP datagrams
+    // sent back to back: most are limited.
+    ns.run(move || {
+        let s = UdpSocket::bind((YELLOW, 0)).expect("bind yellow");
+        for _ in 0..20 {
+            let _ = s.send_to(b"yellow", (HOST, 9));
+        }
+    });
+
+    let r = get(agent.addr, "/metrics/traffic");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).expect("utf-8");
+    assert!(
+        metric(
+            &text,
+            "metanode_xdp_packets_total{light=\"red\",outcome=\"drop\"}"
+        ) >= 1,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "metanode_xdp_packets_total{light=\"green\",outcome=\"pass\"}"
+        ) >= 3,
+        "{text}"
+    );
+    let limited = metric(
+        &text,
+        "metanode_xdp_packets_total{light=\"yellow\",outcome=\"limited\"}",
+    );
+    let passed = metric(
+        &text,
+        "metanode_xdp_packets_total{light=\"yellow\",outcome=\"pass\"}",
+    );
+    assert_eq!(limited + passed, 20, "{text}");
+    assert!(limited >= 20 - 2 * 2, "limited {limited}: {text}");
+    assert!(
+        metric(
+            &text,
+            "metanode_cage_requests_total{decision=\"forwarded\"}"
+        ) >= 2,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "metanode_cage_requests_total{decision=\"red_light\"}"
+        ) >= 1,
+        "{text}"
+    );
+
+    // The decision log holds the signed policy application.
+    let key_file = tmp.path().join("data/node.key");
+    assert!(key_file.exists(), "the node generated its key");
+    assert!(agent.stop().success());
+
+    // The agent is gone, the pinned XDP link is not: red is still dropped.
+    let l = TcpListener::bind((HOST, 0)).expect("bind host listener");
+    let after = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            drop(c);
+        }
+    });
+    assert!(
+        ns.run(move || socket2_connect(RED, after)).is_none(),
+        "red must stay dropped after the agent exits"
+    );
+    assert!(
+        ns.run(move || socket2_connect(GREEN, after)).is_some(),
+        "green still passes"
+    );
+}

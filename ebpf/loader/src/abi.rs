@@ -1,0 +1,145 @@
+//! Rust mirrors of ebpf/xdp/biso.h. Sizes are asserted at compile time;
+//! field order and padding must match the C structs exactly.
+
+use metanode_biso::compiled::Rule;
+
+use crate::limits::NS_PER_S;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RuleAbi {
+    pub(crate) verdict: u8,
+    pub(crate) _pad0: u8,
+    pub(crate) reason_id: u16,
+    pub(crate) sample_one_in: u32,
+    pub(crate) rate_per_s: u32,
+    pub(crate) burst: u32,
+    pub(crate) cost_credit: u64,
+    pub(crate) credit_max: u64,
+    pub(crate) fill_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SlotAbi {
+    pub(crate) version: u64,
+    pub(crate) loaded: u32,
+    pub(crate) _pad0: u32,
+    pub(crate) default_rule: RuleAbi,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CtlAbi {
+    pub(crate) active_slot: u32,
+    pub(crate) _pad0: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct SrcAbi {
+    pub(crate) family: u8,
+    pub(crate) _pad0: [u8; 3],
+    pub(crate) addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BucketAbi {
+    pub(crate) credit: u64,
+    pub(crate) last_ns: u64,
+}
+
+pub(crate) const SAMPLE_BYTES: usize = 64;
+
+/// `enum biso_counter`: indices into the per-CPU counters array.
+pub(crate) mod counter {
+    pub(crate) const GREEN_PACKETS: usize = 0;
+    pub(crate) const GREEN_BYTES: usize = 1;
+    pub(crate) const YELLOW_PASS_PACKETS: usize = 2;
+    pub(crate) const YELLOW_PASS_BYTES: usize = 3;
+    pub(crate) const YELLOW_LIMITED_PACKETS: usize = 4;
+    pub(crate) const YELLOW_LIMITED_BYTES: usize = 5;
+    pub(crate) const RED_PACKETS: usize = 6;
+    pub(crate) const RED_BYTES: usize = 7;
+    pub(crate) const NON_IP_PACKETS: usize = 8;
+    pub(crate) const NO_POLICY_PACKETS: usize = 9;
+    pub(crate) const FRAGMENT_PACKETS: usize = 10;
+    pub(crate) const SAMPLES: usize = 11;
+    pub(crate) const SAMPLES_LOST: usize = 12;
+    pub(crate) const ETH_TRUNCATED: usize = 13;
+    pub(crate) const VLAN_TRUNCATED: usize = 14;
+    pub(crate) const VLAN_TOO_MANY: usize = 15;
+    pub(crate) const IPV4_TRUNCATED: usize = 16;
+    pub(crate) const IPV4_BAD_VERSION: usize = 17;
+    pub(crate) const IPV4_BAD_IHL: usize = 18;
+    pub(crate) const IPV4_BAD_TOTAL_LEN: usize = 19;
+    pub(crate) const IPV6_TRUNCATED: usize = 20;
+    pub(crate) const IPV6_BAD_VERSION: usize = 21;
+    pub(crate) const IPV6_BAD_PAYLOAD_LEN: usize = 22;
+    pub(crate) const IPV6_EXT_TRUNCATED: usize = 23;
+    pub(crate) const IPV6_EXT_TOO_MANY: usize = 24;
+    pub(crate) const COUNT: usize = 25;
+}
+
+pub(crate) type CountersAbi = [u64; counter::COUNT];
+
+const _: () = assert!(size_of::<RuleAbi>() == 40);
+const _: () = assert!(size_of::<SlotAbi>() == 56);
+const _: () = assert!(size_of::<CtlAbi>() == 8);
+const _: () = assert!(size_of::<SrcAbi>() == 20);
+const _: () = assert!(size_of::<BucketAbi>() == 16);
+const _: () = assert!(size_of::<CountersAbi>() == 200);
+
+// SAFETY: repr(C) structs of integers and byte arrays whose padding is spelled
+// out as fields (sizes asserted above), so every bit pattern is a valid value
+// and no byte is uninitialised when aya copies them to or from the kernel.
+unsafe impl aya::Pod for RuleAbi {}
+// SAFETY: as for RuleAbi.
+unsafe impl aya::Pod for SlotAbi {}
+// SAFETY: as for RuleAbi.
+unsafe impl aya::Pod for CtlAbi {}
+// SAFETY: as for RuleAbi.
+unsafe impl aya::Pod for SrcAbi {}
+// SAFETY: as for RuleAbi.
+unsafe impl aya::Pod for BucketAbi {}
+
+impl RuleAbi {
+    /// The kernel form of a rule for a machine with `possible_cpus` CPUs.
+    ///
+    /// Buckets are per CPU, so each CPU must admit `1 / possible_cpus` of the
+    /// policy's rate and burst. Rather than dividing (and rounding small rates
+    /// to zero) the packet cost is multiplied: a packet costs
+    /// `NS_PER_S * possible_cpus` credit while a bucket gains `rate_per_s`
+    /// credit per nanosecond and holds at most `burst * NS_PER_S`. Each CPU
+    /// thus admits exactly `rate_per_s / possible_cpus` packets per second and
+    /// a burst of `burst / possible_cpus` packets, rounded up to one whole
+    /// packet when `burst` is non-zero (so a burst below the CPU count still
+    /// lets traffic through). `burst == 0` admits nothing.
+    pub(crate) fn from_rule(rule: &Rule, possible_cpus: u32) -> Self {
+        let cost_credit = NS_PER_S * u64::from(possible_cpus.max(1));
+        let burst_credit = u64::from(rule.rate.burst) * NS_PER_S;
+        let credit_max = if rule.rate.burst == 0 {
+            0
+        } else {
+            burst_credit.max(cost_credit)
+        };
+        // Refilling for at least fill_ns saturates the bucket, so the kernel
+        // only multiplies elapsed_ns * rate_per_s below credit_max: no overflow.
+        let fill_ns = match u64::from(rule.rate.rate_per_s) {
+            0 => u64::MAX,
+            rate => credit_max.div_ceil(rate),
+        };
+        RuleAbi {
+            verdict: rule.verdict as u8,
+            _pad0: 0,
+            reason_id: rule.reason_id,
+            sample_one_in: rule.sample_one_in,
+            rate_per_s: rule.rate.rate_per_s,
+            burst: rule.rate.burst,
+            cost_credit,
+            credit_max,
+            fill_ns,
+        }
+    }
+}

@@ -1,0 +1,829 @@
+//! `TrafficLights`: loads ebpf/xdp/biso.c, pins its maps, attaches it,
+//! swaps policies and reads counters and samples.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt, fs, io,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        Array, ArrayOfMaps, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use metanode_biso::compiled::CompiledPolicy;
+
+use crate::{
+    abi::{BucketAbi, CountersAbi, CtlAbi, RuleAbi, SlotAbi, SrcAbi},
+    counters::Counters,
+    limits::{
+        BUCKET_SOURCES_MAX, SAMPLES_DRAIN_MAX, SAMPLES_RING_BYTES, TEST_RUN_PACKET_BYTES_MAX,
+        TEST_RUN_PACKET_BYTES_MIN, V4_PREFIXES_MAX, V6_PREFIXES_MAX,
+    },
+    sample::Sample,
+    sys,
+};
+
+static BISO_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/biso.o"));
+
+const PROGRAM: &str = "biso_xdp";
+pub(crate) const MAP_CTL: &str = "biso_ctl";
+pub(crate) const MAP_SLOTS: &str = "biso_slots";
+pub(crate) const MAP_V4: [&str; 2] = ["biso_v4_0", "biso_v4_1"];
+pub(crate) const MAP_V6: [&str; 2] = ["biso_v6_0", "biso_v6_1"];
+pub(crate) const MAP_BUCKETS: &str = "biso_buckets";
+pub(crate) const MAP_COUNTERS: &str = "biso_counters";
+const MAP_SAMPLES: &str = "biso_samples";
+const MAP_GRACE: &str = "biso_grace";
+const MAP_GRACE_INNER: &str = "biso_grace_inner";
+
+/// Maps that hold policy, buckets, counters and samples: pinned so a new
+/// agent process (and the still-attached program) share them.
+const PINNED_MAPS: [&str; 9] = [
+    MAP_CTL,
+    MAP_SLOTS,
+    MAP_V4[0],
+    MAP_V4[1],
+    MAP_V6[0],
+    MAP_V6[1],
+    MAP_BUCKETS,
+    MAP_COUNTERS,
+    MAP_SAMPLES,
+];
+
+/// bpffs is mounted here when a pin directory below it is asked for and it
+/// is not mounted yet.
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+/// Linux IFNAMSIZ - 1.
+const IFNAME_BYTES_MAX: usize = 15;
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (XDP_FLAGS_DRV_MODE); the fast path, needs driver support.
+    Native,
+    /// In the generic network stack (XDP_FLAGS_SKB_MODE); works everywhere.
+    Generic,
+}
+
+/// What `apply` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub version: u64,
+    /// Version that was live before, if any.
+    pub previous_version: Option<u64>,
+    /// The slot (0 or 1) that is now live.
+    pub slot: u32,
+    pub v4_prefixes_count: usize,
+    pub v6_prefixes_count: usize,
+    /// Prefixes of the previous contents of `slot` that were removed.
+    pub stale_prefixes_removed_count: usize,
+    /// CPUs the token bucket rate and burst were divided over.
+    pub possible_cpus: u32,
+}
+
+/// XDP return code of a test run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAction {
+    Aborted,
+    Drop,
+    Pass,
+    Tx,
+    Redirect,
+    Unknown(u32),
+}
+
+impl XdpAction {
+    pub(crate) fn from_retval(retval: u32) -> Self {
+        match retval {
+            0 => XdpAction::Aborted,
+            1 => XdpAction::Drop,
+            2 => XdpAction::Pass,
+            3 => XdpAction::Tx,
+            4 => XdpAction::Redirect,
+            other => XdpAction::Unknown(other),
+        }
+    }
+}
+
+/// Result of `test_run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    /// The action of the last repetition.
+    pub action: XdpAction,
+    /// Mean kernel-measured run time per repetition.
+    pub ns_per_packet: u32,
+    pub repeat: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading the possible CPUs from {path}")]
+    PossibleCpus {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pin directory {path} is not on a bpffs (only {BPFFS_ROOT} is mounted automatically)")]
+    NotBpffs { path: PathBuf },
+    #[error("mounting bpffs on {path}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("checking or creating pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("loading the BISO object and creating or opening its maps")]
+    Object {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("program {PROGRAM} missing from the BISO object")]
+    MissingProgram,
+    #[error("map {name} missing from the BISO object")]
+    MissingMap { name: &'static str },
+    #[error(
+        "map {name} does not have the expected type or layout (a pinned map from another version?)"
+    )]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("loading program {PROGRAM} into the kernel (verifier)")]
+    Program {
+        #[source]
+        source: ProgramError,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("interface name {ifname:?} is not a valid Linux interface name")]
+    BadInterfaceName { ifname: String },
+    #[error("already attached to interface {ifname}")]
+    AlreadyAttached { ifname: String },
+    #[error("program {PROGRAM} unavailable")]
+    Program {
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching to interface {ifname} in {mode:?} mode")]
+    Attach {
+        ifname: String,
+        mode: AttachMode,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attachment to interface {ifname} is not a bpf_link, so it cannot be pinned")]
+    NotALink {
+        ifname: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("pinning the link of interface {ifname} at {path}")]
+    Pin {
+        ifname: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("creating link pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetachError {
+    #[error("not attached to interface {ifname}")]
+    NotAttached { ifname: String },
+    #[error("opening the pinned link of interface {ifname} at {path}")]
+    OpenPin {
+        ifname: String,
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error("removing the pinned link of interface {ifname} at {path}")]
+    Unpin {
+        ifname: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "policy version {version} has {count} {family} prefixes, more than the {max} the maps hold"
+    )]
+    TooManyPrefixes {
+        version: u64,
+        family: &'static str,
+        count: usize,
+        max: u32,
+    },
+    #[error("map {name} missing")]
+    MissingMap { name: &'static str },
+    #[error("reading or writing map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("writing prefix {prefix} into map {name}")]
+    Insert {
+        name: &'static str,
+        prefix: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("flipping map {MAP_CTL} to slot {slot} for policy version {version}")]
+    Flip {
+        slot: u32,
+        version: u64,
+        #[source]
+        source: MapError,
+    },
+    #[error("waiting for packets on the previous slot via map {MAP_GRACE}")]
+    Grace {
+        #[source]
+        source: MapError,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CountersError {
+    #[error("map {MAP_COUNTERS} missing")]
+    MissingMap,
+    #[error("reading map {MAP_COUNTERS}")]
+    Map {
+        #[source]
+        source: MapError,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestRunError {
+    #[error("test packet of {len} bytes outside [{min}, {max}] bytes")]
+    PacketLength { len: usize, min: usize, max: usize },
+    #[error("program {PROGRAM} unavailable")]
+    Program {
+        #[source]
+        source: ProgramError,
+    },
+    #[error("BPF_PROG_TEST_RUN of a {len}-byte packet x{repeat}")]
+    Syscall {
+        len: usize,
+        repeat: u32,
+        #[source]
+        source: io::Error,
+    },
+}
+
+struct Attached {
+    /// Dropping it detaches, unless `pin_path` still exists in bpffs.
+    _link: FdLink,
+    pin_path: Option<PathBuf>,
+}
+
+/// The loaded BISO XDP program and its maps.
+pub struct TrafficLights {
+    ebpf: Ebpf,
+    samples: RingBuf<MapData>,
+    grace_inner: Array<MapData, u32>,
+    pin_dir: Option<PathBuf>,
+    links: BTreeMap<String, Attached>,
+    possible_cpus: u32,
+}
+
+impl fmt::Debug for TrafficLights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrafficLights")
+            .field("pin_dir", &self.pin_dir)
+            .field("attached", &self.links.keys().collect::<Vec<_>>())
+            .field("possible_cpus", &self.possible_cpus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrafficLights {
+    /// Loads the program. With `pin_dir`, maps live in `pin_dir/maps/` and
+    /// links in `pin_dir/links/`; maps already pinned there are reused (with
+    /// their policy, buckets and counters), which is how a restarted agent
+    /// picks up where the last one stopped. bpffs is mounted on /sys/fs/bpf
+    /// first if `pin_dir` is below it and it is not mounted.
+    pub fn load(pin_dir: Option<&Path>) -> Result<Self, LoadError> {
+        let possible_cpus = aya::util::nr_cpus()
+            .map_err(|(path, source)| LoadError::PossibleCpus { path, source })?;
+        let possible_cpus = u32::try_from(possible_cpus).unwrap_or(u32::MAX);
+        let mut loader = EbpfLoader::new();
+        for name in MAP_V4 {
+            loader.map_max_entries(name, V4_PREFIXES_MAX);
+        }
+        for name in MAP_V6 {
+            loader.map_max_entries(name, V6_PREFIXES_MAX);
+        }
+        loader.map_max_entries(MAP_BUCKETS, BUCKET_SOURCES_MAX);
+        loader.map_max_entries(MAP_SAMPLES, SAMPLES_RING_BYTES);
+        if let Some(dir) = pin_dir {
+            prepare_pin_dir(dir)?;
+            let maps_dir = dir.join("maps");
+            fs::create_dir_all(&maps_dir).map_err(|source| LoadError::PinDir {
+                path: maps_dir.clone(),
+                source,
+            })?;
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, maps_dir.join(name));
+            }
+        }
+        let mut ebpf = loader
+            .load(BISO_OBJECT)
+            .map_err(|source| LoadError::Object { source })?;
+        check_map_layouts(&ebpf)?;
+        {
+            let program: &mut Xdp = ebpf
+                .program_mut(PROGRAM)
+                .ok_or(LoadError::MissingProgram)?
+                .try_into()
+                .map_err(|source| LoadError::Program { source })?;
+            program
+                .load()
+                .map_err(|source| LoadError::Program { source })?;
+        }
+        let samples_map = ebpf
+            .take_map(MAP_SAMPLES)
+            .ok_or(LoadError::MissingMap { name: MAP_SAMPLES })?;
+        let samples = RingBuf::try_from(samples_map).map_err(|source| LoadError::Map {
+            name: MAP_SAMPLES,
+            source,
+        })?;
+        let grace_map = ebpf
+            .take_map(MAP_GRACE_INNER)
+            .ok_or(LoadError::MissingMap {
+                name: MAP_GRACE_INNER,
+            })?;
+        let grace_inner = Array::try_from(grace_map).map_err(|source| LoadError::Map {
+            name: MAP_GRACE_INNER,
+            source,
+        })?;
+        Ok(TrafficLights {
+            ebpf,
+            samples,
+            grace_inner,
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            links: BTreeMap::new(),
+            possible_cpus,
+        })
+    }
+
+    /// CPUs the kernel may run the program on (per-CPU buckets and counters).
+    pub fn possible_cpus(&self) -> u32 {
+        self.possible_cpus
+    }
+
+    /// Attaches to `ifname` (in the calling thread's network namespace).
+    /// With a pin directory the link is pinned at `pin_dir/links/<ifname>`,
+    /// so the program keeps enforcing after this process exits; if such a
+    /// pinned link already exists (agent restart), it is atomically switched
+    /// to this process's program instead, keeping its original mode.
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<(), AttachError> {
+        if ifname.is_empty()
+            || ifname.len() > IFNAME_BYTES_MAX
+            || ifname.contains(['/', '\0'])
+            || ifname == "."
+            || ifname == ".."
+        {
+            return Err(AttachError::BadInterfaceName {
+                ifname: ifname.to_owned(),
+            });
+        }
+        if self.links.contains_key(ifname) {
+            return Err(AttachError::AlreadyAttached {
+                ifname: ifname.to_owned(),
+            });
+        }
+        let pin_path = match &self.pin_dir {
+            Some(dir) => {
+                let links_dir = dir.join("links");
+                fs::create_dir_all(&links_dir).map_err(|source| AttachError::PinDir {
+                    path: links_dir.clone(),
+                    source,
+                })?;
+                Some(links_dir.join(ifname))
+            }
+            None => None,
+        };
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(AttachError::Program {
+                source: ProgramError::NotLoaded,
+            })?;
+        let attach_error = |source| AttachError::Attach {
+            ifname: ifname.to_owned(),
+            mode,
+            source,
+        };
+
+        let mut reused = false;
+        let mut link_id = None;
+        if let Some(path) = pin_path.as_ref().filter(|p| p.exists()) {
+            // A link from an earlier process: switch it to this program.
+            // If it is defunct (interface gone), drop the pin and attach anew.
+            let switched = PinnedLink::from_pin(path)
+                .ok()
+                .map(FdLink::from)
+                .and_then(|fd_link| XdpLink::try_from(fd_link).ok())
+                .and_then(|xdp_link| program.attach_to_link(xdp_link).ok());
+            match switched {
+                Some(id) => {
+                    reused = true;
+                    link_id = Some(id);
+                }
+                None => {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+        let link_id = match link_id {
+            Some(id) => id,
+            None => {
+                let xdp_mode = match mode {
+                    AttachMode::Native => XdpMode::Driver,
+                    AttachMode::Generic => XdpMode::Skb,
+                };
+                program.attach(ifname, xdp_mode).map_err(attach_error)?
+            }
+        };
+        let link = program.take_link(link_id).map_err(attach_error)?;
+        let mut fd_link = FdLink::try_from(link).map_err(|source| AttachError::NotALink {
+            ifname: ifname.to_owned(),
+            source,
+        })?;
+        if let Some(path) = pin_path.as_ref().filter(|_| !reused) {
+            fd_link = fd_link
+                .pin(path)
+                .map_err(|source| AttachError::Pin {
+                    ifname: ifname.to_owned(),
+                    path: path.clone(),
+                    source,
+                })?
+                .into();
+        }
+        self.links.insert(
+            ifname.to_owned(),
+            Attached {
+                _link: fd_link,
+                pin_path,
+            },
+        );
+        Ok(())
+    }
+
+    /// Detaches from `ifname`: the link this instance holds, or else a link
+    /// pinned by an earlier process.
+    pub fn detach(&mut self, ifname: &str) -> Result<(), DetachError> {
+        if let Some(attached) = self.links.remove(ifname) {
+            if let Some(path) = attached.pin_path {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(DetachError::Unpin {
+                            ifname: ifname.to_owned(),
+                            path,
+                            source,
+                        });
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let path = self
+            .pin_dir
+            .as_ref()
+            .map(|dir| dir.join("links").join(ifname))
+            .filter(|p| p.exists() && !ifname.contains('/'))
+            .ok_or_else(|| DetachError::NotAttached {
+                ifname: ifname.to_owned(),
+            })?;
+        let pinned = PinnedLink::from_pin(&path).map_err(|source| DetachError::OpenPin {
+            ifname: ifname.to_owned(),
+            path: path.clone(),
+            source,
+        })?;
+        pinned.unpin().map_err(|source| DetachError::Unpin {
+            ifname: ifname.to_owned(),
+            path,
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Makes `policy` live: writes it completely into the inactive slot,
+    /// flips `biso_ctl` to that slot with one map update, then waits for an
+    /// RCU grace period so no packet is still reading the old slot when the
+    /// next `apply` rewrites it.
+    pub fn apply(&mut self, policy: &CompiledPolicy) -> Result<ApplyReport, ApplyError> {
+        check_count(policy.version, "ipv4", policy.v4.len(), V4_PREFIXES_MAX)?;
+        check_count(policy.version, "ipv6", policy.v6.len(), V6_PREFIXES_MAX)?;
+        let cpus = self.possible_cpus;
+
+        let ctl = {
+            let map = map_ref(&self.ebpf, MAP_CTL)?;
+            let array: Array<&MapData, CtlAbi> =
+                Array::try_from(map).map_err(map_error(MAP_CTL))?;
+            array.get(&0, 0).map_err(map_error(MAP_CTL))?
+        };
+        let active = ctl.active_slot & 1;
+        let target = 1 - active;
+        let previous = {
+            let map = map_ref(&self.ebpf, MAP_SLOTS)?;
+            let array: Array<&MapData, SlotAbi> =
+                Array::try_from(map).map_err(map_error(MAP_SLOTS))?;
+            array.get(&active, 0).map_err(map_error(MAP_SLOTS))?
+        };
+        let slot_index = target as usize;
+
+        let v4 = policy.v4.iter().map(|(net, rule)| {
+            let net = net.trunc();
+            (
+                net.addr().octets(),
+                u32::from(net.prefix_len()),
+                RuleAbi::from_rule(rule, cpus),
+                net.to_string(),
+            )
+        });
+        let mut stale = write_trie(&mut self.ebpf, MAP_V4[slot_index], v4)?;
+        let v6 = policy.v6.iter().map(|(net, rule)| {
+            let net = net.trunc();
+            (
+                net.addr().octets(),
+                u32::from(net.prefix_len()),
+                RuleAbi::from_rule(rule, cpus),
+                net.to_string(),
+            )
+        });
+        stale += write_trie(&mut self.ebpf, MAP_V6[slot_index], v6)?;
+
+        {
+            let map = map_mut(&mut self.ebpf, MAP_SLOTS)?;
+            let mut array: Array<&mut MapData, SlotAbi> =
+                Array::try_from(map).map_err(map_error(MAP_SLOTS))?;
+            let slot = SlotAbi {
+                version: policy.version,
+                loaded: 1,
+                _pad0: 0,
+                default_rule: RuleAbi::from_rule(&policy.default_rule, cpus),
+            };
+            array.set(target, slot, 0).map_err(map_error(MAP_SLOTS))?;
+        }
+        {
+            let map = map_mut(&mut self.ebpf, MAP_CTL)?;
+            let mut array: Array<&mut MapData, CtlAbi> =
+                Array::try_from(map).map_err(map_error(MAP_CTL))?;
+            let flipped = CtlAbi {
+                active_slot: target,
+                _pad0: 0,
+            };
+            array
+                .set(0, flipped, 0)
+                .map_err(|source| ApplyError::Flip {
+                    slot: target,
+                    version: policy.version,
+                    source,
+                })?;
+        }
+        {
+            let map = map_mut(&mut self.ebpf, MAP_GRACE)?;
+            let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, u32>> =
+                ArrayOfMaps::try_from(map).map_err(|source| ApplyError::Grace { source })?;
+            outer
+                .set(0, &self.grace_inner, 0)
+                .map_err(|source| ApplyError::Grace { source })?;
+        }
+        Ok(ApplyReport {
+            version: policy.version,
+            previous_version: (previous.loaded != 0).then_some(previous.version),
+            slot: target,
+            v4_prefixes_count: policy.v4.len(),
+            v6_prefixes_count: policy.v6.len(),
+            stale_prefixes_removed_count: stale,
+            possible_cpus: cpus,
+        })
+    }
+
+    /// Counters summed over all CPUs.
+    pub fn counters(&self) -> Result<Counters, CountersError> {
+        let map = self
+            .ebpf
+            .map(MAP_COUNTERS)
+            .ok_or(CountersError::MissingMap)?;
+        let array: PerCpuArray<&MapData, CountersAbi> =
+            PerCpuArray::try_from(map).map_err(|source| CountersError::Map { source })?;
+        let per_cpu = array
+            .get(&0, 0)
+            .map_err(|source| CountersError::Map { source })?;
+        Ok(Counters::from_per_cpu(per_cpu.iter()))
+    }
+
+    /// Up to `max` (at most `SAMPLES_DRAIN_MAX`) yellow samples, oldest first.
+    pub fn drain_samples(&mut self, max: usize) -> Vec<Sample> {
+        let max = max.min(SAMPLES_DRAIN_MAX);
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(item) = self.samples.next() else {
+                break;
+            };
+            if let Some(sample) = Sample::parse(&item) {
+                out.push(sample);
+            }
+        }
+        out
+    }
+
+    /// Runs the program on `packet` `repeat` times via BPF_PROG_TEST_RUN
+    /// (same maps, so counters, buckets and samples change as for real
+    /// traffic). The packet must start with an Ethernet header.
+    pub fn test_run(&self, packet: &[u8], repeat: u32) -> Result<TestRun, TestRunError> {
+        if !test_packet_len_ok(packet.len()) {
+            return Err(TestRunError::PacketLength {
+                len: packet.len(),
+                min: TEST_RUN_PACKET_BYTES_MIN,
+                max: TEST_RUN_PACKET_BYTES_MAX,
+            });
+        }
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(TestRunError::Program {
+                source: ProgramError::NotLoaded,
+            })?;
+        let fd = program
+            .fd()
+            .map_err(|source| TestRunError::Program { source })?;
+        let raw = sys::prog_test_run(fd.as_fd(), packet, repeat).map_err(|source| {
+            TestRunError::Syscall {
+                len: packet.len(),
+                repeat,
+                source,
+            }
+        })?;
+        Ok(TestRun {
+            action: XdpAction::from_retval(raw.retval),
+            ns_per_packet: raw.duration_ns,
+            repeat,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+/// Whether BPF_PROG_TEST_RUN takes an XDP frame of `len` bytes.
+pub(crate) fn test_packet_len_ok(len: usize) -> bool {
+    (TEST_RUN_PACKET_BYTES_MIN..=TEST_RUN_PACKET_BYTES_MAX).contains(&len)
+}
+
+fn prepare_pin_dir(dir: &Path) -> Result<(), LoadError> {
+    let root = Path::new(BPFFS_ROOT);
+    if dir.starts_with(root) {
+        let mounted = sys::is_bpffs(root).map_err(|source| LoadError::PinDir {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !mounted {
+            sys::mount_bpffs(root).map_err(|source| LoadError::Mount {
+                path: root.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    fs::create_dir_all(dir).map_err(|source| LoadError::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let on_bpffs = sys::is_bpffs(dir).map_err(|source| LoadError::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !on_bpffs {
+        return Err(LoadError::NotBpffs {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Typed views fail on a key/value size mismatch: catches a pinned map left
+/// by a build with another layout before anything is written to it.
+fn check_map_layouts(ebpf: &Ebpf) -> Result<(), LoadError> {
+    fn get<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, LoadError> {
+        ebpf.map(name).ok_or(LoadError::MissingMap { name })
+    }
+    let bad = |name: &'static str| move |source| LoadError::Map { name, source };
+    Array::<&MapData, CtlAbi>::try_from(get(ebpf, MAP_CTL)?).map_err(bad(MAP_CTL))?;
+    Array::<&MapData, SlotAbi>::try_from(get(ebpf, MAP_SLOTS)?).map_err(bad(MAP_SLOTS))?;
+    for name in MAP_V4 {
+        LpmTrie::<&MapData, [u8; 4], RuleAbi>::try_from(get(ebpf, name)?).map_err(bad(name))?;
+    }
+    for name in MAP_V6 {
+        LpmTrie::<&MapData, [u8; 16], RuleAbi>::try_from(get(ebpf, name)?).map_err(bad(name))?;
+    }
+    PerCpuHashMap::<&MapData, SrcAbi, BucketAbi>::try_from(get(ebpf, MAP_BUCKETS)?)
+        .map_err(bad(MAP_BUCKETS))?;
+    PerCpuArray::<&MapData, CountersAbi>::try_from(get(ebpf, MAP_COUNTERS)?)
+        .map_err(bad(MAP_COUNTERS))?;
+    Ok(())
+}
+
+fn check_count(
+    version: u64,
+    family: &'static str,
+    count: usize,
+    max: u32,
+) -> Result<(), ApplyError> {
+    if count > max as usize {
+        return Err(ApplyError::TooManyPrefixes {
+            version,
+            family,
+            count,
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn map_ref<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, ApplyError> {
+    ebpf.map(name).ok_or(ApplyError::MissingMap { name })
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, ApplyError> {
+    ebpf.map_mut(name).ok_or(ApplyError::MissingMap { name })
+}
+
+fn map_error(name: &'static str) -> impl Fn(MapError) -> ApplyError {
+    move |source| ApplyError::Map { name, source }
+}
+
+/// Makes the (inactive) trie `name` hold exactly `entries`: removes stale
+/// prefixes first so the trie never needs more than its max_entries, then
+/// inserts (a later duplicate prefix wins, as in `CompiledPolicy::lookup`).
+/// Returns how many stale prefixes were removed.
+fn write_trie<const N: usize>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    entries: impl Iterator<Item = ([u8; N], u32, RuleAbi, String)>,
+) -> Result<usize, ApplyError> {
+    let map = map_mut(ebpf, name)?;
+    let mut trie: LpmTrie<&mut MapData, [u8; N], RuleAbi> =
+        LpmTrie::try_from(map).map_err(map_error(name))?;
+    let entries: Vec<_> = entries.collect();
+    let wanted: HashSet<([u8; N], u32)> = entries
+        .iter()
+        .map(|(addr, len, _, _)| (*addr, *len))
+        .collect();
+    let existing = trie
+        .keys()
+        .collect::<Result<Vec<Key<[u8; N]>>, MapError>>()
+        .map_err(map_error(name))?;
+    let mut removed = 0;
+    for key in existing {
+        if !wanted.contains(&(key.data(), key.prefix_len())) {
+            trie.remove(&key).map_err(map_error(name))?;
+            removed += 1;
+        }
+    }
+    for (addr, prefix_len, rule, prefix) in entries {
+        trie.insert(&Key::new(prefix_len, addr), rule, 0)
+            .map_err(|source| ApplyError::Insert {
+                name,
+                prefix,
+                source,
+            })?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,25 @@
+//! Every bound of the XDP traffic lights in one place. The C program's map
+//! sizes are placeholders; `TrafficLights::load` sets them from here.
+
+/// IPv4 prefixes per policy slot (each of the two v4 LPM tries).
+pub const V4_PREFIXES_MAX: u32 = 65_536;
+/// IPv6 prefixes per policy slot.
+pub const V6_PREFIXES_MAX: u32 = 65_536;
+/// Yellow sources with a token bucket; least recently used evicted beyond.
+/// Memory: entries x possible CPUs x 16 bytes (per-CPU values).
+pub const BUCKET_SOURCES_MAX: u32 = 65_536;
+/// Ring buffer for yellow samples (a power of two, a multiple of the page).
+pub const SAMPLES_RING_BYTES: u32 = 256 * 1024;
+/// Samples returned by one `drain_samples` call at most.
+pub const SAMPLES_DRAIN_MAX: usize = 65_536;
+/// BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header.
+pub const TEST_RUN_PACKET_BYTES_MIN: usize = 14;
+/// 4 KiB page - XDP headroom (256) - skb_shared_info (320): the kernel's
+/// bound for BPF_PROG_TEST_RUN XDP input on x86_64.
+pub const TEST_RUN_PACKET_BYTES_MAX: usize = 3_520;
+/// Nanoseconds per second: a token costs this much credit per CPU.
+pub const NS_PER_S: u64 = 1_000_000_000;
+
+const _: () = assert!(SAMPLES_RING_BYTES.is_power_of_two());
+const _: () = assert!(SAMPLES_RING_BYTES.is_multiple_of(4096));
+const _: () = assert!(TEST_RUN_PACKET_BYTES_MIN < TEST_RUN_PACKET_BYTES_MAX);

@@ -1,0 +1,304 @@
+//! A real attach on a veth inside test-made network namespaces, with UDP
+//! traffic from three source addresses in another namespace (needs root).
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use metanode_biso::compiled::Verdict;
+
+use crate::{
+    AttachMode, TrafficLights,
+    lights_tests::{green, policy, red, rule},
+};
+
+const RX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const GREEN_SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+const YELLOW_SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 11);
+const RED_SRC: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 12);
+const PORT: u16 = 9999;
+const MARKER: &[u8] = b"end";
+/// Safety net so a broken test fails instead of hanging; never asserted on.
+const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Two namespaces joined by a veth pair; removed (with any pin directory)
+/// on drop, also when the test panics.
+struct Netns {
+    rx: String,
+    tx: String,
+    rx_if: String,
+    pin_dir: Option<PathBuf>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let id = (std::process::id() % 100_000) * 10 + NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let ns = Netns {
+            rx: format!("mnbiso-rx-{id}"),
+            tx: format!("mnbiso-tx-{id}"),
+            rx_if: format!("mbr{id}"),
+            pin_dir: None,
+        };
+        let tx_if = format!("mbt{id}");
+        ip(&["netns", "add", &ns.rx]);
+        ip(&["netns", "add", &ns.tx]);
+        ip(&[
+            "link", "add", &tx_if, "netns", &ns.tx, "type", "veth", "peer", "name", &ns.rx_if,
+            "netns", &ns.rx,
+        ]);
+        for src in [GREEN_SRC, YELLOW_SRC, RED_SRC] {
+            ip(&[
+                "-n",
+                &ns.tx,
+                "addr",
+                "add",
+                &format!("{src}/24"),
+                "dev",
+                &tx_if,
+            ]);
+        }
+        ip(&[
+            "-n",
+            &ns.rx,
+            "addr",
+            "add",
+            &format!("{RX_ADDR}/24"),
+            "dev",
+            &ns.rx_if,
+        ]);
+        ip(&["-n", &ns.tx, "link", "set", &tx_if, "up"]);
+        ip(&["-n", &ns.rx, "link", "set", &ns.rx_if, "up"]);
+        ns
+    }
+
+    fn enter(name: &str) {
+        let file = File::open(format!("/run/netns/{name}")).expect("open netns");
+        // SAFETY: a valid namespace fd; setns only changes this thread's
+        // network namespace (tests run it on a thread of their own).
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for name in [&self.rx, &self.tx] {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+        if let Some(dir) = &self.pin_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+struct Senders {
+    by_source: BTreeMap<Ipv4Addr, UdpSocket>,
+    rx: UdpSocket,
+}
+
+impl Senders {
+    /// Sockets of the three sources, created in the sender namespace, and
+    /// the receiver's socket in the receiver namespace. Leaves the thread in
+    /// the receiver namespace.
+    fn new(ns: &Netns) -> Senders {
+        Netns::enter(&ns.rx);
+        let rx = UdpSocket::bind((RX_ADDR, PORT)).expect("bind receiver");
+        rx.set_read_timeout(Some(RECV_TIMEOUT)).expect("timeout");
+        Netns::enter(&ns.tx);
+        let mut by_source = BTreeMap::new();
+        for src in [GREEN_SRC, YELLOW_SRC, RED_SRC] {
+            let socket = UdpSocket::bind((src, 0)).expect("bind sender");
+            socket.connect((RX_ADDR, PORT)).expect("connect");
+            by_source.insert(src, socket);
+        }
+        Netns::enter(&ns.rx);
+        Senders { by_source, rx }
+    }
+
+    /// Sends `count` datagrams from each source, then a marker from
+    /// `marker_src` (which must be passing), and counts what arrived per
+    /// source until the marker (the veth keeps order).
+    fn round(&self, count: u32, marker_src: Ipv4Addr) -> BTreeMap<Ipv4Addr, u32> {
+        for socket in self.by_source.values() {
+            for _ in 0..count {
+                socket.send(b"data").expect("send");
+            }
+        }
+        self.by_source[&marker_src]
+            .send(MARKER)
+            .expect("send marker");
+        let mut arrived = BTreeMap::new();
+        let mut buf = [0u8; 64];
+        loop {
+            let (len, from) = self.rx.recv_from(&mut buf).expect("receive (marker lost?)");
+            let SocketAddr::V4(from) = from else { continue };
+            if &buf[..len] == MARKER {
+                return arrived;
+            }
+            *arrived.entry(*from.ip()).or_insert(0) += 1;
+        }
+    }
+
+    fn arrived_from(map: &BTreeMap<Ipv4Addr, u32>, src: Ipv4Addr) -> u32 {
+        map.get(&src).copied().unwrap_or(0)
+    }
+}
+
+fn in_thread(f: impl FnOnce() + Send + 'static) {
+    // A thread of its own: setns must not move the test harness's threads.
+    std::thread::spawn(f)
+        .join()
+        .expect("netns test thread panicked");
+}
+
+fn lights_policy(version: u64, cpus: u32, swap: bool) -> metanode_biso::compiled::CompiledPolicy {
+    // Rate 0: the yellow source gets exactly its burst, 4 packets per CPU.
+    let yellow = rule(Verdict::Yellow, 0, 4 * cpus, 0, 2);
+    let (g, r) = if swap {
+        (RED_SRC, GREEN_SRC)
+    } else {
+        (GREEN_SRC, RED_SRC)
+    };
+    policy(
+        version,
+        green(),
+        &[
+            (&format!("{g}/32"), green()),
+            (&format!("{YELLOW_SRC}/32"), yellow),
+            (&format!("{r}/32"), red()),
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn veth_green_arrives_red_dropped_yellow_limited_and_swap_under_traffic() {
+    in_thread(|| {
+        let ns = Netns::new();
+        let senders = Senders::new(&ns);
+        let mut lights = TrafficLights::load(None).expect("load");
+        let cpus = lights.possible_cpus();
+        lights
+            .attach(&ns.rx_if, AttachMode::Native)
+            .expect("attach native XDP to veth");
+        // Before any policy: everything passes (and resolves ARP).
+        let warm = senders.round(0, GREEN_SRC);
+        assert!(warm.is_empty());
+        lights
+            .apply(&lights_policy(1, cpus, false))
+            .expect("apply v1");
+
+        let before = lights.counters().expect("counters");
+        let got = senders.round(50, GREEN_SRC);
+        let after = lights.counters().expect("counters");
+        assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 50, "{got:?}");
+        assert_eq!(Senders::arrived_from(&got, RED_SRC), 0, "{got:?}");
+        let yellow = Senders::arrived_from(&got, YELLOW_SRC);
+        assert!(
+            (4..=4 * cpus).contains(&yellow),
+            "yellow arrived {yellow}, burst 4 per CPU"
+        );
+        assert_eq!(after.red_packets - before.red_packets, 50);
+        assert_eq!(
+            after.yellow_pass_packets - before.yellow_pass_packets,
+            u64::from(yellow)
+        );
+        assert_eq!(
+            after.yellow_limited_packets - before.yellow_limited_packets,
+            50 - u64::from(yellow)
+        );
+        assert!(after.green_packets - before.green_packets >= 51);
+
+        // Swap under the same attach: the green and red sources trade places.
+        lights
+            .apply(&lights_policy(2, cpus, true))
+            .expect("apply v2");
+        let got = senders.round(20, RED_SRC);
+        let swapped = lights.counters().expect("counters");
+        assert_eq!(Senders::arrived_from(&got, RED_SRC), 20, "{got:?}");
+        assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 0, "{got:?}");
+        assert_eq!(
+            swapped.red_packets - after.red_packets,
+            20,
+            "counters keep counting across the swap"
+        );
+
+        // Detached: nothing is filtered any more.
+        lights.detach(&ns.rx_if).expect("detach");
+        let got = senders.round(10, GREEN_SRC);
+        assert_eq!(Senders::arrived_from(&got, RED_SRC), 10, "{got:?}");
+        assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 10, "{got:?}");
+        assert_eq!(
+            lights.counters().expect("counters").red_packets,
+            swapped.red_packets
+        );
+    });
+}
+
+#[test]
+fn pinned_program_keeps_enforcing_after_the_loader_is_dropped() {
+    in_thread(|| {
+        let mut ns = Netns::new();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/metanode-test-{}", ns.rx));
+        ns.pin_dir = Some(pin_dir.clone());
+        let senders = Senders::new(&ns);
+
+        let mut lights = TrafficLights::load(Some(&pin_dir)).expect("load pinned");
+        let cpus = lights.possible_cpus();
+        lights
+            .attach(&ns.rx_if, AttachMode::Native)
+            .expect("attach");
+        lights
+            .apply(&lights_policy(1, cpus, false))
+            .expect("apply v1");
+        let link_pin = pin_dir.join("links").join(&ns.rx_if);
+        assert!(link_pin.exists(), "link pinned at {}", link_pin.display());
+        drop(lights);
+
+        // No loader in this process any more; the pinned link still filters.
+        let got = senders.round(30, GREEN_SRC);
+        assert_eq!(Senders::arrived_from(&got, RED_SRC), 0, "{got:?}");
+        assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 30, "{got:?}");
+
+        // A new loader sees the same maps: counters and the live policy.
+        let mut lights = TrafficLights::load(Some(&pin_dir)).expect("reload pinned");
+        let counters = lights.counters().expect("counters");
+        assert_eq!(counters.red_packets, 30);
+        lights
+            .attach(&ns.rx_if, AttachMode::Native)
+            .expect("re-attach via pinned link");
+        let report = lights
+            .apply(&lights_policy(2, cpus, true))
+            .expect("apply v2");
+        assert_eq!(report.previous_version, Some(1));
+        let got = senders.round(10, RED_SRC);
+        assert_eq!(Senders::arrived_from(&got, RED_SRC), 10, "{got:?}");
+        assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 0, "{got:?}");
+        assert_eq!(lights.counters().expect("counters").red_packets, 40);
+
+        lights.detach(&ns.rx_if).expect("detach");
+        assert!(!link_pin.exists());
+        let got = senders.round(5, GREEN_SRC);
+        assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 5, "{got:?}");
+        assert!(Path::new(&pin_dir).join("maps").join("biso_ctl").exists());
+    });
+}

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Layouts shared by the BISO XDP program (biso.c) and its loader
+ * (ebpf/loader/src/abi.rs mirrors every struct and enum here; the loader
+ * asserts the sizes at compile time). Change both together.
+ */
+#ifndef METANODE_BISO_H
+#define METANODE_BISO_H
+
+#include <linux/types.h>
+
+/* Verdict bytes: the discriminants of metanode_biso::Verdict. */
+#define BISO_GREEN 0
+#define BISO_YELLOW 1
+#define BISO_RED 2
+
+/* Parser bounds. Two VLAN tags cover 802.1Q and QinQ (802.1ad); a third tag
+ * would hide the IP header from us, so it is dropped rather than passed. */
+#define BISO_VLAN_TAGS_MAX 2
+/* IPv6 extension headers walked before giving up. RFC 8200 recommends each
+ * header at most once (destination options twice); 8 leaves room for that
+ * plus AH and a fragment header, and bounds the verifier's work. */
+#define BISO_IPV6_EXT_HDRS_MAX 8
+
+#define BISO_NS_PER_S 1000000000ULL
+
+/* A rule as the program reads it. The first fields mirror
+ * metanode_biso::Rule; the last three are precomputed by the loader so the
+ * hot path has no division:
+ *   a bucket holds "credit"; it gains rate_per_s credit per nanosecond,
+ *   a packet costs cost_credit = NS_PER_S * possible_cpus, and the bucket is
+ *   capped at credit_max = max(burst * NS_PER_S, cost_credit). With one
+ *   bucket per CPU this gives each CPU exactly rate_per_s / possible_cpus
+ *   packets per second and a burst of burst / possible_cpus packets (at
+ *   least one), so the node as a whole admits at most rate_per_s and burst.
+ *   fill_ns is the time an empty bucket takes to fill (U64_MAX if rate 0);
+ *   refilling for longer than that saturates, which keeps
+ *   elapsed_ns * rate_per_s below credit_max and so free of overflow. */
+struct biso_rule {
+	__u8 verdict;
+	__u8 _pad0;
+	__u16 reason_id;
+	__u32 sample_one_in;
+	__u32 rate_per_s;
+	__u32 burst;
+	__u64 cost_credit;
+	__u64 credit_max;
+	__u64 fill_ns;
+};
+
+/* One policy slot's scalar part. `loaded` is 0 until the loader has written
+ * the slot completely. */
+struct biso_slot {
+	__u64 version;
+	__u32 loaded;
+	__u32 _pad0;
+	struct biso_rule default_rule;
+};
+
+/* The single control word: which slot packets use. Flipping it is the one
+ * map update that switches policies. */
+struct biso_ctl {
+	__u32 active_slot;
+	__u32 _pad0;
+};
+
+struct biso_lpm_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct biso_lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Token bucket key: the source address; IPv4 (and IPv4-mapped IPv6) uses
+ * family 4 and the first four bytes of addr. */
+struct biso_src {
+	__u8 family;
+	__u8 _pad0[3];
+	__u8 addr[16];
+};
+
+struct biso_bucket {
+	__u64 credit;
+	__u64 last_ns; /* 0: never used on this CPU, so full */
+};
+
+/* A yellow packet's headers, copied to user space. */
+struct biso_sample {
+	__u64 ts_ns;
+	__u64 policy_version;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 packet_len;
+	__u16 sport; /* host order; 0 when absent (non-first fragment, not TCP/UDP) */
+	__u16 dport;
+	__u16 reason_id;
+	__u8 family; /* 4 or 6 */
+	__u8 proto;  /* IP protocol / IPv6 upper-layer next header */
+	__u8 verdict;
+	__u8 passed; /* 1: within the bucket, 0: limited (dropped) */
+	__u8 _pad0[2];
+};
+
+/* Counter indices into the one per-CPU counters value (an array of u64). */
+enum biso_counter {
+	BISO_C_GREEN_PACKETS = 0,
+	BISO_C_GREEN_BYTES,
+	BISO_C_YELLOW_PASS_PACKETS,
+	BISO_C_YELLOW_PASS_BYTES,
+	BISO_C_YELLOW_LIMITED_PACKETS,
+	BISO_C_YELLOW_LIMITED_BYTES,
+	BISO_C_RED_PACKETS,
+	BISO_C_RED_BYTES,
+	BISO_C_NON_IP_PACKETS,
+	BISO_C_NO_POLICY_PACKETS,
+	BISO_C_FRAGMENT_PACKETS,
+	BISO_C_SAMPLES,
+	BISO_C_SAMPLES_LOST,
+	BISO_C_ETH_TRUNCATED,
+	BISO_C_VLAN_TRUNCATED,
+	BISO_C_VLAN_TOO_MANY,
+	BISO_C_IPV4_TRUNCATED,
+	BISO_C_IPV4_BAD_VERSION,
+	BISO_C_IPV4_BAD_IHL,
+	BISO_C_IPV4_BAD_TOTAL_LEN,
+	BISO_C_IPV6_TRUNCATED,
+	BISO_C_IPV6_BAD_VERSION,
+	BISO_C_IPV6_BAD_PAYLOAD_LEN,
+	BISO_C_IPV6_EXT_TRUNCATED,
+	BISO_C_IPV6_EXT_TOO_MANY,
+	BISO_C_COUNT,
+};
+
+#endif

@@ -1,0 +1,440 @@
+//! `cargo xtask bench cage`: the BISO traffic lights and the HTTP Cage
+//! against the tools operators already trust, in one run on this machine.
+//!
+//! What one run does, in order:
+//!
+//! 1. XDP per-packet cost: our program loaded (not attached) with a policy of
+//!    `RULES_RED_COUNT` red /24s plus a green and a yellow prefix, and one
+//!    60-byte UDP frame per light run through BPF_PROG_TEST_RUN `repeat`
+//!    times; the kernel reports the mean ns per run.
+//! 2. Drop rate: two network namespaces joined by a veth; trafgen sends
+//!    60-byte UDP frames from a red source. First our XDP program on the
+//!    receiving veth drops them, then nftables (netdev ingress hook, the
+//!    earliest nftables can see a packet) drops them with the same rule set
+//!    (the red prefixes as an interval set, yellow as a per-source meter).
+//!    Mpps = packets dropped / wall time of the send. The generator shares
+//!    the two cores with the filter, equally for both.
+//! 3. Reverse proxy: an nginx upstream answering `ok`; nginx (the peer) and
+//!    our cage (`metanode cage serve`) both proxy to it. wrk, 2 threads 64
+//!    connections, keep-alive and then `Connection: close`; then our open-loop
+//!    generator (perf's http-load, wrk2's method: latency from the intended
+//!    send time) at 50/80/95 % of the lower of the two keep-alive maxima, so
+//!    both proxies see the same offered load.
+//! 4. Signed requests: the cage on one core (taskset) verifying RFC 9421
+//!    ed25519 signatures with Content-Digest and nonces, fed pre-signed
+//!    requests from the other core; requests per second per core.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::cage_peers::{self as peers, DropRig, LoadResult, RIG_TX_ADDR, WrkResult, WrkRun};
+use super::chart;
+use super::results::{Better, Panel, Report, Row, fmt_num};
+use crate::workspace_root;
+
+#[derive(Debug, Args)]
+pub struct CageBenchArgs {
+    /// Short run for CI: fewer repeats, shorter load windows (numbers are
+    /// noisier; the JSON says "quick").
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// Red /24s in the benchmark policy: enough that both LPM trie and nftables
+/// interval set do a real lookup, not a one-entry compare.
+const RULES_RED_COUNT: u32 = 1024;
+const XDP_REPEATS_FULL: u32 = 1_000_000;
+const XDP_REPEATS_QUICK: u32 = 100_000;
+const DROP_PACKETS_FULL: u64 = 4_000_000;
+const DROP_PACKETS_QUICK: u64 = 500_000;
+const WRK_DURATION_FULL: Duration = Duration::from_secs(10);
+const WRK_DURATION_QUICK: Duration = Duration::from_secs(3);
+const WRK_THREADS: u32 = 2;
+const WRK_CONNECTIONS: u32 = 64;
+/// Open-loop connections: enough that 95 % of max is reachable without
+/// pipelining.
+const OPEN_LOOP_CONNECTIONS: u32 = 64;
+const LOAD_PERCENTS: [u32; 3] = [50, 80, 95];
+
+pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
+    crate::chain_net::ensure_root("cargo xtask bench cage (XDP, network namespaces)")?;
+    let root = workspace_root();
+    let dir = root.join("target/cage-bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let quick = args.quick;
+
+    eprintln!("==> setup: nginx, wrk, trafgen, metanode (release), http-load (release)");
+    let nginx = peers::ensure_tool("nginx", "nginx")?;
+    let wrk = peers::ensure_tool("wrk", "wrk")?;
+    let trafgen = peers::ensure_tool("trafgen", "netsniff-ng")?;
+    let metanode = crate::chain_net::build_release()?;
+    let http_load = peers::build_http_load(&root)?;
+
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    let mut problems = Vec::new();
+
+    eprintln!("==> XDP per-packet cost (BPF_PROG_TEST_RUN)");
+    let repeats = if quick {
+        XDP_REPEATS_QUICK
+    } else {
+        XDP_REPEATS_FULL
+    };
+    match super::cage_xdp::test_run_costs(RULES_RED_COUNT, repeats) {
+        Ok(costs) => {
+            rows.extend(costs.rows());
+            runs.push(json!({"phase": "xdp_test_run", "result": costs.json()}));
+        }
+        Err(e) => problems.push(format!("xdp test run: {e:#}")),
+    }
+
+    eprintln!("==> drop rate: trafgen → veth, XDP vs nftables (same rule set)");
+    let packets = if quick {
+        DROP_PACKETS_QUICK
+    } else {
+        DROP_PACKETS_FULL
+    };
+    match drop_rates(&trafgen, &dir, packets) {
+        Ok((r, v)) => {
+            rows.extend(r);
+            runs.push(v);
+        }
+        Err(e) => problems.push(format!("drop rate: {e:#}")),
+    }
+
+    eprintln!("==> reverse proxy: ours vs nginx (wrk, then open loop)");
+    let duration = if quick {
+        WRK_DURATION_QUICK
+    } else {
+        WRK_DURATION_FULL
+    };
+    match proxies(&nginx, &wrk, &metanode, &http_load, &dir, duration) {
+        Ok((r, v)) => {
+            rows.extend(r);
+            runs.push(v);
+        }
+        Err(e) => problems.push(format!("proxy: {e:#}")),
+    }
+
+    eprintln!("==> signed requests on one core");
+    match super::cage_ours::signed_rps_per_core(&metanode, &http_load, &dir, duration) {
+        Ok((r, v)) => {
+            rows.extend(r);
+            runs.push(v);
+        }
+        Err(e) => problems.push(format!("signed requests: {e:#}")),
+    }
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let panels = rows_to_panels(&rows);
+    let report = Report {
+        bench: "cage",
+        when: crate::time::now_iso8601(),
+        mode: if quick { "quick" } else { "full" },
+        machine: json!({
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "kernel": kernel.trim(),
+            "note": "load generators, proxies and upstream share these cores (loopback); \
+                     trafgen shares them with the filter",
+        }),
+        ours: serde_json::Map::from_iter([
+            (
+                "xdp".to_owned(),
+                json!(
+                    "ebpf/xdp/biso.c loaded by metanode-ebpf (aya 0.14): LPM tries, per-CPU buckets"
+                ),
+            ),
+            (
+                "cage".to_owned(),
+                json!(
+                    "metanode cage serve (release): hyper 1, receipts signed and fsynced per batch"
+                ),
+            ),
+        ]),
+        peers: serde_json::Map::from_iter([
+            (
+                "nginx".to_owned(),
+                json!({"version": peers::nginx_version(&nginx),
+                       "config": "worker_processes auto, access_log off, upstream keepalive 256, proxy_http_version 1.1",
+                       "receipts": "none (nginx writes no audit record; ours does)"}),
+            ),
+            (
+                "nftables".to_owned(),
+                json!({"config": "table netdev, ingress hook on the receiving veth, priority -500, \
+                                  red prefixes as an interval set + counter drop, yellow as a per-source meter"}),
+            ),
+        ]),
+        workload: json!({
+            "xdp": format!("60-byte UDP/IPv4 frames, BPF_PROG_TEST_RUN repeat {repeats}, {RULES_RED_COUNT} red /24s"),
+            "drop": format!("{packets} 60-byte UDP frames from a red source, trafgen --num, wall time of the send"),
+            "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} \
+                              -d{}s; open loop {OPEN_LOOP_CONNECTIONS} connections at {LOAD_PERCENTS:?} % of \
+                              min(max ours, max nginx)", duration.as_secs()),
+        }),
+        rows,
+        runs,
+        panels,
+    };
+    print_table(&report);
+    let results = root.join("perf/results");
+    std::fs::create_dir_all(&results)?;
+    let stem = if quick { "cage.quick" } else { "cage" };
+    let json_path = results.join(format!("{stem}.json"));
+    std::fs::write(&json_path, report.to_json_pretty()? + "\n")?;
+    chart::draw(&report, &results.join(format!("{stem}.png")))?;
+    eprintln!("wrote {} and {stem}.png", json_path.display());
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+pub(super) fn row(
+    metric: &str,
+    unit: &'static str,
+    ours: Option<f64>,
+    peer: Option<(&'static str, Option<f64>)>,
+    better: Better,
+) -> Row {
+    Row {
+        metric: metric.into(),
+        unit,
+        ours,
+        peer: peer.map(|(p, _)| p),
+        peer_value: peer.and_then(|(_, v)| v),
+        better,
+        ours_note: None,
+        peer_note: None,
+    }
+}
+
+// ------------------------------------------------------------ drop rate
+
+fn drop_rates(trafgen: &Path, dir: &Path, packets: u64) -> anyhow::Result<(Vec<Row>, Value)> {
+    let rig = DropRig::create()?;
+    let policy = super::cage_xdp::bench_policy(RULES_RED_COUNT);
+    let red_source = super::cage_xdp::red_source(RULES_RED_COUNT);
+
+    // Ours first: XDP on the receiving veth.
+    let xdp = super::cage_xdp::attach_and_count(&rig, &policy, || {
+        rig.send(trafgen, dir, red_source, packets)
+    })?;
+    // Then nftables with the same rules, XDP gone.
+    rig.nft(&super::cage_xdp::nft_ruleset(&policy, &rig.rx_if))?;
+    let nft_wall = rig.send(trafgen, dir, red_source, packets)?;
+    let nft_dropped = rig.nft_counter_packets()?;
+    rig.nft_flush()?;
+    let mpps = |dropped: u64, wall: Duration| dropped as f64 / wall.as_secs_f64() / 1e6;
+    let ours = mpps(xdp.dropped, xdp.wall);
+    let peer = mpps(nft_dropped, nft_wall);
+    let mut r = row(
+        "red_drop_mpps_60B_veth",
+        "Mpps",
+        Some(ours),
+        Some(("nftables", Some(peer))),
+        Better::Higher,
+    );
+    r.ours_note = Some(format!(
+        "{} of {packets} dropped by XDP in {:.3} s",
+        xdp.dropped,
+        xdp.wall.as_secs_f64()
+    ));
+    r.peer_note = Some(format!(
+        "{nft_dropped} of {packets} dropped by nftables in {:.3} s",
+        nft_wall.as_secs_f64()
+    ));
+    let v = json!({"phase": "drop_rate", "packets": packets, "source": red_source.to_string(),
+                   "tx": RIG_TX_ADDR.to_string(),
+                   "xdp": {"dropped": xdp.dropped, "wall_s": xdp.wall.as_secs_f64(), "mode": xdp.mode},
+                   "nftables": {"dropped": nft_dropped, "wall_s": nft_wall.as_secs_f64()}});
+    Ok((vec![r], v))
+}
+
+// ---------------------------------------------------------------- proxy
+
+fn proxies(
+    nginx: &Path,
+    wrk: &Path,
+    metanode: &Path,
+    http_load: &Path,
+    dir: &Path,
+    duration: Duration,
+) -> anyhow::Result<(Vec<Row>, Value)> {
+    let upstream_port = peers::free_port()?;
+    let _upstream = peers::nginx_upstream(nginx, dir, upstream_port)?;
+    let nginx_port = peers::free_port()?;
+    let nginx_proxy = peers::nginx_proxy(nginx, dir, nginx_port, upstream_port)?;
+    let cage_port = peers::free_port()?;
+    let cage = super::cage_ours::serve(metanode, dir, cage_port, upstream_port, None)?;
+    for s in [&nginx_proxy, &cage] {
+        let status = peers::http_status(s.port, "/bench")?;
+        ensure!(
+            status == 200,
+            "{} answered GET /bench with {status}, not 200; log tail:\n{}",
+            s.name,
+            crate::process::log_tail(&s.log, 20)
+        );
+    }
+
+    let run = |port: u16, new_connections: bool| {
+        peers::wrk(
+            wrk,
+            dir,
+            port,
+            WrkRun {
+                threads: WRK_THREADS,
+                connections: WRK_CONNECTIONS,
+                duration,
+                new_connections,
+            },
+        )
+    };
+    // Interleaved so drift hits both alike.
+    let ours_ka = run(cage.port, false)?;
+    let nginx_ka = run(nginx_proxy.port, false)?;
+    let ours_close = run(cage.port, true)?;
+    let nginx_close = run(nginx_proxy.port, true)?;
+    for (name, r) in [
+        ("ours keep-alive", &ours_ka),
+        ("nginx keep-alive", &nginx_ka),
+        ("ours new connections", &ours_close),
+        ("nginx new connections", &nginx_close),
+    ] {
+        eprintln!(
+            "    {name:<22} {:>9} rps  p99 {:>7} us  errors {}",
+            fmt_num(r.rps()),
+            r.p99_us,
+            r.errors()
+        );
+    }
+
+    let mut rows = vec![
+        wrk_row("proxy_rps_keepalive", &ours_ka, &nginx_ka),
+        wrk_row("proxy_rps_new_connections", &ours_close, &nginx_close),
+    ];
+    let base_rps = ours_ka.rps().min(nginx_ka.rps());
+    let mut open_loop = Vec::new();
+    for pct in LOAD_PERCENTS {
+        let rate = (base_rps * f64::from(pct) / 100.0).max(1.0);
+        let load_args = vec![
+            "--connections".to_string(),
+            OPEN_LOOP_CONNECTIONS.to_string(),
+            "--rate".to_string(),
+            format!("{rate:.0}"),
+        ];
+        let ours = peers::http_load(http_load, dir, cage.port, &load_args, duration, None)?;
+        let peer = peers::http_load(http_load, dir, nginx_proxy.port, &load_args, duration, None)?;
+        eprintln!(
+            "    {pct:>3} % ({rate:.0} req/s): ours p99 {:.2} ms, nginx p99 {:.2} ms",
+            ours.latency_us.p99 / 1e3,
+            peer.latency_us.p99 / 1e3
+        );
+        rows.push(open_loop_row(pct, rate, &ours, &peer));
+        open_loop
+            .push(json!({"percent": pct, "rate_per_s": rate, "ours": ours.raw, "nginx": peer.raw}));
+    }
+    let v = json!({"phase": "proxy",
+                   "wrk": {"ours_keepalive": ours_ka, "nginx_keepalive": nginx_ka,
+                           "ours_new_connections": ours_close, "nginx_new_connections": nginx_close},
+                   "open_loop": open_loop,
+                   "cage_log": cage.log.display().to_string()});
+    Ok((rows, v))
+}
+
+fn wrk_row(metric: &str, ours: &WrkResult, nginx: &WrkResult) -> Row {
+    let mut r = row(
+        metric,
+        "req/s",
+        Some(ours.rps()),
+        Some(("nginx", Some(nginx.rps()))),
+        Better::Higher,
+    );
+    r.ours_note = Some(format!(
+        "p99 {} us, {} errors (wrk)",
+        ours.p99_us,
+        ours.errors()
+    ));
+    r.peer_note = Some(format!(
+        "p99 {} us, {} errors (wrk)",
+        nginx.p99_us,
+        nginx.errors()
+    ));
+    r
+}
+
+fn open_loop_row(pct: u32, rate: f64, ours: &LoadResult, nginx: &LoadResult) -> Row {
+    let mut r = row(
+        &format!("proxy_p99_ms_at_{pct}pct_load"),
+        "ms",
+        Some(ours.latency_us.p99 / 1e3),
+        Some(("nginx", Some(nginx.latency_us.p99 / 1e3))),
+        Better::Lower,
+    );
+    let note = |l: &LoadResult| {
+        format!(
+            "{rate:.0} req/s offered, {:.0} achieved, p50 {:.2} ms, max {:.1} ms, {} errors",
+            l.rps,
+            l.latency_us.p50 / 1e3,
+            l.latency_us.max / 1e3,
+            l.errors + l.requests.saturating_sub(l.ok_2xx)
+        )
+    };
+    r.ours_note = Some(note(ours));
+    r.peer_note = Some(note(nginx));
+    r
+}
+
+fn rows_to_panels(rows: &[Row]) -> Vec<Panel> {
+    let mut panels: Vec<Panel> = Vec::new();
+    for r in rows {
+        let mut bars = vec![("ours", r.ours)];
+        if let Some(peer) = r.peer {
+            bars.push((peer, r.peer_value));
+        }
+        panels.push(Panel {
+            metric: r.metric.clone(),
+            unit: r.unit,
+            better: r.better,
+            bars,
+        });
+    }
+    panels
+}
+
+fn print_table(report: &Report) {
+    println!("\ncage bench ({}), {}", report.mode, report.when);
+    println!(
+        "{:<34} {:<6} {:>11}  {:<9} {:>11}  note",
+        "metric", "unit", "ours", "peer", "peer value"
+    );
+    for r in &report.rows {
+        println!(
+            "{:<34} {:<6} {:>11}  {:<9} {:>11}  {}",
+            r.metric,
+            r.unit,
+            r.ours.map_or("missing".into(), fmt_num),
+            r.peer.unwrap_or("-"),
+            match (r.peer, r.peer_value) {
+                (None, _) => "-".to_string(),
+                (Some(_), Some(v)) => fmt_num(v),
+                (Some(_), None) => "missing".to_string(),
+            },
+            r.ours_note.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// `taskset -c CPU` prefix for a command, when taskset exists.
+pub(super) fn pinned(cpu: u32, program: &Path) -> Command {
+    if Path::new("/usr/bin/taskset").exists() {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.arg("-c").arg(cpu.to_string()).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}

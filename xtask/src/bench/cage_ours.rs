@@ -1,0 +1,143 @@
+//! Our side of the cage bench: `metanode cage serve` configs, and the
+//! signed-requests-per-core measurement.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use metanode_core::keys::{SigningKey, format_key_file};
+use serde_json::{Value, json};
+
+use super::cage::{pinned, row};
+use super::cage_peers::{self as peers, Server};
+use super::results::{Better, Row};
+
+/// Key id the bench client signs with.
+const BENCH_KEY_ID: &str = "bench-client";
+/// The signed run's body: small, so the cost is the signature and digest,
+/// not bytes.
+const SIGNED_BODY_BYTES: u32 = 256;
+
+pub struct Signed<'a> {
+    pub public_key_hex: &'a str,
+    pub workers: u32,
+}
+
+/// Starts `metanode cage serve` on 127.0.0.1:`port` proxying everything to
+/// the upstream. Unsigned requests are allowed (with a receipt) unless
+/// `signed` is given, in which case only signatures by the bench key pass.
+pub fn serve(
+    metanode: &Path,
+    dir: &Path,
+    port: u16,
+    upstream_port: u16,
+    signed: Option<Signed<'_>>,
+) -> anyhow::Result<Server> {
+    let name = if signed.is_some() {
+        "cage-signed"
+    } else {
+        "cage"
+    };
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub)?;
+    let (unsigned, keys, workers) = match &signed {
+        None => ("allow-with-receipt", String::new(), 0),
+        Some(s) => (
+            "reject",
+            format!(
+                "keys:\n  inline: {{ {BENCH_KEY_ID}: \"{}\" }}\n",
+                s.public_key_hex
+            ),
+            s.workers,
+        ),
+    };
+    let config = sub.join("cage.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nworkers: {workers}\nroutes:\n  - {{ path_prefix: /, upstream: \"127.0.0.1:{upstream_port}\", unsigned: {unsigned} }}\n\
+             {keys}receipts: {{ path: {} }}\n",
+            sub.join("receipts.log").display()
+        ),
+    )?;
+    let mut cmd = match &signed {
+        // The signed run measures one core: the cage alone on CPU 0.
+        Some(_) => pinned(0, metanode),
+        None => std::process::Command::new(metanode),
+    };
+    cmd.args(["cage", "serve", "--config"]).arg(&config);
+    Server::spawn(name, port, &mut cmd, sub.join("stderr.log"))
+}
+
+/// The cage on one core (taskset CPU 0, one worker) verifying ed25519
+/// RFC 9421 signatures with Content-Digest over 256-byte POST bodies and
+/// fresh nonces; http-load on CPU 1 sends requests it signed before the
+/// clock started (closed loop, 32 connections).
+pub fn signed_rps_per_core(
+    metanode: &Path,
+    http_load: &Path,
+    dir: &Path,
+    duration: Duration,
+) -> anyhow::Result<(Vec<Row>, Value)> {
+    let nginx = peers::ensure_tool("nginx", "nginx")?;
+    let upstream_port = peers::free_port()?;
+    let _upstream = peers::nginx_upstream(&nginx, &dir.join("signed"), upstream_port)?;
+    let key = SigningKey::generate().map_err(|e| anyhow::anyhow!("generate a key: {e}"))?;
+    let key_file = dir.join("bench-client.key");
+    std::fs::write(&key_file, format_key_file(&key).as_bytes())?;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+    let public_hex = hex::encode(key.public_key().to_bytes());
+    let port = peers::free_port()?;
+    let cage = serve(
+        metanode,
+        dir,
+        port,
+        upstream_port,
+        Some(Signed {
+            public_key_hex: &public_hex,
+            workers: 1,
+        }),
+    )?;
+    let args = vec![
+        "--connections".to_string(),
+        "32".to_string(),
+        "--threads".to_string(),
+        "1".to_string(),
+        "--method".to_string(),
+        "post".to_string(),
+        "--body-bytes".to_string(),
+        SIGNED_BODY_BYTES.to_string(),
+        "--sign-key".to_string(),
+        key_file.display().to_string(),
+        "--key-id".to_string(),
+        BENCH_KEY_ID.to_string(),
+    ];
+    let result = peers::http_load(http_load, dir, cage.port, &args, duration, Some(1))
+        .context("http-load against the signed cage")?;
+    let refused = result.requests.saturating_sub(result.ok_2xx);
+    eprintln!(
+        "    signed: {:.0} req/s on one core, {} refused, {} errors",
+        result.rps, refused, result.errors
+    );
+    anyhow::ensure!(
+        result.ok_2xx > 0,
+        "no signed request was accepted: {}",
+        result.raw
+    );
+    let mut r = row(
+        "signed_rps_per_core",
+        "req/s",
+        Some(result.rps),
+        None,
+        Better::Higher,
+    );
+    r.ours_note = Some(format!(
+        "cage on 1 core (taskset, 1 worker): ed25519 + Content-Digest + nonce per request, \
+         {refused} refused, {} errors; target >= 20000",
+        result.errors
+    ));
+    let v = json!({"phase": "signed", "result": result.raw,
+                   "cage_log": cage.log.display().to_string()});
+    Ok((vec![r], v))
+}

@@ -1,0 +1,555 @@
+//! The cage bench's peers and load tools: nginx (upstream and reverse
+//! proxy), wrk (closed-loop throughput), our open-loop generator
+//! (`perf`'s http-load), and the netns + trafgen + nftables rig for the drop
+//! rate. Kept apart from `cage.rs` so the bench's flow reads top to bottom.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde::Deserialize;
+
+use crate::process::{self, Outcome};
+
+/// How long a server gets to start answering.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// wrk and http-load get this much beyond their own duration.
+const LOAD_SLACK: Duration = Duration::from_secs(30);
+
+/// The upstream's one response body: short, so the proxies' own work
+/// dominates (what the comparison is about).
+pub const UPSTREAM_BODY: &str = "ok\n";
+
+/// A background server (nginx, our cage) stopped when dropped.
+#[derive(Debug)]
+pub struct Server {
+    pub name: &'static str,
+    pub port: u16,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn spawn(
+        name: &'static str,
+        port: u16,
+        cmd: &mut Command,
+        log: PathBuf,
+    ) -> anyhow::Result<Server> {
+        let child = process::spawn_background(cmd, &log)?;
+        let mut server = Server {
+            name,
+            port,
+            log,
+            child: Some(child),
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Until a GET / answers with any HTTP status line.
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "{} exited during start-up ({status}); log tail:\n{}",
+                    self.name,
+                    process::log_tail(&self.log, 20)
+                );
+            }
+            if http_status(self.port, "/").is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() > STARTUP_TIMEOUT {
+                bail!(
+                    "{} did not answer on 127.0.0.1:{} within {:?}; log tail:\n{}",
+                    self.name,
+                    self.port,
+                    STARTUP_TIMEOUT,
+                    process::log_tail(&self.log, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = process::stop_background(child, Duration::from_secs(5));
+        }
+    }
+}
+
+/// One plain HTTP/1.1 GET; the status code.
+pub fn http_status(port: u16, path: &str) -> anyhow::Result<u16> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    let text = std::str::from_utf8(&head).context("status line is not ASCII")?;
+    text.strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP status line: {text:?}"))
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+pub fn ensure_tool(binary: &str, package: &str) -> anyhow::Result<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let p = Path::new(dir).join(binary);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "{binary} not found: install the Debian package {package} \
+         (bash bootstrap/test.sh installs it)"
+    )
+}
+
+// ------------------------------------------------------------------ nginx
+
+/// Worker processes for nginx: one per core, nginx's own `auto`, which is
+/// what an operator deploying it would use.
+const NGINX_WORKERS: &str = "auto";
+
+fn nginx_conf(dir: &Path, server_block: &str) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes {NGINX_WORKERS};\nuser root;\n\
+         pid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         keepalive_requests 1000000;\n{server_block}\n}}\n"
+    )
+}
+
+/// The upstream both proxies forward to: nginx answering every request
+/// itself with a 3-byte body.
+pub fn nginx_upstream(nginx: &Path, dir: &Path, port: u16) -> anyhow::Result<Server> {
+    let dir = dir.join("nginx-upstream");
+    std::fs::create_dir_all(&dir)?;
+    let server = format!(
+        "  server {{ listen 127.0.0.1:{port} reuseport backlog=4096; \
+         location / {{ return 200 \"{}\"; }} }}",
+        UPSTREAM_BODY.escape_default()
+    );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(&dir, &server))?;
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-p").arg(&dir).arg("-c").arg(&conf);
+    Server::spawn("nginx-upstream", port, &mut cmd, dir.join("stderr.log"))
+}
+
+/// The peer: nginx as a reverse proxy to the upstream, with an upstream
+/// keep-alive pool (what a tuned deployment has; without it nginx opens a
+/// connection per request and loses badly, which would flatter us).
+pub fn nginx_proxy(
+    nginx: &Path,
+    dir: &Path,
+    port: u16,
+    upstream_port: u16,
+) -> anyhow::Result<Server> {
+    let dir = dir.join("nginx-proxy");
+    std::fs::create_dir_all(&dir)?;
+    let server = format!(
+        "  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}\n\
+         \x20 server {{ listen 127.0.0.1:{port} reuseport backlog=4096; \
+         client_max_body_size 1m; client_header_timeout 10s; keepalive_timeout 60s; \
+         location / {{ proxy_pass http://backend; proxy_http_version 1.1; \
+         proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }}"
+    );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(&dir, &server))?;
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-p").arg(&dir).arg("-c").arg(&conf);
+    Server::spawn("nginx", port, &mut cmd, dir.join("stderr.log"))
+}
+
+pub fn nginx_version(nginx: &Path) -> String {
+    // nginx prints its version on stderr.
+    Command::new(nginx)
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+        .unwrap_or_default()
+}
+
+// -------------------------------------------------------------------- wrk
+
+/// What one wrk run measured (from the Lua `done` hook, as JSON).
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+pub struct WrkResult {
+    pub requests: u64,
+    pub duration_us: u64,
+    pub errors_connect: u64,
+    pub errors_read: u64,
+    pub errors_write: u64,
+    pub errors_status: u64,
+    pub errors_timeout: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl WrkResult {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / (self.duration_us.max(1) as f64 / 1e6)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors_connect
+            + self.errors_read
+            + self.errors_write
+            + self.errors_status
+            + self.errors_timeout
+    }
+}
+
+const WRK_DONE_LUA: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"errors_connect":%d,"errors_read":%d,"errors_write":%d,' ..
+    '"errors_status":%d,"errors_timeout":%d,"p50_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"#;
+
+#[derive(Clone, Copy, Debug)]
+pub struct WrkRun {
+    pub threads: u32,
+    pub connections: u32,
+    pub duration: Duration,
+    /// `Connection: close` on every request: a new TCP connection each.
+    pub new_connections: bool,
+}
+
+pub fn wrk(wrk: &Path, dir: &Path, port: u16, run: WrkRun) -> anyhow::Result<WrkResult> {
+    let script = dir.join("wrk-done.lua");
+    std::fs::write(&script, WRK_DONE_LUA)?;
+    let mut cmd = Command::new(wrk);
+    cmd.arg("-t")
+        .arg(run.threads.to_string())
+        .arg("-c")
+        .arg(run.connections.to_string())
+        .arg("-d")
+        .arg(format!("{}s", run.duration.as_secs().max(1)))
+        .arg("--timeout")
+        .arg("5s")
+        .arg("-s")
+        .arg(&script);
+    if run.new_connections {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}/bench"));
+    let log = dir.join("wrk.log");
+    match process::run_with_timeout(&mut cmd, run.duration + LOAD_SLACK, &log)? {
+        Outcome::TimedOut(after) => bail!("wrk did not finish within {after:?}"),
+        Outcome::Finished(f) => {
+            ensure!(
+                f.status.success(),
+                "wrk failed ({}): {}",
+                f.status,
+                process::log_tail(&log, 10)
+            );
+            let line = f
+                .stdout
+                .lines()
+                .rev()
+                .find(|l| l.starts_with('{'))
+                .with_context(|| format!("no JSON line in wrk's output:\n{}", f.stdout))?;
+            serde_json::from_str(line).with_context(|| format!("parse wrk JSON {line:?}"))
+        }
+    }
+}
+
+// ---------------------------------------------------------- open-loop load
+
+/// What `http-load --json` prints (perf/src/bin/http-load.rs); fields the
+/// bench does not read are kept in the raw JSON.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LoadLatency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadResult {
+    pub rps: f64,
+    pub requests: u64,
+    pub ok_2xx: u64,
+    pub errors: u64,
+    pub latency_us: LoadLatency,
+    pub raw: serde_json::Value,
+}
+
+pub fn build_http_load(root: &Path) -> anyhow::Result<PathBuf> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "perf",
+        "--bin",
+        "http-load",
+    ]);
+    ensure!(
+        process::run_inherited(&mut cmd)?,
+        "cargo build --release -p perf --bin http-load failed"
+    );
+    Ok(root.join("target/release/http-load"))
+}
+
+pub fn http_load(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    args: &[String],
+    duration: Duration,
+    cpu: Option<u32>,
+) -> anyhow::Result<LoadResult> {
+    let mut cmd = match cpu {
+        Some(cpu) => super::cage::pinned(cpu, bin),
+        None => Command::new(bin),
+    };
+    cmd.arg("--target")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--path")
+        .arg("/bench")
+        .arg("--duration-s")
+        .arg(duration.as_secs().max(1).to_string())
+        .args(args)
+        .arg("--json");
+    let log = dir.join("http-load.log");
+    let outcome = process::run_with_timeout(&mut cmd, duration * 2 + LOAD_SLACK, &log)?;
+    let Outcome::Finished(f) = outcome else {
+        bail!("http-load did not finish in time");
+    };
+    ensure!(
+        f.status.success(),
+        "http-load failed ({}): {}",
+        f.status,
+        process::log_tail(&log, 10)
+    );
+    let line = f
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("no JSON in http-load's output:\n{}", f.stdout))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("parse http-load JSON {line:?}"))?;
+    let num = |k: &str| {
+        raw[k]
+            .as_f64()
+            .with_context(|| format!("http-load JSON has no {k}"))
+    };
+    Ok(LoadResult {
+        rps: num("rps")?,
+        requests: num("requests")? as u64,
+        ok_2xx: num("ok_2xx")? as u64,
+        errors: num("errors")? as u64,
+        latency_us: serde_json::from_value(raw["latency_us"].clone())
+            .context("http-load JSON latency_us")?,
+        raw,
+    })
+}
+
+// ------------------------------------------------- netns drop-rate rig
+
+/// Two network namespaces joined by a veth pair: the generator's side
+/// (`tx`) and the filtering side (`rx`), removed when dropped.
+#[derive(Debug)]
+pub struct DropRig {
+    pub tx_ns: String,
+    pub rx_ns: String,
+    pub tx_if: String,
+    pub rx_if: String,
+    pub rx_mac: String,
+}
+
+pub const RIG_TX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+pub const RIG_RX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("run ip")?;
+    ensure!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+impl DropRig {
+    pub fn create() -> anyhow::Result<DropRig> {
+        let tag = std::process::id() % 100_000;
+        let rig = DropRig {
+            tx_ns: format!("mncb-tx-{tag}"),
+            rx_ns: format!("mncb-rx-{tag}"),
+            tx_if: format!("mncbt{tag}"),
+            rx_if: format!("mncbr{tag}"),
+            rx_mac: String::new(),
+        };
+        ip(&["netns", "add", &rig.tx_ns])?;
+        // From here on, Drop cleans up whatever exists.
+        let mut rig = rig;
+        ip(&["netns", "add", &rig.rx_ns])?;
+        ip(&[
+            "link", "add", &rig.tx_if, "type", "veth", "peer", "name", &rig.rx_if,
+        ])?;
+        ip(&["link", "set", &rig.tx_if, "netns", &rig.tx_ns])?;
+        ip(&["link", "set", &rig.rx_if, "netns", &rig.rx_ns])?;
+        let tx_cidr = format!("{RIG_TX_ADDR}/24");
+        let rx_cidr = format!("{RIG_RX_ADDR}/24");
+        ip(&["-n", &rig.tx_ns, "addr", "add", &tx_cidr, "dev", &rig.tx_if])?;
+        ip(&["-n", &rig.rx_ns, "addr", "add", &rx_cidr, "dev", &rig.rx_if])?;
+        for (ns, ifname) in [(&rig.tx_ns, &rig.tx_if), (&rig.rx_ns, &rig.rx_if)] {
+            ip(&["-n", ns, "link", "set", ifname, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let out = Command::new("ip")
+            .args(["-n", &rig.rx_ns, "-j", "link", "show", &rig.rx_if])
+            .output()?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .context("parse `ip -j link show` of the receiving veth")?;
+        rig.rx_mac = links[0]["address"]
+            .as_str()
+            .context("no MAC address for the receiving veth")?
+            .to_string();
+        Ok(rig)
+    }
+
+    /// Runs `nft -f -` in the receiving namespace with `ruleset` on stdin.
+    pub fn nft(&self, ruleset: &str) -> anyhow::Result<()> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.rx_ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn nft")?;
+        child
+            .stdin
+            .take()
+            .context("nft stdin")?
+            .write_all(ruleset.as_bytes())?;
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "nft rejected the rule set: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    }
+
+    /// `nft -j list ruleset` in the receiving namespace: the packets counted
+    /// by the first counter of the named chain.
+    pub fn nft_counter_packets(&self) -> anyhow::Result<u64> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.rx_ns, "nft", "-j", "list", "ruleset"])
+            .output()
+            .context("nft list ruleset")?;
+        ensure!(out.status.success(), "nft list ruleset failed");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let items = v["nftables"].as_array().context("nft JSON has no items")?;
+        let mut packets = 0u64;
+        for item in items {
+            if let Some(exprs) = item["rule"]["expr"].as_array() {
+                for e in exprs {
+                    if let Some(p) = e["counter"]["packets"].as_u64() {
+                        packets += p;
+                    }
+                }
+            }
+        }
+        Ok(packets)
+    }
+
+    pub fn nft_flush(&self) -> anyhow::Result<()> {
+        self.nft("flush ruleset\n")
+    }
+
+    /// Sends `packets` UDP packets from `source` to the receiving side with
+    /// trafgen (AF_PACKET, one process per CPU) and returns the wall time.
+    pub fn send(
+        &self,
+        trafgen: &Path,
+        dir: &Path,
+        source: Ipv4Addr,
+        packets: u64,
+    ) -> anyhow::Result<Duration> {
+        let conf = dir.join("trafgen.cfg");
+        // 60-byte frames (64 on the wire with FCS): the classic small-packet
+        // case where per-packet cost is everything.
+        std::fs::write(
+            &conf,
+            format!(
+                "{{ eth(da={}), ipv4(saddr={source}, daddr={RIG_RX_ADDR}, ttl=64), \
+                 udp(sp=40000, dp=9), fill(0x00, 18) }}\n",
+                self.rx_mac
+            ),
+        )?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.tx_ns])
+            .arg(trafgen)
+            .arg("--dev")
+            .arg(&self.tx_if)
+            .arg("--conf")
+            .arg(&conf)
+            .arg("--num")
+            .arg(packets.to_string())
+            .arg("-q");
+        let log = dir.join("trafgen.log");
+        let started = Instant::now();
+        match process::run_with_timeout(&mut cmd, Duration::from_secs(120), &log)? {
+            Outcome::TimedOut(after) => bail!("trafgen did not finish within {after:?}"),
+            Outcome::Finished(f) => ensure!(
+                f.status.success(),
+                "trafgen failed ({}): {}",
+                f.status,
+                process::log_tail(&log, 10)
+            ),
+        }
+        Ok(started.elapsed())
+    }
+}
+
+impl Drop for DropRig {
+    fn drop(&mut self) {
+        for ns in [&self.tx_ns, &self.rx_ns] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The XDP half of the cage bench: the benchmark policy, its nftables
+//! twin, BPF_PROG_TEST_RUN per-packet costs and the attached drop count.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use metanode_biso::{CompiledPolicy, RateLimit, Rule, Verdict};
+use serde_json::{Value, json};
+
+use super::cage::row;
+use super::cage_peers::{DropRig, RIG_TX_ADDR};
+use super::results::{Better, Row};
+
+/// Green and yellow test sources live in these prefixes; red ones in
+/// 100.64.0.0/10 (shared address space: never routed here), one /24 each.
+const GREEN_NET: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 0);
+const YELLOW_NET: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 0);
+const RED_BASE: u32 = u32::from_be_bytes([100, 64, 0, 0]);
+
+pub const GREEN_SOURCE: Ipv4Addr = RIG_TX_ADDR;
+pub const YELLOW_SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+/// A yellow budget far above what TEST_RUN sends per second, so the yellow
+/// cost measured is the bucket arithmetic on the pass path.
+const YELLOW_RATE: RateLimit = RateLimit {
+    rate_per_s: 4_000_000_000,
+    burst: 4_000_000_000,
+};
+
+fn rule(verdict: Verdict, reason_id: u16) -> Rule {
+    Rule {
+        verdict,
+        rate: YELLOW_RATE,
+        sample_one_in: 0,
+        reason_id,
+    }
+}
+
+/// `red_count` red /24s, one green and one yellow /24, default green.
+pub fn bench_policy(red_count: u32) -> CompiledPolicy {
+    let mut v4 = vec![
+        (
+            Ipv4Net::new(GREEN_NET, 24).expect("/24 is a valid prefix"),
+            rule(Verdict::Green, 1),
+        ),
+        (
+            Ipv4Net::new(YELLOW_NET, 24).expect("/24 is a valid prefix"),
+            rule(Verdict::Yellow, 2),
+        ),
+    ];
+    for i in 0..red_count {
+        let net = Ipv4Addr::from(RED_BASE + (i << 8));
+        v4.push((
+            Ipv4Net::new(net, 24).expect("/24 is a valid prefix"),
+            rule(Verdict::Red, 3),
+        ));
+    }
+    CompiledPolicy {
+        version: 1,
+        policy_digest: *blake3::hash(b"cage bench policy").as_bytes(),
+        default_rule: rule(Verdict::Green, 0),
+        v4,
+        v6: Vec::new(),
+        reasons: vec![
+            "default".into(),
+            "bench green".into(),
+            "bench yellow".into(),
+            "bench red (blocked region)".into(),
+        ],
+    }
+}
+
+/// A source inside the last red /24: the deepest the lookup goes.
+pub fn red_source(red_count: u32) -> Ipv4Addr {
+    Ipv4Addr::from(RED_BASE + ((red_count.max(1) - 1) << 8) + 9)
+}
+
+/// The same rules as nftables sees them: red prefixes in an interval set
+/// dropped and counted; yellow prefixes limited per source by a meter.
+pub fn nft_ruleset(policy: &CompiledPolicy, ifname: &str) -> String {
+    let list = |verdict: Verdict| {
+        policy
+            .v4
+            .iter()
+            .filter(|(_, r)| r.verdict == verdict)
+            .map(|(net, _)| net.to_string())
+            .collect::<Vec<_>>()
+    };
+    let (red, yellow) = (list(Verdict::Red), list(Verdict::Yellow));
+    let mut s = String::new();
+    let _ = writeln!(s, "table netdev biso {{");
+    let _ = writeln!(
+        s,
+        "  set red4 {{ type ipv4_addr; flags interval; elements = {{ {} }} }}",
+        red.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "  set yellow4 {{ type ipv4_addr; flags interval; elements = {{ {} }} }}",
+        yellow.join(", ")
+    );
+    let _ = writeln!(s, "  chain ingress {{");
+    let _ = writeln!(
+        s,
+        "    type filter hook ingress device \"{ifname}\" priority -500; policy accept;"
+    );
+    let _ = writeln!(s, "    ip saddr @red4 counter drop");
+    let _ = writeln!(
+        s,
+        "    ip saddr @yellow4 meter yellow {{ ip saddr limit rate over {}/second burst {} packets }} drop",
+        YELLOW_RATE.rate_per_s.min(1_000_000),
+        YELLOW_RATE.burst.min(1_000_000)
+    );
+    let _ = writeln!(s, "  }}");
+    let _ = writeln!(s, "}}");
+    s
+}
+
+/// Frames for BPF_PROG_TEST_RUN: Ethernet + IPv4 + UDP, 60 bytes.
+pub fn udp_frame(source: Ipv4Addr, dest: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]); // dst MAC
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]); // src MAC
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len: u16 = 20 + 8 + 18;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&ip_len.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&source.octets());
+    ip.extend_from_slice(&dest.octets());
+    let sum = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&9u16.to_be_bytes());
+    f.extend_from_slice(&(8u16 + 18).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0u8; 18]);
+    f
+}
+
+#[derive(Debug)]
+pub struct XdpCosts {
+    pub repeats: u32,
+    /// (light, ns per packet, the action the program returned)
+    pub costs: Vec<(&'static str, f64, String)>,
+}
+
+impl XdpCosts {
+    pub fn rows(&self) -> Vec<Row> {
+        self.costs
+            .iter()
+            .map(|(light, ns, action)| {
+                let mut r = row(
+                    &format!("xdp_{light}_ns"),
+                    "ns",
+                    Some(*ns),
+                    None,
+                    Better::Lower,
+                );
+                let target = match *light {
+                    "green" => 40,
+                    "red" => 50,
+                    _ => 70,
+                };
+                r.ours_note = Some(format!(
+                    "BPF_PROG_TEST_RUN x{}, action {action}; target <= {target} ns",
+                    self.repeats
+                ));
+                r
+            })
+            .collect()
+    }
+
+    pub fn json(&self) -> Value {
+        json!({"repeats": self.repeats, "costs": self.costs.iter()
+            .map(|(l, ns, a)| json!({"light": l, "ns_per_packet": ns, "action": a}))
+            .collect::<Vec<_>>()})
+    }
+}
+
+#[derive(Debug)]
+pub struct AttachedDrops {
+    pub dropped: u64,
+    pub wall: Duration,
+    pub mode: &'static str,
+}
+
+/// Loads the program (not attached, no pins), applies the bench policy and
+/// runs one frame per light through BPF_PROG_TEST_RUN `repeats` times.
+pub fn test_run_costs(red_count: u32, repeats: u32) -> anyhow::Result<XdpCosts> {
+    use anyhow::Context as _;
+    let mut lights = metanode_ebpf::TrafficLights::load(None).context("load the XDP program")?;
+    lights
+        .apply(&bench_policy(red_count))
+        .context("apply the bench policy")?;
+    let dest = Ipv4Addr::new(10, 201, 0, 2);
+    let mut costs = Vec::new();
+    for (light, source) in [
+        ("green", GREEN_SOURCE),
+        ("yellow", YELLOW_SOURCE),
+        ("red", red_source(red_count)),
+    ] {
+        let run = lights
+            .test_run(&udp_frame(source, dest), repeats)
+            .with_context(|| format!("BPF_PROG_TEST_RUN of the {light} frame"))?;
+        eprintln!(
+            "    {light:<6} {:>4} ns/packet ({:?})",
+            run.ns_per_packet, run.action
+        );
+        costs.push((
+            light,
+            f64::from(run.ns_per_packet),
+            format!("{:?}", run.action),
+        ));
+    }
+    Ok(XdpCosts { repeats, costs })
+}
+
+/// Attaches the program (native mode) to the rig's receiving veth from a
+/// thread inside its namespace, runs `send`, and reads how many packets the
+/// program dropped as red while it ran.
+pub fn attach_and_count(
+    rig: &DropRig,
+    policy: &CompiledPolicy,
+    send: impl FnOnce() -> anyhow::Result<Duration>,
+) -> anyhow::Result<AttachedDrops> {
+    use anyhow::Context as _;
+    use std::os::fd::AsRawFd;
+    let mut lights = metanode_ebpf::TrafficLights::load(None).context("load the XDP program")?;
+    lights.apply(policy).context("apply the bench policy")?;
+    let ns_path = format!("/var/run/netns/{}", rig.rx_ns);
+    let ifname = rig.rx_if.clone();
+    // Network namespaces are per thread: attach from one that entered the
+    // receiving namespace (the interface name resolves there).
+    let mut lights = std::thread::spawn(move || -> anyhow::Result<_> {
+        let ns = std::fs::File::open(&ns_path).with_context(|| format!("open {ns_path}"))?;
+        // SAFETY: setns(2) on a namespace fd we own; affects this thread only.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        anyhow::ensure!(
+            rc == 0,
+            "setns {ns_path}: {}",
+            std::io::Error::last_os_error()
+        );
+        lights
+            .attach(&ifname, metanode_ebpf::AttachMode::Native)
+            .with_context(|| format!("attach XDP (native) to {ifname}"))?;
+        Ok(lights)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the attach thread panicked"))??;
+    let before = lights.counters()?.red_packets;
+    let wall = send()?;
+    let dropped = lights.counters()?.red_packets - before;
+    lights.detach(&rig.rx_if).ok();
+    Ok(AttachedDrops {
+        dropped,
+        wall,
+        mode: "native",
+    })
+}
