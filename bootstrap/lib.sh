@@ -40,10 +40,10 @@ ensure_rust() {
 
 # The BISO traffic lights (#7): clang-14 compiles ebpf/xdp/*.c (ebpf/loader's
 # build script) against libbpf's headers; bpftool to inspect what is loaded.
-# The cage bench's peers and load: nginx, wrk; trafgen (netsniff-ng) generates
-# packets for the XDP vs nftables drop-rate comparison.
+# The cage bench's peers and load: nginx, wrk (the drop-rate packet generator
+# is our own AF_PACKET sender in xtask).
 traffic_deps() {
-    apt_install clang-14 llvm-14 libbpf-dev bpftool nftables nginx wrk netsniff-ng
+    apt_install clang-14 llvm-14 libbpf-dev bpftool nftables nginx wrk
 }
 
 # Everything `cargo xtask image` and the QEMU system tests need: the kernel

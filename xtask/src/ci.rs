@@ -142,6 +142,15 @@ fn steps() -> Vec<(&'static str, StepFn)> {
                 summary.ensure_no_failures()
             }),
         ),
+        (
+            "cargo xtask bench cage --quick (XDP vs nftables, cage vs nginx, signed requests per core)",
+            Box::new(|_| {
+                crate::bench::cage::run(&crate::bench::cage::CageBenchArgs {
+                    quick: true,
+                    only: Vec::new(),
+                })
+            }),
+        ),
     ]
 }
 

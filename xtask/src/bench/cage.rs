@@ -7,8 +7,9 @@
 //!    `RULES_RED_COUNT` red /24s plus a green and a yellow prefix, and one
 //!    60-byte UDP frame per light run through BPF_PROG_TEST_RUN `repeat`
 //!    times; the kernel reports the mean ns per run.
-//! 2. Drop rate: two network namespaces joined by a veth; trafgen sends
-//!    60-byte UDP frames from a red source. First our XDP program on the
+//! 2. Drop rate: two network namespaces joined by a veth; our AF_PACKET
+//!    generator (sendmmsg, one thread per CPU) sends 60-byte UDP frames from
+//!    a red source. First our XDP program on the
 //!    receiving veth drops them, then nftables (netdev ingress hook, the
 //!    earliest nftables can see a packet) drops them with the same rule set
 //!    (the red prefixes as an interval set, yellow as a per-source meter).
@@ -43,6 +44,10 @@ pub struct CageBenchArgs {
     /// noisier; the JSON says "quick").
     #[arg(long)]
     pub quick: bool,
+    /// Run only these phases (comma-separated): xdp, drop, proxy, signed.
+    /// The JSON of a partial run is written as cage.partial.json.
+    #[arg(long, value_delimiter = ',', value_parser = ["xdp", "drop", "proxy", "signed"])]
+    pub only: Vec<String>,
 }
 
 /// Red /24s in the benchmark policy: enough that both LPM trie and nftables
@@ -68,11 +73,11 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let quick = args.quick;
+    let wanted = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
 
-    eprintln!("==> setup: nginx, wrk, trafgen, metanode (release), http-load (release)");
+    eprintln!("==> setup: nginx, wrk, metanode (release), http-load (release)");
     let nginx = peers::ensure_tool("nginx", "nginx")?;
     let wrk = peers::ensure_tool("wrk", "wrk")?;
-    let trafgen = peers::ensure_tool("trafgen", "netsniff-ng")?;
     let metanode = crate::chain_net::build_release()?;
     let http_load = peers::build_http_load(&root)?;
 
@@ -80,55 +85,63 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     let mut problems = Vec::new();
 
-    eprintln!("==> XDP per-packet cost (BPF_PROG_TEST_RUN)");
     let repeats = if quick {
         XDP_REPEATS_QUICK
     } else {
         XDP_REPEATS_FULL
     };
-    match super::cage_xdp::test_run_costs(RULES_RED_COUNT, repeats) {
-        Ok(costs) => {
-            rows.extend(costs.rows());
-            runs.push(json!({"phase": "xdp_test_run", "result": costs.json()}));
+    if wanted("xdp") {
+        eprintln!("==> XDP per-packet cost (BPF_PROG_TEST_RUN)");
+        match super::cage_xdp::test_run_costs(RULES_RED_COUNT, repeats) {
+            Ok(costs) => {
+                rows.extend(costs.rows());
+                runs.push(json!({"phase": "xdp_test_run", "result": costs.json()}));
+            }
+            Err(e) => problems.push(format!("xdp test run: {e:#}")),
         }
-        Err(e) => problems.push(format!("xdp test run: {e:#}")),
     }
 
-    eprintln!("==> drop rate: trafgen → veth, XDP vs nftables (same rule set)");
     let packets = if quick {
         DROP_PACKETS_QUICK
     } else {
         DROP_PACKETS_FULL
     };
-    match drop_rates(&trafgen, &dir, packets) {
-        Ok((r, v)) => {
-            rows.extend(r);
-            runs.push(v);
+    if wanted("drop") {
+        eprintln!("==> drop rate: AF_PACKET generator → veth, XDP vs nftables (same rule set)");
+        match drop_rates(packets) {
+            Ok((r, v)) => {
+                rows.extend(r);
+                runs.push(v);
+            }
+            Err(e) => problems.push(format!("drop rate: {e:#}")),
         }
-        Err(e) => problems.push(format!("drop rate: {e:#}")),
     }
 
-    eprintln!("==> reverse proxy: ours vs nginx (wrk, then open loop)");
     let duration = if quick {
         WRK_DURATION_QUICK
     } else {
         WRK_DURATION_FULL
     };
-    match proxies(&nginx, &wrk, &metanode, &http_load, &dir, duration) {
-        Ok((r, v)) => {
-            rows.extend(r);
-            runs.push(v);
+    if wanted("proxy") {
+        eprintln!("==> reverse proxy: ours vs nginx (wrk, then open loop)");
+        match proxies(&nginx, &wrk, &metanode, &http_load, &dir, duration) {
+            Ok((r, v)) => {
+                rows.extend(r);
+                runs.push(v);
+            }
+            Err(e) => problems.push(format!("proxy: {e:#}")),
         }
-        Err(e) => problems.push(format!("proxy: {e:#}")),
     }
 
-    eprintln!("==> signed requests on one core");
-    match super::cage_ours::signed_rps_per_core(&metanode, &http_load, &dir, duration) {
-        Ok((r, v)) => {
-            rows.extend(r);
-            runs.push(v);
+    if wanted("signed") {
+        eprintln!("==> signed requests on one core");
+        match super::cage_ours::signed_rps_per_core(&metanode, &http_load, &dir, duration) {
+            Ok((r, v)) => {
+                rows.extend(r);
+                runs.push(v);
+            }
+            Err(e) => problems.push(format!("signed requests: {e:#}")),
         }
-        Err(e) => problems.push(format!("signed requests: {e:#}")),
     }
 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -136,12 +149,16 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
     let report = Report {
         bench: "cage",
         when: crate::time::now_iso8601(),
-        mode: if quick { "quick" } else { "full" },
+        mode: match (args.only.is_empty(), quick) {
+            (false, _) => "partial",
+            (true, true) => "quick",
+            (true, false) => "full",
+        },
         machine: json!({
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "kernel": kernel.trim(),
             "note": "load generators, proxies and upstream share these cores (loopback); \
-                     trafgen shares them with the filter",
+                     the packet generator shares them with the filter",
         }),
         ours: serde_json::Map::from_iter([
             (
@@ -172,7 +189,7 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
         ]),
         workload: json!({
             "xdp": format!("60-byte UDP/IPv4 frames, BPF_PROG_TEST_RUN repeat {repeats}, {RULES_RED_COUNT} red /24s"),
-            "drop": format!("{packets} 60-byte UDP frames from a red source, trafgen --num, wall time of the send"),
+            "drop": format!("{packets} 60-byte UDP frames from a red source, AF_PACKET sendmmsg (64 per call, one thread per CPU, pfifo on the sending veth), wall time of the send"),
             "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} \
                               -d{}s; open loop {OPEN_LOOP_CONNECTIONS} connections at {LOAD_PERCENTS:?} % of \
                               min(max ours, max nginx)", duration.as_secs()),
@@ -184,7 +201,11 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
     print_table(&report);
     let results = root.join("perf/results");
     std::fs::create_dir_all(&results)?;
-    let stem = if quick { "cage.quick" } else { "cage" };
+    let stem = match (args.only.is_empty(), quick) {
+        (false, _) => "cage.partial",
+        (true, true) => "cage.quick",
+        (true, false) => "cage",
+    };
     let json_path = results.join(format!("{stem}.json"));
     std::fs::write(&json_path, report.to_json_pretty()? + "\n")?;
     chart::draw(&report, &results.join(format!("{stem}.png")))?;
@@ -214,18 +235,16 @@ pub(super) fn row(
 
 // ------------------------------------------------------------ drop rate
 
-fn drop_rates(trafgen: &Path, dir: &Path, packets: u64) -> anyhow::Result<(Vec<Row>, Value)> {
+fn drop_rates(packets: u64) -> anyhow::Result<(Vec<Row>, Value)> {
     let rig = DropRig::create()?;
     let policy = super::cage_xdp::bench_policy(RULES_RED_COUNT);
     let red_source = super::cage_xdp::red_source(RULES_RED_COUNT);
 
     // Ours first: XDP on the receiving veth.
-    let xdp = super::cage_xdp::attach_and_count(&rig, &policy, || {
-        rig.send(trafgen, dir, red_source, packets)
-    })?;
+    let xdp = super::cage_xdp::attach_and_count(&rig, &policy, || rig.send(red_source, packets))?;
     // Then nftables with the same rules, XDP gone.
     rig.nft(&super::cage_xdp::nft_ruleset(&policy, &rig.rx_if))?;
-    let nft_wall = rig.send(trafgen, dir, red_source, packets)?;
+    let nft_wall = rig.send(red_source, packets)?;
     let nft_dropped = rig.nft_counter_packets()?;
     rig.nft_flush()?;
     let mpps = |dropped: u64, wall: Duration| dropped as f64 / wall.as_secs_f64() / 1e6;

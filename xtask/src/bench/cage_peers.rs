@@ -312,13 +312,13 @@ pub fn build_http_load(root: &Path) -> anyhow::Result<PathBuf> {
         "--release",
         "--quiet",
         "-p",
-        "perf",
+        "metanode-perf",
         "--bin",
         "http-load",
     ]);
     ensure!(
         process::run_inherited(&mut cmd)?,
-        "cargo build --release -p perf --bin http-load failed"
+        "cargo build --release -p metanode-perf --bin http-load failed"
     );
     Ok(root.join("target/release/http-load"))
 }
@@ -436,6 +436,21 @@ impl DropRig {
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
+        // A real queue on the sending side: veth with native XDP pushes back
+        // (stops its queue) when the peer's ring is full, and with the
+        // default noqueue that back-pressure would turn into drops before
+        // either filter saw the packet.
+        let out = Command::new("tc")
+            .args(["-n", &rig.tx_ns, "qdisc", "replace", "dev", &rig.tx_if])
+            .args(["root", "pfifo", "limit", "10000"])
+            .output()
+            .context("run tc")?;
+        ensure!(
+            out.status.success(),
+            "tc qdisc replace on {}: {}",
+            rig.tx_if,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         let out = Command::new("ip")
             .args(["-n", &rig.rx_ns, "-j", "link", "show", &rig.rx_if])
             .output()?;
@@ -498,49 +513,130 @@ impl DropRig {
         self.nft("flush ruleset\n")
     }
 
-    /// Sends `packets` UDP packets from `source` to the receiving side with
-    /// trafgen (AF_PACKET, one process per CPU) and returns the wall time.
-    pub fn send(
-        &self,
-        trafgen: &Path,
-        dir: &Path,
-        source: Ipv4Addr,
-        packets: u64,
-    ) -> anyhow::Result<Duration> {
-        let conf = dir.join("trafgen.cfg");
-        // 60-byte frames (64 on the wire with FCS): the classic small-packet
-        // case where per-packet cost is everything.
-        std::fs::write(
-            &conf,
-            format!(
-                "{{ eth(da={}), ipv4(saddr={source}, daddr={RIG_RX_ADDR}, ttl=64), \
-                 udp(sp=40000, dp=9), fill(0x00, 18) }}\n",
-                self.rx_mac
-            ),
-        )?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.tx_ns])
-            .arg(trafgen)
-            .arg("--dev")
-            .arg(&self.tx_if)
-            .arg("--conf")
-            .arg(&conf)
-            .arg("--num")
-            .arg(packets.to_string())
-            .arg("-q");
-        let log = dir.join("trafgen.log");
+    /// Sends `packets` 60-byte UDP frames from `source` to the receiving
+    /// side and returns the wall time. The generator is ours: AF_PACKET
+    /// sockets bound to the sending veth, `sendmmsg` in batches, one thread
+    /// per CPU, a full device queue (EAGAIN/ENOBUFS) retried, never counted
+    /// as sent. (trafgen's TX_RING mode gives up on the first EAGAIN, which
+    /// veth returns whenever its ring is full.)
+    pub fn send(&self, source: Ipv4Addr, packets: u64) -> anyhow::Result<Duration> {
+        let frame = ethernet_udp_frame(&self.rx_mac, source)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let ns_path = format!("/var/run/netns/{}", self.tx_ns);
+        let ifname = self.tx_if.clone();
         let started = Instant::now();
-        match process::run_with_timeout(&mut cmd, Duration::from_secs(120), &log)? {
-            Outcome::TimedOut(after) => bail!("trafgen did not finish within {after:?}"),
-            Outcome::Finished(f) => ensure!(
-                f.status.success(),
-                "trafgen failed ({}): {}",
-                f.status,
-                process::log_tail(&log, 10)
-            ),
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let share = packets / threads + u64::from(i < packets % threads);
+                let (ns_path, ifname, frame) = (ns_path.clone(), ifname.clone(), frame.clone());
+                std::thread::spawn(move || raw_send(&ns_path, &ifname, &frame, share))
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a sender thread panicked"))??;
         }
         Ok(started.elapsed())
     }
+}
+
+/// Ethernet + IPv4 + UDP, 60 bytes (64 on the wire with the FCS): the
+/// small-packet case where per-packet cost is everything.
+fn ethernet_udp_frame(dest_mac: &str, source: Ipv4Addr) -> anyhow::Result<Vec<u8>> {
+    let mac: Vec<u8> = dest_mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("MAC address {dest_mac:?}"))?;
+    ensure!(mac.len() == 6, "MAC address {dest_mac:?} is not 6 bytes");
+    let mut f = super::cage_xdp::udp_frame(source, RIG_RX_ADDR);
+    f[..6].copy_from_slice(&mac);
+    Ok(f)
+}
+
+fn raw_send(ns_path: &str, ifname: &str, frame: &[u8], count: u64) -> anyhow::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const BATCH: usize = 64;
+    let ns = std::fs::File::open(ns_path).with_context(|| format!("open {ns_path}"))?;
+    // SAFETY: setns(2) on a namespace fd we own; affects this thread only.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    ensure!(
+        rc == 0,
+        "setns {ns_path}: {}",
+        std::io::Error::last_os_error()
+    );
+    let name = std::ffi::CString::new(ifname)?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    ensure!(ifindex != 0, "no interface {ifname} in {ns_path}");
+    // SAFETY: socket(2) with constant arguments; the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from((libc::ETH_P_ALL as u16).to_be()),
+        )
+    };
+    ensure!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_ifindex = ifindex as i32;
+    let addr_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: bind with a valid sockaddr_ll of the given length.
+    let rc = unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), addr_len) };
+    ensure!(
+        rc == 0,
+        "bind AF_PACKET to {ifname}: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut iov = libc::iovec {
+        iov_base: frame.as_ptr() as *mut libc::c_void,
+        iov_len: frame.len(),
+    };
+    // Each header points at the one iovec, which outlives every sendmmsg
+    // call below (the kernel only reads it).
+    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+        .map(|_| {
+            // SAFETY: an all-zero mmsghdr (null pointers, zero lengths) is a
+            // valid value of this plain C struct.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = &raw mut iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    let mut sent = 0u64;
+    let mut stalls = 0u64;
+    while sent < count {
+        let n = (count - sent).min(BATCH as u64) as u32;
+        // SAFETY: msgs holds at least n initialised headers.
+        let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), n, 0) };
+        if rc > 0 {
+            sent += rc as u64;
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) => {
+                stalls += 1;
+                ensure!(
+                    stalls < 50_000_000,
+                    "the device queue never drained ({err})"
+                );
+                std::thread::yield_now();
+            }
+            _ => return Err(err).with_context(|| format!("sendmmsg on {ifname}")),
+        }
+    }
+    Ok(())
 }
 
 impl Drop for DropRig {

@@ -165,12 +165,13 @@ impl XdpCosts {
                     Better::Lower,
                 );
                 let target = match *light {
-                    "green" => 40,
-                    "red" => 50,
-                    _ => 70,
+                    "green" => " target <= 40 ns",
+                    "red" => " target <= 50 ns",
+                    "yellow" => " target <= 70 ns",
+                    _ => " harness floor (context, not ours)",
                 };
                 r.ours_note = Some(format!(
-                    "BPF_PROG_TEST_RUN x{}, action {action}; target <= {target} ns",
+                    "BPF_PROG_TEST_RUN x{}, action {action};{target}",
                     self.repeats
                 ));
                 r
@@ -202,6 +203,22 @@ pub fn test_run_costs(red_count: u32, repeats: u32) -> anyhow::Result<XdpCosts> 
         .context("apply the bench policy")?;
     let dest = Ipv4Addr::new(10, 201, 0, 2);
     let mut costs = Vec::new();
+    // The harness's own cost, which no program can remove: context for the
+    // rows below (an empty program, and one that only parses Ethernet+IPv4).
+    for program in metanode_ebpf::FloorProgram::ALL {
+        let run = metanode_ebpf::test_run_floor(program, &udp_frame(GREEN_SOURCE, dest), repeats)
+            .with_context(|| format!("BPF_PROG_TEST_RUN of the {} floor", program.name()))?;
+        eprintln!(
+            "    {:<18} {:>4} ns/packet",
+            program.name(),
+            run.ns_per_packet
+        );
+        costs.push((
+            program.name(),
+            f64::from(run.ns_per_packet),
+            format!("{:?}", run.action),
+        ));
+    }
     for (light, source) in [
         ("green", GREEN_SOURCE),
         ("yellow", YELLOW_SOURCE),
