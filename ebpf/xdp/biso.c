@@ -66,12 +66,24 @@ BISO_LPM(biso_v4_1, struct biso_lpm_v4);
 BISO_LPM(biso_v6_0, struct biso_lpm_v6);
 BISO_LPM(biso_v6_1, struct biso_lpm_v6);
 
+/* Per-CPU verdict caches in front of the tries (and the yellow buckets),
+ * one per family. A deep policy makes the LPM lookup the costliest step (a
+ * few ns per trie level); one hash lookup replaces it for every source seen
+ * before under the live policy generation. Separate maps also keep a flood
+ * of spoofed IPv6 sources from evicting IPv4 buckets. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 1);
-	__type(key, struct biso_src);
-	__type(value, struct biso_bucket);
-} biso_buckets SEC(".maps");
+	__type(key, __u32);
+	__type(value, struct biso_verdict);
+} biso_verdicts_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct biso_src6);
+	__type(value, struct biso_verdict);
+} biso_verdicts_v6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -206,56 +218,41 @@ static __always_inline void sample(struct biso_counters *cnt, const struct pkt_m
 	cnt->c[BISO_C_SAMPLES] += 1;
 }
 
-/* Token bucket for one source on this CPU; returns 1 if the packet fits. */
-static __always_inline int bucket_take(const struct biso_src *src, const struct biso_rule *rule,
-				       __u64 now)
+/* The token bucket in a cache value (map value or a not yet inserted
+ * stack copy) on this CPU; returns 1 if the packet fits. */
+static __always_inline int bucket_take(struct biso_verdict *v, __u64 now)
 {
-	struct biso_bucket *b = bpf_map_lookup_elem(&biso_buckets, src);
+	const struct biso_rule *rule = &v->rule;
 	__u64 credit;
-	if (!b || b->last_ns == 0) {
+	if (v->last_ns == 0) {
 		credit = rule->credit_max;
 	} else {
-		__u64 last = b->last_ns;
+		__u64 last = v->last_ns;
 		__u64 elapsed = now > last ? now - last : 0;
-		credit = b->credit;
+		credit = v->credit;
 		if (elapsed >= rule->fill_ns)
 			credit = rule->credit_max;
 		else
 			credit += elapsed * rule->rate_per_s;
-		/* Also clamps a bucket filled under a larger earlier policy. */
+		/* Also clamps a bucket filled under a larger earlier rule. */
 		if (credit > rule->credit_max)
 			credit = rule->credit_max;
 	}
 	int pass = credit >= rule->cost_credit;
 	if (pass)
 		credit -= rule->cost_credit;
-	if (b) {
-		b->credit = credit;
-		b->last_ns = now;
-	} else {
-		struct biso_bucket nb = { .credit = credit, .last_ns = now };
-		/* A full LRU evicts the least recently used source: a bucket
-		 * forgotten that way restarts full, which errs towards passing
-		 * yellow (not red) traffic. */
-		bpf_map_update_elem(&biso_buckets, src, &nb, BPF_ANY);
-	}
+	v->credit = credit;
+	v->last_ns = now;
 	return pass;
 }
 
 static __always_inline int judge_yellow(struct biso_counters *cnt, const struct pkt_meta *m,
-					const struct biso_rule *rule, __u64 version)
+					struct biso_verdict *v, __u64 version)
 {
-	/* Built here, not for every packet: only yellow sources have buckets. */
-	struct biso_src src = {};
-	if (m->family == 4 || m->v4_mapped) {
-		src.family = 4;
-		__builtin_memcpy(src.addr, m->v4_mapped ? &m->saddr[12] : m->saddr, 4);
-	} else {
-		src.family = 6;
-		__builtin_memcpy(src.addr, m->saddr, 16);
-	}
+	/* The precise clock, not bpf_ktime_get_coarse_ns: see ebpf/README.md
+	 * (a coarse reading cannot tell when a near-full bucket saturates). */
 	__u64 now = bpf_ktime_get_ns();
-	int passed = bucket_take(&src, rule, now);
+	int passed = bucket_take(v, now);
 	if (passed) {
 		cnt->c[BISO_C_YELLOW_PASS_PACKETS] += 1;
 		cnt->c[BISO_C_YELLOW_PASS_BYTES] += m->bytes;
@@ -263,7 +260,7 @@ static __always_inline int judge_yellow(struct biso_counters *cnt, const struct 
 		cnt->c[BISO_C_YELLOW_LIMITED_PACKETS] += 1;
 		cnt->c[BISO_C_YELLOW_LIMITED_BYTES] += m->bytes;
 	}
-	__u32 one_in = rule->sample_one_in;
+	__u32 one_in = v->rule.sample_one_in;
 	if (one_in) {
 		__u64 seen = cnt->c[BISO_C_YELLOW_PASS_PACKETS] +
 			     cnt->c[BISO_C_YELLOW_LIMITED_PACKETS];
@@ -272,9 +269,29 @@ static __always_inline int judge_yellow(struct biso_counters *cnt, const struct 
 		 * 2^32 yellow packets. */
 		__u32 rest = (seen >> 32) ? (__u32)(seen % one_in) : (__u32)seen % one_in;
 		if (rest == 0)
-			sample(cnt, m, rule, version, passed, now);
+			sample(cnt, m, &v->rule, version, passed, now);
 	}
 	return passed ? XDP_PASS : XDP_DROP;
+}
+
+/* The rule for the packet's source from the slot's tries (longest prefix),
+ * else the slot's default. */
+static __always_inline const struct biso_rule *trie_rule(const struct pkt_meta *m, __u32 slot,
+							  const struct biso_slot *s)
+{
+	struct biso_rule *rule;
+	if (m->family == 4 || m->v4_mapped) {
+		struct biso_lpm_v4 key = { .prefixlen = 32 };
+		__builtin_memcpy(key.addr, m->v4_mapped ? &m->saddr[12] : m->saddr, 4);
+		rule = slot ? bpf_map_lookup_elem(&biso_v4_1, &key)
+			    : bpf_map_lookup_elem(&biso_v4_0, &key);
+	} else {
+		struct biso_lpm_v6 key = { .prefixlen = 128 };
+		__builtin_memcpy(key.addr, m->saddr, 16);
+		rule = slot ? bpf_map_lookup_elem(&biso_v6_1, &key)
+			    : bpf_map_lookup_elem(&biso_v6_0, &key);
+	}
+	return rule ? rule : &s->default_rule;
 }
 
 /* The verdict for one parsed IP packet. Inlined into the untagged IPv4 fast
@@ -292,33 +309,68 @@ static __always_inline int judge(struct biso_counters *cnt, const struct pkt_met
 		cnt->c[BISO_C_NO_POLICY_PACKETS] += 1;
 		return XDP_PASS;
 	}
-	struct biso_rule *rule;
-	if (m->family == 4 || m->v4_mapped) {
-		struct biso_lpm_v4 key = { .prefixlen = 32 };
-		__builtin_memcpy(key.addr, m->v4_mapped ? &m->saddr[12] : m->saddr, 4);
-		rule = slot ? bpf_map_lookup_elem(&biso_v4_1, &key)
-			    : bpf_map_lookup_elem(&biso_v4_0, &key);
-	} else {
-		struct biso_lpm_v6 key = { .prefixlen = 128 };
-		__builtin_memcpy(key.addr, m->saddr, 16);
-		rule = slot ? bpf_map_lookup_elem(&biso_v6_1, &key)
-			    : bpf_map_lookup_elem(&biso_v6_0, &key);
-	}
-	if (!rule)
-		rule = &s->default_rule;
+	/* The slot's generation, not a re-read of biso_ctl: a verdict cached
+	 * by this packet is tagged with the policy it was computed from even
+	 * if a swap happens meanwhile. */
+	__u64 generation = s->generation;
 
-	__u8 verdict = rule->verdict;
+	int v4 = m->family == 4 || m->v4_mapped;
+	__u32 src4;
+	struct biso_src6 src6;
+	struct biso_verdict *v;
+	if (v4) {
+		__builtin_memcpy(&src4, m->v4_mapped ? &m->saddr[12] : m->saddr, 4);
+		v = bpf_map_lookup_elem(&biso_verdicts_v4, &src4);
+	} else {
+		__builtin_memcpy(src6.addr, m->saddr, 16);
+		v = bpf_map_lookup_elem(&biso_verdicts_v6, &src6);
+	}
+	struct biso_verdict fresh;
+	int insert = 0;
+	if (v) {
+		/* Keeps clang from forming &v->rule before the null check,
+		 * which the verifier rejects. */
+		asm volatile("" : "+r"(v));
+		if (v->generation != generation || ctl->verdict_cache_off) {
+			/* Refreshed in place; the bucket (credit, last_ns)
+			 * stays: a swap is no reason for a fresh burst. */
+			v->rule = *trie_rule(m, slot, s);
+			v->generation = generation;
+		}
+	} else {
+		fresh.generation = generation;
+		fresh.rule = *trie_rule(m, slot, s);
+		fresh.credit = 0;
+		fresh.last_ns = 0;
+		v = &fresh;
+		insert = 1;
+	}
+
+	int action;
+	__u8 verdict = v->rule.verdict;
 	if (verdict == BISO_GREEN) {
 		cnt->c[BISO_C_GREEN_PACKETS] += 1;
 		cnt->c[BISO_C_GREEN_BYTES] += m->bytes;
-		return XDP_PASS;
+		action = XDP_PASS;
+	} else if (verdict == BISO_YELLOW) {
+		action = judge_yellow(cnt, m, v, s->version);
+	} else {
+		/* Red, and any verdict byte the loader would never write:
+		 * fail closed. */
+		cnt->c[BISO_C_RED_PACKETS] += 1;
+		cnt->c[BISO_C_RED_BYTES] += m->bytes;
+		action = XDP_DROP;
 	}
-	if (verdict == BISO_YELLOW)
-		return judge_yellow(cnt, m, rule, s->version);
-	/* Red, and any verdict byte the loader would never write: fail closed. */
-	cnt->c[BISO_C_RED_PACKETS] += 1;
-	cnt->c[BISO_C_RED_BYTES] += m->bytes;
-	return XDP_DROP;
+	/* After the bucket took this packet, so the new entry holds it. A full
+	 * LRU evicts the least recently seen source; its bucket, if yellow,
+	 * restarts full, which errs towards passing yellow (not red) traffic. */
+	if (insert) {
+		if (v4)
+			bpf_map_update_elem(&biso_verdicts_v4, &src4, &fresh, BPF_ANY);
+		else
+			bpf_map_update_elem(&biso_verdicts_v6, &src6, &fresh, BPF_ANY);
+	}
+	return action;
 }
 
 /*

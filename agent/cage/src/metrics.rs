@@ -1,7 +1,7 @@
 //! Cage counters: lock-free, read as a snapshot, rendered as Prometheus text.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::receipt::Decision;
@@ -11,13 +11,33 @@ pub const UPSTREAM_LATENCY_BUCKETS_S: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// Live counters; shared by every connection.
+/// Shards of the per-request counters; a thread always uses the same one.
+const SHARDS_COUNT: usize = 16;
+
+/// The counters every request touches. Each worker thread writes its own
+/// shard (a cache line of its own), so cores do not bounce a shared line
+/// on every request; a snapshot sums the shards.
 #[derive(Debug, Default)]
-pub struct Metrics {
+#[repr(align(128))]
+struct RequestShard {
     requests_by_decision: [AtomicU64; Decision::ALL.len()],
     upstream_latency_buckets: [AtomicU64; UPSTREAM_LATENCY_BUCKETS_S.len()],
     upstream_latency_count: AtomicU64,
     upstream_latency_sum_us: AtomicU64,
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS_COUNT;
+    }
+    INDEX.with(|i| *i)
+}
+
+/// Live counters; shared by every connection.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    shards: [RequestShard; SHARDS_COUNT],
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
     connections_open: AtomicU64,
@@ -68,21 +88,28 @@ impl Metrics {
         Metrics::default()
     }
 
+    fn shard(&self) -> &RequestShard {
+        // The index is below SHARDS_COUNT by construction.
+        &self.shards[shard_index()]
+    }
+
     pub(crate) fn request(&self, decision: Decision) {
-        if let Some(c) = self.requests_by_decision.get(decision.index()) {
+        if let Some(c) = self.shard().requests_by_decision.get(decision.index()) {
             inc(c);
         }
     }
 
     pub(crate) fn upstream_latency(&self, latency: Duration) {
+        let shard = self.shard();
         let s = latency.as_secs_f64();
         if let Some(i) = UPSTREAM_LATENCY_BUCKETS_S.iter().position(|b| s <= *b)
-            && let Some(c) = self.upstream_latency_buckets.get(i)
+            && let Some(c) = shard.upstream_latency_buckets.get(i)
         {
             inc(c);
         }
-        inc(&self.upstream_latency_count);
-        self.upstream_latency_sum_us
+        inc(&shard.upstream_latency_count);
+        shard
+            .upstream_latency_sum_us
             .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
     }
 
@@ -115,23 +142,26 @@ impl Metrics {
 
     pub fn snapshot(&self) -> MetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let sum = |f: &dyn Fn(&RequestShard) -> &AtomicU64| -> u64 {
+            self.shards.iter().map(|s| get(f(s))).sum()
+        };
         let mut cumulative = 0;
         MetricsSnapshot {
             requests_by_decision: Decision::ALL
                 .iter()
-                .zip(&self.requests_by_decision)
-                .map(|(d, c)| (*d, get(c)))
+                .enumerate()
+                .map(|(i, d)| (*d, sum(&|s| &s.requests_by_decision[i])))
                 .collect(),
             upstream_latency_buckets: UPSTREAM_LATENCY_BUCKETS_S
                 .iter()
-                .zip(&self.upstream_latency_buckets)
-                .map(|(b, c)| {
-                    cumulative += get(c);
+                .enumerate()
+                .map(|(i, b)| {
+                    cumulative += sum(&|s| &s.upstream_latency_buckets[i]);
                     (*b, cumulative)
                 })
                 .collect(),
-            upstream_latency_count: get(&self.upstream_latency_count),
-            upstream_latency_sum_s: get(&self.upstream_latency_sum_us) as f64 / 1e6,
+            upstream_latency_count: sum(&|s| &s.upstream_latency_count),
+            upstream_latency_sum_s: sum(&|s| &s.upstream_latency_sum_us) as f64 / 1e6,
             connections_accepted: get(&self.connections_accepted),
             connections_refused: get(&self.connections_refused),
             connections_open: get(&self.connections_open),

@@ -371,6 +371,7 @@ async fn worker(
             return 0;
         }
     };
+    let pool = Arc::new(UpstreamPool::new(&state.config));
     let mut connections = tokio::task::JoinSet::new();
     loop {
         // Reap finished connection tasks so the set stays small.
@@ -399,9 +400,10 @@ async fn worker(
         let state = state.clone();
         let tls = tls.clone();
         let stop = stop.clone();
+        let pool = pool.clone();
         connections.spawn(async move {
             match tls {
-                None => serve_connection(&state, stream, peer, accepted_at, stop).await,
+                None => serve_connection(&state, &pool, stream, peer, accepted_at, stop).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(
                         state.config.timeouts.header_read(),
@@ -410,7 +412,8 @@ async fn worker(
                     .await;
                     match handshake {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(&state, tls_stream, peer, accepted_at, stop).await
+                            serve_connection(&state, &pool, tls_stream, peer, accepted_at, stop)
+                                .await
                         }
                         _ => state.metrics.tls_handshake_failed(),
                     }
@@ -464,6 +467,48 @@ struct Upstream {
     idle_since: Instant,
 }
 
+/// Idle upstream connections of one worker: a client connection that ends
+/// leaves its upstream connection here for the next one, so clients that
+/// open a connection per request do not cost an upstream connect each.
+/// Only the worker's own thread uses it (its sockets belong to the worker's
+/// runtime), so the lock is never contended.
+struct UpstreamPool {
+    idle: parking_lot::Mutex<Vec<Upstream>>,
+    idle_count_max: usize,
+    idle_timeout: Duration,
+}
+
+impl UpstreamPool {
+    fn new(config: &CageConfig) -> Self {
+        UpstreamPool {
+            idle: parking_lot::Mutex::new(Vec::new()),
+            idle_count_max: config.limits.upstream_idle_connections_per_host as usize,
+            idle_timeout: config.timeouts.upstream_idle(),
+        }
+    }
+
+    /// Keeps `up` if it is clean (no unread bytes) and there is room.
+    fn put(&self, up: Option<Upstream>) {
+        let Some(up) = up else { return };
+        if !up.buf.is_empty() || up.idle_since.elapsed() >= self.idle_timeout {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < self.idle_count_max {
+            idle.push(up);
+        }
+    }
+
+    /// The most recently parked connection to `route` that is not too old;
+    /// older ones past the idle timeout are closed on the way.
+    fn take(&self, route: usize) -> Option<Upstream> {
+        let mut idle = self.idle.lock();
+        idle.retain(|u| u.idle_since.elapsed() < self.idle_timeout);
+        let at = idle.iter().rposition(|u| u.route == route)?;
+        Some(idle.swap_remove(at))
+    }
+}
+
 /// Where a body is: a range of a read buffer, or decoded into a vector.
 #[derive(Clone)]
 enum BodyAt {
@@ -512,7 +557,8 @@ fn refuse(decision: Decision, status: StatusCode, detail: impl Into<String>) -> 
 /// What the receipt needs from the request, gathered along the way.
 struct RequestFacts {
     time_unix_ms: u64,
-    policy: Arc<CompiledPolicy>,
+    policy_version: u64,
+    policy_digest: [u8; 32],
     hasher: RequestHasher,
     key_id: Option<String>,
     body_blake3: Option<Hash32>,
@@ -522,6 +568,7 @@ struct RequestFacts {
 /// One client connection and its buffers, reused across its requests.
 struct Conn<'a, S> {
     state: &'a State,
+    pool: &'a UpstreamPool,
     stream: S,
     peer_ip: IpAddr,
     /// `x-forwarded-for` text of `peer_ip`, formatted once.
@@ -536,12 +583,15 @@ struct Conn<'a, S> {
     up_body: Vec<u8>,
     upstream: Option<Upstream>,
     dates: DateCache,
+    /// This connection's snapshot of the BISO policy, with its generation.
+    policy: (u64, Arc<CompiledPolicy>),
     last_activity: Instant,
     stop: watch::Receiver<bool>,
 }
 
 async fn serve_connection<S>(
     state: &State,
+    pool: &UpstreamPool,
     stream: S,
     peer: SocketAddr,
     accepted_at: Instant,
@@ -552,6 +602,7 @@ async fn serve_connection<S>(
     let peer_ip = peer.ip().to_canonical();
     let mut c = Conn {
         state,
+        pool,
         stream,
         peer_ip,
         peer_ip_text: peer_ip.to_string(),
@@ -563,6 +614,7 @@ async fn serve_connection<S>(
         up_body: Vec::new(),
         upstream: None,
         dates: DateCache::default(),
+        policy: (state.policy.generation(), state.policy.current()),
         last_activity: accepted_at,
         stop,
     };
@@ -570,9 +622,13 @@ async fn serve_connection<S>(
     loop {
         match c.read_head(first.then_some(accepted_at)).await {
             HeadRead::Ready => {}
-            HeadRead::Closed => return,
+            HeadRead::Closed => {
+                pool.put(c.upstream.take());
+                return;
+            }
             HeadRead::Timeout { bytes_seen } => {
                 state.metrics.header_timeout();
+                pool.put(c.upstream.take());
                 // Close first: the receipt pipeline may make us wait.
                 drop(c.stream);
                 if bytes_seen {
@@ -596,8 +652,12 @@ async fn serve_connection<S>(
         first = false;
         match c.request().await {
             Next::KeepAlive => {}
-            Next::Close => return,
+            Next::Close => {
+                pool.put(c.upstream.take());
+                return;
+            }
             Next::Linger => {
+                pool.put(c.upstream.take());
                 c.linger().await;
                 return;
             }
@@ -618,6 +678,22 @@ fn is_idempotent(method: &[u8]) -> bool {
         method,
         b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
     )
+}
+
+/// BLAKE3 of the empty string (bodiless requests and responses are the
+/// common case; hash it once).
+fn empty_hash() -> Hash32 {
+    static EMPTY: std::sync::LazyLock<Hash32> = std::sync::LazyLock::new(|| blake3_256(b""));
+    *EMPTY
+}
+
+/// BLAKE3 of a body.
+fn body_hash(body: &[u8]) -> Hash32 {
+    if body.is_empty() {
+        empty_hash()
+    } else {
+        blake3_256(body)
+    }
 }
 
 fn now_unix_s() -> u64 {
@@ -766,9 +842,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 uri.path(),
             ),
         };
+        state.policy.refresh(&mut self.policy);
         let mut facts = RequestFacts {
             time_unix_ms: now_unix_ms(),
-            policy: state.policy.current(),
+            policy_version: self.policy.1.version,
+            policy_digest: self.policy.1.policy_digest,
             hasher: RequestHasher::new(method_text, authority, path_and_query),
             key_id: None,
             body_blake3: None,
@@ -811,13 +889,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let now = std::time::Instant::now();
         let client_ip = self.peer_ip;
         // 1. BISO light of the client address.
-        let rule = *facts.policy.lookup(client_ip);
+        let policy = &self.policy.1;
+        let rule = *policy.lookup(client_ip);
         match rule.verdict {
             Verdict::Red => {
                 return refuse(
                     Decision::RedLight,
                     StatusCode::FORBIDDEN,
-                    facts.policy.reason(&rule),
+                    policy.reason(&rule),
                 );
             }
             Verdict::Yellow => {
@@ -829,7 +908,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     return refuse(
                         Decision::YellowOverBudget,
                         StatusCode::TOO_MANY_REQUESTS,
-                        facts.policy.reason(&rule),
+                        policy.reason(&rule),
                     );
                 }
             }
@@ -917,7 +996,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             BodyAt::Buf(r) => self.rbuf.get(r.clone()).unwrap_or_default(),
             BodyAt::Decoded => &self.req_body,
         };
-        facts.body_blake3 = Some(blake3_256(body));
+        facts.body_blake3 = Some(body_hash(body));
         // 7. Content-Digest binds the body to the signature.
         let has_digest = self
             .head
@@ -1196,10 +1275,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let reusable = self.upstream.take().filter(|u| {
+            let own = self.upstream.take().filter(|u| {
                 u.route == route_index
                     && u.idle_since.elapsed() < state.config.timeouts.upstream_idle()
             });
+            // A retry always connects afresh.
+            let reusable = match own {
+                Some(u) => Some(u),
+                None if attempt == 1 => self.pool.take(route_index),
+                None => None,
+            };
             let reused = reusable.is_some();
             let mut up = match reusable {
                 Some(u) => u,
@@ -1261,7 +1346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     format!("{} {}: {}\n", status.as_u16(), decision.name(), detail)
                 };
                 let hash = if facts.is_head {
-                    blake3_256(b"")
+                    empty_hash()
                 } else {
                     blake3_256(text.as_bytes())
                 };
@@ -1269,7 +1354,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             }
             Outcome::Forward(f) => {
                 let body = self.upstream_body(&f.body);
-                let hash = blake3_256(body);
+                let hash = if facts.is_head {
+                    empty_hash()
+                } else {
+                    body_hash(body)
+                };
                 let status =
                     StatusCode::from_u16(self.resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
                 (
@@ -1294,8 +1383,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             status: status.as_u16(),
             upstream_status,
             response_hash,
-            policy_version: facts.policy.version,
-            policy_digest: facts.policy.policy_digest,
+            policy_version: facts.policy_version,
+            policy_digest: facts.policy_digest,
         };
         state.metrics.request(decision);
         let ticket = match state.receipts.record(receipt).await {
@@ -1643,7 +1732,7 @@ impl State {
             detail: truncate_utf8(detail, RECEIPT_DETAIL_LEN_BYTES_MAX).to_owned(),
             status: status.as_u16(),
             upstream_status: None,
-            response_hash: response_hash.unwrap_or_else(|| blake3_256(b"")),
+            response_hash: response_hash.unwrap_or_else(empty_hash),
             policy_version: policy.version,
             policy_digest: policy.policy_digest,
         };

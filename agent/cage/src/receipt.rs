@@ -1023,6 +1023,7 @@ impl ReceiptLog {
                 loop {
                     tick.tick().await;
                     let sealed = assembler.lock().take();
+                    let Ok(sealed) = sealed else { return };
                     if send_batch(sealed).await.is_err() {
                         return;
                     }
@@ -1072,7 +1073,7 @@ impl ReceiptLog {
 
     /// Seals the current batch now (it is written shortly after).
     pub async fn flush(&self) -> Result<(), RecordError> {
-        let sealed = self.assembler.lock().take();
+        let sealed = self.assembler.lock().take()?;
         send_batch(sealed).await
     }
 
@@ -1128,7 +1129,8 @@ fn write_batches(
     };
     // Batches are numbered under the assembler lock but sent after it, so
     // two workers' batches may arrive swapped; hold early ones back.
-    let mut early: std::collections::BTreeMap<u64, PendingBatch> = std::collections::BTreeMap::new();
+    let mut early: std::collections::BTreeMap<u64, PendingBatch> =
+        std::collections::BTreeMap::new();
     while let Some(arrived) = rx.blocking_recv() {
         if report.error.is_some() {
             // Keep draining so senders never block on a dead writer.

@@ -969,3 +969,37 @@ async fn tls_listener_serves_http11() {
     assert_eq!(r.decision, Decision::Forwarded);
     assert_eq!(report.metrics.tls_handshakes_failed, 1);
 }
+
+#[tokio::test]
+async fn pipelined_keep_alive_head_and_close_on_one_connection() {
+    let h = Harness::start("").await;
+    let mut conn = TcpStream::connect(h.addr).await.unwrap();
+    // Two requests in one write, then a HEAD and a closing request.
+    conn.write_all(
+        b"GET /open/one HTTP/1.1\r\nHost: cage\r\n\r\n\
+          POST /open/two HTTP/1.1\r\nHost: cage\r\nContent-Length: 5\r\n\r\nhello\
+          HEAD /open/three HTTP/1.1\r\nHost: cage\r\n\r\n\
+          GET /open/four HTTP/1.1\r\nHost: cage\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (got, closed) = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "the cage closes after Connection: close");
+    let text = String::from_utf8(got).unwrap();
+    let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(responses.len(), 4, "{text}");
+    assert!(responses[0].starts_with("200 OK"));
+    assert!(responses[0].ends_with("upstream GET /open/one key=none len=0"));
+    assert!(responses[1].ends_with("upstream POST /open/two key=none len=5"));
+    // HEAD: the upstream's length, no body.
+    assert!(responses[2].starts_with("200 OK"));
+    assert!(responses[2].ends_with("\r\n\r\n"), "{}", responses[2]);
+    assert!(responses[3].contains("connection: close\r\n"));
+    assert!(responses[3].ends_with("upstream GET /open/four key=none len=0"));
+    let (receipts, report) = h.finish().await;
+    assert_eq!(receipts.len(), 4);
+    assert!(receipts.iter().all(|r| r.decision == Decision::Forwarded));
+    assert_eq!(report.metrics.requests(Decision::Forwarded), 4);
+    // One client connection carried all four.
+    assert_eq!(report.metrics.connections_accepted, 1);
+}

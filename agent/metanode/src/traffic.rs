@@ -30,6 +30,17 @@ use crate::output::Output;
 pub struct Traffic {
     lights: Option<Arc<Mutex<TrafficLights>>>,
     cage: Option<RunningCage>,
+    reloader: tokio::task::JoinHandle<()>,
+}
+
+/// What a reload needs: the policy file, where the lights are, the log.
+#[derive(Debug)]
+struct Reload {
+    policy_path: PathBuf,
+    key: SigningKey,
+    log: DecisionLog,
+    lights: Option<Arc<Mutex<TrafficLights>>>,
+    cage_policy: Option<PolicyHandle>,
 }
 
 #[derive(Debug)]
@@ -37,6 +48,7 @@ struct RunningCage {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<ServeReport>,
     metrics: Arc<CageMetrics>,
+    policy: PolicyHandle,
 }
 
 /// Scrape-time rendering of the XDP counters and cage metrics.
@@ -129,8 +141,21 @@ pub async fn start(
     };
     let (_, compiled) = load_compiled(&section.policy, version)?;
     if last.map(|p| p.policy_digest) != Some(compiled.policy_digest) {
+        let mode_before = log.summary().mode;
         log.append_now(&key, DecisionKind::policy_applied(&compiled, policy.mode))
             .with_context(|| format!("signing the policy into {}", log_path.display()))?;
+        if let Some(from) = mode_before
+            && from != policy.mode
+        {
+            log.append_now(
+                &key,
+                DecisionKind::ModeChanged {
+                    from,
+                    to: policy.mode,
+                },
+            )
+            .with_context(|| format!("signing the mode change into {}", log_path.display()))?;
+        }
     }
 
     let lights = if section.xdp_interfaces.is_empty() {
@@ -170,6 +195,7 @@ pub async fn start(
                     .await
                     .map_err(|e| anyhow!("starting the cage (traffic.cage): {e}"))?;
             let metrics = server.metrics();
+            let handle = server.policy();
             let listen = server.local_addr();
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(server.run(async move {
@@ -183,6 +209,7 @@ pub async fn start(
                 stop,
                 task,
                 metrics,
+                policy: handle,
             })
         }
     };
@@ -206,7 +233,89 @@ pub async fn start(
         lights: lights.clone(),
         cage: cage.as_ref().map(|c| c.metrics.clone()),
     };
-    Ok((Traffic { lights, cage }, metrics))
+    let reload = Reload {
+        policy_path: section.policy.clone(),
+        key: node_key(cfg)?,
+        log,
+        lights: lights.clone(),
+        cage_policy: cage.as_ref().map(|c| c.policy.clone()),
+    };
+    let reloader = tokio::spawn(reload_on_sighup(reload));
+    Ok((
+        Traffic {
+            lights,
+            cage,
+            reloader,
+        },
+        metrics,
+    ))
+}
+
+/// SIGHUP re-reads the policy file: a changed policy is compiled with the
+/// next version, signed into the decision log, swapped into the XDP maps
+/// (one flip: no packet sees half of it) and into the cage. A policy that
+/// does not load or compile is logged and changes nothing.
+async fn reload_on_sighup(mut reload: Reload) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: policy reload disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let outcome = tokio::task::block_in_place(|| reload_once(&mut reload));
+        match outcome {
+            Ok(Some(version)) => tracing::info!(version, "traffic policy reloaded"),
+            Ok(None) => tracing::info!("traffic policy unchanged"),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "traffic policy reload refused"),
+        }
+    }
+}
+
+fn reload_once(reload: &mut Reload) -> anyhow::Result<Option<u64>> {
+    let last = reload.log.summary().policy;
+    let (policy, probe) = load_compiled(&reload.policy_path, 1)?;
+    if last.map(|p| p.policy_digest) == Some(probe.policy_digest) {
+        return Ok(None);
+    }
+    let version = last.map_or(1, |p| p.policy_version + 1);
+    let (_, compiled) = load_compiled(&reload.policy_path, version)?;
+    let mode_before = reload.log.summary().mode;
+    // Logged before it is enforced: the log never lacks a policy that was
+    // in force (a crash between the two leaves a logged, unapplied policy,
+    // which the next start applies).
+    reload
+        .log
+        .append_now(
+            &reload.key,
+            DecisionKind::policy_applied(&compiled, policy.mode),
+        )
+        .context("signing the policy into the decision log")?;
+    if let Some(from) = mode_before
+        && from != policy.mode
+    {
+        reload
+            .log
+            .append_now(
+                &reload.key,
+                DecisionKind::ModeChanged {
+                    from,
+                    to: policy.mode,
+                },
+            )
+            .context("signing the mode change into the decision log")?;
+    }
+    if let Some(lights) = &reload.lights {
+        let mut lights = lights
+            .lock()
+            .map_err(|_| anyhow!("the XDP loader lock is poisoned"))?;
+        lights
+            .apply(&compiled)
+            .context("writing the policy into the XDP maps")?;
+    }
+    if let Some(handle) = &reload.cage_policy {
+        handle.swap(compiled);
+    }
+    Ok(Some(version))
 }
 
 impl Traffic {
@@ -214,6 +323,7 @@ impl Traffic {
     /// XDP program stays attached through its pinned link: packet policy
     /// does not lapse while the agent restarts.
     pub async fn shutdown(self) {
+        self.reloader.abort();
         if let Some(cage) = self.cage {
             let _ = cage.stop.send(());
             match cage.task.await {

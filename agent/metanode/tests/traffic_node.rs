@@ -346,9 +346,56 @@ fn one_policy_enforced_at_xdp_and_in_the_cage() {
         "{text}"
     );
 
-    // The decision log holds the signed policy application.
+    // The node generated its key; the decision log holds the signed policy.
     let key_file = tmp.path().join("data/node.key");
-    assert!(key_file.exists(), "the node generated its key");
+    let key = metanode_core::keys::SigningKeyFile::new(&key_file)
+        .load()
+        .expect("the node generated its key");
+    let signer = key.public_key().to_string();
+    let log = tmp.path().join("data/biso/decisions.log");
+    let entries = |log: &Path| {
+        let v = common::cli_json(&[
+            "biso",
+            "verify-log",
+            log.to_str().expect("utf-8"),
+            "--signer",
+            &signer,
+        ]);
+        v["entries"].as_u64().expect("entries")
+    };
+    assert_eq!(entries(&log), 1);
+
+    // SIGHUP with a changed policy: pending-land is now blocked. The new
+    // policy is signed into the log and swapped into XDP and the cage.
+    let policy = tmp.path().join("biso.yaml");
+    let text = std::fs::read_to_string(&policy).expect("read policy");
+    std::fs::write(
+        &policy,
+        text.replace(
+            "blocked_regions: [blocked-land]",
+            "blocked_regions: [blocked-land, pending-land]",
+        ),
+    )
+    .expect("rewrite policy");
+    agent.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while entries(&log) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload logged; agent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The log entry is written just before the maps are swapped.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = ns.run(move || get_from(YELLOW, cage));
+    assert_eq!(
+        status, None,
+        "the reloaded policy makes the yellow source red"
+    );
+    let status = ns.run(move || get_from(GREEN, cage));
+    assert_eq!(status, Some(200), "green is untouched by the reload");
     assert!(agent.stop().success());
 
     // The agent is gone, the pinned XDP link is not: red is still dropped.

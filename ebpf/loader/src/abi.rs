@@ -25,6 +25,8 @@ pub(crate) struct SlotAbi {
     pub(crate) version: u64,
     pub(crate) loaded: u32,
     pub(crate) _pad0: u32,
+    /// Tags verdicts cached from this slot; never 0 once loaded.
+    pub(crate) generation: u64,
     pub(crate) default_rule: RuleAbi,
 }
 
@@ -32,20 +34,16 @@ pub(crate) struct SlotAbi {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CtlAbi {
     pub(crate) active_slot: u32,
-    pub(crate) _pad0: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub(crate) struct SrcAbi {
-    pub(crate) family: u8,
-    pub(crate) _pad0: [u8; 3],
-    pub(crate) addr: [u8; 16],
+    /// Non-zero: every packet takes the verdict cache's miss path.
+    pub(crate) verdict_cache_off: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct BucketAbi {
+pub(crate) struct VerdictAbi {
+    /// 0: empty on this CPU (never filled here).
+    pub(crate) generation: u64,
+    pub(crate) rule: RuleAbi,
     pub(crate) credit: u64,
     pub(crate) last_ns: u64,
 }
@@ -85,10 +83,9 @@ pub(crate) mod counter {
 pub(crate) type CountersAbi = [u64; counter::COUNT];
 
 const _: () = assert!(size_of::<RuleAbi>() == 40);
-const _: () = assert!(size_of::<SlotAbi>() == 56);
+const _: () = assert!(size_of::<SlotAbi>() == 64);
 const _: () = assert!(size_of::<CtlAbi>() == 8);
-const _: () = assert!(size_of::<SrcAbi>() == 20);
-const _: () = assert!(size_of::<BucketAbi>() == 16);
+const _: () = assert!(size_of::<VerdictAbi>() == 64);
 const _: () = assert!(size_of::<CountersAbi>() == 200);
 
 // SAFETY: repr(C) structs of integers and byte arrays whose padding is spelled
@@ -100,9 +97,7 @@ unsafe impl aya::Pod for SlotAbi {}
 // SAFETY: as for RuleAbi.
 unsafe impl aya::Pod for CtlAbi {}
 // SAFETY: as for RuleAbi.
-unsafe impl aya::Pod for SrcAbi {}
-// SAFETY: as for RuleAbi.
-unsafe impl aya::Pod for BucketAbi {}
+unsafe impl aya::Pod for VerdictAbi {}
 
 impl RuleAbi {
     /// The kernel form of a rule for a machine with `possible_cpus` CPUs.

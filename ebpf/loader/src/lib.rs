@@ -7,7 +7,10 @@
 //! (double-buffered tries, one flip). Token buckets are per CPU: each CPU gets
 //! `rate_per_s / possible_cpus` and `burst / possible_cpus` (at least one
 //! packet), so the node as a whole admits at most the policy's rate and burst
-//! (see `abi::RuleAbi::from_rule`).
+//! (see `abi::RuleAbi::from_rule`). A per-CPU verdict cache (LRU, per family)
+//! sits in front of the tries and also holds the buckets; every `apply` bumps
+//! a policy generation, so no cached verdict outlives a swap.
+//! [`TrafficLights::set_verdict_cache`] switches it off to measure misses.
 
 mod abi;
 mod counters;
@@ -21,7 +24,7 @@ pub use counters::{Counters, MalformedCounters, render_prometheus};
 pub use floor::{FloorProgram, FloorRunError, test_run_floor};
 pub use lights::{
     ApplyError, ApplyReport, AttachError, AttachMode, CountersError, DetachError, LoadError,
-    TestRun, TestRunError, TrafficLights, XdpAction,
+    TestRun, TestRunError, TrafficLights, VerdictCacheError, XdpAction,
 };
 pub use sample::Sample;
 

@@ -23,11 +23,12 @@ use aya::{
 use metanode_biso::compiled::CompiledPolicy;
 
 use crate::{
-    abi::{BucketAbi, CountersAbi, CtlAbi, RuleAbi, SlotAbi, SrcAbi},
+    abi::{CountersAbi, CtlAbi, RuleAbi, SlotAbi, VerdictAbi},
     counters::Counters,
     limits::{
-        BUCKET_SOURCES_MAX, SAMPLES_DRAIN_MAX, SAMPLES_RING_BYTES, TEST_RUN_PACKET_BYTES_MAX,
-        TEST_RUN_PACKET_BYTES_MIN, V4_PREFIXES_MAX, V6_PREFIXES_MAX,
+        SAMPLES_DRAIN_MAX, SAMPLES_RING_BYTES, TEST_RUN_PACKET_BYTES_MAX,
+        TEST_RUN_PACKET_BYTES_MIN, V4_PREFIXES_MAX, V6_PREFIXES_MAX, VERDICT_CACHE_V4_SOURCES_MAX,
+        VERDICT_CACHE_V6_SOURCES_MAX,
     },
     sample::Sample,
     sys,
@@ -40,22 +41,25 @@ pub(crate) const MAP_CTL: &str = "biso_ctl";
 pub(crate) const MAP_SLOTS: &str = "biso_slots";
 pub(crate) const MAP_V4: [&str; 2] = ["biso_v4_0", "biso_v4_1"];
 pub(crate) const MAP_V6: [&str; 2] = ["biso_v6_0", "biso_v6_1"];
-pub(crate) const MAP_BUCKETS: &str = "biso_buckets";
+pub(crate) const MAP_VERDICTS_V4: &str = "biso_verdicts_v4";
+pub(crate) const MAP_VERDICTS_V6: &str = "biso_verdicts_v6";
 pub(crate) const MAP_COUNTERS: &str = "biso_counters";
 const MAP_SAMPLES: &str = "biso_samples";
 const MAP_GRACE: &str = "biso_grace";
 const MAP_GRACE_INNER: &str = "biso_grace_inner";
 
-/// Maps that hold policy, buckets, counters and samples: pinned so a new
-/// agent process (and the still-attached program) share them.
-const PINNED_MAPS: [&str; 9] = [
+/// Maps that hold policy, cached verdicts (with the token buckets), counters
+/// and samples: pinned so a new agent process (and the still-attached
+/// program) share them.
+const PINNED_MAPS: [&str; 10] = [
     MAP_CTL,
     MAP_SLOTS,
     MAP_V4[0],
     MAP_V4[1],
     MAP_V6[0],
     MAP_V6[1],
-    MAP_BUCKETS,
+    MAP_VERDICTS_V4,
+    MAP_VERDICTS_V6,
     MAP_COUNTERS,
     MAP_SAMPLES,
 ];
@@ -268,6 +272,20 @@ pub enum ApplyError {
         #[source]
         source: MapError,
     },
+    #[error("policy generation counter in map {MAP_SLOTS} is at u64::MAX")]
+    GenerationExhausted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerdictCacheError {
+    #[error("map {MAP_CTL} missing")]
+    MissingMap,
+    #[error("reading or writing map {MAP_CTL} to turn the verdict cache {}", if *enabled { "on" } else { "off" })]
+    Map {
+        enabled: bool,
+        #[source]
+        source: MapError,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,7 +360,8 @@ impl TrafficLights {
         for name in MAP_V6 {
             loader.map_max_entries(name, V6_PREFIXES_MAX);
         }
-        loader.map_max_entries(MAP_BUCKETS, BUCKET_SOURCES_MAX);
+        loader.map_max_entries(MAP_VERDICTS_V4, VERDICT_CACHE_V4_SOURCES_MAX);
+        loader.map_max_entries(MAP_VERDICTS_V6, VERDICT_CACHE_V6_SOURCES_MAX);
         loader.map_max_entries(MAP_SAMPLES, SAMPLES_RING_BYTES);
         if let Some(dir) = pin_dir {
             prepare_pin_dir(dir)?;
@@ -557,11 +576,21 @@ impl TrafficLights {
         };
         let active = ctl.active_slot & 1;
         let target = 1 - active;
-        let previous = {
+        let (previous, generation) = {
             let map = map_ref(&self.ebpf, MAP_SLOTS)?;
             let array: Array<&MapData, SlotAbi> =
                 Array::try_from(map).map_err(map_error(MAP_SLOTS))?;
-            array.get(&active, 0).map_err(map_error(MAP_SLOTS))?
+            let previous = array.get(&active, 0).map_err(map_error(MAP_SLOTS))?;
+            let inactive = array.get(&target, 0).map_err(map_error(MAP_SLOTS))?;
+            // Above both slots' generations (pinned maps keep them across
+            // agent restarts), so no verdict cached under any earlier policy
+            // matches the new one; never 0, the empty cache value's tag.
+            let generation = previous
+                .generation
+                .max(inactive.generation)
+                .checked_add(1)
+                .ok_or(ApplyError::GenerationExhausted)?;
+            (previous, generation)
         };
         let slot_index = target as usize;
 
@@ -594,6 +623,7 @@ impl TrafficLights {
                 version: policy.version,
                 loaded: 1,
                 _pad0: 0,
+                generation,
                 default_rule: RuleAbi::from_rule(&policy.default_rule, cpus),
             };
             array.set(target, slot, 0).map_err(map_error(MAP_SLOTS))?;
@@ -604,7 +634,7 @@ impl TrafficLights {
                 Array::try_from(map).map_err(map_error(MAP_CTL))?;
             let flipped = CtlAbi {
                 active_slot: target,
-                _pad0: 0,
+                ..ctl
             };
             array
                 .set(0, flipped, 0)
@@ -631,6 +661,29 @@ impl TrafficLights {
             stale_prefixes_removed_count: stale,
             possible_cpus: cpus,
         })
+    }
+
+    /// Turns the per-CPU verdict cache on (the state after `load` with fresh
+    /// maps) or off. Off, every packet takes the cache-miss path: LPM-trie
+    /// lookup and a rewrite of the source's cache entry (whose token bucket
+    /// keeps working), so `test_run` then measures what a miss costs for a
+    /// source already in the cache. Verdicts are the same either way. The
+    /// switch lives in the pinned control map, so it outlives this process.
+    pub fn set_verdict_cache(&mut self, enabled: bool) -> Result<(), VerdictCacheError> {
+        let map_error = |source| VerdictCacheError::Map { enabled, source };
+        let map = self
+            .ebpf
+            .map_mut(MAP_CTL)
+            .ok_or(VerdictCacheError::MissingMap)?;
+        let mut array: Array<&mut MapData, CtlAbi> = Array::try_from(map).map_err(map_error)?;
+        let ctl = array.get(&0, 0).map_err(map_error)?;
+        // Same active_slot as read: `apply` (the only other writer) needs
+        // `&mut self`, so it cannot flip in between.
+        let updated = CtlAbi {
+            verdict_cache_off: u32::from(!enabled),
+            ..ctl
+        };
+        array.set(0, updated, 0).map_err(map_error)
     }
 
     /// Counters summed over all CPUs.
@@ -753,8 +806,10 @@ fn check_map_layouts(ebpf: &Ebpf) -> Result<(), LoadError> {
     for name in MAP_V6 {
         LpmTrie::<&MapData, [u8; 16], RuleAbi>::try_from(get(ebpf, name)?).map_err(bad(name))?;
     }
-    PerCpuHashMap::<&MapData, SrcAbi, BucketAbi>::try_from(get(ebpf, MAP_BUCKETS)?)
-        .map_err(bad(MAP_BUCKETS))?;
+    PerCpuHashMap::<&MapData, [u8; 4], VerdictAbi>::try_from(get(ebpf, MAP_VERDICTS_V4)?)
+        .map_err(bad(MAP_VERDICTS_V4))?;
+    PerCpuHashMap::<&MapData, [u8; 16], VerdictAbi>::try_from(get(ebpf, MAP_VERDICTS_V6)?)
+        .map_err(bad(MAP_VERDICTS_V6))?;
     PerCpuArray::<&MapData, CountersAbi>::try_from(get(ebpf, MAP_COUNTERS)?)
         .map_err(bad(MAP_COUNTERS))?;
     Ok(())

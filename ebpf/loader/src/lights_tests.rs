@@ -7,9 +7,9 @@ use metanode_biso::compiled::{CompiledPolicy, RateLimit, Rule, Verdict};
 
 use crate::{
     AttachMode, Counters, FloorProgram, FloorRunError, TestRunError, TrafficLights, XdpAction,
-    abi::{BucketAbi, SrcAbi},
-    lights::MAP_BUCKETS,
-    limits::V4_PREFIXES_MAX,
+    abi::{SAMPLE_BYTES, VerdictAbi},
+    lights::MAP_VERDICTS_V4,
+    limits::{SAMPLES_RING_BYTES, V4_PREFIXES_MAX},
     render_prometheus,
     test_packets::*,
     test_run_floor,
@@ -72,19 +72,23 @@ fn v6(s: &str) -> Ipv6Addr {
     s.parse().expect("test address")
 }
 
-/// Keeps this test thread on CPU 0 so per-CPU buckets and counters see
-/// every run (BPF_PROG_TEST_RUN runs on the calling CPU).
+/// Keeps this test thread on CPU 0 so per-CPU caches, buckets and counters
+/// see every run (BPF_PROG_TEST_RUN runs on the calling CPU).
 pub(crate) fn pin_to_cpu0() {
+    pin_to_cpu(0);
+}
+
+fn pin_to_cpu(cpu: usize) {
     // SAFETY: cpu_set_t is plain data, valid zeroed; CPU_SET writes within it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: index 0 is within the set.
-    unsafe { libc::CPU_SET(0, &mut set) };
+    // SAFETY: callers pass 0 or 1, within CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t.
     let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
     assert_eq!(
         rc,
         0,
-        "sched_setaffinity: {}",
+        "pin to CPU {cpu}: {}",
         std::io::Error::last_os_error()
     );
 }
@@ -242,6 +246,34 @@ fn yellow_sampling_takes_one_in_n() {
 }
 
 #[test]
+fn a_full_sample_ring_counts_lost_samples_and_draining_makes_room() {
+    pin_to_cpu0();
+    // Every yellow packet sampled, bucket never empty.
+    let mut lights = loaded(&policy(
+        1,
+        rule(Verdict::Yellow, u32::MAX, u32::MAX, 1, 2),
+        &[],
+        &[],
+    ));
+    let packet = udp4(v4("192.0.2.60"), v4("10.9.9.9"));
+    // A ring record is the 64-byte sample plus the ring's 8-byte header.
+    let fit = (SAMPLES_RING_BYTES as usize / (SAMPLE_BYTES + 8)) as u64;
+    let sent = fit + 100;
+    let result = lights
+        .test_run(&packet, u32::try_from(sent).expect("small"))
+        .expect("run");
+    assert_eq!(result.action, XdpAction::Pass);
+    let c = lights.counters().expect("counters");
+    assert_eq!(c.yellow_pass_packets, sent);
+    assert_eq!(c.samples, fit);
+    assert_eq!(c.samples_lost, 100);
+    assert_eq!(lights.drain_samples(usize::MAX).len() as u64, fit);
+    assert_eq!(run(&lights, &packet), XdpAction::Pass);
+    let c = lights.counters().expect("counters");
+    assert_eq!((c.samples, c.samples_lost), (fit + 1, 100));
+}
+
+#[test]
 fn yellow_bucket_refills_with_elapsed_time() {
     pin_to_cpu0();
     let mut lights = TrafficLights::load(None).expect("load");
@@ -255,32 +287,185 @@ fn yellow_bucket_refills_with_elapsed_time() {
     assert_eq!(run(&lights, &packet), XdpAction::Pass);
     // Instead of sleeping, age the bucket: empty, last refilled at 1 ns
     // after boot, so the next packet sees a full refill.
-    let key = SrcAbi {
-        family: 4,
-        _pad0: [0; 3],
-        addr: [198, 51, 100, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    };
-    let aged = BucketAbi {
-        credit: 0,
-        last_ns: 1,
-    };
-    {
-        let map = lights.ebpf_mut().map_mut(MAP_BUCKETS).expect("bucket map");
-        let mut buckets: PerCpuHashMap<_, SrcAbi, BucketAbi> =
-            PerCpuHashMap::try_from(map).expect("bucket map type");
-        let values = PerCpuValues::try_from(vec![aged; cpus as usize]).expect("per-cpu values");
-        buckets.insert(key, values, 0).expect("age bucket");
+    let key = src4("198.51.100.9");
+    let mut values = cache_entry(&mut lights, &key).expect("cached after one packet");
+    for value in values.iter_mut() {
+        value.credit = 0;
+        value.last_ns = 1;
     }
+    set_cache_entry(&mut lights, &key, values);
     assert_eq!(run(&lights, &packet), XdpAction::Pass);
     // ... and an empty bucket last touched now does not refill.
-    {
-        let map = lights.ebpf_mut().map_mut(MAP_BUCKETS).expect("bucket map");
-        let buckets: PerCpuHashMap<_, SrcAbi, BucketAbi> =
-            PerCpuHashMap::try_from(map).expect("bucket map type");
-        let values = buckets.get(&key, 0).expect("bucket");
-        assert_eq!(values[0].credit, 0, "one packet per CPU burst was taken");
-        assert!(values[0].last_ns > 1);
+    let values = cache_entry(&mut lights, &key).expect("cached");
+    assert_eq!(values[0].credit, 0, "one packet per CPU burst was taken");
+    assert!(values[0].last_ns > 1);
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+}
+
+/// The verdict cache key of an IPv4 source.
+fn src4(s: &str) -> [u8; 4] {
+    v4(s).octets()
+}
+
+/// The per-CPU verdict cache values of `key` (index = CPU), if cached.
+fn cache_entry(lights: &mut TrafficLights, key: &[u8; 4]) -> Option<Vec<VerdictAbi>> {
+    let map = lights
+        .ebpf_mut()
+        .map_mut(MAP_VERDICTS_V4)
+        .expect("cache map");
+    let cache: PerCpuHashMap<_, [u8; 4], VerdictAbi> =
+        PerCpuHashMap::try_from(map).expect("cache map type");
+    cache.get(key, 0).ok().map(|values| values.to_vec())
+}
+
+fn set_cache_entry(lights: &mut TrafficLights, key: &[u8; 4], values: Vec<VerdictAbi>) {
+    let map = lights
+        .ebpf_mut()
+        .map_mut(MAP_VERDICTS_V4)
+        .expect("cache map");
+    let mut cache: PerCpuHashMap<_, [u8; 4], VerdictAbi> =
+        PerCpuHashMap::try_from(map).expect("cache map type");
+    let values = PerCpuValues::try_from(values).expect("per-cpu values");
+    cache.insert(key, values, 0).expect("write cache entry");
+}
+
+/// Makes the cache entry of `key` say `verdict` under its current
+/// generation on every CPU: only a packet that trusts the cache sees it.
+fn forge_cached_verdict(lights: &mut TrafficLights, key: &[u8; 4], verdict: Verdict) {
+    let mut values = cache_entry(lights, key).expect("cached");
+    for value in values.iter_mut() {
+        value.rule.verdict = verdict as u8;
     }
+    set_cache_entry(lights, key, values);
+}
+
+#[test]
+fn a_cached_red_source_turns_green_right_after_a_swap() {
+    pin_to_cpu0();
+    let mut lights = TrafficLights::load(None).expect("load");
+    let packet = udp4(v4("10.1.2.3"), v4("10.9.9.9"));
+    let packet6 = udp6(v6("2001:db8::1"), v6("2001:db8::2"));
+    lights
+        .apply(&policy(
+            1,
+            green(),
+            &[("10.1.0.0/16", red())],
+            &[("2001:db8::/32", red())],
+        ))
+        .expect("apply v1");
+    for _ in 0..3 {
+        assert_eq!(run(&lights, &packet), XdpAction::Drop);
+        assert_eq!(run(&lights, &packet6), XdpAction::Drop);
+    }
+    let cached = cache_entry(&mut lights, &src4("10.1.2.3")).expect("cached");
+    assert_eq!(cached[0].rule.verdict, Verdict::Red as u8);
+    let first_generation = cached[0].generation;
+    assert_ne!(first_generation, 0);
+
+    lights
+        .apply(&policy(
+            2,
+            green(),
+            &[("10.1.0.0/16", green())],
+            &[("2001:db8::/32", green())],
+        ))
+        .expect("apply v2");
+    assert_eq!(run(&lights, &packet), XdpAction::Pass);
+    assert_eq!(run(&lights, &packet6), XdpAction::Pass);
+    let cached = cache_entry(&mut lights, &src4("10.1.2.3")).expect("cached");
+    assert_eq!(cached[0].rule.verdict, Verdict::Green as u8);
+    assert_eq!(cached[0].generation, first_generation + 1);
+    // Back into v1's slot with v1's content: a new generation again, so the
+    // green verdict cached under v2 does not survive either.
+    lights
+        .apply(&policy(
+            1,
+            green(),
+            &[("10.1.0.0/16", red())],
+            &[("2001:db8::/32", red())],
+        ))
+        .expect("apply v1 again");
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    assert_eq!(run(&lights, &packet6), XdpAction::Drop);
+    let c = lights.counters().expect("counters");
+    assert_eq!((c.red_packets, c.green_packets), (8, 2));
+}
+
+#[test]
+fn a_source_cached_on_one_cpu_is_judged_afresh_on_another() {
+    // Another CPU's value of a cache entry is zero-filled by the kernel:
+    // generation 0, verdict byte 0 (green). It must be a miss, not green.
+    let lights = loaded(&standard(1, green()));
+    if lights.possible_cpus() < 2 {
+        return;
+    }
+    let packet = udp4(v4("203.0.113.20"), v4("10.9.9.9"));
+    pin_to_cpu(0);
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    pin_to_cpu(1);
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    assert_eq!(lights.counters().expect("counters").red_packets, 2);
+}
+
+#[test]
+fn hits_use_the_cache_and_switching_it_off_uses_the_tries() {
+    pin_to_cpu0();
+    let mut lights = loaded(&standard(1, green()));
+    let packet = udp4(v4("203.0.113.30"), v4("10.9.9.9"));
+    let key = src4("203.0.113.30");
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    // A hit answers from the cache without the tries: the forged entry wins.
+    forge_cached_verdict(&mut lights, &key, Verdict::Green);
+    assert_eq!(run(&lights, &packet), XdpAction::Pass);
+    lights.set_verdict_cache(false).expect("cache off");
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    forge_cached_verdict(&mut lights, &key, Verdict::Green);
+    assert_eq!(
+        run(&lights, &packet),
+        XdpAction::Drop,
+        "off: tries every packet"
+    );
+    // The switch survives a policy swap.
+    lights.apply(&standard(2, green())).expect("apply v2");
+    forge_cached_verdict(&mut lights, &key, Verdict::Green);
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    lights.set_verdict_cache(true).expect("cache on");
+    forge_cached_verdict(&mut lights, &key, Verdict::Green);
+    assert_eq!(run(&lights, &packet), XdpAction::Pass);
+    let c = lights.counters().expect("counters");
+    assert_eq!((c.red_packets, c.green_packets), (4, 2));
+}
+
+#[test]
+fn a_swap_keeps_a_limited_sources_bucket() {
+    pin_to_cpu0();
+    let mut lights = TrafficLights::load(None).expect("load");
+    let cpus = lights.possible_cpus();
+    // No refill: each CPU's bucket holds 2 packets, then stays empty.
+    let yellow = |burst_per_cpu: u32| rule(Verdict::Yellow, 0, burst_per_cpu * cpus, 0, 2);
+    let with = |version, r| policy(version, green(), &[("198.51.100.0/24", r)], &[]);
+    lights.apply(&with(1, yellow(2))).expect("apply v1");
+    let packet = udp4(v4("198.51.100.40"), v4("10.9.9.9"));
+    let actions: Vec<_> = (0..3).map(|_| run(&lights, &packet)).collect();
+    assert_eq!(actions, [XdpAction::Pass, XdpAction::Pass, XdpAction::Drop]);
+    // Same rule, new generation: no fresh burst.
+    lights.apply(&with(2, yellow(2))).expect("apply v2");
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    // A larger burst raises the cap, not the credit (rate 0 refills nothing).
+    lights.apply(&with(3, yellow(8))).expect("apply v3");
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    // Green for a while, then yellow again: the bucket is still the same.
+    lights.apply(&with(4, green())).expect("apply v4");
+    assert_eq!(run(&lights, &packet), XdpAction::Pass);
+    lights.apply(&with(5, yellow(2))).expect("apply v5");
+    assert_eq!(run(&lights, &packet), XdpAction::Drop);
+    let c = lights.counters().expect("counters");
+    assert_eq!((c.yellow_pass_packets, c.yellow_limited_packets), (2, 4));
+    // A new source under the same rule starts with a full bucket.
+    assert_eq!(
+        run(&lights, &udp4(v4("198.51.100.41"), v4("10.9.9.9"))),
+        XdpAction::Pass
+    );
 }
 
 #[test]
@@ -808,5 +993,94 @@ fn ns_per_packet_green_yellow_red() {
         let result = lights.test_run(&frame_for(src), REPEAT).expect("run");
         assert_eq!(result.action, expected, "{name}");
         println!("xdp_{name}_ns {}", result.ns_per_packet);
+    }
+}
+
+/// The cage bench's policy (xtask `bench_policy(1024)`): `red_count` red
+/// /24s in 100.64.0.0/10, a green and a yellow /24, default green, every
+/// rule with a yellow budget far above what a test run sends.
+fn deep_policy(red_count: u32) -> CompiledPolicy {
+    let generous = |verdict, reason_id| rule(verdict, 4_000_000_000, 4_000_000_000, 0, reason_id);
+    let mut prefixes: Vec<(ipnet::Ipv4Net, Rule)> = vec![
+        (
+            "10.201.0.0/24".parse().expect("prefix"),
+            generous(Verdict::Green, 1),
+        ),
+        (
+            "192.0.2.0/24".parse().expect("prefix"),
+            generous(Verdict::Yellow, 2),
+        ),
+    ];
+    let red_base = u32::from(v4("100.64.0.0"));
+    for i in 0..red_count {
+        let net = ipnet::Ipv4Net::new(Ipv4Addr::from(red_base + (i << 8)), 24).expect("/24");
+        prefixes.push((net, generous(Verdict::Red, 3)));
+    }
+    let mut p = policy(1, generous(Verdict::Green, 0), &[], &[]);
+    p.v4 = prefixes;
+    p
+}
+
+/// Not a timed assertion: prints ns/packet with the bench's deep policy
+/// (`cargo test -p metanode-ebpf -- --nocapture deep_policy_ns`) for a
+/// cache hit (the same source repeated, as BPF_PROG_TEST_RUN repeats it), a
+/// miss of a cached source (cache switched off: tries + entry rewrite, as
+/// after a swap) and a cold miss (a source never seen: tries + LRU insert).
+/// Cold misses cannot be repeated, so 256 sources run once each, then once
+/// more as (warm-entry) misses with the cache off; the difference is the
+/// insert's cost with the per-run timer overhead and cache-cold effects
+/// cancelled: cold = miss + (mean once-cold - mean once-miss).
+#[test]
+fn deep_policy_ns_per_packet() {
+    const REPEAT: u32 = 1_000_000;
+    const RED_COUNT: u32 = 1024;
+    pin_to_cpu0();
+    let mut lights = loaded(&deep_policy(RED_COUNT));
+    let red_last_net = u32::from(v4("100.64.0.0")) + ((RED_COUNT - 1) << 8);
+    let frame_for = |src: Ipv4Addr| {
+        let mut frame = udp4(src, v4("10.201.0.2"));
+        frame.resize(60, 0);
+        frame
+    };
+    let lights_and_nets = [
+        ("green", u32::from(v4("10.201.0.0")), XdpAction::Pass),
+        ("yellow", u32::from(v4("192.0.2.0")), XdpAction::Pass),
+        ("red", red_last_net, XdpAction::Drop),
+    ];
+    let mut once_extra_ns = Vec::new();
+    for (name, net, expected) in lights_and_nets {
+        let frames: Vec<_> = (0..=255u32)
+            .map(|host| frame_for(Ipv4Addr::from(net + host)))
+            .collect();
+        let once_mean_ns = |lights: &TrafficLights, what: &str| {
+            let total: u64 = frames
+                .iter()
+                .map(|frame| {
+                    let result = lights.test_run(frame, 1).expect("run");
+                    assert_eq!(result.action, expected, "{name} {what}");
+                    u64::from(result.ns_per_packet)
+                })
+                .sum();
+            total as f64 / frames.len() as f64
+        };
+        let cold = once_mean_ns(&lights, "cold");
+        lights.set_verdict_cache(false).expect("cache off");
+        let miss = once_mean_ns(&lights, "miss");
+        lights.set_verdict_cache(true).expect("cache on");
+        once_extra_ns.push(cold - miss);
+    }
+    for (cache_on, what) in [(true, "hit"), (false, "miss")] {
+        lights.set_verdict_cache(cache_on).expect("switch cache");
+        for (i, (name, net, expected)) in lights_and_nets.into_iter().enumerate() {
+            let result = lights
+                .test_run(&frame_for(Ipv4Addr::from(net + 9)), REPEAT)
+                .expect("run");
+            assert_eq!(result.action, expected, "{name}");
+            println!("deep_xdp_{name}_{what}_ns {}", result.ns_per_packet);
+            if !cache_on {
+                let cold = f64::from(result.ns_per_packet) + once_extra_ns[i];
+                println!("deep_xdp_{name}_cold_ns {cold:.0}");
+            }
+        }
     }
 }

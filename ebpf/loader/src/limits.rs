@@ -5,9 +5,14 @@
 pub const V4_PREFIXES_MAX: u32 = 65_536;
 /// IPv6 prefixes per policy slot.
 pub const V6_PREFIXES_MAX: u32 = 65_536;
-/// Yellow sources with a token bucket; least recently used evicted beyond.
-/// Memory: entries x possible CPUs x 16 bytes (per-CPU values).
-pub const BUCKET_SOURCES_MAX: u32 = 65_536;
+/// IPv4 sources in the per-CPU verdict cache (which also holds yellow
+/// sources' token buckets); the least recently seen is evicted beyond.
+/// Memory: about entries x possible CPUs x 64 bytes (per-CPU values), i.e.
+/// 4 MiB per possible CPU.
+pub const VERDICT_CACHE_V4_SOURCES_MAX: u32 = 65_536;
+/// IPv6 sources in their own verdict cache, so a flood of spoofed IPv6
+/// sources cannot evict IPv4 buckets. Memory as for IPv4.
+pub const VERDICT_CACHE_V6_SOURCES_MAX: u32 = 65_536;
 /// Ring buffer for yellow samples (a power of two, a multiple of the page).
 pub const SAMPLES_RING_BYTES: u32 = 256 * 1024;
 /// Samples returned by one `drain_samples` call at most.
