@@ -19,8 +19,9 @@
 //!    our cage (`metanode cage serve`) both proxy to it. wrk, 2 threads 64
 //!    connections, keep-alive and then `Connection: close`; then our open-loop
 //!    generator (perf's http-load, wrk2's method: latency from the intended
-//!    send time) at 50/80/95 % of the lower of the two keep-alive maxima, so
-//!    both proxies see the same offered load.
+//!    send time) at 50/80/95 % of the lower of the two maxima the same
+//!    generator reaches closed-loop, so both proxies see the same offered
+//!    load and the generator can keep its schedule.
 //! 4. Signed requests: the cage on one core (taskset) verifying RFC 9421
 //!    ed25519 signatures with Content-Digest and nonces, fed pre-signed
 //!    requests from the other core; requests per second per core.
@@ -192,7 +193,7 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
             "drop": format!("{packets} 60-byte UDP frames from a red source, AF_PACKET sendmmsg (64 per call, one thread per CPU, pfifo on the sending veth), wall time of the send"),
             "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} \
                               -d{}s; open loop {OPEN_LOOP_CONNECTIONS} connections at {LOAD_PERCENTS:?} % of \
-                              min(max ours, max nginx)", duration.as_secs()),
+                              min(http-load closed-loop max ours, max nginx)", duration.as_secs()),
         }),
         rows,
         runs,
@@ -284,7 +285,7 @@ fn proxies(
     duration: Duration,
 ) -> anyhow::Result<(Vec<Row>, Value)> {
     let upstream_port = peers::free_port()?;
-    let _upstream = peers::nginx_upstream(nginx, dir, upstream_port)?;
+    let _upstream = peers::nginx_upstream(nginx, dir, upstream_port, None)?;
     let nginx_port = peers::free_port()?;
     let nginx_proxy = peers::nginx_proxy(nginx, dir, nginx_port, upstream_port)?;
     let cage_port = peers::free_port()?;
@@ -335,7 +336,28 @@ fn proxies(
         wrk_row("proxy_rps_keepalive", &ours_ka, &nginx_ka),
         wrk_row("proxy_rps_new_connections", &ours_close, &nginx_close),
     ];
-    let base_rps = ours_ka.rps().min(nginx_ka.rps());
+    // The open-loop generator costs more CPU per request than wrk and shares
+    // the two cores, so its percentages are of what *it* reaches closed-loop
+    // against each proxy (same client, same connections), taking the lower
+    // of the two so both proxies can carry the offered load.
+    let closed_args = vec![
+        "--connections".to_string(),
+        OPEN_LOOP_CONNECTIONS.to_string(),
+    ];
+    let ours_closed = peers::http_load(http_load, dir, cage.port, &closed_args, duration, None)?;
+    let nginx_closed = peers::http_load(
+        http_load,
+        dir,
+        nginx_proxy.port,
+        &closed_args,
+        duration,
+        None,
+    )?;
+    let base_rps = ours_closed.rps.min(nginx_closed.rps);
+    eprintln!(
+        "    http-load closed loop: ours {:.0} req/s, nginx {:.0} req/s → base {base_rps:.0}",
+        ours_closed.rps, nginx_closed.rps
+    );
     let mut open_loop = Vec::new();
     for pct in LOAD_PERCENTS {
         let rate = (base_rps * f64::from(pct) / 100.0).max(1.0);
@@ -359,6 +381,7 @@ fn proxies(
     let v = json!({"phase": "proxy",
                    "wrk": {"ours_keepalive": ours_ka, "nginx_keepalive": nginx_ka,
                            "ours_new_connections": ours_close, "nginx_new_connections": nginx_close},
+                   "http_load_closed_loop": {"ours": ours_closed.raw, "nginx": nginx_closed.raw},
                    "open_loop": open_loop,
                    "cage_log": cage.log.display().to_string()});
     Ok((rows, v))

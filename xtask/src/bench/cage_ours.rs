@@ -72,8 +72,9 @@ pub fn serve(
 
 /// The cage on one core (taskset CPU 0, one worker) verifying ed25519
 /// RFC 9421 signatures with Content-Digest over 256-byte POST bodies and
-/// fresh nonces; http-load on CPU 1 sends requests it signed before the
-/// clock started (closed loop, 32 connections).
+/// fresh nonces; http-load and the nginx upstream on CPU 1, the load
+/// generator sending requests it signed before the clock started (closed
+/// loop, 32 connections).
 pub fn signed_rps_per_core(
     metanode: &Path,
     http_load: &Path,
@@ -82,7 +83,8 @@ pub fn signed_rps_per_core(
 ) -> anyhow::Result<(Vec<Row>, Value)> {
     let nginx = peers::ensure_tool("nginx", "nginx")?;
     let upstream_port = peers::free_port()?;
-    let _upstream = peers::nginx_upstream(&nginx, &dir.join("signed"), upstream_port)?;
+    // Everything but the cage on CPU 1, so CPU 0 is the cage's alone.
+    let _upstream = peers::nginx_upstream(&nginx, &dir.join("signed"), upstream_port, Some(1))?;
     let key = SigningKey::generate().map_err(|e| anyhow::anyhow!("generate a key: {e}"))?;
     let key_file = dir.join("bench-client.key");
     std::fs::write(&key_file, format_key_file(&key).as_bytes())?;
@@ -137,7 +139,51 @@ pub fn signed_rps_per_core(
          {refused} refused, {} errors; target >= 20000",
         result.errors
     ));
+    drop(cage);
+    // The ceiling: strict Ed25519 verification alone on one core, pinned
+    // like the cage was. Every signed request costs one.
+    let verify_per_s = ed25519_verify_per_s(Duration::from_secs(2));
+    let mut ceiling = row(
+        "ed25519_verify_strict_per_s_one_core",
+        "verifies/s",
+        Some(verify_per_s),
+        None,
+        Better::Higher,
+    );
+    ceiling.ours_note = Some(
+        "context: one strict ed25519 verify per signed request bounds signed_rps_per_core".into(),
+    );
+    eprintln!("    ed25519 verify_strict alone: {verify_per_s:.0}/s on one core");
     let v = json!({"phase": "signed", "result": result.raw,
-                   "cage_log": cage.log.display().to_string()});
-    Ok((vec![r], v))
+                   "ed25519_verify_strict_per_s_one_core": verify_per_s});
+    Ok((vec![r, ceiling], v))
+}
+
+/// Strict Ed25519 verifications per second on the calling thread pinned to
+/// CPU 0 (a 200-byte message, about a signature base's size).
+fn ed25519_verify_per_s(window: Duration) -> f64 {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(0);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+    let key = SigningKey::from_seed(&[7; 32]);
+    let public = key.public_key();
+    let message = [0x5a_u8; 200];
+    let signature = key.sign(&message);
+    let started = std::time::Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < window {
+        for _ in 0..64 {
+            assert!(
+                public.verify(&message, &signature).is_ok(),
+                "a valid signature must verify"
+            );
+        }
+        count += 64;
+    }
+    let mut all = rustix::thread::CpuSet::new();
+    for cpu in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        all.set(cpu);
+    }
+    let _ = rustix::thread::sched_setaffinity(None, &all);
+    count as f64 / started.elapsed().as_secs_f64()
 }

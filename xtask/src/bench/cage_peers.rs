@@ -145,7 +145,12 @@ fn nginx_conf(dir: &Path, server_block: &str) -> String {
 
 /// The upstream both proxies forward to: nginx answering every request
 /// itself with a 3-byte body.
-pub fn nginx_upstream(nginx: &Path, dir: &Path, port: u16) -> anyhow::Result<Server> {
+pub fn nginx_upstream(
+    nginx: &Path,
+    dir: &Path,
+    port: u16,
+    cpu: Option<u32>,
+) -> anyhow::Result<Server> {
     let dir = dir.join("nginx-upstream");
     std::fs::create_dir_all(&dir)?;
     let server = format!(
@@ -155,7 +160,10 @@ pub fn nginx_upstream(nginx: &Path, dir: &Path, port: u16) -> anyhow::Result<Ser
     );
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(&dir, &server))?;
-    let mut cmd = Command::new(nginx);
+    let mut cmd = match cpu {
+        Some(cpu) => super::cage::pinned(cpu, nginx),
+        None => Command::new(nginx),
+    };
     cmd.arg("-p").arg(&dir).arg("-c").arg(&conf);
     Server::spawn("nginx-upstream", port, &mut cmd, dir.join("stderr.log"))
 }
