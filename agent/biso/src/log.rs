@@ -623,6 +623,13 @@ impl DecisionLog {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// True after a failed append: the handle refuses further appends and
+    /// the log must be reopened (which checks the file and cuts nothing
+    /// that verified).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
 }
 
 #[cfg(test)]

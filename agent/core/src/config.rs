@@ -472,15 +472,22 @@ pub struct TrafficConfig {
     #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/biso.yaml")]
     pub policy: PathBuf,
     /// Interfaces the XDP traffic lights are attached to. Empty: no packet
-    /// filtering (the cage still applies the policy to requests).
+    /// filtering (the cage still applies the policy to requests). The links
+    /// are pinned: an interface removed from this list stays filtered until
+    /// its pin (`xdp_pin_dir`/links/NAME) is removed, and a pinned link keeps
+    /// the mode it was first attached with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX))]
+    #[schemars(
+        length(max = CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX),
+        inner(regex(pattern = NETWORK_INTERFACE_PATTERN))
+    )]
     pub xdp_interfaces: Vec<String>,
     /// native (in the driver) or generic (any interface, slower).
     #[serde(default)]
     pub xdp_mode: XdpMode,
     /// bpffs directory for the XDP maps and links. Pinned there, they outlive
-    /// the agent, so packets stay filtered while it restarts.
+    /// the agent, so packets stay filtered while it restarts. Two agents on
+    /// one host need two directories.
     #[serde(default = "default_xdp_pin_dir")]
     #[schemars(regex(pattern = "^/"), example = &"/sys/fs/bpf/metanode")]
     pub xdp_pin_dir: PathBuf,
@@ -1261,6 +1268,13 @@ impl NodeConfig {
                 ),
             );
         }
+        if traffic.xdp_interfaces.is_empty() && traffic.cage.is_none() {
+            error(
+                "traffic".to_string(),
+                "enforces the policy nowhere: list traffic.xdp_interfaces, set traffic.cage, or both"
+                    .to_string(),
+            );
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, name) in traffic.xdp_interfaces.iter().enumerate() {
             if let Some(message) = interface_name_problem(name) {
@@ -1476,6 +1490,64 @@ mod tests {
                 .collect(),
             Err(other) => panic!("expected diagnostics, got {other}"),
         }
+    }
+
+    /// Every diagnostic of a `traffic:` section appended to a minimal config.
+    fn traffic_errors(traffic_yaml: &str) -> Vec<(usize, String, String)> {
+        let text = format!("node:\n  name: a\ntraffic:\n{traffic_yaml}");
+        match NodeConfig::from_yaml_str(&text, "node.yaml") {
+            Ok(config) => panic!("expected errors, got {:?}", config.traffic),
+            Err(LoadConfigError::Invalid { diagnostics }) => diagnostics
+                .errors
+                .into_iter()
+                .map(|d| (d.line, d.path, d.message))
+                .collect(),
+            Err(other) => panic!("expected diagnostics, got {other}"),
+        }
+    }
+
+    #[test]
+    fn traffic_section_is_checked_field_by_field() {
+        let ok = NodeConfig::from_yaml_str(
+            "node:\n  name: a\ntraffic:\n  policy: /etc/biso.yaml\n  xdp_interfaces: [eth0]\n",
+            "node.yaml",
+        )
+        .expect("valid");
+        let traffic = ok.traffic.expect("traffic section");
+        assert_eq!(traffic.xdp_mode, XdpMode::Native);
+        assert_eq!(traffic.xdp_pin_dir, PathBuf::from("/sys/fs/bpf/metanode"));
+        assert_eq!(traffic.cage, None);
+
+        let errors = traffic_errors("  policy: biso.yaml\n  cage: /etc/cage.yaml\n");
+        assert!(
+            errors.iter().any(|(line, path, m)| *line == 4
+                && path == "traffic.policy"
+                && m.contains("absolute")),
+            "{errors:?}"
+        );
+        let errors = traffic_errors("  policy: /etc/biso.yaml\n");
+        assert!(
+            errors
+                .iter()
+                .any(|(_, path, m)| path == "traffic" && m.contains("enforces the policy nowhere")),
+            "{errors:?}"
+        );
+        let errors = traffic_errors("  policy: /etc/biso.yaml\n  xdp_interfaces: [eth0, eth0]\n");
+        assert!(
+            errors
+                .iter()
+                .any(|(_, path, m)| path == "traffic.xdp_interfaces.1" && m.contains("twice")),
+            "{errors:?}"
+        );
+        let errors = traffic_errors(
+            "  policy: /etc/biso.yaml\n  xdp_interfaces: [eth0]\n  xdp_mode: fast\n",
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|(_, path, _)| path.starts_with("traffic.xdp_mode")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -72,12 +72,17 @@ pub fn run(cmd: BisoCommand, out: &Output) -> anyhow::Result<()> {
     }
 }
 
-/// Loads and compiles a policy file; the error names the file, line and
+/// Reads and validates a policy file; the error names the file, line and
 /// field.
-pub fn load_compiled(path: &Path, version: u64) -> anyhow::Result<(Policy, CompiledPolicy)> {
+pub fn read_policy(path: &Path) -> anyhow::Result<Policy> {
     let yaml =
         std::fs::read_to_string(path).with_context(|| format!("read policy {}", path.display()))?;
-    let policy = load_policy(&yaml).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    load_policy(&yaml).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// [`read_policy`], compiled as `version`.
+pub fn load_compiled(path: &Path, version: u64) -> anyhow::Result<(Policy, CompiledPolicy)> {
+    let policy = read_policy(path)?;
     let compiled =
         compile(&policy, version).map_err(|e| anyhow!("compile {}: {e}", path.display()))?;
     Ok((policy, compiled))

@@ -24,7 +24,11 @@ with the node key and fsynced to receipts.path.
 
 Examples:
   metanode cage serve --config cage.yaml --policy policy/biso.example.yaml --key node.key
-  metanode cage serve --config cage.yaml        # all-green policy, throwaway key")]
+  metanode cage serve --config cage.yaml        # all-green policy, throwaway key
+
+A receipts file is bound to the key that signed it: reusing receipts.path needs the same
+--key (a throwaway key fits only a fresh file; the cage refuses to extend a file signed by
+another key).")]
     Serve(ServeArgs),
     /// Verify a receipt file: every batch's signature, chain and Merkle root.
     #[command(after_help = "\

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, anyhow};
 use metanode_api::TrafficMetricsSource;
-use metanode_biso::{DecisionKind, DecisionLog};
+use metanode_biso::{CompiledPolicy, DecisionKind, DecisionLog, Policy, compile};
 use metanode_cage::{CageConfig, Metrics as CageMetrics, PolicyHandle, ServeReport};
 use metanode_core::config::{NodeConfig, TrafficConfig, XdpMode};
 use metanode_core::keys::{Overwrite, SigningKey, SigningKeyFile};
@@ -22,7 +22,7 @@ use metanode_ebpf::{AttachMode, TrafficLights};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::cmd_biso::load_compiled;
+use crate::cmd_biso::read_policy;
 use crate::output::Output;
 
 /// What the agent holds while the traffic section runs.
@@ -39,6 +39,8 @@ struct Reload {
     policy_path: PathBuf,
     key: SigningKey,
     log: DecisionLog,
+    /// Digest of the policy in force (not merely logged).
+    applied_digest: [u8; 32],
     lights: Option<Arc<Mutex<TrafficLights>>>,
     cage_policy: Option<PolicyHandle>,
 }
@@ -129,35 +131,15 @@ pub async fn start(
     let key = node_key(cfg)?;
     let log_path = decision_log_path(cfg);
     let mut log = open_log(&log_path, &key)?;
-    let (policy, probe) = load_compiled(&section.policy, 1)
+    // Registered before anything is enforced: SIGHUP's default action would
+    // kill the agent, and a reload may come right after start.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP (policy reload)")?;
+    let policy = read_policy(&section.policy)
         .with_context(|| format!("traffic.policy {}", section.policy.display()))?;
-    // The version counts distinct policies this node has applied: the same
-    // policy on a restart keeps its version (and writes no log entry).
-    let last = log.summary().policy;
-    let version = match last {
-        Some(p) if p.policy_digest == probe.policy_digest => p.policy_version,
-        Some(p) => p.policy_version + 1,
-        None => 1,
-    };
-    let (_, compiled) = load_compiled(&section.policy, version)?;
-    if last.map(|p| p.policy_digest) != Some(compiled.policy_digest) {
-        let mode_before = log.summary().mode;
-        log.append_now(&key, DecisionKind::policy_applied(&compiled, policy.mode))
-            .with_context(|| format!("signing the policy into {}", log_path.display()))?;
-        if let Some(from) = mode_before
-            && from != policy.mode
-        {
-            log.append_now(
-                &key,
-                DecisionKind::ModeChanged {
-                    from,
-                    to: policy.mode,
-                },
-            )
-            .with_context(|| format!("signing the mode change into {}", log_path.display()))?;
-        }
-    }
-
+    let compiled = record_policy(&mut log, &key, &policy)
+        .with_context(|| format!("traffic.policy {}", section.policy.display()))?;
+    let version = compiled.version;
     let lights = if section.xdp_interfaces.is_empty() {
         None
     } else {
@@ -190,10 +172,13 @@ pub async fn start(
         None => None,
         Some(path) => {
             let config = CageConfig::load(path).map_err(|e| anyhow!("traffic.cage: {e}"))?;
-            let server =
-                metanode_cage::Server::bind(config, PolicyHandle::new(compiled.clone()), key)
-                    .await
-                    .map_err(|e| anyhow!("starting the cage (traffic.cage): {e}"))?;
+            let server = metanode_cage::Server::bind(
+                config,
+                PolicyHandle::new(compiled.clone()),
+                node_key(cfg)?,
+            )
+            .await
+            .map_err(|e| anyhow!("starting the cage (traffic.cage): {e}"))?;
             let metrics = server.metrics();
             let handle = server.policy();
             let listen = server.local_addr();
@@ -235,12 +220,13 @@ pub async fn start(
     };
     let reload = Reload {
         policy_path: section.policy.clone(),
-        key: node_key(cfg)?,
+        key,
         log,
+        applied_digest: compiled.policy_digest,
         lights: lights.clone(),
         cage_policy: cage.as_ref().map(|c| c.policy.clone()),
     };
-    let reloader = tokio::spawn(reload_on_sighup(reload));
+    let reloader = tokio::spawn(reload_on_sighup(reload, hangups));
     Ok((
         Traffic {
             lights,
@@ -251,17 +237,52 @@ pub async fn start(
     ))
 }
 
+/// Compiles `policy` with the version the decision log gives it and signs
+/// it into the log when it is new: the same policy keeps its version (a
+/// restart, or a reload that failed to apply and is retried) and writes no
+/// entry; a different one gets the next version, and a mode change its own
+/// entry. Logged before it is enforced, so the log never lacks a policy that
+/// was in force.
+fn record_policy(
+    log: &mut DecisionLog,
+    key: &SigningKey,
+    policy: &Policy,
+) -> anyhow::Result<CompiledPolicy> {
+    let summary = log.summary();
+    let digest = policy
+        .digest()
+        .map_err(|e| anyhow!("digest of the policy: {e}"))?;
+    if let Some(last) = summary.policy
+        && last.policy_digest == *digest.as_bytes()
+    {
+        return compile(policy, last.policy_version).map_err(|e| anyhow!("compile: {e}"));
+    }
+    let version = summary.policy.map_or(1, |p| p.policy_version + 1);
+    let compiled = compile(policy, version).map_err(|e| anyhow!("compile: {e}"))?;
+    log.append_now(key, DecisionKind::policy_applied(&compiled, policy.mode))
+        .context("signing the policy into the decision log")?;
+    if let Some(from) = summary.mode
+        && from != policy.mode
+    {
+        log.append_now(
+            key,
+            DecisionKind::ModeChanged {
+                from,
+                to: policy.mode,
+            },
+        )
+        .context("signing the mode change into the decision log")?;
+    }
+    Ok(compiled)
+}
+
 /// SIGHUP re-reads the policy file: a changed policy is compiled with the
 /// next version, signed into the decision log, swapped into the XDP maps
 /// (one flip: no packet sees half of it) and into the cage. A policy that
-/// does not load or compile is logged and changes nothing.
-async fn reload_on_sighup(mut reload: Reload) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: policy reload disabled");
-        return;
-    };
-    while hup.recv().await.is_some() {
+/// does not load or compile is logged and changes nothing; one that fails
+/// to apply is retried on the next SIGHUP.
+async fn reload_on_sighup(mut reload: Reload, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
         let outcome = tokio::task::block_in_place(|| reload_once(&mut reload));
         match outcome {
             Ok(Some(version)) => tracing::info!(version, "traffic policy reloaded"),
@@ -272,38 +293,19 @@ async fn reload_on_sighup(mut reload: Reload) {
 }
 
 fn reload_once(reload: &mut Reload) -> anyhow::Result<Option<u64>> {
-    let last = reload.log.summary().policy;
-    let (policy, probe) = load_compiled(&reload.policy_path, 1)?;
-    if last.map(|p| p.policy_digest) == Some(probe.policy_digest) {
+    let policy = read_policy(&reload.policy_path)?;
+    let digest = policy
+        .digest()
+        .map_err(|e| anyhow!("digest of the policy: {e}"))?;
+    if *digest.as_bytes() == reload.applied_digest {
         return Ok(None);
     }
-    let version = last.map_or(1, |p| p.policy_version + 1);
-    let (_, compiled) = load_compiled(&reload.policy_path, version)?;
-    let mode_before = reload.log.summary().mode;
-    // Logged before it is enforced: the log never lacks a policy that was
-    // in force (a crash between the two leaves a logged, unapplied policy,
-    // which the next start applies).
-    reload
-        .log
-        .append_now(
-            &reload.key,
-            DecisionKind::policy_applied(&compiled, policy.mode),
-        )
-        .context("signing the policy into the decision log")?;
-    if let Some(from) = mode_before
-        && from != policy.mode
-    {
-        reload
-            .log
-            .append_now(
-                &reload.key,
-                DecisionKind::ModeChanged {
-                    from,
-                    to: policy.mode,
-                },
-            )
-            .context("signing the mode change into the decision log")?;
+    if reload.log.is_poisoned() {
+        // A failed append poisons the handle; the file itself is intact up
+        // to the last good entry (a torn tail is cut on reopen).
+        reload.log = open_log(reload.log.path(), &reload.key)?;
     }
+    let compiled = record_policy(&mut reload.log, &reload.key, &policy)?;
     if let Some(lights) = &reload.lights {
         let mut lights = lights
             .lock()
@@ -313,9 +315,10 @@ fn reload_once(reload: &mut Reload) -> anyhow::Result<Option<u64>> {
             .context("writing the policy into the XDP maps")?;
     }
     if let Some(handle) = &reload.cage_policy {
-        handle.swap(compiled);
+        handle.swap(compiled.clone());
     }
-    Ok(Some(version))
+    reload.applied_digest = compiled.policy_digest;
+    Ok(Some(compiled.version))
 }
 
 impl Traffic {

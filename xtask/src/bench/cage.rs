@@ -190,7 +190,7 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
         ]),
         workload: json!({
             "xdp": format!("60-byte UDP/IPv4 frames, BPF_PROG_TEST_RUN repeat {repeats}, {RULES_RED_COUNT} red /24s"),
-            "drop": format!("{packets} 60-byte UDP frames from a red source, AF_PACKET sendmmsg (64 per call, one thread per CPU, pfifo on the sending veth), wall time of the send"),
+            "drop": format!("{packets} 60-byte UDP frames cycling over {RULES_RED_COUNT} red sources (one per red /24), AF_PACKET sendmmsg (64 per call, one thread per CPU, pfifo on the sending veth), wall time of the send"),
             "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} \
                               -d{}s; open loop {OPEN_LOOP_CONNECTIONS} connections at {LOAD_PERCENTS:?} % of \
                               min(http-load closed-loop max ours, max nginx)", duration.as_secs()),
@@ -239,13 +239,15 @@ pub(super) fn row(
 fn drop_rates(packets: u64) -> anyhow::Result<(Vec<Row>, Value)> {
     let rig = DropRig::create()?;
     let policy = super::cage_xdp::bench_policy(RULES_RED_COUNT);
-    let red_source = super::cage_xdp::red_source(RULES_RED_COUNT);
+    // One source per red /24: traffic from a whole blocked region, each
+    // address's first packet a verdict-cache miss.
+    let red_sources = super::cage_xdp::red_sources(RULES_RED_COUNT);
 
     // Ours first: XDP on the receiving veth.
-    let xdp = super::cage_xdp::attach_and_count(&rig, &policy, || rig.send(red_source, packets))?;
+    let xdp = super::cage_xdp::attach_and_count(&rig, &policy, || rig.send(&red_sources, packets))?;
     // Then nftables with the same rules, XDP gone.
     rig.nft(&super::cage_xdp::nft_ruleset(&policy, &rig.rx_if))?;
-    let nft_wall = rig.send(red_source, packets)?;
+    let nft_wall = rig.send(&red_sources, packets)?;
     let nft_dropped = rig.nft_counter_packets()?;
     rig.nft_flush()?;
     let mpps = |dropped: u64, wall: Duration| dropped as f64 / wall.as_secs_f64() / 1e6;
@@ -267,7 +269,7 @@ fn drop_rates(packets: u64) -> anyhow::Result<(Vec<Row>, Value)> {
         "{nft_dropped} of {packets} dropped by nftables in {:.3} s",
         nft_wall.as_secs_f64()
     ));
-    let v = json!({"phase": "drop_rate", "packets": packets, "source": red_source.to_string(),
+    let v = json!({"phase": "drop_rate", "packets": packets, "sources": red_sources.len(),
                    "tx": RIG_TX_ADDR.to_string(),
                    "xdp": {"dropped": xdp.dropped, "wall_s": xdp.wall.as_secs_f64(), "mode": xdp.mode},
                    "nftables": {"dropped": nft_dropped, "wall_s": nft_wall.as_secs_f64()}});
@@ -318,6 +320,21 @@ fn proxies(
     let nginx_ka = run(nginx_proxy.port, false)?;
     let ours_close = run(cage.port, true)?;
     let nginx_close = run(nginx_proxy.port, true)?;
+    for (name, r) in [
+        ("ours keep-alive", &ours_ka),
+        ("nginx keep-alive", &nginx_ka),
+        ("ours new connections", &ours_close),
+        ("nginx new connections", &nginx_close),
+    ] {
+        // Fast failures would inflate requests/s: the comparison needs both
+        // proxies answering.
+        ensure!(
+            r.errors() * 100 <= r.requests.max(1),
+            "{name}: {} errors in {} requests (wrk)",
+            r.errors(),
+            r.requests
+        );
+    }
     for (name, r) in [
         ("ours keep-alive", &ours_ka),
         ("nginx keep-alive", &nginx_ka),

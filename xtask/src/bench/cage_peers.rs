@@ -527,8 +527,12 @@ impl DropRig {
     /// per CPU, a full device queue (EAGAIN/ENOBUFS) retried, never counted
     /// as sent. (trafgen's TX_RING mode gives up on the first EAGAIN, which
     /// veth returns whenever its ring is full.)
-    pub fn send(&self, source: Ipv4Addr, packets: u64) -> anyhow::Result<Duration> {
-        let frame = ethernet_udp_frame(&self.rx_mac, source)?;
+    pub fn send(&self, sources: &[Ipv4Addr], packets: u64) -> anyhow::Result<Duration> {
+        ensure!(!sources.is_empty(), "no source addresses to send from");
+        let frames = sources
+            .iter()
+            .map(|s| ethernet_udp_frame(&self.rx_mac, *s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let ns_path = format!("/var/run/netns/{}", self.tx_ns);
         let ifname = self.tx_if.clone();
@@ -536,8 +540,8 @@ impl DropRig {
         let workers: Vec<_> = (0..threads)
             .map(|i| {
                 let share = packets / threads + u64::from(i < packets % threads);
-                let (ns_path, ifname, frame) = (ns_path.clone(), ifname.clone(), frame.clone());
-                std::thread::spawn(move || raw_send(&ns_path, &ifname, &frame, share))
+                let (ns_path, ifname, frames) = (ns_path.clone(), ifname.clone(), frames.clone());
+                std::thread::spawn(move || raw_send(&ns_path, &ifname, &frames, share))
             })
             .collect();
         for w in workers {
@@ -562,7 +566,8 @@ fn ethernet_udp_frame(dest_mac: &str, source: Ipv4Addr) -> anyhow::Result<Vec<u8
     Ok(f)
 }
 
-fn raw_send(ns_path: &str, ifname: &str, frame: &[u8], count: u64) -> anyhow::Result<()> {
+/// Sends `count` frames cycling through `frames` (one source address each).
+fn raw_send(ns_path: &str, ifname: &str, frames: &[Vec<u8>], count: u64) -> anyhow::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     const BATCH: usize = 64;
     let ns = std::fs::File::open(ns_path).with_context(|| format!("open {ns_path}"))?;
@@ -577,14 +582,10 @@ fn raw_send(ns_path: &str, ifname: &str, frame: &[u8], count: u64) -> anyhow::Re
     // SAFETY: if_nametoindex reads a NUL-terminated string we own.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
     ensure!(ifindex != 0, "no interface {ifname} in {ns_path}");
+    // Protocol 0: a send-only packet socket. With ETH_P_ALL every sender
+    // thread would also receive a copy of every other thread's frames.
     // SAFETY: socket(2) with constant arguments; the fd is owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            i32::from((libc::ETH_P_ALL as u16).to_be()),
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     ensure!(
         fd >= 0,
         "AF_PACKET socket: {}",
@@ -595,7 +596,6 @@ fn raw_send(ns_path: &str, ifname: &str, frame: &[u8], count: u64) -> anyhow::Re
     // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
     addr.sll_ifindex = ifindex as i32;
     let addr_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
     // SAFETY: bind with a valid sockaddr_ll of the given length.
@@ -605,27 +605,37 @@ fn raw_send(ns_path: &str, ifname: &str, frame: &[u8], count: u64) -> anyhow::Re
         "bind AF_PACKET to {ifname}: {}",
         std::io::Error::last_os_error()
     );
-    let mut iov = libc::iovec {
-        iov_base: frame.as_ptr() as *mut libc::c_void,
-        iov_len: frame.len(),
-    };
-    // Each header points at the one iovec, which outlives every sendmmsg
-    // call below (the kernel only reads it).
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+    // One iovec per frame, one header per batch slot pointing at the frame
+    // its slot cycles to; the iovecs outlive every sendmmsg call below (the
+    // kernel only reads them).
+    let mut iovs: Vec<libc::iovec> = frames
+        .iter()
+        .map(|f| libc::iovec {
+            iov_base: f.as_ptr() as *mut libc::c_void,
+            iov_len: f.len(),
+        })
+        .collect();
+    let batch = BATCH.max(1);
+    let mut msgs: Vec<libc::mmsghdr> = (0..batch)
         .map(|_| {
             // SAFETY: an all-zero mmsghdr (null pointers, zero lengths) is a
             // valid value of this plain C struct.
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = &raw mut iov;
             m.msg_hdr.msg_iovlen = 1;
             m
         })
         .collect();
+    let mut next_frame = 0usize;
     let mut sent = 0u64;
     let mut stalls = 0u64;
     while sent < count {
-        let n = (count - sent).min(BATCH as u64) as u32;
-        // SAFETY: msgs holds at least n initialised headers.
+        let n = (count - sent).min(batch as u64) as u32;
+        for m in msgs.iter_mut().take(n as usize) {
+            m.msg_hdr.msg_iov = &raw mut iovs[next_frame];
+            next_frame = (next_frame + 1) % iovs.len();
+        }
+        // SAFETY: msgs holds at least n initialised headers whose iov
+        // pointers point into `iovs`, alive for the call.
         let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), n, 0) };
         if rc > 0 {
             sent += rc as u64;

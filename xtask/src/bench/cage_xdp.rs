@@ -76,6 +76,13 @@ pub fn red_source(red_count: u32) -> Ipv4Addr {
     Ipv4Addr::from(RED_BASE + ((red_count.max(1) - 1) << 8) + 9)
 }
 
+/// One address in each red /24.
+pub fn red_sources(red_count: u32) -> Vec<Ipv4Addr> {
+    (0..red_count.max(1))
+        .map(|i| Ipv4Addr::from(RED_BASE + (i << 8) + 9))
+        .collect()
+}
+
 /// The same rules as nftables sees them: red prefixes in an interval set
 /// dropped and counted; yellow prefixes limited per source by a meter.
 pub fn nft_ruleset(policy: &CompiledPolicy, ifname: &str) -> String {
