@@ -1478,11 +1478,12 @@ mod tests {
         assert!(path_problem(Path::new("/var/../etc")).is_some());
     }
 
-    /// The only diagnostic of `network:` YAML appended to a minimal config.
-    fn network_errors(network_yaml: &str) -> Vec<(usize, String, String)> {
-        let text = format!("node:\n  name: a\nnetwork:\n{network_yaml}");
+    /// Every diagnostic of a `section:` (its YAML body given) appended to a
+    /// minimal config.
+    fn section_errors(section: &str, body_yaml: &str) -> Vec<(usize, String, String)> {
+        let text = format!("node:\n  name: a\n{section}:\n{body_yaml}");
         match NodeConfig::from_yaml_str(&text, "node.yaml") {
-            Ok(config) => panic!("expected errors, got {:?}", config.network),
+            Ok(config) => panic!("expected errors, got {config:?}"),
             Err(LoadConfigError::Invalid { diagnostics }) => diagnostics
                 .errors
                 .into_iter()
@@ -1492,18 +1493,12 @@ mod tests {
         }
     }
 
-    /// Every diagnostic of a `traffic:` section appended to a minimal config.
+    fn network_errors(network_yaml: &str) -> Vec<(usize, String, String)> {
+        section_errors("network", network_yaml)
+    }
+
     fn traffic_errors(traffic_yaml: &str) -> Vec<(usize, String, String)> {
-        let text = format!("node:\n  name: a\ntraffic:\n{traffic_yaml}");
-        match NodeConfig::from_yaml_str(&text, "node.yaml") {
-            Ok(config) => panic!("expected errors, got {:?}", config.traffic),
-            Err(LoadConfigError::Invalid { diagnostics }) => diagnostics
-                .errors
-                .into_iter()
-                .map(|d| (d.line, d.path, d.message))
-                .collect(),
-            Err(other) => panic!("expected diagnostics, got {other}"),
-        }
+        section_errors("traffic", traffic_yaml)
     }
 
     #[test]

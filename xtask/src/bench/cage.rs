@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 
 use super::cage_peers::{self as peers, DropRig, LoadResult, RIG_TX_ADDR, WrkResult, WrkRun};
 use super::chart;
-use super::results::{Better, Panel, Report, Row, fmt_num};
+use super::results::{Better, Report, Row, fmt_num, panels_from_rows};
 use crate::workspace_root;
 
 #[derive(Debug, Args)]
@@ -146,7 +146,7 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
     }
 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let panels = rows_to_panels(&rows);
+    let panels = panels_from_rows(&rows);
     let report = Report {
         bench: "cage",
         when: crate::time::now_iso8601(),
@@ -445,23 +445,6 @@ fn open_loop_row(pct: u32, rate: f64, ours: &LoadResult, nginx: &LoadResult) -> 
     r.ours_note = Some(note(ours));
     r.peer_note = Some(note(nginx));
     r
-}
-
-fn rows_to_panels(rows: &[Row]) -> Vec<Panel> {
-    let mut panels: Vec<Panel> = Vec::new();
-    for r in rows {
-        let mut bars = vec![("ours", r.ours)];
-        if let Some(peer) = r.peer {
-            bars.push((peer, r.peer_value));
-        }
-        panels.push(Panel {
-            metric: r.metric.clone(),
-            unit: r.unit,
-            better: r.better,
-            bars,
-        });
-    }
-    panels
 }
 
 fn print_table(report: &Report) {

@@ -271,25 +271,39 @@ pub fn wrk(wrk: &Path, dir: &Path, port: u16, run: WrkRun) -> anyhow::Result<Wrk
         cmd.args(["-H", "Connection: close"]);
     }
     cmd.arg(format!("http://127.0.0.1:{port}/bench"));
-    let log = dir.join("wrk.log");
-    match process::run_with_timeout(&mut cmd, run.duration + LOAD_SLACK, &log)? {
-        Outcome::TimedOut(after) => bail!("wrk did not finish within {after:?}"),
-        Outcome::Finished(f) => {
-            ensure!(
-                f.status.success(),
-                "wrk failed ({}): {}",
-                f.status,
-                process::log_tail(&log, 10)
-            );
-            let line = f
-                .stdout
-                .lines()
-                .rev()
-                .find(|l| l.starts_with('{'))
-                .with_context(|| format!("no JSON line in wrk's output:\n{}", f.stdout))?;
-            serde_json::from_str(line).with_context(|| format!("parse wrk JSON {line:?}"))
-        }
-    }
+    let json = run_for_json(
+        "wrk",
+        &mut cmd,
+        run.duration + LOAD_SLACK,
+        &dir.join("wrk.log"),
+    )?;
+    serde_json::from_value(json).context("wrk's JSON line")
+}
+
+/// Runs a load tool to completion and parses the last line of its stdout
+/// that is a JSON object (the tools print their summary last).
+fn run_for_json(
+    tool: &str,
+    cmd: &mut Command,
+    timeout: Duration,
+    log: &Path,
+) -> anyhow::Result<serde_json::Value> {
+    let Outcome::Finished(f) = process::run_with_timeout(cmd, timeout, log)? else {
+        bail!("{tool} did not finish within {timeout:?}");
+    };
+    ensure!(
+        f.status.success(),
+        "{tool} failed ({}): {}",
+        f.status,
+        process::log_tail(log, 10)
+    );
+    let line = f
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("no JSON line in {tool}'s output:\n{}", f.stdout))?;
+    serde_json::from_str(line).with_context(|| format!("parse {tool} JSON {line:?}"))
 }
 
 // ---------------------------------------------------------- open-loop load
@@ -352,24 +366,8 @@ pub fn http_load(
         .args(args)
         .arg("--json");
     let log = dir.join("http-load.log");
-    let outcome = process::run_with_timeout(&mut cmd, duration * 2 + LOAD_SLACK, &log)?;
-    let Outcome::Finished(f) = outcome else {
-        bail!("http-load did not finish in time");
-    };
-    ensure!(
-        f.status.success(),
-        "http-load failed ({}): {}",
-        f.status,
-        process::log_tail(&log, 10)
-    );
-    let line = f
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .with_context(|| format!("no JSON in http-load's output:\n{}", f.stdout))?;
-    let raw: serde_json::Value =
-        serde_json::from_str(line).with_context(|| format!("parse http-load JSON {line:?}"))?;
+    // The window, pre-signing and drain all fit in twice the duration.
+    let raw = run_for_json("http-load", &mut cmd, duration * 2 + LOAD_SLACK, &log)?;
     let num = |k: &str| {
         raw[k]
             .as_f64()

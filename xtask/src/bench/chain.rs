@@ -51,7 +51,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::chart;
-use super::results::{Better, Panel, Report, Row, fmt_num, percentile};
+use super::results::{Better, Report, Row, fmt_num, panels_from_rows, percentile};
 use crate::chain_net::{self, Net, Spec, Timing, http_agent, wait_until};
 use crate::chain_test::{
     LIVE_BLOCKS, crash_next_proposer, fetch_block, fetch_genesis, restart_and_catch_up,
@@ -1256,7 +1256,7 @@ fn measure(
         Better::Lower,
         Some((TARGET_RSS_MB, "<= 256 MB")),
     ));
-    let panels = rows_to_panels(&rows);
+    let panels = panels_from_rows(&rows);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     Ok(Report {
         bench: "chain",
@@ -1334,29 +1334,6 @@ fn measure(
     })
 }
 
-/// One panel per metric: ours, then each peer with a value.
-fn rows_to_panels(rows: &[Row]) -> Vec<Panel> {
-    let mut panels: Vec<Panel> = Vec::new();
-    for r in rows {
-        let panel = match panels.iter_mut().find(|p| p.metric == r.metric) {
-            Some(p) => p,
-            None => {
-                panels.push(Panel {
-                    metric: r.metric.clone(),
-                    unit: r.unit,
-                    better: r.better,
-                    bars: vec![("ours", r.ours)],
-                });
-                panels.last_mut().expect("just pushed")
-            }
-        };
-        if let (Some(peer), Some(v)) = (r.peer, r.peer_value) {
-            panel.bars.push((peer, Some(v)));
-        }
-    }
-    panels
-}
-
 fn print_table(report: &Report) {
     println!("\nchain bench ({}), {}", report.mode, report.when);
     println!(
@@ -1421,7 +1398,7 @@ mod tests {
         b.peer = Some("p2");
         b.peer_value = Some(3.0);
         let c = row("lat", "ms", Some(5.0), Better::Lower, None);
-        let panels = rows_to_panels(&[a, b, c]);
+        let panels = panels_from_rows(&[a, b, c]);
         assert_eq!(panels.len(), 2);
         assert_eq!(
             panels[0].bars,

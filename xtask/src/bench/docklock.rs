@@ -48,7 +48,7 @@ use rustix::process::{Pid, PidfdFlags, Signal, kill_process_group, pidfd_open};
 use serde_json::{Value, json};
 
 use super::chart;
-use super::results::{Better, Panel, Report, Row, fmt_num, percentile};
+use super::results::{Better, Report, Row, fmt_num, panels_from_rows, percentile};
 use crate::workspace_root;
 
 /// Timed spawns of each runtime (the issue asks for at least 300).
@@ -928,29 +928,6 @@ fn receipt_rows(rates: &ReceiptRates) -> Vec<Row> {
     vec![s, v]
 }
 
-/// One panel per metric: ours, then each peer with a value.
-fn rows_to_panels(rows: &[Row]) -> Vec<Panel> {
-    let mut panels: Vec<Panel> = Vec::new();
-    for r in rows {
-        let at = match panels.iter().position(|p| p.metric == r.metric) {
-            Some(i) => i,
-            None => {
-                panels.push(Panel {
-                    metric: r.metric.clone(),
-                    unit: r.unit,
-                    better: r.better,
-                    bars: vec![("ours", r.ours)],
-                });
-                panels.len() - 1
-            }
-        };
-        if let (Some(peer), Some(v), Some(panel)) = (r.peer, r.peer_value, panels.get_mut(at)) {
-            panel.bars.push((peer, Some(v)));
-        }
-    }
-    panels
-}
-
 fn print_table(report: &Report) {
     println!("\ndocklock bench ({}), {}", report.mode, report.when);
     println!(
@@ -1094,7 +1071,7 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
         .find_map(|l| l.strip_prefix("model name"))
         .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string());
     let status_of = |s: &Series| if s.failure.is_some() { "failed" } else { "ok" };
-    let panels = rows_to_panels(&rows);
+    let panels = panels_from_rows(&rows);
     let report = Report {
         bench: "docklock",
         when: crate::time::now_iso8601(),
@@ -1400,7 +1377,7 @@ mod tests {
     fn panels_group_peers_under_their_metric() {
         let ours = series("ours", &[1.0], None);
         let peer = series("bwrap", &[2.0], None);
-        let panels = rows_to_panels(&spawn_rows(&ours, &peer));
+        let panels = panels_from_rows(&spawn_rows(&ours, &peer));
         let names: Vec<&str> = panels.iter().map(|p| p.metric.as_str()).collect();
         assert_eq!(
             names,

@@ -496,6 +496,30 @@ fn machine_line(machine: &Value) -> String {
 /// 1234567.8 -> "1,234,568"; 12.345 -> "12.3"; 0.1234 -> "0.123".
 /// Nearest-rank percentile of sorted samples (None when there are none). One definition for
 /// every bench so their p50/p99 mean the same thing.
+/// One chart panel per metric (rows of one metric with different peers
+/// share it): ours first, then each peer that has a value.
+pub fn panels_from_rows(rows: &[Row]) -> Vec<Panel> {
+    let mut panels: Vec<Panel> = Vec::new();
+    for r in rows {
+        let at = match panels.iter().position(|p| p.metric == r.metric) {
+            Some(i) => i,
+            None => {
+                panels.push(Panel {
+                    metric: r.metric.clone(),
+                    unit: r.unit,
+                    better: r.better,
+                    bars: vec![("ours", r.ours)],
+                });
+                panels.len() - 1
+            }
+        };
+        if let (Some(peer), Some(v), Some(panel)) = (r.peer, r.peer_value, panels.get_mut(at)) {
+            panel.bars.push((peer, Some(v)));
+        }
+    }
+    panels
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
