@@ -454,8 +454,7 @@ pub struct ChainConfig {
 #[serde(rename_all = "lowercase")]
 #[schemars(rename = "XdpMode")]
 pub enum XdpMode {
-    /// In the driver, before an skb exists: the fast path (virtio-net, veth
-    /// and most server NICs support it).
+    /// In the driver, before an skb exists: the fast path.
     #[default]
     Native,
     /// After the skb is built: works on every interface, slower.

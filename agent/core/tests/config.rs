@@ -977,7 +977,11 @@ fn chain_section_in_the_example_is_valid_once_uncommented() {
         .find("\n# chain:\n")
         .expect("commented chain section")
         + 1;
-    let uncommented: String = example[start..]
+    // The chain section runs to the next top-level comment block.
+    let end = example[start..]
+        .find("\n\n")
+        .map_or(example.len(), |i| start + i + 1);
+    let uncommented: String = example[start..end]
         .lines()
         .map(|line| line.strip_prefix("# ").unwrap_or(line))
         .map(|line| format!("{line}\n"))
