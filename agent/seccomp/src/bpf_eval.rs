@@ -2,13 +2,12 @@
 //! combining several filters. Test-only: it lets the compiled policy be checked call by call
 //! without installing anything.
 
-use crate::compile::{BPF_JMP_JEQ_K, BPF_LD_W_ABS, BPF_RET_K, CompiledSeccomp};
+use crate::compile::{
+    BPF_ALU_AND_K, BPF_JMP_JA, BPF_JMP_JEQ_K, BPF_JMP_JGE_K, BPF_JMP_JGT_K, BPF_LD_W_ABS,
+    BPF_RET_K, CompiledSeccomp,
+};
 use seccompiler::sock_filter;
 
-const BPF_ALU_AND_K: u16 = 0x54;
-const BPF_JMP_JA: u16 = 0x05;
-const BPF_JMP_JGT_K: u16 = 0x25;
-const BPF_JMP_JGE_K: u16 = 0x35;
 /// SECCOMP_RET_ACTION_FULL: the part of a return value that decides precedence.
 const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
 

@@ -1,8 +1,11 @@
 //! DockLock's seccomp-bpf confinement: an allowlist policy kept as reviewed data
 //! (`policy/seccomp.yaml`, a reason per rule), compiled with seccompiler, with refused calls
-//! sent to a supervisor through seccomp user notification.
+//! sent to a supervisor through seccomp user notification. seccompiler's output then goes
+//! through two passes that change no answer (jump threading, and a binary search on the syscall
+//! number in front of its linear chain), which cut the install from ~0.86 ms to ~0.1 ms.
 //!
-//! Flow: [`SeccompPolicy::builtin`] (or [`SeccompPolicy::parse`]) → [`SeccompPolicy::compile`] →
+//! Flow: [`CompiledSeccomp::builtin`] (the reviewed policy, compiled at build time by build.rs),
+//! or [`SeccompPolicy::parse`] → [`SeccompPolicy::compile`] for any other policy →
 //! [`CompiledSeccomp::install`] in the confined process, which returns the listener → hand the
 //! listener to the supervising process → one of:
 //! * [`supervise_with_wall_clock`] (DockLock): wall-clock reads (`clock_gettime` on
@@ -29,6 +32,7 @@
 //! and getrandom → ENOSYS) are answered by the kernel directly and not reported, because they are
 //! the expected way to make libc fall back.
 
+mod builtin;
 mod compile;
 mod memory;
 mod policy;

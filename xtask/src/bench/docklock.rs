@@ -86,6 +86,28 @@ const WORKLOAD_PATH_ENV: &str = "/bin";
 /// so neither runtime can create them).
 const ROOTFS_DIRS: &[&str] = &["bin", "proc", "dev", "tmp", "sys", "out"];
 const NAMESPACES: &[&str] = &["pid", "ipc", "uts", "mount", "network", "cgroup", "time"];
+/// runc's default masked and read-only paths, which our cage applies to every run
+/// (metanode_docklock::cage::MASKED_PATHS_DEFAULT and READONLY_PATHS_DEFAULT; xtask does not
+/// depend on that crate). bwrap gets the same mount work for the /proc entries that exist on this
+/// kernel; the /sys ones are moot because neither sandbox mounts sysfs.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 const PROBE_PACKAGE: &str = "metanode-docklock-probe";
 const PROBE_BINARY: &str = "docklock-probe";
@@ -188,12 +210,52 @@ fn ours(metanode: &Path, bundle: &Path) -> Contender {
     }
 }
 
+/// What a path is on this host (the sandboxes' fresh procfs shows the same kernel's entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostPath {
+    Dir,
+    File,
+    Missing,
+}
+
+fn host_path(path: &str) -> HostPath {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => HostPath::Dir,
+        Ok(_) => HostPath::File,
+        Err(_) => HostPath::Missing,
+    }
+}
+
+/// bwrap arguments doing the mount work of our masked and read-only paths: an empty read-only
+/// tmpfs over a masked directory, /dev/null over a masked file (as our cage does), and a
+/// read-only bind of each read-only path. bwrap can only bind from the host (its sources resolve
+/// in the old root), so those binds show the host's /proc entry where ours re-binds the cage's
+/// own: the same mount operations, and for a no-op workload the same cost.
+fn bwrap_mask_args(kind: impl Fn(&str) -> HostPath) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    for &path in MASKED_PATHS {
+        match kind(path) {
+            HostPath::Dir => {
+                args.extend(["--tmpfs", path, "--remount-ro", path].map(OsString::from));
+            }
+            HostPath::File => args.extend(["--ro-bind", "/dev/null", path].map(OsString::from)),
+            HostPath::Missing => {}
+        }
+    }
+    for &path in READONLY_PATHS {
+        if kind(path) != HostPath::Missing {
+            args.extend(["--ro-bind", path, path].map(OsString::from));
+        }
+    }
+    args
+}
+
 /// bwrap with the isolation closest to the bundle's: every namespace it can
 /// create (it has no time namespace), the same read-only rootfs, a fresh
-/// proc, a minimal /dev, a tmpfs /tmp, the same hostname, no capabilities,
-/// a new session, and the workload's environment cleared to PATH=/bin like
-/// the bundle's process.env.
-fn bwrap(bwrap: &Path, rootfs: &Path) -> Contender {
+/// proc with the same masked and read-only paths as our cage, a minimal /dev,
+/// a tmpfs /tmp, the same hostname, no capabilities, a new session, and the
+/// workload's environment cleared to PATH=/bin like the bundle's process.env.
+fn bwrap(bwrap: &Path, rootfs: &Path, mask_args: Vec<OsString>) -> Contender {
     let mut args: Vec<OsString> = vec![
         "--unshare-all".into(),
         "--die-with-parent".into(),
@@ -202,13 +264,11 @@ fn bwrap(bwrap: &Path, rootfs: &Path) -> Contender {
         rootfs.into(),
         "/".into(),
     ];
+    for a in ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"] {
+        args.push(a.into());
+    }
+    args.extend(mask_args);
     for a in [
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
         "--hostname",
         HOSTNAME,
         "--cap-drop",
@@ -999,7 +1059,11 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
     let metanode = crate::chain_net::build_release()?;
     let bundle = write_bundle(&dir, &probe)?;
     let ours = ours(&metanode, &bundle);
-    let peer = bwrap(&bwrap_path, &bundle.join("rootfs"));
+    let peer = bwrap(
+        &bwrap_path,
+        &bundle.join("rootfs"),
+        bwrap_mask_args(host_path),
+    );
     eprintln!("    ours:  {}", ours.command_line());
     eprintln!("    bwrap: {}", peer.command_line());
 
@@ -1245,9 +1309,33 @@ mod tests {
 
     #[test]
     fn bwrap_command_line_is_the_documented_one() {
-        let c = bwrap(Path::new("/usr/bin/bwrap"), Path::new("/b/rootfs"));
+        // As on this machine: /proc/acpi a directory, /proc/keys and /proc/timer_list files,
+        // four of the five read-only paths present.
+        let kind = |path: &str| match path {
+            "/proc/acpi" | "/proc/bus" | "/proc/fs" | "/proc/irq" | "/proc/sys" => HostPath::Dir,
+            "/proc/keys" | "/proc/timer_list" => HostPath::File,
+            _ => HostPath::Missing,
+        };
+        let c = bwrap(
+            Path::new("/usr/bin/bwrap"),
+            Path::new("/b/rootfs"),
+            bwrap_mask_args(kind),
+        );
         assert_eq!(
             c.command_line(),
+            "/usr/bin/bwrap --unshare-all --die-with-parent --new-session --ro-bind /b/rootfs / \
+             --proc /proc --dev /dev --tmpfs /tmp --tmpfs /proc/acpi --remount-ro /proc/acpi \
+             --ro-bind /dev/null /proc/keys --ro-bind /dev/null /proc/timer_list \
+             --ro-bind /proc/bus /proc/bus --ro-bind /proc/fs /proc/fs --ro-bind /proc/irq /proc/irq \
+             --ro-bind /proc/sys /proc/sys --hostname bench --cap-drop ALL /bin/docklock-probe noop"
+        );
+        let bare = bwrap(
+            Path::new("/usr/bin/bwrap"),
+            Path::new("/b/rootfs"),
+            bwrap_mask_args(|_| HostPath::Missing),
+        );
+        assert_eq!(
+            bare.command_line(),
             "/usr/bin/bwrap --unshare-all --die-with-parent --new-session --ro-bind /b/rootfs / \
              --proc /proc --dev /dev --tmpfs /tmp --hostname bench --cap-drop ALL /bin/docklock-probe noop"
         );
