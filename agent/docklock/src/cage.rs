@@ -10,10 +10,24 @@
 //! status to P through a pipe. B sends its seccomp user-notification listener to P over a unix
 //! socket; P answers refused calls (EPERM) and records them as violations.
 //!
-//! With `user` in the spec's namespaces, A unshares it together with the others, tells P, and
-//! waits while P writes the uid/gid maps (the spec's, or container 0 → the caller's ids); A then
-//! becomes uid/gid 0 of the namespace. Everything after that (mounts, the tracer, the clocks) runs
-//! with capabilities of that namespace only.
+//! Every cage has a user namespace, whatever the spec lists: root in the cage must not be root
+//! on the host objects it reaches (a writable bind, /out, a writable rootfs). A unshares it
+//! together with the others (so the pid, time, net, ipc and mount namespaces are owned by it and
+//! proc, sysfs, mqueue and the clock offsets work inside), tells P, and waits while P writes the
+//! uid/gid maps: the spec's (refused if any range holds host id 0), or, when the spec has none,
+//! cage ids 0..65536 → host ids from [`crate::limits::CAGE_HOST_ID_BASE`]. A then becomes
+//! uid/gid 0 of the namespace. Everything
+//! after that (mounts, the tracer, the clocks) runs with capabilities of that namespace only.
+//! cgroup limits are still written by P on the host side, before A unshares.
+//!
+//! Host paths are resolved once, in P, into fds (see [`crate::host`]): the rootfs, the bind
+//! sources, /out and the seeded FIFO are cloned by P into detached mount trees (open_tree) that B
+//! attaches (move_mount); no path string from the bundle is resolved after `CageSpec::load`.
+//!
+//! The workload's stdout/stderr are pipes that P relays to their destination (the caller's own
+//! stdout/stderr or a capture file): a caller's terminal or file is never handed to the cage,
+//! where it could be ioctl'ed, seeked or truncated. Every forked child ends in `_exit`; a panic
+//! in one is reported through the error pipe by a hook installed in the child only.
 //!
 //! The caller must be single-threaded when `run` forks (checked): the children then may allocate
 //! (glibc makes malloc usable after fork) and the set-up code stays ordinary Rust. The agent runs
@@ -25,7 +39,7 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +49,8 @@ use metanode_seccomp::{CompiledSeccomp, SeccompPolicy, Violation};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
-use crate::spec::{CageMount, CageSpec, MountKind, Namespaces};
+use crate::rootfs::BindTree;
+use crate::spec::{CageMount, CageSpec, IdMapping, MountKind, Namespaces, OpenedRoot, SpecError};
 
 /// runc's default masked paths: kernel state a workload has no business reading.
 pub const MASKED_PATHS_DEFAULT: &[&str] = &[
@@ -98,6 +113,9 @@ pub struct RunOptions {
     pub env_shuffle_seed: Option<u64>,
     /// Replay perturbation: sleep this long before exec.
     pub pre_exec_delay: Option<Duration>,
+    /// Host directories bind sources outside the bundle may come from (absolute; a source must
+    /// resolve beneath one of them, or beneath the bundle directory). Empty: bundle only.
+    pub bind_allow: Vec<PathBuf>,
 }
 
 impl RunOptions {
@@ -116,6 +134,7 @@ impl RunOptions {
             umask: None,
             env_shuffle_seed: None,
             pre_exec_delay: None,
+            bind_allow: Vec::new(),
         }
     }
 }
@@ -155,6 +174,53 @@ pub struct RunOutcome {
     /// fork of A → everything reaped.
     pub wall_ns: u64,
     pub timed_out: bool,
+    /// setuid/setgid files and device nodes found in /out after the run, and what was done.
+    pub output_violations: Vec<OutputViolation>,
+    /// Output violations past [`crate::limits::OUT_VIOLATIONS_COUNT_MAX`], counted not kept.
+    pub output_violations_dropped_count: u64,
+    /// The spec's warnings (e.g. ignored RPATH entries), carried into the outcome.
+    pub warnings: Vec<String>,
+    /// The workload wrote more than [`crate::limits::STDIO_RELAY_BYTES_MAX`] to stdout or stderr;
+    /// the rest was drained and discarded.
+    pub stdio_truncated: bool,
+}
+
+/// Something the workload left in /out that must not reach the host as is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputViolation {
+    /// Relative to the outputs directory.
+    pub path: PathBuf,
+    pub kind: OutputViolationKind,
+}
+
+/// What the launcher found and did. setuid/setgid bits are stripped rather than the file
+/// refused: the content is still a legitimate output (and in the outputs root, which does not
+/// cover modes), only the privilege bits are dangerous, and the file's owner is a cage id anyway.
+/// A device node is never legitimate output (the cage cannot create one; it can only be
+/// planted in a pre-existing /out) and is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputViolationKind {
+    /// A regular file with S_ISUID and/or S_ISGID; `mode` as found, the bits are now cleared.
+    SetidBitsStripped { mode: u32 },
+    /// A character or block device node (`mode` as found); removed.
+    DeviceNodeRemoved { mode: u32 },
+}
+
+impl std::fmt::Display for OutputViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            OutputViolationKind::SetidBitsStripped { mode } => write!(
+                f,
+                "/out/{} had mode {mode:o} (setuid/setgid): bits stripped",
+                self.path.display()
+            ),
+            OutputViolationKind::DeviceNodeRemoved { mode } => write!(
+                f,
+                "/out/{} is a device node (mode {mode:o}): removed",
+                self.path.display()
+            ),
+        }
+    }
 }
 
 /// Why a cage could not be run. Failures inside the children name the set-up step.
@@ -167,9 +233,19 @@ pub enum RunError {
     #[error("run options: {0}")]
     Options(String),
     #[error(
-        "docklock needs root: it creates the cage's cgroup (unprivileged callers would need a delegated cgroup subtree, not supported yet); root callers get a user namespace by listing `user` in linux.namespaces"
+        "docklock needs root: it creates the cage's cgroup and writes the user namespace's id maps (unprivileged callers would need a delegated cgroup subtree, not supported yet)"
     )]
     NotRoot,
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    #[error("mounts[{index}].source {}: {reason}", path.display())]
+    BindSource {
+        index: usize,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("outputs directory {}: {reason}", path.display())]
+    OutDir { path: PathBuf, reason: String },
     #[error("write the user namespace's id maps: {0}")]
     IdMaps(String),
     #[error("seccomp policy: {0}")]
@@ -254,18 +330,59 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(RunError::NotRoot);
     }
+    for dir in &opts.bind_allow {
+        if !dir.is_absolute() {
+            return Err(RunError::Options(format!(
+                "bind allowlist entry {} must be an absolute path",
+                dir.display()
+            )));
+        }
+    }
+    let (uid_map, gid_map) = id_maps(spec)?;
+    let host_uid = to_host_id(&uid_map, spec.process.uid).ok_or_else(|| {
+        RunError::Options(format!(
+            "process.user.uid {} is not mapped by the user namespace's uid map",
+            spec.process.uid
+        ))
+    })?;
+    let host_gid = to_host_id(&gid_map, spec.process.gid).ok_or_else(|| {
+        RunError::Options(format!(
+            "process.user.gid {} is not mapped by the user namespace's gid map",
+            spec.process.gid
+        ))
+    })?;
     let seccomp = SeccompPolicy::builtin()?.compile()?;
     let keep_caps = CapSet::parse_names(&spec.process.capabilities.union())?;
-    let layout = CgroupLayout::discover().map_err(metanode_cgroup::CgroupError::from)?;
-    let limits = cgroup_limits(spec);
-    let cgroup = CageCgroup::create(&layout, &opts.cage_id, &limits)
-        .map_err(metanode_cgroup::CgroupError::from)?;
-    let cgroup_mode = cgroup.mode();
 
-    if let Some(out) = &opts.out_dir {
-        std::fs::create_dir_all(out).map_err(io_err(format!("create {}", out.display())))?;
-    }
-    // The seeded randomness: a FIFO on the host, bind-mounted over /dev/urandom and /dev/random.
+    // The rootfs and the bundle directory, opened once (by `load`, or here for a spec built from
+    // parse_config): from now on only fds.
+    let opened_here;
+    let opened: &OpenedRoot = match (&spec.opened, &spec.bundle_dir) {
+        (Some(opened), _) => opened,
+        (None, Some(bundle_dir)) => {
+            opened_here = crate::spec::open_bundle_root(bundle_dir, &spec.rootfs)?;
+            &opened_here
+        }
+        (None, None) => {
+            opened_here = OpenedRoot {
+                bundle: None,
+                rootfs: crate::host::open_dir_nofollow(&spec.rootfs).map_err(|errno| {
+                    RunError::Io {
+                        what: format!("open the rootfs {}", spec.rootfs.display()),
+                        source: errno.into(),
+                    }
+                })?,
+            };
+            &opened_here
+        }
+    };
+
+    let out_fd = match &opts.out_dir {
+        Some(out) => Some(prepare_out_dir(out, host_uid, host_gid)?),
+        None => None,
+    };
+    // The seeded randomness: a FIFO on the host, cloned as a mount tree over /dev/urandom and
+    // /dev/random.
     let fifo_dir = tempfile::Builder::new()
         .prefix("docklock-rng-")
         .tempdir()
@@ -275,6 +392,13 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     // SAFETY: fifo_c is a valid NUL-terminated path.
     if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o444) } != 0 {
         return Err(io_err("mkfifo")(std::io::Error::last_os_error()));
+    }
+    // mkfifo is subject to the caller's umask; the cage's uid reads it as "other".
+    // SAFETY: fifo_c is a valid path.
+    if unsafe { libc::chmod(fifo_c.as_ptr(), 0o444) } != 0 {
+        return Err(io_err("chmod the randomness FIFO")(
+            std::io::Error::last_os_error(),
+        ));
     }
     // O_RDWR so the open does not wait for a reader; non-blocking so the feeder can stop.
     // SAFETY: fifo_c is a valid path; the returned fd is checked.
@@ -302,21 +426,27 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             crate::limits::URANDOM_PIPE_SIZE_BYTES as libc::c_int,
         )
     };
+    let trees = host_trees(spec, opts, opened, out_fd.as_ref(), &fifo)?;
+    crate::rootfs::create_mount_points(
+        &opened.rootfs,
+        &spec.mounts,
+        &trees.binds,
+        opts.out_dir.is_some(),
+    )
+    .map_err(RunError::Setup)?;
+    let program = resolve_program(spec, &opened.rootfs);
+
+    let layout = CgroupLayout::discover().map_err(metanode_cgroup::CgroupError::from)?;
+    let limits = cgroup_limits(spec);
+    let cgroup = CageCgroup::create(&layout, &opts.cage_id, &limits)
+        .map_err(metanode_cgroup::CgroupError::from)?;
+    let cgroup_mode = cgroup.mode();
 
     let (go_r, go_w) = pipe()?;
-    // With a user namespace, A reports "unshared" and waits for P to write its id maps (only a
-    // process outside the namespace may, and only once, before A relies on any id in it).
-    let userns_pipes = if spec.namespaces.contains(Namespaces::USER) {
-        let (unshared_r, unshared_w) = pipe()?;
-        let (mapped_r, mapped_w) = pipe()?;
-        Some(((unshared_r, mapped_w), (unshared_w, mapped_r)))
-    } else {
-        None
-    };
-    let (userns_parent, userns_child) = match userns_pipes {
-        Some((parent, child)) => (Some(parent), Some(child)),
-        None => (None, None),
-    };
+    // A reports "unshared" and waits for P to write its id maps (only a process outside the
+    // namespace may, and only once, before A relies on any id in it).
+    let (unshared_r, unshared_w) = pipe()?;
+    let (mapped_r, mapped_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let mut socks = [0; 2];
@@ -340,17 +470,14 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         )
     };
 
-    let mut plan = ChildPlan::new(spec, opts, &fifo_path, keep_caps, &seccomp);
-    let stdout_file = open_capture(opts.stdout_file.as_deref())?;
-    let stderr_file = match (&opts.stderr_file, &opts.stdout_file, &stdout_file) {
-        (Some(err), Some(out), Some(file)) if err == out => Some(
-            file.try_clone()
-                .map_err(io_err(format!("share {} for stderr", err.display())))?,
-        ),
-        _ => open_capture(opts.stderr_file.as_deref())?,
-    };
-    plan.stdout_fd = stdout_file.as_ref().map(|f| f.as_raw_fd());
-    plan.stderr_fd = stderr_file.as_ref().map(|f| f.as_raw_fd());
+    let stdio = StdioPlan::new(opts)?;
+    let mut plan = ChildPlan::new(spec, opts, keep_caps, &seccomp, trees, program);
+    plan.stdout_fd = stdio.stdout_w.as_ref().map(|fd| fd.as_raw_fd());
+    plan.stderr_fd = stdio
+        .stderr_w
+        .as_ref()
+        .map(|fd| fd.as_raw_fd())
+        .or(if stdio.shared { plan.stdout_fd } else { None });
     let started = Instant::now();
     // SAFETY: the process is single-threaded (checked above), so the child may run ordinary code.
     let a_pid = unsafe { libc::fork() };
@@ -358,20 +485,23 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         return Err(io_err("fork")(std::io::Error::last_os_error()));
     }
     if a_pid == 0 {
-        drop((go_w, err_r, status_r, sock_p, fifo, userns_parent));
-        let code = process_a(&plan, go_r, err_w, status_w, sock_c, userns_child);
-        // SAFETY: _exit is always safe; it skips the parent's atexit handlers and buffers.
-        unsafe { libc::_exit(code) };
+        drop((go_w, err_r, status_r, sock_p, fifo, unshared_r, mapped_w));
+        child_main(err_w.as_raw_fd(), || {
+            process_a(&plan, go_r, err_w, status_w, sock_c, (unshared_w, mapped_r))
+        });
     }
+    let StdioPlan {
+        stdout_w,
+        stderr_w,
+        relays,
+        ..
+    } = stdio;
     drop((
-        go_r,
-        err_w,
-        status_w,
-        sock_c,
-        stdout_file,
-        stderr_file,
-        userns_child,
+        go_r, err_w, status_w, sock_c, unshared_w, mapped_r, stdout_w, stderr_w, plan,
     ));
+    // The relay starts before the workload can fill a pipe; it ends when every copy of the
+    // write ends is gone (the cage has exited).
+    let relay = (!relays.is_empty()).then(|| std::thread::spawn(move || relay_stdio(relays)));
     let joined = cgroup.add_process(a_pid);
     let mut go_w = std::fs::File::from(go_w);
     let go_byte: &[u8] = if joined.is_ok() { b"g" } else { b"x" };
@@ -381,7 +511,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         reap(a_pid);
         return Err(RunError::Cgroup(e.into()));
     }
-    if let Some((unshared_r, mapped_w)) = userns_parent {
+    {
         let mut byte = [0u8; 1];
         // No "u" means A failed to unshare: its error is on the error pipe, read below.
         if std::fs::File::from(unshared_r)
@@ -389,7 +519,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             .is_ok()
             && byte[0] == b'u'
         {
-            let mapped = write_id_maps(a_pid, spec);
+            let mapped = write_id_maps(a_pid, &uid_map, &gid_map);
             let reply: &[u8] = if mapped.is_ok() { b"m" } else { b"x" };
             let _ = std::fs::File::from(mapped_w).write_all(reply);
             if let Err(e) = mapped {
@@ -476,6 +606,12 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let wall_ns = started.elapsed().as_nanos() as u64;
     let usage = cgroup.usage().map_err(metanode_cgroup::CgroupError::from);
     let removed = cgroup.kill_and_remove();
+    // Every cage process is gone, so every copy of the pipes' write ends is closed and the relay
+    // reaches end-of-file.
+    let stdio_truncated = match relay {
+        Some(handle) => handle.join().unwrap_or(false),
+        None => false,
+    };
 
     if setup_timed_out {
         return Err(RunError::Setup(format!(
@@ -524,6 +660,11 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             .lock()
             .map_err(|_| RunError::Supervise("violation list poisoned".into()))?,
     );
+    // The cage is gone: nothing can race the scan.
+    let (output_violations, output_violations_dropped_count) = match &opts.out_dir {
+        Some(out) => scan_outputs(out)?,
+        None => (Vec::new(), 0),
+    };
     Ok(RunOutcome {
         exit,
         violations,
@@ -534,11 +675,357 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             RunError::Setup("the workload sent an unknown landlock status code".into())
         })?,
         seccomp_digest: seccomp.digest(),
-        namespaces: spec.namespaces,
+        namespaces: spec.namespaces.with(Namespaces::USER),
         spawn_ns,
         wall_ns,
         timed_out,
+        output_violations,
+        output_violations_dropped_count,
+        warnings: spec.warnings.clone(),
+        stdio_truncated,
     })
+}
+
+/// The id maps to write: the spec's (checked again: never host id 0), or the default range.
+fn id_maps(spec: &CageSpec) -> Result<(Vec<IdMapping>, Vec<IdMapping>), RunError> {
+    crate::spec::check_id_mappings(&spec.uid_mappings, "linux.uidMappings")?;
+    crate::spec::check_id_mappings(&spec.gid_mappings, "linux.gidMappings")?;
+    let default = || {
+        vec![IdMapping {
+            container_id: 0,
+            host_id: crate::limits::CAGE_HOST_ID_BASE,
+            size: crate::limits::CAGE_ID_RANGE_SIZE,
+        }]
+    };
+    let pick = |maps: &[IdMapping]| {
+        if maps.is_empty() {
+            default()
+        } else {
+            maps.to_vec()
+        }
+    };
+    Ok((pick(&spec.uid_mappings), pick(&spec.gid_mappings)))
+}
+
+/// The host id a cage id maps to, if any.
+fn to_host_id(maps: &[IdMapping], id: u32) -> Option<u32> {
+    maps.iter().find_map(|m| {
+        let offset = id.checked_sub(m.container_id)?;
+        (offset < m.size).then(|| m.host_id + offset)
+    })
+}
+
+/// Creates the outputs directory if needed and hands it to the workload's host ids (only the
+/// directory itself, never what is in it). A non-empty directory not already owned by them is
+/// refused rather than chowned: an operator's `--out /etc` typo must not give /etc to the cage.
+fn prepare_out_dir(out: &Path, host_uid: u32, host_gid: u32) -> Result<OwnedFd, RunError> {
+    let fail = |reason: String| RunError::OutDir {
+        path: out.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(out).map_err(|e| fail(format!("create: {e}")))?;
+    let fd = rustix::fs::open(
+        out,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| fail(format!("open (it must be a directory, not a symlink): {e}")))?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| fail(format!("stat: {e}")))?;
+    if stat.st_uid != host_uid || stat.st_gid != host_gid {
+        let dir = fd.try_clone().map_err(|e| fail(format!("dup: {e}")))?;
+        let mut entries = rustix::fs::Dir::new(dir).map_err(|e| fail(format!("read: {e}")))?;
+        let non_empty = entries.any(|entry| {
+            entry.is_ok_and(|e| {
+                let name = e.file_name().to_bytes();
+                name != b"." && name != b".."
+            })
+        });
+        if non_empty {
+            return Err(fail(format!(
+                "not empty and owned by {}:{}, not by the cage's host ids {host_uid}:{host_gid}; give the cage an empty or its own directory",
+                stat.st_uid, stat.st_gid
+            )));
+        }
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(host_uid)),
+            Some(rustix::fs::Gid::from_raw(host_gid)),
+        )
+        .map_err(|e| fail(format!("chown to {host_uid}:{host_gid}: {e}")))?;
+    }
+    Ok(fd)
+}
+
+/// Detached mount trees P hands to B (see [`crate::rootfs::clone_tree`]).
+struct HostTrees {
+    rootfs: OwnedFd,
+    binds: Vec<Option<BindTree>>,
+    out: Option<OwnedFd>,
+    random: [OwnedFd; 2],
+}
+
+/// Resolves every host path of the cage once and clones it into a detached tree.
+fn host_trees(
+    spec: &CageSpec,
+    opts: &RunOptions,
+    opened: &OpenedRoot,
+    out: Option<&OwnedFd>,
+    fifo: &OwnedFd,
+) -> Result<HostTrees, RunError> {
+    let clone_err = |what: String| {
+        move |errno: rustix::io::Errno| RunError::Io {
+            what,
+            source: errno.into(),
+        }
+    };
+    // Device nodes and setuid files shipped in the image must not work in the cage (a block
+    // device node would otherwise give raw access to a host disk): nodev + nosuid on the whole
+    // tree. DockLock's own /dev is a separate mount built inside.
+    let rootfs = crate::rootfs::clone_tree(
+        &opened.rootfs,
+        true,
+        crate::rootfs::mount_attrs(libc::MS_NOSUID | libc::MS_NODEV, 0),
+    )
+    .map_err(clone_err(format!(
+        "clone the rootfs {} as a mount tree",
+        spec.rootfs.display()
+    )))?;
+    let bundle = match (&opened.bundle, &spec.bundle_dir) {
+        (Some(fd), Some(dir)) => Some((dir.as_path(), fd)),
+        _ => None,
+    };
+    let mut binds = Vec::with_capacity(spec.mounts.len());
+    for (index, m) in spec.mounts.iter().enumerate() {
+        let MountKind::Bind { source, recursive } = &m.kind else {
+            binds.push(None);
+            continue;
+        };
+        let resolved = resolve_bind_source(index, source, bundle, &opts.bind_allow)?;
+        let stat = rustix::fs::fstat(&resolved).map_err(|errno| RunError::BindSource {
+            index,
+            path: source.clone(),
+            reason: format!("stat: {errno}"),
+        })?;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory;
+        let tree = crate::rootfs::clone_tree(
+            &resolved,
+            *recursive,
+            crate::rootfs::mount_attrs(
+                m.set_flags | libc::MS_NODEV | libc::MS_NOSUID,
+                m.clear_flags,
+            ),
+        )
+        .map_err(|errno| RunError::BindSource {
+            index,
+            path: source.clone(),
+            reason: format!("clone as a mount tree: {errno}"),
+        })?;
+        binds.push(Some(BindTree { tree, is_dir }));
+    }
+    let out = match out {
+        Some(fd) => Some(
+            crate::rootfs::clone_tree(
+                fd,
+                false,
+                crate::rootfs::mount_attrs(libc::MS_NOSUID | libc::MS_NODEV, libc::MS_RDONLY),
+            )
+            .map_err(clone_err(
+                "clone the outputs directory as a mount tree".into(),
+            ))?,
+        ),
+        None => None,
+    };
+    // The FIFO is read-only for the workload: it must not inject bytes into the stream.
+    let fifo_attrs =
+        crate::rootfs::mount_attrs(libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC, 0);
+    let random = [
+        crate::rootfs::clone_tree(fifo, false, fifo_attrs)
+            .map_err(clone_err("clone the randomness FIFO".into()))?,
+        crate::rootfs::clone_tree(fifo, false, fifo_attrs)
+            .map_err(clone_err("clone the randomness FIFO".into()))?,
+    ];
+    Ok(HostTrees {
+        rootfs,
+        binds,
+        out,
+        random,
+    })
+}
+
+/// A bind source, resolved beneath the bundle directory or beneath an allowlisted directory
+/// (openat2 RESOLVE_BENEATH, so neither `..` nor a symlink leads out); anything else refused.
+fn resolve_bind_source(
+    index: usize,
+    source: &Path,
+    bundle: Option<(&Path, &OwnedFd)>,
+    allow: &[PathBuf],
+) -> Result<OwnedFd, RunError> {
+    let refuse = |reason: String| RunError::BindSource {
+        index,
+        path: source.to_path_buf(),
+        reason,
+    };
+    if let Some((dir, fd)) = bundle
+        && let Some(relative) = crate::host::lexically_below(dir, source)
+    {
+        return crate::host::resolve_beneath(fd, &relative, false).map_err(|errno| {
+            refuse(format!(
+                "beneath the bundle directory {}: {}",
+                dir.display(),
+                crate::host::errno_text(errno)
+            ))
+        });
+    }
+    for dir in allow {
+        let Some(relative) = crate::host::lexically_below(dir, source) else {
+            continue;
+        };
+        // The allowlisted directory is the operator's own path: following symlinks up to it is
+        // fine; below it, RESOLVE_BENEATH holds.
+        let dir_fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|errno| {
+            refuse(format!(
+                "open the allowed directory {}: {errno}",
+                dir.display()
+            ))
+        })?;
+        return crate::host::resolve_beneath(&dir_fd, &relative, false).map_err(|errno| {
+            refuse(format!(
+                "beneath the allowed directory {}: {}",
+                dir.display(),
+                crate::host::errno_text(errno)
+            ))
+        });
+    }
+    Err(refuse(
+        "outside the bundle directory and not beneath any allowed bind directory (`metanode docklock run --allow-bind DIR`)".into(),
+    ))
+}
+
+/// Walks /out after the run (the cage is gone) without following symlinks: strips setuid and
+/// setgid bits from regular files and removes device nodes, recording each. Bounded by
+/// [`crate::limits::OUT_SCAN_ENTRIES_COUNT_MAX`] and [`crate::limits::OUT_SCAN_DEPTH_MAX`].
+fn scan_outputs(out: &Path) -> Result<(Vec<OutputViolation>, u64), RunError> {
+    let fail = |reason: String| RunError::OutDir {
+        path: out.to_path_buf(),
+        reason,
+    };
+    let root = rustix::fs::open(out, scan_dir_flags(), rustix::fs::Mode::empty())
+        .map_err(|e| fail(format!("open for the setuid/device scan: {e}")))?;
+    let mut scan = OutScan {
+        violations: Vec::new(),
+        dropped: 0,
+        entries: 0,
+    };
+    scan.dir(root, PathBuf::new(), 0).map_err(fail)?;
+    Ok((scan.violations, scan.dropped))
+}
+
+fn scan_dir_flags() -> rustix::fs::OFlags {
+    rustix::fs::OFlags::RDONLY
+        | rustix::fs::OFlags::DIRECTORY
+        | rustix::fs::OFlags::NOFOLLOW
+        | rustix::fs::OFlags::CLOEXEC
+}
+
+struct OutScan {
+    violations: Vec<OutputViolation>,
+    dropped: u64,
+    entries: usize,
+}
+
+impl OutScan {
+    fn record(&mut self, path: PathBuf, kind: OutputViolationKind) {
+        if self.violations.len() < crate::limits::OUT_VIOLATIONS_COUNT_MAX {
+            self.violations.push(OutputViolation { path, kind });
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn dir(&mut self, fd: OwnedFd, prefix: PathBuf, depth: usize) -> Result<(), String> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+        if depth > crate::limits::OUT_SCAN_DEPTH_MAX {
+            return Err(format!(
+                "{} is nested deeper than {} levels",
+                prefix.display(),
+                crate::limits::OUT_SCAN_DEPTH_MAX
+            ));
+        }
+        let listing = fd.try_clone().map_err(|e| format!("dup: {e}"))?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::new(listing).map_err(|e| format!("read: {e}"))? {
+            let entry = entry.map_err(|e| format!("read {}: {e}", prefix.display()))?;
+            let name = entry.file_name().to_owned();
+            if name.as_bytes() != b"." && name.as_bytes() != b".." {
+                names.push(name);
+            }
+        }
+        for name in names {
+            self.entries += 1;
+            if self.entries > crate::limits::OUT_SCAN_ENTRIES_COUNT_MAX {
+                return Err(format!(
+                    "more than {} entries",
+                    crate::limits::OUT_SCAN_ENTRIES_COUNT_MAX
+                ));
+            }
+            let path = prefix.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+            let stat = rustix::fs::statat(&fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| format!("stat {}: {e}", path.display()))?;
+            let mode = stat.st_mode;
+            match FileType::from_raw_mode(mode) {
+                FileType::Directory => {
+                    let sub =
+                        rustix::fs::openat(&fd, name.as_c_str(), scan_dir_flags(), Mode::empty())
+                            .map_err(|e| format!("open {}: {e}", path.display()))?;
+                    self.dir(sub, path, depth + 1)?;
+                }
+                FileType::RegularFile if mode & (libc::S_ISUID | libc::S_ISGID) != 0 => {
+                    let file = rustix::fs::openat(
+                        &fd,
+                        name.as_c_str(),
+                        OFlags::RDONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::NONBLOCK
+                            | OFlags::NOCTTY
+                            | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| format!("open {}: {e}", path.display()))?;
+                    let opened = rustix::fs::fstat(&file)
+                        .map_err(|e| format!("stat {}: {e}", path.display()))?;
+                    if opened.st_ino != stat.st_ino || opened.st_dev != stat.st_dev {
+                        return Err(format!("{} changed during the scan", path.display()));
+                    }
+                    let stripped = opened.st_mode & 0o7777 & !(libc::S_ISUID | libc::S_ISGID);
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(stripped)).map_err(|e| {
+                        format!("strip the setuid/setgid bits of {}: {e}", path.display())
+                    })?;
+                    self.record(
+                        path,
+                        OutputViolationKind::SetidBitsStripped {
+                            mode: mode & 0o7777,
+                        },
+                    );
+                }
+                FileType::CharacterDevice | FileType::BlockDevice => {
+                    rustix::fs::unlinkat(&fd, name.as_c_str(), AtFlags::empty())
+                        .map_err(|e| format!("remove device node {}: {e}", path.display()))?;
+                    self.record(path, OutputViolationKind::DeviceNodeRemoved { mode });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 fn cgroup_limits(spec: &CageSpec) -> CgroupLimits {
@@ -568,43 +1055,197 @@ fn cgroup_limits(spec: &CageSpec) -> CgroupLimits {
     }
 }
 
-/// Writes A's uid_map and gid_map: the spec's mappings, or container 0 → the caller's ids.
-/// setgroups stays "allow": P is privileged in the parent namespace, so the kernel permits it and
-/// the spec's additionalGids can be set inside.
-fn write_id_maps(pid: i32, spec: &CageSpec) -> Result<(), String> {
-    // SAFETY: geteuid/getegid have no preconditions.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let text = |maps: &[crate::spec::IdMapping], own: u32| {
-        if maps.is_empty() {
-            format!("0 {own} 1\n")
-        } else {
-            maps.iter()
-                .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
-                .collect()
-        }
+/// Writes A's uid_map and gid_map. setgroups stays "allow": P is privileged in the parent
+/// namespace, so the kernel permits it and the spec's additionalGids can be set inside.
+fn write_id_maps(pid: i32, uid_map: &[IdMapping], gid_map: &[IdMapping]) -> Result<(), String> {
+    let text = |maps: &[IdMapping]| -> String {
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+            .collect()
     };
-    for (file, content) in [
-        ("uid_map", text(&spec.uid_mappings, euid)),
-        ("gid_map", text(&spec.gid_mappings, egid)),
-    ] {
+    for (file, content) in [("uid_map", text(uid_map)), ("gid_map", text(gid_map))] {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, content.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
     }
     Ok(())
 }
 
-/// Opens a capture file for the workload's stdout or stderr (close-on-exec in P; B dup2s it).
-fn open_capture(path: Option<&Path>) -> Result<Option<std::fs::File>, RunError> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
+/// The workload's stdout/stderr: pipes whose write ends B puts on fds 1 and 2, and the relays P
+/// runs from their read ends to the destination. Quiet streams without a capture file get the
+/// cage's /dev/null instead (no pipe, no relay thread).
+struct StdioPlan {
+    stdout_w: Option<OwnedFd>,
+    stderr_w: Option<OwnedFd>,
+    /// stdout and stderr share one pipe (they go to the same capture file; one pipe keeps
+    /// their interleaving).
+    shared: bool,
+    relays: Vec<(OwnedFd, std::fs::File)>,
+}
+
+impl StdioPlan {
+    fn new(opts: &RunOptions) -> Result<StdioPlan, RunError> {
+        let mut plan = StdioPlan {
+            stdout_w: None,
+            stderr_w: None,
+            shared: false,
+            relays: Vec::new(),
+        };
+        let stdout_dest = match &opts.stdout_file {
+            Some(path) => Some(open_capture(path)?),
+            None if opts.quiet => None,
+            None => Some(inherited(1)?),
+        };
+        if let Some(dest) = stdout_dest {
+            let (r, w) = pipe()?;
+            plan.relays.push((r, dest));
+            plan.stdout_w = Some(w);
+        }
+        if opts.stderr_file.is_some() && opts.stderr_file == opts.stdout_file {
+            plan.shared = true;
+            return Ok(plan);
+        }
+        let stderr_dest = match &opts.stderr_file {
+            Some(path) => Some(open_capture(path)?),
+            None if opts.quiet => None,
+            None => Some(inherited(2)?),
+        };
+        if let Some(dest) = stderr_dest {
+            let (r, w) = pipe()?;
+            plan.relays.push((r, dest));
+            plan.stderr_w = Some(w);
+        }
+        Ok(plan)
+    }
+}
+
+/// A copy of this process's own fd 1 or 2, for the relay to write to.
+fn inherited(fd: RawFd) -> Result<std::fs::File, RunError> {
+    // SAFETY: fds 0-2 stay open for the life of the process; the borrow ends with the dup.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(io_err(format!("duplicate the launcher's fd {fd}")))
+}
+
+/// Opens a capture file for the workload's stdout or stderr (written by P's relay only).
+fn open_capture(path: &Path) -> Result<std::fs::File, RunError> {
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
-        .map(Some)
         .map_err(io_err(format!("open the capture file {}", path.display())))
+}
+
+/// Copies each pipe to its destination until every pipe reaches end-of-file (all writers gone).
+/// One thread, poll(2) over the pipes, a fixed buffer; past [`crate::limits::STDIO_RELAY_BYTES_MAX`]
+/// per stream, or once a destination fails, it keeps reading and discards, so the workload never
+/// blocks on a full pipe. Returns whether anything was discarded for the bound.
+fn relay_stdio(relays: Vec<(OwnedFd, std::fs::File)>) -> bool {
+    struct Stream {
+        from: OwnedFd,
+        to: Option<std::fs::File>,
+        relayed_bytes: u64,
+        open: bool,
+    }
+    let mut streams: Vec<Stream> = relays
+        .into_iter()
+        .map(|(from, to)| Stream {
+            from,
+            to: Some(to),
+            relayed_bytes: 0,
+            open: true,
+        })
+        .collect();
+    let mut truncated = false;
+    let mut buffer = vec![0u8; crate::limits::STDIO_RELAY_BUFFER_BYTES];
+    while streams.iter().any(|s| s.open) {
+        let mut pfds: Vec<libc::pollfd> = streams
+            .iter()
+            .filter(|s| s.open)
+            .map(|s| libc::pollfd {
+                fd: s.from.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfds of the given length.
+        let ready = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return truncated;
+        }
+        for pfd in pfds.iter().filter(|p| p.revents != 0) {
+            let Some(stream) = streams
+                .iter_mut()
+                .find(|s| s.open && s.from.as_raw_fd() == pfd.fd)
+            else {
+                continue;
+            };
+            // SAFETY: reading into our own buffer from our own fd.
+            let n = unsafe {
+                libc::read(
+                    stream.from.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                )
+            };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                stream.open = false;
+                continue;
+            }
+            if n == 0 {
+                stream.open = false;
+                continue;
+            }
+            let chunk = buffer.get(..n as usize).unwrap_or_default();
+            let room = crate::limits::STDIO_RELAY_BYTES_MAX.saturating_sub(stream.relayed_bytes);
+            let keep = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+            if keep < chunk.len() {
+                truncated = true;
+            }
+            stream.relayed_bytes += keep as u64;
+            if let Some(to) = &mut stream.to
+                && keep > 0
+                && to.write_all(&chunk[..keep]).is_err()
+            {
+                // The destination is gone (a closed pipe, a full disk): keep draining.
+                stream.to = None;
+            }
+        }
+    }
+    truncated
+}
+
+/// The fd a panicking cage child reports on (-1: its error pipe is closed, use stderr).
+static CHILD_PANIC_FD: AtomicI32 = AtomicI32::new(-1);
+/// Exit code of a cage child that panicked.
+const CHILD_PANIC_EXIT_CODE: i32 = 125;
+
+/// Runs `body` as the whole life of a forked child: a panic never unwinds into the parent's
+/// code (whose frames this process shares after fork) — the hook, installed in the child only,
+/// writes the message to `report_fd` and `_exit`s at once; a normal return `_exit`s with its code.
+fn child_main(report_fd: RawFd, body: impl FnOnce() -> i32) -> ! {
+    CHILD_PANIC_FD.store(report_fd, Ordering::SeqCst);
+    std::panic::set_hook(Box::new(|info| {
+        let message = format!("docklock: a cage set-up process panicked: {info}");
+        let fd = CHILD_PANIC_FD.load(Ordering::SeqCst);
+        let fd = if fd >= 0 { fd } else { 2 };
+        // SAFETY: writing a valid buffer to an fd, then _exit, which is always safe.
+        unsafe {
+            libc::write(fd, message.as_ptr().cast(), message.len());
+            libc::_exit(CHILD_PANIC_EXIT_CODE)
+        }
+    }));
+    let code = body();
+    // SAFETY: _exit is always safe; it skips the parent's atexit handlers and buffers.
+    unsafe { libc::_exit(code) }
 }
 
 fn reap(pid: i32) {
@@ -821,13 +1462,11 @@ fn send_fd(sock: RawFd, fd: RawFd, mut payload: [u8; 3]) -> Result<(), String> {
 
 /// Everything the children need, computed before the fork.
 struct ChildPlan {
-    rootfs: PathBuf,
+    trees: HostTrees,
     rootfs_readonly: bool,
     mounts: Vec<CageMount>,
     masked: Vec<String>,
     readonly: Vec<String>,
-    fifo: PathBuf,
-    out_dir: Option<PathBuf>,
     hostname: Option<String>,
     namespaces: Namespaces,
     logical_time_ns: u64,
@@ -844,7 +1483,7 @@ struct ChildPlan {
     landlock: LandlockPlan,
     seccomp: CompiledSeccomp,
     quiet: bool,
-    /// Host files opened by P for the workload's stdout/stderr (dup2'ed by B before exec).
+    /// Write ends of the stdout/stderr pipes P relays (dup2'ed by B before exec).
     stdout_fd: Option<RawFd>,
     stderr_fd: Option<RawFd>,
     cpu: Option<usize>,
@@ -856,15 +1495,15 @@ impl ChildPlan {
     fn new(
         spec: &CageSpec,
         opts: &RunOptions,
-        fifo: &Path,
         keep_caps: CapSet,
         seccomp: &CompiledSeccomp,
+        trees: HostTrees,
+        program: Option<CString>,
     ) -> ChildPlan {
         let mut env = spec.process.env.clone();
         if let Some(seed) = opts.env_shuffle_seed {
             shuffle(&mut env, seed);
         }
-        let program = resolve_program(spec);
         let mut masked: Vec<String> = MASKED_PATHS_DEFAULT.iter().map(|s| s.to_string()).collect();
         masked.extend(spec.masked_paths.iter().map(|p| p.as_str().to_string()));
         let mut readonly: Vec<String> = READONLY_PATHS_DEFAULT
@@ -896,15 +1535,13 @@ impl ChildPlan {
             scoped: true,
         };
         ChildPlan {
-            rootfs: spec.rootfs.clone(),
+            trees,
             rootfs_readonly: spec.rootfs_readonly,
             mounts: spec.mounts.clone(),
             masked,
             readonly,
-            fifo: fifo.to_path_buf(),
-            out_dir: opts.out_dir.clone(),
             hostname: spec.hostname.clone(),
-            namespaces: spec.namespaces,
+            namespaces: spec.namespaces.with(Namespaces::USER),
             logical_time_ns: opts.logical_time_ns,
             args: spec
                 .process
@@ -953,8 +1590,9 @@ fn shuffle(items: &mut [String], seed: u64) {
 }
 
 /// The program to exec, as a cage path: args[0] if it has a '/', else looked up in the spec's PATH
-/// inside the rootfs (glibc's execvpe would search the launcher's PATH, not the cage's).
-fn resolve_program(spec: &CageSpec) -> Option<CString> {
+/// inside the rootfs (glibc's execvpe would search the launcher's PATH, not the cage's), through
+/// the rootfs fd with the rootfs as `/` (RESOLVE_IN_ROOT).
+fn resolve_program(spec: &CageSpec, rootfs: &OwnedFd) -> Option<CString> {
     let first = spec.process.args.first()?;
     if first.contains('/') {
         return CString::new(first.as_bytes()).ok();
@@ -967,8 +1605,18 @@ fn resolve_program(spec: &CageSpec) -> Option<CString> {
         .unwrap_or(crate::spec::DEFAULT_PATH);
     for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
         let candidate = format!("{}/{first}", dir.trim_end_matches('/'));
-        let host = spec.rootfs.join(candidate.trim_start_matches('/'));
-        if host.is_file() {
+        let found = rustix::fs::openat2(
+            rootfs,
+            candidate.trim_start_matches('/'),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+        )
+        .and_then(|fd| rustix::fs::fstat(&fd));
+        if let Ok(stat) = found
+            && rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                == rustix::fs::FileType::RegularFile
+        {
             return CString::new(candidate).ok();
         }
     }
@@ -983,7 +1631,7 @@ fn process_a(
     err_w: OwnedFd,
     status_w: OwnedFd,
     sock: OwnedFd,
-    userns: Option<(OwnedFd, OwnedFd)>,
+    (unshared_w, mapped_r): (OwnedFd, OwnedFd),
 ) -> i32 {
     let report = |msg: String| {
         let mut f = std::fs::File::from(err_w.try_clone().expect_or_exit());
@@ -1001,7 +1649,7 @@ fn process_a(
         report(last_os("unshare the cage namespaces"));
         return 1;
     }
-    if let Some((unshared_w, mapped_r)) = userns {
+    {
         let mut byte = [0u8; 1];
         if std::fs::File::from(unshared_w).write_all(b"u").is_err()
             || std::fs::File::from(mapped_r).read_exact(&mut byte).is_err()
@@ -1047,6 +1695,7 @@ fn process_a(
         return 1;
     }
     if b_pid == 0 {
+        // B inherited the panic hook and CHILD_PANIC_FD (A's error pipe, B's too until exec).
         drop(traced_w);
         let mut byte = [0u8; 1];
         if std::fs::File::from(traced_r).read_exact(&mut byte).is_err() || byte[0] != b't' {
@@ -1062,6 +1711,13 @@ fn process_a(
         unsafe { libc::_exit(127) };
     }
     drop(traced_r);
+    // Only B and the workload may hold the stdout/stderr pipes: P's relay must see end-of-file
+    // when the cage is gone, while A may still be reporting.
+    for fd in [plan.stdout_fd, plan.stderr_fd].into_iter().flatten() {
+        // SAFETY: closing inherited copies A owns and never uses (EBADF on the second close of a
+        // shared pipe is harmless).
+        unsafe { libc::close(fd) };
+    }
     if let Err(e) = metanode_confine::seize_for_cage(b_pid) {
         report(format!("ptrace-seize the workload: {e}"));
         // SAFETY: our own child.
@@ -1071,7 +1727,9 @@ fn process_a(
     let _ = std::fs::File::from(traced_w).write_all(b"t");
     drop(sock);
     // The error pipe must close now (B's copy closes at exec) so that P sees the exec and starts
-    // the seccomp supervisor; A's later reports travel after the status on the status pipe.
+    // the seccomp supervisor; A's later reports travel after the status on the status pipe (a
+    // panic from here on goes to stderr: its fd number may be reused).
+    CHILD_PANIC_FD.store(-1, Ordering::SeqCst);
     drop(err_w);
     let trace = metanode_confine::follow_cage(b_pid, metanode_confine::Attach::Seized);
     let (status, note) = match trace {
@@ -1167,7 +1825,6 @@ fn mount(
 fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> {
     metanode_confine::set_parent_death_signal(metanode_confine::Signal::KILL)
         .map_err(|e| format!("set the parent-death signal: {e}"))?;
-    let root = &plan.rootfs;
     // A mount namespace of B's own: pivot_root moves the root of every process of the namespace,
     // and A (the tracer) must keep seeing the host's /proc to reach B's memory.
     // SAFETY: unshare only affects this process.
@@ -1181,16 +1838,25 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )?;
-    mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)?;
-    // Device nodes and setuid files shipped in the image must not work in the cage (a block
-    // device node owned by root would otherwise give raw access to a host disk): nodev + nosuid on
-    // the whole tree. DockLock's own /dev is a separate mount built afterwards.
-    rootfs_nodev_nosuid(root)?;
+    // The rootfs tree P cloned (nodev, nosuid, private) is attached over this namespace's `/`:
+    // no path names it, and absolute lookups here still start at the old root (a process's root
+    // does not follow an overmount), which the /dev/null binds and /proc/self/fd rely on until
+    // pivot_root.
+    let root = &plan.trees.rootfs;
+    let old_root = rustix::fs::open(
+        "/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("open /: {e}"))?;
+    crate::rootfs::attach(root, &old_root, "attach the rootfs")?;
+    drop(old_root);
     crate::rootfs::prepare(&crate::rootfs::RootfsPlan {
-        rootfs: root,
+        root,
         mounts: &plan.mounts,
-        out_dir: plan.out_dir.as_deref(),
-        fifo: &plan.fifo,
+        bind_trees: &plan.trees.binds,
+        out_tree: plan.trees.out.as_ref(),
+        random_trees: [&plan.trees.random[0], &plan.trees.random[1]],
         masked: &plan.masked,
         readonly: &plan.readonly,
         dev_tmpfs_size_bytes: crate::limits::DEV_TMPFS_SIZE_BYTES,
@@ -1339,48 +2005,14 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
     Err(last_os(&format!("execve {}", program.to_string_lossy())))
 }
 
-fn rootfs_nodev_nosuid(root: &Path) -> Result<(), String> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
-    const AT_RECURSIVE: libc::c_int = 0x8000;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let path = cpath(root);
-    // SAFETY: a valid path and a properly sized mount_attr that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            AT_RECURSIVE,
-            &raw const attr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(last_os("make the rootfs nodev,nosuid"));
-    }
-    Ok(())
-}
-
 /// pivot_root(".", ".") then detach the old root: runc's way, no temporary directory needed.
-fn pivot(root: &Path) -> Result<(), String> {
-    let root_c = cpath(root);
-    // SAFETY: valid paths; these syscalls only affect this mount namespace.
+/// The rootfs is entered through its fd.
+fn pivot(root: &OwnedFd) -> Result<(), String> {
+    // SAFETY: fchdir on our own fd, then valid paths; these syscalls only affect this mount
+    // namespace.
     unsafe {
-        if libc::chdir(root_c.as_ptr()) != 0 {
-            return Err(last_os("chdir to the rootfs"));
+        if libc::fchdir(root.as_raw_fd()) != 0 {
+            return Err(last_os("enter the rootfs"));
         }
         if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
             return Err(last_os("pivot_root"));
@@ -1393,4 +2025,149 @@ fn pivot(root: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic in a forked child never unwinds into the parent's frames: the child's hook
+    /// reports it on the error pipe and `_exit`s with CHILD_PANIC_EXIT_CODE.
+    #[test]
+    fn a_panicking_child_reports_and_exits() {
+        let (r, w) = pipe().expect("pipe");
+        // SAFETY: the child only runs child_main, which ends in _exit (or the hook's _exit).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            drop(r);
+            child_main(w.as_raw_fd(), || -> i32 {
+                panic!("set-up invariant broken")
+            });
+        }
+        drop(w);
+        let mut status = 0;
+        // SAFETY: our own child; valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), CHILD_PANIC_EXIT_CODE);
+        let mut message = String::new();
+        std::fs::File::from(r)
+            .read_to_string(&mut message)
+            .expect("read the report");
+        assert!(
+            message.starts_with("docklock: a cage set-up process panicked: ")
+                && message.contains("set-up invariant broken"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_returning_child_exits_with_its_code() {
+        // SAFETY: as above.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            child_main(-1, || 42);
+        }
+        let mut status = 0;
+        // SAFETY: our own child; valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 42);
+    }
+
+    #[test]
+    fn default_mapping_and_host_ids() {
+        let maps = [
+            IdMapping {
+                container_id: 0,
+                host_id: 100_000,
+                size: 1000,
+            },
+            IdMapping {
+                container_id: 5000,
+                host_id: 200_000,
+                size: 10,
+            },
+        ];
+        assert_eq!(to_host_id(&maps, 0), Some(100_000));
+        assert_eq!(to_host_id(&maps, 999), Some(100_999));
+        assert_eq!(to_host_id(&maps, 1000), None);
+        assert_eq!(to_host_id(&maps, 5009), Some(200_009));
+        let spec = CageSpec::from_executable(Path::new("/bin/true"), &[], &[], &[]).expect("true");
+        let (uid_map, gid_map) = id_maps(&spec).expect("default maps");
+        let expected = [IdMapping {
+            container_id: 0,
+            host_id: crate::limits::CAGE_HOST_ID_BASE,
+            size: crate::limits::CAGE_ID_RANGE_SIZE,
+        }];
+        assert_eq!(uid_map, expected);
+        assert_eq!(gid_map, expected);
+    }
+
+    /// The post-run scan strips setuid/setgid bits (files only), removes device nodes, leaves
+    /// everything else, and never follows symlinks.
+    #[test]
+    fn output_scan_strips_setid_bits_and_removes_device_nodes() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path();
+        std::fs::create_dir(out.join("sub")).expect("mkdir");
+        std::fs::write(out.join("sub/tool"), b"x").expect("write");
+        std::fs::set_permissions(
+            out.join("sub/tool"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .expect("chmod");
+        std::fs::write(out.join("plain"), b"y").expect("write");
+        // A symlink to a setuid file outside /out must not be followed.
+        let outside = tempfile::NamedTempFile::new().expect("outside");
+        std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o2755))
+            .expect("chmod");
+        std::os::unix::fs::symlink(outside.path(), out.join("link")).expect("symlink");
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            let node = CString::new(out.join("null").as_os_str().as_bytes()).expect("path");
+            // SAFETY: valid path; a char device node (1,3) = /dev/null's numbers.
+            let rc =
+                unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+            assert_eq!(rc, 0, "mknod");
+        }
+        let node_mode = if root {
+            std::fs::symlink_metadata(out.join("null"))
+                .expect("stat node")
+                .mode()
+        } else {
+            0
+        };
+        let (violations, dropped) = scan_outputs(out).expect("scan");
+        assert_eq!(dropped, 0);
+        let mut expected = vec![OutputViolation {
+            path: PathBuf::from("sub/tool"),
+            kind: OutputViolationKind::SetidBitsStripped { mode: 0o4755 },
+        }];
+        if root {
+            expected.insert(
+                0,
+                OutputViolation {
+                    path: PathBuf::from("null"),
+                    kind: OutputViolationKind::DeviceNodeRemoved { mode: node_mode },
+                },
+            );
+        }
+        let mut got = violations;
+        got.sort_by(|a, b| a.path.cmp(&b.path));
+        expected.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(got, expected);
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+        assert_eq!(mode(&out.join("sub/tool")), 0o755);
+        assert_eq!(
+            mode(outside.path()),
+            0o2755,
+            "followed a symlink out of /out"
+        );
+        assert!(!out.join("null").exists());
+        assert!(out.join("plain").exists());
+    }
 }

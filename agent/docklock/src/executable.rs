@@ -8,6 +8,14 @@
 //! only through /etc/ld.so.cache entries outside the default directories are not found (the
 //! error names the library), and dlopen()ed libraries are never copied: declare such a workload
 //! as a bundle instead.
+//!
+//! The executable is untrusted and the copy runs as root: an RPATH/RUNPATH of `/root/.ssh` or
+//! a DT_NEEDED of `/etc/shadow` must not copy host files into a cage its author can read. So only
+//! [`TRUSTED_LIBRARY_DIRS`] (and directories below them) are ever searched or copied from.
+//! RPATH/RUNPATH entries elsewhere (after `$ORIGIN` expansion) are ignored with a warning in
+//! [`CageSpec::warnings`] — many real binaries carry a harmless `$ORIGIN/../lib`, and a library
+//! that is only there is then reported missing by name; an interpreter or a slash-containing
+//! DT_NEEDED outside them is refused.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -19,12 +27,13 @@ use std::sync::Arc;
 use crate::limits;
 use crate::spec::{
     CageCapabilities, CageMount, CagePath, CageProcess, CageResources, CageSpec, DeclaredInput,
-    MountKind, Namespaces,
+    MountKind, Namespaces, OpenedRoot,
 };
 
 /// The loader's built-in search path on x86_64 Debian/Ubuntu and most other distributions, in
-/// the order ld.so tries them after the object's own RUNPATH.
-const LIBRARY_DIRS: [&str; 6] = [
+/// the order ld.so tries them after the object's own RUNPATH; root-owned system directories, the
+/// only places libraries are copied from.
+pub const TRUSTED_LIBRARY_DIRS: [&str; 6] = [
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
     "/lib64",
@@ -43,8 +52,14 @@ pub enum ExecutableError {
     },
     #[error("{path} is not a usable ELF file: {reason}")]
     NotElf { path: PathBuf, reason: String },
-    #[error("library `{name}` needed by {needed_by} was not found in its RUNPATH or {dirs}", dirs = LIBRARY_DIRS.join(", "))]
+    #[error("library `{name}` needed by {needed_by} was not found in {dirs} (RPATH/RUNPATH entries there included)", dirs = TRUSTED_LIBRARY_DIRS.join(", "))]
     LibraryNotFound { name: String, needed_by: PathBuf },
+    #[error("{what} {path} of {needed_by} is outside the trusted library directories {dirs}", dirs = TRUSTED_LIBRARY_DIRS.join(", "))]
+    UntrustedPath {
+        what: &'static str,
+        path: String,
+        needed_by: PathBuf,
+    },
     #[error("more than {max} shared libraries are needed", max = limits::EXECUTABLE_LIBRARIES_COUNT_MAX)]
     TooManyLibraries,
     #[error("input `{name}`: {reason}")]
@@ -61,7 +76,22 @@ pub enum ExecutableError {
 struct ElfDeps {
     interpreter: Option<String>,
     needed: Vec<String>,
+    /// RPATH/RUNPATH entries inside the trusted directories, `$ORIGIN` expanded.
     runpaths: Vec<String>,
+    /// Entries that were not, for the warning.
+    ignored_runpaths: Vec<String>,
+}
+
+/// Whether `path` is one of [`TRUSTED_LIBRARY_DIRS`] or below one, judged on its components: it
+/// must be absolute and hold no `..` (a `/usr/lib/../../tmp` is not below /usr/lib).
+pub fn is_trusted_library_path(path: &Path) -> bool {
+    use std::path::Component;
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return false;
+    }
+    TRUSTED_LIBRARY_DIRS
+        .iter()
+        .any(|dir| path.starts_with(Path::new(dir)))
 }
 
 fn read_elf_deps(path: &Path) -> Result<ElfDeps, ExecutableError> {
@@ -95,7 +125,7 @@ fn read_elf_deps(path: &Path) -> Result<ElfDeps, ExecutableError> {
         .parent()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let runpaths = elf
+    let (runpaths, ignored_runpaths) = elf
         .runpaths
         .iter()
         .chain(elf.rpaths.iter())
@@ -105,25 +135,39 @@ fn read_elf_deps(path: &Path) -> Result<ElfDeps, ExecutableError> {
             dir.replace("$ORIGIN", &origin)
                 .replace("${ORIGIN}", &origin)
         })
-        .collect();
+        .partition(|dir| is_trusted_library_path(Path::new(dir)));
     Ok(ElfDeps {
         interpreter: elf.interpreter.map(str::to_owned),
         needed: elf.libraries.iter().map(|s| (*s).to_owned()).collect(),
         runpaths,
+        ignored_runpaths,
     })
 }
 
-fn find_library(name: &str, runpaths: &[String]) -> Option<PathBuf> {
+/// Finds DT_NEEDED `name` in the (already trusted) RUNPATH entries, then the trusted
+/// directories. A name with a slash is used as a path, and only inside the trusted directories.
+fn find_library(
+    name: &str,
+    runpaths: &[String],
+    needed_by: &Path,
+) -> Result<Option<PathBuf>, ExecutableError> {
     if name.contains('/') {
         let path = PathBuf::from(name);
-        return path.is_file().then_some(path);
+        if !is_trusted_library_path(&path) {
+            return Err(ExecutableError::UntrustedPath {
+                what: "DT_NEEDED",
+                path: name.to_owned(),
+                needed_by: needed_by.to_path_buf(),
+            });
+        }
+        return Ok(path.is_file().then_some(path));
     }
-    runpaths
+    Ok(runpaths
         .iter()
         .map(String::as_str)
-        .chain(LIBRARY_DIRS)
+        .chain(TRUSTED_LIBRARY_DIRS)
         .map(|dir| Path::new(dir).join(name))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| candidate.is_file()))
 }
 
 /// Copies `source` (following symlinks) to `rootfs/<cage_path>` with `mode`, creating parents.
@@ -200,7 +244,7 @@ impl CageSpec {
 
         let cage_exe = format!("/bin/{name}");
         install_file(&rootfs, Path::new(&cage_exe), &executable, 0o555)?;
-        copy_dependencies(&rootfs, &executable)?;
+        let warnings = copy_dependencies(&rootfs, &executable)?;
         for input in inputs {
             let size = fs::metadata(&input.source)
                 .map_err(|source| ExecutableError::Read {
@@ -225,6 +269,13 @@ impl CageSpec {
             )?;
         }
 
+        // Our own fresh directory, opened once like a bundle's rootfs so that the launcher works
+        // from the fd.
+        let rootfs_fd =
+            crate::host::open_dir_nofollow(&rootfs).map_err(|errno| ExecutableError::Read {
+                path: rootfs.clone(),
+                source: errno.into(),
+            })?;
         let cage_path = |p: &str| {
             CagePath::parse(p).map_err(|reason| ExecutableError::Invalid {
                 field: p.to_owned(),
@@ -279,6 +330,12 @@ impl CageSpec {
             annotations: BTreeMap::new(),
             inputs: inputs.to_vec(),
             config_digest: exec_agreement_digest(&cage_exe, args),
+            warnings,
+            bundle_dir: None,
+            opened: Some(Arc::new(OpenedRoot {
+                bundle: None,
+                rootfs: rootfs_fd,
+            })),
             owned_rootfs: Some(Arc::new(dir)),
         })
     }
@@ -363,14 +420,33 @@ fn check_inputs(inputs: &[DeclaredInput]) -> Result<(), ExecutableError> {
 }
 
 /// Copies the interpreter and the transitive DT_NEEDED closure of `executable` into `rootfs`,
-/// each at the path the loader will look for it.
-fn copy_dependencies(rootfs: &Path, executable: &Path) -> Result<(), ExecutableError> {
+/// each at the path the loader will look for it. Returns the warnings for ignored RPATH/RUNPATH
+/// entries.
+fn copy_dependencies(rootfs: &Path, executable: &Path) -> Result<Vec<String>, ExecutableError> {
+    let mut warnings = Vec::new();
+    let mut warn_ignored = |deps: &ElfDeps, object: &Path| {
+        for dir in &deps.ignored_runpaths {
+            warnings.push(format!(
+                "ignored RPATH/RUNPATH entry {dir} of {}: only {} are searched",
+                object.display(),
+                TRUSTED_LIBRARY_DIRS.join(", ")
+            ));
+        }
+    };
     let deps = read_elf_deps(executable)?;
+    warn_ignored(&deps, executable);
     let Some(interpreter) = deps.interpreter.clone() else {
         // Static: nothing else to copy. (A static-pie has no PT_INTERP either.)
-        return Ok(());
+        return Ok(warnings);
     };
     let interpreter_path = PathBuf::from(&interpreter);
+    if !is_trusted_library_path(&interpreter_path) {
+        return Err(ExecutableError::UntrustedPath {
+            what: "ELF interpreter",
+            path: interpreter,
+            needed_by: executable.to_path_buf(),
+        });
+    }
     install_file(rootfs, &interpreter_path, &interpreter_path, 0o555)?;
 
     let mut copied: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -386,21 +462,139 @@ fn copy_dependencies(rootfs: &Path, executable: &Path) -> Result<(), ExecutableE
         if copied.len() >= limits::EXECUTABLE_LIBRARIES_COUNT_MAX {
             return Err(ExecutableError::TooManyLibraries);
         }
-        let found =
-            find_library(&name, &runpaths).ok_or_else(|| ExecutableError::LibraryNotFound {
+        let found = find_library(&name, &runpaths, &needed_by)?.ok_or_else(|| {
+            ExecutableError::LibraryNotFound {
                 name: name.clone(),
                 needed_by: needed_by.clone(),
-            })?;
+            }
+        })?;
         // The interpreter is often also listed as needed (libc needs ld-linux): copying it again
         // to its library-directory path is harmless and keeps the search simple.
         install_file(rootfs, &found, &found, 0o555)?;
         let lib_deps = read_elf_deps(&found)?;
-        for next in lib_deps.needed {
-            if !copied.contains_key(&next) {
-                queue.push_back((next, lib_deps.runpaths.clone(), found.clone()));
+        warn_ignored(&lib_deps, &found);
+        for next in lib_deps.needed.iter() {
+            if !copied.contains_key(next) {
+                queue.push_back((next.clone(), lib_deps.runpaths.clone(), found.clone()));
             }
         }
         copied.insert(name, found);
     }
-    Ok(())
+    Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_library_paths_are_judged_by_component() {
+        assert!(is_trusted_library_path(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libc.so.6"
+        )));
+        assert!(is_trusted_library_path(Path::new("/lib64")));
+        assert!(!is_trusted_library_path(Path::new("/usr/lib/../../tmp/x")));
+        assert!(!is_trusted_library_path(Path::new("/usr/libexec/x")));
+        assert!(!is_trusted_library_path(Path::new("/tmp/evil")));
+        assert!(!is_trusted_library_path(Path::new("lib/x")));
+    }
+
+    /// Compiles `source` with `cc` and `flags` into `dir/name`; None when no C compiler exists.
+    fn cc(dir: &Path, name: &str, source: &str, flags: &[&str]) -> Option<PathBuf> {
+        let src = dir.join(format!("{name}.c"));
+        fs::write(&src, source).expect("write C source");
+        let out = dir.join(name);
+        let status = std::process::Command::new("cc")
+            .arg(&src)
+            .arg("-o")
+            .arg(&out)
+            .args(flags)
+            .status()
+            .ok()?;
+        assert!(status.success(), "cc {name} failed");
+        Some(out)
+    }
+
+    /// A real ELF whose RUNPATH names an attacker directory (and $ORIGIN): the entries are
+    /// ignored with warnings and nothing from that directory is copied; a library that only
+    /// exists there is reported missing instead of copied.
+    #[test]
+    fn untrusted_runpaths_are_ignored_with_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let evil = dir.path().join("evil");
+        fs::create_dir(&evil).expect("mkdir");
+        let evil_text = evil.to_str().expect("utf-8");
+        let Some(_) = cc(
+            &evil,
+            "libsecret.so",
+            "int secret(void) { return 42; }\n",
+            &["-shared", "-fPIC"],
+        ) else {
+            eprintln!("skipping: no C compiler (cc)");
+            return;
+        };
+        // A plain program (needs only libc) with the attacker's directory in its RUNPATH and
+        // a libc.so.6 planted there: the system libc is copied, the planted one never.
+        fs::write(evil.join("libc.so.6"), b"planted, not a library").expect("plant");
+        let rpath = format!("-Wl,-rpath,{evil_text}:$ORIGIN/lib");
+        let plain = cc(
+            dir.path(),
+            "plain",
+            "int main(void) { return 0; }\n",
+            &[&rpath],
+        )
+        .expect("cc");
+        let spec = CageSpec::from_executable(&plain, &[], &[], &[]).expect("plain becomes a cage");
+        assert_eq!(spec.warnings.len(), 2, "{:?}", spec.warnings);
+        assert!(
+            spec.warnings[0].starts_with(&format!("ignored RPATH/RUNPATH entry {evil_text} of ")),
+            "{:?}",
+            spec.warnings
+        );
+        assert!(
+            spec.warnings[1].starts_with(&format!(
+                "ignored RPATH/RUNPATH entry {}/lib of ",
+                dir.path().display()
+            )),
+            "{:?}",
+            spec.warnings
+        );
+        assert!(
+            !spec
+                .rootfs
+                .join(evil.strip_prefix("/").expect("absolute"))
+                .exists(),
+            "the attacker's directory was copied into the rootfs"
+        );
+        // The libc copied is a real ELF from a trusted directory.
+        let copied_libc = TRUSTED_LIBRARY_DIRS
+            .iter()
+            .map(|d| {
+                spec.rootfs
+                    .join(d.trim_start_matches('/'))
+                    .join("libc.so.6")
+            })
+            .find(|p| p.exists())
+            .expect("libc copied from a trusted directory");
+        assert_eq!(
+            fs::read(copied_libc).expect("read").get(..4),
+            Some(&b"\x7fELF"[..])
+        );
+
+        // A program needing a library that only the attacker's directory has: refused by name.
+        let needy = cc(
+            dir.path(),
+            "needy",
+            "int secret(void); int main(void) { return secret(); }\n",
+            &[&format!("-L{evil_text}"), "-lsecret", &rpath],
+        )
+        .expect("cc");
+        match CageSpec::from_executable(&needy, &[], &[], &[]) {
+            Err(ExecutableError::LibraryNotFound { name, needed_by }) => {
+                assert_eq!(name, "libsecret.so");
+                assert_eq!(needed_by, fs::canonicalize(&needy).expect("canonical"));
+            }
+            other => panic!("expected LibraryNotFound, got {other:?}"),
+        }
+    }
 }

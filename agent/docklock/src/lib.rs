@@ -4,6 +4,7 @@
 
 pub mod cage;
 pub mod executable;
+mod host;
 pub mod limits;
 pub mod replay;
 mod rootfs;

@@ -149,3 +149,32 @@ pub const DEFAULT_PIDS_LIMIT: u64 = 1024;
 const _: () = assert!(DEFAULT_MEMORY_LIMIT_BYTES >= MEMORY_LIMIT_BYTES_MIN);
 const _: () = assert!(DEFAULT_MEMORY_LIMIT_BYTES <= MEMORY_LIMIT_BYTES_MAX);
 const _: () = assert!(DEFAULT_PIDS_LIMIT <= PIDS_LIMIT_MAX);
+
+/// First host uid/gid of the default user-namespace mapping (cage ids 0..[`CAGE_ID_RANGE_SIZE`]
+/// map to `CAGE_HOST_ID_BASE..CAGE_HOST_ID_BASE + CAGE_ID_RANGE_SIZE`), used whenever a spec
+/// declares no mappings. 0x7000_0000 (1879048192) starts the range systemd documents as unused
+/// (docs/UIDS-GIDS.md: 0x70000000…0x7FFDFFFF, after the 0x00080000…0x6FFFFFFF container ranges
+/// of systemd-nspawn and before the 0x7FFE0000 foreign-image range); it is far above regular
+/// users (1000…60000), systemd's dynamic users (61184…65519) and shadow's default subuid
+/// allocation (login.defs SUB_UID_MIN 100000 … SUB_UID_MAX 600100000). So cage root owns no host
+/// file except what the launcher hands it (/out), and every cage id is unprivileged on the host.
+pub const CAGE_HOST_ID_BASE: u32 = 0x7000_0000;
+/// How many ids the default mapping gives the cage: the 16-bit id space images expect
+/// (nobody = 65534 exists inside).
+pub const CAGE_ID_RANGE_SIZE: u32 = 65_536;
+const _: () = assert!(CAGE_HOST_ID_BASE as u64 + CAGE_ID_RANGE_SIZE as u64 <= 0x7FFE_0000);
+const _: () = assert!(CAGE_HOST_ID_BASE > 600_100_000);
+
+/// Read buffer of the relay that copies the workload's stdout/stderr pipes to their
+/// destination (the caller's stdout/stderr or a capture file).
+pub const STDIO_RELAY_BUFFER_BYTES: usize = 64 * 1024;
+/// Most bytes relayed per stream; past this the relay keeps draining (so the workload never
+/// blocks on a full pipe) but discards, and the outcome says so.
+pub const STDIO_RELAY_BYTES_MAX: u64 = 1 << 30;
+
+/// Bounds of the post-run scan of /out for setuid/setgid files and device nodes (the witness
+/// walk that hashes the outputs has the same order of bounds).
+pub const OUT_SCAN_ENTRIES_COUNT_MAX: usize = 1_000_000;
+pub const OUT_SCAN_DEPTH_MAX: usize = 128;
+/// Most output violations kept in a run's outcome (the rest are counted).
+pub const OUT_VIOLATIONS_COUNT_MAX: usize = 1024;

@@ -11,8 +11,14 @@
 //! Bind mounts use the new mount API: open_tree(OPEN_TREE_CLONE) of the source, mount_setattr on
 //! the detached copy (recursively for `rbind`, so `rbind,ro` is read-only all the way down — a
 //! plain MS_REMOUNT only affects the top mount, bubblewrap walks mountinfo for the same reason),
-//! then move_mount onto the mount point. Binds are always nodev, as bubblewrap's `--bind`: the
-//! cage has no device access beyond DockLock's own /dev.
+//! then move_mount onto the mount point. Binds are always nodev and nosuid, as bubblewrap's
+//! `--bind`: the cage has no device access beyond DockLock's own /dev.
+//!
+//! Everything that comes from a host path the bundle names (the rootfs, bind sources) and the
+//! launcher's own host objects (/out, the seeded FIFO) is cloned by the launcher *before* the
+//! fork, from fds resolved once ([`clone_tree`]), made private and given its attributes there, and
+//! only attached here: the cage's user namespace could neither reach those host paths (cage root
+//! is an unprivileged host uid) nor be trusted to resolve them again.
 //!
 //! Order (bubblewrap and runc agree on the essentials): /dev first (a tmpfs with null, zero,
 //! full, the seeded random FIFO and the usual links), then the spec's mounts in order (so
@@ -50,16 +56,129 @@ struct MountAttr {
 /// Host device nodes bound into the cage's /dev (random and urandom are the seeded FIFO).
 const DEV_NODES: [&str; 3] = ["null", "zero", "full"];
 
-/// What the mount tree needs; paths are host paths except the cage paths in the lists.
+/// A detached mount tree cloned by the launcher from a bind source.
+#[derive(Debug)]
+pub(crate) struct BindTree {
+    pub tree: OwnedFd,
+    /// Whether the source is a directory (the mount point is then a directory, else a file).
+    pub is_dir: bool,
+}
+
+/// What the mount tree needs; the lists hold cage paths.
 #[derive(Debug)]
 pub(crate) struct RootfsPlan<'a> {
-    pub rootfs: &'a Path,
+    /// The rootfs tree, already attached in this mount namespace.
+    pub root: &'a OwnedFd,
     pub mounts: &'a [CageMount],
-    pub out_dir: Option<&'a Path>,
-    pub fifo: &'a Path,
+    /// Detached trees for the spec's bind mounts, by index in `mounts`.
+    pub bind_trees: &'a [Option<BindTree>],
+    pub out_tree: Option<&'a OwnedFd>,
+    /// Detached trees of the seeded FIFO for /dev/urandom and /dev/random.
+    pub random_trees: [&'a OwnedFd; 2],
     pub masked: &'a [String],
     pub readonly: &'a [String],
     pub dev_tmpfs_size_bytes: u64,
+}
+
+/// Creates, in the rootfs on disk, the mount points the cage needs that no earlier mount
+/// covers: /dev, each spec mount's destination, /out. Runs in the launcher before the fork, as
+/// host root: cage root is an unprivileged host uid and could not create them in a rootfs
+/// owned by host root. Every step resolves inside the rootfs (RESOLVE_IN_ROOT), as in B.
+/// Mount points below an earlier mount (/dev/pts in the /dev tmpfs) are left to B, which
+/// creates them inside that mount.
+pub(crate) fn create_mount_points(
+    root: &OwnedFd,
+    mounts: &[CageMount],
+    bind_trees: &[Option<BindTree>],
+    out: bool,
+) -> Result<(), String> {
+    let dev = crate::spec::CagePath::parse("/dev").map_err(|e| format!("/dev: {e}"))?;
+    let covered = |destination: &crate::spec::CagePath, earlier: &[CageMount]| {
+        let below =
+            |outer: &crate::spec::CagePath| destination != outer && destination.starts_with(outer);
+        below(&dev)
+            || earlier
+                .iter()
+                .any(|m| m.destination.as_str() != "/dev" && below(&m.destination))
+    };
+    open_mountpoint(root, "/dev", false).map_err(|e| format!("/dev: {e}"))?;
+    for (index, m) in mounts.iter().enumerate() {
+        if m.destination.as_str() == "/dev" || covered(&m.destination, &mounts[..index]) {
+            continue;
+        }
+        let file = match bind_trees.get(index) {
+            Some(Some(tree)) => !tree.is_dir,
+            _ => false,
+        };
+        open_mountpoint(root, m.destination.as_str(), file).map_err(|e| {
+            format!(
+                "mounts[{index}] ({} on {}): {e}",
+                m.kind.fs_type(),
+                m.destination
+            )
+        })?;
+    }
+    if out {
+        let out_path = crate::spec::CagePath::parse("/out").map_err(|e| format!("/out: {e}"))?;
+        if !covered(&out_path, mounts) {
+            open_mountpoint(root, "/out", false).map_err(|e| format!("/out: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Clones the mount at `source` (an fd resolved once) into a detached tree, private (so nothing
+/// mounted on it in the cage propagates to the host's peers of the source mount) and with the
+/// given mount_setattr bits, recursively. Runs in the launcher, before the fork.
+pub(crate) fn clone_tree(
+    source: &OwnedFd,
+    recursive: bool,
+    (attr_set, attr_clr): (u64, u64),
+) -> Result<OwnedFd, Errno> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    let tree = rustix::mount::open_tree(source, "", flags)?;
+    let attr = MountAttr {
+        attr_set,
+        attr_clr,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: the fd is a detached mount tree we own; attr is a valid mount_attr of the given size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &raw const attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        ));
+    }
+    Ok(tree)
+}
+
+/// Attaches a detached tree (from [`clone_tree`]) on `target`.
+pub(crate) fn attach(tree: &OwnedFd, target: &OwnedFd, what: &str) -> Result<(), String> {
+    rustix::mount::move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(fail(format!("{what}: move_mount")))
 }
 
 fn fail(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> String {
@@ -284,20 +403,15 @@ pub(crate) fn make_readonly(path: &Path) -> Result<(), String> {
     )
 }
 
-/// Builds the whole mount tree under `plan.rootfs` (already bind-mounted onto itself).
+/// Builds the whole mount tree under `plan.root` (the rootfs tree, already attached).
 pub(crate) fn prepare(plan: &RootfsPlan<'_>) -> Result<(), String> {
-    let root = rustix::fs::open(
-        plan.rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(fail(format!("open the rootfs {}", plan.rootfs.display())))?;
+    let root = plan.root;
 
     let dev_spec = plan
         .mounts
         .iter()
         .find(|m| m.destination.as_str() == "/dev");
-    build_dev(&root, plan, dev_spec)?;
+    build_dev(root, plan, dev_spec)?;
 
     for (index, m) in plan.mounts.iter().enumerate() {
         if m.destination.as_str() == "/dev" {
@@ -309,41 +423,29 @@ pub(crate) fn prepare(plan: &RootfsPlan<'_>) -> Result<(), String> {
             m.destination
         );
         match &m.kind {
-            MountKind::Bind { source, recursive } => {
-                let target = open_mountpoint(&root, m.destination.as_str(), !source.is_dir())
+            MountKind::Bind { .. } => {
+                let Some(Some(tree)) = plan.bind_trees.get(index) else {
+                    return Err(format!("{what}: the launcher prepared no tree for it"));
+                };
+                let target = open_mountpoint(root, m.destination.as_str(), !tree.is_dir)
                     .map_err(|e| format!("{what}: {e}"))?;
-                let (set, clear) = mount_attrs(m.set_flags | libc::MS_NODEV, m.clear_flags);
-                bind(
-                    rustix::fs::CWD,
-                    source,
-                    &target,
-                    *recursive,
-                    (set, clear),
-                    &what,
-                )?;
+                attach(&tree.tree, &target, &what)?;
             }
             kind => {
-                let target = open_mountpoint(&root, m.destination.as_str(), false)
+                let target = open_mountpoint(root, m.destination.as_str(), false)
                     .map_err(|e| format!("{what}: {e}"))?;
                 legacy_mount(kind.fs_type(), &target, m.set_flags, &m.data, &what)?;
             }
         }
     }
 
-    if let Some(out) = plan.out_dir {
-        let target = open_mountpoint(&root, "/out", false).map_err(|e| format!("/out: {e}"))?;
-        bind(
-            rustix::fs::CWD,
-            out,
-            &target,
-            false,
-            mount_attrs(libc::MS_NOSUID | libc::MS_NODEV, libc::MS_RDONLY),
-            "bind the outputs directory on /out",
-        )?;
+    if let Some(out) = plan.out_tree {
+        let target = open_mountpoint(root, "/out", false).map_err(|e| format!("/out: {e}"))?;
+        attach(out, &target, "bind the outputs directory on /out")?;
     }
 
     for path in plan.masked {
-        let target = match resolve(&root, path, OFlags::empty()) {
+        let target = match resolve(root, path, OFlags::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => continue,
             Err(errno) => return Err(fail(format!("resolve masked path {path}"))(errno)),
@@ -365,7 +467,7 @@ pub(crate) fn prepare(plan: &RootfsPlan<'_>) -> Result<(), String> {
     }
 
     for path in plan.readonly {
-        let target = match resolve(&root, path, OFlags::empty()) {
+        let target = match resolve(root, path, OFlags::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => continue,
             Err(errno) => return Err(fail(format!("resolve read-only path {path}"))(errno)),
@@ -419,12 +521,15 @@ fn build_dev(
     }
     drop(target);
     let dev = resolve(root, "/dev", OFlags::DIRECTORY).map_err(fail("open the new /dev"))?;
-    let sources: Vec<(&str, &Path)> = DEV_NODES
+    let sources: Vec<(&str, Option<&OwnedFd>)> = DEV_NODES
         .iter()
-        .map(|name| (*name, Path::new("/dev")))
-        .chain([("urandom", Path::new("")), ("random", Path::new(""))])
+        .map(|name| (*name, None))
+        .chain([
+            ("urandom", Some(plan.random_trees[0])),
+            ("random", Some(plan.random_trees[1])),
+        ])
         .collect();
-    for (name, host_dir) in sources {
+    for (name, tree) in sources {
         let what = format!("create /dev/{name}");
         let node = rustix::fs::openat(
             &dev,
@@ -441,25 +546,19 @@ fn build_dev(
             Mode::empty(),
         )
         .map_err(fail(&what))?;
-        let source = if host_dir.as_os_str().is_empty() {
-            plan.fifo.to_path_buf()
-        } else {
-            host_dir.join(name)
-        };
-        // The FIFO is read-only for the workload (it must not inject bytes into the stream).
-        let attrs = if name.ends_with("random") {
-            mount_attrs(libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC, 0)
-        } else {
-            mount_attrs(libc::MS_NOSUID | libc::MS_NOEXEC, 0)
-        };
-        bind(
-            rustix::fs::CWD,
-            &source,
-            &node,
-            false,
-            attrs,
-            &format!("bind /dev/{name}"),
-        )?;
+        // The seeded FIFO trees come read-only from the launcher (the workload must not inject
+        // bytes into the stream); the null devices are the host's own, a trusted path.
+        match tree {
+            Some(tree) => attach(tree, &node, &format!("bind /dev/{name}"))?,
+            None => bind(
+                rustix::fs::CWD,
+                &Path::new("/dev").join(name),
+                &node,
+                false,
+                mount_attrs(libc::MS_NOSUID | libc::MS_NOEXEC, 0),
+                &format!("bind /dev/{name}"),
+            )?,
+        }
     }
     let has_devpts = plan
         .mounts

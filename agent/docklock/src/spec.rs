@@ -286,7 +286,8 @@ pub struct DeclaredInput {
 #[derive(Clone, Debug)]
 pub struct CageSpec {
     pub oci_version: String,
-    /// Absolute host path of the root filesystem.
+    /// Absolute host path of the root filesystem, for messages and digests: the launcher uses
+    /// the directory opened by [`CageSpec::load`] / [`CageSpec::from_executable`], not this path.
     pub rootfs: PathBuf,
     pub rootfs_readonly: bool,
     pub process: CageProcess,
@@ -304,9 +305,69 @@ pub struct CageSpec {
     pub inputs: Vec<DeclaredInput>,
     /// BLAKE3 of config.json as read (all zeros for the plain-executable mode).
     pub config_digest: [u8; 32],
+    /// Things the operator should know that did not stop the spec (e.g. RPATH entries the
+    /// plain-executable mode ignored); the launcher copies them into the run's outcome.
+    pub warnings: Vec<String>,
     /// Keeps an assembled rootfs (plain-executable mode) alive as long as the spec.
     #[allow(dead_code, reason = "held for its Drop: removes the assembled rootfs")]
     pub(crate) owned_rootfs: Option<Arc<tempfile::TempDir>>,
+    /// The bundle directory relative paths were joined to (None for the plain-executable mode).
+    pub(crate) bundle_dir: Option<PathBuf>,
+    /// The bundle directory and the rootfs, opened once by [`CageSpec::load`] (the rootfs also by
+    /// [`CageSpec::from_executable`]): the launcher builds the cage from these fds and never
+    /// resolves `rootfs` again, so swapping the directory after loading changes nothing.
+    pub(crate) opened: Option<Arc<OpenedRoot>>,
+}
+
+/// fds opened when a spec is loaded; see [`crate::host`].
+#[derive(Debug)]
+pub(crate) struct OpenedRoot {
+    /// O_PATH fd of the bundle directory (None in the plain-executable mode).
+    pub(crate) bundle: Option<std::os::fd::OwnedFd>,
+    /// O_PATH fd of the root filesystem directory.
+    pub(crate) rootfs: std::os::fd::OwnedFd,
+}
+
+/// Opens `bundle_dir` and resolves `rootfs` beneath it: the rootfs must be the bundle directory
+/// or below it, through no `..` or symlink that leads out. Errors name `root.path`.
+pub(crate) fn open_bundle_root(bundle_dir: &Path, rootfs: &Path) -> Result<OpenedRoot, SpecError> {
+    let bundle = crate::host::open_dir_nofollow(bundle_dir).map_err(|errno| SpecError::Read {
+        path: bundle_dir.to_path_buf(),
+        source: errno.into(),
+    })?;
+    let relative = crate::host::lexically_below(bundle_dir, rootfs).ok_or_else(|| {
+        invalid(
+            "root.path",
+            format!(
+                "{} is outside the bundle directory {}; the rootfs must be inside the bundle",
+                rootfs.display(),
+                bundle_dir.display()
+            ),
+        )
+    })?;
+    let rootfs_fd = match crate::host::resolve_beneath(&bundle, &relative, true) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::XDEV) => {
+            return Err(invalid(
+                "root.path",
+                format!(
+                    "{} leaves the bundle directory {} through `..` or a symlink",
+                    rootfs.display(),
+                    bundle_dir.display()
+                ),
+            ));
+        }
+        Err(errno) => {
+            return Err(SpecError::Read {
+                path: rootfs.to_path_buf(),
+                source: errno.into(),
+            });
+        }
+    };
+    Ok(OpenedRoot {
+        bundle: Some(bundle),
+        rootfs: rootfs_fd,
+    })
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -601,21 +662,33 @@ impl CageSpec {
     /// Loads `<bundle>/config.json`, validates it, and checks that the rootfs and every bind
     /// source exist on the host.
     pub fn load(bundle: &Path) -> Result<CageSpec, SpecError> {
-        let config_path = bundle.join("config.json");
-        // Opened once, not following a symlink and without blocking on a FIFO, then checked to
-        // be a regular file and read through a bound: a config.json pointing at /dev/zero or a
-        // FIFO must not hang or exhaust the launcher.
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&config_path)
-        }
-        .map_err(|source| SpecError::Read {
-            path: config_path.clone(),
+        let bundle_dir = std::path::absolute(bundle).map_err(|source| SpecError::Read {
+            path: bundle.to_path_buf(),
             source,
         })?;
+        let config_path = bundle_dir.join("config.json");
+        let bundle_fd =
+            crate::host::open_dir_nofollow(&bundle_dir).map_err(|errno| SpecError::Read {
+                path: bundle_dir.clone(),
+                source: errno.into(),
+            })?;
+        // Opened once through the bundle fd, not following a symlink and without blocking on a
+        // FIFO, then checked to be a regular file and read through a bound: a config.json
+        // pointing at /dev/zero or a FIFO must not hang or exhaust the launcher.
+        let file: std::fs::File = rustix::fs::openat(
+            &bundle_fd,
+            "config.json",
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::NONBLOCK
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|errno| SpecError::Read {
+            path: config_path.clone(),
+            source: errno.into(),
+        })?
+        .into();
         let metadata = file.metadata().map_err(|source| SpecError::Read {
             path: config_path.clone(),
             source,
@@ -643,11 +716,9 @@ impl CageSpec {
                     source,
                 })?;
         }
-        let bundle_dir = std::path::absolute(bundle).map_err(|source| SpecError::Read {
-            path: bundle.to_path_buf(),
-            source,
-        })?;
-        let spec = CageSpec::parse_config(&bytes, &bundle_dir)?;
+        drop(bundle_fd);
+        let mut spec = CageSpec::parse_config(&bytes, &bundle_dir)?;
+        spec.opened = Some(Arc::new(open_bundle_root(&bundle_dir, &spec.rootfs)?));
         spec.check_host_paths()?;
         Ok(spec)
     }
@@ -669,13 +740,20 @@ impl CageSpec {
         Ok(spec)
     }
 
-    /// Checks that the rootfs is a directory and every bind source exists.
+    /// Checks that the rootfs is a directory and every bind source exists. (A pre-flight for
+    /// clear errors only: the launcher resolves bind sources again, safely, when it runs.)
     pub fn check_host_paths(&self) -> Result<(), SpecError> {
-        let root_meta = std::fs::metadata(&self.rootfs).map_err(|source| SpecError::Read {
-            path: self.rootfs.clone(),
-            source,
-        })?;
-        if !root_meta.is_dir() {
+        let root_is_dir = match &self.opened {
+            // Opened with O_DIRECTORY: a directory by construction.
+            Some(_) => true,
+            None => std::fs::metadata(&self.rootfs)
+                .map_err(|source| SpecError::Read {
+                    path: self.rootfs.clone(),
+                    source,
+                })?
+                .is_dir(),
+        };
+        if !root_is_dir {
             return Err(invalid(
                 "root.path",
                 format!("{} is not a directory", self.rootfs.display()),
@@ -683,6 +761,15 @@ impl CageSpec {
         }
         for (index, mount) in self.mounts.iter().enumerate() {
             if let MountKind::Bind { source, .. } = &mount.kind {
+                // Only sources in the bundle: probing other host paths as root would tell the
+                // config's author which of them exist. The launcher judges the rest.
+                let in_bundle = self
+                    .bundle_dir
+                    .as_deref()
+                    .is_none_or(|dir| crate::host::lexically_below(dir, source).is_some());
+                if !in_bundle {
+                    continue;
+                }
                 std::fs::metadata(source).map_err(|error| {
                     invalid(
                         format!("mounts[{index}].source"),
@@ -850,7 +937,10 @@ fn convert(oci: OciSpec, bundle_dir: &Path) -> Result<CageSpec, SpecError> {
         annotations: oci.annotations,
         inputs: Vec::new(),
         config_digest: [0; 32],
+        warnings: Vec::new(),
         owned_rootfs: None,
+        bundle_dir: Some(bundle_dir.to_path_buf()),
+        opened: None,
     })
 }
 
@@ -1553,6 +1643,7 @@ fn convert_mappings(mappings: &[OciIdMapping], field: &str) -> Result<Vec<IdMapp
                 "size must be at least 1 and the range must stay within 32-bit ids",
             ));
         }
+        check_unprivileged_mapping(m.host_id, &format!("{field}[{index}]"))?;
         out.push(IdMapping {
             container_id: m.container_id,
             host_id: m.host_id,
@@ -1560,6 +1651,41 @@ fn convert_mappings(mappings: &[OciIdMapping], field: &str) -> Result<Vec<IdMapp
         });
     }
     Ok(out)
+}
+
+/// A mapping whose host range holds host id 0 makes cage root the host's root: refused. (Ranges
+/// are checked for overflow before, so only a range starting at 0 can contain it.)
+fn check_unprivileged_mapping(host_id: u32, field: &str) -> Result<(), SpecError> {
+    if host_id == 0 {
+        return Err(invalid(
+            field,
+            "maps onto host id 0 (root); map the cage into an unprivileged host range",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks id mappings the launcher is about to write (the fields are public, so a spec built or
+/// changed in code is checked again): non-empty ranges, within 32 bits, never host id 0.
+pub fn check_id_mappings(mappings: &[IdMapping], field: &str) -> Result<(), SpecError> {
+    if mappings.len() > limits::ID_MAPPINGS_COUNT_MAX {
+        return Err(invalid(
+            field,
+            format!("more than {} mappings", limits::ID_MAPPINGS_COUNT_MAX),
+        ));
+    }
+    for (index, m) in mappings.iter().enumerate() {
+        let overflows = m.container_id as u64 + m.size as u64 > 1 << 32
+            || m.host_id as u64 + m.size as u64 > 1 << 32;
+        if m.size == 0 || overflows {
+            return Err(invalid(
+                format!("{field}[{index}]"),
+                "size must be at least 1 and the range must stay within 32-bit ids",
+            ));
+        }
+        check_unprivileged_mapping(m.host_id, &format!("{field}[{index}]"))?;
+    }
+    Ok(())
 }
 
 fn convert_paths(paths: &[String], field: &str) -> Result<Vec<CagePath>, SpecError> {

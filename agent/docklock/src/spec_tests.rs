@@ -562,6 +562,19 @@ fn refused_fields_name_their_path() {
             "`linux.uidMappings`: id mappings need a `user` entry in linux.namespaces",
         ),
         (
+            "/linux/uidMappings",
+            Some(json!([
+                {"containerID": 0, "hostID": 100000, "size": 1},
+                {"containerID": 1, "hostID": 0, "size": 1}
+            ])),
+            "`linux.uidMappings[1]`: maps onto host id 0 (root); map the cage into an unprivileged host range",
+        ),
+        (
+            "/linux/gidMappings",
+            Some(json!([{"containerID": 0, "hostID": 0, "size": 65536}])),
+            "`linux.gidMappings[0]`: maps onto host id 0 (root); map the cage into an unprivileged host range",
+        ),
+        (
             "/mounts/6",
             Some(json!({"destination": "/x", "type": "cgroup", "source": "cgroup"})),
             "`mounts[6].type type `cgroup`` is not supported: DockLock mounts bind, tmpfs, proc, sysfs (read-only), mqueue and devpts",

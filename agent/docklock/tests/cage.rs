@@ -15,8 +15,14 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use metanode_docklock::cage::{CageExit, RunError, RunOptions, RunOutcome, run};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+use metanode_docklock::cage::{
+    CageExit, OutputViolation, OutputViolationKind, RunError, RunOptions, RunOutcome, run,
+};
+use metanode_docklock::limits::CAGE_HOST_ID_BASE;
 use metanode_docklock::replay::{Disagreement, replay};
+use metanode_docklock::spec::{CageMount, CagePath, MountKind};
 use metanode_docklock::spec::{CageSpec, DeclaredInput, IdMapping, Namespaces};
 use serde_json::{Value, json};
 
@@ -247,12 +253,16 @@ fn executable_cage_identity(scratch: &Path) {
 fn runc_bundle_dev_layout(scratch: &Path) {
     let cat = CageSpec::from_executable(Path::new("/bin/cat"), &[], &[], &[]).expect("cat");
     let mut config = runc_config(&[]);
-    config["root"]["path"] = json!(cat.rootfs.to_str().expect("utf-8 path"));
     config["process"]["args"] = json!(["/bin/cat", "/proc/self/mounts"]);
-    for sub in ["dev", "sys", "tmp"] {
-        std::fs::create_dir_all(cat.rootfs.join(sub)).expect("mkdir");
-    }
     let bundle = Bundle::with_config(config);
+    // The rootfs must live inside the bundle: copy the assembled one in.
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(cat.rootfs.join("."))
+        .arg(bundle.rootfs())
+        .status()
+        .expect("run cp");
+    assert!(copied.success(), "copy the cat rootfs into the bundle");
     let (outcome, stdout, stderr) = run_captured(&bundle.spec(), &options(scratch));
     assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
     for (path, fstype) in [
@@ -671,6 +681,318 @@ fn refuses_a_multithreaded_caller(scratch: &Path) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Review fixes: user namespace always, fd-based host paths, outputs scan, stdio pipes
+// ------------------------------------------------------------------------------------------------
+
+/// Forks a watcher (this harness is single-threaded, so fork is fine) that looks, from the host,
+/// for a process whose command line is exactly `cmdline` and writes its /proc/<pid>/status
+/// Uid: and Gid: lines to `result`. Returns the watcher's pid.
+fn watch_status(cmdline: &[&str], result: &Path) -> libc::pid_t {
+    let wanted: Vec<u8> = cmdline
+        .iter()
+        .flat_map(|a| a.bytes().chain(std::iter::once(0)))
+        .collect();
+    // SAFETY: single-threaded process (the harness runs cases on the main thread).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork the watcher");
+    if pid != 0 {
+        return pid;
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let dir = entry.path();
+            if std::fs::read(dir.join("cmdline")).ok().as_deref() != Some(&wanted[..]) {
+                continue;
+            }
+            if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+                let lines: Vec<&str> = status
+                    .lines()
+                    .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:"))
+                    .collect();
+                let _ = std::fs::write(result, lines.join("\n"));
+                // SAFETY: ends the forked watcher without running the harness's code.
+                unsafe { libc::_exit(0) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(1) }
+}
+
+/// Hole 1: without mappings in the spec, the running workload is the unprivileged host uid
+/// CAGE_HOST_ID_BASE (seen from the host, in /proc/<pid>/status), not host root.
+fn cage_root_is_an_unprivileged_host_uid(scratch: &Path) {
+    let spec =
+        CageSpec::from_executable(Path::new("/bin/sleep"), &["2.71828".to_owned()], &[], &[])
+            .expect("sleep becomes a cage");
+    assert!(
+        !spec.namespaces.contains(Namespaces::USER),
+        "the spec asks for no user namespace"
+    );
+    let result = scratch.join("watched-status");
+    let watcher = watch_status(&["/bin/sleep", "2.71828"], &result);
+    let outcome = run(&spec, &options(scratch)).expect("run");
+    let mut status = 0;
+    // SAFETY: our own child; valid out pointer.
+    unsafe { libc::waitpid(watcher, &raw mut status, 0) };
+    assert_eq!(outcome.exit, CageExit::Exited(0));
+    assert!(outcome.namespaces.contains(Namespaces::USER));
+    let seen = std::fs::read_to_string(&result).expect("the watcher saw the workload");
+    let expected_uid = format!("Uid:\t{0}\t{0}\t{0}\t{0}", CAGE_HOST_ID_BASE);
+    let expected_gid = format!("Gid:\t{0}\t{0}\t{0}\t{0}", CAGE_HOST_ID_BASE);
+    assert!(seen.contains(&expected_uid), "{seen}");
+    assert!(seen.contains(&expected_gid), "{seen}");
+}
+
+/// Mounts `host_dir` read-write at /data of a plain-executable cage.
+fn with_data_bind(spec: &mut CageSpec, host_dir: &Path) {
+    spec.mounts.push(CageMount {
+        destination: CagePath::parse("/data").expect("cage path"),
+        kind: MountKind::Bind {
+            source: host_dir.to_path_buf(),
+            recursive: false,
+        },
+        set_flags: 0,
+        clear_flags: libc::MS_RDONLY,
+        data: String::new(),
+    });
+}
+
+/// Hole 1: cage root writing into a host-root-owned 0755 directory bound read-write gets EACCES;
+/// the same directory handed to the cage's host uid is writable (the bind itself works).
+fn cage_root_cannot_write_host_root_owned_binds(scratch: &Path) {
+    let host_dir = scratch.join("host-owned");
+    std::fs::create_dir(&host_dir).expect("mkdir");
+    std::fs::set_permissions(&host_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut spec = CageSpec::from_executable(
+        Path::new("/bin/touch"),
+        &["/data/planted".to_owned()],
+        &[],
+        &[],
+    )
+    .expect("touch becomes a cage");
+    with_data_bind(&mut spec, &host_dir);
+    let mut opts = options(scratch);
+    opts.bind_allow = vec![scratch.to_path_buf()];
+    let (outcome, _, stderr) = run_captured(&spec, &opts);
+    assert_ne!(
+        outcome.exit,
+        CageExit::Exited(0),
+        "touch succeeded as cage root"
+    );
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(
+        !host_dir.join("planted").exists(),
+        "cage root wrote a host-root-owned directory"
+    );
+
+    std::os::unix::fs::chown(&host_dir, Some(CAGE_HOST_ID_BASE), Some(CAGE_HOST_ID_BASE))
+        .expect("chown");
+    let (outcome, _, stderr) = run_captured(&spec, &options_allowing(scratch));
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+    let planted = std::fs::metadata(host_dir.join("planted")).expect("written by the cage");
+    assert_eq!(
+        planted.uid(),
+        CAGE_HOST_ID_BASE,
+        "owned by the cage's host uid, not root"
+    );
+}
+
+fn options_allowing(scratch: &Path) -> RunOptions {
+    let mut opts = options(scratch);
+    opts.bind_allow = vec![scratch.to_path_buf()];
+    opts
+}
+
+/// Hole 1: mappings onto host id 0 are refused, naming the field.
+fn mappings_onto_host_root_are_refused(scratch: &Path) {
+    let mut spec = CageSpec::from_executable(Path::new("/bin/cat"), &[], &[], &[]).expect("cat");
+    spec.namespaces = spec.namespaces.with(Namespaces::USER);
+    let map = IdMapping {
+        container_id: 0,
+        host_id: 0,
+        size: 65_536,
+    };
+    spec.uid_mappings = vec![
+        IdMapping {
+            container_id: 0,
+            host_id: 100_000,
+            size: 1,
+        },
+        map,
+    ];
+    spec.gid_mappings = vec![IdMapping {
+        container_id: 0,
+        host_id: 100_000,
+        size: 1,
+    }];
+    match run(&spec, &options(scratch)) {
+        Err(e @ RunError::Spec(_)) => {
+            assert!(
+                e.to_string()
+                    .starts_with("`linux.uidMappings[1]`: maps onto host id 0"),
+                "{e}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Hole 1: setuid/setgid bits left in /out are stripped and recorded; the file stays (as an
+/// output) with its content, owned by the cage's host uid.
+fn setuid_outputs_are_stripped_and_recorded(scratch: &Path) {
+    let input = scratch.join("payload");
+    std::fs::write(&input, "#!/bin/sh\n").expect("input");
+    let spec = CageSpec::from_executable(
+        Path::new("/usr/bin/install"),
+        &[
+            "-m".into(),
+            "6755".into(),
+            "/in/payload".into(),
+            "/out/suid".into(),
+        ],
+        &[],
+        &[DeclaredInput {
+            name: "payload".into(),
+            source: input,
+        }],
+    )
+    .expect("install becomes a cage");
+    let out = scratch.join("out-suid");
+    let mut opts = options(scratch);
+    opts.out_dir = Some(out.clone());
+    let (outcome, _, stderr) = run_captured(&spec, &opts);
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+    assert_eq!(
+        outcome.output_violations,
+        [OutputViolation {
+            path: PathBuf::from("suid"),
+            kind: OutputViolationKind::SetidBitsStripped { mode: 0o6755 },
+        }]
+    );
+    let meta = std::fs::metadata(out.join("suid")).expect("output kept");
+    assert_eq!(meta.mode() & 0o7777, 0o755);
+    assert_eq!(meta.uid(), CAGE_HOST_ID_BASE);
+    assert_eq!(
+        std::fs::read_to_string(out.join("suid")).expect("read"),
+        "#!/bin/sh\n"
+    );
+}
+
+/// Hole 2: a bind source outside the bundle is refused unless an allowed directory holds it;
+/// `..` and symlinks out of the bundle are refused too.
+fn bind_sources_stay_in_the_bundle_or_the_allowlist(scratch: &Path) {
+    let outside = scratch.join("datasets");
+    std::fs::create_dir_all(outside.join("set1")).expect("mkdir");
+    let outside_text = outside.join("set1").to_str().expect("utf-8").to_owned();
+    let with_bind = |source: &str| {
+        let mut config = runc_config(&["noop"]);
+        config["mounts"].as_array_mut().expect("mounts").push(
+            json!({"destination": "/data", "type": "bind", "source": source, "options": ["bind", "ro"]}),
+        );
+        Bundle::with_config(config)
+    };
+    let bundle = with_bind(&outside_text);
+    match run(&bundle.spec(), &options(scratch)) {
+        Err(e @ RunError::BindSource { index: 7, .. }) => assert!(
+            e.to_string().starts_with(&format!(
+                "mounts[7].source {outside_text}: outside the bundle"
+            )),
+            "{e}"
+        ),
+        other => panic!("expected a refused bind source, got {other:?}"),
+    }
+    // (`noop` prints nothing: success is its exit.)
+    let mut opts = options(scratch);
+    opts.bind_allow = vec![outside.clone()];
+    let (outcome, _, stderr) = run_captured(&bundle.spec(), &opts);
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+
+    // Lexically inside the bundle, but `..` or a symlink leads out: refused even with the
+    // target's directory allowed (the bundle rule decides for paths under the bundle).
+    // (The bundle and the scratch directory are both in the temp dir.)
+    let dotdot = format!(
+        "rootfs/../../{}/datasets",
+        scratch.file_name().expect("name").to_str().expect("utf-8")
+    );
+    for source in [dotdot.as_str(), "link-out"] {
+        let bundle = with_bind(source);
+        std::os::unix::fs::symlink(&outside, bundle.dir.path().join("link-out")).expect("symlink");
+        match run(&bundle.spec(), &options_allowing(scratch)) {
+            Err(e @ RunError::BindSource { index: 7, .. }) => {
+                assert!(e.to_string().contains("leads outside"), "{source}: {e}")
+            }
+            other => panic!("{source}: expected a refused bind source, got {other:?}"),
+        }
+    }
+    // Inside the bundle: fine without any allowlist.
+    let bundle = with_bind("inside");
+    std::fs::create_dir(bundle.dir.path().join("inside")).expect("mkdir");
+    let (outcome, _, stderr) = run_captured(&bundle.spec(), &options(scratch));
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+}
+
+/// Hole 2: root.path must resolve inside the bundle.
+fn root_path_stays_in_the_bundle(scratch: &Path) {
+    let elsewhere = scratch.join("elsewhere-rootfs");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let mut config = runc_config(&["noop"]);
+    config["root"]["path"] = json!(elsewhere.to_str().expect("utf-8"));
+    let bundle = Bundle::with_config(config);
+    let error = CageSpec::load(bundle.dir.path())
+        .expect_err("outside rootfs")
+        .to_string();
+    assert!(
+        error.starts_with("`root.path`: ") && error.contains("outside the bundle"),
+        "{error}"
+    );
+
+    let mut config = runc_config(&["noop"]);
+    config["root"]["path"] = json!("rootlink");
+    let bundle = Bundle::with_config(config);
+    std::os::unix::fs::symlink(&elsewhere, bundle.dir.path().join("rootlink")).expect("symlink");
+    let error = CageSpec::load(bundle.dir.path())
+        .expect_err("symlinked out")
+        .to_string();
+    assert!(
+        error.starts_with("`root.path`: ") && error.contains("leaves the bundle"),
+        "{error}"
+    );
+}
+
+/// Hole 2: the rootfs is used through the fd opened at load time: replacing the directory by a
+/// symlink to the host's / afterwards changes nothing.
+fn rootfs_swapped_after_load_is_not_used(scratch: &Path) {
+    let bundle = Bundle::probe(&["read-host-file"]);
+    let spec = bundle.spec();
+    std::fs::rename(bundle.rootfs(), bundle.dir.path().join("rootfs-loaded")).expect("rename");
+    std::os::unix::fs::symlink("/", bundle.rootfs()).expect("swap in a symlink to /");
+    let (outcome, stdout, stderr) = run_captured(&spec, &options(scratch));
+    assert_eq!(outcome.exit, CageExit::Exited(0), "stderr: {stderr}");
+    let line = probe_line(&stdout, &stderr);
+    assert_eq!(line["outcome"], "blocked", "{line}");
+}
+
+/// Hole 4a: the workload's stdout is a pipe relayed by the launcher, not the capture file.
+fn workload_stdio_is_a_pipe(scratch: &Path) {
+    let spec = CageSpec::from_executable(
+        Path::new("/usr/bin/readlink"),
+        &["/proc/self/fd/1".into(), "/proc/self/fd/2".into()],
+        &[],
+        &[],
+    )
+    .expect("readlink becomes a cage");
+    let (outcome, stdout, _) = run_captured(&spec, &options(scratch));
+    assert_eq!(outcome.exit, CageExit::Exited(0));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines.iter().all(|l| l.starts_with("pipe:[")), "{stdout}");
+    assert!(!outcome.stdio_truncated);
+}
+
+// ------------------------------------------------------------------------------------------------
 // Harness
 // ------------------------------------------------------------------------------------------------
 
@@ -720,6 +1042,35 @@ const CASES: &[Case] = &[
         "refuses_a_multithreaded_caller",
         refuses_a_multithreaded_caller,
     ),
+    (
+        "cage_root_is_an_unprivileged_host_uid",
+        cage_root_is_an_unprivileged_host_uid,
+    ),
+    (
+        "cage_root_cannot_write_host_root_owned_binds",
+        cage_root_cannot_write_host_root_owned_binds,
+    ),
+    (
+        "mappings_onto_host_root_are_refused",
+        mappings_onto_host_root_are_refused,
+    ),
+    (
+        "setuid_outputs_are_stripped_and_recorded",
+        setuid_outputs_are_stripped_and_recorded,
+    ),
+    (
+        "bind_sources_stay_in_the_bundle_or_the_allowlist",
+        bind_sources_stay_in_the_bundle_or_the_allowlist,
+    ),
+    (
+        "root_path_stays_in_the_bundle",
+        root_path_stays_in_the_bundle,
+    ),
+    (
+        "rootfs_swapped_after_load_is_not_used",
+        rootfs_swapped_after_load_is_not_used,
+    ),
+    ("workload_stdio_is_a_pipe", workload_stdio_is_a_pipe),
 ];
 
 fn main() {

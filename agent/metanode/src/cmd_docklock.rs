@@ -19,8 +19,8 @@ use crate::output::Output;
 pub enum DocklockCommand {
     /// Run an OCI runtime-spec bundle (config.json + rootfs) caged.
     #[command(after_help = "\
-The cage: new mount, pid, ipc, uts, net, cgroup and time namespaces; pivot_root into the
-rootfs; runc's masked and read-only /proc and /sys paths; cgroup limits from
+The cage: new user, mount, pid, ipc, uts, net, cgroup and time namespaces; pivot_root into
+the rootfs; runc's masked and read-only /proc and /sys paths; cgroup limits from
 linux.resources; every capability dropped unless the spec lists it; no_new_privs; a landlock
 ruleset (read+exec everywhere, write only to writable mounts, /out and /dev; no TCP; scoped
 signals and abstract sockets); the reviewed seccomp allowlist, whose refusals are recorded.
@@ -28,15 +28,30 @@ signals and abstract sockets); the reviewed seccomp allowlist, whose refusals ar
 Unsupported spec fields are refused with their JSON path. Exit code = the workload's
 (128 + signal when killed). Needs root.
 
+Cage root is never host root: without linux.uidMappings/gidMappings the cage's ids 0..65535
+are host ids 1879048192.. (0x70000000..); mappings that include host id 0 are refused. The
+rootfs must be readable by that unprivileged uid (world-readable, as image layers are), and is
+writable only where its files belong to the mapped ids. --out is handed to the workload's
+mapped uid (it must be empty or already theirs); setuid/setgid bits found there after the run
+are stripped and device nodes removed, and both are reported.
+
+root.path must resolve inside the bundle directory (no `..` or symlink out). A bind mount's
+source must resolve inside the bundle directory or inside a directory given with --allow-bind.
+The workload's stdout/stderr are pipes relayed by the launcher (never the caller's terminal).
+
 Examples:
   metanode docklock run ./bundle
   metanode docklock run ./bundle --out ./out --receipt run.dlr --key node.key
+  metanode docklock run ./bundle --allow-bind /srv/datasets
   metanode --json docklock run ./bundle --seed 00…ff --timeout-s 10")]
     Run(RunArgs),
     /// Run a plain executable with declared inputs (copied to /in/NAME) in a cage.
     #[command(after_help = "\
 A read-only rootfs is assembled from the executable (and its ELF interpreter and libraries),
-with /tmp as tmpfs. Only the --env given reaches the workload.
+with /tmp as tmpfs. Only the --env given reaches the workload. Libraries are copied only from
+the system directories /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu, /lib64, /usr/lib64,
+/lib and /usr/lib: RPATH/RUNPATH entries elsewhere ($ORIGIN included) are ignored with a
+warning, an interpreter or DT_NEEDED path elsewhere is refused.
 
 Example:
   metanode docklock exec ./tool --input data=./data.bin --env LANG=C -- --flag value")]
@@ -87,11 +102,32 @@ pub struct CageArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BindArgs {
+    /// Allow bind-mount sources beneath this host directory, besides the bundle directory
+    /// (repeatable; absolute or relative to the current directory).
+    #[arg(long = "allow-bind", value_name = "DIR")]
+    allow_bind: Vec<PathBuf>,
+}
+
+impl BindArgs {
+    fn dirs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        self.allow_bind
+            .iter()
+            .map(|dir| {
+                std::path::absolute(dir).with_context(|| format!("--allow-bind {}", dir.display()))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// Bundle directory holding config.json.
     bundle: PathBuf,
     #[command(flatten)]
     cage: CageArgs,
+    #[command(flatten)]
+    binds: BindArgs,
 }
 
 #[derive(Debug, Args)]
@@ -133,13 +169,15 @@ pub struct ReplayArgs {
     /// Where each run's /out goes (default: a temporary directory, removed after).
     #[arg(long, value_name = "DIR")]
     work: Option<PathBuf>,
+    #[command(flatten)]
+    binds: BindArgs,
 }
 
 pub fn run(cmd: DocklockCommand, out: &Output) -> anyhow::Result<()> {
     match cmd {
         DocklockCommand::Run(args) => {
             let spec = CageSpec::load(&args.bundle)?;
-            run_caged(&spec, &args.cage, &[], out)
+            run_caged(&spec, &args.cage, args.binds.dirs()?, &[], out)
         }
         DocklockCommand::Exec(args) => {
             let inputs = args
@@ -157,7 +195,7 @@ pub fn run(cmd: DocklockCommand, out: &Output) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let spec = CageSpec::from_executable(&args.program, &args.args, &args.env, &inputs)?;
             let refs = input_refs(&inputs)?;
-            run_caged(&spec, &args.cage, &refs, out)
+            run_caged(&spec, &args.cage, Vec::new(), &refs, out)
         }
         DocklockCommand::Verify(args) => verify(&args, out),
         DocklockCommand::Replay(args) => replay_cmd(&args, out),
@@ -218,16 +256,22 @@ fn outcome_json(o: &RunOutcome) -> serde_json::Value {
         "spawn_ms": o.spawn_ns as f64 / 1e6,
         "wall_ms": o.wall_ns as f64 / 1e6,
         "timed_out": o.timed_out,
+        "output_violations": o.output_violations.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        "output_violations_dropped": o.output_violations_dropped_count,
+        "warnings": o.warnings,
+        "stdio_truncated": o.stdio_truncated,
     })
 }
 
 fn run_caged(
     spec: &CageSpec,
     args: &CageArgs,
+    bind_allow: Vec<PathBuf>,
     inputs: &[InputRef],
     out: &Output,
 ) -> anyhow::Result<()> {
     let mut opts = RunOptions::new(cage_id());
+    opts.bind_allow = bind_allow;
     opts.rng_seed = parse_seed(args.seed.as_deref())?;
     opts.logical_time_ns = args.logical_time_ns;
     opts.out_dir = args.out.clone();
@@ -286,6 +330,21 @@ fn run_caged(
         for v in &outcome.violations {
             text.push_str(&format!("\n  refused: {} (pid {})", v.syscall_name, v.pid));
         }
+        for v in &outcome.output_violations {
+            text.push_str(&format!("\n  output violation: {v}"));
+        }
+        if outcome.output_violations_dropped_count > 0 {
+            text.push_str(&format!(
+                "\n  ... and {} more output violation(s)",
+                outcome.output_violations_dropped_count
+            ));
+        }
+        for warning in &outcome.warnings {
+            text.push_str(&format!("\n  warning: {warning}"));
+        }
+        if outcome.stdio_truncated {
+            text.push_str("\n  stdout/stderr past the relay bound were discarded");
+        }
         if outcome.usage.oom_kills > 0 {
             text.push_str("\n  memory limit: OOM kill inside the cage");
         }
@@ -337,6 +396,7 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
 fn replay_cmd(args: &ReplayArgs, out: &Output) -> anyhow::Result<()> {
     let spec = CageSpec::load(&args.bundle)?;
     let mut base = RunOptions::new(cage_id());
+    base.bind_allow = args.binds.dirs()?;
     base.rng_seed = parse_seed(args.seed.as_deref())?;
     base.quiet = true;
     let temp;

@@ -392,3 +392,52 @@ fn replay_agrees_for_a_deterministic_workload() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("linux.seccomp"), "{stderr}");
 }
+
+/// A bind source outside the bundle is refused by name unless `--allow-bind` covers it; the
+/// flag is documented in `--help`.
+#[test]
+fn bind_sources_need_the_bundle_or_allow_bind() {
+    if skip() {
+        return;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let source = data.path().join("set1");
+    std::fs::create_dir(&source).expect("mkdir");
+    let source_str = source.to_str().expect("utf8");
+    let bundle = Bundle::new(&["noop"]);
+    let config_path = bundle.path().join("config.json");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&config_path).expect("read config")).expect("json");
+    config["mounts"].as_array_mut().expect("mounts").push(
+        serde_json::json!({"destination": "/data", "type": "bind", "source": source_str,
+                                 "options": ["bind", "ro"]}),
+    );
+    std::fs::write(&config_path, config.to_string()).expect("write config");
+    let path = bundle.path().to_str().expect("utf8");
+
+    let refused = metanode(&["docklock", "run", path]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "ran with an unlisted bind source"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "mounts[2].source {source_str}: outside the bundle directory"
+        )),
+        "{stderr}"
+    );
+
+    let allow = data.path().to_str().expect("utf8");
+    let allowed = metanode(&["docklock", "run", path, "--allow-bind", allow]);
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+
+    let help = metanode(&["docklock", "run", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--allow-bind <DIR>"), "{help}");
+}
