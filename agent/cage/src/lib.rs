@@ -11,6 +11,12 @@
 //! the header timeout closes the connection (receipt status 408); idle
 //! keep-alive connections close after the idle timeout.
 //!
+//! Signatures: each connection task runs every check but the Ed25519 one
+//! itself ([`metanode_httpsig::prepare_request`]); its worker's
+//! [`verifier::Verifier`] verifies what has queued up as one batch (strict
+//! decision per signature through per-key fixed-base tables), and the task
+//! then records the nonce, so only verified requests enter the replay cache.
+//!
 //! Entry points: [`serve`] (all in one), or [`Server::bind`] then
 //! [`Server::run`] to learn the bound address and metrics first.
 
@@ -22,6 +28,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod receipt;
+pub mod verifier;
 
 pub use config::{CageConfig, ConfigError, UnsignedPolicy};
 pub use lights::{PolicyHandle, allow_all_policy};

@@ -93,6 +93,18 @@ pub const DEFAULT_REPLAY_CACHE_ENTRIES: u64 = 1_000_000;
 pub const RATE_BUCKETS_COUNT_RANGE: RangeInclusive<u64> = 1..=16_000_000;
 pub const DEFAULT_RATE_BUCKETS_COUNT_MAX: u64 = 1_000_000;
 
+// ---- signature verification batches ----
+
+/// Signatures one verification batch takes at most (per worker): enough to
+/// share the final inversion well (its cost per signature is flat beyond
+/// a few dozen), small enough that the last of a batch waits little.
+pub const VERIFY_BATCH_COUNT_MAX: usize = 64;
+/// How long a batch of two or more may wait for more signatures, from the
+/// enqueue time of its oldest: the verifier then yields to the runtime once
+/// (it never sleeps on a timer), so requests that arrived in the same
+/// event-loop turn join. A batch of one is verified at once.
+pub const VERIFY_BATCH_WAIT_US_MAX: u64 = 200;
+
 // ---- receipts ----
 
 pub const RECEIPT_BATCH_COUNT_RANGE: RangeInclusive<u32> = 1..=65_536;
@@ -171,3 +183,4 @@ const _: () = assert!(in_u64(
 const _: () = assert!(RECEIPT_FRAME_BYTES_MAX <= ENCODING_BYTES_LEN_MAX);
 const _: () = assert!(*RECEIPT_BATCH_COUNT_RANGE.end() <= ENCODING_VEC_COUNT_MAX);
 const _: () = assert!(RECEIPT_CHANNEL_BATCHES_COUNT_MAX >= 1);
+const _: () = assert!(VERIFY_BATCH_COUNT_MAX >= 1);

@@ -44,6 +44,7 @@ use crate::receipt::{
     Decision, FileSink, OpenSinkError, Receipt, ReceiptLog, RequestHasher, WriterReport,
     now_unix_ms, request_hash, truncate_utf8,
 };
+use crate::verifier::Verifier;
 
 /// Response header carrying the request's receipt hash and batch.
 pub const RECEIPT_HEADER: &str = "metanode-receipt";
@@ -372,6 +373,8 @@ async fn worker(
         }
     };
     let pool = Arc::new(UpstreamPool::new(&state.config));
+    // One verifier per worker: its batches run on the worker's core.
+    let verifier = Verifier::spawn();
     let mut connections = tokio::task::JoinSet::new();
     loop {
         // Reap finished connection tasks so the set stays small.
@@ -401,9 +404,15 @@ async fn worker(
         let tls = tls.clone();
         let stop = stop.clone();
         let pool = pool.clone();
+        let verifier = verifier.clone();
         connections.spawn(async move {
+            let shared = Shared {
+                state: &state,
+                pool: &pool,
+                verifier: &verifier,
+            };
             match tls {
-                None => serve_connection(&state, &pool, stream, peer, accepted_at, stop).await,
+                None => serve_connection(shared, stream, peer, accepted_at, stop).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(
                         state.config.timeouts.header_read(),
@@ -412,8 +421,7 @@ async fn worker(
                     .await;
                     match handshake {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(&state, &pool, tls_stream, peer, accepted_at, stop)
-                                .await
+                            serve_connection(shared, tls_stream, peer, accepted_at, stop).await
                         }
                         _ => state.metrics.tls_handshake_failed(),
                     }
@@ -565,10 +573,19 @@ struct RequestFacts {
     is_head: bool,
 }
 
+/// What a connection shares with its worker.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    state: &'a State,
+    pool: &'a UpstreamPool,
+    verifier: &'a Verifier,
+}
+
 /// One client connection and its buffers, reused across its requests.
 struct Conn<'a, S> {
     state: &'a State,
     pool: &'a UpstreamPool,
+    verifier: &'a Verifier,
     stream: S,
     peer_ip: IpAddr,
     /// `x-forwarded-for` text of `peer_ip`, formatted once.
@@ -590,8 +607,7 @@ struct Conn<'a, S> {
 }
 
 async fn serve_connection<S>(
-    state: &State,
-    pool: &UpstreamPool,
+    shared: Shared<'_>,
     stream: S,
     peer: SocketAddr,
     accepted_at: Instant,
@@ -599,10 +615,16 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Shared {
+        state,
+        pool,
+        verifier,
+    } = shared;
     let peer_ip = peer.ip().to_canonical();
     let mut c = Conn {
         state,
         pool,
+        verifier,
         stream,
         peer_ip,
         peer_ip_text: peer_ip.to_string(),
@@ -943,13 +965,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     return refuse(Decision::SignatureRejected, StatusCode::BAD_REQUEST, reason);
                 }
             };
-            match metanode_httpsig::verify_request(
+            let now_s = now_unix_s();
+            let verified = match metanode_httpsig::prepare_request(
                 &parts,
                 &state.keys,
                 &state.verify_policy,
                 &state.replay,
-                now_unix_s(),
+                now_s,
             ) {
+                Ok(pending) => match self.verifier.check(pending).await {
+                    Ok(checked) => checked.and_then(|c| c.record_nonce(&state.replay, now_s)),
+                    Err(gone) => {
+                        return refuse(
+                            Decision::SignatureRejected,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            gone,
+                        );
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            match verified {
                 Ok(verified) => {
                     covers_digest = verified.covered.iter().any(|c| c == "content-digest");
                     facts.key_id = Some(verified.key_id);

@@ -29,3 +29,8 @@ const _: () = assert!(
 const _: () = assert!(NONCE_BYTES_MAX <= SIGNATURE_INPUT_BYTES_MAX);
 const _: () = assert!(KEY_ID_BYTES_MAX <= SIGNATURE_INPUT_BYTES_MAX);
 const _: () = assert!(SIGNATURE_INPUT_BYTES_MAX + SIGNATURE_BYTES_MAX <= SIGNATURE_BASE_BYTES_MAX);
+
+/// Fixed-base verification tables built per key directory (about 370 KiB
+/// each, so at most about 46 MiB); keys beyond it verify with plain
+/// `verify_strict` (same decision, about twice the cost).
+pub const PREPARED_KEYS_COUNT_MAX: usize = 128;

@@ -2,6 +2,8 @@
 //! directory, a freshness policy and the replay cache.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::StatusCode;
 use http::request::Parts;
@@ -10,15 +12,83 @@ use metanode_core::keys::{PublicKey, Signature};
 
 use crate::component::{self, ComponentError, RequestView};
 use crate::input::{self, SIGNATURE, SIGNATURE_INPUT};
+use crate::limits::PREPARED_KEYS_COUNT_MAX;
+use crate::prepared::{PreparedKey, StrictItem, verify_strict_batch};
 use crate::replay::{ReplayCache, ReplayError};
 
 /// The only signature algorithm accepted (RFC 9421 §3.3.6).
 pub const ALG_ED25519: &str = "ed25519";
 
-/// Key id → Ed25519 public key.
+/// Key id → Ed25519 public key, with a fixed-base table per key that has
+/// signed at least one request (see [`crate::prepared`]).
+///
+/// A key's table is built after its first signature verifies with plain
+/// `verify_strict`, so only the key's holder can make us spend the
+/// millisecond and the 370 KiB a table costs; at most
+/// [`PREPARED_KEYS_COUNT_MAX`] tables are ever built per directory (clones
+/// share them and the count; a replaced key's table is not refunded), and
+/// keys beyond that keep verifying with `verify_strict` (same decision,
+/// slower).
 #[derive(Debug, Clone, Default)]
 pub struct KeyDirectory {
-    keys: HashMap<String, PublicKey>,
+    keys: HashMap<String, KeyHandle>,
+    prepared_count: Arc<AtomicUsize>,
+}
+
+/// A directory key as a pending verification holds it: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KeyHandle {
+    public: PublicKey,
+    prepared: Arc<OnceLock<PreparedKey>>,
+    prepared_count: Arc<AtomicUsize>,
+}
+
+impl KeyHandle {
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// The key's table, if it has one yet.
+    pub fn prepared(&self) -> Option<&PreparedKey> {
+        self.prepared.get()
+    }
+
+    /// Builds the table after a verified signature, within the directory's
+    /// bound. A race may build it twice; only one is kept and counted.
+    fn prepare_after_success(&self) {
+        if self.prepared.get().is_some() {
+            return;
+        }
+        let reserved = self
+            .prepared_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c < PREPARED_KEYS_COUNT_MAX).then_some(c + 1)
+            })
+            .is_ok();
+        if !reserved {
+            return;
+        }
+        let kept = PreparedKey::new(&self.public)
+            .ok()
+            .is_some_and(|k| self.prepared.set(k).is_ok());
+        if !kept {
+            self.prepared_count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `verify_strict`'s decision, through the table when there is one.
+    fn verify_strict(&self, message: &[u8], signature: &Signature) -> bool {
+        match self.prepared.get() {
+            Some(k) => k.verify_strict(message, signature),
+            None => {
+                let ok = self.public.verify(message, signature).is_ok();
+                if ok {
+                    self.prepare_after_success();
+                }
+                ok
+            }
+        }
+    }
 }
 
 impl KeyDirectory {
@@ -28,10 +98,20 @@ impl KeyDirectory {
 
     /// Adds or replaces the key for `key_id`.
     pub fn insert(&mut self, key_id: impl Into<String>, key: PublicKey) {
-        self.keys.insert(key_id.into(), key);
+        let handle = KeyHandle {
+            public: key,
+            prepared: Arc::new(OnceLock::new()),
+            prepared_count: self.prepared_count.clone(),
+        };
+        self.keys.insert(key_id.into(), handle);
     }
 
     pub fn get(&self, key_id: &str) -> Option<&PublicKey> {
+        self.keys.get(key_id).map(|h| &h.public)
+    }
+
+    /// The key with its (shared) table cache.
+    pub fn handle(&self, key_id: &str) -> Option<&KeyHandle> {
         self.keys.get(key_id)
     }
 
@@ -41,6 +121,11 @@ impl KeyDirectory {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Keys that have a fixed-base table now.
+    pub fn prepared_len(&self) -> usize {
+        self.prepared_count.load(Ordering::Relaxed)
     }
 }
 
@@ -243,6 +328,11 @@ pub fn request_declares_body(parts: &Parts) -> bool {
 /// request that declares a body must cover `content-digest`; the caller
 /// must then check the body against that header
 /// ([`crate::digest::verify_content_digest_headers`]) after reading it.
+///
+/// The same in three steps, for callers that verify many requests at once:
+/// [`prepare_request`] (everything before the crypto), [`check_batch`] or
+/// [`PendingSignature::check`] (strict Ed25519), then
+/// [`CheckedSignature::record_nonce`] (the replay cache).
 pub fn verify_request(
     parts: &Parts,
     keys: &KeyDirectory,
@@ -250,6 +340,147 @@ pub fn verify_request(
     replay: &ReplayCache,
     now_unix_s: u64,
 ) -> Result<Verified, VerifyError> {
+    prepare_request(parts, keys, policy, replay, now_unix_s)?
+        .check()?
+        .record_nonce(replay, now_unix_s)
+}
+
+/// A request whose signature passed every check but the cryptographic one:
+/// the signature base is built and the key found. Nothing is recorded yet.
+#[derive(Debug)]
+pub struct PendingSignature {
+    key: KeyHandle,
+    base: Vec<u8>,
+    signature: Signature,
+    verified: Verified,
+}
+
+/// A signature that verified (strict Ed25519); only [`check_batch`] and
+/// [`PendingSignature::check`] make one. Its nonce is not recorded yet.
+#[derive(Debug)]
+pub struct CheckedSignature {
+    verified: Verified,
+}
+
+impl PendingSignature {
+    pub fn key_id(&self) -> &str {
+        &self.verified.key_id
+    }
+
+    /// The signature base (RFC 9421 §2.5) that was signed.
+    pub fn base(&self) -> &[u8] {
+        &self.base
+    }
+
+    /// Strict Ed25519 verification of this one signature.
+    pub fn check(self) -> Result<CheckedSignature, VerifyError> {
+        if self.key.verify_strict(&self.base, &self.signature) {
+            Ok(CheckedSignature {
+                verified: self.verified,
+            })
+        } else {
+            Err(self.bad_signature())
+        }
+    }
+
+    fn bad_signature(&self) -> VerifyError {
+        VerifyError::BadSignature {
+            key_id: self.verified.key_id.clone(),
+            label: self.verified.label.clone(),
+        }
+    }
+}
+
+/// Strict Ed25519 verification of many signatures, one decision each (in
+/// order), the same as [`PendingSignature::check`] on each: a bad signature
+/// fails alone. Signatures whose key has a table share the inversion of the
+/// final point compression ([`crate::prepared::verify_strict_batch`]);
+/// others are checked one by one.
+pub fn check_batch(pending: Vec<PendingSignature>) -> Vec<Result<CheckedSignature, VerifyError>> {
+    // Which items go through the tables is fixed here: a key's table may
+    // appear while the others are checked one by one below.
+    let tabled: Vec<Option<&PreparedKey>> = pending.iter().map(|p| p.key.prepared()).collect();
+    let items: Vec<StrictItem<'_>> = pending
+        .iter()
+        .zip(&tabled)
+        .filter_map(|(p, key)| {
+            key.map(|key| StrictItem {
+                key,
+                message: &p.base,
+                signature: &p.signature,
+            })
+        })
+        .collect();
+    let mut batched = verify_strict_batch(&items).into_iter();
+    let decisions: Vec<bool> = pending
+        .iter()
+        .zip(&tabled)
+        .map(|(p, key)| match key {
+            Some(_) => batched.next().unwrap_or(false),
+            None => p.key.verify_strict(&p.base, &p.signature),
+        })
+        .collect();
+    assert!(
+        batched.next().is_none(),
+        "one batch decision per tabled item"
+    );
+    drop(items);
+    drop(tabled);
+    pending
+        .into_iter()
+        .zip(decisions)
+        .map(|(p, ok)| {
+            if ok {
+                Ok(CheckedSignature {
+                    verified: p.verified,
+                })
+            } else {
+                Err(p.bad_signature())
+            }
+        })
+        .collect()
+}
+
+impl CheckedSignature {
+    pub fn key_id(&self) -> &str {
+        &self.verified.key_id
+    }
+
+    /// Records the nonce (if any) in `replay`; the request is accepted only
+    /// if this succeeds. Of two verified requests with one nonce, exactly
+    /// one gets through (the cache's insert is atomic).
+    pub fn record_nonce(
+        self,
+        replay: &ReplayCache,
+        now_unix_s: u64,
+    ) -> Result<Verified, VerifyError> {
+        let v = self.verified;
+        if let Some(nonce) = &v.nonce {
+            replay
+                .check_and_insert(&v.key_id, nonce, now_unix_s)
+                .map_err(|e| match e {
+                    ReplayError::Replayed => VerifyError::ReplayedNonce {
+                        key_id: v.key_id.clone(),
+                        nonce: nonce.clone(),
+                    },
+                    ReplayError::Full { entries_max } => {
+                        VerifyError::ReplayCacheFull { entries_max }
+                    }
+                })?;
+        }
+        Ok(v)
+    }
+}
+
+/// Every check of [`verify_request`] before the cryptographic one, and the
+/// signature base; see there for the order.
+pub fn prepare_request(
+    parts: &Parts,
+    keys: &KeyDirectory,
+    policy: &VerifyPolicy,
+    replay: &ReplayCache,
+    now_unix_s: u64,
+) -> Result<PendingSignature, VerifyError> {
     let inputs = input::parse_signature_inputs(&parts.headers)?;
     let signatures = input::parse_signatures(&parts.headers)?;
     let (inputs, signatures) = match (inputs, signatures) {
@@ -264,10 +495,9 @@ pub fn verify_request(
 
     let found = inputs.iter().find_map(|input| {
         let key_id = input.key_id.as_deref()?;
-        keys.get(key_id)
-            .map(|public_key| (input, key_id, public_key))
+        keys.handle(key_id).map(|key| (input, key_id, key))
     });
-    let Some((chosen, key_id, public_key)) = found else {
+    let Some((chosen, key_id, key)) = found else {
         return Err(match inputs.iter().find_map(|i| i.key_id.clone()) {
             Some(key_id) => VerifyError::UnknownKey { key_id },
             None => VerifyError::MissingKeyId {
@@ -369,32 +599,18 @@ pub fn verify_request(
             source,
         },
     )?;
-    public_key
-        .verify(&base, &Signature(signature))
-        .map_err(|_| VerifyError::BadSignature {
+    Ok(PendingSignature {
+        key: key.clone(),
+        base,
+        signature: Signature(signature),
+        verified: Verified {
             key_id: key_id.to_string(),
-            label: label.clone(),
-        })?;
-
-    if let Some(nonce) = &chosen.nonce {
-        replay
-            .check_and_insert(key_id, nonce, now_unix_s)
-            .map_err(|e| match e {
-                ReplayError::Replayed => VerifyError::ReplayedNonce {
-                    key_id: key_id.to_string(),
-                    nonce: nonce.clone(),
-                },
-                ReplayError::Full { entries_max } => VerifyError::ReplayCacheFull { entries_max },
-            })?;
-    }
-
-    Ok(Verified {
-        key_id: key_id.to_string(),
-        label,
-        created_unix_s,
-        expires_unix_s: chosen.expires_unix_s,
-        nonce: chosen.nonce.clone(),
-        covered: chosen.covered.clone(),
-        tag: chosen.tag.clone(),
+            label,
+            created_unix_s,
+            expires_unix_s: chosen.expires_unix_s,
+            nonce: chosen.nonce.clone(),
+            covered: chosen.covered.clone(),
+            tag: chosen.tag.clone(),
+        },
     })
 }

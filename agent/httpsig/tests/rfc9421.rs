@@ -176,6 +176,76 @@ fn b26_verify_request_accepts_the_vector() {
     digest::verify_content_digest_headers(&with_b26_signature().headers, BODY).unwrap();
 }
 
+/// The vector through the cage's path: the first success builds the key's
+/// fixed-base table, later checks (one at a time and batched) use it, and
+/// a one-bit change of the signature still fails under the table.
+#[test]
+fn b26_verifies_through_the_prepared_key_path() {
+    let keys = directory();
+    let replay = ReplayCache::new(16, 305);
+    let now = CREATED + 10;
+    let prepare = |p: &Parts| {
+        metanode_httpsig::prepare_request(p, &keys, &vector_policy(), &replay, now).unwrap()
+    };
+    assert_eq!(keys.prepared_len(), 0);
+    prepare(&with_b26_signature()).check().unwrap();
+    assert_eq!(keys.prepared_len(), 1);
+    let table = keys.handle("test-key-ed25519").unwrap().prepared().unwrap();
+    let sigs = parse_signatures(&with_b26_signature().headers)
+        .unwrap()
+        .unwrap();
+    let rfc_sig = Signature(<[u8; 64]>::try_from(sigs[0].1.as_slice()).unwrap());
+    assert!(table.verify_strict(B26_BASE.as_bytes(), &rfc_sig));
+
+    let mut tampered = with_b26_signature();
+    let mut bad = rfc_sig;
+    bad.0[40] ^= 0x01;
+    set_signature_bytes(&mut tampered, &bad);
+    let results = metanode_httpsig::check_batch(vec![
+        prepare(&with_b26_signature()),
+        prepare(&tampered),
+        prepare(&with_b26_signature()),
+    ]);
+    let codes: Vec<_> = results
+        .into_iter()
+        .map(|r| r.map(|c| c.key_id().to_string()).map_err(|e| e.code()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            Ok("test-key-ed25519".to_string()),
+            Err("bad_signature"),
+            Ok("test-key-ed25519".to_string())
+        ]
+    );
+}
+
+fn set_signature_bytes(p: &mut Parts, sig: &Signature) {
+    let value = format!("sig-b26=:{}:", base64_encode(&sig.0));
+    p.headers
+        .insert("signature", http::HeaderValue::from_str(&value).unwrap());
+}
+
+/// Standard base64 with padding (the RFC 8941 byte-sequence alphabet).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn b26_under_the_default_policy_needs_digest_and_nonce() {
     let replay = ReplayCache::new(16, 305);
