@@ -1475,3 +1475,834 @@ mod tests {
         }
     }
 }
+
+/// Adversarial checks of [`thread_jumps`] and [`dispatch_by_number`]: seeded random seccompiler
+/// filters and random classic-BPF programs, each run through the original and the rewritten
+/// program with the crate's evaluator, and the evaluator itself checked against the running
+/// kernel. The seeds are fixed, so a failure names an input that reproduces.
+#[cfg(test)]
+mod pass_differential_tests {
+    use super::*;
+    use crate::bpf_eval::{SeccompData, run};
+
+    /// SplitMix64: seeded and reproducible; a test needs no more (and no extra dependency).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+            items[self.below(items.len())]
+        }
+
+        fn chance(&mut self, percent: usize) -> bool {
+            self.below(100) < percent
+        }
+
+        /// An argument with no relation to any condition: zero, all ones or random.
+        fn any_arg(&mut self) -> u64 {
+            match self.below(3) {
+                0 => 0,
+                1 => u64::MAX,
+                _ => self.next(),
+            }
+        }
+    }
+
+    fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
+        sock_filter { code, jt, jf, k }
+    }
+
+    /// What the kernel's bpf_check_classic and seccomp_check_filter demand of the subset used
+    /// here: every jump lands inside the program, loads read aligned words of seccomp_data, the
+    /// last instruction returns, and the length fits.
+    fn assert_kernel_accepts(program: &[sock_filter], what: &str) {
+        assert!(
+            !program.is_empty() && program.len() <= BPF_INSTRUCTIONS_MAX,
+            "{what}: {} instructions",
+            program.len()
+        );
+        for (at, i) in program.iter().enumerate() {
+            let last_target = match i.code {
+                BPF_JMP_JA => at + 1 + i.k as usize,
+                BPF_JMP_JEQ_K | BPF_JMP_JGT_K | BPF_JMP_JGE_K => {
+                    at + 1 + usize::from(i.jt.max(i.jf))
+                }
+                BPF_LD_W_ABS => {
+                    assert!(i.k % 4 == 0 && i.k < 64, "{what}: load {:#x} at {at}", i.k);
+                    at
+                }
+                BPF_ALU_AND_K | BPF_RET_K => at,
+                other => panic!("{what}: opcode {other:#x} at {at}"),
+            };
+            assert!(last_target < program.len(), "{what}: jump out at {at}");
+        }
+        assert_eq!(
+            program.last().map(|i| i.code),
+            Some(BPF_RET_K),
+            "{what}: last instruction"
+        );
+    }
+
+    /// Checks that both passes, alone and chained, give the original's answer for every input,
+    /// and that every result is a program the kernel loads. Returns whether the dispatcher
+    /// changed the threaded program (so callers can make sure the interesting case happens).
+    fn assert_passes_keep_answers(
+        original: &[sock_filter],
+        inputs: &[SeccompData],
+        what: &str,
+    ) -> bool {
+        let threaded = thread_jumps(original).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let rethreaded = thread_jumps(&threaded).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let dispatched = dispatch_by_number(&threaded);
+        let dispatched_only = dispatch_by_number(original);
+        assert!(threaded.len() <= original.len(), "{what}: threading grew");
+        for (name, program) in [
+            ("threaded", &threaded),
+            ("rethreaded", &rethreaded),
+            ("dispatched", &dispatched),
+            ("dispatched unthreaded", &dispatched_only),
+        ] {
+            assert_kernel_accepts(program, &format!("{what}, {name}"));
+        }
+        for data in inputs {
+            let expected = run(original, data);
+            assert_eq!(
+                run(&threaded, data),
+                expected,
+                "{what}, threaded, {data:x?}"
+            );
+            assert_eq!(
+                run(&rethreaded, data),
+                expected,
+                "{what}, rethreaded, {data:x?}"
+            );
+            assert_eq!(
+                run(&dispatched, data),
+                expected,
+                "{what}, dispatched, {data:x?}"
+            );
+            assert_eq!(
+                run(&dispatched_only, data),
+                expected,
+                "{what}, dispatched unthreaded, {data:x?}"
+            );
+        }
+        dispatched != threaded
+    }
+
+    /// Values a comparison against `value` under `mask` can turn on: the value, its neighbours,
+    /// the mask edges, and each 32-bit half kept while the other is replaced (seccompiler
+    /// compares 64-bit arguments half by half).
+    fn boundary_values(value: u64, mask: u64, rng: &mut Rng) -> Vec<u64> {
+        let random_high = rng.next() & 0xffff_ffff_0000_0000;
+        let random_low = rng.next() & 0xffff_ffff;
+        vec![
+            value,
+            value.wrapping_add(1),
+            value.wrapping_sub(1),
+            value & mask,
+            value | !mask,
+            (value & mask) | (rng.next() & !mask),
+            mask,
+            !mask,
+            (value & 0xffff_ffff) | random_high,
+            (value & 0xffff_ffff_0000_0000) | random_low,
+            (value & 0xffff_ffff_0000_0000).wrapping_add(0x1_0000_0000) | (value & 0xffff_ffff),
+            (value & 0xffff_ffff_0000_0000).wrapping_sub(0x1_0000_0000) | (value & 0xffff_ffff),
+        ]
+    }
+
+    /// A random filter built by seccompiler exactly as the policy compiler builds one, with the
+    /// numbers and per-argument constants it compares with.
+    struct RandomFilter {
+        program: Vec<sock_filter>,
+        numbers: Vec<u32>,
+        constants: BTreeMap<u32, Vec<(u8, u64, u64)>>,
+    }
+
+    const RANDOM_VALUES: [u64; 12] = [
+        0,
+        1,
+        0x5412,
+        0x541c,
+        0x7e02_0000,
+        0x0080_0000,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0x1_0000_0000,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ];
+
+    fn random_number_set(rng: &mut Rng) -> Vec<u32> {
+        let count = rng.pick(&[0, 1, 5, 31, 32, 33, 47, 48, 49, 100, 300, 450]);
+        let mut numbers = std::collections::BTreeSet::new();
+        let base = rng.pick(&[0_u32, 1, 200, 0x3fff_ff00, 0x7fff_ff00, 0xffff_fe00]);
+        while numbers.len() < count {
+            let nr = match rng.below(4) {
+                // Dense runs, as syscall tables are.
+                0 | 1 => base.wrapping_add(rng.below(600) as u32),
+                // Boundaries of the number space and of the x32 bit.
+                2 => rng.pick(&[
+                    0,
+                    1,
+                    0x3fff_ffff,
+                    0x4000_0000,
+                    0x4000_0001,
+                    0x7fff_ffff,
+                    0x8000_0000,
+                    0xffff_fffe,
+                    0xffff_ffff,
+                ]),
+                _ => rng.next() as u32,
+            };
+            numbers.insert(nr);
+        }
+        numbers.into_iter().collect()
+    }
+
+    fn random_action(rng: &mut Rng) -> SeccompAction {
+        match rng.below(8) {
+            0 => SeccompAction::Allow,
+            1 => SeccompAction::Errno(1),
+            2 => SeccompAction::Errno(NOTIFY_SENTINEL_ERRNO),
+            3 => SeccompAction::Trap,
+            4 => SeccompAction::KillProcess,
+            5 => SeccompAction::KillThread,
+            6 => SeccompAction::Log,
+            _ => SeccompAction::Trace(3),
+        }
+    }
+
+    fn random_filter(rng: &mut Rng) -> Option<RandomFilter> {
+        let numbers = random_number_set(rng);
+        let pool: Vec<u64> = (0..6)
+            .map(|_| {
+                if rng.chance(50) {
+                    rng.pick(&RANDOM_VALUES)
+                } else {
+                    rng.next() >> rng.below(64)
+                }
+            })
+            .collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        let mut constants: BTreeMap<u32, Vec<(u8, u64, u64)>> = BTreeMap::new();
+        for &nr in &numbers {
+            let rules_count = if rng.chance(55) {
+                0
+            } else if rng.chance(4) {
+                // A body longer than a conditional jump reaches: trampolines must stay.
+                rng.pick(&[30, 60])
+            } else {
+                1 + rng.below(3)
+            };
+            let mut chain = Vec::with_capacity(rules_count);
+            for _ in 0..rules_count {
+                // Now and then enough conditions for seccompiler's own helper jumps.
+                let conditions_count = if rng.chance(3) { 45 } else { 1 + rng.below(4) };
+                let mut conditions = Vec::with_capacity(conditions_count);
+                for _ in 0..conditions_count {
+                    let arg = rng.below(6) as u8;
+                    let width = if rng.chance(50) {
+                        SeccompCmpArgLen::Dword
+                    } else {
+                        SeccompCmpArgLen::Qword
+                    };
+                    let mut value = rng.pick(&pool);
+                    let mut mask = u64::MAX;
+                    let op = match rng.below(7) {
+                        0 => SeccompCmpOp::Eq,
+                        1 => SeccompCmpOp::Ne,
+                        2 => SeccompCmpOp::Lt,
+                        3 => SeccompCmpOp::Le,
+                        4 => SeccompCmpOp::Gt,
+                        5 => SeccompCmpOp::Ge,
+                        _ => {
+                            mask = rng.pick(&pool) | rng.pick(&RANDOM_VALUES);
+                            value &= mask;
+                            SeccompCmpOp::MaskedEq(mask)
+                        }
+                    };
+                    if matches!(width, SeccompCmpArgLen::Dword) {
+                        value &= 0xffff_ffff;
+                        mask &= 0xffff_ffff;
+                    }
+                    constants.entry(nr).or_default().push((arg, value, mask));
+                    conditions.push(SeccompCondition::new(arg, width, op, value).ok()?);
+                }
+                chain.push(SeccompRule::new(conditions).ok()?);
+            }
+            rules.insert(i64::from(nr), chain);
+        }
+        let mismatch = random_action(rng);
+        let mut matched = random_action(rng);
+        while matched == mismatch {
+            matched = random_action(rng);
+        }
+        let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64).ok()?;
+        // Too large for seccompiler (or the kernel): not a program the passes can be given.
+        let mut program: BpfProgram = filter.try_into().ok()?;
+        // The production rewrites, now and then, so their output shapes are covered too.
+        if rng.chance(30) {
+            let _ = route_refusals_to_supervisor(&mut program);
+        } else if rng.chance(20) {
+            replace_arch_mismatch_action(&mut program, libc::SECCOMP_RET_ALLOW).ok()?;
+        }
+        Some(RandomFilter {
+            program,
+            numbers,
+            constants,
+        })
+    }
+
+    /// Calls aimed at every branch: each number of the filter and its neighbours, through the
+    /// native, x32 and foreign ABIs, with arguments drawn from the constants of that number's
+    /// conditions (every argument at once, so multi-condition rules can all hold), plus random
+    /// calls.
+    fn inputs_for(filter: &RandomFilter, rng: &mut Rng) -> Vec<SeccompData> {
+        let mut inputs = Vec::new();
+        let arch = |rng: &mut Rng| {
+            if rng.chance(85) {
+                AUDIT_ARCH_X86_64
+            } else {
+                rng.pick(&[AUDIT_ARCH_I386, 0, 0x1234, AUDIT_ARCH_X86_64 ^ 1])
+            }
+        };
+        for &nr in &filter.numbers {
+            let values: Vec<(u8, u64)> = filter
+                .constants
+                .get(&nr)
+                .into_iter()
+                .flatten()
+                .flat_map(|&(arg, value, mask)| {
+                    boundary_values(value, mask, rng)
+                        .into_iter()
+                        .map(move |v| (arg, v))
+                })
+                .collect();
+            let tries = if values.is_empty() { 2 } else { 24 };
+            for _ in 0..tries {
+                let mut args = [0_u64; 6];
+                for (index, arg) in args.iter_mut().enumerate() {
+                    let own: Vec<u64> = values
+                        .iter()
+                        .filter(|(a, _)| usize::from(*a) == index)
+                        .map(|&(_, v)| v)
+                        .collect();
+                    *arg = if !own.is_empty() && rng.chance(85) {
+                        rng.pick(&own)
+                    } else {
+                        rng.any_arg()
+                    };
+                }
+                for nr in [nr, nr.wrapping_add(1), nr.wrapping_sub(1)] {
+                    inputs.push(SeccompData {
+                        nr: nr as i32,
+                        arch: arch(rng),
+                        args,
+                    });
+                }
+                inputs.push(SeccompData {
+                    nr: (nr | X32_SYSCALL_BIT) as i32,
+                    arch: AUDIT_ARCH_X86_64,
+                    args,
+                });
+            }
+        }
+        for _ in 0..200 {
+            let nr = if rng.chance(50) {
+                rng.next() as u32
+            } else {
+                rng.pick(&[0, u32::MAX, 0x4000_0000, 0x7fff_ffff, 0x8000_0000])
+            };
+            inputs.push(SeccompData {
+                nr: nr as i32,
+                arch: arch(rng),
+                args: [(); 6].map(|()| rng.any_arg()),
+            });
+        }
+        inputs
+    }
+
+    #[test]
+    fn random_seccompiler_filters_keep_every_answer() {
+        let mut rng = Rng(0x5eed_0001);
+        let (mut filters, mut dispatched, mut inputs_count) = (0, 0, 0);
+        while filters < 250 {
+            let Some(filter) = random_filter(&mut rng) else {
+                continue;
+            };
+            filters += 1;
+            let inputs = inputs_for(&filter, &mut rng);
+            inputs_count += inputs.len();
+            let what = format!("random filter {filters}");
+            if assert_passes_keep_answers(&filter.program, &inputs, &what) {
+                dispatched += 1;
+            }
+        }
+        // The dispatcher must have been exercised, not skipped for every shape.
+        assert!(dispatched > 60, "{dispatched} of {filters} dispatched");
+        assert!(inputs_count > 250_000, "{inputs_count} inputs");
+    }
+
+    /// A random program in the handled subset, with forward jumps only and a `RET` last. After
+    /// a block of random instructions (loads of the arch and arguments, tests, jumps) comes the
+    /// shape the dispatcher rewrites: a load of the number and a chain of `JEQ` tests, then more
+    /// random instructions. Per program, the chain may be clean (strictly ascending, entered only
+    /// along itself, so the dispatcher and its shortcut to the default apply) or break the
+    /// dispatcher's assumptions: duplicate or descending numbers, instructions between tests,
+    /// and jumps into the middle of the chain with something other than the number in A.
+    fn random_program(rng: &mut Rng, ks: &mut Vec<u32>) -> Vec<sock_filter> {
+        let len = 8 + rng.below(700);
+        let rets = [0_u32, 1, 0x7fff_0000, libc::SECCOMP_RET_USER_NOTIF];
+        let break_per_mille = rng.pick(&[0, 0, 0, 5, 50]);
+        let into_chain_percent = rng.pick(&[0, 0, 0, 2, 15]);
+        let random_instruction = |rng: &mut Rng, ks: &[u32]| {
+            let k = |rng: &mut Rng| {
+                if !ks.is_empty() && rng.chance(50) {
+                    rng.pick(ks).wrapping_add(rng.pick(&[0, 0, 1, u32::MAX]))
+                } else {
+                    rng.next() as u32 >> rng.below(32)
+                }
+            };
+            match rng.below(10) {
+                0 | 1 => insn(
+                    BPF_LD_W_ABS,
+                    0,
+                    0,
+                    rng.pick(&[4, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 0]),
+                ),
+                2 => insn(BPF_ALU_AND_K, 0, 0, rng.next() as u32),
+                3 => insn(BPF_JMP_JA, 0, 0, 0),
+                4 | 5 => insn(BPF_RET_K, 0, 0, rng.pick(&rets)),
+                6 => insn(BPF_JMP_JGT_K, 0, 0, k(rng)),
+                7 => insn(BPF_JMP_JGE_K, 0, 0, k(rng)),
+                _ => insn(BPF_JMP_JEQ_K, 0, 0, k(rng)),
+            }
+        };
+        // The chain's numbers first, so the random instructions can compare with them.
+        let tests = rng.pick(&[10, 31, 32, 33, 64, 100, 200]);
+        let mut k = rng.pick(&[0_u32, 5, 0x3fff_ff00, 0xffff_f000]);
+        for _ in 0..tests {
+            k = if rng.below(1000) >= break_per_mille {
+                k.saturating_add(1 + rng.below(40) as u32)
+            } else if rng.chance(50) {
+                k // a duplicate: no dispatcher
+            } else {
+                k.wrapping_sub(1 + rng.below(3) as u32) // descending: no dispatcher
+            };
+            ks.push(k);
+        }
+        let mut program: Vec<sock_filter> = Vec::with_capacity(len);
+        if rng.chance(50) {
+            program.extend([
+                insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH_OFFSET),
+                insn(BPF_JMP_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+                insn(BPF_RET_K, 0, 0, rng.pick(&rets)),
+            ]);
+        }
+        // Before the number is loaded: no load of it (the dispatcher takes the first one).
+        for _ in 0..rng.pick(&[0, 0, 3, 20]) {
+            let mut instruction = random_instruction(rng, ks);
+            if instruction.code == BPF_LD_W_ABS && instruction.k == 0 {
+                instruction.k = SECCOMP_DATA_ARCH_OFFSET;
+            }
+            program.push(instruction);
+        }
+        // Positions of the chain tests, whose false edge goes to the next test.
+        let mut chain_tests: Vec<usize> = Vec::new();
+        program.push(insn(BPF_LD_W_ABS, 0, 0, 0));
+        for &k in ks.iter() {
+            if program.len() + 6 >= len {
+                break;
+            }
+            chain_tests.push(program.len());
+            program.push(insn(BPF_JMP_JEQ_K, 0, 0, k));
+            // Instructions the false edge jumps over (reached only through other edges), as
+            // jump threading leaves shared RETs and rule bodies between seccompiler's tests.
+            if rng.chance(15) {
+                for _ in 0..1 + rng.below(3) {
+                    program.push(random_instruction(rng, ks));
+                }
+            }
+        }
+        while program.len() < len - 1 {
+            program.push(random_instruction(rng, ks));
+        }
+        program.push(insn(BPF_RET_K, 0, 0, rng.pick(&rets)));
+        let count = program.len();
+        let is_chain_test = |at: usize| chain_tests.binary_search(&at).is_ok();
+        for (at, instruction) in program.iter_mut().enumerate() {
+            // A forward offset within reach: into the chain now and then (per program), else
+            // anywhere else, often nearby.
+            let target = |rng: &mut Rng, far: bool| -> usize {
+                let reach = if far {
+                    count - at - 2
+                } else {
+                    (count - at - 2).min(BPF_COND_JUMP_MAX)
+                };
+                let into_chain: Vec<usize> = chain_tests
+                    .iter()
+                    .filter(|&&t| t > at && t - at - 1 <= reach)
+                    .map(|&t| t - at - 1)
+                    .collect();
+                if !into_chain.is_empty() && rng.chance(into_chain_percent) {
+                    return rng.pick(&into_chain);
+                }
+                for _ in 0..8 {
+                    let offset = if rng.chance(40) {
+                        rng.below(reach.min(3) + 1)
+                    } else {
+                        rng.below(reach + 1)
+                    };
+                    if !is_chain_test(at + 1 + offset) {
+                        return offset;
+                    }
+                }
+                reach
+            };
+            let code = instruction.code;
+            if code == BPF_JMP_JA {
+                instruction.k = target(rng, true) as u32;
+            } else if matches!(code, BPF_JMP_JEQ_K | BPF_JMP_JGT_K | BPF_JMP_JGE_K) {
+                let jt = target(rng, false) as u8;
+                let jf = match chain_tests.binary_search(&at) {
+                    Ok(index) => match chain_tests.get(index + 1) {
+                        Some(&next) if rng.chance(99) => (next - at - 1) as u8,
+                        _ => target(rng, false) as u8,
+                    },
+                    Err(_) => target(rng, false) as u8,
+                };
+                instruction.jt = jt;
+                instruction.jf = jf;
+            }
+        }
+        program
+    }
+
+    #[test]
+    fn random_programs_keep_every_answer() {
+        let mut rng = Rng(0x5eed_0002);
+        let mut dispatched = 0;
+        let programs = 1500;
+        for index in 0..programs {
+            let mut ks = Vec::new();
+            let program = random_program(&mut rng, &mut ks);
+            assert_kernel_accepts(&program, "generator");
+            let mut inputs = Vec::with_capacity(600);
+            for _ in 0..600 {
+                let nr = if !ks.is_empty() && rng.chance(70) {
+                    rng.pick(&ks).wrapping_add(rng.pick(&[0, 0, 1, u32::MAX]))
+                } else {
+                    rng.next() as u32
+                };
+                let arch = if rng.chance(80) {
+                    AUDIT_ARCH_X86_64
+                } else {
+                    rng.next() as u32
+                };
+                let args = [(); 6].map(|()| {
+                    let half = |rng: &mut Rng| {
+                        if !ks.is_empty() && rng.chance(50) {
+                            u64::from(rng.pick(&ks))
+                        } else {
+                            rng.next() & 0xffff_ffff
+                        }
+                    };
+                    half(&mut rng) << 32 | half(&mut rng)
+                });
+                inputs.push(SeccompData {
+                    nr: nr as i32,
+                    arch,
+                    args,
+                });
+            }
+            let what = format!("random program {index}: {program:?}");
+            if assert_passes_keep_answers(&program, &inputs, &what) {
+                dispatched += 1;
+            }
+        }
+        assert!(dispatched > 100, "{dispatched} of {programs} dispatched");
+    }
+
+    /// The builtin policy as a [`RandomFilter`]: its seccompiler program (refusals routed to the
+    /// supervisor, as installed) with every x86_64 number and the constants of its conditions.
+    fn builtin_filter() -> (SeccompPolicy, RandomFilter) {
+        let policy = SeccompPolicy::builtin().expect("builtin policy parses");
+        let mut program = policy.allowlist_bpf().expect("compiles");
+        route_refusals_to_supervisor(&mut program).expect("rewrite");
+        let mut numbers: Vec<u32> = syscalls::x86_64::Sysno::iter()
+            .map(|s| s.id() as u32)
+            .chain([1000, 0x3fff_ffff, u32::MAX])
+            .collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        let mut constants: BTreeMap<u32, Vec<(u8, u64, u64)>> = BTreeMap::new();
+        let conditions = policy
+            .allowed
+            .iter()
+            .flat_map(|(&nr, a)| a.alternatives.iter().flatten().map(move |c| (nr, *c)))
+            .chain(
+                policy
+                    .carve_outs
+                    .iter()
+                    .flat_map(|(&nr, cs)| cs.iter().map(move |c| (nr, *c))),
+            );
+        for (nr, c) in conditions {
+            let mask = match c.op {
+                crate::policy::Op::MaskedEq(m) | crate::policy::Op::MaskedNe(m) => m,
+                _ => c.width.all_ones(),
+            };
+            constants
+                .entry(nr)
+                .or_default()
+                .push((c.arg, c.value, mask));
+        }
+        let filter = RandomFilter {
+            program,
+            numbers,
+            constants,
+        };
+        (policy, filter)
+    }
+
+    #[test]
+    fn builtin_allowlist_keeps_every_answer_with_arguments_combined() {
+        let (_, filter) = builtin_filter();
+        let mut rng = Rng(0x5eed_0003);
+        let mut inputs = Vec::new();
+        // Several rounds: arguments are drawn afresh, so multi-argument rules (clone flags with
+        // other arguments, socket family and type, ioctl requests) meet many combinations.
+        for _ in 0..16 {
+            inputs.extend(inputs_for(&filter, &mut rng));
+        }
+        assert!(inputs.len() > 50_000, "{} inputs", inputs.len());
+        assert!(assert_passes_keep_answers(
+            &filter.program,
+            &inputs,
+            "builtin allowlist"
+        ));
+        // The installed program is the one checked here.
+        let compiled = CompiledSeccomp::builtin().expect("x86_64 build");
+        let installed = &compiled.programs.last().expect("listener").instructions;
+        let expected = dispatch_by_number(&thread_jumps(&filter.program).expect("threads"));
+        assert_eq!(installed.as_ref(), expected.as_slice());
+    }
+
+    /// What the running kernel answers for `program` on each input (native calls only: the arch
+    /// is x86_64 whatever `data.arch` says). A forked child installs the program with every
+    /// `RET k` turned into `RET ERRNO|n` (n numbering the distinct k), so no call runs, and
+    /// reports each errno through shared memory; only exit_group is let through, by a prologue,
+    /// so that the child can leave.
+    fn kernel_answers(program: &[sock_filter], inputs: &[SeccompData]) -> Vec<u32> {
+        let mut values: Vec<u32> = program
+            .iter()
+            .filter(|i| i.code == BPF_RET_K)
+            .map(|i| i.k)
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        assert!(values.len() < 4000, "errno data is 12 bits");
+        let exit_group = libc::SYS_exit_group as u32;
+        let mut filter = vec![
+            libc::sock_filter {
+                code: BPF_LD_W_ABS,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: BPF_JMP_JEQ_K,
+                jt: 0,
+                jf: 1,
+                k: exit_group,
+            },
+            libc::sock_filter {
+                code: BPF_RET_K,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            },
+        ];
+        filter.extend(program.iter().map(|i| {
+            let k = if i.code == BPF_RET_K {
+                let index = values.binary_search(&i.k).expect("collected above");
+                libc::SECCOMP_RET_ERRNO | (index as u32 + 1)
+            } else {
+                i.k
+            };
+            libc::sock_filter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k,
+            }
+        }));
+        let fprog = libc::sock_fprog {
+            len: u16::try_from(filter.len()).expect("fits"),
+            filter: filter.as_mut_ptr(),
+        };
+        let calls: Vec<(libc::c_long, [u64; 6])> = inputs
+            .iter()
+            .filter(|d| d.nr as u32 != exit_group)
+            .map(|d| (libc::c_long::from(d.nr), d.args))
+            .collect();
+        assert_eq!(calls.len(), inputs.len(), "exit_group cannot be probed");
+        let bytes = 4 * calls.len().max(1);
+        // SAFETY: a fresh anonymous shared mapping: no file, no existing memory is touched.
+        let shared = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(shared, libc::MAP_FAILED, "mmap");
+        let results = shared.cast::<u32>();
+        // SAFETY: fork is async-signal-safe. The child (a copy of this one thread of a possibly
+        // multi-threaded test process) allocates nothing and takes no lock: it makes raw
+        // syscalls on data prepared before the fork, stores into the shared mapping within its
+        // `bytes`, and leaves with _exit, so no state copied mid-update in another thread is used.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: as above; `fprog` points at `filter`, alive in the child's copy of memory,
+            // each `results.add(index)` is within the mapping (index < calls.len()), and the
+            // probed calls cannot run: the installed filter answers each with an errno.
+            unsafe {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1_u64, 0_u64, 0_u64, 0_u64) != 0 {
+                    libc::_exit(2);
+                }
+                let rc = libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0_u64,
+                    std::ptr::from_ref(&fprog),
+                );
+                if rc != 0 {
+                    libc::_exit(3);
+                }
+                for (index, (nr, a)) in calls.iter().enumerate() {
+                    let rc = libc::syscall(*nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+                    let answer = if rc == -1 {
+                        *libc::__errno_location() as u32
+                    } else {
+                        u32::MAX
+                    };
+                    results.add(index).write_volatile(answer);
+                }
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above; `status` is a valid out-pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid, "waitpid: {}", io::Error::last_os_error());
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+        // SAFETY: the child has exited; the mapping holds calls.len() initialised u32s, read once
+        // and then unmapped.
+        let answers: Vec<u32> = unsafe {
+            let answers = (0..calls.len())
+                .map(|index| results.add(index).read_volatile())
+                .collect();
+            libc::munmap(shared, bytes);
+            answers
+        };
+        answers
+            .into_iter()
+            .zip(inputs)
+            .map(|(errno, data)| {
+                let index = (errno as usize)
+                    .checked_sub(1)
+                    .filter(|&i| i < values.len())
+                    .unwrap_or_else(|| panic!("kernel answered errno {errno:#x} for {data:x?}"));
+                values[index]
+            })
+            .collect()
+    }
+
+    /// Numbers the kernel check cannot probe: exit_group ends the child, and recent kernels run
+    /// uretprobe (335) and uprobe (336) without consulting seccomp at all (seen on 6.18: outside
+    /// a uprobe trampoline uretprobe raises SIGILL whatever the filter says), so no filter answer
+    /// is observable for them.
+    const UNPROBED_NUMBERS: [u32; 3] = [libc::SYS_exit_group as u32, 335, 336];
+
+    /// Native calls from `inputs` (the kernel check can issue no other), without
+    /// [`UNPROBED_NUMBERS`].
+    fn native_sample(inputs: &[SeccompData], count: usize, rng: &mut Rng) -> Vec<SeccompData> {
+        let native: Vec<SeccompData> = inputs
+            .iter()
+            .filter(|d| d.arch == AUDIT_ARCH_X86_64 && !UNPROBED_NUMBERS.contains(&(d.nr as u32)))
+            .copied()
+            .collect();
+        (0..count.min(native.len()))
+            .map(|_| native[rng.below(native.len())])
+            .collect()
+    }
+
+    #[test]
+    fn kernel_agrees_with_the_evaluator_on_original_and_rewritten_programs() {
+        let mut rng = Rng(0x5eed_0004);
+        let (policy, builtin) = builtin_filter();
+        let mut cases: Vec<(String, RandomFilter)> = vec![("builtin".to_string(), builtin)];
+        while cases.len() < 6 {
+            if let Some(filter) = random_filter(&mut rng) {
+                cases.push((format!("random filter {}", cases.len()), filter));
+            }
+        }
+        let errno = policy.errno_programs().expect("errno programs");
+        for (what, filter) in &cases {
+            let inputs = native_sample(&inputs_for(filter, &mut rng), 3000, &mut rng);
+            let threaded = thread_jumps(&filter.program).expect("threads");
+            let dispatched = dispatch_by_number(&threaded);
+            for (name, program) in [("original", &filter.program), ("rewritten", &dispatched)] {
+                let kernel = kernel_answers(program, &inputs);
+                for (data, answer) in inputs.iter().zip(kernel) {
+                    assert_eq!(answer, run(program, data), "{what}, {name}, {data:x?}");
+                    assert_eq!(
+                        answer,
+                        run(&filter.program, data),
+                        "{what}, {name} vs original, {data:x?}"
+                    );
+                }
+            }
+        }
+        // The ENOSYS filter as installed.
+        let data: Vec<SeccompData> = (0..500)
+            .map(|nr| SeccompData {
+                nr,
+                arch: AUDIT_ARCH_X86_64,
+                args: [0; 6],
+            })
+            .filter(|d| !UNPROBED_NUMBERS.contains(&(d.nr as u32)))
+            .collect();
+        for program in &errno {
+            let kernel = kernel_answers(&program.instructions, &data);
+            for (d, answer) in data.iter().zip(kernel) {
+                assert_eq!(
+                    answer,
+                    run(&program.instructions, d),
+                    "errno filter, {d:x?}"
+                );
+            }
+        }
+    }
+}
