@@ -21,7 +21,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metanode_chain::mempool::MempoolError;
-use metanode_chain::types::{Height, SignedTx};
+use metanode_chain::types::{Height, SignedTx, TX_BATCH_SIZE_BYTES_MAX, TxBatch};
 use metanode_core::encoding::{Decode, Encode};
 use metanode_core::hash::Hash32;
 use metanode_core::keys::PublicKey;
@@ -145,12 +145,17 @@ pub(crate) async fn genesis(
     }
 }
 
-pub(crate) async fn submit_tx(
-    State(st): State<AppState>,
-    headers: HeaderMap,
+/// The body of a submit route: `application/octet-stream` (or no
+/// content type) of at most `max` bytes, not empty. `noun` names what is
+/// sent ("transaction") and `what` its canonical encoding ("SignedTx") in
+/// errors.
+async fn octet_body(
+    headers: &HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<wire::TxSubmitResponse>), ApiError> {
-    let chain = control(&st)?;
+    max: usize,
+    noun: &str,
+    what: &str,
+) -> Result<Bytes, ApiError> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let essence = content_type
             .to_str()
@@ -163,17 +168,16 @@ pub(crate) async fn submit_tx(
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
-                    "content-type {} is not accepted: send the canonical SignedTx bytes as {OCTET_STREAM}",
+                    "content-type {} is not accepted: send the canonical {what} bytes as {OCTET_STREAM}",
                     quote(content_type.to_str().unwrap_or("(not text)"))
                 ),
             ));
         }
     }
-    let max = CHAIN_TX_SIZE_BYTES_MAX as usize;
     let too_large = |got: String| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("transaction body is {got}; a transaction is at most {max} bytes"),
+            format!("{noun} body is {got}; a {noun} is at most {max} bytes"),
         )
     };
     if let Some(length) = headers
@@ -190,14 +194,31 @@ pub(crate) async fn submit_tx(
         if over_limit {
             too_large(format!("more than {max} bytes"))
         } else {
-            ApiError::bad_request(format!("reading the transaction body failed: {e}"))
+            ApiError::bad_request(format!("reading the {noun} body failed: {e}"))
         }
     })?;
     if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "the body is empty: send the transaction's canonical SignedTx bytes",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "the body is empty: send the {noun}'s canonical {what} bytes"
+        )));
     }
+    Ok(bytes)
+}
+
+pub(crate) async fn submit_tx(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<wire::TxSubmitResponse>), ApiError> {
+    let chain = control(&st)?;
+    let bytes = octet_body(
+        &headers,
+        body,
+        CHAIN_TX_SIZE_BYTES_MAX as usize,
+        "transaction",
+        "SignedTx",
+    )
+    .await?;
     let tx = SignedTx::from_canonical_bytes(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "the body ({} bytes) is not a canonical SignedTx: {e}",
@@ -211,6 +232,70 @@ pub(crate) async fn submit_tx(
             tx_hash: hash.to_hex(),
         }),
     ))
+}
+
+/// `POST /api/v1/chain/txs/batch`: many transactions in one request (one
+/// canonical `TxBatch`), so a client sending thousands per second is not
+/// paying an HTTP exchange per transaction. Each transaction is admitted or
+/// refused on its own, exactly as by the single route; the answer lists
+/// them in order with the status the single route would have given.
+pub(crate) async fn submit_txs(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<wire::TxBatchSubmitResponse>, ApiError> {
+    let chain = control(&st)?;
+    let bytes = octet_body(
+        &headers,
+        body,
+        TX_BATCH_SIZE_BYTES_MAX as usize,
+        "batch",
+        "TxBatch",
+    )
+    .await?;
+    let batch = TxBatch::from_canonical_bytes(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body ({} bytes) is not a canonical TxBatch: {e}",
+            bytes.len()
+        ))
+    })?;
+    let hashes: Vec<Hash32> = batch.txs.iter().map(SignedTx::hash).collect();
+    let answers = chain.submit_batch(batch.txs).await.map_err(map)?;
+    if answers.len() != hashes.len() {
+        return Err(ApiError::internal(format!(
+            "the chain answered {} of {} transactions",
+            answers.len(),
+            hashes.len()
+        )));
+    }
+    let mut accepted = 0;
+    let results: Vec<wire::TxBatchItemResult> = hashes
+        .iter()
+        .zip(answers)
+        .map(|(hash, answer)| match answer {
+            Ok(admitted) => {
+                accepted += 1;
+                wire::TxBatchItemResult {
+                    tx_hash: admitted.to_hex(),
+                    status: StatusCode::ACCEPTED.as_u16(),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                let e = map(e);
+                wire::TxBatchItemResult {
+                    tx_hash: hash.to_hex(),
+                    status: e.status.as_u16(),
+                    error: Some(e.message),
+                }
+            }
+        })
+        .collect();
+    Ok(Json(wire::TxBatchSubmitResponse {
+        accepted,
+        refused: results.len() as u64 - accepted,
+        results,
+    }))
 }
 
 pub(crate) async fn block(

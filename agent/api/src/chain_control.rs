@@ -106,6 +106,23 @@ pub trait ChainControl: Send + Sync + std::fmt::Debug {
     /// Admits `tx` into the mempool (and gossips it to the validators).
     /// Returns its id once admitted; finality comes later (see `heads`).
     fn submit(&self, tx: SignedTx) -> BoxFuture<'_, Result<Hash32, ChainError>>;
+    /// Admits many transactions, one answer per transaction in order (the
+    /// batch route). The outer error is for the whole batch (the node is
+    /// stopped or busy); a refused transaction is an inner error and does
+    /// not affect the others. The default submits them one at a time; the
+    /// node admits them in one step and gossips them in shared frames.
+    fn submit_batch(
+        &self,
+        txs: Vec<SignedTx>,
+    ) -> BoxFuture<'_, Result<Vec<Result<Hash32, ChainError>>, ChainError>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(txs.len());
+            for tx in txs {
+                results.push(self.submit(tx).await);
+            }
+            Ok(results)
+        })
+    }
     /// A finalized block from the block store (blocking disk read: call from
     /// a blocking thread).
     fn block(&self, height: Height) -> Result<Option<FinalizedBlock>, ChainError>;

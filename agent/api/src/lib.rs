@@ -25,6 +25,7 @@
 //! | `GET /api/v1/chain/status` | the chain node: height, head, validators, peers, mempool, counters (409 without a chain, as every chain route) |
 //! | `GET /api/v1/chain/genesis[?format=bin]` | the genesis document (JSON, or its canonical bytes: their hash is the chain id) |
 //! | `POST /api/v1/chain/txs` | body = canonical SignedTx bytes; 202 `{"tx_hash"}`, 400 undecodable, 413 too large, 422 refused, 429 + `Retry-After` mempool full |
+//! | `POST /api/v1/chain/txs/batch` | body = canonical TxBatch bytes (version, count, SignedTx…; ≤ 4,096 txs, 4 MiB); 200 `{"accepted","refused","results":[{"tx_hash","status","error"?}]}` with each transaction's own status (202/413/422/429), 400 undecodable, 413 too large, 503 node stopped or busy |
 //! | `GET /api/v1/chain/blocks/{height\|latest}[?format=bin]` | a finalized block (JSON summary, or the canonical FinalizedBlock) |
 //! | `GET /api/v1/chain/receipts/{tx_hash}` | receipt + inclusion proof + header and certificate bytes: enough for an offline light client |
 //! | `GET /api/v1/chain/accounts/{public_key}` | balance and next nonce as of the last finalized block |
@@ -194,6 +195,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/chain/status", get(chain::status))
         .route("/api/v1/chain/genesis", get(chain::genesis))
         .route("/api/v1/chain/txs", post(chain::submit_tx))
+        .route("/api/v1/chain/txs/batch", post(chain::submit_txs))
         .route("/api/v1/chain/blocks/{height}", get(chain::block))
         .route("/api/v1/chain/receipts/{tx_hash}", get(chain::receipt))
         .route("/api/v1/chain/accounts/{public_key}", get(chain::account))

@@ -372,6 +372,26 @@ pub struct TxSubmitResponse {
     pub tx_hash: String,
 }
 
+/// `POST /api/v1/chain/txs/batch` (200): one answer per transaction of the
+/// batch, in order. The request succeeded as a whole; each transaction was
+/// admitted (`status` 202) or refused with the status and reason the single
+/// route would have given (422 refused, 429 mempool full: retry later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxBatchSubmitResponse {
+    pub accepted: u64,
+    pub refused: u64,
+    pub results: Vec<TxBatchItemResult>,
+}
+
+/// One transaction's answer inside a [`TxBatchSubmitResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxBatchItemResult {
+    pub tx_hash: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A block header, field by field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderInfo {

@@ -20,8 +20,8 @@ use metanode_chain::mempool::MempoolError;
 use metanode_chain::poh::poh_root;
 use metanode_chain::types::{
     Block, ChainMode, CommitCertificate, FinalizedBlock, Genesis, GenesisAccount, Header, Height,
-    Receipt, SignedTx, TxBody, TxKind, ValidatorIndex, ValidatorSet, commit_seal_digest,
-    receipts_root, tx_root,
+    Receipt, SignedTx, TX_BATCH_SIZE_BYTES_MAX, TxBatch, TxBody, TxKind, ValidatorIndex,
+    ValidatorSet, commit_seal_digest, receipts_root, tx_root,
 };
 use metanode_core::encoding::{Decode, Encode};
 use metanode_core::hash::Hash32;
@@ -915,4 +915,82 @@ async fn heads_stream_ends_when_the_server_drains() {
     st.set_draining();
     assert_eq!(next_chunk(&mut body).await, None);
     assert_eq!(fake.subscribers(), 0);
+}
+
+async fn post_batch(app: &Router, body: Vec<u8>) -> Answer {
+    let request = Request::post("/api/v1/chain/txs/batch")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(body))
+        .unwrap();
+    send(app, request).await
+}
+
+#[tokio::test]
+async fn batch_submit_answers_each_transaction_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let fake = Arc::new(FakeChain::new(&w));
+    let app = router(state(dir.path(), Some(fake.clone())));
+    let txs: Vec<SignedTx> = (1..=3).map(|n| transfer(&w.genesis, n, 1)).collect();
+    let body = TxBatch { txs: txs.clone() }.to_canonical_bytes().unwrap();
+    let answer = post_batch(&app, body.clone()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let all: wire::TxBatchSubmitResponse = answer.json();
+    assert_eq!((all.accepted, all.refused), (3, 0));
+    let hashes: Vec<String> = all.results.iter().map(|r| r.tx_hash.clone()).collect();
+    let expected: Vec<String> = txs.iter().map(|t| t.hash().to_hex()).collect();
+    assert_eq!(hashes, expected);
+    assert!(
+        all.results
+            .iter()
+            .all(|r| r.status == 202 && r.error.is_none())
+    );
+    assert_eq!(*fake.submitted.lock().unwrap(), txs);
+
+    // The default `submit_batch` submits in order, so the first queued
+    // outcome lands on the first transaction.
+    fake.outcomes
+        .lock()
+        .unwrap()
+        .push_back(ChainError::Refused(MempoolError::SenderFull {
+            tx: txs[0].hash(),
+            sender: key(10).public_key().into(),
+            count: 1_000,
+        }));
+    let answer = post_batch(&app, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let mixed: wire::TxBatchSubmitResponse = answer.json();
+    assert_eq!((mixed.accepted, mixed.refused), (2, 1));
+    assert_eq!(mixed.results[0].status, 429);
+    assert!(
+        mixed.results[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("already has 1000 pending transactions")
+    );
+    assert_eq!(mixed.results[0].tx_hash, txs[0].hash().to_hex());
+    assert_eq!(mixed.results[1].status, 202);
+
+    // Bad bodies never reach the chain.
+    let before = fake.submitted.lock().unwrap().len();
+    let single = txs[0].to_canonical_bytes().unwrap();
+    let answer = post_batch(&app, single).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer.error().contains("not a canonical TxBatch"),
+        "{}",
+        answer.text()
+    );
+    let answer = post_batch(&app, Vec::new()).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let too_big = vec![0u8; TX_BATCH_SIZE_BYTES_MAX as usize + 1];
+    let answer = post_batch(&app, too_big).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(fake.submitted.lock().unwrap().len(), before);
 }

@@ -65,9 +65,21 @@
 //! # Services on BPCI
 //!
 //! - `qbft`: canonical `ConsensusMessage` bytes.
-//! - `mempool`: canonical `SignedTx` bytes. A transaction a client submits
-//!   here is gossiped once to every other validator; one received by gossip
-//!   goes into the mempool and is not gossiped again.
+//! - `mempool`: a canonical `TxBatch` (version, count, `SignedTx`s). A
+//!   transaction a client submits here is gossiped once to every other
+//!   validator, batched with the others admitted meanwhile (at most
+//!   [`limits::GOSSIP_BATCH_TXS_COUNT_MAX`] / [`limits::GOSSIP_BATCH_SIZE_BYTES_MAX`]
+//!   per frame, at most one frame per [`limits::GOSSIP_FLUSH_DELAY_MS`]
+//!   per peer; a transaction after a quiet interval leaves at once), so one
+//!   frame signature and its checks cover hundreds of transactions. One
+//!   received by gossip goes into the mempool and is not gossiped again.
+//!
+//! Transaction signatures are checked off the loop: client submissions on
+//! the API's task (a batch on the blocking pool), gossiped batches on the
+//! endpoint runtime's blocking pool (at most
+//! [`limits::GOSSIP_VERIFY_JOBS_MAX`] at once, else on the loop). The loop
+//! admits `VerifiedTx`s, so consensus messages never wait behind thousands
+//! of signature checks.
 //! - `blocksync`: [`sync::SyncMessage`] (version byte, request or response).
 //!   A response holds consecutive blocks from the requested height, bounded
 //!   by count and bytes; each is fed to `NodeCore::on_synced_block` in

@@ -65,3 +65,52 @@ pub const REJECTION_REASON_BYTES_MAX: usize = 512;
 const _: () = assert!(SYNC_RETRY_MS >= PERIODIC_TICK_MS);
 const _: () = assert!(SYNC_RESPONSE_BLOCKS_MAX >= 1);
 const _: () = assert!(SUBMIT_QUEUE_COUNT_MAX >= 1 && HEADS_CHANNEL_COUNT_MAX >= 1);
+
+/// Transactions one `mempool` gossip frame carries at most. Gossip is
+/// batched because each frame costs a signature, its verification at every
+/// receiver and a QUIC write: per transaction that was most of the CPU
+/// (profiled: ~30 % of all cycles at 2,000 tx/s when every transaction
+/// travelled alone). Hundreds per frame make that negligible.
+pub const GOSSIP_BATCH_TXS_COUNT_MAX: usize = 1_024;
+
+/// Encoded bytes of one gossip batch at most (a full batch of transfers is
+/// ~190 KiB; payload transactions fill it sooner).
+pub const GOSSIP_BATCH_SIZE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Gossip batches leave a node at most once per this interval (per peer);
+/// a transaction arriving after a quiet interval leaves at once. Short
+/// against the block interval (50 ms in the bench), long enough that a node
+/// taking thousands of tx/s sends a few frames per block rather than one per
+/// transaction.
+pub const GOSSIP_FLUSH_DELAY_MS: u64 = 5;
+
+const _: () = assert!(GOSSIP_BATCH_TXS_COUNT_MAX >= 1);
+const _: () =
+    assert!(GOSSIP_BATCH_TXS_COUNT_MAX <= metanode_chain::types::TX_BATCH_TXS_COUNT_MAX as usize);
+// One transaction of the largest size always fits an empty batch.
+const _: () = assert!(
+    metanode_core::limits::CHAIN_TX_SIZE_BYTES_MAX as usize + GOSSIP_BATCH_OVERHEAD_BYTES
+        <= GOSSIP_BATCH_SIZE_BYTES_MAX
+);
+const _: () =
+    assert!(GOSSIP_BATCH_SIZE_BYTES_MAX <= metanode_chain::types::TX_BATCH_SIZE_BYTES_MAX as usize);
+const _: () = assert!(GOSSIP_FLUSH_DELAY_MS < PERIODIC_TICK_MS);
+
+/// Bytes a `TxBatch` adds around its transactions (version, count).
+pub const GOSSIP_BATCH_OVERHEAD_BYTES: usize = 1 + 4;
+
+/// Transactions one client submission (`POST /api/v1/chain/txs/batch`)
+/// may carry: the API's body bound is `TX_BATCH_SIZE_BYTES_MAX`; this bounds
+/// the loop turn that admits them (~50 µs of signature check each).
+pub const SUBMIT_BATCH_TXS_COUNT_MAX: usize = 4_096;
+
+const _: () =
+    assert!(SUBMIT_BATCH_TXS_COUNT_MAX <= metanode_chain::types::TX_BATCH_TXS_COUNT_MAX as usize);
+
+/// Gossiped batches whose signatures are checked off the node loop at the
+/// same time (on the endpoint runtime's blocking pool). Two keep both cores
+/// of a small machine busy; past that the loop checks a batch itself, which
+/// slows its intake: the backpressure.
+pub const GOSSIP_VERIFY_JOBS_MAX: usize = 2;
+
+const _: () = assert!(GOSSIP_VERIFY_JOBS_MAX >= 1);

@@ -9,8 +9,8 @@ use metanode_api::{
 };
 use metanode_bpci::{Endpoint, Metrics, TransportConfig};
 use metanode_chain::light::receipt_proof;
-use metanode_chain::mempool::MempoolError;
-use metanode_chain::types::{FinalizedBlock, Genesis, Height, SignedTx};
+use metanode_chain::mempool::{MempoolError, VerifiedTx};
+use metanode_chain::types::{ChainId, FinalizedBlock, Genesis, Height, SignedTx};
 use metanode_core::encoding::{Encode, EncodeError};
 use metanode_core::hash::Hash32;
 use metanode_core::keys::{PublicKey, SigningKey, format_key_file, parse_key_file};
@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::{ChainNodeConfig, StartError};
-use crate::limits::{HEADS_CHANNEL_COUNT_MAX, SUBMIT_QUEUE_COUNT_MAX};
+use crate::limits::{HEADS_CHANNEL_COUNT_MAX, SUBMIT_BATCH_TXS_COUNT_MAX, SUBMIT_QUEUE_COUNT_MAX};
 use crate::recover::{Recovered, recover};
 use crate::runtime::{Command, LoopParts, Net, run_thread};
 use crate::shared::{Counters, Shared, Snapshot};
@@ -28,6 +28,7 @@ use crate::shared::{Counters, Shared, Snapshot};
 /// `Arc<dyn ChainControl>` for the API).
 pub struct ChainNode {
     genesis: Genesis,
+    chain_id: ChainId,
     node_key: PublicKey,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
@@ -192,6 +193,7 @@ impl ChainNode {
             "chain node started (stored blocks replayed)"
         );
         Ok(Arc::new(ChainNode {
+            chain_id,
             genesis,
             node_key,
             local_addr,
@@ -320,9 +322,14 @@ impl ChainControl for ChainNode {
 
     fn submit(&self, tx: SignedTx) -> BoxFuture<'_, Result<Hash32, ChainError>> {
         Box::pin(async move {
-            let bytes = encode_tx(&tx).inspect_err(|_| {
+            let refused = |e: MempoolError| {
                 Counters::bump(&self.shared.counters.txs_refused);
-            })?;
+                ChainError::Refused(e)
+            };
+            let bytes = encode_tx(&tx).map_err(refused)?;
+            // One signature check (~50 µs) on this task rather than on the
+            // node loop, which runs consensus.
+            let tx = Box::new(VerifiedTx::check(tx, self.chain_id).map_err(refused)?);
             let (reply, answer) = oneshot::channel();
             match self.commands.try_send(Command::Submit { tx, bytes, reply }) {
                 Ok(()) => {}
@@ -337,6 +344,87 @@ impl ChainControl for ChainNode {
                 Ok(result) => result.map_err(ChainError::Refused),
                 Err(_) => Err(self.unavailable()),
             }
+        })
+    }
+
+    fn submit_batch(
+        &self,
+        txs: Vec<SignedTx>,
+    ) -> BoxFuture<'_, Result<Vec<Result<Hash32, ChainError>>, ChainError>> {
+        Box::pin(async move {
+            if txs.len() > SUBMIT_BATCH_TXS_COUNT_MAX {
+                return Err(ChainError::Unavailable(format!(
+                    "busy: a batch of {} transactions is more than the {SUBMIT_BATCH_TXS_COUNT_MAX} \
+                     one submission may carry; split it",
+                    txs.len()
+                )));
+            }
+            // Size and signature are checked on the blocking pool (a batch
+            // is up to thousands of signature checks: neither the node
+            // loop nor an async worker should run them); refusals are
+            // answered here, the rest go to the loop in one command and
+            // their answers are slotted back in order.
+            let chain_id = self.chain_id;
+            let checked = tokio::task::spawn_blocking(move || {
+                txs.into_iter()
+                    .map(|tx| {
+                        let bytes = encode_tx(&tx)?;
+                        Ok((VerifiedTx::check(tx, chain_id)?, bytes))
+                    })
+                    .collect::<Vec<Result<(VerifiedTx, Vec<u8>), MempoolError>>>()
+            })
+            .await
+            .map_err(|e| ChainError::Unavailable(format!("checking the batch failed: {e}")))?;
+            let mut results: Vec<Option<Result<Hash32, ChainError>>> =
+                Vec::with_capacity(checked.len());
+            let mut to_loop = Vec::with_capacity(checked.len());
+            for item in checked {
+                match item {
+                    Ok(ok) => {
+                        results.push(None);
+                        to_loop.push(ok);
+                    }
+                    Err(e) => {
+                        Counters::bump(&self.shared.counters.txs_refused);
+                        results.push(Some(Err(ChainError::Refused(e))));
+                    }
+                }
+            }
+            let answers = if to_loop.is_empty() {
+                Vec::new()
+            } else {
+                let (reply, answer) = oneshot::channel();
+                match self.commands.try_send(Command::SubmitBatch {
+                    txs: to_loop,
+                    reply,
+                }) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        return Err(ChainError::Unavailable(format!(
+                            "busy: {SUBMIT_QUEUE_COUNT_MAX} submissions are already waiting; retry later"
+                        )));
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.unavailable()),
+                }
+                answer.await.map_err(|_| self.unavailable())?
+            };
+            let mut answers = answers.into_iter();
+            let mut out = Vec::with_capacity(results.len());
+            for slot in results {
+                match slot {
+                    Some(done) => out.push(done),
+                    None => match answers.next() {
+                        Some(answer) => out.push(answer.map_err(ChainError::Refused)),
+                        None => {
+                            return Err(ChainError::Unavailable(
+                                "the node loop answered fewer transactions than it was given"
+                                    .into(),
+                            ));
+                        }
+                    },
+                }
+            }
+            Ok(out)
         })
     }
 

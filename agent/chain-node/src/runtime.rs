@@ -9,10 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use metanode_api::HeadEvent;
 use metanode_bpci::{Endpoint, Inbound, ServiceId};
 use metanode_chain::app::LedgerApp;
-use metanode_chain::mempool::MempoolError;
+use metanode_chain::mempool::{MempoolError, VerifiedTx};
 use metanode_chain::node::{NodeConfig, NodeCore, NodeEffect, NodeStart};
 use metanode_chain::qbft::{ConsensusMessage, SafetyState};
-use metanode_chain::types::{FinalizedBlock, Genesis, Height, Receipt, SignedTx};
+use metanode_chain::types::{
+    CHAIN_ENCODING_VERSION, ChainId, FinalizedBlock, Genesis, Height, Receipt, SignedTx, TxBatch,
+};
 use metanode_chain_store::{FsDisk, SafetyWal};
 use metanode_core::encoding::{Decode, Encode};
 use metanode_core::hash::Hash32;
@@ -21,8 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::limits::{
-    PERIODIC_TICK_MS, REJECTION_REASON_BYTES_MAX, REJECTION_WARN_INTERVAL_MS,
-    SYNC_RESPONSE_BLOCKS_MAX, SYNC_RESPONSE_BYTES_MAX, SYNC_RETRY_MS, WAKES_PENDING_COUNT_MAX,
+    GOSSIP_BATCH_OVERHEAD_BYTES, GOSSIP_BATCH_SIZE_BYTES_MAX, GOSSIP_BATCH_TXS_COUNT_MAX,
+    GOSSIP_FLUSH_DELAY_MS, GOSSIP_VERIFY_JOBS_MAX, PERIODIC_TICK_MS, REJECTION_REASON_BYTES_MAX,
+    REJECTION_WARN_INTERVAL_MS, SYNC_RESPONSE_BLOCKS_MAX, SYNC_RESPONSE_BYTES_MAX, SYNC_RETRY_MS,
+    WAKES_PENDING_COUNT_MAX,
 };
 use crate::recover::{account_info, index_block, touched_accounts};
 use crate::shared::{Counters, Shared, Snapshot};
@@ -37,12 +41,82 @@ pub const SERVICE_BLOCKSYNC: &str = "blocksync";
 #[derive(Debug)]
 pub(crate) enum Command {
     Submit {
-        tx: SignedTx,
+        /// Signature already checked by the caller (off the loop). Boxed:
+        /// a transaction is ~400 bytes, the batch variant a few words.
+        tx: Box<VerifiedTx>,
         /// The canonical bytes, already encoded (and size-checked) by the
         /// caller; gossiped as they are.
         bytes: Vec<u8>,
         reply: oneshot::Sender<Result<Hash32, MempoolError>>,
     },
+    /// Many client transactions in one loop turn (the batch route); the
+    /// answers come back in the same order.
+    SubmitBatch {
+        /// Each transaction with its canonical bytes (size- and
+        /// signature-checked by the caller, off the loop).
+        txs: Vec<(VerifiedTx, Vec<u8>)>,
+        reply: oneshot::Sender<Vec<Result<Hash32, MempoolError>>>,
+    },
+}
+
+/// Admitted client transactions waiting to be gossiped together (see
+/// [`limits::GOSSIP_BATCH_TXS_COUNT_MAX`]). The payload is built as the
+/// canonical `TxBatch` encoding directly from the transactions' canonical
+/// bytes, so nothing is encoded twice.
+#[derive(Debug, Default)]
+struct GossipOut {
+    /// Concatenated canonical `SignedTx` bytes.
+    txs_bytes: Vec<u8>,
+    count: usize,
+    /// When the first transaction of the batch arrived.
+    since: Option<Instant>,
+    /// When the last batch left.
+    last_flush: Option<Instant>,
+}
+
+impl GossipOut {
+    /// Whether `len` more bytes would overflow the batch.
+    fn would_overflow(&self, len: usize) -> bool {
+        self.count >= GOSSIP_BATCH_TXS_COUNT_MAX
+            || GOSSIP_BATCH_OVERHEAD_BYTES + self.txs_bytes.len() + len
+                > GOSSIP_BATCH_SIZE_BYTES_MAX
+    }
+
+    fn push(&mut self, tx_bytes: &[u8]) {
+        self.txs_bytes.extend_from_slice(tx_bytes);
+        self.count += 1;
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the pending batch should leave: at once if no batch left in
+    /// the last [`GOSSIP_FLUSH_DELAY_MS`] (a lone transaction is not held
+    /// back), else that long after the last one. So frames per peer stay
+    /// at most one per delay under load, and a quiet node adds no delay.
+    fn flush_at(&self) -> Option<Instant> {
+        let since = self.since?;
+        let delay = Duration::from_millis(GOSSIP_FLUSH_DELAY_MS);
+        Some(match self.last_flush {
+            Some(last) => since.max(last + delay),
+            None => since,
+        })
+    }
+
+    /// The `TxBatch` payload (version, count, transactions), emptying the
+    /// buffer; `None` when empty.
+    fn take_payload(&mut self) -> Option<Vec<u8>> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut payload = Vec::with_capacity(GOSSIP_BATCH_OVERHEAD_BYTES + self.txs_bytes.len());
+        payload.push(CHAIN_ENCODING_VERSION);
+        // `count` is bounded by GOSSIP_BATCH_TXS_COUNT_MAX, far below u32.
+        payload.extend_from_slice(&(self.count as u32).to_le_bytes());
+        payload.append(&mut self.txs_bytes);
+        self.count = 0;
+        self.since = None;
+        self.last_flush = Some(Instant::now());
+        Some(payload)
+    }
 }
 
 /// A write or fsync failed: the loop must stop (see `metanode_chain_store::wal`
@@ -167,6 +241,7 @@ async fn run(parts: LoopParts) {
     } = parts;
     let me = key.public_key();
     let (core, effects) = NodeCore::new(node_config, key, &genesis, start, now_ms());
+    let (checked_tx, mut checked_rx) = mpsc::channel(GOSSIP_VERIFY_JOBS_MAX);
     let mut node = NodeLoop {
         core,
         wal,
@@ -181,6 +256,12 @@ async fn run(parts: LoopParts) {
         to_index: Vec::new(),
         heads: Vec::new(),
         last_warn: None,
+        gossip: GossipOut::default(),
+        gossip_verify: GossipVerify {
+            permits: Arc::new(tokio::sync::Semaphore::new(GOSSIP_VERIFY_JOBS_MAX)),
+            results: checked_tx,
+        },
+        chain_id: genesis.chain_id(),
     };
     let first = node.apply(effects);
     node.finish_batch(first.is_ok());
@@ -196,6 +277,7 @@ async fn run(parts: LoopParts) {
     let endpoint = node.net.endpoint.clone();
     loop {
         let wake = node.wakes.first().map(|at| instant_of(*at));
+        let gossip_at = node.gossip.flush_at();
         let step = tokio::select! {
             // Stop first, then timers, then work: a flood of frames cannot
             // starve timeouts, and a stop is never queued behind anything.
@@ -204,7 +286,15 @@ async fn run(parts: LoopParts) {
             () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                 node.on_wake()
             }
+            () = tokio::time::sleep_until(gossip_at.unwrap_or_else(Instant::now)), if gossip_at.is_some() => {
+                node.flush_gossip();
+                Ok(())
+            }
             _ = periodic.tick() => node.on_periodic(),
+            Some(checked) = checked_rx.recv() => {
+                node.admit_gossip(checked);
+                Ok(())
+            }
             command = commands.recv() => match command {
                 Some(command) => node.on_command(command),
                 // The ChainNode is gone.
@@ -256,6 +346,27 @@ struct NodeLoop {
     /// Heads stored in this batch, published once the batch is done.
     heads: Vec<HeadEvent>,
     last_warn: Option<Instant>,
+    /// Admitted client transactions not yet gossiped.
+    gossip: GossipOut,
+    /// Gossiped batches whose signatures are being checked off the loop.
+    gossip_verify: GossipVerify,
+    chain_id: ChainId,
+}
+
+/// A gossiped batch after its signature checks.
+#[derive(Debug)]
+struct GossipChecked {
+    from: PublicKey,
+    txs: Vec<Result<VerifiedTx, MempoolError>>,
+}
+
+/// The off-loop signature checks of gossiped batches: job slots and the
+/// channel their results come back on (as many as there are slots, so a
+/// job never waits long to hand its result over).
+#[derive(Debug)]
+struct GossipVerify {
+    permits: Arc<tokio::sync::Semaphore>,
+    results: mpsc::Sender<GossipChecked>,
 }
 
 impl NodeLoop {
@@ -298,23 +409,108 @@ impl NodeLoop {
     fn on_command(&mut self, command: Command) -> Result<(), Fatal> {
         match command {
             Command::Submit { tx, bytes, reply } => {
-                let result = self.core.submit_tx(tx).map(|outcome| outcome.tx);
-                match &result {
-                    Ok(hash) => {
-                        tracing::debug!(tx = %hash, "transaction admitted; gossiping it");
-                        // Gossiped once, by the node the client chose;
-                        // receivers do not re-gossip.
-                        for peer in self.other_validators() {
-                            self.net.send(&peer, self.net.mempool, bytes.clone());
-                        }
-                    }
-                    Err(e) => {
-                        Counters::bump(&self.shared.counters.txs_refused);
-                        tracing::debug!("transaction refused: {e}");
-                    }
-                }
+                let result = self.admit_client_tx(*tx, &bytes);
                 let _ = reply.send(result);
-                Ok(())
+            }
+            Command::SubmitBatch { txs, reply } => {
+                let results = txs
+                    .into_iter()
+                    .map(|(tx, bytes)| self.admit_client_tx(tx, &bytes))
+                    .collect();
+                let _ = reply.send(results);
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits a client transaction and queues it for gossip. Gossiped once,
+    /// by the node the client chose; receivers do not re-gossip.
+    fn admit_client_tx(&mut self, tx: VerifiedTx, bytes: &[u8]) -> Result<Hash32, MempoolError> {
+        let result = self.core.submit_verified_tx(tx).map(|outcome| outcome.tx);
+        match &result {
+            Ok(hash) => {
+                tracing::trace!(tx = %hash, "transaction admitted; queued for gossip");
+                if self.gossip.would_overflow(bytes.len()) {
+                    self.flush_gossip();
+                }
+                self.gossip.push(bytes);
+                if self.gossip.count >= GOSSIP_BATCH_TXS_COUNT_MAX {
+                    self.flush_gossip();
+                }
+            }
+            Err(e) => {
+                Counters::bump(&self.shared.counters.txs_refused);
+                tracing::debug!("transaction refused: {e}");
+            }
+        }
+        result
+    }
+
+    /// Sends the pending gossip batch, the same bytes to every other
+    /// validator.
+    fn flush_gossip(&mut self) {
+        let Some(payload) = self.gossip.take_payload() else {
+            return;
+        };
+        let peers = self.other_validators();
+        let mut payload = Some(payload);
+        for (i, peer) in peers.iter().enumerate() {
+            // The last peer gets the buffer itself, the others a copy.
+            let bytes = if i + 1 == peers.len() {
+                payload.take().unwrap_or_default()
+            } else {
+                payload.clone().unwrap_or_default()
+            };
+            self.net.send(peer, self.net.mempool, bytes);
+        }
+    }
+
+    /// Checks the signatures of a gossiped batch on the endpoint runtime's
+    /// blocking pool (at most [`GOSSIP_VERIFY_JOBS_MAX`] batches at once);
+    /// the loop admits the result when it comes back
+    /// ([`NodeLoop::admit_gossip`]). A consensus message arriving meanwhile
+    /// is handled at once instead of waiting behind hundreds of signature
+    /// checks. With every job slot taken the batch is checked here, on the
+    /// loop: that is the backpressure (the inbound queue then fills and
+    /// QUIC flow control slows the senders).
+    fn verify_gossip(&mut self, from: PublicKey, txs: Vec<SignedTx>) {
+        let chain_id = self.chain_id;
+        let job = (txs, chain_id);
+        match self.gossip_verify.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let results = self.gossip_verify.results.clone();
+                let (txs, chain_id) = job;
+                self.net.runtime.spawn_blocking(move || {
+                    let checked = txs
+                        .into_iter()
+                        .map(|tx| VerifiedTx::check(tx, chain_id))
+                        .collect();
+                    // The loop is gone when this fails: nothing to do.
+                    let _ = results.blocking_send(GossipChecked { from, txs: checked });
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let (txs, chain_id) = job;
+                let txs = txs
+                    .into_iter()
+                    .map(|tx| VerifiedTx::check(tx, chain_id))
+                    .collect();
+                self.admit_gossip(GossipChecked { from, txs });
+            }
+        }
+    }
+
+    /// Admits the checked transactions of one gossip batch.
+    fn admit_gossip(&mut self, checked: GossipChecked) {
+        let GossipChecked { from, txs } = checked;
+        for tx in txs {
+            // Duplicates and stale nonces are normal: clients may hand one
+            // transaction to several nodes, and a block may have committed
+            // it while its signature was being checked.
+            let admitted = tx.and_then(|tx| self.core.submit_verified_tx(tx));
+            if let Err(e) = admitted {
+                tracing::trace!(peer = %from, "gossiped transaction not admitted: {e}");
             }
         }
     }
@@ -340,14 +536,8 @@ impl NodeLoop {
                 }
             }
         } else if service == self.net.mempool {
-            match SignedTx::from_canonical_bytes(&payload) {
-                Ok(tx) => {
-                    // Duplicates and stale nonces are normal: clients may
-                    // hand one transaction to several nodes.
-                    if let Err(e) = self.core.submit_tx(tx) {
-                        tracing::trace!(peer = %from, "gossiped transaction not admitted: {e}");
-                    }
-                }
+            match TxBatch::from_canonical_bytes(&payload) {
+                Ok(batch) => self.verify_gossip(from, batch.txs),
                 Err(e) => self.reject(Some(from), format!("mempool frame does not decode: {e}")),
             }
             Ok(())
@@ -704,5 +894,73 @@ mod tests {
         assert_eq!(truncate_text("abcdef".into(), 3), "abc…");
         // 'é' is two bytes: a cut inside it backs off to before it.
         assert_eq!(truncate_text("aé".into(), 2), "a…");
+    }
+
+    fn transfer(seed: u8, nonce: u64) -> SignedTx {
+        use metanode_chain::types::{TxBody, TxKind};
+        let key = SigningKey::from_seed(&[seed; 32]);
+        TxBody {
+            chain_id: ChainId(Hash32([4; 32])),
+            sender: key.public_key(),
+            nonce,
+            fee: 1,
+            kind: TxKind::Transfer {
+                to: SigningKey::from_seed(&[seed + 1; 32]).public_key(),
+                amount: 1,
+            },
+        }
+        .sign(&key)
+        .unwrap()
+    }
+
+    #[test]
+    fn gossip_payload_is_the_canonical_tx_batch() {
+        let txs: Vec<SignedTx> = (0..4).map(|n| transfer(3, n)).collect();
+        let mut out = GossipOut::default();
+        assert_eq!(out.take_payload(), None);
+        assert_eq!(out.flush_at(), None);
+        for tx in &txs {
+            out.push(&tx.to_canonical_bytes().unwrap());
+        }
+        // Nothing left recently: the batch may leave at once.
+        assert_eq!(out.flush_at(), out.since);
+        let payload = out.take_payload().unwrap();
+        let expected = TxBatch { txs: txs.clone() }.to_canonical_bytes().unwrap();
+        assert_eq!(payload, expected);
+        assert_eq!(TxBatch::from_canonical_bytes(&payload).unwrap().txs, txs);
+        assert_eq!(out.count, 0);
+        assert!(out.txs_bytes.is_empty());
+        // Right after a flush the next batch waits for the delay.
+        out.push(&txs[0].to_canonical_bytes().unwrap());
+        let last = out.last_flush.unwrap();
+        assert_eq!(
+            out.flush_at(),
+            Some(
+                out.since
+                    .unwrap()
+                    .max(last + Duration::from_millis(GOSSIP_FLUSH_DELAY_MS))
+            )
+        );
+    }
+
+    #[test]
+    fn gossip_batch_overflows_at_its_bounds() {
+        let mut out = GossipOut::default();
+        let bytes = transfer(5, 0).to_canonical_bytes().unwrap();
+        assert!(!out.would_overflow(bytes.len()));
+        for _ in 0..GOSSIP_BATCH_TXS_COUNT_MAX {
+            out.push(&bytes);
+        }
+        assert!(out.would_overflow(bytes.len()));
+        let mut big = GossipOut::default();
+        assert!(big.would_overflow(GOSSIP_BATCH_SIZE_BYTES_MAX));
+        big.push(&vec![
+            0;
+            GOSSIP_BATCH_SIZE_BYTES_MAX
+                - GOSSIP_BATCH_OVERHEAD_BYTES
+                - 10
+        ]);
+        assert!(!big.would_overflow(10));
+        assert!(big.would_overflow(11));
     }
 }

@@ -22,7 +22,7 @@ use metanode_core::limits::{CHAIN_BLOCK_SIZE_BYTES_MAX, CHAIN_BLOCK_TXS_COUNT_MA
 use metanode_core::merkle;
 
 use crate::app::{Application, BlockContext};
-use crate::mempool::{InsertOutcome, Mempool, MempoolConfig, MempoolError};
+use crate::mempool::{InsertOutcome, Mempool, MempoolConfig, MempoolError, VerifiedTx};
 use crate::poh::{PohRecorder, poh_root};
 use crate::qbft::{ChainTip, ConsensusMessage, Effect, Engine, EngineConfig, Input, SafetyState};
 use crate::types::{
@@ -216,6 +216,12 @@ impl<A: Application> NodeCore<A> {
     /// Admits a client transaction into the mempool.
     pub fn submit_tx(&mut self, tx: SignedTx) -> Result<InsertOutcome, MempoolError> {
         self.mempool.insert(tx, &self.app)
+    }
+
+    /// Admits a transaction whose signature was checked already (see
+    /// [`VerifiedTx`]).
+    pub fn submit_verified_tx(&mut self, tx: VerifiedTx) -> Result<InsertOutcome, MempoolError> {
+        self.mempool.insert_verified(tx, &self.app)
     }
 
     pub fn on_tick(&mut self, now_ms: u64, out: &mut Vec<NodeEffect>) {
