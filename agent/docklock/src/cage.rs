@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use metanode_cgroup::{CageCgroup, CgroupLayout, CgroupLimits, CgroupMode, CgroupUsage};
 use metanode_confine::{CapSet, LandlockPlan, LandlockReport};
-use metanode_seccomp::{CompiledSeccomp, SeccompPolicy, Violation};
+use metanode_seccomp::{CompiledSeccomp, Violation};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
@@ -351,7 +351,8 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             spec.process.gid
         ))
     })?;
-    let seccomp = SeccompPolicy::builtin()?.compile()?;
+    // Compiled at build time from policy/seccomp.yaml: no YAML parse or BPF compile per spawn.
+    let seccomp: &'static CompiledSeccomp = CompiledSeccomp::builtin()?;
     let keep_caps = CapSet::parse_names(&spec.process.capabilities.union())?;
 
     // The rootfs and the bundle directory, opened once (by `load`, or here for a spec built from
@@ -471,7 +472,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     };
 
     let stdio = StdioPlan::new(opts)?;
-    let mut plan = ChildPlan::new(spec, opts, keep_caps, &seccomp, trees, program);
+    let mut plan = ChildPlan::new(spec, opts, keep_caps, seccomp, trees, program);
     plan.stdout_fd = stdio.stdout_w.as_ref().map(|fd| fd.as_raw_fd());
     plan.stderr_fd = stdio
         .stderr_w
@@ -1481,7 +1482,7 @@ struct ChildPlan {
     rlimits: Vec<crate::spec::Rlimit>,
     keep_caps: CapSet,
     landlock: LandlockPlan,
-    seccomp: CompiledSeccomp,
+    seccomp: &'static CompiledSeccomp,
     quiet: bool,
     /// Write ends of the stdout/stderr pipes P relays (dup2'ed by B before exec).
     stdout_fd: Option<RawFd>,
@@ -1496,7 +1497,7 @@ impl ChildPlan {
         spec: &CageSpec,
         opts: &RunOptions,
         keep_caps: CapSet,
-        seccomp: &CompiledSeccomp,
+        seccomp: &'static CompiledSeccomp,
         trees: HostTrees,
         program: Option<CString>,
     ) -> ChildPlan {
@@ -1562,7 +1563,7 @@ impl ChildPlan {
             rlimits: spec.process.rlimits.clone(),
             keep_caps,
             landlock,
-            seccomp: seccomp.clone(),
+            seccomp,
             quiet: opts.quiet,
             stdout_fd: None,
             stderr_fd: None,
