@@ -1627,29 +1627,15 @@ fn convert_linux(linux: OciLinux) -> Result<LinuxParts, SpecError> {
 }
 
 fn convert_mappings(mappings: &[OciIdMapping], field: &str) -> Result<Vec<IdMapping>, SpecError> {
-    if mappings.len() > limits::ID_MAPPINGS_COUNT_MAX {
-        return Err(invalid(
-            field,
-            format!("more than {} mappings", limits::ID_MAPPINGS_COUNT_MAX),
-        ));
-    }
-    let mut out = Vec::with_capacity(mappings.len());
-    for (index, m) in mappings.iter().enumerate() {
-        let overflows = m.container_id as u64 + m.size as u64 > 1 << 32
-            || m.host_id as u64 + m.size as u64 > 1 << 32;
-        if m.size == 0 || overflows {
-            return Err(invalid(
-                format!("{field}[{index}]"),
-                "size must be at least 1 and the range must stay within 32-bit ids",
-            ));
-        }
-        check_unprivileged_mapping(m.host_id, &format!("{field}[{index}]"))?;
-        out.push(IdMapping {
+    let out: Vec<IdMapping> = mappings
+        .iter()
+        .map(|m| IdMapping {
             container_id: m.container_id,
             host_id: m.host_id,
             size: m.size,
-        });
-    }
+        })
+        .collect();
+    check_id_mappings(&out, field)?;
     Ok(out)
 }
 
