@@ -21,16 +21,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metanode_chain::mempool::MempoolError;
-use metanode_chain::types::{Height, SignedTx, TX_BATCH_SIZE_BYTES_MAX, TxBatch};
+use metanode_chain::types::{Height, SignedTx, TxBatch};
 use metanode_core::encoding::{Decode, Encode};
 use metanode_core::hash::Hash32;
 use metanode_core::keys::PublicKey;
-use metanode_core::limits::{API_CHAIN_HEADS_DRAIN_CHECK_MS, CHAIN_TX_SIZE_BYTES_MAX};
+use metanode_core::limits::{
+    API_CHAIN_HEADS_DRAIN_CHECK_MS, CHAIN_TX_BATCH_SIZE_BYTES_MAX, CHAIN_TX_SIZE_BYTES_MAX,
+};
 use tokio::sync::broadcast;
 
 use crate::chain_control::{ChainControl, ChainError};
 use crate::error::{ApiError, quote};
 use crate::gateway::parse_query;
+use crate::metrics::ApiTxRefusal;
 use crate::{AppState, wire};
 
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -205,6 +208,21 @@ async fn octet_body(
     Ok(bytes)
 }
 
+/// Counts a submission body [`octet_body`] refused: too large, or empty
+/// or unreadable (a wrong content type is not a transaction at all).
+fn count_body_refusal(
+    st: &AppState,
+    error: &ApiError,
+    oversized: ApiTxRefusal,
+    undecodable: ApiTxRefusal,
+) {
+    if error.status == StatusCode::PAYLOAD_TOO_LARGE {
+        st.metrics.count_tx_refusal(oversized);
+    } else if error.status == StatusCode::BAD_REQUEST {
+        st.metrics.count_tx_refusal(undecodable);
+    }
+}
+
 pub(crate) async fn submit_tx(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -218,8 +236,12 @@ pub(crate) async fn submit_tx(
         "transaction",
         "SignedTx",
     )
-    .await?;
+    .await
+    .inspect_err(|e| {
+        count_body_refusal(&st, e, ApiTxRefusal::Oversized, ApiTxRefusal::Undecodable)
+    })?;
     let tx = SignedTx::from_canonical_bytes(&bytes).map_err(|e| {
+        st.metrics.count_tx_refusal(ApiTxRefusal::Undecodable);
         ApiError::bad_request(format!(
             "the body ({} bytes) is not a canonical SignedTx: {e}",
             bytes.len()
@@ -248,12 +270,21 @@ pub(crate) async fn submit_txs(
     let bytes = octet_body(
         &headers,
         body,
-        TX_BATCH_SIZE_BYTES_MAX as usize,
+        CHAIN_TX_BATCH_SIZE_BYTES_MAX as usize,
         "batch",
         "TxBatch",
     )
-    .await?;
+    .await
+    .inspect_err(|e| {
+        count_body_refusal(
+            &st,
+            e,
+            ApiTxRefusal::BatchOversized,
+            ApiTxRefusal::BatchUndecodable,
+        )
+    })?;
     let batch = TxBatch::from_canonical_bytes(&bytes).map_err(|e| {
+        st.metrics.count_tx_refusal(ApiTxRefusal::BatchUndecodable);
         ApiError::bad_request(format!(
             "the body ({} bytes) is not a canonical TxBatch: {e}",
             bytes.len()

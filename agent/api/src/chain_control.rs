@@ -63,6 +63,67 @@ pub struct ChainStatus {
     pub blocks_synced: u64,
 }
 
+/// A count under a fixed label value (a reason, a source, a service).
+pub type LabeledCount = (&'static str, u64);
+
+/// What a chain node exports on `/metrics` (rendered as `metanode_chain_*`
+/// and `metanode_bpci_*`). Counters run since the node started; label
+/// values are fixed strings or pinned peer keys, so series stay bounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainMetrics {
+    /// Last finalized block.
+    pub height: Height,
+    /// Height and round being decided.
+    pub consensus_height: Height,
+    pub consensus_round: u32,
+    pub mempool_txs: usize,
+    pub mempool_bytes: usize,
+    /// Blocks stored after this node's consensus decided them.
+    pub blocks_decided: u64,
+    /// Blocks stored from block sync.
+    pub blocks_synced: u64,
+    /// Transactions in the stored blocks (decided and synced).
+    pub txs_committed: u64,
+    pub round_timeouts: u64,
+    pub round_skips: u64,
+    pub round_changes_sent: u64,
+    /// Consensus messages received (decoded or not).
+    pub messages_received: u64,
+    /// Peer messages dropped by the node, by reason.
+    pub messages_rejected: Vec<LabeledCount>,
+    /// Transactions refused by the node: (source `client`|`gossip`, reason
+    /// from `MempoolError::reason`, count).
+    pub txs_rejected: Vec<(&'static str, &'static str, u64)>,
+    pub sync_requests_sent: u64,
+    pub sync_requests_served: u64,
+    /// Height block sync is fetching up to; zero when not behind.
+    pub sync_target_height: Height,
+    pub bpci: BpciMetrics,
+}
+
+/// The node's BPCI transport, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BpciMetrics {
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub payload_bytes_sent: u64,
+    pub payload_bytes_received: u64,
+    /// Frames refused on receipt, by reason.
+    pub frames_rejected: Vec<LabeledCount>,
+    /// Frames queued but never written (the connection failed under them).
+    pub frames_lost: u64,
+    /// Sends refused because the peer's queue was full.
+    pub frames_refused_queue_full: u64,
+    pub connections_dialed: u64,
+    pub connections_accepted: u64,
+    /// Connections dropped because the peer dialed again (it restarted).
+    pub connections_superseded: u64,
+    pub dial_failures: u64,
+    pub handshakes_refused: u64,
+    /// Every pinned peer and whether a live connection to it exists.
+    pub peers: Vec<(PublicKey, bool)>,
+}
+
 /// Where a transaction landed and the proof that it did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptWithProof {
@@ -102,6 +163,8 @@ pub struct HeadEvent {
 /// What a chain node offers the API. Implemented by `metanode-chain-node`.
 pub trait ChainControl: Send + Sync + std::fmt::Debug {
     fn status(&self) -> ChainStatus;
+    /// Counters and gauges for `/metrics`.
+    fn metrics(&self) -> ChainMetrics;
     fn genesis(&self) -> Genesis;
     /// Admits `tx` into the mempool (and gossips it to the validators).
     /// Returns its id once admitted; finality comes later (see `heads`).

@@ -5,7 +5,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /health` | `{"status":"ok","version","io"}`; 503 `draining` during shutdown |
-//! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it) |
+//! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it); with a chain also `metanode_chain_*` and `metanode_bpci_*` |
 //! | `GET /metrics/traffic` | XDP traffic-light counters and cage decisions (Prometheus text; 409 without a `traffic:` section) |
 //! | `GET\|HEAD /ipfs/{cid}` | IPFS trustless gateway (raw blocks, CAR with dag-scope/entity-bytes) and UnixFS file bytes; single ranges, ETag/304 |
 //! | `POST /api/v1/blobs[?pin=false]` | streaming upload; 201 new, 200 `existed`, 413 over the limit |
@@ -65,7 +65,8 @@ use metanode_store::Store;
 use tokio::sync::Semaphore;
 
 pub use chain_control::{
-    AccountInfo, BoxFuture, ChainControl, ChainError, ChainStatus, HeadEvent, ReceiptWithProof,
+    AccountInfo, BoxFuture, BpciMetrics, ChainControl, ChainError, ChainMetrics, ChainStatus,
+    HeadEvent, LabeledCount, ReceiptWithProof,
 };
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -154,6 +155,7 @@ impl AppState {
 
     /// Enables the `/api/v1/chain*` routes.
     pub fn with_chain(mut self, chain: Arc<dyn ChainControl>) -> Self {
+        self.metrics.set_chain(chain.clone());
         self.chain = Some(chain);
         self
     }

@@ -5,7 +5,8 @@
 //! client cannot create unbounded series by requesting many cids.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -19,12 +20,15 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use metanode_store::Store;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::chain_control::{ChainControl, ChainMetrics};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -55,6 +59,65 @@ pub struct Metrics {
     bytes_out: Family<RouteLabels, Counter>,
     pub(crate) connections_open: Gauge,
     pub(crate) connections_total: Counter,
+    chain: Arc<ChainSlot>,
+}
+
+/// Why the API refused a chain submission before the node saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApiTxRefusal {
+    /// A single-transaction body over `CHAIN_TX_SIZE_BYTES_MAX`.
+    Oversized = 0,
+    /// A single-transaction body that is not a canonical `SignedTx` (or
+    /// is empty).
+    Undecodable = 1,
+    /// A batch body over `CHAIN_TX_BATCH_SIZE_BYTES_MAX`.
+    BatchOversized = 2,
+    /// A batch body that is not a canonical `TxBatch` (or is empty).
+    BatchUndecodable = 3,
+}
+
+impl ApiTxRefusal {
+    const ALL: [ApiTxRefusal; 4] = [
+        ApiTxRefusal::Oversized,
+        ApiTxRefusal::Undecodable,
+        ApiTxRefusal::BatchOversized,
+        ApiTxRefusal::BatchUndecodable,
+    ];
+
+    /// (source, reason) labels: the same reason names as the node's.
+    fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            ApiTxRefusal::Oversized => ("api", "oversized"),
+            ApiTxRefusal::Undecodable => ("api", "undecodable"),
+            ApiTxRefusal::BatchOversized => ("api_batch", "oversized"),
+            ApiTxRefusal::BatchUndecodable => ("api_batch", "undecodable"),
+        }
+    }
+}
+
+/// The chain node (once the agent hands it over) and the chain refusals
+/// counted by the API itself; read by [`ChainCollector`] at scrape time.
+#[derive(Default)]
+struct ChainSlot {
+    control: Mutex<Option<Arc<dyn ChainControl>>>,
+    refusals: [AtomicU64; 4],
+}
+
+impl std::fmt::Debug for ChainSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainSlot")
+    }
+}
+
+impl ChainSlot {
+    fn control(&self) -> Option<Arc<dyn ChainControl>> {
+        // A panic while holding this lock cannot leave a half-written
+        // Option behind.
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl Metrics {
@@ -112,6 +175,10 @@ impl Metrics {
         registry.register_collector(Box::new(StoreCollector {
             store: store.clone(),
         }));
+        let chain = Arc::new(ChainSlot::default());
+        registry.register_collector(Box::new(ChainCollector {
+            slot: chain.clone(),
+        }));
         Self {
             registry,
             requests,
@@ -120,7 +187,20 @@ impl Metrics {
             bytes_out,
             connections_open,
             connections_total,
+            chain,
         }
+    }
+
+    /// From now on `/metrics` also shows `chain`'s `metanode_chain_*` and
+    /// `metanode_bpci_*` metrics.
+    pub(crate) fn set_chain(&self, chain: Arc<dyn ChainControl>) {
+        *self.chain.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(chain);
+    }
+
+    /// Counts a chain submission the API refused before the node saw it.
+    pub(crate) fn count_tx_refusal(&self, refusal: ApiTxRefusal) {
+        // The discriminants are the array's indices (0..4).
+        self.chain.refusals[refusal as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -190,6 +270,271 @@ impl Collector for StoreCollector {
             let counter = ConstCounter::new(value);
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// The chain node's metrics, read fresh on every scrape (nothing when the
+/// node runs no chain).
+#[derive(Debug)]
+struct ChainCollector {
+    slot: Arc<ChainSlot>,
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    let metric = encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?;
+    gauge.encode(metric)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(value);
+    let metric = encoder.encode_descriptor(name, help, unit.as_ref(), counter.metric_type())?;
+    counter.encode(metric)
+}
+
+/// One counter family: a series per label set.
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in series {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for ChainCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(chain) = self.slot.control() else {
+            return Ok(());
+        };
+        let m: ChainMetrics = chain.metrics();
+        let e = &mut encoder;
+        gauge(
+            e,
+            "chain_height",
+            "Height of the last finalized block.",
+            None,
+            m.height,
+        )?;
+        gauge(
+            e,
+            "chain_consensus_height",
+            "Height consensus is deciding.",
+            None,
+            m.consensus_height,
+        )?;
+        gauge(
+            e,
+            "chain_round",
+            "Consensus round at that height (0 when the first proposal is decided).",
+            None,
+            u64::from(m.consensus_round),
+        )?;
+        gauge(
+            e,
+            "chain_mempool_txs",
+            "Transactions waiting in the mempool.",
+            None,
+            m.mempool_txs as u64,
+        )?;
+        gauge(
+            e,
+            "chain_mempool",
+            "Encoded size of the transactions waiting in the mempool.",
+            Some(Unit::Bytes),
+            m.mempool_bytes as u64,
+        )?;
+        counters(
+            e,
+            "chain_blocks_committed",
+            "Finalized blocks stored: decided by this node's consensus, or fetched by block sync.",
+            [
+                ([("via", "consensus")], m.blocks_decided),
+                ([("via", "sync")], m.blocks_synced),
+            ],
+        )?;
+        counter(
+            e,
+            "chain_txs_committed",
+            "Transactions in the finalized blocks stored.",
+            None,
+            m.txs_committed,
+        )?;
+        let api = ApiTxRefusal::ALL.map(|r| {
+            let (source, reason) = r.labels();
+            (
+                source,
+                reason,
+                self.slot.refusals[r as usize].load(Ordering::Relaxed),
+            )
+        });
+        counters(
+            e,
+            "chain_txs_rejected",
+            "Transactions refused, by where (api: the HTTP body; client: the node's checks of a submission; gossip: from a peer) and why.",
+            api.into_iter()
+                .chain(m.txs_rejected.iter().copied())
+                .map(|(source, reason, n)| ([("source", source), ("reason", reason)], n)),
+        )?;
+        counter(
+            e,
+            "chain_messages_received",
+            "Consensus messages received from peers.",
+            None,
+            m.messages_received,
+        )?;
+        counters(
+            e,
+            "chain_messages_rejected",
+            "Peer messages the node dropped (undecodable frames, invalid consensus messages, refused synced blocks), by reason.",
+            m.messages_rejected
+                .iter()
+                .map(|(reason, n)| ([("reason", *reason)], *n)),
+        )?;
+        counter(
+            e,
+            "chain_round_timeouts",
+            "Consensus rounds that ran out of time.",
+            None,
+            m.round_timeouts,
+        )?;
+        counter(
+            e,
+            "chain_round_skips",
+            "Jumps to a higher round because f + 1 validators were there.",
+            None,
+            m.round_skips,
+        )?;
+        counter(
+            e,
+            "chain_round_changes_sent",
+            "Round-change messages this validator signed and sent.",
+            None,
+            m.round_changes_sent,
+        )?;
+        gauge(
+            e,
+            "chain_sync_target_height",
+            "Height block sync is fetching up to (0 when not behind).",
+            None,
+            m.sync_target_height,
+        )?;
+        counter(
+            e,
+            "chain_sync_requests_sent",
+            "Block-sync requests sent (first asks and retries).",
+            None,
+            m.sync_requests_sent,
+        )?;
+        counter(
+            e,
+            "chain_sync_requests_served",
+            "Block-sync requests answered for peers.",
+            None,
+            m.sync_requests_served,
+        )?;
+        let b = &m.bpci;
+        counter(
+            e,
+            "bpci_frames_sent",
+            "Frames written to QUIC.",
+            None,
+            b.frames_sent,
+        )?;
+        counter(
+            e,
+            "bpci_frames_received",
+            "Frames received and accepted.",
+            None,
+            b.frames_received,
+        )?;
+        counter(
+            e,
+            "bpci_payload_sent",
+            "Frame payload bytes written to QUIC.",
+            Some(Unit::Bytes),
+            b.payload_bytes_sent,
+        )?;
+        counter(
+            e,
+            "bpci_payload_received",
+            "Frame payload bytes accepted.",
+            Some(Unit::Bytes),
+            b.payload_bytes_received,
+        )?;
+        counters(
+            e,
+            "bpci_frames_rejected",
+            "Received frames refused, by reason.",
+            b.frames_rejected
+                .iter()
+                .map(|(reason, n)| ([("reason", *reason)], *n)),
+        )?;
+        counter(
+            e,
+            "bpci_frames_lost",
+            "Frames queued but not written (the connection failed under them).",
+            None,
+            b.frames_lost,
+        )?;
+        counter(
+            e,
+            "bpci_frames_refused_queue_full",
+            "Sends refused because the peer's outbound queue was full.",
+            None,
+            b.frames_refused_queue_full,
+        )?;
+        counters(
+            e,
+            "bpci_connections",
+            "Connections established (dialed by us or accepted), and dialed ones dropped because the peer dialed again (it restarted).",
+            [
+                ([("event", "dialed")], b.connections_dialed),
+                ([("event", "accepted")], b.connections_accepted),
+                ([("event", "superseded")], b.connections_superseded),
+            ],
+        )?;
+        counter(
+            e,
+            "bpci_dial_failures",
+            "Dials that failed (unreachable, timed out, wrong key).",
+            None,
+            b.dial_failures,
+        )?;
+        counter(
+            e,
+            "bpci_handshakes_refused",
+            "Incoming handshakes refused (key not pinned, timeout, too many at once).",
+            None,
+            b.handshakes_refused,
+        )?;
+        let mut metric = e.encode_descriptor(
+            "bpci_peer_connected",
+            "1 if a live connection to the pinned peer exists.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (peer, connected) in &b.peers {
+            let labels = [("peer", peer.to_string())];
+            ConstGauge::new(i64::from(*connected)).encode(metric.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -12,21 +12,21 @@ use axum::body::{Body, Bytes};
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use metanode_api::{
-    AccountInfo, ApiOptions, AppState, BoxFuture, ChainControl, ChainError, ChainStatus, HeadEvent,
-    ReceiptWithProof, router, wire,
+    AccountInfo, ApiOptions, AppState, BoxFuture, BpciMetrics, ChainControl, ChainError,
+    ChainMetrics, ChainStatus, HeadEvent, ReceiptWithProof, router, wire,
 };
 use metanode_chain::light;
 use metanode_chain::mempool::MempoolError;
 use metanode_chain::poh::poh_root;
 use metanode_chain::types::{
     Block, ChainMode, CommitCertificate, FinalizedBlock, Genesis, GenesisAccount, Header, Height,
-    Receipt, SignedTx, TX_BATCH_SIZE_BYTES_MAX, TxBatch, TxBody, TxKind, ValidatorIndex,
-    ValidatorSet, commit_seal_digest, receipts_root, tx_root,
+    Receipt, SignedTx, TxBatch, TxBody, TxKind, ValidatorIndex, ValidatorSet, commit_seal_digest,
+    receipts_root, tx_root,
 };
 use metanode_core::encoding::{Decode, Encode};
 use metanode_core::hash::Hash32;
 use metanode_core::keys::{PublicKey, SigningKey};
-use metanode_core::limits::CHAIN_TX_SIZE_BYTES_MAX;
+use metanode_core::limits::{CHAIN_TX_BATCH_SIZE_BYTES_MAX, CHAIN_TX_SIZE_BYTES_MAX};
 use metanode_core::merkle::{self, InclusionProof};
 use metanode_store::{Store, StoreOptions};
 use tokio::sync::broadcast;
@@ -181,6 +181,43 @@ fn head(height: Height) -> HeadEvent {
 }
 
 impl ChainControl for FakeChain {
+    fn metrics(&self) -> ChainMetrics {
+        ChainMetrics {
+            height: 1,
+            consensus_height: 2,
+            consensus_round: 3,
+            mempool_txs: 4,
+            mempool_bytes: 500,
+            blocks_decided: 6,
+            blocks_synced: 7,
+            txs_committed: 8,
+            round_timeouts: 9,
+            round_skips: 10,
+            round_changes_sent: 11,
+            messages_received: 12,
+            messages_rejected: vec![("qbft_undecodable", 13)],
+            txs_rejected: vec![("client", "bad_signature", 14), ("gossip", "duplicate", 15)],
+            sync_requests_sent: 16,
+            sync_requests_served: 17,
+            sync_target_height: 18,
+            bpci: BpciMetrics {
+                frames_sent: 19,
+                frames_received: 20,
+                payload_bytes_sent: 21,
+                payload_bytes_received: 22,
+                frames_rejected: vec![("bad_signature", 23), ("wrong_chain_id", 24)],
+                frames_lost: 25,
+                frames_refused_queue_full: 26,
+                connections_dialed: 27,
+                connections_accepted: 28,
+                connections_superseded: 29,
+                dial_failures: 30,
+                handshakes_refused: 31,
+                peers: vec![(key(2).public_key(), true), (key(3).public_key(), false)],
+            },
+        }
+    }
+
     fn status(&self) -> ChainStatus {
         let header = &self.block.block.header;
         ChainStatus {
@@ -984,7 +1021,7 @@ async fn batch_submit_answers_each_transaction_in_order() {
     );
     let answer = post_batch(&app, Vec::new()).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    let too_big = vec![0u8; TX_BATCH_SIZE_BYTES_MAX as usize + 1];
+    let too_big = vec![0u8; CHAIN_TX_BATCH_SIZE_BYTES_MAX as usize + 1];
     let answer = post_batch(&app, too_big).await;
     assert_eq!(
         answer.status,
@@ -993,4 +1030,89 @@ async fn batch_submit_answers_each_transaction_in_order() {
         answer.text()
     );
     assert_eq!(fake.submitted.lock().unwrap().len(), before);
+}
+
+/// `/metrics` carries the chain node's counters and gauges with their types
+/// and reason labels, plus the submissions the API itself refused, and
+/// still ends with `# EOF`; a node without a chain shows none of them.
+#[tokio::test]
+async fn metrics_export_chain_and_bpci_counters_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = router(state(dir.path(), None));
+    let text = get(&plain, "/metrics").await.text();
+    assert!(!text.contains("metanode_chain_"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let app = router(state(dir.path(), Some(Arc::new(FakeChain::new(&w)))));
+    // Two bodies the API refuses before the node: too large, not a SignedTx.
+    let big = vec![0u8; CHAIN_TX_SIZE_BYTES_MAX as usize + 1];
+    assert_eq!(
+        post_tx(&app, big).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        post_tx(&app, vec![7u8; 10]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post_tx(&app, vec![9u8; 3]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let answer = get(&app, "/metrics").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let text = answer.text();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let peer2 = key(2).public_key().to_string();
+    let peer3 = key(3).public_key().to_string();
+    for line in [
+        "# TYPE metanode_chain_height gauge",
+        "metanode_chain_height 1",
+        "metanode_chain_consensus_height 2",
+        "metanode_chain_round 3",
+        "metanode_chain_mempool_txs 4",
+        "# TYPE metanode_chain_mempool_bytes gauge",
+        "# UNIT metanode_chain_mempool_bytes bytes",
+        "metanode_chain_mempool_bytes 500",
+        "# TYPE metanode_chain_blocks_committed counter",
+        "metanode_chain_blocks_committed_total{via=\"consensus\"} 6",
+        "metanode_chain_blocks_committed_total{via=\"sync\"} 7",
+        "metanode_chain_txs_committed_total 8",
+        "metanode_chain_round_timeouts_total 9",
+        "metanode_chain_round_skips_total 10",
+        "metanode_chain_round_changes_sent_total 11",
+        "metanode_chain_messages_received_total 12",
+        "metanode_chain_messages_rejected_total{reason=\"qbft_undecodable\"} 13",
+        "# TYPE metanode_chain_txs_rejected counter",
+        "metanode_chain_txs_rejected_total{source=\"api\",reason=\"oversized\"} 1",
+        "metanode_chain_txs_rejected_total{source=\"api\",reason=\"undecodable\"} 2",
+        "metanode_chain_txs_rejected_total{source=\"api_batch\",reason=\"oversized\"} 0",
+        "metanode_chain_txs_rejected_total{source=\"client\",reason=\"bad_signature\"} 14",
+        "metanode_chain_txs_rejected_total{source=\"gossip\",reason=\"duplicate\"} 15",
+        "metanode_chain_sync_requests_sent_total 16",
+        "metanode_chain_sync_requests_served_total 17",
+        "metanode_chain_sync_target_height 18",
+        "metanode_bpci_frames_sent_total 19",
+        "metanode_bpci_frames_received_total 20",
+        "metanode_bpci_payload_sent_bytes_total 21",
+        "metanode_bpci_payload_received_bytes_total 22",
+        "metanode_bpci_frames_rejected_total{reason=\"bad_signature\"} 23",
+        "metanode_bpci_frames_rejected_total{reason=\"wrong_chain_id\"} 24",
+        "metanode_bpci_frames_lost_total 25",
+        "metanode_bpci_frames_refused_queue_full_total 26",
+        "metanode_bpci_connections_total{event=\"dialed\"} 27",
+        "metanode_bpci_connections_total{event=\"accepted\"} 28",
+        "metanode_bpci_connections_total{event=\"superseded\"} 29",
+        "metanode_bpci_dial_failures_total 30",
+        "metanode_bpci_handshakes_refused_total 31",
+        "# TYPE metanode_bpci_peer_connected gauge",
+        &format!("metanode_bpci_peer_connected{{peer=\"{peer2}\"}} 1"),
+        &format!("metanode_bpci_peer_connected{{peer=\"{peer3}\"}} 0"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
 }

@@ -22,15 +22,23 @@
 //! [`SendError::QueueFull`] past them); per-peer inbound bytes held in
 //! memory (past it, reading that peer waits and QUIC flow control pushes
 //! back); the inbound channel; handshakes in flight; streams per connection.
-//! Connecting is lazy (on the first frame for a peer) with bounded
-//! exponential backoff.
+//! A peer with an address is dialed once at start, then again whenever a
+//! frame for it finds no connection, with bounded exponential backoff.
+//!
+//! Restarts: a peer killed without closing leaves us a connection that looks
+//! alive until QUIC's idle timeout. Two things end it at once: a restarted
+//! peer dials us at start, and a connection it dials retires the one we
+//! dialed before (see `Slots::take_dialed_before`); and its QUIC endpoint
+//! answers the old connection's packets with a stateless reset we accept
+//! (reset key and connection-id key are derived from the node key, so they
+//! survive the restart).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use metanode_core::encoding::DecodeError;
 use metanode_core::hash::Hash32;
@@ -70,6 +78,7 @@ const CLOSE_SHUTDOWN: u32 = 0;
 const CLOSE_REPLACED: u32 = 1;
 const CLOSE_UNKNOWN_PEER: u32 = 2;
 const STOP_MALFORMED: u32 = 3;
+const CLOSE_SUPERSEDED: u32 = 4;
 
 /// What [`Endpoint::bind`] needs.
 #[derive(Debug)]
@@ -194,6 +203,9 @@ pub struct Metrics {
     /// Incoming connections refused: failed handshake (e.g. key not
     /// pinned), timeout, or too many handshakes at once.
     pub handshakes_refused: u64,
+    /// Connections we dialed that we closed because the peer dialed us
+    /// again (it restarted or gave them up).
+    pub connections_superseded: u64,
 }
 
 #[derive(Debug, Default)]
@@ -208,6 +220,7 @@ struct Counters {
     connections_accepted: AtomicU64,
     dial_failures: AtomicU64,
     handshakes_refused: AtomicU64,
+    connections_superseded: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -239,6 +252,8 @@ enum Side {
 #[derive(Debug, Default)]
 struct Slots {
     dialed: Option<quinn::Connection>,
+    /// When `dialed` was confirmed by the peer (its HANDSHAKE_DONE).
+    dialed_at: Option<Instant>,
     accepted: Option<quinn::Connection>,
 }
 
@@ -248,6 +263,25 @@ impl Slots {
             Side::Dialed => &mut self.dialed,
             Side::Accepted => &mut self.accepted,
         }
+    }
+
+    /// Takes the dialed connection if the peer confirmed it before `arrived`
+    /// (when the first packet of a connection the peer dialed reached us).
+    ///
+    /// A peer dials only when it holds no live connection to us, so a
+    /// connection it confirmed before dialing again is dead at its end: it
+    /// restarted (kill -9 sends no close, so our side would write into the
+    /// old connection until the idle timeout), or it gave the connection up.
+    /// When both sides dial at once, each one's dial reaches the other
+    /// before its own is confirmed, so both connections are kept. The
+    /// rare ordering this misjudges costs one live connection (the peer
+    /// still has the new one), never the peer.
+    fn take_dialed_before(&mut self, arrived: Instant) -> Option<quinn::Connection> {
+        if self.dialed_at.is_some_and(|at| at < arrived) {
+            self.dialed_at = None;
+            return self.dialed.take();
+        }
+        None
     }
 
     fn current(&self) -> Option<&quinn::Connection> {
@@ -436,9 +470,26 @@ impl Endpoint {
         // writing into it until the idle timeout (30 s of lost consensus
         // messages). Ed25519 signatures are deterministic, so this signature
         // is a stable secret only the key holder can compute.
+        //
+        // The reset key alone is not enough: quinn answers a packet for an
+        // unknown connection with a reset only if its connection id passes
+        // the id generator's check, which by default is keyed randomly per
+        // process, so a restarted process silently dropped every packet of
+        // the old connections (and so never reset them). The generator key
+        // is derived from the node key the same way.
         let reset_secret = key.sign(b"metanode bpci quic stateless reset key v1");
         let reset_key =
             aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &reset_secret.to_bytes()[..32]);
+        let cid_secret = key
+            .sign(b"metanode bpci quic connection id key v1")
+            .to_bytes();
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(&cid_secret[..8]);
+        let cid_key = u64::from_le_bytes(cid_key);
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
         let bind_error = |source| TransportError::Bind {
             addr: config.listen,
             source,
@@ -446,13 +497,8 @@ impl Endpoint {
         let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_error(std::io::Error::other("no async runtime found")))?;
-        let quic = quinn::Endpoint::new(
-            quinn::EndpointConfig::new(Arc::new(reset_key)),
-            Some(server),
-            socket,
-            runtime,
-        )
-        .map_err(bind_error)?;
+        let quic = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(bind_error)?;
         let local_addr = quic.local_addr().map_err(|source| TransportError::Bind {
             addr: config.listen,
             source,
@@ -475,6 +521,10 @@ impl Endpoint {
         for peer in inner.peers.values() {
             if let Some(addr) = peer.addr {
                 inner.spawn(run_dialer(inner.clone(), peer.clone(), addr));
+                // Dial at start rather than on the first frame: after a
+                // restart the peer learns at once that its connections to
+                // our previous process are dead (module docs).
+                peer.want.notify_one();
             }
         }
         tracing::info!(%local_addr, node = %ours, peers = inner.peers.len(), "bpci endpoint bound");
@@ -610,6 +660,7 @@ impl Endpoint {
             connections_accepted: get(&c.connections_accepted),
             dial_failures: get(&c.dial_failures),
             handshakes_refused: get(&c.handshakes_refused),
+            connections_superseded: get(&c.connections_superseded),
         }
     }
 
@@ -690,17 +741,40 @@ impl Inner {
     }
 
     /// Makes `conn` the peer's current connection of its side and starts
-    /// reading the streams the peer opens on it.
-    fn register(self: &Arc<Self>, peer: &Arc<Peer>, conn: quinn::Connection, side: Side) {
+    /// reading the streams the peer opens on it. `since` is when the peer
+    /// confirmed a connection we dialed, or when the first packet of one it
+    /// dialed arrived: an accepted connection also retires a dialed one the
+    /// peer confirmed before it (see [`Slots::take_dialed_before`]).
+    fn register(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        conn: quinn::Connection,
+        side: Side,
+        since: Instant,
+    ) {
         let mut old = None;
-        peer.conns
-            .send_modify(|slots| old = slots.slot(side).replace(conn.clone()));
+        let mut superseded = None;
+        peer.conns.send_modify(|slots| {
+            old = slots.slot(side).replace(conn.clone());
+            match side {
+                Side::Dialed => slots.dialed_at = Some(since),
+                Side::Accepted => superseded = slots.take_dialed_before(since),
+            }
+        });
         if let Some(old) = old
             && old.stable_id() != conn.stable_id()
         {
             old.close(
                 VarInt::from_u32(CLOSE_REPLACED),
                 b"replaced by a newer connection",
+            );
+        }
+        if let Some(stale) = superseded {
+            bump(&self.counters.connections_superseded, 1);
+            tracing::debug!(peer = %peer.key, "bpci peer reconnected: dropping the connection it dialed before");
+            stale.close(
+                VarInt::from_u32(CLOSE_SUPERSEDED),
+                b"superseded: the peer dialed again",
             );
         }
         tracing::debug!(peer = %peer.key, ?side, "bpci connection up");
@@ -790,7 +864,7 @@ async fn run_dialer(inner: Arc<Inner>, peer: Arc<Peer>, addr: SocketAddr) {
             match dial(&inner, &peer, addr).await {
                 Ok(conn) => {
                     bump(&inner.counters.connections_dialed, 1);
-                    inner.register(&peer, conn, Side::Dialed);
+                    inner.register(&peer, conn, Side::Dialed, Instant::now());
                     break;
                 }
                 Err(e) => {
@@ -815,6 +889,7 @@ async fn run_dialer(inner: Arc<Inner>, peer: Arc<Peer>, addr: SocketAddr) {
 
 async fn run_accept(inner: Arc<Inner>) {
     while let Some(incoming) = inner.quic.accept().await {
+        let arrived = Instant::now();
         let Ok(permit) = inner.handshakes.clone().try_acquire_owned() else {
             bump(&inner.counters.handshakes_refused, 1);
             incoming.refuse();
@@ -842,7 +917,7 @@ async fn run_accept(inner: Arc<Inner>) {
             match tls::peer_key_of(&conn).and_then(|k| inner.peers.get(&k).cloned()) {
                 Some(peer) => {
                     bump(&inner.counters.connections_accepted, 1);
-                    inner.register(&peer, conn, Side::Accepted);
+                    inner.register(&peer, conn, Side::Accepted, arrived);
                 }
                 None => {
                     // Unreachable while the verifier pins the same set.

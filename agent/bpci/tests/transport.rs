@@ -419,3 +419,163 @@ async fn large_frame_crosses_intact() {
     a.close().await;
     b.close().await;
 }
+
+/// A free UDP port on loopback (bound and released), for an endpoint that
+/// must be dialable before it exists and come back on the same address.
+fn free_udp_addr() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind(loopback()).unwrap();
+    socket.local_addr().unwrap()
+}
+
+/// Binds `seed`'s endpoint on `addr` (retried while the previous socket on
+/// it is being released) within `runtime`.
+async fn bind_at(
+    runtime: &tokio::runtime::Handle,
+    seed: u8,
+    addr: SocketAddr,
+    peers: Vec<(PublicKey, Option<SocketAddr>)>,
+) -> Endpoint {
+    within("the endpoint binds its old address", async {
+        loop {
+            let _entered = runtime.enter();
+            match Endpoint::bind(TransportConfig::new(
+                addr,
+                key(seed),
+                cluster(),
+                peers.clone(),
+            )) {
+                Ok(ep) => return ep,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+}
+
+/// kill -9 and restart of a peer: the dead process sends no CONNECTION_CLOSE,
+/// so the survivor's connection to it looks alive (and, being the one the
+/// survivor dialed, is the one it writes to) until QUIC's idle timeout.
+/// Once the restarted peer connects again with the same pinned key, the
+/// survivor must drop the dead connection and reach it at once: before the
+/// fix this took up to the idle timeout (~29 s seen in the chain bench).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_peer_is_reached_without_waiting_for_the_dead_connection() {
+    let svc = ServiceId::named("qbft");
+    let b_addr = free_udp_addr();
+    let a = bind(1, vec![(pk(2), Some(b_addr))]);
+    let a_addr = a.local_addr();
+    let b_peers = vec![(pk(1), Some(a_addr))];
+
+    // b runs on a runtime of its own, so it can die without closing.
+    let b_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = bind_at(b_runtime.handle(), 2, b_addr, b_peers.clone()).await;
+    // a dials b; b answers on that connection.
+    a.send(&pk(2), svc, b"before".to_vec()).unwrap();
+    assert_eq!(recv_n(&b, 1).await[0].payload, b"before");
+    b.send(&pk(1), svc, b"ack".to_vec()).unwrap();
+    assert_eq!(recv_n(&a, 1).await[0].payload, b"ack");
+
+    // kill -9: b's tasks (QUIC driver included) vanish without a close
+    // frame, then its socket goes. a keeps sending meanwhile, as consensus
+    // does, which also backs its retransmission timer off.
+    b_runtime.shutdown_background();
+    drop(b);
+    for i in 0..10 {
+        let _ = a.send(&pk(2), svc, format!("while dead {i}").into_bytes());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(a.is_connected(&pk(2)), "a has not noticed b's death yet");
+
+    // b restarts with the same key on the same address; it dials a at start.
+    let accepted_before = a.metrics().connections_accepted;
+    let restarted = std::time::Instant::now();
+    let b = bind_at(&tokio::runtime::Handle::current(), 2, b_addr, b_peers).await;
+    b.send(&pk(1), svc, b"back".to_vec()).unwrap();
+    let got = recv_n(&a, 1).await;
+    assert_eq!(got[0].payload, b"back");
+
+    // a's frames reach the new b: every 50 ms a sends one until one lands.
+    let reached = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut i = 0u32;
+        loop {
+            let _ = a.send(&pk(2), svc, format!("after {i}").into_bytes());
+            i += 1;
+            let got = tokio::time::timeout(Duration::from_millis(50), b.recv()).await;
+            if let Ok(Some(m)) = got
+                && m.payload.starts_with(b"after")
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    let elapsed = restarted.elapsed();
+    println!("restarted peer reached by the survivor after {elapsed:?}");
+    let m = reached.unwrap_or_else(|_| {
+        panic!("the survivor still writes to the dead connection {elapsed:?} after the restart")
+    });
+    assert_eq!(m.from, pk(1));
+    assert_eq!(a.metrics().connections_accepted, accepted_before + 1);
+    b.close().await;
+    a.close().await;
+}
+
+/// The same kill -9 and restart, but the restarted peer never dials (it has
+/// no address for the survivor): only QUIC's stateless reset can tell the
+/// survivor its connection is dead. The restarted process answers the old
+/// connection's packets with a reset the survivor accepts (reset key and
+/// connection-id key both derived from the node key), the survivor drops
+/// the connection and dials again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_peer_that_does_not_dial_resets_the_dead_connection() {
+    let svc = ServiceId::named("qbft");
+    let b_addr = free_udp_addr();
+    let a = bind(1, vec![(pk(2), Some(b_addr))]);
+    let b_peers = vec![(pk(1), None)];
+    let b_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = bind_at(b_runtime.handle(), 2, b_addr, b_peers.clone()).await;
+    a.send(&pk(2), svc, b"before".to_vec()).unwrap();
+    assert_eq!(recv_n(&b, 1).await[0].payload, b"before");
+
+    b_runtime.shutdown_background();
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let restarted = std::time::Instant::now();
+    let b = bind_at(&tokio::runtime::Handle::current(), 2, b_addr, b_peers).await;
+    let reached = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut i = 0u32;
+        loop {
+            let _ = a.send(&pk(2), svc, format!("after {i}").into_bytes());
+            i += 1;
+            let got = tokio::time::timeout(Duration::from_millis(50), b.recv()).await;
+            if let Ok(Some(m)) = got
+                && m.payload.starts_with(b"after")
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    let elapsed = restarted.elapsed();
+    println!("restarted peer reached through a stateless reset after {elapsed:?}");
+    let m = reached.unwrap_or_else(|_| {
+        panic!("the survivor still writes to the dead connection {elapsed:?} after the restart")
+    });
+    assert_eq!(m.from, pk(1));
+    // The old connection was reset, not superseded: b never dialed.
+    let metrics = a.metrics();
+    assert_eq!(metrics.connections_superseded, 0);
+    assert_eq!(metrics.connections_dialed, 2);
+    assert_eq!(b.metrics().connections_accepted, 1);
+    b.close().await;
+    a.close().await;
+}

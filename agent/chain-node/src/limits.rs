@@ -85,27 +85,30 @@ pub const GOSSIP_BATCH_SIZE_BYTES_MAX: usize = 1024 * 1024;
 pub const GOSSIP_FLUSH_DELAY_MS: u64 = 5;
 
 const _: () = assert!(GOSSIP_BATCH_TXS_COUNT_MAX >= 1);
-const _: () =
-    assert!(GOSSIP_BATCH_TXS_COUNT_MAX <= metanode_chain::types::TX_BATCH_TXS_COUNT_MAX as usize);
+const _: () = assert!(
+    GOSSIP_BATCH_TXS_COUNT_MAX <= metanode_core::limits::CHAIN_TX_BATCH_TXS_COUNT_MAX as usize
+);
 // One transaction of the largest size always fits an empty batch.
 const _: () = assert!(
     metanode_core::limits::CHAIN_TX_SIZE_BYTES_MAX as usize + GOSSIP_BATCH_OVERHEAD_BYTES
         <= GOSSIP_BATCH_SIZE_BYTES_MAX
 );
-const _: () =
-    assert!(GOSSIP_BATCH_SIZE_BYTES_MAX <= metanode_chain::types::TX_BATCH_SIZE_BYTES_MAX as usize);
+const _: () = assert!(
+    GOSSIP_BATCH_SIZE_BYTES_MAX <= metanode_core::limits::CHAIN_TX_BATCH_SIZE_BYTES_MAX as usize
+);
 const _: () = assert!(GOSSIP_FLUSH_DELAY_MS < PERIODIC_TICK_MS);
 
 /// Bytes a `TxBatch` adds around its transactions (version, count).
 pub const GOSSIP_BATCH_OVERHEAD_BYTES: usize = 1 + 4;
 
 /// Transactions one client submission (`POST /api/v1/chain/txs/batch`)
-/// may carry: the API's body bound is `TX_BATCH_SIZE_BYTES_MAX`; this bounds
+/// may carry: the API's body bound is `CHAIN_TX_BATCH_SIZE_BYTES_MAX`; this bounds
 /// the loop turn that admits them (~50 µs of signature check each).
 pub const SUBMIT_BATCH_TXS_COUNT_MAX: usize = 4_096;
 
-const _: () =
-    assert!(SUBMIT_BATCH_TXS_COUNT_MAX <= metanode_chain::types::TX_BATCH_TXS_COUNT_MAX as usize);
+const _: () = assert!(
+    SUBMIT_BATCH_TXS_COUNT_MAX <= metanode_core::limits::CHAIN_TX_BATCH_TXS_COUNT_MAX as usize
+);
 
 /// Gossiped batches whose signatures are checked off the node loop at the
 /// same time (on the endpoint runtime's blocking pool). Two keep both cores

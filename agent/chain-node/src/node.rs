@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use metanode_api::{
-    AccountInfo, BoxFuture, ChainControl, ChainError, ChainStatus, HeadEvent, ReceiptWithProof,
+    AccountInfo, BoxFuture, BpciMetrics, ChainControl, ChainError, ChainMetrics, ChainStatus,
+    HeadEvent, LabeledCount, ReceiptWithProof,
 };
-use metanode_bpci::{Endpoint, Metrics, TransportConfig};
+use metanode_bpci::{Endpoint, Metrics, Rejections, TransportConfig};
 use metanode_chain::light::receipt_proof;
 use metanode_chain::mempool::{MempoolError, VerifiedTx};
 use metanode_chain::types::{ChainId, FinalizedBlock, Genesis, Height, SignedTx};
@@ -22,7 +23,7 @@ use crate::config::{ChainNodeConfig, StartError};
 use crate::limits::{HEADS_CHANNEL_COUNT_MAX, SUBMIT_BATCH_TXS_COUNT_MAX, SUBMIT_QUEUE_COUNT_MAX};
 use crate::recover::{Recovered, recover};
 use crate::runtime::{Command, LoopParts, Net, run_thread};
-use crate::shared::{Counters, Shared, Snapshot};
+use crate::shared::{Counters, MESSAGE_REJECT_REASONS, Shared, Snapshot, TxSource};
 
 /// A running chain node. Share it as `Arc<ChainNode>` (also as
 /// `Arc<dyn ChainControl>` for the API).
@@ -133,6 +134,8 @@ impl ChainNode {
                 validators,
                 mempool_txs: 0,
                 mempool_bytes: 0,
+                engine_stats: Default::default(),
+                sync_target_height: 0,
             }),
             counters: Counters::default(),
             last_rejection: Mutex::new(None),
@@ -267,6 +270,21 @@ impl Drop for ChainNode {
     }
 }
 
+/// The transport's frame rejections as metric series (reason labels).
+fn rejection_counts(r: &Rejections) -> Vec<LabeledCount> {
+    vec![
+        ("malformed", r.malformed),
+        ("payload_too_large", r.payload_too_large),
+        ("unknown_node", r.unknown_node),
+        ("source_mismatch", r.source_mismatch),
+        ("wrong_chain_id", r.wrong_cluster),
+        ("bad_signature", r.bad_signature),
+        ("digest_mismatch", r.digest_mismatch),
+        ("replayed", r.replayed),
+        ("too_many_services", r.too_many_services),
+    ]
+}
+
 /// The canonical bytes of `tx` if they are within the transaction bound.
 fn encode_tx(tx: &SignedTx) -> Result<Vec<u8>, MempoolError> {
     let too_large = |size_bytes: usize| MempoolError::TooLarge {
@@ -316,6 +334,63 @@ impl ChainControl for ChainNode {
         }
     }
 
+    fn metrics(&self) -> ChainMetrics {
+        let snapshot = self.shared.snapshot.read().clone();
+        let c = &self.shared.counters;
+        let t = self.endpoint.metrics();
+        let stats = snapshot.engine_stats;
+        let txs_rejected = [
+            ("client", &c.txs_rejected_client),
+            ("gossip", &c.txs_rejected_gossip),
+        ]
+        .into_iter()
+        .flat_map(|(source, by)| {
+            by.snapshot(&MempoolError::REASONS)
+                .into_iter()
+                .map(move |(reason, n)| (source, reason, n))
+        })
+        .collect();
+        ChainMetrics {
+            height: snapshot.tip.height,
+            consensus_height: snapshot.consensus_height,
+            consensus_round: snapshot.consensus_round,
+            mempool_txs: snapshot.mempool_txs,
+            mempool_bytes: snapshot.mempool_bytes,
+            blocks_decided: Counters::get(&c.blocks_decided),
+            blocks_synced: Counters::get(&c.blocks_synced),
+            txs_committed: Counters::get(&c.txs_committed),
+            round_timeouts: stats.round_timeouts,
+            round_skips: stats.round_skips,
+            round_changes_sent: stats.round_changes_sent,
+            messages_received: Counters::get(&c.messages_received),
+            messages_rejected: c.messages_rejected_by.snapshot(&MESSAGE_REJECT_REASONS),
+            txs_rejected,
+            sync_requests_sent: Counters::get(&c.sync_requests_sent),
+            sync_requests_served: Counters::get(&c.sync_requests_served),
+            sync_target_height: snapshot.sync_target_height,
+            bpci: BpciMetrics {
+                frames_sent: t.frames_sent,
+                frames_received: t.frames_received,
+                payload_bytes_sent: t.payload_bytes_sent,
+                payload_bytes_received: t.payload_bytes_received,
+                frames_rejected: rejection_counts(&t.frames_rejected),
+                frames_lost: t.frames_lost,
+                frames_refused_queue_full: t.frames_refused_queue_full,
+                connections_dialed: t.connections_dialed,
+                connections_accepted: t.connections_accepted,
+                connections_superseded: t.connections_superseded,
+                dial_failures: t.dial_failures,
+                handshakes_refused: t.handshakes_refused,
+                peers: self
+                    .shared
+                    .peer_keys
+                    .iter()
+                    .map(|p| (*p, self.endpoint.is_connected(p)))
+                    .collect(),
+            },
+        }
+    }
+
     fn genesis(&self) -> Genesis {
         self.genesis.clone()
     }
@@ -323,7 +398,7 @@ impl ChainControl for ChainNode {
     fn submit(&self, tx: SignedTx) -> BoxFuture<'_, Result<Hash32, ChainError>> {
         Box::pin(async move {
             let refused = |e: MempoolError| {
-                Counters::bump(&self.shared.counters.txs_refused);
+                self.shared.counters.reject_tx(TxSource::Client, &e);
                 ChainError::Refused(e)
             };
             let bytes = encode_tx(&tx).map_err(refused)?;
@@ -385,7 +460,7 @@ impl ChainControl for ChainNode {
                         to_loop.push(ok);
                     }
                     Err(e) => {
-                        Counters::bump(&self.shared.counters.txs_refused);
+                        self.shared.counters.reject_tx(TxSource::Client, &e);
                         results.push(Some(Err(ChainError::Refused(e))));
                     }
                 }

@@ -29,7 +29,7 @@ use crate::limits::{
     WAKES_PENDING_COUNT_MAX,
 };
 use crate::recover::{account_info, index_block, touched_accounts};
-use crate::shared::{Counters, Shared, Snapshot};
+use crate::shared::{Counters, MESSAGE_REJECT_REASONS, Shared, Snapshot, TxSource};
 use crate::sync::SyncMessage;
 
 /// BPCI service names.
@@ -256,6 +256,7 @@ async fn run(parts: LoopParts) {
         to_index: Vec::new(),
         heads: Vec::new(),
         last_warn: None,
+        syncing: false,
         gossip: GossipOut::default(),
         gossip_verify: GossipVerify {
             permits: Arc::new(tokio::sync::Semaphore::new(GOSSIP_VERIFY_JOBS_MAX)),
@@ -346,6 +347,9 @@ struct NodeLoop {
     /// Heads stored in this batch, published once the batch is done.
     heads: Vec<HeadEvent>,
     last_warn: Option<Instant>,
+    /// Set while the effects of a synced block run: its `StoreBlock` counts
+    /// as synced, not decided.
+    syncing: bool,
     /// Admitted client transactions not yet gossiped.
     gossip: GossipOut,
     /// Gossiped batches whose signatures are being checked off the loop.
@@ -439,7 +443,7 @@ impl NodeLoop {
                 }
             }
             Err(e) => {
-                Counters::bump(&self.shared.counters.txs_refused);
+                self.shared.counters.reject_tx(TxSource::Client, e);
                 tracing::debug!("transaction refused: {e}");
             }
         }
@@ -510,6 +514,7 @@ impl NodeLoop {
             // it while its signature was being checked.
             let admitted = tx.and_then(|tx| self.core.submit_verified_tx(tx));
             if let Err(e) = admitted {
+                self.shared.counters.reject_tx(TxSource::Gossip, &e);
                 tracing::trace!(peer = %from, "gossiped transaction not admitted: {e}");
             }
         }
@@ -531,14 +536,22 @@ impl NodeLoop {
                     self.apply(out)
                 }
                 Err(e) => {
-                    self.reject(Some(from), format!("qbft frame does not decode: {e}"));
+                    self.reject(
+                        Some(from),
+                        "qbft_undecodable",
+                        format!("qbft frame does not decode: {e}"),
+                    );
                     Ok(())
                 }
             }
         } else if service == self.net.mempool {
             match TxBatch::from_canonical_bytes(&payload) {
                 Ok(batch) => self.verify_gossip(from, batch.txs),
-                Err(e) => self.reject(Some(from), format!("mempool frame does not decode: {e}")),
+                Err(e) => self.reject(
+                    Some(from),
+                    "mempool_undecodable",
+                    format!("mempool frame does not decode: {e}"),
+                ),
             }
             Ok(())
         } else if service == self.net.blocksync {
@@ -552,12 +565,20 @@ impl NodeLoop {
                 }
                 Ok(SyncMessage::Response { blocks }) => self.on_synced(&from, blocks),
                 Err(e) => {
-                    self.reject(Some(from), format!("blocksync frame does not decode: {e}"));
+                    self.reject(
+                        Some(from),
+                        "blocksync_undecodable",
+                        format!("blocksync frame does not decode: {e}"),
+                    );
                     Ok(())
                 }
             }
         } else {
-            self.reject(Some(from), format!("frame for unknown service {service}"));
+            self.reject(
+                Some(from),
+                "unknown_service",
+                format!("frame for unknown service {service}"),
+            );
             Ok(())
         }
     }
@@ -575,7 +596,9 @@ impl NodeLoop {
                 NodeEffect::StoreBlock { block, receipts } => self.store_block(block, &receipts)?,
                 NodeEffect::WakeAt { at_ms } => self.add_wake(at_ms),
                 NodeEffect::Behind { height, peer } => self.on_behind(height, peer),
-                NodeEffect::Rejected { from, reason } => self.reject(from, reason),
+                NodeEffect::Rejected { from, reason } => {
+                    self.reject(from, "consensus_refused", reason)
+                }
             }
         }
         Ok(())
@@ -622,6 +645,14 @@ impl NodeLoop {
                 .append(height, hash, receipts)
                 .map_err(|e| Fatal(format!("storing the receipts of block {height}: {e}")))?;
         }
+        let counters = &self.shared.counters;
+        if !self.syncing {
+            Counters::bump(&counters.blocks_decided);
+        }
+        counters.txs_committed.fetch_add(
+            block.block.txs.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         touched_accounts(&block, &mut self.touched);
         self.to_index
             .push((height, block.block.txs.iter().map(SignedTx::hash).collect()));
@@ -650,8 +681,14 @@ impl NodeLoop {
         }
     }
 
-    fn reject(&mut self, from: Option<PublicKey>, reason: String) {
+    /// Counts a dropped peer message under `kind` (one of
+    /// [`MESSAGE_REJECT_REASONS`]) and keeps `reason` for the status.
+    fn reject(&mut self, from: Option<PublicKey>, kind: &'static str, reason: String) {
         Counters::bump(&self.shared.counters.messages_rejected);
+        self.shared
+            .counters
+            .messages_rejected_by
+            .bump(&MESSAGE_REJECT_REASONS, kind);
         let text = match from {
             Some(peer) => format!("from {peer}: {reason}"),
             None => reason,
@@ -743,6 +780,7 @@ impl NodeLoop {
     }
 
     fn send_sync_request(&self, peer: &PublicKey) {
+        Counters::bump(&self.shared.counters.sync_requests_sent);
         let request = SyncMessage::Request {
             from_height: self.core.tip().height + 1,
             max_blocks: SYNC_RESPONSE_BLOCKS_MAX,
@@ -754,6 +792,7 @@ impl NodeLoop {
     }
 
     fn serve_sync(&self, peer: &PublicKey, from_height: Height, max_blocks: u32) {
+        Counters::bump(&self.shared.counters.sync_requests_served);
         let count = max_blocks.min(SYNC_RESPONSE_BLOCKS_MAX);
         let blocks = if count == 0 {
             Vec::new()
@@ -794,14 +833,21 @@ impl NodeLoop {
             }
             let mut out = Vec::new();
             let result = self.core.on_synced_block(block, &mut out);
-            self.apply(out)?;
+            self.syncing = true;
+            let applied = self.apply(out);
+            self.syncing = false;
+            applied?;
             match result {
                 Ok(()) => {
                     accepted += 1;
                     Counters::bump(&self.shared.counters.blocks_synced);
                 }
                 Err(e) => {
-                    self.reject(Some(*from), format!("synced block refused: {e}"));
+                    self.reject(
+                        Some(*from),
+                        "synced_block_refused",
+                        format!("synced block refused: {e}"),
+                    );
                     break;
                 }
             }
@@ -866,6 +912,8 @@ impl NodeLoop {
             validators: engine.validators().validators().to_vec(),
             mempool_txs: self.core.mempool().len(),
             mempool_bytes: self.core.mempool().bytes(),
+            engine_stats: engine.stats(),
+            sync_target_height: self.behind.as_ref().map_or(0, |b| b.target),
         };
         *self.shared.snapshot.write() = snapshot;
     }

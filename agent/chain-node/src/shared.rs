@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metanode_api::{AccountInfo, HeadEvent};
+use metanode_api::{AccountInfo, HeadEvent, LabeledCount};
+use metanode_chain::mempool::MempoolError;
 use metanode_chain::node::TipInfo;
+use metanode_chain::qbft::EngineStats;
 use metanode_core::keys::PublicKey;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
@@ -23,15 +25,89 @@ pub(crate) struct Snapshot {
     pub validators: Vec<PublicKey>,
     pub mempool_txs: usize,
     pub mempool_bytes: usize,
+    pub engine_stats: EngineStats,
+    /// Height block sync is fetching up to; zero when not behind.
+    pub sync_target_height: u64,
 }
 
-/// Counters since start (see `ChainStatus`).
+/// Why the loop dropped a peer message (metric label values).
+pub(crate) const MESSAGE_REJECT_REASONS: [&str; 6] = [
+    "qbft_undecodable",
+    "mempool_undecodable",
+    "blocksync_undecodable",
+    "unknown_service",
+    "consensus_refused",
+    "synced_block_refused",
+];
+
+/// Counters since start (see `ChainStatus` and `ChainMetrics`).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub messages_received: AtomicU64,
     pub messages_rejected: AtomicU64,
     pub txs_refused: AtomicU64,
     pub blocks_synced: AtomicU64,
+    pub blocks_decided: AtomicU64,
+    pub txs_committed: AtomicU64,
+    pub sync_requests_sent: AtomicU64,
+    pub sync_requests_served: AtomicU64,
+    /// By [`MESSAGE_REJECT_REASONS`].
+    pub messages_rejected_by: ReasonCounts<6>,
+    /// By `MempoolError::REASONS`: submissions to this node, and
+    /// transactions gossiped by peers.
+    pub txs_rejected_client: ReasonCounts<16>,
+    pub txs_rejected_gossip: ReasonCounts<16>,
+}
+
+/// A counter per reason of a fixed list.
+#[derive(Debug)]
+pub(crate) struct ReasonCounts<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for ReasonCounts<N> {
+    fn default() -> Self {
+        ReasonCounts(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> ReasonCounts<N> {
+    /// Counts `reason`, which must be one of `reasons` (a reason missing
+    /// from the list is a bug in this crate, not bad input).
+    pub fn bump(&self, reasons: &[&'static str; N], reason: &str) {
+        let index = reasons.iter().position(|r| *r == reason);
+        assert!(
+            index.is_some(),
+            "reason {reason} is not in the metric's list"
+        );
+        if let Some(counter) = index.and_then(|i| self.0.get(i)) {
+            Counters::bump(counter);
+        }
+    }
+
+    pub fn snapshot(&self, reasons: &[&'static str; N]) -> Vec<LabeledCount> {
+        reasons
+            .iter()
+            .zip(&self.0)
+            .map(|(reason, n)| (*reason, Counters::get(n)))
+            .collect()
+    }
+}
+
+impl Counters {
+    pub fn reject_tx(&self, source: TxSource, error: &MempoolError) {
+        Counters::bump(&self.txs_refused);
+        let by = match source {
+            TxSource::Client => &self.txs_rejected_client,
+            TxSource::Gossip => &self.txs_rejected_gossip,
+        };
+        by.bump(&MempoolError::REASONS, error.reason());
+    }
+}
+
+/// Where a refused transaction came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxSource {
+    Client,
+    Gossip,
 }
 
 impl Counters {

@@ -214,6 +214,21 @@ impl TxRejection {
             TxRejection::BadValidatorSet { .. } => STATUS_BAD_VALIDATOR_SET,
         }
     }
+
+    /// A short stable name of the refusal: a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TxRejection::WrongChain { .. } => "wrong_chain_id",
+            TxRejection::NonceTooLow { .. } => "nonce_too_low",
+            TxRejection::NonceGap { .. } => "nonce_gap",
+            TxRejection::NonceExhausted { .. } => "nonce_exhausted",
+            TxRejection::FeeTooLow { .. } => "fee_too_low",
+            TxRejection::InsufficientFunds { .. } => "insufficient_funds",
+            TxRejection::BalanceOverflow { .. } => "balance_overflow",
+            TxRejection::NotValidatorAdmin { .. } => "not_validator_admin",
+            TxRejection::BadValidatorSet { .. } => "bad_validator_set",
+        }
+    }
 }
 
 /// What the chain needs from an application.

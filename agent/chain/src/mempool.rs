@@ -145,6 +145,48 @@ pub enum MempoolError {
     },
 }
 
+impl MempoolError {
+    /// Every value [`MempoolError::reason`] returns, so metrics can show
+    /// each reason (at zero) before it first happens.
+    pub const REASONS: [&'static str; 16] = [
+        "wrong_chain_id",
+        "oversized",
+        "bad_signature",
+        "duplicate",
+        "nonce_too_low",
+        "nonce_gap",
+        "nonce_exhausted",
+        "fee_too_low",
+        "insufficient_funds",
+        "balance_overflow",
+        "not_validator_admin",
+        "bad_validator_set",
+        "sender_full",
+        "fee_bump_too_low",
+        "mempool_full",
+        // Not a mempool refusal: the encoding itself was bad (counted by
+        // whoever decoded it), listed so one label set covers both.
+        "undecodable",
+    ];
+
+    /// A short stable name of the refusal: a metric label. The same reason
+    /// whether the mempool or the application check found it (a stale nonce
+    /// is `nonce_too_low` either way: a replay).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MempoolError::WrongChain { .. } => "wrong_chain_id",
+            MempoolError::TooLarge { .. } => "oversized",
+            MempoolError::BadSignature { .. } => "bad_signature",
+            MempoolError::Rejected(rejection) => rejection.reason(),
+            MempoolError::Duplicate { .. } => "duplicate",
+            MempoolError::NonceTooLow { .. } => "nonce_too_low",
+            MempoolError::SenderFull { .. } => "sender_full",
+            MempoolError::FeeBumpTooLow { .. } => "fee_bump_too_low",
+            MempoolError::Full { .. } => "mempool_full",
+        }
+    }
+}
+
 /// A transaction whose signature has been checked (strict Ed25519 over its
 /// id) for this chain. The only way to make one is [`VerifiedTx::check`], so
 /// holding one is the proof: the node runtime checks signatures on other
@@ -617,6 +659,109 @@ mod tests {
 
     fn pk(i: u8) -> PublicKey {
         key(i).public_key()
+    }
+
+    /// Every refusal has a metric label from the published list, and the
+    /// labels are distinct (two reasons never share a series).
+    #[test]
+    fn every_refusal_reason_is_a_listed_label() {
+        let tx = Hash32::ZERO;
+        let sender = KeyId::from(pk(2));
+        let chain = ChainId(Hash32([1; 32]));
+        let app = |r| MempoolError::Rejected(r);
+        let errors = [
+            MempoolError::WrongChain {
+                tx,
+                got: chain,
+                expected: chain,
+            },
+            MempoolError::TooLarge {
+                tx,
+                size_bytes: 1,
+                max: 0,
+            },
+            MempoolError::BadSignature {
+                tx,
+                sender,
+                nonce: 0,
+            },
+            MempoolError::Duplicate { tx },
+            MempoolError::NonceTooLow {
+                tx,
+                sender,
+                nonce: 0,
+                expected: 1,
+            },
+            app(TxRejection::NonceGap {
+                sender,
+                nonce: 2,
+                expected: 1,
+            }),
+            app(TxRejection::NonceExhausted {
+                sender,
+                nonce: u64::MAX,
+            }),
+            app(TxRejection::FeeTooLow {
+                sender,
+                nonce: 0,
+                fee: 0,
+                min: 1,
+            }),
+            app(TxRejection::InsufficientFunds {
+                sender,
+                nonce: 0,
+                balance: 0,
+                needed: 1,
+            }),
+            app(TxRejection::BalanceOverflow {
+                to: sender,
+                balance: 1,
+                amount: u64::MAX,
+            }),
+            app(TxRejection::NotValidatorAdmin { sender, nonce: 0 }),
+            app(TxRejection::BadValidatorSet {
+                sender,
+                nonce: 0,
+                reason: "x".into(),
+            }),
+            MempoolError::SenderFull {
+                tx,
+                sender,
+                count: 1,
+            },
+            MempoolError::FeeBumpTooLow {
+                tx,
+                sender,
+                nonce: 0,
+                fee: 1,
+                pending_fee: 1,
+            },
+            MempoolError::Full {
+                tx,
+                fee: 1,
+                txs: 1,
+                bytes: 1,
+                txs_max: 1,
+                bytes_max: 1,
+            },
+        ];
+        let reasons: Vec<&str> = errors.iter().map(MempoolError::reason).collect();
+        for reason in &reasons {
+            assert!(MempoolError::REASONS.contains(reason), "{reason}");
+        }
+        let mut distinct = reasons.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), reasons.len(), "{reasons:?}");
+        // The same stale-nonce refusal from the application check.
+        let replay = app(TxRejection::NonceTooLow {
+            sender,
+            nonce: 0,
+            expected: 1,
+        });
+        assert_eq!(replay.reason(), "nonce_too_low");
+        // All listed labels are produced, plus the decoders' "undecodable".
+        assert_eq!(reasons.len() + 1, MempoolError::REASONS.len());
     }
 
     /// Senders 10..=30 hold 1 000 000 each; validator is key 1.

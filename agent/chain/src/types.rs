@@ -12,8 +12,8 @@ use metanode_core::hash::{Hash32, hash_encoded, hash_tagged};
 use metanode_core::keys::{PublicKey, Signature, SigningKey, VerifyError};
 use metanode_core::limits::{
     CHAIN_BLOCK_TXS_COUNT_MAX, CHAIN_GENESIS_ACCOUNTS_COUNT_MAX, CHAIN_NAME_LEN_MAX,
-    CHAIN_RECEIPT_OUTPUT_BYTES_MAX, CHAIN_TX_PAYLOAD_BYTES_MAX, CHAIN_TX_SIZE_BYTES_MAX,
-    CHAIN_VALIDATORS_COUNT_MAX,
+    CHAIN_RECEIPT_OUTPUT_BYTES_MAX, CHAIN_TX_BATCH_SIZE_BYTES_MAX, CHAIN_TX_BATCH_TXS_COUNT_MAX,
+    CHAIN_TX_PAYLOAD_BYTES_MAX, CHAIN_VALIDATORS_COUNT_MAX,
 };
 use metanode_core::merkle;
 use metanode_core::tags::DomainTag;
@@ -374,17 +374,6 @@ pub fn decode_key_cached(r: &mut Reader<'_>) -> Result<PublicKey, DecodeError> {
     Ok(key)
 }
 
-/// Transactions one [`TxBatch`] holds at most.
-pub const TX_BATCH_TXS_COUNT_MAX: u32 = 4_096;
-/// Encoded bytes of one [`TxBatch`] at most: a few hundred small transfers
-/// or a few maximum-size payload transactions; far below a BPCI frame.
-pub const TX_BATCH_SIZE_BYTES_MAX: u32 = 4 * 1024 * 1024;
-
-const _: () = assert!(TX_BATCH_TXS_COUNT_MAX <= metanode_core::limits::ENCODING_VEC_COUNT_MAX);
-const _: () = assert!(TX_BATCH_SIZE_BYTES_MAX >= 2 * CHAIN_TX_SIZE_BYTES_MAX);
-const _: () =
-    assert!(TX_BATCH_SIZE_BYTES_MAX <= metanode_core::limits::BPCI_FRAME_PAYLOAD_BYTES_MAX);
-
 /// Many signed transactions in one canonical message: the payload of the
 /// validators' `mempool` gossip and the body of
 /// `POST /api/v1/chain/txs/batch`. One message (one frame signature, one
@@ -392,8 +381,8 @@ const _: () =
 ///
 /// Wire form: `version u8 | count u32 LE | count × SignedTx` (each
 /// `SignedTx` is self-delimiting). Decoding refuses an unknown version, a
-/// count above [`TX_BATCH_TXS_COUNT_MAX`], input longer than
-/// [`TX_BATCH_SIZE_BYTES_MAX`], any transaction that is not canonical, and
+/// count above [`CHAIN_TX_BATCH_TXS_COUNT_MAX`], input longer than
+/// [`CHAIN_TX_BATCH_SIZE_BYTES_MAX`], any transaction that is not canonical, and
 /// trailing bytes. The batch is only a carrier: every transaction in it is
 /// still admitted (or refused) on its own.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
@@ -404,7 +393,7 @@ pub struct TxBatch {
 impl Encode for TxBatch {
     fn encode(&self, w: &mut Writer) {
         w.put_u8(CHAIN_ENCODING_VERSION);
-        w.put_seq_bounded(&self.txs, TX_BATCH_TXS_COUNT_MAX);
+        w.put_seq_bounded(&self.txs, CHAIN_TX_BATCH_TXS_COUNT_MAX);
     }
 }
 
@@ -413,16 +402,16 @@ impl Decode for TxBatch {
     /// are its size.
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let offset = r.offset();
-        if r.remaining() > TX_BATCH_SIZE_BYTES_MAX as usize {
+        if r.remaining() > CHAIN_TX_BATCH_SIZE_BYTES_MAX as usize {
             return Err(DecodeError::LengthExceedsMax {
                 len: u32::try_from(r.remaining()).unwrap_or(u32::MAX),
                 offset,
-                max: TX_BATCH_SIZE_BYTES_MAX,
+                max: CHAIN_TX_BATCH_SIZE_BYTES_MAX,
             });
         }
         decode_version(r, VERSIONS)?;
         Ok(TxBatch {
-            txs: r.read_seq_bounded(TX_BATCH_TXS_COUNT_MAX)?,
+            txs: r.read_seq_bounded(CHAIN_TX_BATCH_TXS_COUNT_MAX)?,
         })
     }
 }
@@ -1024,11 +1013,11 @@ mod tests {
         assert!(TxBatch::from_canonical_bytes(&bad).is_err());
         // Count above the bound, refused before anything is read.
         let mut bad = bytes.clone();
-        bad[1..5].copy_from_slice(&(TX_BATCH_TXS_COUNT_MAX + 1).to_le_bytes());
+        bad[1..5].copy_from_slice(&(CHAIN_TX_BATCH_TXS_COUNT_MAX + 1).to_le_bytes());
         assert!(matches!(
             TxBatch::from_canonical_bytes(&bad),
             Err(DecodeError::CountExceedsMax {
-                max: TX_BATCH_TXS_COUNT_MAX,
+                max: CHAIN_TX_BATCH_TXS_COUNT_MAX,
                 ..
             })
         ));
@@ -1036,17 +1025,17 @@ mod tests {
         assert!(TxBatch::from_canonical_bytes(&bytes[..bytes.len() - 10]).is_err());
         // Input above the byte bound.
         let mut big = bytes.clone();
-        big.resize(TX_BATCH_SIZE_BYTES_MAX as usize + 1, 0);
+        big.resize(CHAIN_TX_BATCH_SIZE_BYTES_MAX as usize + 1, 0);
         assert!(matches!(
             TxBatch::from_canonical_bytes(&big),
             Err(DecodeError::LengthExceedsMax {
-                max: TX_BATCH_SIZE_BYTES_MAX,
+                max: CHAIN_TX_BATCH_SIZE_BYTES_MAX,
                 ..
             })
         ));
         // A batch of more than the bound does not encode.
         let many = TxBatch {
-            txs: vec![transfer(1, 0); TX_BATCH_TXS_COUNT_MAX as usize + 1],
+            txs: vec![transfer(1, 0); CHAIN_TX_BATCH_TXS_COUNT_MAX as usize + 1],
         };
         assert!(many.to_canonical_bytes().is_err());
     }

@@ -209,6 +209,16 @@ const _: () = assert!(CHAIN_TX_PAYLOAD_BYTES_MAX + 1024 <= CHAIN_TX_SIZE_BYTES_M
 const _: () = assert!(CHAIN_BLOCK_SIZE_BYTES_MAX <= ENCODING_BYTES_LEN_MAX);
 const _: () = assert!(CHAIN_BLOCK_TXS_COUNT_MAX <= ENCODING_VEC_COUNT_MAX);
 
+/// Transactions one `TxBatch` (gossip frame, batch submission) holds at most.
+pub const CHAIN_TX_BATCH_TXS_COUNT_MAX: u32 = 4_096;
+/// Encoded bytes of one `TxBatch` at most: a few hundred small transfers or
+/// a few maximum-size payload transactions; far below a BPCI frame.
+pub const CHAIN_TX_BATCH_SIZE_BYTES_MAX: u32 = 4 * 1024 * 1024;
+
+const _: () = assert!(CHAIN_TX_BATCH_TXS_COUNT_MAX <= ENCODING_VEC_COUNT_MAX);
+const _: () = assert!(CHAIN_TX_BATCH_SIZE_BYTES_MAX >= 2 * CHAIN_TX_SIZE_BYTES_MAX);
+const _: () = assert!(CHAIN_TX_BATCH_SIZE_BYTES_MAX <= BPCI_FRAME_PAYLOAD_BYTES_MAX);
+
 // ---- chain-store: WAL and block log (agent/chain-store) ----
 
 /// Largest safety-WAL record: the safety state holds at most one prepared

@@ -186,6 +186,18 @@ pub struct Engine {
     /// the safety log outlived): restored when we get there, so syncing back
     /// up to it never double-signs.
     deferred_safety: Option<SafetyState>,
+    stats: EngineStats,
+}
+
+/// Counters since the engine was created, for metrics (they steer nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Rounds that ran out of time here.
+    pub round_timeouts: u64,
+    /// Jumps to a higher round because f + 1 validators were already there.
+    pub round_skips: u64,
+    /// Round-change messages this validator signed and sent.
+    pub round_changes_sent: u64,
 }
 
 impl fmt::Debug for Engine {
@@ -257,6 +269,7 @@ impl Engine {
             ahead: BTreeMap::new(),
             behind_reported: 0,
             deferred_safety: None,
+            stats: EngineStats::default(),
         };
         let mut out = Vec::new();
         match safety {
@@ -303,6 +316,10 @@ impl Engine {
 
     pub fn round(&self) -> Round {
         self.round
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
     }
 
     /// The set deciding `height()`.
@@ -534,6 +551,7 @@ impl Engine {
         let Some(next) = self.round.checked_add(1) else {
             return;
         };
+        self.stats.round_timeouts += 1;
         // Catch up with the highest round any validator asked for. With
         // capped timers, an honest validator that ran rounds alone (say, it
         // decided the previous height first) can stay a whole round ahead of
@@ -571,6 +589,7 @@ impl Engine {
                 prepares,
             })
         {
+            self.stats.round_changes_sent += 1;
             let me = self.public_key;
             self.round_state(round).round_changes.insert(me, signed);
         }
@@ -1412,6 +1431,7 @@ impl Engine {
             }
         }
         if let Some(target) = self.round_skip_target() {
+            self.stats.round_skips += 1;
             self.enter_round(target, out);
             self.send_round_change(out);
         }

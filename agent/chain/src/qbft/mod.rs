@@ -10,7 +10,7 @@
 mod engine;
 pub mod messages;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, EngineStats};
 pub use messages::{ConsensusMessage, Payload, SignedPayload};
 
 use metanode_core::hash::Hash32;
