@@ -19,6 +19,13 @@
 //! from the nodes on the other side of a partition. Probes come from the hub
 //! address, which no rule names, so a partitioned node still answers them.
 //!
+//! Delay ([`Net::set_delay`]) has no kernel qdisc here either: while it is
+//! on, each node routes the other nodes' /32s via the hub, and the hub
+//! passes every forwarded packet through a userspace relay (a TUN device)
+//! that holds it for its one-way delay (see `chain_relay`). Packets keep
+//! their addresses, so the loss and partition tables above mean the same
+//! with or without it. Off, the nodes talk directly over the bridge again.
+//!
 //! Cleanup. `Drop` kills the agents, anything else left in our namespaces,
 //! and deletes the namespaces, also on error or panic. Namespaces left by a
 //! run that was killed outright (its pid is gone) are swept at the next
@@ -40,6 +47,7 @@ use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::chain_relay::{self, Impairment, Relay, RelayStats};
 use crate::process::{self, Outcome};
 use crate::workspace_root;
 
@@ -65,6 +73,12 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_BODY_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Time for a started agent to answer its API.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Seed of the relay's per-packet delays (a run's schedule is this seed
+/// applied to the order packets arrive in).
+pub const RELAY_SEED: u64 = 0x6d6e_6465_6c61_7940;
+/// Priority of the hub's `iif br0` rule: after the `local` rule (0), so
+/// packets for the hub's own address are still delivered to it.
+const RELAY_RULE_PRIORITY: u32 = 100;
 
 const _: () = assert!(NODES_COUNT_MAX < HUB_HOST as usize);
 
@@ -123,6 +137,10 @@ pub struct Net {
     home_ns: Option<File>,
     probe: ureq::Agent,
     commands_log: PathBuf,
+    /// Started at the first [`Net::set_delay`]; then kept (idle when off).
+    relay: Option<Relay>,
+    /// Whether the nodes route each other via the hub (delay on).
+    via_relay: bool,
 }
 
 pub fn ensure_root(what: &str) -> anyhow::Result<()> {
@@ -203,6 +221,8 @@ impl Net {
             home_ns: None,
             probe: http_agent(Some(PROBE_TIMEOUT), None),
             commands_log,
+            relay: None,
+            via_relay: false,
         };
         net.write_genesis(spec)?;
         net.create_links(&tag, spec.nodes)?;
@@ -344,6 +364,23 @@ impl Net {
         move_into_link_name_space(hub.as_fd(), Some(LinkNameSpaceType::Network))
             .with_context(|| format!("setns into {}", self.hub))?;
         self.home_ns = Some(home);
+        Ok(())
+    }
+
+    /// Fails unless this thread is in the hub namespace, so that nothing is
+    /// ever created in (or routed through) the host's own.
+    fn ensure_in_hub(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        let id = |path: &str| -> anyhow::Result<(u64, u64)> {
+            let m = std::fs::metadata(path).with_context(|| format!("stat {path}"))?;
+            Ok((m.dev(), m.ino()))
+        };
+        let hub_path = format!("/run/netns/{}", self.hub);
+        ensure!(
+            id("/proc/thread-self/ns/net")? == id(&hub_path)?,
+            "this thread is not in the hub namespace {} (only the thread that created the net is)",
+            self.hub
+        );
         Ok(())
     }
 
@@ -520,6 +557,147 @@ impl Net {
         .with_context(|| format!("nft {what} on node {i}"))
     }
 
+    /// Puts every node-to-node packet through the relay, which holds each
+    /// for `delay ± jitter` (see `chain_relay`); None takes the relay out
+    /// of the path again (packets it holds still leave on time). The first
+    /// call creates the relay's TUN in the hub, turns on forwarding there
+    /// and adds the hub's policy route; later calls only change the
+    /// impairment and the nodes' routes. Must run on the thread that
+    /// created the net (the one in the hub namespace).
+    pub fn set_delay(&mut self, impairment: Option<Impairment>) -> anyhow::Result<()> {
+        let Some(impairment) = impairment else {
+            if self.via_relay {
+                self.route_nodes_via_hub(false)?;
+                self.via_relay = false;
+            }
+            return Ok(());
+        };
+        match &self.relay {
+            Some(relay) => {
+                ensure!(
+                    relay.is_running(),
+                    "the relay thread has stopped (see its warning above)"
+                );
+                relay.set_impairment(impairment);
+            }
+            None => {
+                self.ensure_in_hub()?;
+                let nodes = self.nodes.iter().map(|n| n.ip).collect();
+                // Kept only once the hub is set up: if that fails, dropping
+                // it closes the TUN and a later call starts over.
+                let relay = Relay::start(nodes, impairment, RELAY_SEED)?;
+                self.setup_hub_forwarding()
+                    .context("set up the hub for the relay")?;
+                self.relay = Some(relay);
+            }
+        }
+        if !self.via_relay {
+            self.route_nodes_via_hub(true)?;
+            self.via_relay = true;
+        }
+        Ok(())
+    }
+
+    /// The relay's counters since the previous call (None: never started).
+    pub fn take_relay_stats(&self) -> Option<RelayStats> {
+        self.relay.as_ref().map(Relay::take_stats)
+    }
+
+    /// Packets the kernel dropped on their way into the relay (its TUN's tx
+    /// queue was full because the relay thread did not read in time); the
+    /// relay's own counters cannot see these.
+    pub fn relay_kernel_dropped(&self) -> anyhow::Result<u64> {
+        #[derive(Deserialize)]
+        struct Link {
+            stats64: Stats64,
+        }
+        #[derive(Deserialize)]
+        struct Stats64 {
+            tx: Tx,
+        }
+        #[derive(Deserialize)]
+        struct Tx {
+            dropped: u64,
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", &self.hub, "-s", "-j", "link", "show", "dev"])
+            .arg(chain_relay::TUN_NAME);
+        let out = match process::run_with_timeout(&mut cmd, COMMAND_TIMEOUT, &self.commands_log)? {
+            Outcome::Finished(f) if f.status.success() => f.stdout,
+            Outcome::Finished(f) => bail!("{cmd:?} failed ({})", f.status),
+            Outcome::TimedOut(t) => bail!("{cmd:?} timed out after {t:?}"),
+        };
+        let links: Vec<Link> =
+            serde_json::from_str(&out).with_context(|| format!("{cmd:?} printed {out:?}"))?;
+        Ok(links
+            .first()
+            .context("no relay TUN in the hub")?
+            .stats64
+            .tx
+            .dropped)
+    }
+
+    /// Hub side of the relay path: forward between nodes, and send what
+    /// arrives on `br0` for the subnet into the relay's TUN. Reverse-path
+    /// filtering is off because relayed packets come back in on the TUN
+    /// with node source addresses whose route is `br0`; IPv6 is off on the
+    /// TUN so the kernel's own neighbour discovery does not land in it.
+    fn setup_hub_forwarding(&self) -> anyhow::Result<()> {
+        let tun = chain_relay::TUN_NAME;
+        run_command(
+            Command::new("ip")
+                .args(["netns", "exec", &self.hub, "sysctl", "-q", "-w"])
+                .arg("net.ipv4.ip_forward=1")
+                .arg("net.ipv4.conf.all.rp_filter=0")
+                .arg(format!("net.ipv4.conf.{tun}.rp_filter=0"))
+                .arg(format!("net.ipv6.conf.{tun}.disable_ipv6=1")),
+            &self.commands_log,
+        )?;
+        let hub = self.hub.as_str();
+        let table = chain_relay::ROUTE_TABLE.to_string();
+        let subnet = format!("{}/24", Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 0));
+        // The kernel queues packets for the relay on the TUN's tx queue
+        // (500 by default); a proposal burst to three peers is thousands.
+        let queue = chain_relay::QUEUE_PACKETS_MAX.to_string();
+        self.ip(&["-n", hub, "link", "set", tun, "txqueuelen", &queue, "up"])?;
+        self.ip(&[
+            "-n", hub, "route", "add", &subnet, "dev", tun, "table", &table,
+        ])?;
+        self.ip(&[
+            "-n",
+            hub,
+            "rule",
+            "add",
+            "iif",
+            "br0",
+            "lookup",
+            &table,
+            "priority",
+            &RELAY_RULE_PRIORITY.to_string(),
+        ])
+    }
+
+    /// Each node reaches every other node via the hub (`on`) or on-link.
+    fn route_nodes_via_hub(&self, on: bool) -> anyhow::Result<()> {
+        let hub = hub_ip().to_string();
+        for node in &self.nodes {
+            for other in &self.nodes {
+                if other.ip == node.ip {
+                    continue;
+                }
+                let dst = format!("{}/32", other.ip);
+                if on {
+                    self.ip(&[
+                        "-n", &node.ns, "route", "replace", &dst, "via", &hub, "dev", "eth0",
+                    ])?;
+                } else {
+                    self.ip(&["-n", &node.ns, "route", "del", &dst])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     // ------------------------------------------------------------ probes
 
     pub fn url(&self, i: usize, path: &str) -> String {
@@ -689,6 +867,8 @@ impl Drop for Net {
         for ns in &self.namespaces {
             kill_namespace_pids(ns, &self.commands_log);
         }
+        // Stops its thread and closes the TUN before the hub goes away.
+        drop(self.relay.take());
         if let Some(home) = self.home_ns.take()
             && let Err(e) =
                 move_into_link_name_space(home.as_fd(), Some(LinkNameSpaceType::Network))

@@ -12,8 +12,21 @@
 //!    then holds the same block at every height (no fork anywhere);
 //! g. a transfer submitted to one node gets its receipt from another, the
 //!    recipient's balance moves, and a light client verifies the whole chain
-//!    from genesis (certificates, PoH and tx roots) and the receipt's proof.
+//!    from genesis (certificates, PoH and tx roots) and the receipt's proof;
+//! h. 40 ± 10 ms one-way delay on every node-to-node link (the relay of
+//!    `chain_relay`, as there is no netem) under a steady trickle of
+//!    transfers: every node gains 10 blocks, every transfer commits, every
+//!    link carried relayed packets; prints the block interval p50 with and
+//!    without the delay;
+//! i. partition 3|1 under that delay: the relay keeps source addresses, so
+//!    the nft rules still cut node 3 off (it stays, the three progress);
+//!    heal: node 3 catches up through the relay;
+//! j. that delay plus 10 % loss: every node gains 5 blocks; then both off,
+//!    the direct path works again and no node forked.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -21,11 +34,12 @@ use metanode_chain::light::{self, LightClient};
 use metanode_chain::types::{FinalizedBlock, Genesis, Header, Receipt, TxBody, TxKind};
 use metanode_core::encoding::{Decode, Encode};
 use metanode_core::hash::Hash32;
-use metanode_core::keys::SigningKeyFile;
+use metanode_core::keys::{PublicKey, SigningKey, SigningKeyFile};
 use metanode_core::merkle::InclusionProof;
 use serde::Deserialize;
 
 use crate::chain_net::{self, Net, Spec, Timing, wait_until, wait_until_every};
+use crate::chain_relay::Impairment;
 
 const NODES: usize = 4;
 /// Small timeouts so the matrix runs in a couple of minutes: blocks at most
@@ -36,8 +50,9 @@ pub const TIMING: Timing = Timing {
     empty_block_interval_ms: 500,
     round_timeout_base_ms: 1_000,
 };
-/// Funded accounts for step g (one sends, one receives).
-const CLIENTS: usize = 2;
+/// Funded accounts: step g's sender and recipient, and the trickle sender
+/// of steps h and i (which pays step g's sender, never its recipient).
+const CLIENTS: usize = 3;
 const CLIENT_BALANCE: u64 = 1_000_000_000;
 const FIRST_HEIGHT: u64 = 5;
 /// Blocks every node must gain under loss.
@@ -60,6 +75,28 @@ const CRASH_ATTEMPTS: usize = 3;
 const FAST_POLL: Duration = Duration::from_millis(5);
 /// Catch-up is polled every 20 ms; a sync shorter than this has no rate.
 const SYNC_RATE_RESOLUTION_S: f64 = 0.1;
+/// Step h's one-way delay on every node-to-node link (uniform ± jitter,
+/// per packet, so packets may overtake each other as under netem).
+const DELAY: Duration = Duration::from_millis(40);
+const DELAY_JITTER: Duration = Duration::from_millis(10);
+/// Blocks every node gains under delay; the intervals between them give
+/// the p50 (the first interval may straddle the switch and is skipped).
+const DELAY_BLOCKS: u64 = 10;
+/// Blocks every node gains under delay and loss together.
+const DELAY_LOSS_BLOCKS: u64 = 5;
+/// A block needs at least a proposal to reach the others and their votes
+/// to come back: two one-way trips. So under delay the median interval
+/// cannot be below this many minimum one-way delays unless packets skip
+/// the relay. (Without delay the interval is about the 50 ms minimum.)
+const DELAY_HOPS_PER_BLOCK_MIN: u32 = 2;
+/// Lets node 3 finish handling what it received before the cut; whatever
+/// the relay still holds for it is dropped by the partition on arrival.
+const DELAYED_PARTITION_SETTLE: Duration = Duration::from_millis(200);
+/// The trickle's pause between transfers: faster than blocks come under
+/// delay, so proposers always have one pending.
+const TRICKLE_PAUSE: Duration = Duration::from_millis(20);
+const TRICKLE_FEE: u64 = 1;
+const TRICKLE_AMOUNT: u64 = 1;
 
 /// Numbers the run measured, printed at the end.
 #[derive(Debug, Default)]
@@ -93,7 +130,7 @@ pub fn run() -> anyhow::Result<()> {
         net.run_dir().display()
     );
     let mut measured = Measured::default();
-    let steps: [(&str, StepFn); 7] = [
+    let steps: [(&str, StepFn); 10] = [
         ("a. all nodes reach height 5 with identical blocks", step_a),
         (
             "b. 10 % packet loss on every node: still progresses",
@@ -115,6 +152,18 @@ pub fn run() -> anyhow::Result<()> {
         (
             "g. transfer + receipt across nodes; light client verifies the chain",
             step_g,
+        ),
+        (
+            "h. delay 40±10 ms one-way on every node-to-node link: every node gains 10 blocks, transfers commit",
+            step_h,
+        ),
+        (
+            "i. partition 3|1 under delay: the three progress, node 3 does not; heal: it catches up",
+            step_i,
+        ),
+        (
+            "j. delay 40±10 ms + 10 % loss: every node gains 5 blocks; then all off, no fork",
+            step_j,
         ),
     ];
     for (title, step) in steps {
@@ -718,6 +767,341 @@ fn step_g(net: &mut Net, m: &mut Measured) -> anyhow::Result<()> {
     ));
     m.add(format!(
         "light client verified {tip} headers + bodies from genesis in {verify_s:.2} s (fetch included) and the receipt's inclusion proof"
+    ));
+    Ok(())
+}
+
+/// Transfers from one funded client at a steady pace, round-robin over the
+/// nodes' APIs (from the hub: not through the relay), so that proposers
+/// always have one pending and blocks follow each other as fast as
+/// consensus allows instead of every empty-block interval.
+struct Trickle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<TrickleCount>>,
+    sender: PublicKey,
+    first_nonce: u64,
+}
+
+#[derive(Debug, Default)]
+struct TrickleCount {
+    accepted: u64,
+    refused: u64,
+    /// The nonce the next transfer would have had.
+    next_nonce: u64,
+    last_refusal: Option<String>,
+}
+
+impl Trickle {
+    /// Submits to the APIs of `nodes` in turn.
+    fn start(
+        net: &Net,
+        chain_id: metanode_chain::types::ChainId,
+        nodes: &[usize],
+    ) -> anyhow::Result<Trickle> {
+        let clients = net.client_key_files();
+        ensure!(
+            clients.len() >= CLIENTS,
+            "genesis funded {} clients, the trickle needs {CLIENTS}",
+            clients.len()
+        );
+        let sender: SigningKey = SigningKeyFile::new(&clients[2]).load()?;
+        let recipient = SigningKeyFile::new(&clients[0]).load()?.public_key();
+        let first_nonce = account(net, 0, &sender.public_key())?.next_nonce;
+        ensure!(!nodes.is_empty(), "a trickle needs a node to submit to");
+        let urls: Vec<String> = nodes
+            .iter()
+            .map(|&i| net.url(i, "/api/v1/chain/txs"))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let public = sender.public_key();
+        let thread = std::thread::Builder::new()
+            .name("chain-test-trickle".into())
+            .spawn(move || {
+                let http = chain_net::http_agent(Some(chain_net::PROBE_TIMEOUT), None);
+                let mut count = TrickleCount {
+                    next_nonce: first_nonce,
+                    ..TrickleCount::default()
+                };
+                let mut k = 0usize;
+                while !thread_stop.load(Ordering::Relaxed) {
+                    let url = &urls[k % urls.len()];
+                    k += 1;
+                    match submit(&http, url, chain_id, &sender, recipient, count.next_nonce) {
+                        Ok(()) => {
+                            count.accepted += 1;
+                            count.next_nonce += 1;
+                        }
+                        // The nonce stays: a gap would hold every later one.
+                        Err(e) => {
+                            count.refused += 1;
+                            count.last_refusal = Some(format!("{e:#}"));
+                        }
+                    }
+                    std::thread::sleep(TRICKLE_PAUSE);
+                }
+                count
+            })
+            .context("spawn the trickle thread")?;
+        Ok(Trickle {
+            stop,
+            thread: Some(thread),
+            sender: public,
+            first_nonce,
+        })
+    }
+
+    /// Stops submitting; then waits until node 0 has committed every
+    /// accepted transfer (the sender's next nonce reaches the trickle's).
+    fn finish(mut self, net: &Net, timeout: Duration) -> anyhow::Result<TrickleCount> {
+        self.stop.store(true, Ordering::Relaxed);
+        let count = self
+            .thread
+            .take()
+            .context("trickle already finished")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the trickle thread panicked"))?;
+        ensure!(
+            count.accepted > 0,
+            "no node accepted a trickle transfer ({} refused; last: {})",
+            count.refused,
+            count.last_refusal.as_deref().unwrap_or("-")
+        );
+        wait_until(
+            &format!(
+                "node 0 to commit all {} trickle transfers (sender nonce {} -> {})",
+                count.accepted, self.first_nonce, count.next_nonce
+            ),
+            timeout,
+            || {
+                let next = account(net, 0, &self.sender)?.next_nonce;
+                Ok(if next >= count.next_nonce {
+                    Ok(())
+                } else {
+                    Err(format!("sender's next nonce on node 0 is {next}"))
+                })
+            },
+        )?;
+        Ok(count)
+    }
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn submit(
+    http: &ureq::Agent,
+    url: &str,
+    chain_id: metanode_chain::types::ChainId,
+    sender: &SigningKey,
+    to: PublicKey,
+    nonce: u64,
+) -> anyhow::Result<()> {
+    let tx = TxBody {
+        chain_id,
+        sender: sender.public_key(),
+        nonce,
+        fee: TRICKLE_FEE,
+        kind: TxKind::Transfer {
+            to,
+            amount: TRICKLE_AMOUNT,
+        },
+    }
+    .sign(sender)?;
+    let mut response = http
+        .post(url)
+        .header("content-type", "application/octet-stream")
+        .send(&tx.to_canonical_bytes()?[..])
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status().as_u16();
+    if status != 202 {
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        bail!("POST {url} answered {status}: {body}");
+    }
+    Ok(())
+}
+
+fn account(net: &Net, node: usize, key: &PublicKey) -> anyhow::Result<Account> {
+    net.get_json(node, &format!("/api/v1/chain/accounts/{key}"))
+}
+
+/// Median of the header timestamp gaps between consecutive blocks
+/// `from..=to` on node 0 (each gap: `to` − its parent), in ms.
+fn block_interval_p50_ms(net: &Net, from: u64, to: u64) -> anyhow::Result<u64> {
+    ensure!(to > from, "no interval between heights {from} and {to}");
+    let mut stamps = Vec::new();
+    for h in from..=to {
+        stamps.push(fetch_block(net, 0, h)?.block.header.timestamp_ms);
+    }
+    let mut gaps: Vec<u64> = stamps
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
+    gaps.sort_unstable();
+    Ok(gaps[(gaps.len() - 1) / 2])
+}
+
+fn highest(net: &Net) -> anyhow::Result<u64> {
+    net.heights()
+        .into_iter()
+        .flatten()
+        .max()
+        .context("no node answers")
+}
+
+fn impairment() -> anyhow::Result<Impairment> {
+    Impairment::new(DELAY, DELAY_JITTER)
+}
+
+fn step_h(net: &mut Net, m: &mut Measured) -> anyhow::Result<()> {
+    let chain_id = fetch_genesis(net, 0)?.chain_id();
+    let trickle = Trickle::start(net, chain_id, &all(net))?;
+    // The same load without delay first, for the comparison.
+    let base_from = highest(net)? + 1;
+    wait_height(net, &[0], base_from + DELAY_BLOCKS, STEP_TIMEOUT)?;
+    let base_p50 = block_interval_p50_ms(net, base_from, base_from + DELAY_BLOCKS)?;
+
+    net.set_delay(Some(impairment()?))?;
+    let _ = net.take_relay_stats();
+    let result = (|| {
+        let start = highest(net)?;
+        let took = wait_height(net, &all(net), start + DELAY_BLOCKS, STEP_TIMEOUT)?;
+        let stats = net.take_relay_stats().context("the relay never started")?;
+        // Skip the block that may have been half decided before the switch.
+        let p50 = block_interval_p50_ms(net, start + 1, start + DELAY_BLOCKS)?;
+        anyhow::Ok((start, took, stats, p50))
+    })();
+    net.set_delay(None)?;
+    let (start, took, stats, p50) = result?;
+    let count = trickle.finish(net, STEP_TIMEOUT)?;
+    ensure!(
+        stats.silent_links().is_empty(),
+        "no packet crossed the relay on links (from, to) {:?}: the delay was not on every link",
+        stats.silent_links()
+    );
+    ensure!(
+        stats.dropped_queue_full == 0,
+        "the relay dropped {} packets at its queue bound",
+        stats.dropped_queue_full
+    );
+    let floor_ms = (impairment()?.min() * DELAY_HOPS_PER_BLOCK_MIN).as_millis() as u64;
+    ensure!(
+        p50 >= floor_ms,
+        "block interval p50 {p50} ms under delay is below {DELAY_HOPS_PER_BLOCK_MIN} minimum \
+         one-way delays ({floor_ms} ms): packets did not wait in the relay"
+    );
+    m.add(format!(
+        "delay {}±{} ms one-way: heights {start} -> {} on all nodes in {:.1} s; block interval p50 {p50} ms (same load, no delay: {base_p50} ms)",
+        DELAY.as_millis(),
+        DELAY_JITTER.as_millis(),
+        start + DELAY_BLOCKS,
+        took.as_secs_f64()
+    ));
+    m.add(format!(
+        "relay: {} packets on all {} links, held p50 {} ms / p99 {} ms, queue peak {} packets; dropped: {} queue, {} foreign, {} write; {} trickle transfers all committed ({} refused)",
+        stats.forwarded_total(),
+        net.len() * (net.len() - 1),
+        stats.held_quantile_ms(0.5).unwrap_or(0),
+        stats.held_quantile_ms(0.99).unwrap_or(0),
+        stats.queue_packets_peak,
+        stats.dropped_queue_full,
+        stats.dropped_foreign,
+        stats.dropped_write,
+        count.accepted,
+        count.refused
+    ));
+    Ok(())
+}
+
+fn step_i(net: &mut Net, m: &mut Measured) -> anyhow::Result<()> {
+    let chain_id = fetch_genesis(net, 0)?.chain_id();
+    // Not to node 3: its transfers could not spread, and the nonce gap
+    // they leave would hold back every later one on the majority side.
+    let trickle = Trickle::start(net, chain_id, &[0, 1, 2])?;
+    net.set_delay(Some(impairment()?))?;
+    let _ = net.take_relay_stats();
+    let result = (|| {
+        net.partition(&[&[0, 1, 2], &[3]])?;
+        std::thread::sleep(DELAYED_PARTITION_SETTLE);
+        let before = net.heights();
+        let start = min_height(&before, &[0, 1, 2]).map_err(anyhow::Error::msg)?;
+        let lone = before[3].context("node 3 does not answer")?;
+        let took = wait_height(net, &[0, 1, 2], start + MAJORITY_BLOCKS, RECOVERY_TIMEOUT)?;
+        let now = net.status(3)?.height;
+        ensure!(
+            now == lone,
+            "isolated node 3 moved from height {lone} to {now} under delay: \
+             relayed packets got past the partition"
+        );
+        let tip = highest(net)?;
+        net.heal()?;
+        let healed = Instant::now();
+        wait_height(net, &[3], tip, RECOVERY_TIMEOUT)?;
+        let caught_up = healed.elapsed();
+        anyhow::Ok((start, lone, took, tip, caught_up))
+    })();
+    let stats = net.take_relay_stats();
+    net.heal()?;
+    net.set_delay(None)?;
+    let (start, lone, took, tip, caught_up) = result?;
+    let count = trickle.finish(net, STEP_TIMEOUT)?;
+    m.add(format!(
+        "3|1 partition under delay: nodes 0-2 went {start} -> {} in {:.1} s; node 3 stayed at {lone}; \
+         healed, it caught up to {tip} in {:.2} s through the relay ({} packets relayed; {} trickle transfers committed)",
+        start + MAJORITY_BLOCKS,
+        took.as_secs_f64(),
+        caught_up.as_secs_f64(),
+        stats.map_or(0, |s| s.forwarded_total()),
+        count.accepted
+    ));
+    Ok(())
+}
+
+fn step_j(net: &mut Net, m: &mut Measured) -> anyhow::Result<()> {
+    let chain_id = fetch_genesis(net, 0)?.chain_id();
+    let trickle = Trickle::start(net, chain_id, &all(net))?;
+    net.set_delay(Some(impairment()?))?;
+    let _ = net.take_relay_stats();
+    for i in 0..net.len() {
+        net.loss(i, LOSS_PERCENT)?;
+    }
+    let result = (|| {
+        let start = highest(net)?;
+        let took = wait_height(net, &all(net), start + DELAY_LOSS_BLOCKS, RECOVERY_TIMEOUT)?;
+        anyhow::Ok((start, took))
+    })();
+    let stats = net.take_relay_stats();
+    for i in 0..net.len() {
+        net.loss(i, 0)?;
+    }
+    net.set_delay(None)?;
+    let (start, took) = result?;
+    let count = trickle.finish(net, STEP_TIMEOUT)?;
+    m.add(format!(
+        "delay {}±{} ms + {LOSS_PERCENT} % loss: heights {start} -> {} on all nodes in {:.1} s ({:.1} blocks/s); relay held {} packets; {} trickle transfers all committed",
+        DELAY.as_millis(),
+        DELAY_JITTER.as_millis(),
+        start + DELAY_LOSS_BLOCKS,
+        took.as_secs_f64(),
+        DELAY_LOSS_BLOCKS as f64 / took.as_secs_f64(),
+        stats.map_or(0, |s| s.forwarded_total()),
+        count.accepted
+    ));
+    // Back on the direct path: all progress together, one chain everywhere.
+    let live = wait_all_progress(net, LIVE_BLOCKS, STEP_TIMEOUT)?;
+    let heights = net.heights();
+    let common = min_height(&heights, &all(net)).map_err(anyhow::Error::msg)?;
+    net.check_same_chain(&all(net), common)?;
+    m.add(format!(
+        "delay and loss off: all {} nodes {LIVE_BLOCKS} blocks further in {:.1} s; identical blocks at every height 1..={common}",
+        net.len(),
+        live.as_secs_f64()
     ));
     Ok(())
 }

@@ -102,7 +102,7 @@ fn steps() -> Vec<(&'static str, StepFn)> {
             }),
         ),
         (
-            "cargo xtask chain-test (4 agents in netns over QUIC: loss, proposer kill -9, partitions, heal, light client)",
+            "cargo xtask chain-test (4 agents in netns over QUIC: loss, proposer kill -9, partitions, heal, light client, 40±10 ms delay, delay + loss)",
             Box::new(|_| crate::chain_test::run()),
         ),
         (

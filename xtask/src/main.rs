@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod bench;
 mod chain_net;
+mod chain_relay;
 mod chain_test;
 mod ci;
 mod http;
@@ -48,7 +49,8 @@ enum Command {
     /// The chain's deterministic simulator over many seeds (or replay one).
     Sim(sim::SimArgs),
     /// The chain's fault matrix on 4 agents in network namespaces (root):
-    /// loss, proposer kill -9, partitions 2|2 and 3|1, heal, catch-up, light client.
+    /// loss, proposer kill -9, partitions 2|2 and 3|1, heal, catch-up, light client,
+    /// then 40±10 ms one-way delay (TUN relay), 3|1 under delay, delay + loss.
     ChainTest,
 }
 

@@ -59,6 +59,7 @@ use serde_json::{Value, json};
 use super::chart;
 use super::results::{Better, Report, Row, fmt_num, panels_from_rows, percentile};
 use crate::chain_net::{self, Net, Spec, Timing, http_agent, wait_until};
+use crate::chain_relay::Impairment;
 use crate::chain_test::{
     LIVE_BLOCKS, crash_next_proposer, fetch_block, fetch_genesis, restart_and_catch_up,
     wait_all_progress,
@@ -136,6 +137,28 @@ pub struct ChainBenchArgs {
     /// Seconds node 3 stays down in the catch-up phase [default: 5 quick, 30 full].
     #[arg(long)]
     pub downtime_s: Option<u64>,
+    /// One-way delay on every node-to-node link for the whole run, in ms
+    /// (the userspace relay of `chain_relay`: this kernel has no netem).
+    /// Results then go to chain[.quick].delay<MS>ms.{json,png}, so the
+    /// undelayed ones stay.
+    #[arg(long)]
+    pub delay_ms: Option<u64>,
+    /// Jitter of that delay, ± ms (uniform, per packet).
+    #[arg(long, default_value_t = 0, requires = "delay_ms")]
+    pub jitter_ms: u64,
+}
+
+impl ChainBenchArgs {
+    fn impairment(&self) -> anyhow::Result<Option<Impairment>> {
+        self.delay_ms
+            .map(|d| {
+                Impairment::new(
+                    Duration::from_millis(d),
+                    Duration::from_millis(self.jitter_ms),
+                )
+            })
+            .transpose()
+    }
 }
 
 /// Durations of one mode.
@@ -1173,6 +1196,7 @@ pub fn run(args: &ChainBenchArgs) -> anyhow::Result<()> {
         args.offered_rate >= 10,
         "--offered-rate must be at least 10"
     );
+    let impairment = args.impairment()?;
     let mut plan = Plan::new(args.quick);
     if let Some(s) = args.downtime_s {
         plan.catch_up_downtime_s = s;
@@ -1189,7 +1213,9 @@ pub fn run(args: &ChainBenchArgs) -> anyhow::Result<()> {
         client_balance: CLIENT_BALANCE,
         timing: TIMING,
     })?;
-    let outcome = measure(&mut net, args, &plan, sign_per_s, verify_per_s);
+    let outcome = net
+        .set_delay(impairment)
+        .and_then(|()| measure(&mut net, args, &plan, sign_per_s, verify_per_s));
     if outcome.is_err() {
         net.print_log_tails(15);
     }
@@ -1198,7 +1224,10 @@ pub fn run(args: &ChainBenchArgs) -> anyhow::Result<()> {
     print_table(&report);
     let results = crate::workspace_root().join("perf/results");
     std::fs::create_dir_all(&results)?;
-    let stem = if args.quick { "chain.quick" } else { "chain" };
+    let mut stem = if args.quick { "chain.quick" } else { "chain" }.to_owned();
+    if let Some(d) = args.delay_ms {
+        stem += &format!(".delay{d}ms");
+    }
     let json_path = results.join(format!("{stem}.json"));
     std::fs::write(&json_path, report.to_json_pretty()? + "\n")?;
     chart::draw(&report, &results.join(format!("{stem}.png")))?;
@@ -1252,7 +1281,21 @@ fn measure(
         "==> saturation: offered {} tx/s for {} s (+{} s warm-up)",
         args.offered_rate, plan.saturation_window_s, plan.saturation_warmup_s
     );
+    let _ = net.take_relay_stats();
     let sat = saturation(net, &clients, chain_id, args, plan)?;
+    if let Some(stats) = net.take_relay_stats() {
+        eprintln!(
+            "    relay during saturation: {} packets, held p50 {} ms / p99 {} ms, queue peak {}; \
+             dropped {} at its bound, {} by the kernel before it (TUN queue), {} writes",
+            stats.forwarded_total(),
+            stats.held_quantile_ms(0.5).unwrap_or(0),
+            stats.held_quantile_ms(0.99).unwrap_or(0),
+            stats.queue_packets_peak,
+            stats.dropped_queue_full,
+            net.relay_kernel_dropped()?,
+            stats.dropped_write
+        );
+    }
     let mut rss_mb = Vec::new();
     for i in 0..net.len() {
         rss_mb.push(net.peak_rss_bytes(i)? as f64 / 1e6);
@@ -1426,6 +1469,12 @@ fn measure(
             "committed_count_source": "node 0's /api/v1/chain/heads (txs_count per head)",
             "latency": "POST start -> node 0's head announcing the block holding the tx (open loop)",
             "plan": plan,
+            "link_delay": args.delay_ms.map(|d| json!({
+                "one_way_ms": d,
+                "jitter_ms": args.jitter_ms,
+                "mechanism": "every node-to-node packet through a userspace TUN relay in the hub namespace (no sch_netem in this kernel), uniform per-packet delay",
+                "seed": chain_net::RELAY_SEED,
+            })),
         }),
         rows,
         runs: vec![sat.json, lat.json, crash_json, catch_up_json, library_json],
