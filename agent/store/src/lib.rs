@@ -11,7 +11,9 @@
 //! Why it is fast: every put of a small blob is one record appended to the
 //! active segment by a single writer thread, which gathers all puts that
 //! arrived while the previous flush ran and makes them durable with one
-//! write+fdatasync (group commit). No per-blob files, no per-blob fsync.
+//! write+fdatasync (group commit); under a bulk load a few such writes
+//! share one fdatasync, and the page-aligned middle of a big write skips
+//! the page cache (O_DIRECT). No per-blob files, no per-blob fsync.
 //!
 //! Why it is safe: a put is acknowledged only after the record (and, for a
 //! large blob, its renamed data file and directory) is durable. The index is
@@ -80,6 +82,11 @@ pub mod limits {
     pub const SEGMENT_SIZE_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
     pub const GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
     pub const GROUP_COMMIT_BATCH_COUNT_MAX_DEFAULT: usize = 1024;
+    /// While more ops are queued, the writer may write up to this many
+    /// batches before one fdatasync covers them all (answers wait for it).
+    /// On our VMs an fdatasync after 8 MiB took 1.5-6 ms, as long as
+    /// writing the 8 MiB.
+    pub const GROUP_COMMIT_WRITES_PER_SYNC_MAX: u64 = 4;
     /// Operations queued for the writer before `put` blocks (backpressure).
     pub const WRITER_QUEUE_DEPTH_MAX: usize = 1024;
     /// Largest single blob (stored as one file + outboard).
@@ -93,6 +100,20 @@ pub mod limits {
     /// gateway clients refuse bigger ones, and Kubo's largest chunker is 1 MiB.
     pub const BLOCK_SIZE_BYTES_MAX: u64 = 2 * 1024 * 1024;
 
+    /// Alignment of O_DIRECT writes (file offset, length and memory): the
+    /// largest logical block size in common use, so it suits 512-byte
+    /// devices too.
+    pub const DIRECT_IO_ALIGN_BYTES: u64 = 4096;
+    /// A group commit writes its page-aligned middle with O_DIRECT when that
+    /// middle is at least this big (a bulk import's batches); smaller ones go
+    /// through the page cache. On the VMs we run on, buffered write +
+    /// fdatasync of 8 MiB ran at ~110 MB/s and O_DIRECT + fdatasync at
+    /// ~1.2 GB/s (`dd bs=8M oflag=dsync` vs `oflag=direct,dsync`).
+    pub const DIRECT_WRITE_BYTES_MIN: u64 = 1024 * 1024;
+
+    const _: () = assert!(DIRECT_IO_ALIGN_BYTES.is_power_of_two());
+    const _: () = assert!(DIRECT_WRITE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGN_BYTES));
+    const _: () = assert!(DIRECT_WRITE_BYTES_MIN <= GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT);
     const _: () = assert!(INLINE_SIZE_BYTES_MAX_DEFAULT <= INLINE_SIZE_BYTES_MAX_CAP);
     const _: () = assert!(INLINE_SIZE_BYTES_MAX_CAP < GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT);
     const _: () = assert!(GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT < SEGMENT_SIZE_BYTES_MAX_DEFAULT);
@@ -218,8 +239,8 @@ pub enum PutError {
     },
 }
 
-/// Verify an IPFS block against its own multihash before storing it.
-fn check_block(cid: &ContentId, data: &[u8], max_bytes: u64) -> Result<(), PutError> {
+/// Refuse a block above the size IPFS clients (and this store) take.
+fn check_block_size(cid: &ContentId, data: &[u8], max_bytes: u64) -> Result<(), PutError> {
     if data.len() as u64 > max_bytes {
         return Err(PutError::BlockTooLarge {
             cid: *cid,
@@ -227,6 +248,11 @@ fn check_block(cid: &ContentId, data: &[u8], max_bytes: u64) -> Result<(), PutEr
             max_bytes,
         });
     }
+    Ok(())
+}
+
+/// Verify an IPFS block against its own multihash before storing it.
+fn check_block_hash(cid: &ContentId, data: &[u8]) -> Result<(), PutError> {
     let key = cid.key();
     let actual = key.kind.digest(data);
     if actual != key.digest {
@@ -236,6 +262,49 @@ fn check_block(cid: &ContentId, data: &[u8], max_bytes: u64) -> Result<(), PutEr
         });
     }
     Ok(())
+}
+
+/// An IPFS block whose CID is known to name its bytes. The only ways to
+/// make one hash the bytes ([`VerifiedBlock::hash`]) or check them against
+/// a given CID ([`VerifiedBlock::check`]), so [`Store::put_verified_queued`]
+/// can take it without hashing again: an importer that has just computed a
+/// leaf's CID would otherwise pay for sha2-256 twice per byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBlock {
+    cid: ContentId,
+    data: bytes::Bytes,
+}
+
+impl VerifiedBlock {
+    /// Name `data` with `codec` and a digest of `kind` computed here.
+    pub fn hash(codec: u64, kind: HashKind, data: bytes::Bytes) -> Self {
+        let key = BlockKey {
+            kind,
+            digest: kind.digest(&data),
+        };
+        Self {
+            cid: ContentId::from_key(codec, key),
+            data,
+        }
+    }
+
+    /// Check `data` against `cid`'s multihash.
+    pub fn check(cid: ContentId, data: bytes::Bytes) -> Result<Self, PutError> {
+        check_block_hash(&cid, &data)?;
+        Ok(Self { cid, data })
+    }
+
+    pub fn cid(&self) -> &ContentId {
+        &self.cid
+    }
+
+    pub fn data(&self) -> &bytes::Bytes {
+        &self.data
+    }
+
+    pub fn into_parts(self) -> (ContentId, bytes::Bytes) {
+        (self.cid, self.data)
+    }
 }
 
 /// Blocks queued by [`Store::put_blocks_queued`]; none is acknowledged
@@ -356,6 +425,9 @@ pub struct StoreStats {
     pub put_batches_total: u64,
     pub gets_total: u64,
     pub verify_failures_total: u64,
+    /// Segment bytes written with O_DIRECT (the aligned middles of big
+    /// group commits); the rest went through the page cache.
+    pub direct_write_bytes_total: u64,
 }
 
 /// What `open` found while rebuilding the index.
@@ -392,6 +464,7 @@ pub(crate) struct Counters {
     pub gets_total: AtomicU64,
     pub verify_failures_total: AtomicU64,
     pub bytes_logical: AtomicU64,
+    pub direct_write_bytes_total: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -594,15 +667,32 @@ impl Store {
         pin: bool,
     ) -> Result<PendingPuts, PutError> {
         let max_bytes = self.block_size_bytes_max();
+        let mut verified = Vec::with_capacity(blocks.len());
         for (cid, data) in blocks {
-            check_block(cid, data, max_bytes)?;
+            check_block_size(cid, data, max_bytes)?;
+            verified.push(VerifiedBlock::check(*cid, data.clone())?);
+        }
+        self.put_verified_queued(&verified, pin)
+    }
+
+    /// [`Store::put_blocks_queued`] for blocks already checked against
+    /// their CIDs (the type says so): only their size is checked here.
+    /// Every later read is still verified against the CID.
+    pub fn put_verified_queued(
+        &self,
+        blocks: &[VerifiedBlock],
+        pin: bool,
+    ) -> Result<PendingPuts, PutError> {
+        let max_bytes = self.block_size_bytes_max();
+        for block in blocks {
+            check_block_size(&block.cid, &block.data, max_bytes)?;
         }
         let tx = self.sender()?;
         let mut pending = PendingPuts {
             store: self.clone(),
             puts: Vec::with_capacity(blocks.len()),
         };
-        for (cid, data) in blocks {
+        for VerifiedBlock { cid, data } in blocks {
             let (op, rx) = self.prepare_inline(*cid, data.clone(), pin, false)?;
             let rx = match op {
                 Some(op) => {
@@ -1136,6 +1226,7 @@ impl Store {
             put_batches_total: c.put_batches_total.load(Ordering::Relaxed),
             gets_total: c.gets_total.load(Ordering::Relaxed),
             verify_failures_total: c.verify_failures_total.load(Ordering::Relaxed),
+            direct_write_bytes_total: c.direct_write_bytes_total.load(Ordering::Relaxed),
         }
     }
 

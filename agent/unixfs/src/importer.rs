@@ -165,48 +165,37 @@ struct Pending {
     content_bytes: u64,
 }
 
-/// Streaming UnixFS importer; see the module docs.
+/// The fixed-size chunker: file bytes in, leaf contents out. It keeps at
+/// most one partial chunk.
 #[derive(Debug)]
-pub struct Importer {
-    options: ImportOptions,
+pub struct Chunker {
+    chunk_size: usize,
     chunk: BytesMut,
-    /// `levels[0]` holds leaves, `levels[k]` nodes of height k, each fewer
-    /// than `links_per_node_max` (a full level is reduced at once).
-    levels: Vec<Vec<Pending>>,
-    size_bytes: u64,
-    blocks_count: u64,
     leaves_count: u64,
 }
 
-impl Importer {
+impl Chunker {
     pub fn new(options: ImportOptions) -> Self {
         Self {
-            options,
+            chunk_size: options.chunk_size_bytes as usize,
             chunk: BytesMut::new(),
-            levels: vec![Vec::new()],
-            size_bytes: 0,
-            blocks_count: 0,
             leaves_count: 0,
         }
     }
 
-    /// Bytes accepted so far.
-    pub fn size_bytes(&self) -> u64 {
-        self.size_bytes + self.chunk.len() as u64
+    /// Bytes held in the partial chunk.
+    pub fn partial_bytes(&self) -> usize {
+        self.chunk.len()
     }
 
-    fn chunk_size(&self) -> usize {
-        self.options.chunk_size_bytes as usize
-    }
-
-    /// Feed file bytes; completed blocks are appended to `out`. Each byte is
-    /// copied once, into the chunk that becomes its leaf block.
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Block>) {
-        let chunk_size = self.chunk_size();
+    /// Cut `data` into leaves, appended to `leaves`. Each byte is copied
+    /// once, into the chunk that becomes its leaf.
+    pub fn push(&mut self, mut data: &[u8], leaves: &mut Vec<Bytes>) {
+        let chunk_size = self.chunk_size;
         while !data.is_empty() {
             if self.chunk.is_empty() && data.len() >= chunk_size {
                 let (head, tail) = data.split_at(chunk_size);
-                self.emit_leaf(Bytes::copy_from_slice(head), out);
+                self.emit(Bytes::copy_from_slice(head), leaves);
                 data = tail;
                 continue;
             }
@@ -219,29 +208,87 @@ impl Importer {
             data = tail;
             if self.chunk.len() == chunk_size {
                 let leaf = std::mem::take(&mut self.chunk).freeze();
-                self.emit_leaf(leaf, out);
+                self.emit(leaf, leaves);
             }
         }
     }
 
-    /// Like [`Importer::push`], but whole chunks are sliced out of `data`
+    /// Like [`Chunker::push`], but whole chunks are sliced out of `data`
     /// without copying when no partial chunk is pending.
-    pub fn push_bytes(&mut self, mut data: Bytes, out: &mut Vec<Block>) {
-        let chunk_size = self.chunk_size();
-        while self.chunk.is_empty() && data.len() >= chunk_size {
-            let leaf = data.split_to(chunk_size);
-            self.emit_leaf(leaf, out);
+    pub fn push_bytes(&mut self, mut data: Bytes, leaves: &mut Vec<Bytes>) {
+        while self.chunk.is_empty() && data.len() >= self.chunk_size {
+            let leaf = data.split_to(self.chunk_size);
+            self.emit(leaf, leaves);
         }
-        self.push(&data, out);
+        self.push(&data, leaves);
     }
 
-    /// Flush the last chunk, build the remaining parents, and name the root.
-    pub fn finish(mut self, out: &mut Vec<Block>) -> ImportSummary {
-        // The reference chunker yields one empty chunk for an empty file.
+    /// The last (partial) chunk; the reference chunker yields one empty
+    /// chunk for an empty file.
+    pub fn finish(mut self, leaves: &mut Vec<Bytes>) {
         if !self.chunk.is_empty() || self.leaves_count == 0 {
             let leaf = std::mem::take(&mut self.chunk).freeze();
-            self.emit_leaf(leaf, out);
+            self.emit(leaf, leaves);
         }
+    }
+
+    fn emit(&mut self, leaf: Bytes, leaves: &mut Vec<Bytes>) {
+        self.leaves_count += 1;
+        leaves.push(leaf);
+    }
+}
+
+/// The balanced-layout tree above the leaves: leaf CIDs in (in file order),
+/// parent blocks out, each after its children. It keeps at most
+/// `links_per_node_max` pending links per tree level.
+#[derive(Debug)]
+pub struct DagBuilder {
+    options: ImportOptions,
+    /// `levels[0]` holds leaves, `levels[k]` nodes of height k, each fewer
+    /// than `links_per_node_max` (a full level is reduced at once).
+    levels: Vec<Vec<Pending>>,
+    size_bytes: u64,
+    blocks_count: u64,
+}
+
+impl DagBuilder {
+    pub fn new(options: ImportOptions) -> Self {
+        Self {
+            options,
+            levels: vec![Vec::new()],
+            size_bytes: 0,
+            blocks_count: 0,
+        }
+    }
+
+    /// File bytes under the leaves added so far.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Add the next leaf of the file: `cid` names its `len` bytes (raw
+    /// codec, this import's hash). Parents it completes go to `out`.
+    pub fn push_leaf(&mut self, cid: ContentId, len: u64, out: &mut Vec<Block>) {
+        assert!(
+            cid.codec() == CODEC_RAW && cid.key().kind == self.options.hash,
+            "leaf {cid} is not a raw leaf of this import's hash"
+        );
+        self.size_bytes += len;
+        self.blocks_count += 1;
+        self.add(
+            0,
+            Pending {
+                cid,
+                tsize: len,
+                content_bytes: len,
+            },
+            out,
+        );
+    }
+
+    /// Build the remaining parents and name the root. At least one leaf
+    /// must have been pushed ([`Chunker::finish`] always yields one).
+    pub fn finish(mut self, out: &mut Vec<Block>) -> ImportSummary {
         let mut level = 0;
         let root = loop {
             let is_top = self.levels[level + 1..].iter().all(Vec::is_empty);
@@ -264,24 +311,6 @@ impl Importer {
             size_bytes: self.size_bytes,
             blocks_count: self.blocks_count,
         }
-    }
-
-    fn emit_leaf(&mut self, data: Bytes, out: &mut Vec<Block>) {
-        let cid = self.cid_of(CODEC_RAW, &data);
-        let len = data.len() as u64;
-        self.size_bytes += len;
-        self.leaves_count += 1;
-        self.blocks_count += 1;
-        out.push(Block { cid, data });
-        self.add(
-            0,
-            Pending {
-                cid,
-                tsize: len,
-                content_bytes: len,
-            },
-            out,
-        );
     }
 
     /// Append to a level; a level reaching `links_per_node_max` becomes a
@@ -320,7 +349,7 @@ impl Importer {
         let block = dagpb::encode(&node);
         // Guaranteed by LINKS_PER_NODE_MAX_CEILING (see limits.rs).
         assert!(block.len() as u64 <= BLOCK_SIZE_BYTES_MAX);
-        let cid = self.cid_of(CODEC_DAG_PB, &block);
+        let cid = cid_of(self.options.hash, CODEC_DAG_PB, &block);
         let tsize = block.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>();
         self.blocks_count += 1;
         out.push(Block {
@@ -333,16 +362,94 @@ impl Importer {
             content_bytes,
         }
     }
+}
 
-    fn cid_of(&self, codec: u64, data: &[u8]) -> ContentId {
-        let kind = self.options.hash;
-        ContentId::from_key(
-            codec,
-            BlockKey {
-                kind,
-                digest: kind.digest(data),
-            },
-        )
+/// The CID of `data` as a block of `codec`, hashed with `kind`.
+pub fn cid_of(kind: HashKind, codec: u64, data: &[u8]) -> ContentId {
+    ContentId::from_key(
+        codec,
+        BlockKey {
+            kind,
+            digest: kind.digest(data),
+        },
+    )
+}
+
+/// Streaming UnixFS importer ([`Chunker`], leaf hashing, [`DagBuilder`] on
+/// one thread); see the module docs.
+#[derive(Debug)]
+pub struct Importer {
+    hash: HashKind,
+    chunker: Chunker,
+    builder: DagBuilder,
+    /// Leaves cut by the last push, reused to keep its allocation.
+    leaves: Vec<Bytes>,
+}
+
+impl Importer {
+    pub fn new(options: ImportOptions) -> Self {
+        Self {
+            hash: options.hash,
+            chunker: Chunker::new(options),
+            builder: DagBuilder::new(options),
+            leaves: Vec::new(),
+        }
+    }
+
+    /// Bytes accepted so far.
+    pub fn size_bytes(&self) -> u64 {
+        self.builder.size_bytes() + self.chunker.partial_bytes() as u64
+    }
+
+    /// Feed file bytes; completed blocks are appended to `out`. Each byte is
+    /// copied once, into the chunk that becomes its leaf block.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<Block>) {
+        let mut leaves = std::mem::take(&mut self.leaves);
+        self.chunker.push(data, &mut leaves);
+        self.emit_leaves(&mut leaves, out);
+        self.leaves = leaves;
+    }
+
+    /// Like [`Importer::push`], but whole chunks are sliced out of `data`
+    /// without copying when no partial chunk is pending.
+    pub fn push_bytes(&mut self, data: Bytes, out: &mut Vec<Block>) {
+        let mut leaves = std::mem::take(&mut self.leaves);
+        self.chunker.push_bytes(data, &mut leaves);
+        self.emit_leaves(&mut leaves, out);
+        self.leaves = leaves;
+    }
+
+    /// Flush the last chunk, build the remaining parents, and name the root.
+    pub fn finish(self, out: &mut Vec<Block>) -> ImportSummary {
+        let Importer {
+            hash,
+            chunker,
+            mut builder,
+            mut leaves,
+        } = self;
+        chunker.finish(&mut leaves);
+        emit_leaves(hash, &mut builder, &mut leaves, out);
+        builder.finish(out)
+    }
+
+    fn emit_leaves(&mut self, leaves: &mut Vec<Bytes>, out: &mut Vec<Block>) {
+        emit_leaves(self.hash, &mut self.builder, leaves, out);
+    }
+}
+
+/// Hash each leaf on this thread and hand it to the builder; the leaf goes
+/// to `out` before any parent it completes.
+fn emit_leaves(
+    hash: HashKind,
+    builder: &mut DagBuilder,
+    leaves: &mut Vec<Bytes>,
+    out: &mut Vec<Block>,
+) {
+    for data in leaves.drain(..) {
+        let cid = cid_of(hash, CODEC_RAW, &data);
+        let len = data.len() as u64;
+        out.push(Block { cid, data });
+        builder.push_leaf(cid, len, out);
     }
 }
 

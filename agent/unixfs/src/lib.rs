@@ -32,7 +32,9 @@ use metanode_core::cid::ContentId;
 
 pub use car::{CarReadError, CarReader, CarWriteError, CarWriter};
 pub use data::{DataType, UnixFsData, UnixFsError};
-pub use importer::{ImportOptions, ImportOptionsError, ImportSummary, Importer, import_bytes};
+pub use importer::{
+    Chunker, DagBuilder, ImportOptions, ImportOptionsError, ImportSummary, Importer, import_bytes,
+};
 pub use reader::{FileRange, ReadError, UnixFsFile, file_size};
 pub use source::{BlockSource, MemoryBlocks, SourceError};
 pub use traverse::{CarBlocks, DagScope, EntityBytes, GatewayParamError, parse_dag_scope};

@@ -14,13 +14,13 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 
 use bytes::Bytes;
-use metanode_core::cid::{CODEC_DAG_PB, ContentId};
+use metanode_core::cid::{CODEC_DAG_PB, CODEC_RAW, ContentId, HashKind};
 use metanode_core::dagpb;
-use metanode_store::{GetError, PendingPuts, PutError, Store};
+use metanode_store::{GetError, PendingPuts, PutError, Store, VerifiedBlock};
 
 use crate::Block;
 use crate::car::{CarReadError, CarReader, CarWriteError, CarWriter};
-use crate::importer::{ImportOptions, ImportSummary, Importer};
+use crate::importer::{Chunker, DagBuilder, ImportOptions, ImportSummary};
 use crate::reader::ReadError;
 use crate::source::{BlockSource, SourceError};
 use crate::traverse::{CarBlocks, DagScope, EntityBytes};
@@ -53,15 +53,31 @@ pub enum AddError {
     Pin { cid: ContentId, why: String },
 }
 
-/// Blocks handed to the store per call: big enough that one group commit
-/// covers many of them, small enough to bound memory.
+/// Blocks handed to the store per call, and input read (then cut and
+/// hashed) per step: big enough that one group commit covers many blocks
+/// and the hashing threads share 32 leaves of Kubo's 256 KiB chunks, small
+/// enough to bound memory.
 const ADD_BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Batches queued at once: bounds an import's memory to about
-/// `ADD_BATCH_BYTES * (ADD_BATCHES_IN_FLIGHT_MAX + 1)`.
-const ADD_BATCHES_IN_FLIGHT_MAX: usize = 4;
-/// Input read size: 1 MiB reads keep syscalls few; a leaf never spans two
-/// reads' buffers without the importer joining them.
-const ADD_READ_BUFFER_BYTES: usize = 1024 * 1024;
+/// Batches queued and not yet acknowledged. With the batch being hashed
+/// and the one being read, an import holds at most
+/// `ADD_BATCH_BYTES * (ADD_BATCHES_IN_FLIGHT_MAX + 2)` (80 MiB) of input,
+/// when the disk stalls; a batch the store has written no longer holds
+/// memory while it waits for its sync. More than the store's
+/// `GROUP_COMMIT_WRITES_PER_SYNC_MAX` (4), so the next batches are queued
+/// while one fdatasync covers the previous four.
+const ADD_BATCHES_IN_FLIGHT_MAX: usize = 8;
+/// Read buffers an import keeps for reuse once the store has copied every
+/// leaf sliced from them: a fresh 8 MiB buffer per batch cost a page fault
+/// per 4 KiB (and zeroing), about a tenth of an import's time.
+const ADD_READ_BUFFERS_KEPT_MAX: usize = ADD_BATCHES_IN_FLIGHT_MAX + 2;
+/// Threads hashing an import's leaves while the caller's thread reads the
+/// next batch: one per core, up to this many.
+const ADD_HASH_THREADS_MAX: usize = 8;
+
+const _: () = assert!(ADD_BATCH_BYTES as u64 >= 2 * crate::limits::CHUNK_SIZE_BYTES_MAX);
+const _: () = assert!(
+    ADD_BATCHES_IN_FLIGHT_MAX as u64 > metanode_store::limits::GROUP_COMMIT_WRITES_PER_SYNC_MAX
+);
 
 /// Writes batches of blocks while the caller produces the next: up to
 /// [`ADD_BATCHES_IN_FLIGHT_MAX`] batches sit in the writer queue, so hashing
@@ -103,15 +119,24 @@ impl<'s> BatchWriter<'s> {
     }
 
     /// Queue `blocks` (drained), first waiting for the oldest batch when
-    /// the pipeline is full.
+    /// the pipeline is full. Each block is checked against its CID first.
     fn send(&mut self, blocks: &mut Vec<Block>) -> Result<(), PutError> {
-        let batch: Vec<(ContentId, Bytes)> = blocks.drain(..).map(|b| (b.cid, b.data)).collect();
+        let batch = blocks
+            .drain(..)
+            .map(|b| VerifiedBlock::check(b.cid, b.data))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.send_verified(batch)
+    }
+
+    /// [`BatchWriter::send`] for blocks whose CIDs were computed from their
+    /// bytes.
+    fn send_verified(&mut self, batch: Vec<VerifiedBlock>) -> Result<(), PutError> {
         while self.in_flight.len() >= ADD_BATCHES_IN_FLIGHT_MAX {
             self.settle_oldest()?;
         }
         if !batch.is_empty() {
             self.in_flight
-                .push_back(self.store.put_blocks_queued(&batch, false)?);
+                .push_back(self.store.put_verified_queued(&batch, false)?);
         }
         Ok(())
     }
@@ -130,6 +155,12 @@ fn batch_bytes(blocks: &[Block]) -> usize {
 /// Import `input` as a UnixFS file (Kubo's `ipfs add --cid-version 1`
 /// layout for the given options) and, when `pin`, pin its root. `progress`
 /// gets the number of input bytes consumed so far.
+///
+/// The DAG is exactly [`crate::Importer`]'s (same chunker and tree
+/// builder). Per batch of input, helper threads (one per core) hash the
+/// leaves while this thread reads the next batch, and the store writes the
+/// earlier batches meanwhile. Every leaf's CID is computed from its bytes
+/// once ([`VerifiedBlock::hash`]); the store does not hash it again.
 pub fn add_file(
     store: &Store,
     input: &mut dyn Read,
@@ -140,28 +171,38 @@ pub fn add_file(
     let _hold = store.gc_hold();
     let mut writer = BatchWriter::new(store);
     let result = (|| {
-        let mut importer = Importer::new(options);
-        let mut out: Vec<Block> = Vec::new();
+        let hasher = LeafHasher::new(options.hash());
+        let mut chunker = Chunker::new(options);
+        let mut builder = DagBuilder::new(options);
+        let mut leaves: Vec<Bytes> = Vec::new();
         let mut offset = 0u64;
+        let buffers = ReadBuffers::default();
+        let mut data = buffers.read_batch(input, offset)?;
         loop {
-            // A fresh buffer per read, so leaves slice it without copying.
-            let mut buf = bytes::BytesMut::zeroed(ADD_READ_BUFFER_BYTES);
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(AddError::Read { offset, source }),
-            };
-            buf.truncate(n);
-            importer.push_bytes(buf.freeze(), &mut out);
-            offset += n as u64;
+            let eof = data.len() < ADD_BATCH_BYTES;
+            offset += data.len() as u64;
             progress(offset);
-            if batch_bytes(&out) >= ADD_BATCH_BYTES {
-                writer.send(&mut out)?;
+            chunker.push_bytes(data, &mut leaves);
+            if eof {
+                break;
             }
+            // This thread reads the next batch while the others hash this
+            // one's leaves.
+            let (batch, next) = hasher.build(&mut leaves, &mut builder, || {
+                buffers.read_batch(input, offset)
+            });
+            writer.send_verified(batch?)?;
+            data = next?;
         }
-        let summary = importer.finish(&mut out);
-        writer.send(&mut out)?;
+        chunker.finish(&mut leaves);
+        let (batch, ()) = hasher.build(&mut leaves, &mut builder, || ());
+        let mut batch = batch?;
+        let mut parents = Vec::new();
+        let summary = builder.finish(&mut parents);
+        for p in parents {
+            batch.push(VerifiedBlock::check(p.cid, p.data)?);
+        }
+        writer.send_verified(batch)?;
         writer.settle()?;
         if pin {
             store
@@ -177,6 +218,158 @@ pub fn add_file(
         writer.abandon();
     }
     result
+}
+
+/// Input buffers of [`ADD_BATCH_BYTES`], handed out again once every
+/// `Bytes` sliced from them is gone (see [`ADD_READ_BUFFERS_KEPT_MAX`]).
+#[derive(Debug, Default, Clone)]
+struct ReadBuffers {
+    free: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+/// A filled read buffer; dropping it (with the last leaf of it) returns
+/// the buffer to its pool.
+struct PooledBuffer {
+    buf: Vec<u8>,
+    len: usize,
+    home: ReadBuffers,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        // A poisoned pool only loses the reuse, never data.
+        if let Ok(mut free) = self.home.free.lock()
+            && free.len() < ADD_READ_BUFFERS_KEPT_MAX
+        {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+impl ReadBuffers {
+    /// Up to [`ADD_BATCH_BYTES`] of input; fewer only at its end. Leaves
+    /// slice the result without copying.
+    fn read_batch(&self, input: &mut dyn Read, offset: u64) -> Result<Bytes, AddError> {
+        let reused = self.free.lock().ok().and_then(|mut free| free.pop());
+        // Zeroed once when made; a reused buffer is read into as it is.
+        let mut buf = reused.unwrap_or_else(|| vec![0u8; ADD_BATCH_BYTES]);
+        let mut len = 0;
+        while len < buf.len() {
+            match input.read(&mut buf[len..]) {
+                Ok(0) => break,
+                // A reader claiming more than it was given is not trusted
+                // with a slice past the buffer.
+                Ok(n) => len += n.min(buf.len() - len),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(AddError::Read {
+                        offset: offset + len as u64,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(Bytes::from_owner(PooledBuffer {
+            buf,
+            len,
+            home: self.clone(),
+        }))
+    }
+}
+
+/// Hashes a batch of leaves on several threads and feeds them, in file
+/// order, to the tree builder.
+struct LeafHasher {
+    hash: HashKind,
+    threads: usize,
+}
+
+impl LeafHasher {
+    fn new(hash: HashKind) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            hash,
+            threads: cores.clamp(1, ADD_HASH_THREADS_MAX),
+        }
+    }
+
+    /// Hash `leaves` (drained) while this thread runs `meanwhile`, then
+    /// add them to `builder`; returns the leaves and the parents they
+    /// completed (each parent after its children), and what `meanwhile`
+    /// returned.
+    fn build<R>(
+        &self,
+        leaves: &mut Vec<Bytes>,
+        builder: &mut DagBuilder,
+        meanwhile: impl FnOnce() -> R,
+    ) -> (Result<Vec<VerifiedBlock>, PutError>, R) {
+        let (hashed, r) = hash_leaves(self.hash, std::mem::take(leaves), self.threads, meanwhile);
+        let mut batch = Vec::with_capacity(hashed.len() + 1);
+        let mut parents = Vec::new();
+        for leaf in hashed {
+            builder.push_leaf(*leaf.cid(), leaf.data().len() as u64, &mut parents);
+            batch.push(leaf);
+            for p in parents.drain(..) {
+                match VerifiedBlock::check(p.cid, p.data) {
+                    Ok(parent) => batch.push(parent),
+                    Err(e) => return (Err(e), r),
+                }
+            }
+        }
+        (Ok(batch), r)
+    }
+}
+
+/// Hash `leaves` as raw blocks, in order, on `threads` helper threads
+/// (contiguous runs of equal-size leaves, one per thread) while this thread
+/// runs `meanwhile`. A run whose thread cannot be started is hashed here.
+fn hash_leaves<R>(
+    kind: HashKind,
+    leaves: Vec<Bytes>,
+    threads: usize,
+    meanwhile: impl FnOnce() -> R,
+) -> (Vec<VerifiedBlock>, R) {
+    let hash_run = |run: &[Bytes]| -> Vec<VerifiedBlock> {
+        run.iter()
+            .map(|leaf| VerifiedBlock::hash(CODEC_RAW, kind, leaf.clone()))
+            .collect()
+    };
+    if leaves.is_empty() {
+        return (Vec::new(), meanwhile());
+    }
+    let run_len = leaves.len().div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = leaves
+            .chunks(run_len)
+            .map(|run| {
+                let spawned = std::thread::Builder::new()
+                    .name("unixfs-hash".into())
+                    .spawn_scoped(scope, move || hash_run(run));
+                (run, spawned)
+            })
+            .collect();
+        let r = meanwhile();
+        let mut out = Vec::with_capacity(leaves.len());
+        for (run, spawned) in helpers {
+            match spawned {
+                Ok(handle) => match handle.join() {
+                    Ok(hashed) => out.extend(hashed),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "hash thread not started; hashing here");
+                    out.extend(hash_run(run));
+                }
+            }
+        }
+        (out, r)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -752,6 +752,20 @@ pub fn run(args: &StorageArgs) -> anyhow::Result<Summary> {
         ));
         generate_large(&paths, &large, plan.large_bytes, &logs)?;
     }
+    let ceiling = all_jobs
+        .iter()
+        .any(|j| j.workload == "unixfs-add")
+        .then(|| {
+            step(&format!(
+                "UnixFS import ceiling: durable write of {} and sha2-256 on {}",
+                size_label(plan.large_bytes),
+                bench_dir.display()
+            ));
+            flush_page_cache_writeback();
+            let c = import_ceiling(bench_dir, &large, plan.large_bytes, plan.limits_seconds);
+            eprintln!("{c}");
+            c
+        });
 
     step(&format!(
         "{} runs, one at a time, {} in flight, timeout {} s each",
@@ -796,13 +810,24 @@ pub fn run(args: &StorageArgs) -> anyhow::Result<Summary> {
         .iter()
         .map(|s| SystemInfo::from_runs(s, &ready_status(&ready[s.name]), &records))
         .collect();
-    let report = results::Report::build(
+    let mut machine = machine;
+    if let (Some(c), Some(m)) = (&ceiling, machine.as_object_mut()) {
+        m.insert("unixfs_import_ceiling".into(), c.clone());
+    }
+    let mut report = results::Report::build(
         if args.quick { "quick" } else { "full" },
         machine,
         plan.json(),
         &system_info,
         &records,
     );
+    if let Some(c) = &ceiling {
+        add_ceiling_row(
+            &mut report,
+            &format!("unixfs_add_{}_MB_per_s", size_label(plan.large_bytes)),
+            c,
+        );
+    }
     println!("{}", report.table());
     let results_dir = paths.root.join("perf/results");
     std::fs::create_dir_all(&results_dir)?;
@@ -1005,6 +1030,176 @@ fn generate_large(paths: &Paths, out: &Path, bytes: u64, logs: &Path) -> anyhow:
             )
         }
         ProcOutcome::TimedOut(_) => anyhow::bail!("blob-gen timed out"),
+    }
+}
+
+/// Write size of the ceiling's durable writes: one group commit of the
+/// store (`GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT`).
+const CEILING_WRITE_BYTES: usize = 8 << 20;
+/// Block size hashed by the ceiling's sha2-256 threads: Kubo's chunk.
+const CEILING_HASH_BLOCK_BYTES: usize = 256 << 10;
+/// O_DIRECT alignment of the ceiling's direct writes.
+const CEILING_DIRECT_ALIGN_BYTES: usize = 4096;
+/// The name the ceiling goes by in the rows and the chart.
+const CEILING_PEER: &str = "machine_ceiling";
+
+/// What a durable UnixFS import of `size_bytes` can reach on this machine
+/// at best, measured on the bench disk just before the import runs: the
+/// best durable sequential write of the same size (write + fdatasync,
+/// through the page cache and with O_DIRECT) and sha2-256 on every core.
+/// An import must do both to every byte and shares the cores between
+/// them, so the smaller of the two is an upper bound, not a target.
+fn import_ceiling(bench_dir: &Path, input: &Path, size_bytes: u64, seconds: f64) -> Value {
+    let path = bench_dir.join("ceiling-write.bin");
+    let mut pattern = vec![0u8; CEILING_WRITE_BYTES];
+    // The input's own bytes: a disk that compresses or dedups zeros
+    // would flatter the number.
+    if let Err(e) = std::fs::File::open(input).and_then(|mut f| {
+        use std::io::Read;
+        let mut filled = 0;
+        while filled < pattern.len() {
+            match f.read(&mut pattern[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(())
+    }) {
+        eprintln!("warning: ceiling reads zeros, not {}: {e}", input.display());
+    }
+    let mut writes = serde_json::Map::new();
+    let methods: [(&str, bool, bool); 2] = [
+        // (name, O_DIRECT, fdatasync after every write)
+        ("buffered_fdatasync_at_end", false, false),
+        ("direct_fdatasync_per_8MiB", true, true),
+    ];
+    let mut best: Option<f64> = None;
+    for (name, direct, sync_each) in methods {
+        flush_page_cache_writeback();
+        let measured = durable_write_mb_per_s(&path, &pattern, size_bytes, direct, sync_each);
+        remove_quietly(&path);
+        match measured {
+            Ok(v) => {
+                best = Some(best.map_or(v, |b: f64| b.max(v)));
+                writes.insert(name.into(), serde_json::json!(v));
+            }
+            Err(e) => {
+                writes.insert(name.into(), serde_json::json!(format!("failed: {e:#}")));
+            }
+        }
+    }
+    let window = Duration::from_secs_f64(seconds);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let sha_one = sha256_mb_per_s(1, window);
+    let sha_all = sha256_mb_per_s(cores, window);
+    let ceiling = best.map(|w| w.min(sha_all));
+    serde_json::json!({
+        "size_bytes": size_bytes,
+        "durable_write_MB_per_s": writes,
+        "sha2_256_MB_per_s_one_core": sha_one,
+        "sha2_256_MB_per_s_all_cores": sha_all,
+        "cores": cores,
+        "ceiling_MB_per_s": ceiling,
+        "method": format!(
+            "durable write: the same size on the bench dir in {} MiB writes of the input's first bytes, \
+             fdatasync at the end (page cache) or after every write (O_DIRECT, like one group commit); \
+             sha2-256: {} KiB blocks on every core at once for {seconds} s (the importer's sha2 crate); \
+             ceiling = min(best durable write, sha2-256 on all cores), an upper bound since an import does both on the same cores",
+            CEILING_WRITE_BYTES >> 20,
+            CEILING_HASH_BLOCK_BYTES >> 10
+        ),
+    })
+}
+
+/// Write `size_bytes` of `pattern` (repeated) to a new file at `path` and
+/// make it durable; MB/s from open to the last fdatasync.
+fn durable_write_mb_per_s(
+    path: &Path,
+    pattern: &[u8],
+    size_bytes: u64,
+    direct: bool,
+    sync_each: bool,
+) -> anyhow::Result<f64> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    // O_DIRECT wants an aligned buffer: copy the pattern into one.
+    let mut backing = vec![0u8; pattern.len() + CEILING_DIRECT_ALIGN_BYTES];
+    let skew = backing.as_ptr() as usize % CEILING_DIRECT_ALIGN_BYTES;
+    let at = (CEILING_DIRECT_ALIGN_BYTES - skew) % CEILING_DIRECT_ALIGN_BYTES;
+    let buf = &mut backing[at..at + pattern.len()];
+    buf.copy_from_slice(pattern);
+    let started = Instant::now();
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(true).write(true);
+    if direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    let file = options
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let mut written = 0u64;
+    while written < size_bytes {
+        let n = (size_bytes - written).min(buf.len() as u64) as usize;
+        file.write_all_at(&buf[..n], written)
+            .with_context(|| format!("write {} at {written}", path.display()))?;
+        written += n as u64;
+        if sync_each {
+            file.sync_data().context("fdatasync")?;
+        }
+    }
+    if !sync_each {
+        file.sync_data().context("fdatasync")?;
+    }
+    Ok(size_bytes as f64 / 1e6 / started.elapsed().as_secs_f64())
+}
+
+/// sha2-256 MB/s of `threads` threads hashing 256 KiB blocks at once.
+fn sha256_mb_per_s(threads: usize, window: Duration) -> f64 {
+    use metanode_core::cid::HashKind;
+    let started = Instant::now();
+    let total: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let block: Vec<u8> = (0..CEILING_HASH_BLOCK_BYTES)
+                        .map(|i| (i * 31 + t) as u8)
+                        .collect();
+                    let mut bytes = 0u64;
+                    let mut sink = 0u8;
+                    while started.elapsed() < window {
+                        sink ^= HashKind::Sha2_256.digest(&block)[0];
+                        bytes += block.len() as u64;
+                    }
+                    std::hint::black_box(sink);
+                    bytes
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    });
+    total as f64 / 1e6 / started.elapsed().as_secs_f64()
+}
+
+/// The ceiling as one more peer of `metric` (ours vs what the machine
+/// allows), right after that metric's rows, and as a bar in its panel.
+fn add_ceiling_row(report: &mut results::Report, metric: &str, ceiling: &Value) {
+    let Some(value) = ceiling["ceiling_MB_per_s"].as_f64() else {
+        return;
+    };
+    let Some(last) = report.rows.iter().rposition(|r| r.metric == metric) else {
+        return;
+    };
+    let row = results::Row {
+        peer: Some(CEILING_PEER),
+        peer_value: Some(value),
+        peer_note: Some(
+            "min(durable sequential write, sha2-256 on all cores) of the same size, same disk, same run"
+                .into(),
+        ),
+        ..report.rows[last].clone()
+    };
+    report.rows.insert(last + 1, row);
+    if let Some(panel) = report.panels.iter_mut().find(|p| p.metric == metric) {
+        panel.bars.push((CEILING_PEER, Some(value)));
     }
 }
 
@@ -1490,5 +1685,89 @@ mod tests {
                 "/b/large.bin"
             ]
         );
+    }
+
+    /// The ceiling becomes one more peer row of the UnixFS add metric,
+    /// right after its real peers, and a bar in its panel.
+    #[test]
+    fn ceiling_row_follows_the_unixfs_rows() {
+        let spec = |name: &str| {
+            vec![metric(
+                name.to_string(),
+                "MB/s",
+                Better::Higher,
+                results::Pick::MbPerS,
+            )]
+        };
+        let ok = |system: &'static str, mb: f64, name: &str| {
+            let raw = line(mb, Some(ROOT), None);
+            let outcome = Outcome::Ok {
+                line: serde_json::from_value(raw.clone()).expect("protocol line"),
+                raw,
+                wall_seconds: 1.0,
+            };
+            let metrics = spec(name);
+            let record = RunRecord::new(system, "unixfs-add", 1 << 30, 1, outcome, &metrics);
+            (metrics, record)
+        };
+        let records = vec![
+            ok("ours", 900.0, "unixfs_add_1GiB_MB_per_s"),
+            ok("helia", 175.0, "unixfs_add_1GiB_MB_per_s"),
+            ok("ours", 1000.0, "car_export_1GiB_MB_per_s"),
+        ];
+        let systems: Vec<SystemInfo> = ["ours", "helia"]
+            .iter()
+            .map(|n| {
+                let system = super::super::systems::by_name(n).expect("system");
+                SystemInfo::from_runs(system, &Ok(()), &records)
+            })
+            .collect();
+        let mut report = results::Report::build(
+            "full",
+            serde_json::json!({}),
+            serde_json::json!({}),
+            &systems,
+            &records,
+        );
+        let ceiling = serde_json::json!({"ceiling_MB_per_s": 1200.0});
+        add_ceiling_row(&mut report, "unixfs_add_1GiB_MB_per_s", &ceiling);
+        type RowView<'a> = (&'a str, Option<&'a str>, Option<f64>, Option<f64>);
+        let rows: Vec<RowView<'_>> = report
+            .rows
+            .iter()
+            .map(|r| (r.metric.as_str(), r.peer, r.ours, r.peer_value))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "unixfs_add_1GiB_MB_per_s",
+                    Some("helia"),
+                    Some(900.0),
+                    Some(175.0)
+                ),
+                (
+                    "unixfs_add_1GiB_MB_per_s",
+                    Some(CEILING_PEER),
+                    Some(900.0),
+                    Some(1200.0)
+                ),
+                ("car_export_1GiB_MB_per_s", None, Some(1000.0), None),
+            ]
+        );
+        let panel = report
+            .panels
+            .iter()
+            .find(|p| p.metric == "unixfs_add_1GiB_MB_per_s")
+            .expect("panel");
+        assert_eq!(panel.bars.last(), Some(&(CEILING_PEER, Some(1200.0))));
+        // A failed ceiling measurement adds nothing.
+        let before = report.rows.len();
+        add_ceiling_row(
+            &mut report,
+            "unixfs_add_1GiB_MB_per_s",
+            &serde_json::json!({"ceiling_MB_per_s": null}),
+        );
+        assert_eq!(report.rows.len(), before);
     }
 }
