@@ -143,6 +143,8 @@ pub enum CreateError {
 pub enum JoinError {
     #[error("pid {pid} is not a process id")]
     InvalidPid { pid: i32 },
+    #[error("cannot move the calling process into {} (wrote \"0\"): {source}", .path.display())]
+    WriteSelf { path: PathBuf, source: io::Error },
     #[error("cannot add pid {pid} to {}: {source}", .path.display())]
     Write {
         pid: i32,
@@ -314,6 +316,63 @@ impl CageCgroup {
                 .map_err(|source| JoinError::Write { pid, path, source })?;
         }
         Ok(())
+    }
+
+    /// Moves the calling process into the cage in every hierarchy, by writing "0" (the caller)
+    /// instead of a pid: on v1 to `tasks`, which moves the calling thread only, so the caller must
+    /// be single-threaded (a freshly forked launcher child is). Why not [`Self::add_process`]
+    /// from the parent: writing a pid, or writing to v1 `cgroup.procs`, takes the kernel's global
+    /// cgroup_threadgroup_rwsem for writing, whose rcu_sync waits for an RCU grace period when the
+    /// lock has been idle (3-16 ms per spawn on the CI machine); a thread moving itself skips that
+    /// lock. On v2 the only self-move is `cgroup.procs` "0", which still takes the lock: there the
+    /// launcher creates the process inside the cgroup instead (clone3 CLONE_INTO_CGROUP on
+    /// [`Self::v2_dir`]) and passes `v2_joined`, so only the v1 hierarchies are written here.
+    pub fn add_self(&self, v2_joined: bool) -> Result<(), JoinError> {
+        for dir in &self.dirs {
+            let file = match dir.version {
+                CgroupVersion::V1 => "tasks",
+                CgroupVersion::V2 if v2_joined => continue,
+                CgroupVersion::V2 => "cgroup.procs",
+            };
+            let path = dir.path.join(file);
+            self.fs
+                .write(&path, "0")
+                .map_err(|source| JoinError::WriteSelf { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Moves the calling (single-threaded) process out of the cage, into the parent of the
+    /// cage's directory in every hierarchy, by writing "0" to its `tasks` — the same cheap
+    /// self-move as [`Self::add_self`] — so the cage can be removed while the caller finishes
+    /// exiting. Only on v1: returns `Ok(false)` without moving anything when a hierarchy is v2,
+    /// where the parent holds no processes ("no internal processes") and the only self-move
+    /// takes the global lock. A launcher process leaves only after every workload process is
+    /// gone.
+    pub fn leave_self(&self) -> Result<bool, JoinError> {
+        if self.dirs.iter().any(|d| d.version == CgroupVersion::V2) {
+            return Ok(false);
+        }
+        for dir in &self.dirs {
+            let Some(parent) = dir.path.parent() else {
+                continue;
+            };
+            let path = parent.join("tasks");
+            self.fs
+                .write(&path, "0")
+                .map_err(|source| JoinError::WriteSelf { path, source })?;
+        }
+        Ok(true)
+    }
+
+    /// The cage's directory on the unified (v2) hierarchy, when a controller uses v2: a process
+    /// created with clone3(CLONE_INTO_CGROUP) on an fd of it starts inside the cage there, with
+    /// no migration at all.
+    pub fn v2_dir(&self) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.version == CgroupVersion::V2)
+            .map(|d| d.path.as_path())
     }
 
     /// Reads the cage's counters (peaks and event counts since creation).
@@ -695,9 +754,14 @@ impl CageCgroup {
     /// kill + thaw, or signals as the last resort) without removing it: a launcher's timeout uses
     /// this, so no pid read from cgroup.procs can be reused by another process before the kill.
     pub fn kill_all(&self) -> Result<(), RemoveError> {
+        self.kill_listed().map(|_| ())
+    }
+
+    /// [`Self::kill_all`]; false when the cage was already empty (nothing was signalled).
+    fn kill_listed(&self) -> Result<bool, RemoveError> {
         // An empty cage needs no freeze or kill.
         if self.tasks()?.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         match self.kill {
             KillMethod::V2Kill => {
@@ -711,13 +775,17 @@ impl CageCgroup {
             KillMethod::V1Freezer => self.freeze_and_kill()?,
             KillMethod::Signals => self.signal_all(&self.tasks()?)?,
         }
-        Ok(())
+        Ok(true)
     }
 
     fn remove(&mut self) -> Result<(), RemoveError> {
-        // Usually the launcher has reaped everything; kill_all skips an empty cage.
-        self.kill_all()?;
-        let mut remaining = self.tasks()?;
+        // Usually the launcher has reaped everything: an empty cage is neither killed nor listed
+        // again (a cgroup whose last task is gone gets no new one but by a write to it).
+        let mut remaining = if self.kill_listed()? {
+            self.tasks()?
+        } else {
+            Vec::new()
+        };
         for _ in 0..KILL_WAIT_MS_MAX / POLL_INTERVAL_MS {
             if remaining.is_empty() {
                 break;

@@ -182,10 +182,12 @@ impl DirFs {
         hierarchy: &Hierarchy,
         contents: &str,
     ) -> io::Result<()> {
-        let pid: i32 = contents
-            .trim()
-            .parse()
-            .map_err(|_| io::Error::from(Errno::INVAL))?;
+        let pid: i32 = match contents.trim().parse() {
+            // "0" is the writing process itself, as in the kernel.
+            Ok(0) => i32::try_from(std::process::id()).map_err(|_| Errno::INVAL)?,
+            Ok(pid) => pid,
+            Err(_) => return Err(Errno::INVAL.into()),
+        };
         if hierarchy.version == CgroupVersion::V2
             && dir != hierarchy.mount
             && !self
@@ -194,10 +196,22 @@ impl DirFs {
         {
             return Err(Errno::BUSY.into());
         }
-        let mut pids = self.procs_of(dir)?;
-        if !pids.contains(&pid) {
-            pids.push(pid);
+        // A process is in one cgroup per hierarchy: joining this one leaves the others.
+        for procs in procs_files(&self.host(&hierarchy.mount))? {
+            let text = std::fs::read_to_string(&procs)?;
+            let listed = parse::parse_pids(&text)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if listed.contains(&pid) {
+                let kept: String = listed
+                    .iter()
+                    .filter(|p| **p != pid)
+                    .map(|p| format!("{p}\n"))
+                    .collect();
+                std::fs::write(&procs, kept)?;
+            }
         }
+        let mut pids = self.procs_of(dir)?;
+        pids.push(pid);
         std::fs::write(
             self.host(path),
             pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
@@ -287,6 +301,7 @@ impl CgroupFs for DirFs {
         std::fs::write(dir.join("cgroup.procs"), "")?;
         match hierarchy.version {
             CgroupVersion::V1 => {
+                std::fs::write(dir.join("tasks"), "")?;
                 for file in &hierarchy.template {
                     std::fs::write(dir.join(&file.name), &file.contents)?;
                 }
@@ -331,6 +346,12 @@ impl CgroupFs for DirFs {
         let dir = path.parent().ok_or_else(|| not_cgroupfs(path))?;
         match path.file_name().and_then(|n| n.to_str()) {
             Some("cgroup.procs") => self.write_procs(path, dir, &hierarchy, contents)?,
+            // A single-threaded fake process: its thread id is its pid, so moving the thread moves
+            // the process (the case `add_self` documents); listed in cgroup.procs like the kernel.
+            Some("tasks") if hierarchy.version == CgroupVersion::V1 => {
+                let procs = dir.join("cgroup.procs");
+                self.write_procs(&procs, dir, &hierarchy, contents)?
+            }
             Some("cgroup.subtree_control") => {
                 self.write_subtree_control(path, dir, &hierarchy, contents)?
             }

@@ -712,3 +712,94 @@ fn add_process_refuses_non_pids() -> TestResult {
     assert!(cage.add_process(-5).is_err());
     Ok(())
 }
+
+/// `add_self` writes "0" (the caller) to every v1 `tasks` file — never a pid, never v1
+/// cgroup.procs — and the caller shows up in each hierarchy.
+#[test]
+fn add_self_on_the_hybrid_host_writes_zero_to_every_v1_tasks_file() -> TestResult {
+    let temp = tempfile::tempdir()?;
+    let (fs, layout) = fake::hybrid_ci_host(temp.path())?;
+    let cage = CageCgroup::create(&layout, "job", &all_limits())?;
+    assert_eq!(cage.v2_dir(), None, "every controller is v1 here");
+    let before = fs.writes().len();
+    cage.add_self(false)?;
+    let expected: Vec<(String, String)> = cage
+        .dirs()
+        .iter()
+        .map(|d| (d.path.join("tasks").display().to_string(), "0".to_string()))
+        .collect();
+    assert_eq!(
+        expected.len(),
+        6,
+        "memory, pids, cpu, cpuacct, blkio, freezer"
+    );
+    assert_eq!(writes_under(&fs, before, "/"), expected);
+    let me = std::process::id().to_string();
+    for dir in cage.dirs() {
+        assert_eq!(fs.read(&dir.path.join("cgroup.procs"))?.trim(), me);
+    }
+    Ok(())
+}
+
+/// On pure v2 the cage's one directory is offered for clone3(CLONE_INTO_CGROUP); when the
+/// process was created there, `add_self(true)` writes nothing, and without it "0" goes to
+/// cgroup.procs (v2 has no per-thread `tasks`).
+#[test]
+fn add_self_on_v2_skips_the_directory_joined_at_creation() -> TestResult {
+    let temp = tempfile::tempdir()?;
+    let (fs, layout) = fake::v2_appliance_host(temp.path(), &[])?;
+    let cage = CageCgroup::create(&layout, "svc", &all_limits())?;
+    let cage_dir = Path::new("/sys/fs/cgroup/metanode-docklock/svc");
+    assert_eq!(cage.v2_dir(), Some(cage_dir));
+    let before = fs.writes().len();
+    cage.add_self(true)?;
+    assert_eq!(writes_under(&fs, before, "/"), []);
+    cage.add_self(false)?;
+    assert_eq!(
+        writes_under(&fs, before, "/"),
+        pairs(&[("/sys/fs/cgroup/metanode-docklock/svc/cgroup.procs", "0")])
+    );
+    assert_eq!(
+        fs.read(&cage_dir.join("cgroup.procs"))?.trim(),
+        std::process::id().to_string()
+    );
+    Ok(())
+}
+
+/// `leave_self` moves the caller to the parent directory (`metanode-docklock`) in every v1
+/// hierarchy with "0" to its `tasks`, emptying the cage; on v2 it refuses (returns false) and
+/// writes nothing, since the parent may hold no processes there.
+#[test]
+fn leave_self_empties_the_cage_on_v1_and_declines_on_v2() -> TestResult {
+    let temp = tempfile::tempdir()?;
+    let (fs, layout) = fake::hybrid_ci_host(temp.path())?;
+    let cage = CageCgroup::create(&layout, "job", &CgroupLimits::default())?;
+    cage.add_self(false)?;
+    let before = fs.writes().len();
+    assert!(cage.leave_self()?);
+    let expected: Vec<(String, String)> = cage
+        .dirs()
+        .iter()
+        .map(|d| {
+            let parent = d.path.parent().expect("parent");
+            (parent.join("tasks").display().to_string(), "0".to_string())
+        })
+        .collect();
+    assert_eq!(writes_under(&fs, before, "/"), expected);
+    let me = std::process::id().to_string();
+    for dir in cage.dirs() {
+        assert_eq!(fs.read(&dir.path.join("cgroup.procs"))?, "");
+        let parent = dir.path.parent().ok_or("no parent")?;
+        assert_eq!(fs.read(&parent.join("cgroup.procs"))?.trim(), me);
+    }
+    cage.kill_and_remove()?;
+    assert_eq!(fs.killed(), Vec::<i32>::new(), "nothing left to kill");
+
+    let temp = tempfile::tempdir()?;
+    let (fs, layout) = fake::v2_appliance_host(temp.path(), &[])?;
+    let cage = CageCgroup::create(&layout, "svc", &CgroupLimits::default())?;
+    let before = fs.writes().len();
+    assert!(!cage.leave_self()?);
+    assert_eq!(writes_under(&fs, before, "/"), []);
+    Ok(())
+}

@@ -494,3 +494,137 @@ fn limits_land_in_the_kernel_files() -> TestResult {
     cage.kill_and_remove()?;
     Ok(())
 }
+
+/// A forked child moves itself into the cage (`add_self`) and the kernel lists it in every
+/// hierarchy's cgroup.procs; the cage's limits then apply to it (its /proc/self/cgroup names
+/// the cage).
+#[test]
+fn add_self_moves_the_calling_process_into_every_hierarchy() -> TestResult {
+    let Some(_serial) = real_kernel("add_self_moves_the_calling_process_into_every_hierarchy")
+    else {
+        return Ok(());
+    };
+    let layout = CgroupLayout::discover()?;
+    let name = unique("self");
+    let cage = CageCgroup::create(
+        &layout,
+        &name,
+        &CgroupLimits {
+            pids_max: Some(4),
+            ..Default::default()
+        },
+    )?;
+    let mut results = Pipe::new()?;
+    let go = Pipe::new()?;
+    // SAFETY: the child calls add_self (glibc keeps malloc usable after fork), writes one i32
+    // and waits on a pipe until killed; it never returns into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match cage.add_self(false) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
+        write_i32s(results.write, &[code]);
+        let mut byte = 0u8;
+        // SAFETY: closing the child's copy of the write end (so the parent's close is the last),
+        // then a blocking read of one byte into a local, which ends when the parent closes `go`.
+        unsafe {
+            libc::close(go.write);
+            libc::read(go.read, (&raw mut byte).cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    let mut child = Child {
+        pid,
+        status: None,
+        go,
+        results: Pipe {
+            read: results.read,
+            write: -1,
+        },
+    };
+    results.close_write();
+    results.read = -1;
+    let [code] = child.read_results::<1>().ok_or("child died")?;
+    assert_eq!(code, 0, "add_self failed in the child");
+    for dir in cage.dirs() {
+        let procs = HostFs.read(&dir.path.join("cgroup.procs"))?;
+        assert_eq!(procs.trim(), pid.to_string(), "{}", dir.path.display());
+    }
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    assert!(
+        own.lines()
+            .filter(|l| !l.starts_with("0::"))
+            .any(|l| l.ends_with(&format!("/metanode-docklock/{name}"))),
+        "{own}"
+    );
+    // Removal needs an empty cage: a live process that left it does not hold it.
+    child.go.close_write();
+    assert_eq!(child.wait()?, 0);
+    cage.kill_and_remove()?;
+    Ok(())
+}
+
+/// A forked child joins and then leaves the cage (`leave_self`): the cage is empty and removable
+/// while the child is still alive, and the child is in the parent directory.
+#[test]
+fn leave_self_empties_the_cage_while_the_caller_lives() -> TestResult {
+    let Some(_serial) = real_kernel("leave_self_empties_the_cage_while_the_caller_lives") else {
+        return Ok(());
+    };
+    let layout = CgroupLayout::discover()?;
+    let cage = CageCgroup::create(&layout, &unique("leave"), &CgroupLimits::default())?;
+    let v1 = cage.dirs().iter().all(|d| d.version == CgroupVersion::V1);
+    let mut results = Pipe::new()?;
+    let go = Pipe::new()?;
+    // SAFETY: as in add_self_moves_the_calling_process_into_every_hierarchy.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match cage.add_self(false).and_then(|()| cage.leave_self()) {
+            Ok(true) => 0,
+            Ok(false) => 2,
+            Err(_) => 1,
+        };
+        write_i32s(results.write, &[code]);
+        let mut byte = 0u8;
+        // SAFETY: see above.
+        unsafe {
+            libc::close(go.write);
+            libc::read(go.read, (&raw mut byte).cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    let mut child = Child {
+        pid,
+        status: None,
+        go,
+        results: Pipe {
+            read: results.read,
+            write: -1,
+        },
+    };
+    results.close_write();
+    results.read = -1;
+    let [code] = child.read_results::<1>().ok_or("child died")?;
+    assert_eq!(code, if v1 { 0 } else { 2 });
+    if v1 {
+        let dirs: Vec<PathBuf> = cage.dirs().iter().map(|d| d.path.clone()).collect();
+        for dir in &dirs {
+            assert_eq!(HostFs.read(&dir.join("cgroup.procs"))?.trim(), "");
+            let parent = dir.parent().ok_or("no parent")?;
+            let procs = HostFs.read(&parent.join("cgroup.procs"))?;
+            assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
+        }
+        cage.kill_and_remove()?;
+        for dir in &dirs {
+            assert!(!dir.exists(), "{} left behind", dir.display());
+        }
+        // SAFETY: signal 0 only checks the pid exists.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the child was killed");
+    }
+    child.go.close_write();
+    assert_eq!(child.wait()?, 0);
+    Ok(())
+}

@@ -63,6 +63,11 @@ pub struct CageTrace {
     pub hide_failures_count: u64,
     /// The first of those failures, for the report.
     pub first_hide_failure: Option<HideFailure>,
+    /// The root's mount namespace, opened at its first exec stop (None if it never exec'd or
+    /// the open failed). Held, the root's exit does not tear the namespace down — that teardown
+    /// waits for an RCU grace period (0.1 to several ms) before the root is reported exited; the
+    /// caller drops it once nobody waits on it.
+    pub root_mount_ns: Option<std::os::fd::OwnedFd>,
 }
 
 /// Why tracing stopped before the cage was gone. The tracer should exit (EXITKILL then kills
@@ -126,6 +131,7 @@ pub fn follow_cage(root: i32, attach: Attach) -> Result<CageTrace, TraceError> {
             vdso_hidden_count: 0,
             hide_failures_count: 0,
             first_hide_failure: None,
+            root_mount_ns: None,
         },
         root_status: None,
     };
@@ -164,6 +170,14 @@ pub fn follow_cage(root: i32, attach: Attach) -> Result<CageTrace, TraceError> {
         let first_stop = seen.insert(pid);
         match event {
             libc::PTRACE_EVENT_EXEC => {
+                if pid == root && tracer.trace.root_mount_ns.is_none() {
+                    tracer.trace.root_mount_ns = rustix::fs::open(
+                        format!("/proc/{pid}/ns/mnt"),
+                        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .ok();
+                }
                 tracer.exec_stop(pid);
                 // A non-leader thread that execs takes over the leader's pid; its old tid is gone
                 // without an exit report.

@@ -335,6 +335,20 @@ fn follow_cage_seized_job_control() -> Check {
         "the root's SIGTERM should be delivered and kill it, got {:?}:\n{text}",
         trace.root_status
     );
+    // The root's mount namespace is held from its exec on (its exit then skips the teardown).
+    let held = trace
+        .root_mount_ns
+        .as_ref()
+        .ok_or("the root's mount namespace was not held")?;
+    let held_ino = rustix::fs::fstat(held)
+        .map_err(|e| format!("fstat the held namespace: {e}"))?
+        .st_ino;
+    let own_ino = std::fs::metadata("/proc/self/ns/mnt")
+        .map_err(|e| format!("stat /proc/self/ns/mnt: {e}"))?;
+    ensure!(
+        held_ino == std::os::unix::fs::MetadataExt::ino(&own_ino),
+        "the held fd is not the root's (here: our own) mount namespace"
+    );
     let stopped = format!("child stopped by {}", libc::SIGSTOP);
     ensure!(
         text.lines().collect::<Vec<_>>()

@@ -76,8 +76,11 @@ pub const READONLY_PATHS_DEFAULT: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// Bytes of the seeded stream written per FIFO write.
+/// Bytes of the seeded stream generated and written per FIFO write.
 const URANDOM_CHUNK_BYTES: usize = 4096;
+/// Where the randomness FIFO is made: a tmpfs, so creating and removing it costs no journal
+/// work (the default temp dir is ext4 here). Falls back to the default temp dir without it.
+const RANDOM_FIFO_PARENT: &str = "/dev/shm";
 /// How often blocked helper threads re-check whether the cage is finished.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest error message a child sends back.
@@ -304,8 +307,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Runs `spec` caged. Blocks until every process of the cage is gone.
+/// Runs `spec` caged. Blocks until every process of the cage is gone (the launcher's helper
+/// process may still be finishing its own exit; it is reaped by a later run, or by init).
 pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+    reap_deferred();
     let threads = thread_count();
     if threads != 1 {
         return Err(RunError::MultiThreaded { threads });
@@ -384,10 +389,14 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     };
     // The seeded randomness: a FIFO on the host, cloned as a mount tree over /dev/urandom and
     // /dev/random.
-    let fifo_dir = tempfile::Builder::new()
-        .prefix("docklock-rng-")
-        .tempdir()
-        .map_err(io_err("create the randomness FIFO directory"))?;
+    let mut fifo_dir_builder = tempfile::Builder::new();
+    fifo_dir_builder.prefix("docklock-rng-");
+    let fifo_dir = if Path::new(RANDOM_FIFO_PARENT).is_dir() {
+        fifo_dir_builder.tempdir_in(RANDOM_FIFO_PARENT)
+    } else {
+        fifo_dir_builder.tempdir()
+    }
+    .map_err(io_err("create the randomness FIFO directory"))?;
     let fifo_path = fifo_dir.path().join("urandom");
     let fifo_c = cpath(&fifo_path);
     // SAFETY: fifo_c is a valid NUL-terminated path.
@@ -416,9 +425,9 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     }
     // SAFETY: open succeeded; we own the fd.
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
-    // A big pipe buffer, kept full by the feeder, makes a read of up to this size return whole, so a
-    // workload that does not loop on short reads still sees the same bytes run after run. Best
-    // effort: past /proc/sys/fs/pipe-max-size the default buffer stays.
+    // A pipe buffer kept full (pre-filled below, topped up by the feeder) makes a read of up to
+    // this size return whole, so a workload that does not loop on short reads still sees the same
+    // bytes run after run. Best effort: past the user's pipe page quota the kernel may give less.
     // SAFETY: fcntl on our own fd with an integer argument.
     unsafe {
         libc::fcntl(
@@ -427,6 +436,11 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             crate::limits::URANDOM_PIPE_SIZE_BYTES as libc::c_int,
         )
     };
+    // Filled before the cage exists, so the workload's first reads find it full without waiting
+    // for the feeder thread; only what the workload consumes is generated afterwards (a no-op
+    // workload costs 64 KiB of ChaCha20, not a megabyte).
+    let mut random = RandomStream::new(opts.rng_seed);
+    random.write_to(fifo.as_raw_fd(), crate::limits::URANDOM_PIPE_SIZE_BYTES);
     let trees = host_trees(spec, opts, opened, out_fd.as_ref(), &fifo)?;
     crate::rootfs::create_mount_points(
         &opened.rootfs,
@@ -443,7 +457,24 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         .map_err(metanode_cgroup::CgroupError::from)?;
     let cgroup_mode = cgroup.mode();
 
-    let (go_r, go_w) = pipe()?;
+    // On cgroup v2, A is created inside the cage's cgroup (clone3 CLONE_INTO_CGROUP): no
+    // migration at all. Everywhere else A moves itself (see `CageCgroup::add_self`).
+    let v2_cgroup = match cgroup.v2_dir() {
+        Some(dir) => Some(
+            rustix::fs::open(
+                dir,
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|errno| RunError::Io {
+                what: format!("open the cage cgroup {}", dir.display()),
+                source: errno.into(),
+            })?,
+        ),
+        None => None,
+    };
     // A reports "unshared" and waits for P to write its id maps (only a process outside the
     // namespace may, and only once, before A relies on any id in it).
     let (unshared_r, unshared_w) = pipe()?;
@@ -480,17 +511,22 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         .map(|fd| fd.as_raw_fd())
         .or(if stdio.shared { plan.stdout_fd } else { None });
     let started = Instant::now();
-    // SAFETY: the process is single-threaded (checked above), so the child may run ordinary code.
-    let a_pid = unsafe { libc::fork() };
-    if a_pid < 0 {
-        return Err(io_err("fork")(std::io::Error::last_os_error()));
-    }
+    // The process is single-threaded (checked above), so the child may run ordinary code.
+    let (a_pid, a_in_v2_cgroup) = fork_into_cgroup(v2_cgroup.as_ref()).map_err(io_err("fork"))?;
     if a_pid == 0 {
-        drop((go_w, err_r, status_r, sock_p, fifo, unshared_r, mapped_w));
+        drop((err_r, status_r, sock_p, fifo, unshared_r, mapped_w));
         child_main(err_w.as_raw_fd(), || {
-            process_a(&plan, go_r, err_w, status_w, sock_c, (unshared_w, mapped_r))
+            process_a(
+                &plan,
+                (&cgroup, a_in_v2_cgroup),
+                err_w,
+                status_w,
+                sock_c,
+                (unshared_w, mapped_r),
+            )
         });
     }
+    drop(v2_cgroup);
     let StdioPlan {
         stdout_w,
         stderr_w,
@@ -498,23 +534,15 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         ..
     } = stdio;
     drop((
-        go_r, err_w, status_w, sock_c, unshared_w, mapped_r, stdout_w, stderr_w, plan,
+        err_w, status_w, sock_c, unshared_w, mapped_r, stdout_w, stderr_w, plan,
     ));
     // The relay starts before the workload can fill a pipe; it ends when every copy of the
     // write ends is gone (the cage has exited).
     let relay = (!relays.is_empty()).then(|| std::thread::spawn(move || relay_stdio(relays)));
-    let joined = cgroup.add_process(a_pid);
-    let mut go_w = std::fs::File::from(go_w);
-    let go_byte: &[u8] = if joined.is_ok() { b"g" } else { b"x" };
-    let _ = go_w.write_all(go_byte);
-    drop(go_w);
-    if let Err(e) = joined {
-        reap(a_pid);
-        return Err(RunError::Cgroup(e.into()));
-    }
     {
         let mut byte = [0u8; 1];
-        // No "u" means A failed to unshare: its error is on the error pipe, read below.
+        // No "u" means A failed to join the cgroup or to unshare: its error is on the error
+        // pipe, read below.
         if std::fs::File::from(unshared_r)
             .read_exact(&mut byte)
             .is_ok()
@@ -586,20 +614,27 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let (wake_r, wake_w) = pipe()?;
     let feeder = {
         let done = Arc::clone(&done);
-        let seed = opts.rng_seed;
-        std::thread::spawn(move || feed_randomness(fifo, wake_r, seed, &done))
+        std::thread::spawn(move || feed_randomness(fifo, wake_r, random, &done))
     };
-    let timed_out = wait_with_timeout(a_pid, deadline, &cgroup);
+    // A's report ends the wait, not A's exit: A closes the status pipe once the cage is gone and
+    // (on v1) A has left the cage cgroup; A's own exit, which tears down the workload's mount
+    // namespace (an RCU grace period, 0.1 to several ms), then overlaps with the clean-up here.
+    let timed_out = wait_report_with_timeout(status_r.as_raw_fd(), deadline, &cgroup);
     let mut relayed_bytes = Vec::new();
     let _ = std::fs::File::from(status_r)
-        .take(4 + CHILD_ERROR_BYTES_MAX as u64)
+        .take(1 + 4 + CHILD_ERROR_BYTES_MAX as u64)
         .read_to_end(&mut relayed_bytes);
-    let relayed = relayed_bytes.len() >= 4;
+    let a_left_cgroup = relayed_bytes.first() == Some(&A_LEFT_CGROUP);
+    let relayed = relayed_bytes.len() >= 5;
     let mut status = [0u8; 4];
     if relayed {
-        status.copy_from_slice(&relayed_bytes[..4]);
+        status.copy_from_slice(&relayed_bytes[1..5]);
     }
-    let trace_note = relayed_bytes.get(4..).unwrap_or_default().to_vec();
+    let trace_note = relayed_bytes.get(5..).unwrap_or_default().to_vec();
+    if !a_left_cgroup {
+        // A is still in the cage (v2, a failed move, or A died): removal must wait for its exit.
+        reap(a_pid);
+    }
     done.store(true, Ordering::Release);
     drop(wake_w);
     let _ = feeder.join();
@@ -614,6 +649,13 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         None => false,
     };
 
+    if a_left_cgroup {
+        // A is out of the cage and may still be tearing down the dead workload's mount namespace
+        // (an RCU grace period: usually well under a millisecond, hundreds on a loaded host).
+        // Nothing of the result depends on it: reap it if done, else on a later run (or init
+        // does, when this process exits first).
+        reap_or_defer(a_pid);
+    }
     if setup_timed_out {
         return Err(RunError::Setup(format!(
             "the cage was not set up within the {:.1} s timeout; killed",
@@ -970,6 +1012,9 @@ impl OutScan {
                 names.push(name);
             }
         }
+        // Sorted, so the violations (and which ones are kept past the bound) come in the same
+        // order on every replay and filesystem: they are signed into the witness record.
+        names.sort();
         for name in names {
             self.entries += 1;
             if self.entries > crate::limits::OUT_SCAN_ENTRIES_COUNT_MAX {
@@ -1249,15 +1294,101 @@ fn child_main(report_fd: RawFd, body: impl FnOnce() -> i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// The kernel's struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// include/uapi/linux/sched.h; not in the libc crate for glibc targets.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork(2), or with `cgroup` (an fd of a cgroup v2 directory) clone3(CLONE_INTO_CGROUP) so the
+/// child starts inside that cgroup. Returns (pid, 0 in the child; whether the child started in
+/// `cgroup`). A kernel without clone3 or CLONE_INTO_CGROUP (ENOSYS, E2BIG, EINVAL) gets a plain
+/// fork and `false`: the child then joins by itself.
+fn fork_into_cgroup(cgroup: Option<&OwnedFd>) -> std::io::Result<(i32, bool)> {
+    if let Some(cgroup) = cgroup {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: cgroup.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: `args` is a valid clone_args of the size passed. Without CLONE_VM the child
+        // gets a copy of this address space and continues on (its copy of) this stack, like
+        // fork. The caller is single-threaded, so no lock (malloc arenas, stdio) is held by
+        // another thread at the clone. glibc's fork() would also refresh the tid cached in the
+        // thread control block; the child keeps the parent's value, which glibc only uses for
+        // owner-checking pthread mutexes (Rust's locks are futex-based and do not use it) and
+        // never for signals to itself (raise uses gettid).
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &raw const args,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid >= 0 {
+            return Ok((pid as i32, true));
+        }
+        let error = std::io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL) => {}
+            _ => return Err(error),
+        }
+    }
+    // SAFETY: the caller is single-threaded (see above); glibc's fork keeps malloc usable.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((pid, false))
+}
+
+/// Helper processes (A) of earlier runs that had not exited when their run returned.
+static DEFERRED_REAPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Reaps `pid` if it has exited; true when it is gone (reaped now, or not our child any more).
+fn try_reap(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: waiting for our own child without blocking; status is a valid out pointer.
+    let rc = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
+    rc != 0
+}
+
+fn reap_or_defer(pid: i32) {
+    reap_deferred();
+    if !try_reap(pid)
+        && let Ok(mut pending) = DEFERRED_REAPS.lock()
+    {
+        pending.push(pid);
+    }
+}
+
+fn reap_deferred() {
+    if let Ok(mut pending) = DEFERRED_REAPS.lock() {
+        pending.retain(|pid| !try_reap(*pid));
+    }
+}
+
 fn reap(pid: i32) {
     let mut status = 0;
     // SAFETY: waiting for our own child; status is a valid out pointer.
     unsafe { libc::waitpid(pid, &raw mut status, 0) };
 }
 
-/// Waits for A; on timeout kills everything in the cage's cgroup. Returns whether it timed out.
-/// Sleeps in poll(2) on a pidfd (no periodic wake-ups); falls back to polling waitpid when
-/// pidfd_open is unavailable.
 /// Waits until `fd` is readable (or hung up) or `deadline` passes; false on the deadline.
 fn wait_readable(fd: RawFd, deadline: Instant) -> bool {
     loop {
@@ -1291,59 +1422,17 @@ fn wait_readable(fd: RawFd, deadline: Instant) -> bool {
     }
 }
 
-fn wait_with_timeout(pid: i32, deadline: Option<Instant>, cgroup: &CageCgroup) -> bool {
-    let mut timed_out = false;
-    // SAFETY: pidfd_open on our own unreaped child; the result is checked.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd >= 0 {
-        // SAFETY: pidfd_open succeeded, the fd is ours.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-        loop {
-            let wait_ms = match deadline {
-                Some(deadline) if !timed_out => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    left.as_millis().min(i32::MAX as u128) as i32
-                }
-                _ => -1,
-            };
-            let mut pfd = libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&raw mut pfd, 1, wait_ms) };
-            if ready > 0 {
-                reap(pid);
-                return timed_out;
-            }
-            if ready < 0
-                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-            {
-                break;
-            }
-            if ready == 0 && deadline.is_some_and(|d| Instant::now() >= d) && !timed_out {
-                timed_out = true;
-                kill_cgroup_tasks(cgroup);
-            }
-        }
+/// Waits until A's report on `fd` is readable (or A closed it); on the deadline kills everything
+/// in the cage's cgroup (A included while it is there, which closes the pipe) and keeps waiting.
+/// Returns whether it timed out.
+fn wait_report_with_timeout(fd: RawFd, deadline: Option<Instant>, cgroup: &CageCgroup) -> bool {
+    if let Some(deadline) = deadline
+        && !wait_readable(fd, deadline)
+    {
+        kill_cgroup_tasks(cgroup);
+        return true;
     }
-    loop {
-        let mut status = 0;
-        // SAFETY: our own child; status is a valid out pointer.
-        let rc = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
-        if rc == pid || rc < 0 {
-            return timed_out;
-        }
-        if let Some(deadline) = deadline
-            && !timed_out
-            && Instant::now() >= deadline
-        {
-            timed_out = true;
-            kill_cgroup_tasks(cgroup);
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    false
 }
 
 fn kill_cgroup_tasks(cgroup: &CageCgroup) {
@@ -1353,21 +1442,50 @@ fn kill_cgroup_tasks(cgroup: &CageCgroup) {
     let _ = cgroup.kill_all();
 }
 
-fn feed_randomness(fifo: OwnedFd, wake: OwnedFd, seed: [u8; 32], done: &AtomicBool) {
-    let mut rng = ChaCha20Rng::from_seed(seed);
-    let mut chunk = vec![0u8; URANDOM_CHUNK_BYTES];
-    let mut pending: &[u8] = &[];
-    let mut filled = Vec::new();
-    while !done.load(Ordering::Acquire) {
-        if pending.is_empty() {
-            rng.fill_bytes(&mut chunk);
-            filled.clone_from(&chunk);
-            pending = &filled;
+/// The seeded stream behind /dev/urandom: ChaCha20 from the run's seed, one sequence however its
+/// writes are split between the pre-fill and the feeder (same seed, same bytes).
+struct RandomStream {
+    rng: ChaCha20Rng,
+    chunk: Vec<u8>,
+    /// Bytes of `chunk` already written; `chunk.len()` when the next chunk is due.
+    written: usize,
+}
+
+impl RandomStream {
+    fn new(seed: [u8; 32]) -> RandomStream {
+        RandomStream {
+            rng: ChaCha20Rng::from_seed(seed),
+            chunk: vec![0u8; URANDOM_CHUNK_BYTES],
+            written: URANDOM_CHUNK_BYTES,
         }
-        // SAFETY: writing from a valid slice to our own fd.
-        let n = unsafe { libc::write(fifo.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
-        if n > 0 {
-            pending = &pending[n as usize..];
+    }
+
+    /// Writes the next bytes of the stream to the non-blocking `fd` until it is full (or fails)
+    /// or `bytes_max` went out; returns how many went out.
+    fn write_to(&mut self, fd: RawFd, bytes_max: usize) -> usize {
+        let mut total = 0;
+        while total < bytes_max {
+            if self.written == self.chunk.len() {
+                self.rng.fill_bytes(&mut self.chunk);
+                self.written = 0;
+            }
+            let pending = &self.chunk[self.written..];
+            let len = pending.len().min(bytes_max - total);
+            // SAFETY: writing from a valid slice of `len` bytes to an fd the caller owns.
+            let n = unsafe { libc::write(fd, pending.as_ptr().cast(), len) };
+            if n <= 0 {
+                break;
+            }
+            self.written += n as usize;
+            total += n as usize;
+        }
+        total
+    }
+}
+
+fn feed_randomness(fifo: OwnedFd, wake: OwnedFd, mut stream: RandomStream, done: &AtomicBool) {
+    while !done.load(Ordering::Acquire) {
+        if stream.write_to(fifo.as_raw_fd(), usize::MAX) > 0 {
             continue;
         }
         let mut pfds = [
@@ -1624,11 +1742,11 @@ fn resolve_program(spec: &CageSpec, rootfs: &OwnedFd) -> Option<CString> {
     None
 }
 
-/// A: joins the cgroup (P did it; we wait for the go byte), unshares, sets the clocks, forks B,
-/// relays B's status. Returns A's exit code.
+/// A: joins the cgroup (moves itself; or was created inside it on v2), unshares, sets the clocks,
+/// forks B, relays B's status. Returns A's exit code.
 fn process_a(
     plan: &ChildPlan,
-    go_r: OwnedFd,
+    (cgroup, in_v2_cgroup): (&CageCgroup, bool),
     err_w: OwnedFd,
     status_w: OwnedFd,
     sock: OwnedFd,
@@ -1641,12 +1759,22 @@ fn process_a(
     // A traces the cage from inside its memory cgroup: it must never be the OOM victim, or the
     // run would end as a set-up failure instead of a recorded OOM kill of the workload.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
-    let mut go = [0u8; 1];
-    if std::fs::File::from(go_r).read_exact(&mut go).is_err() || go[0] != b'g' {
+    // Before the unshare, so that A's cgroup namespace is rooted at the cage, and before any
+    // fork, so that every cage process is counted and limited. A is single-threaded here, which
+    // `add_self` needs (on v1 it moves the calling thread). A never drops `cgroup` (it ends in
+    // _exit), so the cage is not removed from here.
+    if let Err(e) = cgroup.add_self(in_v2_cgroup) {
+        report(format!("join the cage cgroup: {e}"));
         return 1;
     }
+    // Every namespace but the mount namespace: B unshares its own (owned by the user namespace
+    // created here, so the same locked copy of the host's mounts), and a mount namespace of A's
+    // would only be one more copy of the host's mount table to make now and to tear down, with
+    // an RCU grace period, when A exits. A itself never mounts; it keeps the host's view, which
+    // its tracing of B through /proc needs anyway.
+    let flags = plan.namespaces.unshare_flags() & !libc::CLONE_NEWNS;
     // SAFETY: unshare with namespace flags only affects this process.
-    if unsafe { libc::unshare(plan.namespaces.unshare_flags()) } != 0 {
+    if unsafe { libc::unshare(flags) } != 0 {
         report(last_os("unshare the cage namespaces"));
         return 1;
     }
@@ -1733,7 +1861,7 @@ fn process_a(
     CHILD_PANIC_FD.store(-1, Ordering::SeqCst);
     drop(err_w);
     let trace = metanode_confine::follow_cage(b_pid, metanode_confine::Attach::Seized);
-    let (status, note) = match trace {
+    let (status, note, workload_mount_ns) = match trace {
         Ok(trace) => (
             trace.root_status.into_raw(),
             trace.first_hide_failure.map(|failure| {
@@ -1742,14 +1870,25 @@ fn process_a(
                     trace.hide_failures_count
                 )
             }),
+            trace.root_mount_ns,
         ),
-        Err(e) => (0, Some(format!("tracing the cage: {e}"))),
+        Err(e) => (0, Some(format!("tracing the cage: {e}")), None),
     };
-    let mut message = status.to_le_bytes().to_vec();
+    // Every cage process is gone. Leave the cage cgroup (v1: a cheap self-move) so P can remove it
+    // without waiting for A's exit; then report, and only then let go of the workload's mount
+    // namespace, whose teardown (held off the workload's exit by the tracer) is A's to pay.
+    let left = matches!(cgroup.leave_self(), Ok(true));
+    let mut message = vec![if left { A_LEFT_CGROUP } else { A_IN_CGROUP }];
+    message.extend_from_slice(&status.to_le_bytes());
     message.extend_from_slice(note.unwrap_or_default().as_bytes());
     let _ = std::fs::File::from(status_w).write_all(&message);
+    drop(workload_mount_ns);
     0
 }
+
+/// First byte of A's report: whether A left the cage cgroup before reporting.
+const A_LEFT_CGROUP: u8 = b'L';
+const A_IN_CGROUP: u8 = b'S';
 
 trait ExpectOrExit<T> {
     fn expect_or_exit(self) -> T;
@@ -2061,6 +2200,113 @@ mod tests {
                 && message.contains("set-up invariant broken"),
             "{message}"
         );
+    }
+
+    /// clone3(CLONE_INTO_CGROUP) on the real kernel: the child's first look at /proc/self/cgroup
+    /// already shows the v2 cgroup it was created in (no migration happened). Needs root and a
+    /// cgroup2 mount (this CI machine has one at /sys/fs/cgroup/unified, the appliance at
+    /// /sys/fs/cgroup); skipped with a printed reason otherwise.
+    #[test]
+    fn fork_into_cgroup_starts_the_child_in_the_v2_cgroup() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipping: needs root to create a cgroup");
+            return;
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let Some(mount) = mountinfo.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split(' ').nth(4).map(PathBuf::from))
+                .flatten()
+        }) else {
+            println!("skipping: no cgroup2 mount");
+            return;
+        };
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a 0:: line beside a cgroup2 mount");
+        let name = format!("docklock-clone3-{}", std::process::id());
+        let dir = mount.join(own.trim_start_matches('/')).join(&name);
+        std::fs::create_dir(&dir).expect("mkdir the test cgroup");
+        let fd = rustix::fs::open(
+            &dir,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .expect("open the test cgroup");
+        let (r, w) = pipe().expect("pipe");
+        let (pid, joined) = fork_into_cgroup(Some(&fd)).expect("clone3");
+        if pid == 0 {
+            // The test harness has other threads: raw syscalls only until _exit.
+            let mut buf = [0u8; 4096];
+            // SAFETY: valid path and buffer; _exit ends the child.
+            unsafe {
+                let f = libc::open(c"/proc/self/cgroup".as_ptr(), libc::O_RDONLY);
+                let n = libc::read(f, buf.as_mut_ptr().cast(), buf.len());
+                if n > 0 {
+                    libc::write(w.as_raw_fd(), buf.as_ptr().cast(), n as usize);
+                }
+                libc::_exit(0);
+            }
+        }
+        drop(w);
+        let mut seen = String::new();
+        std::fs::File::from(r)
+            .read_to_string(&mut seen)
+            .expect("read the child's report");
+        reap(pid);
+        let _ = std::fs::remove_dir(&dir);
+        assert!(
+            joined,
+            "clone3 CLONE_INTO_CGROUP fell back to fork on Linux 6.18"
+        );
+        let line = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or_default();
+        assert!(line.ends_with(&format!("/{name}")), "{seen}");
+        // Without a cgroup it is a plain fork.
+        let (pid, joined) = fork_into_cgroup(None).expect("fork");
+        if pid == 0 {
+            // SAFETY: always safe.
+            unsafe { libc::_exit(0) };
+        }
+        reap(pid);
+        assert!(!joined);
+    }
+
+    /// The pre-fill and the feeder write one ChaCha20 sequence: split anywhere (even mid-chunk),
+    /// the bytes read back are the seed's keystream from its start.
+    #[test]
+    fn random_stream_is_the_seed_keystream_however_writes_are_split() {
+        let seed = [7u8; 32];
+        let total = 3 * URANDOM_CHUNK_BYTES + 123;
+        let mut expected = vec![0u8; total];
+        ChaCha20Rng::from_seed(seed).fill_bytes(&mut expected);
+        let (r, w) = pipe().expect("pipe");
+        // SAFETY: fcntl on our own fd with an integer argument.
+        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let mut stream = RandomStream::new(seed);
+        let mut got = Vec::new();
+        for piece in [1000, URANDOM_CHUNK_BYTES, 1, URANDOM_CHUNK_BYTES * 2 - 878] {
+            assert_eq!(stream.write_to(w.as_raw_fd(), piece), piece);
+            let mut buf = vec![0u8; piece];
+            std::fs::File::from(r.try_clone().expect("dup"))
+                .read_exact(&mut buf)
+                .expect("read back");
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got.len(), total);
+        assert_eq!(got, expected);
+        // A full pipe stops the writer without losing its place.
+        let wrote = stream.write_to(w.as_raw_fd(), usize::MAX);
+        assert!(wrote > 0 && wrote < usize::MAX);
     }
 
     #[test]

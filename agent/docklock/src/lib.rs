@@ -3,6 +3,7 @@
 //! and a signed witness record.
 
 pub mod cage;
+pub mod cli;
 pub mod executable;
 mod host;
 pub mod limits;

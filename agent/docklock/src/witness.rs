@@ -7,11 +7,11 @@ use std::path::Path;
 use metanode_core::hash::Hash32;
 use metanode_core::keys::SigningKey;
 use metanode_witness::{
-    ExitKind, InputRef, OutputsManifest, PolicyDecision, Record, RunHeader, SignedRecord,
-    TraceRoots, Verdict, ViolationKind, ViolationRecord, namespaces,
+    ExitKind, InputRef, OutputAction, OutputsManifest, PolicyDecision, Record, RunHeader,
+    SignedRecord, TraceRoots, Verdict, ViolationKind, ViolationRecord, namespaces,
 };
 
-use crate::cage::{CageExit, RunOptions, RunOutcome};
+use crate::cage::{CageExit, OutputViolation, OutputViolationKind, RunOptions, RunOutcome};
 use crate::spec::{CageSpec, Namespaces};
 
 /// Why a record could not be built or signed.
@@ -111,6 +111,14 @@ pub fn sign_run(
             detail: "wall timeout expired; the launcher killed the cage".into(),
         });
     }
+    // Last: what the post-run scan of /out found and neutralised, in the scan's deterministic
+    // order (sorted names, depth first). The outputs root below is over the neutralised tree.
+    for v in &outcome.output_violations {
+        decision.push_violation(output_violation_record(v));
+    }
+    decision.violations_dropped_count = decision
+        .violations_dropped_count
+        .saturating_add(outcome.output_violations_dropped_count);
     decision.verdict = decision.expected_verdict();
     let events_root = decision.events_root()?;
     let record = Record {
@@ -136,7 +144,86 @@ pub fn sign_run(
     Ok(record.sign(key)?)
 }
 
+/// The record of one output violation. The path is relative to /out, as text (a non-UTF-8 name
+/// is shown lossily, the same on every replay); a path longer than the record's bound keeps its
+/// start and says how long it was, so the record still names where to look.
+pub fn output_violation_record(v: &OutputViolation) -> ViolationRecord {
+    let (action, mode, detail) = match v.kind {
+        OutputViolationKind::SetidBitsStripped { mode } => (
+            OutputAction::SetidBitsStripped,
+            mode,
+            "setuid/setgid bits stripped from a file in /out",
+        ),
+        OutputViolationKind::DeviceNodeRemoved { mode } => (
+            OutputAction::DeviceNodeRemoved,
+            mode,
+            "device node in /out removed",
+        ),
+    };
+    ViolationRecord {
+        kind: ViolationKind::Output {
+            action,
+            mode,
+            path: bounded_path(&v.path.to_string_lossy()),
+        },
+        detail: detail.into(),
+    }
+}
+
+fn bounded_path(path: &str) -> String {
+    let max = metanode_witness::limits::OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX as usize;
+    if path.len() <= max {
+        return path.to_string();
+    }
+    let suffix = format!("...[{} bytes]", path.len());
+    let mut end = max - suffix.len();
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &path[..end])
+}
+
 /// Keeps Hash32 in the public signature stable for callers that compare roots.
 pub fn root_hex(root: &[u8; 32]) -> String {
     Hash32(*root).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn output_violations_become_output_records() {
+        let setid = OutputViolation {
+            path: PathBuf::from("bin/tool"),
+            kind: OutputViolationKind::SetidBitsStripped { mode: 0o4755 },
+        };
+        assert_eq!(
+            output_violation_record(&setid).kind,
+            ViolationKind::Output {
+                action: OutputAction::SetidBitsStripped,
+                mode: 0o4755,
+                path: "bin/tool".into()
+            }
+        );
+        let max = metanode_witness::limits::OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX as usize;
+        let long = format!("{}/é{}", "d".repeat(300), "f".repeat(400));
+        let node = OutputViolation {
+            path: PathBuf::from(&long),
+            kind: OutputViolationKind::DeviceNodeRemoved { mode: 0o020666 },
+        };
+        let ViolationKind::Output { action, mode, path } = output_violation_record(&node).kind
+        else {
+            panic!("not an output violation");
+        };
+        assert_eq!((action, mode), (OutputAction::DeviceNodeRemoved, 0o020666));
+        assert!(path.len() <= max, "{}", path.len());
+        assert!(path.starts_with(&"d".repeat(300)));
+        assert!(
+            path.ends_with(&format!("...[{} bytes]", long.len())),
+            "{path}"
+        );
+        assert_eq!(bounded_path("short"), "short");
+    }
 }

@@ -288,31 +288,37 @@ fn randomness_comes_from_the_seed_and_clocks_from_the_logical_time() {
     );
 }
 
-#[test]
-fn receipts_verify_and_record_violations() {
-    if skip() {
-        return;
-    }
-    let work = tempfile::tempdir().expect("tempdir");
-    let key = work.path().join("node.key");
-    let receipt = work.path().join("run.dlr");
+/// A node key file in `dir` (from `metanode chain genesis`), for signing receipts.
+fn node_key(dir: &Path) -> PathBuf {
     let keygen = metanode(&[
         "chain",
         "genesis",
         "--validators",
         "1",
         "--out",
-        work.path().join("net").to_str().expect("utf8"),
+        dir.join("net").to_str().expect("utf8"),
     ]);
     assert!(keygen.status.success(), "{keygen:?}");
-    let node_key = std::fs::read_dir(work.path().join("net"))
+    let node_key = std::fs::read_dir(dir.join("net"))
         .expect("net dir")
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "key"))
-        .or_else(|| find_key(&work.path().join("net")));
+        .or_else(|| find_key(&dir.join("net")));
     let node_key = node_key.expect("a key file from chain genesis");
+    let key = dir.join("node.key");
     std::fs::copy(&node_key, &key).expect("copy key");
+    key
+}
+
+#[test]
+fn receipts_verify_and_record_violations() {
+    if skip() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let key = node_key(work.path());
+    let receipt = work.path().join("run.dlr");
     let (_, outcome, out) = run_probe(
         &["mount"],
         &[
@@ -343,6 +349,108 @@ fn receipts_verify_and_record_violations() {
     std::fs::write(&receipt, bytes).expect("write");
     let tampered = metanode(&["docklock", "verify", receipt.to_str().expect("utf8")]);
     assert!(!tampered.status.success(), "a tampered receipt verified");
+}
+
+/// A cage that leaves a setuid file in /out, with a device node planted there too (a cage cannot
+/// create one; a pre-existing /out can hold one): both are neutralised, listed as output
+/// violations in the signed receipt (verdict "violated"), `docklock verify` shows them, and the
+/// receipt verifies; a flipped byte in a recorded mode breaks it.
+#[test]
+fn receipts_record_output_violations() {
+    if skip() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let key = node_key(work.path());
+    let receipt = work.path().join("out.dlr");
+    let payload = work.path().join("payload");
+    std::fs::write(&payload, "#!/bin/sh\n").expect("payload");
+    let out_dir = work.path().join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir out");
+    let node = std::ffi::CString::new(out_dir.join("null").to_str().expect("utf8")).expect("path");
+    // SAFETY: a valid path; a character device node with /dev/null's numbers.
+    let rc = unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    let node_mode = {
+        use std::os::unix::fs::MetadataExt as _;
+        format!(
+            "{:o}",
+            std::fs::symlink_metadata(out_dir.join("null"))
+                .expect("stat node")
+                .mode()
+        )
+    };
+    // /out must be empty or the cage's own: hand it to the default mapping's ids (0x70000000).
+    std::os::unix::fs::chown(&out_dir, Some(0x7000_0000), Some(0x7000_0000)).expect("chown");
+    let out = metanode(&[
+        "--json",
+        "docklock",
+        "exec",
+        "/usr/bin/install",
+        "--input",
+        &format!("payload={}", payload.display()),
+        "--out",
+        out_dir.to_str().expect("utf8"),
+        "--receipt",
+        receipt.to_str().expect("utf8"),
+        "--key",
+        key.to_str().expect("utf8"),
+        "--",
+        "-m",
+        "4750",
+        "/in/payload",
+        "/out/tool",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!out_dir.join("null").exists(), "device node left in /out");
+    let verified = metanode(&[
+        "--json",
+        "docklock",
+        "verify",
+        receipt.to_str().expect("utf8"),
+    ]);
+    assert!(verified.status.success(), "{verified:?}");
+    let json: Value = serde_json::from_slice(&verified.stdout).expect("verify JSON");
+    let decision = &json["decision"];
+    assert_eq!(decision["verdict"], "violated", "{json}");
+    let outputs: Vec<&Value> = decision["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|v| v["kind"] == "output")
+        .collect();
+    // Sorted by name: "null" before "tool".
+    assert_eq!(outputs.len(), 2, "{decision}");
+    assert_eq!(outputs[0]["output"]["action"], "device_node_removed");
+    assert_eq!(outputs[0]["output"]["path"], "null");
+    assert_eq!(outputs[0]["output"]["mode"], node_mode.as_str());
+    assert_eq!(outputs[1]["output"]["action"], "setid_bits_stripped");
+    assert_eq!(outputs[1]["output"]["path"], "tool");
+    assert_eq!(outputs[1]["output"]["mode"], "4750");
+    let human = metanode(&["docklock", "verify", receipt.to_str().expect("utf8")]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("output violation: /out/tool (mode 4750): setid_bits_stripped")
+            && human.contains(&format!(
+                "output violation: /out/null (mode {node_mode}): device_node_removed"
+            )),
+        "{human}"
+    );
+
+    // The recorded mode is covered by the signature.
+    let mut bytes = std::fs::read(&receipt).expect("read receipt");
+    let mode = 0o4750u32.to_le_bytes();
+    let at = bytes
+        .windows(mode.len())
+        .position(|w| w == mode)
+        .expect("the setuid mode is in the receipt bytes");
+    bytes[at] ^= 0x01;
+    std::fs::write(&receipt, bytes).expect("write");
+    let tampered = metanode(&["docklock", "verify", receipt.to_str().expect("utf8")]);
+    assert!(
+        !tampered.status.success(),
+        "a receipt with a changed mode verified"
+    );
 }
 
 fn find_key(dir: &Path) -> Option<PathBuf> {

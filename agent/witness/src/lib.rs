@@ -71,9 +71,9 @@ pub use outputs::{
 };
 pub use receipt::{RECEIPT_FILE_EXTENSION, ReadReceiptError, WriteReceiptError};
 pub use record::{
-    ConsistencyError, ExitKind, PolicyDecision, RECORD_ENCODING_VERSION, Record, ResourceUsage,
-    RunHeader, SignError, SignedRecord, TraceRoots, Verdict, VerifyError, ViolationKind,
-    ViolationRecord, namespaces,
+    ConsistencyError, ExitKind, OutputAction, PolicyDecision, RECORD_ENCODING_VERSION, Record,
+    ResourceUsage, RunHeader, SignError, SignedRecord, TraceRoots, Verdict, VerifyError,
+    ViolationKind, ViolationRecord, namespaces,
 };
 pub use roots::{
     EnvError, Event, EventsError, InputDigest, InputRef, InputsError, env_root, events_root,

@@ -52,6 +52,11 @@ pub const OUTPUTS_ENTRIES_COUNT_MAX: u32 = 256 * 1024;
 pub const OUTPUTS_PATH_LEN_BYTES_MAX: u32 = 4096;
 /// Nesting depth of the outputs walk; one directory fd is open per level.
 pub const OUTPUTS_DEPTH_MAX: u32 = 128;
+/// `ViolationKind::Output::path` (relative to the outputs directory). Not
+/// PATH_MAX: 64 violations of PATH_MAX paths would not fit a receipt in one
+/// chain transaction (asserted below); longer paths are shortened by the
+/// recorder, deterministically.
+pub const OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX: u32 = 512;
 /// A symlink target (Linux PATH_MAX).
 pub const OUTPUTS_SYMLINK_TARGET_LEN_BYTES_MAX: u32 = 4096;
 
@@ -61,12 +66,15 @@ const fn max(a: u64, b: u64) -> u64 {
     if a > b { a } else { b }
 }
 
-/// Largest canonical `ViolationRecord`: kind tag, the larger kind body, and
+/// Largest canonical `ViolationRecord`: kind tag, the largest kind body, and
 /// the detail string.
 pub const VIOLATION_ENCODED_BYTES_MAX: u64 =
     1 + max(
-        8 + 4 + SYSCALL_NAME_LEN_BYTES_MAX as u64,
-        4 + LANDLOCK_ACCESS_LEN_BYTES_MAX as u64,
+        max(
+            8 + 4 + SYSCALL_NAME_LEN_BYTES_MAX as u64,
+            4 + LANDLOCK_ACCESS_LEN_BYTES_MAX as u64,
+        ),
+        1 + 4 + 4 + OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX as u64,
     ) + 4
         + VIOLATION_DETAIL_LEN_BYTES_MAX as u64;
 

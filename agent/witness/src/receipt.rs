@@ -188,6 +188,14 @@ impl SignedRecord {
                             ViolationKind::Landlock { access } => Some(access),
                             _ => None,
                         },
+                        output: match &v.kind {
+                            ViolationKind::Output { action, mode, path } => Some(OutputView {
+                                action: action.name(),
+                                mode: format!("{mode:o}"),
+                                path,
+                            }),
+                            _ => None,
+                        },
                         detail: &v.detail,
                     })
                     .collect(),
@@ -264,5 +272,15 @@ struct ViolationView<'a> {
     syscall_name: Option<&'a String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     access: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<OutputView<'a>>,
     detail: &'a str,
+}
+
+#[derive(Serialize)]
+struct OutputView<'a> {
+    action: &'static str,
+    /// Octal, as `ls -l` and chmod read it.
+    mode: String,
+    path: &'a String,
 }

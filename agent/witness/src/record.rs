@@ -16,6 +16,8 @@
 //! ExitKind     = 0 code:u8 | 1 signal:u8 | 2 reason:str(<=1024)
 //! ViolationRecord = ViolationKind detail:str(<=256)
 //! ViolationKind = 0 nr:i64 name:str(<=64) | 1 access:str(<=256) | 2 (oom kill) | 3 (pids limit)
+//!                | 4 (wall timeout) | 5 OutputAction mode:u32 path:str(<=512)
+//! OutputAction = 0 setid bits stripped | 1 device node removed
 //! Verdict      = 0 completed | 1 violated | 2 failed
 //! SignedRecord = Record signer[32] signature[64]
 //! ```
@@ -43,8 +45,9 @@ use metanode_core::keys::{PublicKey, PublicKeyError, Signature, SigningKey};
 use metanode_core::tags::DomainTag;
 
 use crate::limits::{
-    EXIT_FAILED_REASON_LEN_BYTES_MAX, LANDLOCK_ACCESS_LEN_BYTES_MAX, SERVICE_NAME_LEN_BYTES_MAX,
-    SYSCALL_NAME_LEN_BYTES_MAX, VIOLATION_DETAIL_LEN_BYTES_MAX, VIOLATIONS_COUNT_MAX,
+    EXIT_FAILED_REASON_LEN_BYTES_MAX, LANDLOCK_ACCESS_LEN_BYTES_MAX,
+    OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX, SERVICE_NAME_LEN_BYTES_MAX, SYSCALL_NAME_LEN_BYTES_MAX,
+    VIOLATION_DETAIL_LEN_BYTES_MAX, VIOLATIONS_COUNT_MAX,
 };
 use crate::roots::{Event, EventsError, events_root};
 
@@ -286,6 +289,64 @@ pub enum ViolationKind {
     /// The launcher's wall timeout expired and it killed the cage: the exit
     /// signal that follows is the launcher's, not the workload's own.
     WallTimeout,
+    /// Something the workload left in its outputs directory that must not
+    /// reach the host as is, found by the launcher's scan after the run and
+    /// neutralised before the outputs were hashed (so `outputs_root` covers
+    /// the neutralised tree). Pushed last, after `WallTimeout`, in the
+    /// scan's order (sorted names, depth first), so replays list them alike.
+    Output {
+        action: OutputAction,
+        /// The file's mode as the workload left it (`st_mode`, type bits
+        /// included for device nodes), before the launcher acted.
+        mode: u32,
+        /// Relative to the outputs directory, at most
+        /// [`OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX`] bytes (the recorder
+        /// shortens longer paths deterministically).
+        path: String,
+    },
+}
+
+/// What the launcher did about an [`ViolationKind::Output`] finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputAction {
+    /// A regular file had S_ISUID and/or S_ISGID; the bits were cleared.
+    SetidBitsStripped,
+    /// A character or block device node; it was removed.
+    DeviceNodeRemoved,
+}
+
+impl OutputAction {
+    /// Short lower-case name, as in the JSON view.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputAction::SetidBitsStripped => "setid_bits_stripped",
+            OutputAction::DeviceNodeRemoved => "device_node_removed",
+        }
+    }
+
+    const fn code(self) -> u8 {
+        match self {
+            OutputAction::SetidBitsStripped => 0,
+            OutputAction::DeviceNodeRemoved => 1,
+        }
+    }
+}
+
+impl Decode for OutputAction {
+    const ENCODED_LEN_MIN: usize = 1;
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let offset = r.offset();
+        match r.read_u8()? {
+            0 => Ok(OutputAction::SetidBitsStripped),
+            1 => Ok(OutputAction::DeviceNodeRemoved),
+            value => Err(DecodeError::InvalidTag {
+                what: "output action",
+                value: u64::from(value),
+                offset,
+            }),
+        }
+    }
 }
 
 const VIOLATION_SYSCALL: u8 = 0;
@@ -293,6 +354,7 @@ const VIOLATION_LANDLOCK: u8 = 1;
 const VIOLATION_OOM_KILL: u8 = 2;
 const VIOLATION_PIDS_LIMIT: u8 = 3;
 const VIOLATION_WALL_TIMEOUT: u8 = 4;
+const VIOLATION_OUTPUT: u8 = 5;
 
 impl ViolationKind {
     /// Short lower-case name, as in the JSON view.
@@ -303,6 +365,7 @@ impl ViolationKind {
             ViolationKind::OomKill => "oom_kill",
             ViolationKind::PidsLimit => "pids_limit",
             ViolationKind::WallTimeout => "wall_timeout",
+            ViolationKind::Output { .. } => "output",
         }
     }
 }
@@ -322,6 +385,12 @@ impl Encode for ViolationKind {
             ViolationKind::OomKill => w.put_u8(VIOLATION_OOM_KILL),
             ViolationKind::PidsLimit => w.put_u8(VIOLATION_PIDS_LIMIT),
             ViolationKind::WallTimeout => w.put_u8(VIOLATION_WALL_TIMEOUT),
+            ViolationKind::Output { action, mode, path } => {
+                w.put_u8(VIOLATION_OUTPUT);
+                w.put_u8(action.code());
+                w.put_u32(*mode);
+                w.put_str_bounded(path, OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX);
+            }
         }
     }
 }
@@ -344,6 +413,13 @@ impl Decode for ViolationKind {
             VIOLATION_OOM_KILL => Ok(ViolationKind::OomKill),
             VIOLATION_PIDS_LIMIT => Ok(ViolationKind::PidsLimit),
             VIOLATION_WALL_TIMEOUT => Ok(ViolationKind::WallTimeout),
+            VIOLATION_OUTPUT => Ok(ViolationKind::Output {
+                action: OutputAction::decode(r)?,
+                mode: r.read_u32()?,
+                path: r
+                    .read_str_bounded(OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX)?
+                    .to_owned(),
+            }),
             value => Err(DecodeError::InvalidTag {
                 what: "violation kind",
                 value: u64::from(value),

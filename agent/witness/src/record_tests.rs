@@ -153,6 +153,29 @@ fn sample_records() -> Vec<Record> {
                 }],
             ),
         ),
+        record_with(&key, decision(ExitKind::Exited(0), output_violations())),
+    ]
+}
+
+/// What a cage that planted a setuid file and a device node in /out yields.
+fn output_violations() -> Vec<ViolationRecord> {
+    vec![
+        ViolationRecord {
+            kind: ViolationKind::Output {
+                action: OutputAction::DeviceNodeRemoved,
+                mode: 0o020666,
+                path: "dev/null-copy".into(),
+            },
+            detail: "device node removed".into(),
+        },
+        ViolationRecord {
+            kind: ViolationKind::Output {
+                action: OutputAction::SetidBitsStripped,
+                mode: 0o4755,
+                path: "bin/tool".into(),
+            },
+            detail: "setuid/setgid bits stripped".into(),
+        },
     ]
 }
 
@@ -470,10 +493,13 @@ fn violations_beyond_the_list_are_counted_and_in_the_events() {
 fn largest_record_matches_the_receipt_bound() {
     let key = golden_key();
     let s = |n: u32| "x".repeat(n as usize);
+    // The output kind has the largest body (a path of up to 512 bytes).
     let violations: Vec<ViolationRecord> = (0..VIOLATIONS_COUNT_MAX)
         .map(|_| ViolationRecord {
-            kind: ViolationKind::Landlock {
-                access: s(LANDLOCK_ACCESS_LEN_BYTES_MAX),
+            kind: ViolationKind::Output {
+                action: OutputAction::SetidBitsStripped,
+                mode: 0o6755,
+                path: s(OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX),
             },
             detail: s(VIOLATION_DETAIL_LEN_BYTES_MAX),
         })
@@ -557,6 +583,68 @@ fn receipt_file_round_trips_and_is_checked() {
     assert!(matches!(
         SignedRecord::read_file(&dir.path().join("absent.dlr")),
         Err(ReadReceiptError::Io { action: "open", .. })
+    ));
+}
+
+/// An output violation is part of the signed record: it makes the verdict "violated", it
+/// round-trips, its JSON view names the action, mode and path, a path over the bound is refused
+/// at signing, an unknown action tag at decoding, and changing its mode breaks the signature.
+#[test]
+fn output_violations_are_signed_shown_and_bounded() {
+    let key = golden_key();
+    let record = record_with(&key, decision(ExitKind::Exited(0), output_violations()));
+    assert_eq!(record.decision.verdict, Verdict::Violated);
+    let signed = record.sign(&key).unwrap();
+    signed.verify().unwrap();
+    let bytes = signed.to_canonical_bytes().unwrap();
+    let back = SignedRecord::from_canonical_bytes(&bytes).unwrap();
+    assert_eq!(back, signed);
+
+    let json: serde_json::Value = serde_json::from_str(&signed.to_json_pretty()).unwrap();
+    assert_eq!(
+        json["decision"]["violations"][1],
+        serde_json::json!({"kind": "output", "output": {"action": "setid_bits_stripped",
+            "mode": "4755", "path": "bin/tool"}, "detail": "setuid/setgid bits stripped"})
+    );
+    assert_eq!(
+        json["decision"]["violations"][0]["output"]["action"],
+        "device_node_removed"
+    );
+    assert_eq!(json["decision"]["verdict"], "violated");
+
+    // The second violation's mode (0o4755 LE) sits right after its tag and action bytes.
+    let mut encoded_kind = Vec::new();
+    encoded_kind.push(5u8);
+    encoded_kind.push(0u8);
+    encoded_kind.extend_from_slice(&0o4755u32.to_le_bytes());
+    let at = bytes
+        .windows(encoded_kind.len())
+        .position(|w| w == encoded_kind.as_slice())
+        .expect("the setid violation is in the signed bytes");
+    let mut tampered = bytes.clone();
+    tampered[at + 2] ^= 0o2000u32.to_le_bytes()[0] | 0x01;
+    let tampered = SignedRecord::from_canonical_bytes(&tampered).unwrap();
+    assert!(tampered.verify().is_err(), "a changed mode still verified");
+    let mut bad_action = bytes.clone();
+    bad_action[at + 1] = 2;
+    assert!(matches!(
+        SignedRecord::from_canonical_bytes(&bad_action),
+        Err(DecodeError::InvalidTag { what: "output action", value: 2, offset }) if offset == at + 1
+    ));
+
+    let mut record = record_with(&key, decision(ExitKind::Exited(0), output_violations()));
+    record.decision.violations[0].kind = ViolationKind::Output {
+        action: OutputAction::DeviceNodeRemoved,
+        mode: 0o020600,
+        path: "p".repeat(OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX as usize + 1),
+    };
+    // The events root is computed first, over the same encoding: the bound trips there.
+    assert!(matches!(
+        record.sign(&key),
+        Err(SignError::Inconsistent(ConsistencyError::Events(EventsError::Encode {
+            index: 0,
+            source: EncodeError::LengthExceedsMax { max, .. },
+        }))) if max == OUTPUT_VIOLATION_PATH_LEN_BYTES_MAX
     ));
 }
 

@@ -1,11 +1,15 @@
 //! `cargo xtask bench docklock`: how long a fully isolated cage takes to run
-//! a static no-op binary, ours (`metanode docklock run BUNDLE`) against
-//! bubblewrap with equivalent isolation, in the same run on this machine.
+//! a static no-op binary, ours (`metanode-docklock run BUNDLE`, the thin
+//! launcher binary with the same commands and code as `metanode docklock`)
+//! against bubblewrap with equivalent isolation, in the same run on this
+//! machine. The same cage through the agent binary (`metanode docklock run
+//! BUNDLE`) is timed alongside and reported in its own rows, so the launcher's
+//! share of the difference stays visible.
 //!
 //! What one run does, in order:
 //!
-//! 1. Builds the static `docklock-probe` (its own target dir, crt-static)
-//!    and `target/release/metanode`; installs Debian's `bubblewrap` when
+//! 1. Builds the static `docklock-probe` (its own target dir, crt-static),
+//!    `target/release/metanode-docklock` and `target/release/metanode`; installs Debian's `bubblewrap` when
 //!    `bwrap` is not on PATH.
 //! 2. Writes an OCI bundle under target/docklock-bench: a read-only rootfs
 //!    holding only /bin/docklock-probe, proc on /proc, a tmpfs on /tmp, all
@@ -15,7 +19,7 @@
 //!    bench naming that stderr (the other runtime is still measured so the
 //!    table says what it could).
 //! 4. Spawn latency: warm-up runs, then timed runs interleaved ours, bwrap,
-//!    ours, bwrap... so drift (other load, page cache, thermal) hits both
+//!    ours via the agent CLI, ours, bwrap... so drift (other load, page cache, thermal) hits both
 //!    alike. A sample is the wall time from `spawn()` to the exit of the
 //!    runtime process (seen through a pidfd), stdio to /dev/null.
 //! 5. Replay overhead: `metanode docklock replay BUNDLE --runs 5` wall time
@@ -113,6 +117,8 @@ const PROBE_PACKAGE: &str = "metanode-docklock-probe";
 const PROBE_BINARY: &str = "docklock-probe";
 const PROBE_TARGET: &str = "x86_64-unknown-linux-gnu";
 const BWRAP_PACKAGE: &str = "bubblewrap";
+const LAUNCHER_PACKAGE: &str = "metanode-docklock";
+const LAUNCHER_BINARY: &str = "metanode-docklock";
 
 /// Targets from issue #6.
 const TARGET_P50_STRETCH_MS: f64 = 2.5;
@@ -200,9 +206,22 @@ impl Contender {
     }
 }
 
-fn ours(metanode: &Path, bundle: &Path) -> Contender {
+/// Ours through the thin launcher: the whole job (bundle parse, cgroup, cage, receipt-ready
+/// outcome) from a command line, like bwrap.
+fn ours(launcher: &Path, bundle: &Path) -> Contender {
     Contender {
         name: "ours",
+        label: "metanode-docklock run",
+        program: launcher.to_path_buf(),
+        args: vec!["run".into(), bundle.into()],
+        env: None,
+    }
+}
+
+/// The same cage through the agent binary's `metanode docklock run`.
+fn ours_agent_cli(metanode: &Path, bundle: &Path) -> Contender {
+    Contender {
+        name: "ours-agent-cli",
         label: "metanode docklock run",
         program: metanode.to_path_buf(),
         args: vec!["docklock".into(), "run".into(), bundle.into()],
@@ -634,6 +653,26 @@ fn build_probe(root: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Builds the thin launcher `target/release/metanode-docklock`.
+fn build_launcher(root: &Path) -> anyhow::Result<PathBuf> {
+    eprintln!("    building target/release/{LAUNCHER_BINARY}");
+    let mut cmd = cargo();
+    cmd.current_dir(root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        LAUNCHER_PACKAGE,
+        "--bin",
+        LAUNCHER_BINARY,
+    ]);
+    ensure!(
+        crate::process::run_inherited(&mut cmd)?,
+        "cargo build --release -p {LAUNCHER_PACKAGE} --bin {LAUNCHER_BINARY} failed"
+    );
+    Ok(root.join("target/release").join(LAUNCHER_BINARY))
+}
+
 fn find_on_path(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -927,6 +966,35 @@ fn spawn_rows(ours: &Series, bwrap: &Series) -> Vec<Row> {
     rows
 }
 
+/// The same cage through `metanode docklock run` (the agent binary): no target, context for how
+/// much of ours' spawn is the launcher binary's start-up.
+fn agent_cli_rows(cli: &Series) -> Vec<Row> {
+    let stats = cli.stats();
+    let missing = cli.failure.clone().or_else(|| {
+        stats
+            .is_none()
+            .then(|| "no timed run completed".to_string())
+    });
+    [
+        (
+            "spawn_p50_ms_via_agent_cli",
+            (|s: &Stats| s.p50_ms) as fn(&Stats) -> f64,
+        ),
+        ("spawn_p99_ms_via_agent_cli", |s: &Stats| s.p99_ms),
+    ]
+    .into_iter()
+    .map(|(metric, pick)| {
+        let mut r = row(metric, "ms", stats.as_ref().map(pick), Better::Lower);
+        r.ours_note = Some(missing.clone().unwrap_or_else(|| {
+            "the same cage via `metanode docklock run` (the agent binary), interleaved with the \
+             others: ours' rows minus these = the thin launcher's start-up saving"
+                .to_string()
+        }));
+        r
+    })
+    .collect()
+}
+
 fn replay_rows(replay: &Result<ReplayResult, String>, ours_mean_ms: Option<f64>) -> Vec<Row> {
     let median_ms = replay.as_ref().ok().and_then(|r| {
         let mut v = r.wall_ms.clone();
@@ -1056,9 +1124,11 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
     eprintln!("==> setup: bubblewrap, static probe, metanode (release), bundle");
     let bwrap_path = ensure_bwrap()?;
     let probe = build_probe(&root)?;
+    let launcher = build_launcher(&root)?;
     let metanode = crate::chain_net::build_release()?;
     let bundle = write_bundle(&dir, &probe)?;
-    let ours = ours(&metanode, &bundle);
+    let ours = ours(&launcher, &bundle);
+    let ours_cli = ours_agent_cli(&metanode, &bundle);
     let peer = bwrap(
         &bwrap_path,
         &bundle.join("rootfs"),
@@ -1066,21 +1136,31 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
     );
     eprintln!("    ours:  {}", ours.command_line());
     eprintln!("    bwrap: {}", peer.command_line());
+    eprintln!("    ours via the agent CLI: {}", ours_cli.command_line());
 
     eprintln!("==> one checked run of each (stderr captured)");
     let ours_check = run_checked(&ours, &dir);
     let peer_check = run_checked(&peer, &dir);
-    for (c, check) in [(&ours, &ours_check), (&peer, &peer_check)] {
+    let cli_check = run_checked(&ours_cli, &dir);
+    for (c, check) in [
+        (&ours, &ours_check),
+        (&peer, &peer_check),
+        (&ours_cli, &cli_check),
+    ] {
         match check {
             Ok(()) => eprintln!("    {}: exit 0", c.name),
             Err(why) => eprintln!("    {}: {why}", c.name),
         }
     }
-    let runnable: Vec<&Contender> = [(&ours, &ours_check), (&peer, &peer_check)]
-        .into_iter()
-        .filter(|(_, check)| check.is_ok())
-        .map(|(c, _)| c)
-        .collect();
+    let runnable: Vec<&Contender> = [
+        (&ours, &ours_check),
+        (&peer, &peer_check),
+        (&ours_cli, &cli_check),
+    ]
+    .into_iter()
+    .filter(|(_, check)| check.is_ok())
+    .map(|(c, _)| c)
+    .collect();
     eprintln!(
         "==> spawn latency: {WARMUP_RUNS} warm-up + {runs} timed runs each, interleaved ({})",
         runnable
@@ -1103,6 +1183,7 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
     };
     let ours_series = take(&ours, &ours_check);
     let peer_series = take(&peer, &peer_check);
+    let cli_series = take(&ours_cli, &cli_check);
 
     let replay = if let Some(why) = &ours_series.failure {
         eprintln!("==> replay: skipped (ours does not run)");
@@ -1123,6 +1204,7 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
     let rates = receipt_rates(RECEIPT_WINDOW)?;
 
     let mut rows = spawn_rows(&ours_series, &peer_series);
+    rows.extend(agent_cli_rows(&cli_series));
     rows.extend(replay_rows(&replay, ours_series.stats().map(|s| s.mean_ms)));
     rows.extend(receipt_rows(&rates));
 
@@ -1152,11 +1234,17 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
             (
                 "system".to_owned(),
                 json!(
-                    "metanode docklock run (release build): namespaces, pivot_root, cgroup limits, \
+                    "metanode-docklock run (release build; the thin launcher, same code and flags as \
+                       `metanode docklock run`): namespaces, pivot_root, cgroup limits, \
                        seccomp allowlist + supervisor, landlock, no_new_privs, capabilities dropped"
                 ),
             ),
             ("command".to_owned(), json!(ours.command_line())),
+            (
+                "agent_cli_command".to_owned(),
+                json!(ours_cli.command_line()),
+            ),
+            ("agent_cli_status".to_owned(), json!(status_of(&cli_series))),
             ("status".to_owned(), json!(status_of(&ours_series))),
             ("error".to_owned(), json!(ours_series.failure)),
             ("bundle_config".to_owned(), bundle_config()),
@@ -1189,7 +1277,7 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
             "bundle": bundle.display().to_string(),
             "warmup_runs_each": WARMUP_RUNS,
             "timed_runs_each": runs,
-            "order": "interleaved: ours, bwrap, ours, bwrap, ...",
+            "order": "interleaved: ours, bwrap, ours via the agent CLI, ours, bwrap, ...",
             "sample": "wall time from Command::spawn() to the runtime process's exit (pidfd), stdio /dev/null",
             "percentiles": "nearest rank over the sorted samples",
             "replay": format!("metanode --json docklock replay BUNDLE --runs {REPLAY_RUNS}, {replay_repeats} time(s), median"),
@@ -1198,7 +1286,7 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
         }),
         rows,
         runs: vec![
-            json!({"phase": "spawn", "series": [ours_series.json(), peer_series.json()]}),
+            json!({"phase": "spawn", "series": [ours_series.json(), peer_series.json(), cli_series.json()]}),
             match &replay {
                 Ok(r) => {
                     json!({"phase": "replay", "status": "ok", "wall_ms": r.wall_ms, "report": r.report})
@@ -1222,10 +1310,15 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
     chart::draw(&report, &results.join(format!("{stem}.png")))?;
     eprintln!("wrote {} and {stem}.png", json_path.display());
 
-    let problems: Vec<String> = [ours_series.failure, peer_series.failure, replay_error]
-        .into_iter()
-        .flatten()
-        .collect();
+    let problems: Vec<String> = [
+        ours_series.failure,
+        peer_series.failure,
+        cli_series.failure,
+        replay_error,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     ensure!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())
 }
@@ -1339,8 +1432,10 @@ mod tests {
             "/usr/bin/bwrap --unshare-all --die-with-parent --new-session --ro-bind /b/rootfs / \
              --proc /proc --dev /dev --tmpfs /tmp --hostname bench --cap-drop ALL /bin/docklock-probe noop"
         );
-        let o = ours(Path::new("/t/metanode"), Path::new("/b"));
-        assert_eq!(o.command_line(), "/t/metanode docklock run /b");
+        let o = ours(Path::new("/t/metanode-docklock"), Path::new("/b"));
+        assert_eq!(o.command_line(), "/t/metanode-docklock run /b");
+        let cli = ours_agent_cli(Path::new("/t/metanode"), Path::new("/b"));
+        assert_eq!(cli.command_line(), "/t/metanode docklock run /b");
     }
 
     /// A minimal ELF64 header with one program header of type `pt`.

@@ -1,0 +1,513 @@
+//! The DockLock command line (`run`, `exec`, `verify`, `replay`), shared by `metanode docklock …`
+//! and the thin `metanode-docklock` launcher, so both run exactly the same code. The launcher
+//! exists for spawn latency: exec and start-up of the whole agent binary (tens of MB of
+//! relocations, the full clap tree) cost a cage about a millisecond more than this binary.
+//! The launcher forks, so everything here stays single-threaded (no tokio runtime).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Subcommand};
+use metanode_core::keys::{PublicKey, SigningKeyFile};
+use metanode_witness::{InputDigest, InputRef, SignedRecord};
+
+use crate::cage::{self, CageExit, RunOptions, RunOutcome};
+use crate::replay::{self, Disagreement};
+use crate::spec::{CageSpec, DeclaredInput};
+
+/// Print one line to stdout. A closed pipe (`… | head`) ends the process quietly instead of
+/// panicking as `println!` would.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Human or JSON output, chosen once by `--json` (the same contract as the `metanode` CLI's).
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// Print a result: `human`, or `value` as one JSON line with `--json`.
+    pub fn emit(&self, human: &str, value: &serde_json::Value) {
+        if self.json {
+            print_line(&value.to_string());
+        } else if !human.is_empty() {
+            print_line(human);
+        }
+    }
+
+    /// Report an error with its whole cause chain; exit code 1.
+    pub fn fail(&self, err: &anyhow::Error) -> ExitCode {
+        let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+        if self.json {
+            let value = serde_json::json!({ "error": chain.join(": "), "causes": chain });
+            eprintln!("{value}");
+        } else {
+            eprintln!("error: {}", chain.join(": "));
+        }
+        ExitCode::from(1)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocklockCommand {
+    /// Run an OCI runtime-spec bundle (config.json + rootfs) caged.
+    #[command(after_help = "\
+The cage: new user, mount, pid, ipc, uts, net, cgroup and time namespaces; pivot_root into
+the rootfs; runc's masked and read-only /proc and /sys paths; cgroup limits from
+linux.resources; every capability dropped unless the spec lists it; no_new_privs; a landlock
+ruleset (read+exec everywhere, write only to writable mounts, /out and /dev; no TCP; scoped
+signals and abstract sockets); the reviewed seccomp allowlist, whose refusals are recorded.
+/dev/urandom is a stream seeded by --seed; CLOCK_MONOTONIC starts at --logical-time-ns.
+Unsupported spec fields are refused with their JSON path. Exit code = the workload's
+(128 + signal when killed). Needs root.
+
+Cage root is never host root: without linux.uidMappings/gidMappings the cage's ids 0..65535
+are host ids 1879048192.. (0x70000000..); mappings that include host id 0 are refused. The
+rootfs must be readable by that unprivileged uid (world-readable, as image layers are), and is
+writable only where its files belong to the mapped ids. --out is handed to the workload's
+mapped uid (it must be empty or already theirs); setuid/setgid bits found there after the run
+are stripped and device nodes removed, and both are reported.
+
+root.path must resolve inside the bundle directory (no `..` or symlink out). A bind mount's
+source must resolve inside the bundle directory or inside a directory given with --allow-bind.
+The workload's stdout/stderr are pipes relayed by the launcher (never the caller's terminal).
+
+Examples:
+  metanode docklock run ./bundle
+  metanode docklock run ./bundle --out ./out --receipt run.dlr --key node.key
+  metanode docklock run ./bundle --allow-bind /srv/datasets
+  metanode --json docklock run ./bundle --seed 00…ff --timeout-s 10")]
+    Run(RunArgs),
+    /// Run a plain executable with declared inputs (copied to /in/NAME) in a cage.
+    #[command(after_help = "\
+A read-only rootfs is assembled from the executable (and its ELF interpreter and libraries),
+with /tmp as tmpfs. Only the --env given reaches the workload. Libraries are copied only from
+the system directories /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu, /lib64, /usr/lib64,
+/lib and /usr/lib: RPATH/RUNPATH entries elsewhere ($ORIGIN included) are ignored with a
+warning, an interpreter or DT_NEEDED path elsewhere is refused.
+
+Example:
+  metanode docklock exec ./tool --input data=./data.bin --env LANG=C -- --flag value")]
+    Exec(ExecArgs),
+    /// Verify a witness receipt (.dlr): signature and internal consistency.
+    #[command(after_help = "\
+Example:
+  metanode docklock verify run.dlr --signer 3b6a…9f")]
+    Verify(VerifyArgs),
+    /// Re-run a bundle N times under perturbation and compare the outputs.
+    #[command(after_help = "\
+Run 0 is the reference; later runs change CPU pinning, ASLR, umask (when the spec fixes
+none), environment order and timing before exec, with the same seed and logical time. The
+outputs under /out and the exit must agree; otherwise the first differing output is named
+and the command exits 1.
+
+Example:
+  metanode docklock replay ./bundle --runs 5")]
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CageArgs {
+    /// Seed of /dev/urandom in the cage, 64 hex digits (default: all zeros).
+    #[arg(long, value_name = "HEX64")]
+    seed: Option<String>,
+    /// Value of CLOCK_MONOTONIC when the workload starts.
+    #[arg(long, value_name = "NS", default_value_t = 1_000_000_000)]
+    logical_time_ns: u64,
+    /// Host directory mounted writable at /out (its contents make the outputs root).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Kill the cage after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    timeout_s: Option<u64>,
+    /// Write a signed witness receipt here (needs --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    receipt: Option<PathBuf>,
+    /// The node's Ed25519 key file that signs the receipt.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Service name recorded in the receipt.
+    #[arg(long, default_value = "docklock")]
+    service: String,
+    /// Discard the workload's stdout and stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    /// Allow bind-mount sources beneath this host directory, besides the bundle directory
+    /// (repeatable; absolute or relative to the current directory).
+    #[arg(long = "allow-bind", value_name = "DIR")]
+    allow_bind: Vec<PathBuf>,
+}
+
+impl BindArgs {
+    fn dirs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        self.allow_bind
+            .iter()
+            .map(|dir| {
+                std::path::absolute(dir).with_context(|| format!("--allow-bind {}", dir.display()))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Bundle directory holding config.json.
+    bundle: PathBuf,
+    #[command(flatten)]
+    cage: CageArgs,
+    #[command(flatten)]
+    binds: BindArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The executable.
+    program: PathBuf,
+    /// Arguments after the program name.
+    #[arg(last = true)]
+    args: Vec<String>,
+    /// Declared input NAME=PATH, copied read-only to /in/NAME (repeatable).
+    #[arg(long = "input", value_name = "NAME=PATH")]
+    inputs: Vec<String>,
+    /// Environment entry KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[command(flatten)]
+    cage: CageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The receipt file (.dlr).
+    receipt: PathBuf,
+    /// Require this signer (hex Ed25519 public key).
+    #[arg(long, value_name = "HEX")]
+    signer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Bundle directory holding config.json.
+    bundle: PathBuf,
+    /// Number of runs, the reference included.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=100))]
+    runs: u64,
+    /// Seed of /dev/urandom, 64 hex digits.
+    #[arg(long, value_name = "HEX64")]
+    seed: Option<String>,
+    /// Where each run's /out goes (default: a temporary directory, removed after).
+    #[arg(long, value_name = "DIR")]
+    work: Option<PathBuf>,
+    #[command(flatten)]
+    binds: BindArgs,
+}
+
+pub fn run(cmd: DocklockCommand, out: &Output) -> anyhow::Result<()> {
+    match cmd {
+        DocklockCommand::Run(args) => {
+            let spec = CageSpec::load(&args.bundle)?;
+            run_caged(&spec, &args.cage, args.binds.dirs()?, &[], out)
+        }
+        DocklockCommand::Exec(args) => {
+            let inputs = args
+                .inputs
+                .iter()
+                .map(|i| {
+                    let (name, path) = i
+                        .split_once('=')
+                        .ok_or_else(|| anyhow!("--input {i:?}: expected NAME=PATH"))?;
+                    Ok(DeclaredInput {
+                        name: name.to_string(),
+                        source: PathBuf::from(path),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let spec = CageSpec::from_executable(&args.program, &args.args, &args.env, &inputs)?;
+            let refs = input_refs(&inputs)?;
+            run_caged(&spec, &args.cage, Vec::new(), &refs, out)
+        }
+        DocklockCommand::Verify(args) => verify(&args, out),
+        DocklockCommand::Replay(args) => replay_cmd(&args, out),
+    }
+}
+
+fn parse_seed(seed: Option<&str>) -> anyhow::Result<[u8; 32]> {
+    let Some(text) = seed else {
+        return Ok([0; 32]);
+    };
+    let bytes = hex::decode(text).map_err(|e| anyhow!("--seed: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| anyhow!("--seed: {} bytes, expected 32 (64 hex digits)", b.len()))
+}
+
+fn cage_id() -> String {
+    format!("dl-{}", std::process::id())
+}
+
+fn input_refs(inputs: &[DeclaredInput]) -> anyhow::Result<Vec<InputRef>> {
+    inputs
+        .iter()
+        .map(|i| {
+            let bytes = std::fs::read(&i.source)
+                .with_context(|| format!("read input {}", i.source.display()))?;
+            Ok(InputRef {
+                name: i.name.clone(),
+                digest: InputDigest::Blake3(*blake3::hash(&bytes).as_bytes()),
+                size_bytes: bytes.len() as u64,
+            })
+        })
+        .collect()
+}
+
+fn exit_text(exit: CageExit) -> String {
+    match exit {
+        CageExit::Exited(code) => format!("exited {code}"),
+        CageExit::Signaled(signal) => format!("killed by signal {signal}"),
+    }
+}
+
+fn outcome_json(o: &RunOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "exit": match o.exit { CageExit::Exited(c) => serde_json::json!({"exited": c}),
+                               CageExit::Signaled(s) => serde_json::json!({"signaled": s}) },
+        "violations": o.violations.iter().map(|v| serde_json::json!({
+            "syscall": v.syscall_name, "nr": v.syscall_nr, "pid": v.pid })).collect::<Vec<_>>(),
+        "oom_kills": o.usage.oom_kills,
+        "pids_max_hits": o.usage.pids_max_hits,
+        "memory_peak_bytes": o.usage.memory_peak_bytes,
+        "cpu_usage_us": o.usage.cpu_usage_us,
+        "landlock": o.landlock.status.as_str(),
+        "landlock_abi": o.landlock.abi,
+        "cgroup_mode": format!("{:?}", o.cgroup_mode.kind()),
+        "seccomp_digest": hex::encode(o.seccomp_digest),
+        "namespaces": o.namespaces.names(),
+        "spawn_ms": o.spawn_ns as f64 / 1e6,
+        "wall_ms": o.wall_ns as f64 / 1e6,
+        "timed_out": o.timed_out,
+        "output_violations": o.output_violations.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        "output_violations_dropped": o.output_violations_dropped_count,
+        "warnings": o.warnings,
+        "stdio_truncated": o.stdio_truncated,
+    })
+}
+
+fn run_caged(
+    spec: &CageSpec,
+    args: &CageArgs,
+    bind_allow: Vec<PathBuf>,
+    inputs: &[InputRef],
+    out: &Output,
+) -> anyhow::Result<()> {
+    let mut opts = RunOptions::new(cage_id());
+    opts.bind_allow = bind_allow;
+    opts.rng_seed = parse_seed(args.seed.as_deref())?;
+    opts.logical_time_ns = args.logical_time_ns;
+    opts.out_dir = args.out.clone();
+    opts.timeout = args.timeout_s.map(Duration::from_secs);
+    opts.quiet = args.quiet;
+    // The receipt needs the outputs: give the run an /out even when none was asked for.
+    let scratch = if args.receipt.is_some() && opts.out_dir.is_none() {
+        let dir = tempfile::tempdir().context("create a scratch /out")?;
+        opts.out_dir = Some(dir.path().join("out"));
+        Some(dir)
+    } else {
+        None
+    };
+    // The receipt names what went in: the rootfs tree as it was before the run (every file's
+    // path, kind, size and BLAKE3, without following symlinks) joins the declared inputs.
+    let mut declared = inputs.to_vec();
+    if args.receipt.is_some() {
+        let tree = metanode_witness::outputs_root(&spec.rootfs)
+            .with_context(|| format!("digest the rootfs {}", spec.rootfs.display()))?;
+        declared.push(InputRef {
+            // "/" cannot clash with a declared input (their names have no slash).
+            name: "/".to_string(),
+            digest: InputDigest::Blake3(*tree.root().as_bytes()),
+            size_bytes: tree.entries().iter().map(|e| e.size_bytes).sum(),
+        });
+    }
+    let outcome = cage::run(spec, &opts)?;
+    let mut value = outcome_json(&outcome);
+    if let (Some(path), Some(key)) = (&args.receipt, &args.key) {
+        let key = SigningKeyFile::new(key).load()?;
+        let signed =
+            crate::witness::sign_run(spec, &opts, &outcome, &args.service, &declared, &key)?;
+        signed.write_file(path)?;
+        value["receipt"] = serde_json::json!(path.display().to_string());
+    }
+    drop(scratch);
+    if out.is_json() {
+        out.emit("", &value);
+    } else {
+        let mut text = format!(
+            "docklock: {} (spawn {:.2} ms, wall {:.1} ms); landlock {} (ABI {}), cgroup {:?}, {} violation(s)",
+            exit_text(outcome.exit),
+            outcome.spawn_ns as f64 / 1e6,
+            outcome.wall_ns as f64 / 1e6,
+            outcome.landlock.status.as_str(),
+            outcome.landlock.abi,
+            outcome.cgroup_mode.kind(),
+            outcome.violations.len()
+        );
+        for v in &outcome.violations {
+            text.push_str(&format!("\n  refused: {} (pid {})", v.syscall_name, v.pid));
+        }
+        for v in &outcome.output_violations {
+            text.push_str(&format!("\n  output violation: {v}"));
+        }
+        if outcome.output_violations_dropped_count > 0 {
+            text.push_str(&format!(
+                "\n  ... and {} more output violation(s)",
+                outcome.output_violations_dropped_count
+            ));
+        }
+        for warning in &outcome.warnings {
+            text.push_str(&format!("\n  warning: {warning}"));
+        }
+        if outcome.stdio_truncated {
+            text.push_str("\n  stdout/stderr past the relay bound were discarded");
+        }
+        if outcome.usage.oom_kills > 0 {
+            text.push_str("\n  memory limit: OOM kill inside the cage");
+        }
+        if outcome.usage.pids_max_hits > 0 {
+            text.push_str("\n  pids limit reached");
+        }
+        if outcome.timed_out {
+            text.push_str("\n  timed out: cage killed");
+        }
+        if let Some(path) = &args.receipt {
+            text.push_str(&format!("\n  receipt: {}", path.display()));
+        }
+        eprintln!("{text}");
+    }
+    let code = outcome.exit.code();
+    if code != 0 {
+        // The workload's own status is the command's (like `env`/`timeout`), not an error.
+        std::process::exit(code.clamp(1, 255));
+    }
+    Ok(())
+}
+
+fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
+    let signed = SignedRecord::read_file(&args.receipt)?;
+    match &args.signer {
+        Some(hex_key) => {
+            let bytes: [u8; 32] = hex::decode(hex_key)
+                .map_err(|e| anyhow!("--signer: {e}"))?
+                .try_into()
+                .map_err(|_| anyhow!("--signer: expected 32 bytes (64 hex digits)"))?;
+            let key = PublicKey::from_bytes(&bytes).map_err(|e| anyhow!("--signer: {e}"))?;
+            signed.verify_with(&key)?;
+        }
+        None => signed.verify()?,
+    }
+    let mut human = format!(
+        "receipt {} verified: signer {}, verdict {:?}, {} violation(s)",
+        args.receipt.display(),
+        hex::encode(signed.signer),
+        signed.record.decision.verdict,
+        signed.record.decision.violations_total_count()
+    );
+    for v in &signed.record.decision.violations {
+        match &v.kind {
+            metanode_witness::ViolationKind::Output { action, mode, path } => {
+                human.push_str(&format!(
+                    "\n  output violation: /out/{path} (mode {mode:o}): {}",
+                    action.name()
+                ))
+            }
+            kind => human.push_str(&format!("\n  {}: {}", kind.name(), v.detail)),
+        }
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&signed.to_json_pretty()).unwrap_or(serde_json::Value::Null);
+    out.emit(&human, &json);
+    Ok(())
+}
+
+fn replay_cmd(args: &ReplayArgs, out: &Output) -> anyhow::Result<()> {
+    let spec = CageSpec::load(&args.bundle)?;
+    let mut base = RunOptions::new(cage_id());
+    base.bind_allow = args.binds.dirs()?;
+    base.rng_seed = parse_seed(args.seed.as_deref())?;
+    base.quiet = true;
+    let temp;
+    let work: &Path = match &args.work {
+        Some(dir) => dir,
+        None => {
+            temp = tempfile::tempdir().context("create the replay work directory")?;
+            temp.path()
+        }
+    };
+    let report = replay::replay(&spec, &base, args.runs as usize, work)?;
+    let runs: Vec<serde_json::Value> = report
+        .runs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "perturbation": r.perturbation,
+                "exit": exit_text(r.outcome.exit),
+                "outputs_root": r.outputs.root().to_string(),
+                "wall_ms": r.outcome.wall_ns as f64 / 1e6,
+            })
+        })
+        .collect();
+    let verdict = match &report.disagreement {
+        None => format!(
+            "replay: {} runs agree (outputs root {})",
+            report.runs.len(),
+            report.runs[0].outputs.root()
+        ),
+        Some(Disagreement::Exit { run, first, this }) => format!(
+            "replay: NONDETERMINISTIC: run {run} {} but run 0 {}",
+            exit_text(*this),
+            exit_text(*first)
+        ),
+        Some(Disagreement::Output { run, difference }) => {
+            format!("replay: NONDETERMINISTIC: run {run}: {difference}")
+        }
+    };
+    let mut human = verdict.clone();
+    for (i, r) in report.runs.iter().enumerate() {
+        human.push_str(&format!(
+            "\n  run {i}: {} -> {}, {}",
+            r.perturbation,
+            exit_text(r.outcome.exit),
+            r.outputs.root()
+        ));
+    }
+    out.emit(
+        &human,
+        &serde_json::json!({"agree": report.disagreement.is_none(), "verdict": verdict, "runs": runs}),
+    );
+    if report.disagreement.is_some() {
+        bail!("the workload is not deterministic under perturbation");
+    }
+    Ok(())
+}
