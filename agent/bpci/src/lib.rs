@@ -12,5 +12,5 @@ pub use frame::{
     FRAME_HEAD_LEN, FRAME_HEADER_LEN, FRAME_VERSION, Frame, FrameError, FrameHeader, FrameSigner,
     FrameVerifier, NodeId, RejectReason, Rejections, ReplayGuard, ServiceId, VerifiedHeader,
 };
-pub use quic::{Endpoint, Inbound, Metrics, SendError, TransportConfig, TransportError};
+pub use quic::{Endpoint, Inbound, Metrics, PathStats, SendError, TransportConfig, TransportError};
 pub use tls::{KeyExchange, TlsConfigError};

@@ -46,10 +46,12 @@ use metanode_core::keys::{PublicKey, SigningKey};
 use metanode_core::limits::{
     BPCI_CLOSE_DRAIN_MS_MAX, BPCI_CONNECT_TIMEOUT_MS, BPCI_CONNECTION_RECEIVE_WINDOW_BYTES,
     BPCI_FRAME_PAYLOAD_BYTES_MAX, BPCI_HANDSHAKES_IN_FLIGHT_COUNT_MAX, BPCI_IDLE_TIMEOUT_MS,
-    BPCI_INBOUND_QUEUE_FRAMES_MAX, BPCI_KEEPALIVE_INTERVAL_MS, BPCI_OUTBOUND_QUEUE_BYTES_MAX,
-    BPCI_OUTBOUND_QUEUE_FRAMES_MAX, BPCI_PEER_INBOUND_BYTES_MAX, BPCI_PEERS_COUNT_MAX,
-    BPCI_RECONNECT_BACKOFF_MS_MAX, BPCI_RECONNECT_BACKOFF_MS_MIN, BPCI_SERVICES_PER_PEER_COUNT_MAX,
-    BPCI_STREAM_RECEIVE_WINDOW_BYTES,
+    BPCI_INBOUND_QUEUE_FRAMES_MAX, BPCI_KEEPALIVE_INTERVAL_MS, BPCI_LOSS_PACKET_THRESHOLD,
+    BPCI_LOSS_TIME_THRESHOLD_RTT, BPCI_OUTBOUND_QUEUE_BYTES_MAX, BPCI_OUTBOUND_QUEUE_FRAMES_MAX,
+    BPCI_PEER_INBOUND_BYTES_MAX, BPCI_PEERS_COUNT_MAX, BPCI_RECONNECT_BACKOFF_MS_MAX,
+    BPCI_RECONNECT_BACKOFF_MS_MIN, BPCI_SERVICES_PER_PEER_COUNT_MAX,
+    BPCI_SOCKET_RECEIVE_BUFFER_BYTES, BPCI_STREAM_RECEIVE_WINDOW_BYTES,
+    BPCI_URGENT_STREAM_PRIORITY,
 };
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, ReadExactError, VarInt};
@@ -97,6 +99,11 @@ pub struct TransportConfig {
     /// First nonce of our frames; see [`FrameSigner`] for why it must grow
     /// across restarts. [`TransportConfig::new`] takes it from the clock.
     pub nonce_base: u64,
+    /// Services whose frames QUIC sends ahead of every other service's on
+    /// the same connection (`BPCI_URGENT_STREAM_PRIORITY`): small, latency
+    /// critical traffic such as consensus, which must not queue behind bulk
+    /// traffic in the congestion window. Empty from [`TransportConfig::new`].
+    pub urgent_services: Vec<ServiceId>,
 }
 
 impl TransportConfig {
@@ -114,6 +121,7 @@ impl TransportConfig {
             peers,
             key_exchange: KeyExchange::default(),
             nonce_base: FrameSigner::nonce_base_from_clock(SystemTime::now()),
+            urgent_services: Vec::new(),
         }
     }
 }
@@ -180,6 +188,16 @@ pub struct Inbound {
     /// The sender's PoH tick when it sent the frame (zero if none).
     pub poh_tick: Hash32,
     pub payload: Vec<u8>,
+}
+
+/// One connection's QUIC path state ([`Endpoint::path_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PathStats {
+    pub rtt_ms: f64,
+    pub cwnd_bytes: u64,
+    pub sent_packets: u64,
+    pub lost_packets: u64,
+    pub congestion_events: u64,
 }
 
 /// Counters since the endpoint was bound.
@@ -360,6 +378,7 @@ struct Inner {
     closing: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     handshakes: Arc<Semaphore>,
+    urgent_services: Vec<ServiceId>,
 }
 
 /// A BPCI node endpoint. Cheap to share behind an `Arc`; every method takes
@@ -388,6 +407,8 @@ fn transport_config() -> quinn::TransportConfig {
         .stream_receive_window(VarInt::from_u32(BPCI_STREAM_RECEIVE_WINDOW_BYTES))
         .receive_window(VarInt::from_u32(BPCI_CONNECTION_RECEIVE_WINDOW_BYTES))
         .send_window(u64::from(BPCI_CONNECTION_RECEIVE_WINDOW_BYTES))
+        .time_threshold(BPCI_LOSS_TIME_THRESHOLD_RTT)
+        .packet_threshold(BPCI_LOSS_PACKET_THRESHOLD)
         .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
             BPCI_IDLE_TIMEOUT_MS as u32,
         ))))
@@ -495,6 +516,13 @@ impl Endpoint {
             source,
         };
         let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
+        // Best effort: the kernel caps it at net.core.rmem_max, and a smaller
+        // buffer only costs throughput (drops QUIC recovers from).
+        if let Err(e) = quinn_udp::UdpSocketState::new((&socket).into()).and_then(|state| {
+            state.set_recv_buffer_size((&socket).into(), BPCI_SOCKET_RECEIVE_BUFFER_BYTES)
+        }) {
+            tracing::warn!("bpci socket receive buffer not enlarged: {e}");
+        }
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_error(std::io::Error::other("no async runtime found")))?;
         let quic = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
@@ -516,6 +544,7 @@ impl Endpoint {
             closing: watch::Sender::new(false),
             shutdown: watch::Sender::new(false),
             handshakes: Arc::new(Semaphore::new(BPCI_HANDSHAKES_IN_FLIGHT_COUNT_MAX)),
+            urgent_services: config.urgent_services,
         });
         inner.spawn(run_accept(inner.clone()));
         for peer in inner.peers.values() {
@@ -642,6 +671,30 @@ impl Endpoint {
             delivery = rx.recv() => delivery.map(|d| d.inbound),
             _ = shutdown.wait_for(|closed| *closed) => rx.try_recv().ok().map(|d| d.inbound),
         }
+    }
+
+    /// QUIC path state of the live connection to each connected peer:
+    /// round-trip estimate, congestion window, packets sent and declared
+    /// lost, and congestion events. Lets the node explain a slow broadcast
+    /// (a collapsed window after losses, or a long round trip).
+    pub fn path_stats(&self) -> Vec<(PublicKey, PathStats)> {
+        let mut stats = Vec::new();
+        for peer in self.inner.peers.values() {
+            if let Some(conn) = peer.current() {
+                let s = conn.stats();
+                stats.push((
+                    peer.key,
+                    PathStats {
+                        rtt_ms: conn.rtt().as_secs_f64() * 1e3,
+                        cwnd_bytes: s.path.cwnd,
+                        sent_packets: s.path.sent_packets,
+                        lost_packets: s.path.lost_packets,
+                        congestion_events: s.path.congestion_events,
+                    },
+                ));
+            }
+        }
+        stats
     }
 
     /// A snapshot of the counters.
@@ -1151,7 +1204,14 @@ async fn run_writer(
             .is_none_or(|(id, _)| *id != conn.stable_id())
         {
             stream = match conn.open_uni().await {
-                Ok(s) => Some((conn.stable_id(), s)),
+                Ok(s) => {
+                    if inner.urgent_services.contains(&service) {
+                        // Only fails on a stream already closed, which the
+                        // write below reports.
+                        let _ = s.set_priority(BPCI_URGENT_STREAM_PRIORITY);
+                    }
+                    Some((conn.stable_id(), s))
+                }
                 Err(e) => {
                     bump(&inner.counters.frames_lost, 1);
                     tracing::debug!(peer = %peer.key, %service, "bpci stream not opened: {e}");

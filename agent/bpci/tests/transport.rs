@@ -579,3 +579,49 @@ async fn restarted_peer_that_does_not_dial_resets_the_dead_connection() {
     b.close().await;
     a.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_service_delivers_in_order_beside_bulk_and_path_stats_name_the_peer() {
+    let b = bind(2, vec![(pk(1), None)]);
+    let mut config = TransportConfig::new(
+        loopback(),
+        key(1),
+        cluster(),
+        vec![(pk(2), Some(b.local_addr()))],
+    );
+    let [qbft, _, mempool] = services();
+    config.urgent_services = vec![qbft];
+    let a = Endpoint::bind(config).unwrap();
+    // Bulk frames queued first; the urgent stream's frames must still all
+    // arrive, each service in its own order.
+    let bulk = vec![0xab; 256 * 1024];
+    let n = 8;
+    for i in 0..n {
+        let mut frame = bulk.clone();
+        frame[0] = i as u8;
+        a.send(&pk(2), mempool, frame).unwrap();
+        a.send(&pk(2), qbft, payload("a", 0, i)).unwrap();
+    }
+    let got = recv_n(&b, n * 2).await;
+    let urgent: Vec<&Inbound> = got.iter().filter(|m| m.service == qbft).collect();
+    let bulk_got: Vec<&Inbound> = got.iter().filter(|m| m.service == mempool).collect();
+    assert_eq!(urgent.len(), n);
+    assert_eq!(bulk_got.len(), n);
+    for (i, m) in urgent.iter().enumerate() {
+        assert_eq!(m.payload, payload("a", 0, i));
+    }
+    for (i, m) in bulk_got.iter().enumerate() {
+        assert_eq!(m.payload.len(), bulk.len());
+        assert_eq!(m.payload[0], i as u8);
+    }
+    let stats = a.path_stats();
+    assert_eq!(stats.len(), 1);
+    let (peer, path) = stats[0];
+    assert_eq!(peer, pk(2));
+    assert!(path.rtt_ms > 0.0);
+    assert!(path.cwnd_bytes > 0);
+    // 8 × 256 KiB crossed this path in packets of at most ~1.5 KB.
+    assert!(path.sent_packets > (n as u64 * 256 * 1024) / 1500);
+    a.close().await;
+    b.close().await;
+}

@@ -117,3 +117,15 @@ const _: () = assert!(
 pub const GOSSIP_VERIFY_JOBS_MAX: usize = 2;
 
 const _: () = assert!(GOSSIP_VERIFY_JOBS_MAX >= 1);
+
+/// Blocking jobs one block's unseen transactions are split over when a
+/// consensus message carrying it is checked off the loop: both cores of a
+/// small machine (the loop waits for the block anyway, so it is idle).
+pub const PROPOSAL_VERIFY_JOBS_MAX: usize = 2;
+
+/// A block with fewer unseen transactions than this is checked inline by the
+/// core: at ~50 µs each that is a few milliseconds, less than the hops to the
+/// blocking pool and back cost in latency.
+pub const PROPOSAL_VERIFY_TXS_MIN: usize = 64;
+
+const _: () = assert!(PROPOSAL_VERIFY_JOBS_MAX >= 1 && PROPOSAL_VERIFY_TXS_MIN >= 1);

@@ -8,7 +8,7 @@ use metanode_api::{
     AccountInfo, BoxFuture, BpciMetrics, ChainControl, ChainError, ChainMetrics, ChainStatus,
     HeadEvent, LabeledCount, ReceiptWithProof,
 };
-use metanode_bpci::{Endpoint, Metrics, Rejections, TransportConfig};
+use metanode_bpci::{Endpoint, Metrics, Rejections, ServiceId, TransportConfig};
 use metanode_chain::light::receipt_proof;
 use metanode_chain::mempool::{MempoolError, VerifiedTx};
 use metanode_chain::types::{ChainId, FinalizedBlock, Genesis, Height, SignedTx};
@@ -110,6 +110,10 @@ impl ChainNode {
         let mut transport =
             TransportConfig::new(listen, duplicate_key(&key)?, chain_id.0, peers.clone());
         transport.key_exchange = key_exchange;
+        // Proposals and votes go ahead of mempool gossip on each connection:
+        // under load gossip keeps megabytes buffered, and a round only has
+        // its timeout to get a proposal out and the votes back.
+        transport.urgent_services = vec![ServiceId::named(crate::runtime::SERVICE_QBFT)];
         let endpoint = Arc::new(
             Endpoint::bind(transport).map_err(|source| StartError::Transport { listen, source })?,
         );

@@ -18,7 +18,10 @@
 
 use metanode_core::hash::Hash32;
 use metanode_core::keys::{PublicKey, SigningKey};
-use metanode_core::limits::{CHAIN_BLOCK_SIZE_BYTES_MAX, CHAIN_BLOCK_TXS_COUNT_MAX};
+use metanode_core::limits::{
+    CHAIN_BLOCK_SIZE_BYTES_MAX, CHAIN_BLOCK_TXS_COUNT_MAX, CHAIN_PROPOSAL_TXS_BUDGET_INITIAL,
+    CHAIN_PROPOSAL_TXS_BUDGET_MIN,
+};
 use metanode_core::merkle;
 
 use crate::app::{Application, BlockContext};
@@ -63,6 +66,23 @@ impl NodeConfig {
 
 const _: () = assert!(CHAIN_BLOCK_TXS_COUNT_MAX as usize >= 10_000);
 const _: () = assert!(CHAIN_BLOCK_SIZE_BYTES_MAX as usize >= 8 * 1024 * 1024);
+
+/// Our own round-0 proposal decided within this share (per mille) of the
+/// round timeout after its timestamp (build to decision, on our clock) lets
+/// the next one grow by half if it used at least half the budget: there is
+/// room for a bigger block inside the timeout. (A small block's speed says
+/// nothing about a full one's, so an idle chain does not grow its budget.)
+/// Not lower: at 40 ms one-way a block needs ~250 ms however small it is
+/// (transit, prepare, commit, the block interval), and a quarter of the 1 s
+/// timeout kept blocks at a few hundred transactions.
+const BUDGET_GROW_BELOW_TIMEOUT_PERMILLE: u64 = 400;
+/// Decided later than this share of the timeout: the next one shrinks by a
+/// quarter before a timeout forces a halving. Between the two the budget
+/// holds, so it settles instead of oscillating; above it there is still a
+/// third of the timeout of margin for a slower peer or a busier core.
+const BUDGET_SHRINK_ABOVE_TIMEOUT_PERMILLE: u64 = 650;
+const _: () = assert!(BUDGET_GROW_BELOW_TIMEOUT_PERMILLE < BUDGET_SHRINK_ABOVE_TIMEOUT_PERMILLE);
+const _: () = assert!(BUDGET_SHRINK_ABOVE_TIMEOUT_PERMILLE < 1_000);
 
 /// What the node needs the outside world to do, in order.
 // Same reasoning as the engine's `Effect`: short-lived, one Vec per input.
@@ -138,6 +158,12 @@ pub struct NodeCore<A: Application> {
     validators: ValidatorSet,
     /// Set while the engine waits for our block at (height, round).
     pending_build: Option<(Height, Round)>,
+    /// Transactions our next proposal may hold, at most
+    /// `config.block_txs_count_max` ([`NodeCore::adapt_block_budget`]).
+    block_txs_budget: usize,
+    /// Set while a block from sync is applied: its latency says nothing
+    /// about how fast a proposal travels now.
+    applying_synced: bool,
     now_ms: u64,
 }
 
@@ -179,6 +205,7 @@ impl<A: Application> NodeCore<A> {
             validators: validators.clone(),
         };
         let chain_id = genesis.chain_id();
+        let config_block_txs_count_max = config.block_txs_count_max;
         let (engine, effects) = Engine::new(config.engine.clone(), key, chain_tip, safety, now_ms);
         let mempool = Mempool::new(chain_id, config.mempool.clone());
         let mut node = NodeCore {
@@ -190,6 +217,10 @@ impl<A: Application> NodeCore<A> {
             tip,
             validators,
             pending_build: None,
+            block_txs_budget: (CHAIN_PROPOSAL_TXS_BUDGET_INITIAL as usize)
+                .min(config_block_txs_count_max)
+                .max(1),
+            applying_synced: false,
             now_ms,
         };
         let mut out = Vec::new();
@@ -211,6 +242,12 @@ impl<A: Application> NodeCore<A> {
     }
     pub fn genesis_hash(&self) -> Hash32 {
         self.genesis_hash
+    }
+
+    /// Transactions our next proposal may hold (adaptive, see
+    /// [`NodeCore::adapt_block_budget`]).
+    pub fn block_txs_budget(&self) -> usize {
+        self.block_txs_budget
     }
 
     /// Admits a client transaction into the mempool.
@@ -260,6 +297,7 @@ impl<A: Application> NodeCore<A> {
             .check_block(&block.block, false)
             .map_err(|reason| SyncError::Invalid { height, reason })?;
         let before = self.tip.height;
+        self.applying_synced = true;
         self.step(
             Input::SyncedBlock {
                 block,
@@ -267,6 +305,7 @@ impl<A: Application> NodeCore<A> {
             },
             out,
         );
+        self.applying_synced = false;
         if self.tip.height == before {
             return Err(SyncError::Invalid {
                 height,
@@ -317,6 +356,13 @@ impl<A: Application> NodeCore<A> {
                     next_validators,
                 } => {
                     let receipts = self.commit(&block);
+                    if !self.applying_synced {
+                        self.adapt_block_budget(
+                            &block.block.header,
+                            block.block.txs.len(),
+                            block.certificate.round,
+                        );
+                    }
                     self.validators = next_validators;
                     self.pending_build = None;
                     out.push(NodeEffect::StoreBlock { block, receipts });
@@ -397,7 +443,7 @@ impl<A: Application> NodeCore<A> {
 
     fn build_block(&mut self, height: Height, round: Round) -> Block {
         let txs = self.mempool.select(
-            self.config.block_txs_count_max,
+            self.block_txs_budget.min(self.config.block_txs_count_max),
             self.config.block_size_bytes_max,
             &self.app,
         );
@@ -428,6 +474,56 @@ impl<A: Application> NodeCore<A> {
             mode: ChainMode::Normal,
         };
         Block { header, txs }
+    }
+
+    /// Sizes our next proposal so that it is proposed, checked and voted on
+    /// well inside round 0's timeout. A block that needs longer than the
+    /// timeout to reach the validators (slow or lossy links, a long round
+    /// trip) or to be checked (signatures of transactions they have not seen)
+    /// fails every round, and each later round's proposer builds an even
+    /// bigger one from a fuller mempool: measured at 40 ± 10 ms one-way
+    /// delay under saturation, 10,000-transaction blocks needed 5 rounds
+    /// (31 s of timeouts) per height. So the budget halves when a block was
+    /// decided after a timeout (round > 0) and otherwise follows the latency
+    /// of our own round-0 proposals, timestamp to decision on our clock (the
+    /// only latency we measure without trusting another clock): grow by
+    /// half below 40 % of the timeout (if the block filled at least half the
+    /// budget), shrink by a quarter above 65 %
+    /// of it (only for blocks built and decided in round 0). It is proposer
+    /// policy, not a validity rule: validators accept
+    /// any block within `block_txs_count_max`. Driven only by decided
+    /// headers and `now_ms`, it is as deterministic as the rest of the core.
+    fn adapt_block_budget(
+        &mut self,
+        header: &Header,
+        header_txs_count: usize,
+        decided_round: Round,
+    ) {
+        let max = self.config.block_txs_count_max.max(1);
+        let min = (CHAIN_PROPOSAL_TXS_BUDGET_MIN as usize).min(max);
+        let budget = self.block_txs_budget.clamp(min, max);
+        let timeout_ms = self.config.engine.round_timeout_base_ms;
+        // The certificate's round, not the header's: a block prepared in
+        // round 0 and re-proposed after a timeout keeps its header round.
+        self.block_txs_budget = if decided_round > 0 {
+            (budget / 2).max(min)
+        } else if header.proposer == self.engine.public_key() && header.round == 0 {
+            let latency_ms = self.now_ms.saturating_sub(header.timestamp_ms);
+            let filled = header_txs_count.saturating_mul(2) >= budget;
+            let grow_below_ms =
+                timeout_ms.saturating_mul(BUDGET_GROW_BELOW_TIMEOUT_PERMILLE) / 1_000;
+            let shrink_above_ms =
+                timeout_ms.saturating_mul(BUDGET_SHRINK_ABOVE_TIMEOUT_PERMILLE) / 1_000;
+            if latency_ms < grow_below_ms && filled {
+                budget.saturating_add(budget / 2).min(max)
+            } else if latency_ms > shrink_above_ms {
+                (budget - budget / 4).max(min)
+            } else {
+                budget
+            }
+        } else {
+            budget
+        };
     }
 
     /// Validates `block` as the next block on our tip; `Ok` carries the
@@ -728,5 +824,111 @@ impl<A: Application> Replay<A> {
             validators: self.validators,
             safety,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::LedgerApp;
+    use crate::qbft::EngineConfig;
+    use crate::types::{GenesisAccount, TxBody, TxKind};
+
+    const ROUND_TIMEOUT_MS: u64 = 1_000;
+
+    /// A one-validator chain (it leads every round and is its own quorum),
+    /// whose empty heartbeat comes after round 0's timeout, so an empty
+    /// mempool makes every height time out once and decide in round 1.
+    fn lone_validator(block_txs_count_max: usize) -> (NodeCore<LedgerApp>, SigningKey) {
+        let validator = SigningKey::from_seed(&[7; 32]);
+        let client = SigningKey::from_seed(&[9; 32]);
+        let genesis = Genesis {
+            chain_name: "budget".into(),
+            genesis_time_ms: 0,
+            validators: ValidatorSet::new(vec![validator.public_key()]).unwrap(),
+            accounts: vec![GenesisAccount {
+                key: client.public_key(),
+                balance: 1_000_000,
+            }],
+        };
+        let mut engine = EngineConfig::new(genesis.chain_id());
+        engine.round_timeout_base_ms = ROUND_TIMEOUT_MS;
+        let mut config = NodeConfig::new(engine);
+        config.block_interval_min_ms = 50;
+        config.empty_block_interval_ms = 5 * ROUND_TIMEOUT_MS;
+        config.block_txs_count_max = block_txs_count_max;
+        let start = Replay::from_genesis(&genesis, LedgerApp::from_genesis(&genesis)).finish(None);
+        let (node, _) = NodeCore::new(config, validator, &genesis, start, 0);
+        (node, client)
+    }
+
+    fn stored(out: &[NodeEffect]) -> Vec<&Block> {
+        out.iter()
+            .filter_map(|e| match e {
+                NodeEffect::StoreBlock { block, .. } => Some(&block.block),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn block_budget_halves_after_timeouts_to_its_floor_and_grows_after_fast_blocks() {
+        let (mut node, client) = lone_validator(1_024);
+        assert_eq!(node.block_txs_budget(), 1_024);
+        let min = CHAIN_PROPOSAL_TXS_BUDGET_MIN as usize;
+        // Each height: round 0 times out (empty mempool), round 1 decides.
+        for (i, expected) in [512, min, min].into_iter().enumerate() {
+            let mut out = Vec::new();
+            node.on_tick((i as u64 + 1) * ROUND_TIMEOUT_MS, &mut out);
+            let blocks = stored(&out);
+            assert_eq!(blocks.len(), 1, "height {} decided", i + 1);
+            assert_eq!(blocks[0].header.round, 1);
+            assert_eq!(node.block_txs_budget(), expected);
+        }
+        let chain_id = node.config.engine.chain_id;
+        for nonce in 0..600 {
+            node.submit_tx(transfer(chain_id, &client, nonce)).unwrap();
+        }
+        // Our own round-0 block, decided at once: it held the budget, and
+        // the next may be half as big again.
+        let mut out = Vec::new();
+        node.on_tick(node.tip().timestamp_ms + 50, &mut out);
+        let blocks = stored(&out);
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].header.round, 0);
+        assert_eq!(blocks[0].txs.len(), min);
+        assert_eq!(node.block_txs_budget(), min + min / 2);
+        let mut out = Vec::new();
+        node.on_tick(node.tip().timestamp_ms + 50, &mut out);
+        let blocks = stored(&out);
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].txs.len(), 600 - min);
+        let grown = (min + min / 2) * 3 / 2;
+        assert_eq!(node.block_txs_budget(), grown);
+        // A fast block far below the budget says nothing about a full one.
+        for nonce in 600..610 {
+            node.submit_tx(transfer(chain_id, &client, nonce)).unwrap();
+        }
+        let mut out = Vec::new();
+        node.on_tick(node.tip().timestamp_ms + 50, &mut out);
+        let blocks = stored(&out);
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].txs.len(), 10);
+        assert_eq!(node.block_txs_budget(), grown);
+    }
+
+    fn transfer(chain_id: crate::types::ChainId, client: &SigningKey, nonce: u64) -> SignedTx {
+        TxBody {
+            chain_id,
+            sender: client.public_key(),
+            nonce,
+            fee: 1,
+            kind: TxKind::Transfer {
+                to: client.public_key(),
+                amount: 1,
+            },
+        }
+        .sign(client)
+        .unwrap()
     }
 }

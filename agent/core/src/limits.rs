@@ -191,6 +191,20 @@ const _: () = assert!(*CONFIG_NODE_NAME_LEN_RANGE.start() >= 1);
 pub const CHAIN_VALIDATORS_COUNT_MAX: u32 = 256;
 /// Transactions in one block; bounds proposal size and execution time.
 pub const CHAIN_BLOCK_TXS_COUNT_MAX: u32 = 20_000;
+/// The least a proposer's adaptive block budget (`metanode_chain::node`)
+/// shrinks to. The budget halves after each round timeout; this floor keeps
+/// a chain whose timeouts have another cause (a crashed proposer, a
+/// partition) from crawling at a few transactions per block once it heals.
+/// A transfer block this size is ~50 KB: a few round trips even through a
+/// collapsed congestion window.
+pub const CHAIN_PROPOSAL_TXS_BUDGET_MIN: u32 = 256;
+/// Where a node's block budget starts (at every start, like a congestion
+/// window): it grows by half per own fast, well-filled block, so a chain
+/// under load reaches `block_txs_count_max` within a few dozen heights when
+/// the links allow it, while a slow path never sees a first round of
+/// 10,000-transaction blocks that cannot make it (measured at 40 ± 10 ms:
+/// starting at the maximum cost ~10 s of failed rounds before it settled).
+pub const CHAIN_PROPOSAL_TXS_BUDGET_INITIAL: u32 = 1_024;
 /// Largest opaque payload in one transaction.
 pub const CHAIN_TX_PAYLOAD_BYTES_MAX: u32 = 64 * 1024;
 /// Largest canonically encoded transaction accepted from a client or a peer.
@@ -208,6 +222,14 @@ const _: () = assert!(CHAIN_VALIDATORS_COUNT_MAX <= u16::MAX as u32);
 const _: () = assert!(CHAIN_TX_PAYLOAD_BYTES_MAX + 1024 <= CHAIN_TX_SIZE_BYTES_MAX);
 const _: () = assert!(CHAIN_BLOCK_SIZE_BYTES_MAX <= ENCODING_BYTES_LEN_MAX);
 const _: () = assert!(CHAIN_BLOCK_TXS_COUNT_MAX <= ENCODING_VEC_COUNT_MAX);
+const _: () = assert!(
+    CHAIN_PROPOSAL_TXS_BUDGET_MIN >= 1
+        && CHAIN_PROPOSAL_TXS_BUDGET_MIN <= CHAIN_BLOCK_TXS_COUNT_MAX
+);
+const _: () = assert!(
+    CHAIN_PROPOSAL_TXS_BUDGET_MIN <= CHAIN_PROPOSAL_TXS_BUDGET_INITIAL
+        && CHAIN_PROPOSAL_TXS_BUDGET_INITIAL <= CHAIN_BLOCK_TXS_COUNT_MAX
+);
 
 /// Transactions one `TxBatch` (gossip frame, batch submission) holds at most.
 pub const CHAIN_TX_BATCH_TXS_COUNT_MAX: u32 = 4_096;
@@ -287,6 +309,36 @@ pub const BPCI_CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// How long a graceful close waits for queued frames to be sent and
 /// acknowledged before it closes the connections anyway.
 pub const BPCI_CLOSE_DRAIN_MS_MAX: u64 = 5_000;
+/// QUIC loss detection: a packet counts as lost only once it is this many
+/// smoothed round trips old while a later one was acknowledged (RFC 9002's
+/// time threshold; its default is 1.125). Paths between validators jitter
+/// per packet (the bench's 40 ± 10 ms relay, ECMP and link aggregation on
+/// real WANs), which reorders packets sent back to back by up to the jitter
+/// spread, and the acknowledgement of an early packet can come ~25 % of an
+/// RTT after that of a later one. Declared lost, each such packet halved
+/// the congestion window: measured at 40 ± 10 ms, ~10 % of packets were
+/// "lost" with the relay dropping none, the window sat at 6-9 KB and a
+/// 119 KB proposal took 3.3 s to arrive, a 1.86 MB one 24 s. 1.5 RTT
+/// tolerates reordering up to half a round trip; a real loss is detected
+/// 0.375 RTT later than with the default, small against a round timeout.
+pub const BPCI_LOSS_TIME_THRESHOLD_RTT: f32 = 1.5;
+/// QUIC loss detection by packet count (RFC 9002's kPacketThreshold, 3 by
+/// default) is off: a burst of hundreds of packets under per-packet jitter
+/// is reordered far deeper than any small count, so only the time threshold
+/// above decides (as Linux TCP's RACK does, for the same reason).
+pub const BPCI_LOSS_PACKET_THRESHOLD: u32 = u32::MAX;
+/// Receive buffer asked for on the endpoint's UDP socket (the kernel caps
+/// it at net.core.rmem_max). Every peer may land a whole congestion window
+/// at once (a proposal to all validators makes each of them send votes and
+/// gossip back together), and the default (~208 KB) overflowed: losses with
+/// the bench relay dropping nothing, each one halving a window of ~200 KB.
+/// 4 MiB holds the windows of a handful of busy peers.
+pub const BPCI_SOCKET_RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Send priority of the streams of the services an endpoint marks urgent
+/// (consensus): QUIC sends their buffered bytes before any other stream's,
+/// so a proposal or a vote never waits behind megabytes of buffered mempool
+/// gossip in the same congestion window. Other streams keep quinn's 0.
+pub const BPCI_URGENT_STREAM_PRIORITY: i32 = 1;
 
 const _: () = assert!(BPCI_FRAME_PAYLOAD_BYTES_MAX >= CHAIN_BLOCK_RECORD_BYTES_MAX + 64 * 1024);
 const _: () = assert!(BPCI_FRAME_PAYLOAD_BYTES_MAX <= ENCODING_BYTES_LEN_MAX);
@@ -297,6 +349,10 @@ const _: () = assert!(BPCI_PEER_INBOUND_BYTES_MAX >= BPCI_FRAME_PAYLOAD_BYTES_MA
 const _: () = assert!(BPCI_PEER_INBOUND_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(BPCI_OUTBOUND_QUEUE_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(BPCI_OUTBOUND_QUEUE_FRAMES_MAX >= 1);
+// RFC 9002 requires at least 3 and a time threshold above one round trip.
+const _: () = assert!(BPCI_LOSS_PACKET_THRESHOLD >= 3);
+const _: () = assert!(BPCI_LOSS_TIME_THRESHOLD_RTT > 1.0);
+const _: () = assert!(BPCI_URGENT_STREAM_PRIORITY > 0);
 const _: () = assert!(BPCI_INBOUND_QUEUE_FRAMES_MAX >= 1);
 const _: () = assert!(BPCI_SERVICES_PER_PEER_COUNT_MAX >= 1);
 const _: () = assert!(BPCI_RECONNECT_BACKOFF_MS_MIN >= 1);
