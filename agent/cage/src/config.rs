@@ -257,6 +257,14 @@ impl TimeoutsConfig {
     pub fn upstream_idle(&self) -> Duration {
         Duration::from_millis(self.upstream_idle_timeout_ms)
     }
+    /// The shortest timeout a connection waits with (the upstream idle
+    /// timeout bounds pooled connections, not waits).
+    pub fn shortest(&self) -> Duration {
+        self.header_read()
+            .min(self.idle())
+            .min(self.body_read())
+            .min(self.upstream())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

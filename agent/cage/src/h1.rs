@@ -7,6 +7,7 @@
 //! head bytes it already has is much cheaper (see the crate docs).
 //! Everything here is pure (no IO) so it is tested directly.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -125,14 +126,21 @@ pub struct RequestHead {
     pub close: bool,
     pub expect_continue: bool,
     pub signed: bool,
+    /// A `Connection` header lists an option other than `keep-alive`
+    /// (which may name a header to drop, see [`forwarded`]); without one,
+    /// no header needs checking against the `Connection` lists.
+    pub connection_options: bool,
 }
 
 /// Parses a request head at the start of `buf`; `Ok(None)` when more bytes
 /// are needed. Reuses `head`'s header vector.
 pub fn parse_request(buf: &[u8], head: &mut RequestHead) -> Result<Option<()>, HeadError> {
-    let mut raw = [httparse::EMPTY_HEADER; REQUEST_HEADERS_COUNT_MAX];
-    let mut req = httparse::Request::new(&mut raw);
-    let len = match req.parse(buf) {
+    // Uninitialized slots: initializing 128 empty headers costs more than
+    // parsing a typical head.
+    let mut raw =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; REQUEST_HEADERS_COUNT_MAX];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= REQUEST_HEAD_BUF_BYTES_MAX {
@@ -159,6 +167,7 @@ pub fn parse_request(buf: &[u8], head: &mut RequestHead) -> Result<Option<()>, H
     head.headers.clear();
     head.expect_continue = false;
     head.signed = false;
+    head.connection_options = false;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut encoded = false;
@@ -182,7 +191,9 @@ pub fn parse_request(buf: &[u8], head: &mut RequestHead) -> Result<Option<()>, H
                 for token in h.value.split(|b| *b == b',') {
                     let token = token.trim_ascii();
                     conn_close |= token.eq_ignore_ascii_case(b"close");
-                    conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                    conn_keep_alive |= keep_alive;
+                    head.connection_options |= !keep_alive && !token.is_empty();
                 }
             }
             HeaderKind::Expect => {
@@ -241,6 +252,8 @@ pub struct ResponseHead {
     pub framing: Option<Framing>,
     /// The upstream connection cannot carry another request.
     pub close: bool,
+    /// As [`RequestHead::connection_options`].
+    pub connection_options: bool,
 }
 
 /// Parses a response head at the start of `buf`; `Ok(None)` when more bytes
@@ -250,9 +263,12 @@ pub fn parse_response(
     no_body: bool,
     head: &mut ResponseHead,
 ) -> Result<Option<()>, HeadError> {
-    let mut raw = [httparse::EMPTY_HEADER; REQUEST_HEADERS_COUNT_MAX];
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
+    let mut raw =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; REQUEST_HEADERS_COUNT_MAX];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= REQUEST_HEAD_BUF_BYTES_MAX {
@@ -273,6 +289,7 @@ pub fn parse_response(
     head.status = status;
     head.reason = resp.reason.map_or(0..0, |r| offset_in(buf, r.as_bytes()));
     head.headers.clear();
+    head.connection_options = false;
     let mut content_length: Option<u64> = None;
     let mut encoded = false;
     let mut chunked = false;
@@ -294,11 +311,13 @@ pub fn parse_response(
             HeaderKind::Connection => {
                 for token in h.value.split(|b| *b == b',') {
                     let token = token.trim_ascii();
+                    let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
                     if token.eq_ignore_ascii_case(b"close") {
                         conn_close = true;
-                    } else if version == 0 && token.eq_ignore_ascii_case(b"keep-alive") {
+                    } else if version == 0 && keep_alive {
                         conn_close = false;
                     }
+                    head.connection_options |= !keep_alive && !token.is_empty();
                 }
             }
             _ => {}
@@ -458,11 +477,13 @@ pub fn listed_in_connection(buf: &[u8], headers: &[HeaderAt], name: &[u8]) -> bo
 }
 
 /// Whether a header is forwarded (either direction): not hop-by-hop and
-/// not named by a `Connection` header.
-pub fn forwarded(buf: &[u8], headers: &[HeaderAt], h: &HeaderAt, has_connection: bool) -> bool {
+/// not named by a `Connection` header. `connection_options`: the head's
+/// flag of that name (false: no `Connection` list can name this header;
+/// `keep-alive` names the hop-by-hop `Keep-Alive` at most).
+pub fn forwarded(buf: &[u8], headers: &[HeaderAt], h: &HeaderAt, connection_options: bool) -> bool {
     match h.kind {
         HeaderKind::Connection | HeaderKind::TransferEncoding | HeaderKind::HopByHop => false,
-        _ if !has_connection => true,
+        _ if !connection_options => true,
         _ => !buf
             .get(h.name.clone())
             .is_some_and(|name| listed_in_connection(buf, headers, name)),
@@ -664,13 +685,31 @@ mod tests {
         let buf = b"GET / HTTP/1.1\r\nConnection: x-private, close\r\nX-Private: 1\r\nKeep-Alive: 5\r\nX-Ok: 2\r\n\r\n";
         let mut head = RequestHead::default();
         parse_request(buf, &mut head).unwrap();
+        assert!(head.connection_options);
         let kept: Vec<&str> = head
             .headers
             .iter()
-            .filter(|h| forwarded(buf, &head.headers, h, true))
+            .filter(|h| forwarded(buf, &head.headers, h, head.connection_options))
             .map(|h| text(buf, &h.name))
             .collect();
         assert_eq!(kept, ["X-Ok"]);
+
+        // Only `keep-alive` listed: nothing to look up, hop-by-hop still dropped.
+        let buf = b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: 5\r\nX-Ok: 2\r\nContent-Length: 0\r\n\r\n";
+        let mut resp = ResponseHead::default();
+        parse_response(buf, false, &mut resp).unwrap();
+        assert!(!resp.connection_options);
+        let kept: Vec<&str> = resp
+            .headers
+            .iter()
+            .filter(|h| forwarded(buf, &resp.headers, h, resp.connection_options))
+            .map(|h| text(buf, &h.name))
+            .collect();
+        assert_eq!(kept, ["X-Ok", "Content-Length"]);
+        let buf = b"HTTP/1.1 200 OK\r\nConnection: x-private\r\nX-Private: 1\r\nContent-Length: 0\r\n\r\n";
+        parse_response(buf, false, &mut resp).unwrap();
+        assert!(resp.connection_options);
+        assert!(!forwarded(buf, &resp.headers, &resp.headers[1], true));
     }
 
     #[test]

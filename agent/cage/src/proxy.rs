@@ -41,7 +41,7 @@ use crate::limits::{
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::ratelimit::{KeyedBuckets, Rate};
 use crate::receipt::{
-    Decision, FileSink, OpenSinkError, Receipt, ReceiptLog, RequestHasher, WriterReport,
+    Decision, FileSink, OpenSinkError, ReceiptLog, ReceiptView, RequestHashInput, WriterReport,
     now_unix_ms, request_hash, truncate_utf8,
 };
 use crate::verifier::Verifier;
@@ -405,7 +405,10 @@ async fn worker(
         let stop = stop.clone();
         let pool = pool.clone();
         let verifier = verifier.clone();
-        connections.spawn(async move {
+        // Boxed where it is made: the connection future is large (its
+        // request path state), and spawning moves it by value through
+        // several calls, a full copy each time, per connection.
+        connections.spawn(Box::pin(async move {
             let shared = Shared {
                 state: &state,
                 pool: &pool,
@@ -429,7 +432,7 @@ async fn worker(
             }
             state.metrics.connection_closed();
             drop(slot);
-        });
+        }));
     }
     drop(listener);
     let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS_MAX), async {
@@ -495,25 +498,97 @@ impl UpstreamPool {
         }
     }
 
+    fn fresh(&self, up: &Upstream, now: Instant) -> bool {
+        now.saturating_duration_since(up.idle_since) < self.idle_timeout
+    }
+
     /// Keeps `up` if it is clean (no unread bytes) and there is room.
-    fn put(&self, up: Option<Upstream>) {
+    /// Parked connections form a stack (most recent last), so the oldest
+    /// is first: when it has gone stale, the stale ones are closed.
+    fn put(&self, up: Option<Upstream>, now: Instant) {
         let Some(up) = up else { return };
-        if !up.buf.is_empty() || up.idle_since.elapsed() >= self.idle_timeout {
+        if !up.buf.is_empty() || !self.fresh(&up, now) {
             return;
         }
         let mut idle = self.idle.lock();
+        if idle.first().is_some_and(|u| !self.fresh(u, now)) {
+            idle.retain(|u| self.fresh(u, now));
+        }
         if idle.len() < self.idle_count_max {
             idle.push(up);
         }
     }
 
-    /// The most recently parked connection to `route` that is not too old;
-    /// older ones past the idle timeout are closed on the way.
-    fn take(&self, route: usize) -> Option<Upstream> {
+    /// The most recently parked connection to `route` that is not too old
+    /// (stale ones met on the way are closed).
+    fn take(&self, route: usize, now: Instant) -> Option<Upstream> {
         let mut idle = self.idle.lock();
-        idle.retain(|u| u.idle_since.elapsed() < self.idle_timeout);
-        let at = idle.iter().rposition(|u| u.route == route)?;
-        Some(idle.swap_remove(at))
+        loop {
+            let at = idle.iter().rposition(|u| u.route == route)?;
+            let up = idle.remove(at);
+            if self.fresh(&up, now) {
+                return Some(up);
+            }
+        }
+    }
+}
+
+/// A wait that ran past its deadline.
+struct Elapsed;
+
+/// The one timer of a connection, shared by all its waits (request head,
+/// body, upstream, linger). A tokio timeout per wait registers a timer entry
+/// and removes it again on every request; this timer stays registered and
+/// is re-armed lazily: it is armed at most `horizon` (the shortest
+/// configured timeout) ahead, so a later wait, whose deadline is at least
+/// that far out, finds it armed early enough and changes nothing. When it
+/// fires before the current wait's deadline it is moved on.
+struct ConnTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Instant,
+    horizon: Duration,
+}
+
+impl ConnTimer {
+    fn new(now: Instant, horizon: Duration) -> Self {
+        let armed = now + horizon;
+        ConnTimer {
+            sleep: Box::pin(tokio::time::sleep_until(armed)),
+            armed,
+            horizon,
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        self.armed = at;
+    }
+
+    /// `fut`'s output, or `Elapsed` once `deadline` has passed.
+    async fn limit<F: Future>(&mut self, deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
+        if deadline < self.armed {
+            self.arm(deadline);
+        }
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Ok(v));
+            }
+            while self.sleep.as_mut().poll(cx).is_ready() {
+                if self.armed >= deadline {
+                    return std::task::Poll::Ready(Err(Elapsed));
+                }
+                // Fired for an earlier, shorter wait: move on towards this
+                // one's deadline.
+                let now = Instant::now();
+                if now >= deadline {
+                    return std::task::Poll::Ready(Err(Elapsed));
+                }
+                self.arm(deadline.min(now + self.horizon));
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }
 
@@ -564,10 +639,11 @@ fn refuse(decision: Decision, status: StatusCode, detail: impl Into<String>) -> 
 
 /// What the receipt needs from the request, gathered along the way.
 struct RequestFacts {
+    /// When the head was complete (the one clock read the decisions use).
+    started: Instant,
     time_unix_ms: u64,
     policy_version: u64,
     policy_digest: [u8; 32],
-    hasher: RequestHasher,
     key_id: Option<String>,
     body_blake3: Option<Hash32>,
     is_head: bool,
@@ -596,6 +672,8 @@ struct Conn<'a, S> {
     resp: ResponseHead,
     /// A decoded chunked request body.
     req_body: Vec<u8>,
+    /// The request hash input ([`RequestHashInput`]), reused.
+    req_hash_input: Vec<u8>,
     /// A decoded chunked upstream body.
     up_body: Vec<u8>,
     upstream: Option<Upstream>,
@@ -603,7 +681,13 @@ struct Conn<'a, S> {
     /// This connection's snapshot of the BISO policy, with its generation.
     policy: (u64, Arc<CompiledPolicy>),
     last_activity: Instant,
+    timer: ConnTimer,
+    /// Shutdown requested (read without registering a waiter).
     stop: watch::Receiver<bool>,
+    /// Completes on shutdown; made once per connection and polled while
+    /// waiting for a request head, so a request does not register and
+    /// unregister a waiter on the shutdown signal.
+    stopping: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 async fn serve_connection<S>(
@@ -633,24 +717,27 @@ async fn serve_connection<S>(
         head: RequestHead::default(),
         resp: ResponseHead::default(),
         req_body: Vec::new(),
+        req_hash_input: Vec::new(),
         up_body: Vec::new(),
         upstream: None,
         dates: DateCache::default(),
         policy: (state.policy.generation(), state.policy.current()),
         last_activity: accepted_at,
+        timer: ConnTimer::new(accepted_at, state.config.timeouts.shortest()),
         stop,
+        stopping: None,
     };
     let mut first = true;
     loop {
         match c.read_head(first.then_some(accepted_at)).await {
             HeadRead::Ready => {}
             HeadRead::Closed => {
-                pool.put(c.upstream.take());
+                pool.put(c.upstream.take(), Instant::now());
                 return;
             }
             HeadRead::Timeout { bytes_seen } => {
                 state.metrics.header_timeout();
-                pool.put(c.upstream.take());
+                pool.put(c.upstream.take(), Instant::now());
                 // Close first: the receipt pipeline may make us wait.
                 drop(c.stream);
                 if bytes_seen {
@@ -675,11 +762,11 @@ async fn serve_connection<S>(
         match c.request().await {
             Next::KeepAlive => {}
             Next::Close => {
-                pool.put(c.upstream.take());
+                pool.put(c.upstream.take(), Instant::now());
                 return;
             }
             Next::Linger => {
-                pool.put(c.upstream.take());
+                pool.put(c.upstream.take(), Instant::now());
                 c.linger().await;
                 return;
             }
@@ -738,44 +825,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// clock at their first byte and are bounded by the idle timeout before.
     async fn read_head(&mut self, first: Option<Instant>) -> HeadRead {
         let timeouts = &self.state.config.timeouts;
-        let mut head_deadline = match first {
-            Some(accepted) => Some(accepted + timeouts.header_read()),
-            None if !self.rbuf.is_empty() => Some(Instant::now() + timeouts.header_read()),
-            None => None,
-        };
+        let mut head_deadline = first.map(|accepted| accepted + timeouts.header_read());
         loop {
             if !self.rbuf.is_empty() {
                 match h1::parse_request(&self.rbuf, &mut self.head) {
                     Ok(Some(())) => return HeadRead::Ready,
+                    // Part of a head: its clock starts now (at its first
+                    // bytes), read only when a head does not come whole.
+                    Ok(None) if head_deadline.is_none() => {
+                        head_deadline = Some(Instant::now() + timeouts.header_read());
+                    }
                     Ok(None) => {}
                     Err(e) => return HeadRead::Malformed(e),
                 }
             }
             let deadline = head_deadline.unwrap_or(self.last_activity + timeouts.idle());
             let read = if self.rbuf.is_empty() {
+                let stopping = self.stopping.get_or_insert_with(|| {
+                    let mut stop = self.stop.clone();
+                    Box::pin(async move {
+                        // An error means the sender is gone: stopping too.
+                        let _ = stop.changed().await;
+                    })
+                });
                 tokio::select! {
                     biased;
-                    r = tokio::time::timeout_at(deadline, read_more(&mut self.stream, &mut self.rbuf)) => r,
-                    _ = self.stop.changed() => return HeadRead::Closed,
+                    r = self.timer.limit(deadline, read_more(&mut self.stream, &mut self.rbuf)) => r,
+                    () = stopping.as_mut() => return HeadRead::Closed,
                 }
             } else {
-                tokio::time::timeout_at(deadline, read_more(&mut self.stream, &mut self.rbuf)).await
+                self.timer
+                    .limit(deadline, read_more(&mut self.stream, &mut self.rbuf))
+                    .await
             };
             match read {
-                Err(_) if head_deadline.is_some() => {
+                Err(Elapsed) if head_deadline.is_some() => {
                     return HeadRead::Timeout {
                         bytes_seen: !self.rbuf.is_empty(),
                     };
                 }
-                Err(_) => {
+                Err(Elapsed) => {
                     self.state.metrics.idle_close();
                     return HeadRead::Closed;
                 }
-                Ok(Ok(true)) => {
-                    if head_deadline.is_none() {
-                        head_deadline = Some(Instant::now() + timeouts.header_read());
-                    }
-                }
+                Ok(Ok(true)) => {}
                 Ok(Ok(false) | Err(_)) => return HeadRead::Closed,
             }
         }
@@ -812,7 +905,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let mut discarded = 0usize;
         while discarded < LINGER_BYTES_MAX {
             self.rbuf.clear();
-            match tokio::time::timeout_at(deadline, read_more(&mut self.stream, &mut self.rbuf))
+            match self
+                .timer
+                .limit(deadline, read_more(&mut self.stream, &mut self.rbuf))
                 .await
             {
                 Ok(Ok(true)) => discarded += self.rbuf.len(),
@@ -865,11 +960,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             ),
         };
         state.policy.refresh(&mut self.policy);
+        RequestHashInput::start(
+            &mut self.req_hash_input,
+            method_text,
+            authority,
+            path_and_query,
+        );
         let mut facts = RequestFacts {
+            started: Instant::now(),
             time_unix_ms: now_unix_ms(),
             policy_version: self.policy.1.version,
             policy_digest: self.policy.1.policy_digest,
-            hasher: RequestHasher::new(method_text, authority, path_and_query),
             key_id: None,
             body_blake3: None,
             is_head,
@@ -908,7 +1009,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         facts: &mut RequestFacts,
     ) -> Outcome {
         let state = self.state;
-        let now = std::time::Instant::now();
+        let now = facts.started.into_std();
         let client_ip = self.peer_ip;
         // 1. BISO light of the client address.
         let policy = &self.policy.1;
@@ -1080,11 +1181,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         self.upstream_request(route_index, upstream_target, &body_at, facts);
         let started = Instant::now();
         let idempotent = is_idempotent(self.rbuf.get(self.head.method.clone()).unwrap_or_default());
-        let result = tokio::time::timeout(
-            state.config.timeouts.upstream(),
-            self.exchange(route_index, facts.is_head, idempotent),
-        )
-        .await;
+        let exchange = exchange(
+            Exchange {
+                state,
+                pool: self.pool,
+                upstream: &mut self.upstream,
+                request: &self.wbuf,
+                resp: &mut self.resp,
+                body_out: &mut self.up_body,
+                now: started,
+            },
+            route_index,
+            facts.is_head,
+            idempotent,
+        );
+        let result = self
+            .timer
+            .limit(started + state.config.timeouts.upstream(), exchange)
+            .await;
         state.metrics.upstream_latency(started.elapsed());
         let authority = route.authority.as_str();
         match result {
@@ -1164,7 +1278,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 let end = start.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
                 while self.rbuf.len() < end {
                     self.rbuf.reserve(end - self.rbuf.len());
-                    match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf))
+                    match self
+                        .timer
+                        .limit(deadline, self.stream.read_buf(&mut self.rbuf))
                         .await
                     {
                         Err(_) => return Err(timed_out()),
@@ -1212,11 +1328,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                             "chunked framing",
                         ));
                     }
-                    match tokio::time::timeout_at(
-                        deadline,
-                        read_more(&mut self.stream, &mut self.rbuf),
-                    )
-                    .await
+                    match self
+                        .timer
+                        .limit(deadline, read_more(&mut self.stream, &mut self.rbuf))
+                        .await
                     {
                         Err(_) => return Err(timed_out()),
                         Ok(Ok(false) | Err(_)) => return Err(lost()),
@@ -1246,10 +1361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             upstream_target.unwrap_or_else(|| buf.get(head.target.clone()).unwrap_or_default()),
         );
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let has_connection = head
-            .headers
-            .iter()
-            .any(|h| h.kind == HeaderKind::Connection);
+        let connection_options = head.connection_options;
         let mut has_host = false;
         let mut prior_forwarded_for: Option<&[u8]> = None;
         for h in &head.headers {
@@ -1262,7 +1374,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 HeaderKind::Host => has_host = true,
                 _ => {}
             }
-            if h1::forwarded(buf, &head.headers, h, has_connection) {
+            if h1::forwarded(buf, &head.headers, h, connection_options) {
                 h1::put_header(
                     out,
                     buf.get(h.name.clone()).unwrap_or_default(),
@@ -1297,71 +1409,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         out.extend_from_slice(body);
     }
 
-    /// Sends `wbuf` upstream and reads the response. A reused connection
-    /// that fails before any response byte (the upstream closed it while
-    /// idle) is retried once on a fresh one for idempotent methods.
-    async fn exchange(
-        &mut self,
-        route_index: usize,
-        is_head: bool,
-        idempotent: bool,
-    ) -> Result<Forwarded, UpstreamError> {
-        let state = self.state;
-        let response_max = state.config.limits.response_body_size_bytes_max;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let own = self.upstream.take().filter(|u| {
-                u.route == route_index
-                    && u.idle_since.elapsed() < state.config.timeouts.upstream_idle()
-            });
-            // A retry always connects afresh.
-            let reusable = match own {
-                Some(u) => Some(u),
-                None if attempt == 1 => self.pool.take(route_index),
-                None => None,
-            };
-            let reused = reusable.is_some();
-            let mut up = match reusable {
-                Some(u) => u,
-                None => {
-                    let route = state
-                        .routes
-                        .get(route_index)
-                        .ok_or(UpstreamError::Connect)?;
-                    let stream = TcpStream::connect(route.authority.as_str())
-                        .await
-                        .map_err(|_| UpstreamError::Connect)?;
-                    let _ = stream.set_nodelay(true);
-                    Upstream {
-                        stream,
-                        buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
-                        route: route_index,
-                        idle_since: Instant::now(),
-                    }
-                }
-            };
-            match exchange_on(
-                &mut up,
-                &self.wbuf,
-                is_head,
-                &mut self.resp,
-                &mut self.up_body,
-                response_max,
-            )
-            .await
-            {
-                Ok(forwarded) => {
-                    self.upstream = Some(up);
-                    return Ok(forwarded);
-                }
-                Err(UpstreamError::Request { received: false })
-                    if reused && idempotent && attempt == 1 => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     /// Turns the outcome into a response, records its receipt and sends it.
     async fn respond(&mut self, facts: RequestFacts, outcome: Outcome) -> Next {
         let state = self.state;
@@ -1369,7 +1416,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let body_unread = !matches!(self.head.framing, Some(Framing::Empty) | None)
             && matches!(outcome, Outcome::Refuse { .. })
             && !self.body_complete();
-        let close = self.head.close || body_unread || *self.stop.borrow();
+        // A closed channel (sender gone) also means stopping.
+        let stopping = self.stop.has_changed().unwrap_or(true);
+        let close = self.head.close || body_unread || stopping;
         let (decision, detail, upstream_status, status, response_hash, text) = match &outcome {
             Outcome::Refuse {
                 decision,
@@ -1407,15 +1456,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 )
             }
         };
-        let receipt = Receipt {
+        let receipt = ReceiptView {
             time_unix_ms: facts.time_unix_ms,
             client_ip: self.peer_ip,
             key_id: facts
                 .key_id
-                .map(|k| truncate_utf8(&k, crate::limits::KEY_ID_LEN_BYTES_MAX).to_owned()),
-            request_hash: facts.hasher.finish(facts.body_blake3.as_ref()),
+                .as_deref()
+                .map(|k| truncate_utf8(k, crate::limits::KEY_ID_LEN_BYTES_MAX)),
+            request_hash: RequestHashInput::finish(
+                &mut self.req_hash_input,
+                facts.body_blake3.as_ref(),
+            ),
             decision,
-            detail: truncate_utf8(detail, RECEIPT_DETAIL_LEN_BYTES_MAX).to_owned(),
+            detail: truncate_utf8(detail, RECEIPT_DETAIL_LEN_BYTES_MAX),
             status: status.as_u16(),
             upstream_status,
             response_hash,
@@ -1478,7 +1531,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             match self.upstream.as_mut() {
                 Some(up) if keep_upstream => {
                     up.buf.advance(f.consumed.min(up.buf.len()));
-                    up.idle_since = Instant::now();
+                    up.idle_since = self.last_activity;
                 }
                 _ => self.upstream = None,
             }
@@ -1570,10 +1623,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
         out.extend_from_slice(b"\r\n");
         let bodiless = resp.framing == Some(Framing::Empty);
-        let has_connection = resp
-            .headers
-            .iter()
-            .any(|h| h.kind == HeaderKind::Connection);
+        let connection_options = resp.connection_options;
         let mut has_date = false;
         for h in &resp.headers {
             let name = buf.get(h.name.clone()).unwrap_or_default();
@@ -1587,7 +1637,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 HeaderKind::Other if name.eq_ignore_ascii_case(b"date") => has_date = true,
                 _ => {}
             }
-            if h1::forwarded(buf, &resp.headers, h, has_connection) {
+            if h1::forwarded(buf, &resp.headers, h, connection_options) {
                 h1::put_header(out, name, buf.get(h.value.clone()).unwrap_or_default());
             }
         }
@@ -1610,6 +1660,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
         self.connection_header(close);
         self.wbuf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// What one upstream exchange works with (fields of the connection, so the
+/// connection's timer can bound it).
+struct Exchange<'a> {
+    state: &'a State,
+    pool: &'a UpstreamPool,
+    upstream: &'a mut Option<Upstream>,
+    request: &'a [u8],
+    resp: &'a mut ResponseHead,
+    body_out: &'a mut Vec<u8>,
+    now: Instant,
+}
+
+/// Sends `request` upstream and reads the response. A reused connection
+/// that fails before any response byte (the upstream closed it while idle)
+/// is retried once on a fresh one for idempotent methods.
+async fn exchange(
+    x: Exchange<'_>,
+    route_index: usize,
+    is_head: bool,
+    idempotent: bool,
+) -> Result<Forwarded, UpstreamError> {
+    let state = x.state;
+    let response_max = state.config.limits.response_body_size_bytes_max;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let own = x.upstream.take().filter(|u| {
+            u.route == route_index
+                && x.now.saturating_duration_since(u.idle_since)
+                    < state.config.timeouts.upstream_idle()
+        });
+        // A retry always connects afresh.
+        let reusable = match own {
+            Some(u) => Some(u),
+            None if attempt == 1 => x.pool.take(route_index, x.now),
+            None => None,
+        };
+        let reused = reusable.is_some();
+        let mut up = match reusable {
+            Some(u) => u,
+            None => {
+                let route = state
+                    .routes
+                    .get(route_index)
+                    .ok_or(UpstreamError::Connect)?;
+                let stream = TcpStream::connect(route.authority.as_str())
+                    .await
+                    .map_err(|_| UpstreamError::Connect)?;
+                let _ = stream.set_nodelay(true);
+                Upstream {
+                    stream,
+                    buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+                    route: route_index,
+                    idle_since: x.now,
+                }
+            }
+        };
+        match exchange_on(
+            &mut up,
+            x.request,
+            is_head,
+            x.resp,
+            x.body_out,
+            response_max,
+        )
+        .await
+        {
+            Ok(forwarded) => {
+                *x.upstream = Some(up);
+                return Ok(forwarded);
+            }
+            Err(UpstreamError::Request { received: false })
+                if reused && idempotent && attempt == 1 => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -1759,13 +1887,13 @@ impl State {
         response_hash: Option<Hash32>,
     ) {
         let policy = self.policy.current();
-        let receipt = Receipt {
+        let receipt = ReceiptView {
             time_unix_ms: now_unix_ms(),
             client_ip,
             key_id: None,
             request_hash: request_hash("", "", "", None),
             decision,
-            detail: truncate_utf8(detail, RECEIPT_DETAIL_LEN_BYTES_MAX).to_owned(),
+            detail: truncate_utf8(detail, RECEIPT_DETAIL_LEN_BYTES_MAX),
             status: status.as_u16(),
             upstream_status: None,
             response_hash: response_hash.unwrap_or_else(empty_hash),
