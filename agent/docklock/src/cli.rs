@@ -20,7 +20,7 @@ use crate::spec::{CageSpec, DeclaredInput};
 
 /// Print one line to stdout. A closed pipe (`… | head`) ends the process quietly instead of
 /// panicking as `println!` would.
-fn print_line(line: &str) {
+pub fn print_line(line: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -31,7 +31,7 @@ fn print_line(line: &str) {
     }
 }
 
-/// Human or JSON output, chosen once by `--json` (the same contract as the `metanode` CLI's).
+/// Human or JSON output, chosen once by `--json`; also the `metanode` CLI's (re-exported there).
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     json: bool,

@@ -9,5 +9,5 @@ pub use metanode_docklock::cli::DocklockCommand;
 use crate::output::Output;
 
 pub fn run(cmd: DocklockCommand, out: &Output) -> anyhow::Result<()> {
-    metanode_docklock::cli::run(cmd, &metanode_docklock::cli::Output::new(out.is_json()))
+    metanode_docklock::cli::run(cmd, out)
 }
