@@ -427,6 +427,30 @@ fn free_udp_addr() -> SocketAddr {
     socket.local_addr().unwrap()
 }
 
+/// `from` sends an "after N" frame to seed 2 every 50 ms until `to` receives
+/// one; gives up after 15 s (the restart tests' bound on reaching a
+/// restarted peer).
+async fn send_until_received(
+    from: &Endpoint,
+    to: &Endpoint,
+    svc: ServiceId,
+) -> Result<Inbound, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let mut i = 0u32;
+        loop {
+            let _ = from.send(&pk(2), svc, format!("after {i}").into_bytes());
+            i += 1;
+            let got = tokio::time::timeout(Duration::from_millis(50), to.recv()).await;
+            if let Ok(Some(m)) = got
+                && m.payload.starts_with(b"after")
+            {
+                return m;
+            }
+        }
+    })
+    .await
+}
+
 /// Binds `seed`'s endpoint on `addr` (retried while the previous socket on
 /// it is being released) within `runtime`.
 async fn bind_at(
@@ -499,20 +523,7 @@ async fn restarted_peer_is_reached_without_waiting_for_the_dead_connection() {
     assert_eq!(got[0].payload, b"back");
 
     // a's frames reach the new b: every 50 ms a sends one until one lands.
-    let reached = tokio::time::timeout(Duration::from_secs(15), async {
-        let mut i = 0u32;
-        loop {
-            let _ = a.send(&pk(2), svc, format!("after {i}").into_bytes());
-            i += 1;
-            let got = tokio::time::timeout(Duration::from_millis(50), b.recv()).await;
-            if let Ok(Some(m)) = got
-                && m.payload.starts_with(b"after")
-            {
-                return m;
-            }
-        }
-    })
-    .await;
+    let reached = send_until_received(&a, &b, svc).await;
     let elapsed = restarted.elapsed();
     println!("restarted peer reached by the survivor after {elapsed:?}");
     let m = reached.unwrap_or_else(|_| {
@@ -551,20 +562,7 @@ async fn restarted_peer_that_does_not_dial_resets_the_dead_connection() {
 
     let restarted = std::time::Instant::now();
     let b = bind_at(&tokio::runtime::Handle::current(), 2, b_addr, b_peers).await;
-    let reached = tokio::time::timeout(Duration::from_secs(15), async {
-        let mut i = 0u32;
-        loop {
-            let _ = a.send(&pk(2), svc, format!("after {i}").into_bytes());
-            i += 1;
-            let got = tokio::time::timeout(Duration::from_millis(50), b.recv()).await;
-            if let Ok(Some(m)) = got
-                && m.payload.starts_with(b"after")
-            {
-                return m;
-            }
-        }
-    })
-    .await;
+    let reached = send_until_received(&a, &b, svc).await;
     let elapsed = restarted.elapsed();
     println!("restarted peer reached through a stateless reset after {elapsed:?}");
     let m = reached.unwrap_or_else(|_| {
