@@ -125,6 +125,40 @@ impl Child {
         Ok(child)
     }
 
+    /// Forks; the child runs `body` at once, reports its i32 result, then holds (alive, in
+    /// whatever cgroups `body` left it) until the parent closes `go`, and exits 0. The body may
+    /// use the crate's API (glibc keeps malloc usable after fork); it never returns into the
+    /// test harness.
+    fn fork_then_hold(body: impl FnOnce() -> i32) -> std::io::Result<Child> {
+        let go = Pipe::new()?;
+        let results = Pipe::new()?;
+        // SAFETY: see the doc comment: the child ends in _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            write_i32s(results.write, &[body()]);
+            let mut byte = 0u8;
+            // SAFETY: closing the child's copy of the write end (so the parent's close is the
+            // last), then a blocking read of one byte into a local, which ends when the parent
+            // closes `go`; _exit never returns.
+            unsafe {
+                libc::close(go.write);
+                libc::read(go.read, (&raw mut byte).cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        let mut child = Child {
+            pid,
+            status: None,
+            go,
+            results,
+        };
+        child.results.close_write();
+        Ok(child)
+    }
+
     fn start(&mut self) -> std::io::Result<()> {
         let byte = 1u8;
         // SAFETY: writing one byte from a local to a pipe fd we own.
@@ -514,38 +548,11 @@ fn add_self_moves_the_calling_process_into_every_hierarchy() -> TestResult {
             ..Default::default()
         },
     )?;
-    let mut results = Pipe::new()?;
-    let go = Pipe::new()?;
-    // SAFETY: the child calls add_self (glibc keeps malloc usable after fork), writes one i32
-    // and waits on a pipe until killed; it never returns into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = match cage.add_self(false) {
-            Ok(()) => 0,
-            Err(_) => 1,
-        };
-        write_i32s(results.write, &[code]);
-        let mut byte = 0u8;
-        // SAFETY: closing the child's copy of the write end (so the parent's close is the last),
-        // then a blocking read of one byte into a local, which ends when the parent closes `go`.
-        unsafe {
-            libc::close(go.write);
-            libc::read(go.read, (&raw mut byte).cast(), 1);
-            libc::_exit(0)
-        }
-    }
-    let mut child = Child {
-        pid,
-        status: None,
-        go,
-        results: Pipe {
-            read: results.read,
-            write: -1,
-        },
-    };
-    results.close_write();
-    results.read = -1;
+    let mut child = Child::fork_then_hold(|| match cage.add_self(false) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    })?;
+    let pid = child.pid;
     let [code] = child.read_results::<1>().ok_or("child died")?;
     assert_eq!(code, 0, "add_self failed in the child");
     for dir in cage.dirs() {
@@ -576,37 +583,15 @@ fn leave_self_empties_the_cage_while_the_caller_lives() -> TestResult {
     let layout = CgroupLayout::discover()?;
     let cage = CageCgroup::create(&layout, &unique("leave"), &CgroupLimits::default())?;
     let v1 = cage.dirs().iter().all(|d| d.version == CgroupVersion::V1);
-    let mut results = Pipe::new()?;
-    let go = Pipe::new()?;
-    // SAFETY: as in add_self_moves_the_calling_process_into_every_hierarchy.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = match cage.add_self(false).and_then(|()| cage.leave_self()) {
-            Ok(true) => 0,
-            Ok(false) => 2,
-            Err(_) => 1,
-        };
-        write_i32s(results.write, &[code]);
-        let mut byte = 0u8;
-        // SAFETY: see above.
-        unsafe {
-            libc::close(go.write);
-            libc::read(go.read, (&raw mut byte).cast(), 1);
-            libc::_exit(0)
-        }
-    }
-    let mut child = Child {
-        pid,
-        status: None,
-        go,
-        results: Pipe {
-            read: results.read,
-            write: -1,
-        },
-    };
-    results.close_write();
-    results.read = -1;
+    let mut child =
+        Child::fork_then_hold(
+            || match cage.add_self(false).and_then(|()| cage.leave_self()) {
+                Ok(true) => 0,
+                Ok(false) => 2,
+                Err(_) => 1,
+            },
+        )?;
+    let pid = child.pid;
     let [code] = child.read_results::<1>().ok_or("child died")?;
     assert_eq!(code, if v1 { 0 } else { 2 });
     if v1 {
