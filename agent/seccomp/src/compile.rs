@@ -1209,17 +1209,7 @@ mod tests {
     /// without garbage in the high half.
     fn probe_inputs(policy: &SeccompPolicy) -> Vec<SeccompData> {
         let mut values_by_nr: BTreeMap<u32, Vec<(u8, u64)>> = BTreeMap::new();
-        let conditions = policy
-            .allowed
-            .iter()
-            .flat_map(|(&nr, a)| a.alternatives.iter().flatten().map(move |c| (nr, *c)))
-            .chain(
-                policy
-                    .carve_outs
-                    .iter()
-                    .flat_map(|(&nr, cs)| cs.iter().map(move |c| (nr, *c))),
-            );
-        for (nr, c) in conditions {
+        for (nr, c) in policy.conditions() {
             let mask = match c.op {
                 Op::MaskedEq(m) | Op::MaskedNe(m) => m,
                 _ => c.width.all_ones(),
@@ -2050,17 +2040,7 @@ mod pass_differential_tests {
         numbers.sort_unstable();
         numbers.dedup();
         let mut constants: BTreeMap<u32, Vec<(u8, u64, u64)>> = BTreeMap::new();
-        let conditions = policy
-            .allowed
-            .iter()
-            .flat_map(|(&nr, a)| a.alternatives.iter().flatten().map(move |c| (nr, *c)))
-            .chain(
-                policy
-                    .carve_outs
-                    .iter()
-                    .flat_map(|(&nr, cs)| cs.iter().map(move |c| (nr, *c))),
-            );
-        for (nr, c) in conditions {
+        for (nr, c) in policy.conditions() {
             let mask = match c.op {
                 crate::policy::Op::MaskedEq(m) | crate::policy::Op::MaskedNe(m) => m,
                 _ => c.width.all_ones(),

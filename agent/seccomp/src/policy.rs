@@ -466,6 +466,21 @@ impl SeccompPolicy {
         self.allowed.values().map(|a| a.sysno.name()).collect()
     }
 
+    /// Every argument condition of the policy with its syscall number: the allowed
+    /// alternatives' conditions, then the carve-outs'. Tests probe the compiled programs
+    /// with each condition's constants.
+    #[cfg(test)]
+    pub(crate) fn conditions(&self) -> impl Iterator<Item = (u32, Condition)> + '_ {
+        self.allowed
+            .iter()
+            .flat_map(|(&nr, a)| a.alternatives.iter().flatten().map(move |c| (nr, *c)))
+            .chain(
+                self.carve_outs
+                    .iter()
+                    .flat_map(|(&nr, cs)| cs.iter().map(move |c| (nr, *c))),
+            )
+    }
+
     /// Syscalls refused with an errno other than EPERM by a plain ERRNO filter: expected
     /// behaviour, never reported to the supervisor. Pairs of (name, errno).
     pub fn silent_denials(&self) -> Vec<(&'static str, i32)> {
