@@ -49,7 +49,7 @@ use metanode_core::encoding::{
 };
 use metanode_core::hash::{Hash32, blake3_256, hash_tagged};
 use metanode_core::keys::{PublicKey, Signature, SigningKey};
-use metanode_core::merkle::root_of;
+use metanode_core::merkle::{leaf_hash, root_of};
 use metanode_core::tags::DomainTag;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -578,45 +578,14 @@ impl Decode for SignedBatch {
 }
 
 /// Merkle root over receipt hashes (leaves are `H(0x00 ‖ receipt hash)`):
-/// the RFC 9162 root of `metanode_core::merkle`, byte for byte (a test
-/// checks it against `root_of`). Computed here with one contiguous BLAKE3
-/// call per leaf and node, over a stack buffer: the incremental
-/// `hash_tagged` costs about half again as much per hash, and a batch
-/// needs two hashes per receipt (this is the writer's main work, on the
-/// same cores as the proxy).
+/// the RFC 9162 root of `metanode_core::merkle`, whose leaf and node hashes
+/// are single BLAKE3 calls over stack buffers (the batch seal's main work).
 pub fn receipts_root(receipt_hashes: &[Hash32]) -> Hash32 {
-    if receipt_hashes.is_empty() {
-        return root_of(&[]);
-    }
     let leaves: Vec<Hash32> = receipt_hashes
         .iter()
-        .map(|h| {
-            let mut input = [0u8; 33];
-            input[0] = DomainTag::MerkleLeaf.byte();
-            input[1..].copy_from_slice(h.as_bytes());
-            blake3_256(&input)
-        })
+        .map(|h| leaf_hash(h.as_bytes()))
         .collect();
-    subtree_root(&leaves)
-}
-
-/// RFC 9162 `MTH` over leaf hashes: split at the largest power of two
-/// below the count.
-fn subtree_root(leaves: &[Hash32]) -> Hash32 {
-    match leaves {
-        [] => root_of(&[]),
-        [single] => *single,
-        _ => {
-            let n = leaves.len();
-            let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
-            let (left, right) = leaves.split_at(k);
-            let mut input = [0u8; 65];
-            input[0] = DomainTag::MerkleNode.byte();
-            input[1..33].copy_from_slice(subtree_root(left).as_bytes());
-            input[33..].copy_from_slice(subtree_root(right).as_bytes());
-            blake3_256(&input)
-        }
-    }
+    root_of(&leaves)
 }
 
 /// Where a batch chain continues.
