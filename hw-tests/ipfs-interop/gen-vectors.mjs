@@ -1,7 +1,9 @@
-// Golden UnixFS vectors for agent/unixfs: root CIDs that `ipfs add --cid-version 1` (Kubo's legacy defaults) gives,
-// computed with the reference JS importer (ipfs-unixfs-importer, pinned in package.json).
+// Golden UnixFS vectors for agent/unixfs: root CIDs that `ipfs add --cid-version 1` gives, or with
+// `--cid-version 0` what plain `ipfs add` (Kubo's defaults: CIDv0, dag-pb leaves) gives, computed with the
+// reference JS importer (ipfs-unixfs-importer, pinned in package.json).
 //
 //   node gen-vectors.mjs > ../../agent/unixfs/tests/vectors/unixfs_kubo.json
+//   node gen-vectors.mjs --cid-version 0 > ../../agent/unixfs/tests/vectors/unixfs_kubo_v0.json
 //
 // Prints the JSON array on stdout, progress on stderr. Exit 0 ok, 1 self-check failed, 2 usage error.
 
@@ -17,6 +19,12 @@ const KUBO_CHUNK_SIZE_BYTES = 256 * KIB
 const KUBO_LINKS_PER_BLOCK = 174
 // What `ipfs add --cid-version 1` prints for an empty file (sha2-256 of nothing, raw codec).
 const KUBO_EMPTY_FILE_CID = 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'
+// What plain `ipfs add` prints for an empty file: the dag-pb node {Data: {Type: File, filesize: 0}}.
+const KUBO_EMPTY_FILE_CID_V0 = 'QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH'
+// With --cid-version 0, vectors of at most this many blocks also list every block (CID, size, and the bytes
+// in hex when they are short), so the Rust tests compare whole blocks and not only roots.
+const BLOCKS_LISTED_COUNT_MAX = 3
+const BLOCK_HEX_SIZE_BYTES_MAX = 128
 
 // Seeds are 1 + index in this list, so append new vectors at the end to keep existing ones stable.
 const VECTORS = [
@@ -55,10 +63,12 @@ export function xorshift32Bytes (seed, sizeBytes) {
 // Kubo's `ipfs add --cid-version 1` (with no Import.* config overrides): CIDv1, raw leaves (implied by
 // --cid-version 1 unless --raw-leaves=false), fixed-size chunker, balanced DAG with 174 links per node, sha2-256,
 // a one-chunk file is just its raw leaf, no wrapping directory, no mtime/mode.
-export function kuboImporterOptions (chunkSizeBytes) {
+// With cidVersion 0 (plain `ipfs add`): CIDv0 for every block and dag-pb leaves {Data: {Type: File, Data: chunk,
+// filesize}} (leafType 'file'), since a raw leaf needs CIDv1.
+export function kuboImporterOptions (chunkSizeBytes, cidVersion = 1) {
   return {
-    cidVersion: 1,
-    rawLeaves: true,
+    cidVersion,
+    rawLeaves: cidVersion === 1,
     reduceSingleLeafToSelf: true,
     wrapWithDirectory: false,
     chunker: fixedSize({ chunkSize: chunkSizeBytes }),
@@ -66,49 +76,82 @@ export function kuboImporterOptions (chunkSizeBytes) {
   }
 }
 
-// Counts the distinct blocks the importer writes (it may put the same CID twice).
+// Counts the distinct blocks the importer writes (it may put the same CID twice) and keeps the first few.
 class CountingBlockstore extends MemoryBlockstore {
   cids = new Set()
+  kept = new Map()
   async put (cid, bytes, options) {
-    this.cids.add(cid.toString())
+    const key = cid.toString()
+    this.cids.add(key)
+    if (this.kept.size < BLOCKS_LISTED_COUNT_MAX + 1) this.kept.set(key, bytes)
     return super.put(cid, bytes, options)
   }
 }
 
-async function importBytes (bytes, chunkSizeBytes) {
+// Every CID in the DAG must have the import's version (CIDv0 links stay CIDv0 all the way down).
+function checkVersions (blockstoreCids, cidVersion) {
+  for (const cid of blockstoreCids) {
+    const isV0 = cid.startsWith('Qm')
+    if (isV0 !== (cidVersion === 0)) throw new VerificationError(`block ${cid} is not a CIDv${cidVersion}`)
+  }
+}
+
+async function importBytes (bytes, chunkSizeBytes, cidVersion) {
   const blockstore = new CountingBlockstore()
   let last
   // One source entry with no path: the importer yields exactly one entry, the file itself.
-  for await (const entry of importer([{ content: [bytes] }], blockstore, kuboImporterOptions(chunkSizeBytes))) {
+  for await (const entry of importer([{ content: [bytes] }], blockstore, kuboImporterOptions(chunkSizeBytes, cidVersion))) {
     last = entry
   }
   if (last === undefined) throw new VerificationError('importer yielded no entry')
   if (last.cid.multihash.code !== 0x12) {
     throw new VerificationError(`root ${last.cid} is not sha2-256 (multihash code ${last.cid.multihash.code})`)
   }
-  return { rootCid: last.cid.toString(), blocksCount: blockstore.cids.size }
+  if (cidVersion === 0) checkVersions(blockstore.cids, cidVersion)
+  let blocks
+  if (cidVersion === 0 && blockstore.cids.size <= BLOCKS_LISTED_COUNT_MAX) {
+    blocks = [...blockstore.kept.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([cid, data]) => {
+        const block = { cid, size_bytes: data.length }
+        if (data.length <= BLOCK_HEX_SIZE_BYTES_MAX) block.hex = Buffer.from(data).toString('hex')
+        return block
+      })
+  }
+  return { rootCid: last.cid.toString(), blocksCount: blockstore.cids.size, blocks }
+}
+
+function parseArgs (argv) {
+  if (argv.length === 0) return { cidVersion: 1 }
+  if (argv.length === 2 && argv[0] === '--cid-version' && (argv[1] === '0' || argv[1] === '1')) {
+    return { cidVersion: Number(argv[1]) }
+  }
+  throw new UsageError(`usage: gen-vectors.mjs [--cid-version 0|1], got ${argv.join(' ')}`)
 }
 
 async function main () {
-  if (process.argv.length > 2) throw new UsageError(`gen-vectors.mjs takes no arguments, got ${process.argv.slice(2).join(' ')}`)
+  const { cidVersion } = parseArgs(process.argv.slice(2))
   const out = []
   for (const [index, v] of VECTORS.entries()) {
     const seed = 1 + index
     const started = Date.now()
-    const { rootCid, blocksCount } = await importBytes(xorshift32Bytes(seed, v.size_bytes), v.chunk_size_bytes)
-    out.push({
+    const { rootCid, blocksCount, blocks } = await importBytes(xorshift32Bytes(seed, v.size_bytes), v.chunk_size_bytes, cidVersion)
+    const vector = {
       name: v.name,
       size_bytes: v.size_bytes,
       seed,
       chunk_size_bytes: v.chunk_size_bytes,
       root_cid: rootCid,
       blocks_count: blocksCount
-    })
+    }
+    if (blocks !== undefined) vector.blocks = blocks
+    out.push(vector)
     process.stderr.write(`${v.name}: ${rootCid} blocks=${blocksCount} (${Date.now() - started} ms)\n`)
   }
   const empty = out.find((v) => v.name === 'empty')
-  if (empty.root_cid !== KUBO_EMPTY_FILE_CID) {
-    throw new VerificationError(`empty file gave ${empty.root_cid}, Kubo gives ${KUBO_EMPTY_FILE_CID}`)
+  const emptyExpected = cidVersion === 0 ? KUBO_EMPTY_FILE_CID_V0 : KUBO_EMPTY_FILE_CID
+  if (empty.root_cid !== emptyExpected) {
+    throw new VerificationError(`empty file gave ${empty.root_cid}, Kubo gives ${emptyExpected}`)
   }
   process.stdout.write('[\n' + out.map((v) => '  ' + JSON.stringify(v)).join(',\n') + '\n]\n')
 }

@@ -1,8 +1,10 @@
 //! The IPFS data model over HTTP:
 //!
-//! - `POST /api/v1/unixfs[?chunker=size-N&hash=sha2-256|blake3&pin=false]`:
-//!   stream a file in; the root CID is what `ipfs add --cid-version 1` with
-//!   the same parameters prints.
+//! - `POST /api/v1/unixfs[?chunker=size-N&hash=sha2-256|blake3&cid-version=0|1&raw-leaves=BOOL&pin=false]`:
+//!   stream a file in; the root CID is what `ipfs add --cid-version 1` (the
+//!   default) or, with `cid-version=0`, plain `ipfs add` with the same
+//!   parameters prints. `raw-leaves` is Kubo's flag, accepted only when it
+//!   agrees with the version (CIDv1 raw leaves, CIDv0 dag-pb leaves).
 //! - `POST /api/v1/car[?pin=false&allow-partial=true]`: import a CARv1/v2.
 //! - The gateway's CAR responses (`?format=car`) and UnixFS file bodies
 //!   (a plain `GET /ipfs/{dag-pb cid}`), called from [`crate::gateway`].
@@ -22,7 +24,7 @@ use futures_util::stream;
 use metanode_core::cid::ContentId;
 use metanode_store::Store;
 use metanode_unixfs::car::{encode_header, encode_section_prefix};
-use metanode_unixfs::importer::{ImportOptions, parse_chunker, parse_hash};
+use metanode_unixfs::importer::{ImportOptions, KuboAddFlags};
 use metanode_unixfs::stored::{self, AddError, CarImportError};
 use metanode_unixfs::{CarBlocks, DagScope, EntityBytes, ReadError, SourceError, UnixFsFile};
 use tokio::sync::mpsc;
@@ -43,23 +45,33 @@ pub(crate) async fn unixfs_add(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut pin = true;
-    let mut options = ImportOptions::default();
-    for (key, value) in parse_query(query)? {
+    let params = parse_query(query)?;
+    let mut raw_leaves = None;
+    // The last value of a repeated parameter wins, as for `pin`.
+    let (mut chunker, mut hash, mut cid_version) = (None, None, None);
+    for (key, value) in &params {
         match key.as_str() {
-            "pin" => pin = parse_bool("pin", &value)?,
-            "chunker" => {
-                let size =
-                    parse_chunker(&value).map_err(|e| ApiError::bad_request(e.to_string()))?;
-                options = ImportOptions::new(size, options.links_per_node_max(), options.hash())
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            "pin" => pin = parse_bool("pin", value)?,
+            "raw-leaves" => raw_leaves = Some(parse_bool("raw-leaves", value)?),
+            "chunker" => chunker = Some(value.as_str()),
+            "hash" => hash = Some(value.as_str()),
+            "cid-version" => cid_version = Some(value.as_str()),
+            _ => {
+                return Err(unknown_param(
+                    key,
+                    "chunker, hash, cid-version, raw-leaves, pin",
+                ));
             }
-            "hash" => {
-                let hash = parse_hash(&value).map_err(|e| ApiError::bad_request(e.to_string()))?;
-                options = options.with_hash(hash);
-            }
-            _ => return Err(unknown_param(&key, "chunker, hash, pin")),
         }
     }
+    // Checked together, so `hash=blake3&cid-version=0` is refused in any order.
+    let options = ImportOptions::from_kubo_flags(&KuboAddFlags {
+        chunker,
+        hash,
+        cid_version,
+        raw_leaves,
+    })
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let summary = stream_into(
         &st,
         &headers,
@@ -76,6 +88,8 @@ pub(crate) async fn unixfs_add(
         blocks: summary.blocks_count,
         chunk_size: options.chunk_size_bytes(),
         hash: options.hash().name().to_string(),
+        cid_version: options.cid_version().number(),
+        raw_leaves: options.raw_leaves(),
         pinned: pin,
     };
     Ok((StatusCode::CREATED, Json(response)).into_response())

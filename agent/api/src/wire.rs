@@ -166,8 +166,9 @@ pub struct StoreInfo {
     pub segment_bytes: u64,
 }
 
-/// `POST /api/v1/unixfs` (201): the file's root CID, as `ipfs add
-/// --cid-version 1` with the same chunker and hash prints it.
+/// `POST /api/v1/unixfs` (201): the file's root CID, as `ipfs add` with the
+/// same chunker, hash and CID version prints it (`--cid-version 1` implies
+/// raw leaves, 0 is plain `ipfs add`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnixfsAddResponse {
     pub cid: String,
@@ -178,6 +179,10 @@ pub struct UnixfsAddResponse {
     pub chunk_size: u64,
     /// `sha2-256` or `blake3`.
     pub hash: String,
+    /// 0 (`Qm…`, dag-pb leaves) or 1 (raw leaves).
+    pub cid_version: u64,
+    /// Whether the leaves are raw blocks (true exactly with CID version 1).
+    pub raw_leaves: bool,
     pub pinned: bool,
 }
 

@@ -151,6 +151,17 @@ impl ContentId {
         }
     }
 
+    /// A CIDv0 (`Qm…`, what plain `ipfs add` prints): always dag-pb and
+    /// sha2-256, since a v0 id is a bare multihash with no room for a codec.
+    /// `None` for a key of any other hash.
+    pub fn from_key_v0(key: BlockKey) -> Option<Self> {
+        (key.kind == HashKind::Sha2_256).then_some(Self {
+            v0: true,
+            codec: CODEC_DAG_PB,
+            key,
+        })
+    }
+
     fn inner(&self) -> cid::Cid {
         let mh =
             cid::multihash::Multihash::<64>::wrap(self.key.kind.multihash_code(), &self.key.digest)
@@ -315,6 +326,32 @@ mod tests {
         assert_eq!(
             v0.to_string(),
             "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+        );
+    }
+
+    // Building a v0 id from a key gives what parsing its text gives: the
+    // empty UnixFS directory's dag-pb block `0a 02 08 01`.
+    #[test]
+    fn v0_from_key_prints_and_encodes_as_ipfs_does() {
+        let key = BlockKey {
+            kind: HashKind::Sha2_256,
+            digest: HashKind::Sha2_256.digest(&[0x0a, 0x02, 0x08, 0x01]),
+        };
+        let v0 = ContentId::from_key_v0(key).unwrap();
+        assert_eq!(
+            v0.to_string(),
+            "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+        );
+        assert_eq!((v0.version(), v0.codec()), (0, CODEC_DAG_PB));
+        let mut bytes = vec![0x12, 0x20];
+        bytes.extend_from_slice(&key.digest);
+        assert_eq!(v0.to_bytes(), bytes);
+        assert_eq!(ContentId::from_bytes(&bytes).unwrap(), v0);
+        assert_eq!(v0.to_v1(), ContentId::from_key(CODEC_DAG_PB, key));
+        assert_eq!(
+            ContentId::from_key_v0(BlockKey::blake3(key.digest)),
+            None,
+            "CIDv0 cannot name a BLAKE3 key"
         );
     }
 

@@ -8,7 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use metanode_api::wire::{CarImportResponse, UnixfsAddResponse};
 use metanode_core::cid::ContentId;
 use metanode_store::Store;
-use metanode_unixfs::importer::{ImportOptions, parse_chunker, parse_hash};
+use metanode_unixfs::importer::{ImportOptions, ImportOptionsError, KuboAddFlags};
 use metanode_unixfs::stored::{self, CarImportReport};
 use metanode_unixfs::{DagScope, EntityBytes, UnixFsFile, parse_dag_scope};
 
@@ -38,11 +38,27 @@ fn open_input(path: &std::path::Path) -> anyhow::Result<(Box<dyn Read + Send>, O
 }
 
 pub fn add(args: &AddArgs, out: &Output) -> anyhow::Result<()> {
-    let chunk_size = parse_chunker(&args.chunker).map_err(|e| anyhow!("--chunker: {e}"))?;
-    let hash = parse_hash(&args.hash).map_err(|e| anyhow!("--hash: {e}"))?;
-    let defaults = ImportOptions::default();
-    let options = ImportOptions::new(chunk_size, defaults.links_per_node_max(), hash)
-        .map_err(|e| anyhow!("--chunker: {e}"))?;
+    let options = ImportOptions::from_kubo_flags(&KuboAddFlags {
+        chunker: Some(&args.chunker),
+        hash: Some(&args.hash),
+        cid_version: Some(&args.cid_version),
+        raw_leaves: args.raw_leaves,
+    })
+    .map_err(|e| {
+        let flag = match e {
+            ImportOptionsError::ChunkSize { .. } | ImportOptionsError::Chunker { .. } => {
+                "--chunker"
+            }
+            ImportOptionsError::Hash { .. } => "--hash",
+            ImportOptionsError::RawLeaves { .. } => "--raw-leaves",
+            ImportOptionsError::CidVersion { .. } | ImportOptionsError::CidV0Hash { .. } => {
+                "--cid-version"
+            }
+            // Not a flag here: links per node is always Kubo's 174.
+            ImportOptionsError::LinksPerNode { .. } => "links per node",
+        };
+        anyhow!("{flag}: {e}")
+    })?;
     let backend = Backend::open(&args.target, Access::Write)?;
     let (input, size) = open_input(&args.input)?;
     let mut reader = ProgressRead {
@@ -59,14 +75,17 @@ pub fn add(args: &AddArgs, out: &Output) -> anyhow::Result<()> {
                 blocks: summary.blocks_count,
                 chunk_size: options.chunk_size_bytes(),
                 hash: options.hash().name().to_string(),
+                cid_version: options.cid_version().number(),
+                raw_leaves: options.raw_leaves(),
                 pinned: pin,
             }
         }
         Backend::Remote(remote) => {
             let path = format!(
-                "/api/v1/unixfs?chunker=size-{}&hash={}&pin={pin}",
+                "/api/v1/unixfs?chunker=size-{}&hash={}&cid-version={}&pin={pin}",
                 options.chunk_size_bytes(),
-                options.hash().name()
+                options.hash().name(),
+                options.cid_version().number()
             );
             post_stream(remote, &path, &mut reader, size, "add")?
         }

@@ -45,10 +45,17 @@ Examples:
   metanode --json store put --data-dir /tmp/mn notes.txt")]
     Put(PutArgs),
     /// Import a file as UnixFS (the IPFS file format) and print its root CID:
-    /// the same CID `ipfs add --cid-version 1` prints for the same bytes.
+    /// the same CID `ipfs add --cid-version 1` prints for the same bytes, or
+    /// with `--cid-version 0` the Qm… CID plain `ipfs add` prints.
     #[command(after_help = "\
-Kubo's defaults: 256 KiB chunks, raw leaves, CIDv1, balanced DAG with at most
-174 links per node, sha2-256. The root is pinned (the whole DAG is kept by gc).
+Kubo's parameters: 256 KiB chunks, balanced DAG with at most 174 links per
+node, sha2-256. --cid-version 1 (the default here, like `ipfs add
+--cid-version 1`): CIDv1 (bafy…/bafk…), raw leaves. --cid-version 0 (what
+plain `ipfs add` does, Kubo's default): CIDv0 (Qm…) for every block, leaves
+are dag-pb UnixFS nodes; use it to get the same CID as someone's `ipfs add`.
+CIDv0 names sha2-256 only, so --cid-version 0 --hash blake3 is refused, and
+--raw-leaves must agree with the version (true for 1, false for 0).
+The root is pinned (the whole DAG is kept by gc).
 Directories are not imported: add files one by one, or import a CAR made by
 another tool (`ipfs-car pack DIR`, `ipfs dag export`) with `store import-car`.
 
@@ -57,6 +64,7 @@ Prints `CID<TAB>SIZE bytes<TAB>BLOCKS blocks`; with --json
 
 Examples:
   metanode store add --data-dir /var/lib/metanode ./video.mp4
+  metanode store add --data-dir /tmp/mn --cid-version 0 ./video.mp4   # = `ipfs add`, prints Qm…
   metanode store add --api http://127.0.0.1:7878 --chunker size-1048576 big.iso
   cat log.txt | metanode store add --data-dir /tmp/mn --hash blake3 -")]
     Add(AddArgs),
@@ -186,9 +194,18 @@ pub struct AddArgs {
     /// Chunker, as Kubo spells it: size-N with N from 1 to 1048576 bytes.
     #[arg(long, value_name = "size-N", default_value = "size-262144")]
     pub(crate) chunker: String,
-    /// Multihash of every block: sha2-256 (what IPFS uses) or blake3.
+    /// Multihash of every block: sha2-256 (what IPFS uses) or blake3
+    /// (CIDv1 only).
     #[arg(long, value_name = "HASH", default_value = "sha2-256", value_parser = ["sha2-256", "blake3"])]
     pub(crate) hash: String,
+    /// CID version: 1 (CIDv1, raw leaves, as `ipfs add --cid-version 1`) or
+    /// 0 (Qm…, dag-pb leaves: the CID plain `ipfs add` prints).
+    #[arg(long, value_name = "0|1", default_value = "1", value_parser = ["0", "1"])]
+    pub(crate) cid_version: String,
+    /// Kubo's --raw-leaves, accepted when it agrees with --cid-version
+    /// (true for 1, false for 0); the version alone picks the leaves.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) raw_leaves: Option<bool>,
     /// Leave the root unpinned, so gc may remove the DAG.
     #[arg(long)]
     pub(crate) no_pin: bool,

@@ -1,10 +1,11 @@
 //! The IPFS routes of the real agent with hand-made bad input: UnixFS add
-//! parameters, CAR import of bad or incomplete CARs, gateway CAR and file
+//! parameters (and `store add --cid-version 0`, locally and through the
+//! agent), CAR import of bad or incomplete CARs, gateway CAR and file
 //! requests (ranges, ETags, negotiation, errors).
 
 mod common;
 
-use common::{Agent, get, pattern, request};
+use common::{Agent, cli, cli_json, get, pattern, request};
 use metanode_core::cid::{BlockKey, CODEC_DAG_PB, CODEC_RAW, ContentId, HashKind};
 use metanode_unixfs::{CarWriter, ImportOptions, import_bytes};
 
@@ -79,6 +80,133 @@ fn unixfs_add_parameters_are_checked() {
         ContentId::raw_blake3_of(b"hello").to_string(),
         "a one-chunk BLAKE3 file is the raw block"
     );
+    assert!(agent.stop().success());
+}
+
+/// (size_bytes, seed, root_cid) of the unixfs crate's golden vector `name`
+/// in `file` (made by npm `ipfs-unixfs-importer`).
+fn golden_vector(file: &str, name: &str) -> (usize, u32, String) {
+    let path = format!(
+        "{}/../unixfs/tests/vectors/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("vectors file"))
+            .expect("vectors json");
+    let v = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("vector {name}"));
+    (
+        v["size_bytes"].as_u64().unwrap() as usize,
+        v["seed"].as_u64().unwrap() as u32,
+        v["root_cid"].as_str().unwrap().to_string(),
+    )
+}
+
+// `store add --cid-version 0` prints what plain `ipfs add` prints (the
+// reference importer's CIDv0 root), on a data dir and through the agent,
+// whose gateway then serves the Qm… root; refused combinations name the flag.
+#[test]
+fn store_add_cid_version_0_gives_the_plain_ipfs_add_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (size, seed, v0_root) = golden_vector("unixfs_kubo_v0.json", "one_chunk_plus_one");
+    let (_, _, v1_root) = golden_vector("unixfs_kubo.json", "one_chunk_plus_one");
+    let data = metanode_unixfs::testdata::xorshift32_bytes(seed, size);
+    let input = tmp.path().join("input.bin");
+    std::fs::write(&input, &data).unwrap();
+    let input = input.to_str().unwrap();
+    let local = tmp.path().join("local");
+    let local = local.to_str().unwrap();
+
+    let added = cli_json(&[
+        "store",
+        "add",
+        "--data-dir",
+        local,
+        "--cid-version",
+        "0",
+        input,
+    ]);
+    assert_eq!(added["cid"], v0_root.as_str());
+    assert_eq!(
+        (added["size"].as_u64(), added["blocks"].as_u64()),
+        (Some(size as u64), Some(3))
+    );
+    let added = cli_json(&["store", "add", "--data-dir", local, input]);
+    assert_eq!(added["cid"], v1_root.as_str(), "the default stays CIDv1");
+    let got = tmp.path().join("got.bin");
+    let got_path = got.to_str().unwrap();
+    cli_json(&[
+        "store",
+        "get",
+        "--data-dir",
+        local,
+        &v0_root,
+        "-o",
+        got_path,
+    ]);
+    assert!(
+        std::fs::read(&got).unwrap() == data,
+        "store get of the v0 root"
+    );
+
+    for (args, needle) in [
+        (
+            &["--cid-version", "0", "--hash", "blake3"][..],
+            "--cid-version",
+        ),
+        (&["--cid-version", "0", "--raw-leaves"][..], "--raw-leaves"),
+        (&["--raw-leaves=false"][..], "--raw-leaves"),
+    ] {
+        let mut all = vec!["store", "add", "--data-dir", local];
+        all.extend_from_slice(args);
+        all.push(input);
+        let out = cli(&all, None);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = cli(
+        &[
+            "store",
+            "add",
+            "--data-dir",
+            local,
+            "--cid-version",
+            "2",
+            input,
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cid-version"));
+
+    let agent = Agent::start(&tmp.path().join("store"));
+    let added = cli_json(&[
+        "store",
+        "add",
+        "--api",
+        &agent.url,
+        "--cid-version",
+        "0",
+        input,
+    ]);
+    assert_eq!(added["cid"], v0_root.as_str(), "through the agent");
+    let r = get(agent.addr, &format!("/ipfs/{v0_root}"));
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "gateway body of the v0 root");
+    let r = request(
+        agent.addr,
+        "POST",
+        "/api/v1/unixfs?cid-version=3",
+        &[],
+        Some(b"x"),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("cid-version"), "{}", r.error());
     assert!(agent.stop().success());
 }
 

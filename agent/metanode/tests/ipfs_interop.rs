@@ -136,6 +136,55 @@ fn verified_fetch_reads_a_blake3_blob_and_a_multi_block_unixfs_file() {
         ],
     );
     assert_eq!(v["size_bytes"], file.len() as u64);
+
+    // The same file as plain `ipfs add` names it (`?cid-version=0`): a Qm…
+    // root over dag-pb leaves, fetched and verified by Helia, and a CAR
+    // whose every block the reference exporter checks.
+    let root_v0 = add_unixfs(&agent, &file, "?cid-version=0");
+    assert!(root_v0.starts_with("Qm"), "{root_v0}");
+    let sha = sha256_hex(&file);
+    let v = node_ok(
+        "verified-fetch.mjs",
+        &[
+            "--gateway",
+            &agent.url,
+            "--cid",
+            &root_v0,
+            "--expect-sha256",
+            &sha,
+        ],
+    );
+    assert_eq!(v["size_bytes"], file.len() as u64);
+    let v = node_ok(
+        "gateway-car-check.mjs",
+        &[
+            "--gateway",
+            &agent.url,
+            "--cid",
+            &root_v0,
+            "--dag-scope",
+            "all",
+            "--expect-sha256",
+            &sha,
+        ],
+    );
+    // 13 leaves and their root.
+    assert_eq!(v["blocks"], 14, "{v}");
+    let v = node_ok(
+        "gateway-car-check.mjs",
+        &[
+            "--gateway",
+            &agent.url,
+            "--cid",
+            &root_v0,
+            "--entity-bytes",
+            "262140:262150",
+        ],
+    );
+    assert_eq!(
+        v["blocks"], 3,
+        "root and the two leaves around byte 262144: {v}"
+    );
     assert!(agent.stop().success());
 }
 

@@ -1,17 +1,22 @@
 //! UnixFS file import with Kubo's parameters, producing exactly the DAG that
-//! `ipfs add --cid-version 1` and `ipfs-unixfs-importer` produce:
+//! `ipfs add --cid-version 1` (the default here) or plain `ipfs add`
+//! ([`CidVersion::V0`]) and `ipfs-unixfs-importer` produce:
 //!
 //! - fixed-size chunks (`--chunker size-N`, 256 KiB by default);
-//! - raw leaves (codec raw, CIDv1);
+//! - CIDv1: raw leaves (codec raw). CIDv0 (`Qm…`): dag-pb leaves with no
+//!   links and UnixFS `{Type: File, Data: chunk, filesize}` (Data absent for
+//!   an empty chunk), since a raw block has no CIDv0; every block and every
+//!   link of a v0 DAG is a CIDv0, and v0 implies sha2-256;
 //! - balanced layout: leaves are grouped `links_per_node_max` (174) at a
 //!   time under dag-pb File nodes, those nodes again, until one root is left;
 //!   a partial last group still gets its own parent (even of one child);
-//! - a file of at most one chunk is just its raw leaf (reduce-single-leaf-to-
-//!   self), so the empty file is the raw block of no bytes;
+//! - a file of at most one chunk is just its leaf (reduce-single-leaf-to-
+//!   self), so the empty file is the raw block of no bytes (v1) or the node
+//!   `{Data: {Type: File, filesize: 0}}` (v0, `QmbFMke1…`);
 //! - parent nodes: UnixFS `{Type: File, filesize, blocksizes}` with every
-//!   link `{Hash, Name: "", Tsize}`; a raw child's Tsize and blocksize are its
-//!   length, a parent child's Tsize is its block length plus its links'
-//!   Tsizes and its blocksize is its filesize.
+//!   link `{Hash, Name: "", Tsize}`; a leaf child's Tsize is its block length
+//!   and its blocksize its chunk length, a parent child's Tsize is its block
+//!   length plus its links' Tsizes and its blocksize is its filesize.
 //!
 //! The importer is a pure state machine: bytes in, blocks out (leaves first,
 //! every parent after its children). It keeps at most one partial chunk plus
@@ -19,14 +24,42 @@
 
 use bytes::{Bytes, BytesMut};
 use metanode_core::cid::{BlockKey, CODEC_DAG_PB, CODEC_RAW, ContentId, HashKind};
-use metanode_core::dagpb::{self, PbLink, PbNode};
+use metanode_core::dagpb::{self, PbLink, PbNode, varint};
 
 use crate::Block;
 use crate::data::{DataType, UnixFsData};
 use crate::limits::{
     BLOCK_SIZE_BYTES_MAX, CHUNK_SIZE_BYTES_DEFAULT, CHUNK_SIZE_BYTES_MAX,
-    LINKS_PER_NODE_MAX_CEILING, LINKS_PER_NODE_MAX_DEFAULT, LINKS_PER_NODE_MAX_FLOOR,
+    DAG_PB_LEAF_OVERHEAD_BYTES_MAX, LINKS_PER_NODE_MAX_CEILING, LINKS_PER_NODE_MAX_DEFAULT,
+    LINKS_PER_NODE_MAX_FLOOR,
 };
+
+/// The CID version an import names its blocks with. It also picks the
+/// leaves, as Kubo does: CIDv1 imports use raw leaves, CIDv0 imports dag-pb
+/// leaves (a raw block has no CIDv0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CidVersion {
+    /// `Qm…`: what plain `ipfs add` prints (Kubo's default). sha2-256 only.
+    V0,
+    /// `bafy…` / `bafk…`: `ipfs add --cid-version 1`, raw leaves.
+    #[default]
+    V1,
+}
+
+impl CidVersion {
+    /// 0 or 1, as `--cid-version` spells it.
+    pub const fn number(self) -> u64 {
+        match self {
+            CidVersion::V0 => 0,
+            CidVersion::V1 => 1,
+        }
+    }
+
+    /// True when leaves are raw blocks (CIDv1), false for dag-pb leaves.
+    pub const fn raw_leaves(self) -> bool {
+        matches!(self, CidVersion::V1)
+    }
+}
 
 /// Import parameters; always valid once constructed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,17 +67,36 @@ pub struct ImportOptions {
     chunk_size_bytes: u64,
     links_per_node_max: u64,
     hash: HashKind,
+    cid_version: CidVersion,
 }
 
 impl Default for ImportOptions {
-    /// Kubo's defaults: 256 KiB chunks, 174 links per node, sha2-256.
+    /// Kubo's `ipfs add --cid-version 1`: 256 KiB chunks, 174 links per
+    /// node, sha2-256, raw leaves.
     fn default() -> Self {
         Self {
             chunk_size_bytes: CHUNK_SIZE_BYTES_DEFAULT,
             links_per_node_max: LINKS_PER_NODE_MAX_DEFAULT,
             hash: HashKind::Sha2_256,
+            cid_version: CidVersion::V1,
         }
     }
+}
+
+/// Kubo's `ipfs add` flags as text (CLI arguments, HTTP query values);
+/// `None` leaves Kubo's default (for the CID version: 1, this project's
+/// default; plain `ipfs add` is `cid_version: Some("0")`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KuboAddFlags<'a> {
+    /// `--chunker`: `size-N`.
+    pub chunker: Option<&'a str>,
+    /// `--hash`: `sha2-256` or `blake3`.
+    pub hash: Option<&'a str>,
+    /// `--cid-version`: `0` or `1`.
+    pub cid_version: Option<&'a str>,
+    /// `--raw-leaves`: must agree with the CID version (true for 1, false
+    /// for 0); accepted so Kubo command lines keep working.
+    pub raw_leaves: Option<bool>,
 }
 
 /// Why import options were refused.
@@ -58,6 +110,18 @@ pub enum ImportOptionsError {
     Chunker { spec: String },
     #[error("hash {name:?} is not supported; use sha2-256 or blake3")]
     Hash { name: String },
+    #[error(
+        "cid-version {value:?} is not supported; use 0 (CIDv0 Qm…, what plain `ipfs add` prints) or 1 (CIDv1)"
+    )]
+    CidVersion { value: String },
+    #[error(
+        "cid-version 0 supports only the sha2-256 hash (a CIDv0 cannot name another), not {hash}; use cid-version 1 for {hash}"
+    )]
+    CidV0Hash { hash: &'static str },
+    #[error(
+        "raw-leaves={raw_leaves} does not fit cid-version {cid_version}: cid-version 0 uses dag-pb leaves (a raw block has no CIDv0), cid-version 1 raw leaves"
+    )]
+    RawLeaves { raw_leaves: bool, cid_version: u64 },
 }
 
 impl ImportOptions {
@@ -83,23 +147,63 @@ impl ImportOptions {
             chunk_size_bytes,
             links_per_node_max,
             hash,
+            cid_version: CidVersion::V1,
         })
     }
 
-    /// Kubo's flags: `--chunker` (`size-N`; `None` for the default) and
-    /// `--hash` (`sha2-256` or `blake3`; `None` for sha2-256).
-    pub fn from_kubo_flags(
-        chunker: Option<&str>,
-        hash: Option<&str>,
-    ) -> Result<Self, ImportOptionsError> {
-        let chunk_size_bytes = chunker.map_or(Ok(CHUNK_SIZE_BYTES_DEFAULT), parse_chunker)?;
-        let hash = hash.map_or(Ok(HashKind::Sha2_256), parse_hash)?;
-        Self::new(chunk_size_bytes, LINKS_PER_NODE_MAX_DEFAULT, hash)
+    /// Options from Kubo's `ipfs add` flags (see [`KuboAddFlags`]); the
+    /// flags are checked together, so their order never matters.
+    pub fn from_kubo_flags(flags: &KuboAddFlags<'_>) -> Result<Self, ImportOptionsError> {
+        let chunk_size_bytes = flags
+            .chunker
+            .map_or(Ok(CHUNK_SIZE_BYTES_DEFAULT), parse_chunker)?;
+        let hash = flags.hash.map_or(Ok(HashKind::Sha2_256), parse_hash)?;
+        let cid_version = flags
+            .cid_version
+            .map_or(Ok(CidVersion::default()), parse_cid_version)?;
+        let options = Self::new(chunk_size_bytes, LINKS_PER_NODE_MAX_DEFAULT, hash)?
+            .with_cid_version(cid_version)?;
+        match flags.raw_leaves {
+            Some(raw_leaves) => options.with_raw_leaves(raw_leaves),
+            None => Ok(options),
+        }
     }
 
-    /// The same options with another hash function.
-    pub fn with_hash(self, hash: HashKind) -> Self {
-        Self { hash, ..self }
+    /// The same options with another hash function; CIDv0 refuses any hash
+    /// but sha2-256.
+    pub fn with_hash(self, hash: HashKind) -> Result<Self, ImportOptionsError> {
+        Self::check_v0_hash(self.cid_version, hash)?;
+        Ok(Self { hash, ..self })
+    }
+
+    /// The same options naming blocks with `cid_version` (which also picks
+    /// raw or dag-pb leaves); CIDv0 refuses any hash but sha2-256.
+    pub fn with_cid_version(self, cid_version: CidVersion) -> Result<Self, ImportOptionsError> {
+        Self::check_v0_hash(cid_version, self.hash)?;
+        Ok(Self {
+            cid_version,
+            ..self
+        })
+    }
+
+    /// Check Kubo's `--raw-leaves` against the CID version: leaves are raw
+    /// exactly under CIDv1, so a disagreeing value is refused rather than
+    /// silently giving another DAG than the caller asked for.
+    pub fn with_raw_leaves(self, raw_leaves: bool) -> Result<Self, ImportOptionsError> {
+        if raw_leaves != self.raw_leaves() {
+            return Err(ImportOptionsError::RawLeaves {
+                raw_leaves,
+                cid_version: self.cid_version.number(),
+            });
+        }
+        Ok(self)
+    }
+
+    fn check_v0_hash(cid_version: CidVersion, hash: HashKind) -> Result<(), ImportOptionsError> {
+        if cid_version == CidVersion::V0 && hash != HashKind::Sha2_256 {
+            return Err(ImportOptionsError::CidV0Hash { hash: hash.name() });
+        }
+        Ok(())
     }
 
     pub fn chunk_size_bytes(&self) -> u64 {
@@ -112,6 +216,103 @@ impl ImportOptions {
 
     pub fn hash(&self) -> HashKind {
         self.hash
+    }
+
+    pub fn cid_version(&self) -> CidVersion {
+        self.cid_version
+    }
+
+    /// True when leaves are raw blocks (CIDv1), false for dag-pb leaves.
+    pub fn raw_leaves(&self) -> bool {
+        self.cid_version.raw_leaves()
+    }
+
+    /// Codec of this import's leaves.
+    pub fn leaf_codec(&self) -> u64 {
+        if self.raw_leaves() {
+            CODEC_RAW
+        } else {
+            CODEC_DAG_PB
+        }
+    }
+
+    /// The block a chunk becomes: the chunk itself (raw leaves, no copy), or
+    /// the dag-pb node `{Data: UnixFS {Type: File, Data: chunk, filesize}}`
+    /// with no links, byte for byte what `ipfs-unixfs-importer` writes for
+    /// `rawLeaves: false, leafType: 'file'` (Data absent for an empty chunk).
+    pub fn leaf_block_data(&self, chunk: Bytes) -> Bytes {
+        if self.raw_leaves() {
+            return chunk;
+        }
+        Bytes::from(dag_pb_file_leaf(&chunk))
+    }
+
+    /// The id of the block of `codec` with `key` under this import's CID
+    /// version.
+    pub fn cid_from_key(&self, codec: u64, key: BlockKey) -> ContentId {
+        match self.cid_version {
+            CidVersion::V1 => ContentId::from_key(codec, key),
+            // Options never pair v0 with another hash or with raw leaves,
+            // so anything else here is a bug.
+            CidVersion::V0 => match ContentId::from_key_v0(key) {
+                Some(cid) if codec == CODEC_DAG_PB => cid,
+                _ => panic!(
+                    "a CIDv0 import named a {} block of codec 0x{codec:x}",
+                    key.kind.name()
+                ),
+            },
+        }
+    }
+
+    /// The id of `data` as a block of `codec`, hashed and versioned as this
+    /// import names blocks.
+    pub fn cid_of(&self, codec: u64, data: &[u8]) -> ContentId {
+        self.cid_from_key(
+            codec,
+            BlockKey {
+                kind: self.hash,
+                digest: self.hash.digest(data),
+            },
+        )
+    }
+}
+
+/// Encode a dag-pb File leaf in one pass: the chunk is copied once, where
+/// building the UnixFS message and then the dag-pb node would copy it twice
+/// more (a tested twin of `dagpb::encode` over `UnixFsData::encode`).
+fn dag_pb_file_leaf(chunk: &[u8]) -> Vec<u8> {
+    let len = chunk.len() as u64;
+    // UnixFS Type (field 1) = File, then Data (field 2) when non-empty.
+    let mut head = Vec::with_capacity(2 + 1 + 10);
+    head.extend_from_slice(&[1 << 3, DataType::File.code() as u8]);
+    if !chunk.is_empty() {
+        head.push(2 << 3 | 2);
+        varint::write(&mut head, len);
+    }
+    // filesize (field 3).
+    let mut tail = Vec::with_capacity(1 + 10);
+    tail.push(3 << 3);
+    varint::write(&mut tail, len);
+    let unixfs_len = head.len() + chunk.len() + tail.len();
+    let mut out = Vec::with_capacity(1 + 10 + unixfs_len);
+    // dag-pb Data (field 1); a node with no links has nothing else.
+    out.push(1 << 3 | 2);
+    varint::write(&mut out, unixfs_len as u64);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(chunk);
+    out.extend_from_slice(&tail);
+    assert!(out.len() as u64 <= len + DAG_PB_LEAF_OVERHEAD_BYTES_MAX);
+    out
+}
+
+/// Parse Kubo's `--cid-version` value: `0` or `1`.
+pub fn parse_cid_version(value: &str) -> Result<CidVersion, ImportOptionsError> {
+    match value {
+        "0" => Ok(CidVersion::V0),
+        "1" => Ok(CidVersion::V1),
+        _ => Err(ImportOptionsError::CidVersion {
+            value: value.chars().take(64).collect(),
+        }),
     }
 }
 
@@ -266,21 +467,35 @@ impl DagBuilder {
         self.size_bytes
     }
 
-    /// Add the next leaf of the file: `cid` names its `len` bytes (raw
-    /// codec, this import's hash). Parents it completes go to `out`.
-    pub fn push_leaf(&mut self, cid: ContentId, len: u64, out: &mut Vec<Block>) {
+    /// Add the next leaf of the file: `cid` names its block of
+    /// `block_bytes` ([`ImportOptions::leaf_block_data`]) holding
+    /// `content_bytes` of the file. Parents it completes go to `out`.
+    pub fn push_leaf(
+        &mut self,
+        cid: ContentId,
+        block_bytes: u64,
+        content_bytes: u64,
+        out: &mut Vec<Block>,
+    ) {
+        let options = &self.options;
         assert!(
-            cid.codec() == CODEC_RAW && cid.key().kind == self.options.hash,
-            "leaf {cid} is not a raw leaf of this import's hash"
+            cid.codec() == options.leaf_codec()
+                && cid.key().kind == options.hash
+                && cid.version() == options.cid_version.number(),
+            "leaf {cid} is not a leaf of this import's codec, hash and cid version"
         );
-        self.size_bytes += len;
+        assert!(
+            block_bytes >= content_bytes,
+            "leaf {cid} of {block_bytes} bytes cannot hold {content_bytes} bytes of file"
+        );
+        self.size_bytes += content_bytes;
         self.blocks_count += 1;
         self.add(
             0,
             Pending {
                 cid,
-                tsize: len,
-                content_bytes: len,
+                tsize: block_bytes,
+                content_bytes,
             },
             out,
         );
@@ -349,7 +564,7 @@ impl DagBuilder {
         let block = dagpb::encode(&node);
         // Guaranteed by LINKS_PER_NODE_MAX_CEILING (see limits.rs).
         assert!(block.len() as u64 <= BLOCK_SIZE_BYTES_MAX);
-        let cid = cid_of(self.options.hash, CODEC_DAG_PB, &block);
+        let cid = self.options.cid_of(CODEC_DAG_PB, &block);
         let tsize = block.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>();
         self.blocks_count += 1;
         out.push(Block {
@@ -364,7 +579,7 @@ impl DagBuilder {
     }
 }
 
-/// The CID of `data` as a block of `codec`, hashed with `kind`.
+/// The CIDv1 of `data` as a block of `codec`, hashed with `kind`.
 pub fn cid_of(kind: HashKind, codec: u64, data: &[u8]) -> ContentId {
     ContentId::from_key(
         codec,
@@ -379,7 +594,7 @@ pub fn cid_of(kind: HashKind, codec: u64, data: &[u8]) -> ContentId {
 /// one thread); see the module docs.
 #[derive(Debug)]
 pub struct Importer {
-    hash: HashKind,
+    options: ImportOptions,
     chunker: Chunker,
     builder: DagBuilder,
     /// Leaves cut by the last push, reused to keep its allocation.
@@ -389,7 +604,7 @@ pub struct Importer {
 impl Importer {
     pub fn new(options: ImportOptions) -> Self {
         Self {
-            hash: options.hash,
+            options,
             chunker: Chunker::new(options),
             builder: DagBuilder::new(options),
             leaves: Vec::new(),
@@ -422,34 +637,36 @@ impl Importer {
     /// Flush the last chunk, build the remaining parents, and name the root.
     pub fn finish(self, out: &mut Vec<Block>) -> ImportSummary {
         let Importer {
-            hash,
+            options,
             chunker,
             mut builder,
             mut leaves,
         } = self;
         chunker.finish(&mut leaves);
-        emit_leaves(hash, &mut builder, &mut leaves, out);
+        emit_leaves(options, &mut builder, &mut leaves, out);
         builder.finish(out)
     }
 
     fn emit_leaves(&mut self, leaves: &mut Vec<Bytes>, out: &mut Vec<Block>) {
-        emit_leaves(self.hash, &mut self.builder, leaves, out);
+        emit_leaves(self.options, &mut self.builder, leaves, out);
     }
 }
 
 /// Hash each leaf on this thread and hand it to the builder; the leaf goes
 /// to `out` before any parent it completes.
 fn emit_leaves(
-    hash: HashKind,
+    options: ImportOptions,
     builder: &mut DagBuilder,
     leaves: &mut Vec<Bytes>,
     out: &mut Vec<Block>,
 ) {
-    for data in leaves.drain(..) {
-        let cid = cid_of(hash, CODEC_RAW, &data);
-        let len = data.len() as u64;
+    for chunk in leaves.drain(..) {
+        let content_bytes = chunk.len() as u64;
+        let data = options.leaf_block_data(chunk);
+        let cid = options.cid_of(options.leaf_codec(), &data);
+        let block_bytes = data.len() as u64;
         out.push(Block { cid, data });
-        builder.push_leaf(cid, len, out);
+        builder.push_leaf(cid, block_bytes, content_bytes, out);
     }
 }
 
@@ -484,14 +701,29 @@ mod tests {
         assert_eq!(ok.hash(), HashKind::Blake3);
     }
 
+    fn flags<'a>(
+        chunker: Option<&'a str>,
+        hash: Option<&'a str>,
+        cid_version: Option<&'a str>,
+        raw_leaves: Option<bool>,
+    ) -> Result<ImportOptions, ImportOptionsError> {
+        ImportOptions::from_kubo_flags(&KuboAddFlags {
+            chunker,
+            hash,
+            cid_version,
+            raw_leaves,
+        })
+    }
+
     #[test]
     fn kubo_flags() {
         assert_eq!(
-            ImportOptions::from_kubo_flags(None, None).unwrap(),
+            flags(None, None, None, None).unwrap(),
             ImportOptions::default()
         );
-        let o = ImportOptions::from_kubo_flags(Some("size-1024"), Some("blake3")).unwrap();
+        let o = flags(Some("size-1024"), Some("blake3"), None, None).unwrap();
         assert_eq!((o.chunk_size_bytes(), o.hash()), (1024, HashKind::Blake3));
+        assert_eq!((o.cid_version(), o.raw_leaves()), (CidVersion::V1, true));
         for bad in [
             "size-", "size-x", "rabin", "size--1", "size-+5", "buzhash", "",
         ] {
@@ -512,6 +744,139 @@ mod tests {
             parse_hash("sha3-256"),
             Err(ImportOptionsError::Hash { .. })
         ));
+    }
+
+    // Plain `ipfs add` = cid-version 0: sha2-256, dag-pb leaves. Kubo refuses
+    // v0 with another hash; raw leaves are refused under v0 (and their
+    // absence under v1), whatever order the flags come in.
+    #[test]
+    fn cid_version_flags() {
+        let v0 = flags(None, None, Some("0"), None).unwrap();
+        assert_eq!(v0.cid_version(), CidVersion::V0);
+        assert_eq!((v0.raw_leaves(), v0.leaf_codec()), (false, CODEC_DAG_PB));
+        assert_eq!(v0.hash(), HashKind::Sha2_256);
+        assert_eq!(
+            flags(None, Some("sha2-256"), Some("0"), Some(false)),
+            Ok(v0)
+        );
+        assert_eq!(
+            flags(None, None, Some("1"), Some(true)),
+            Ok(ImportOptions::default())
+        );
+        let err = flags(None, Some("blake3"), Some("0"), None).unwrap_err();
+        assert_eq!(err, ImportOptionsError::CidV0Hash { hash: "blake3" });
+        assert!(err.to_string().contains("cid-version 0"), "{err}");
+        assert_eq!(
+            ImportOptions::default()
+                .with_hash(HashKind::Blake3)
+                .unwrap()
+                .with_cid_version(CidVersion::V0),
+            Err(ImportOptionsError::CidV0Hash { hash: "blake3" })
+        );
+        assert_eq!(
+            v0.with_hash(HashKind::Blake3),
+            Err(ImportOptionsError::CidV0Hash { hash: "blake3" })
+        );
+        assert_eq!(
+            flags(None, None, Some("0"), Some(true)),
+            Err(ImportOptionsError::RawLeaves {
+                raw_leaves: true,
+                cid_version: 0
+            })
+        );
+        assert_eq!(
+            flags(None, None, None, Some(false)),
+            Err(ImportOptionsError::RawLeaves {
+                raw_leaves: false,
+                cid_version: 1
+            })
+        );
+        for bad in ["2", "v0", "", "00", " 0", "-1"] {
+            let err = flags(None, None, Some(bad), None).unwrap_err();
+            assert_eq!(
+                err,
+                ImportOptionsError::CidVersion {
+                    value: bad.to_string()
+                }
+            );
+            assert!(err.to_string().starts_with("cid-version"), "{err}");
+        }
+    }
+
+    // The well-known id plain `ipfs add` prints for the empty file.
+    #[test]
+    fn v0_empty_file_is_kubos() {
+        let options = ImportOptions::default()
+            .with_cid_version(CidVersion::V0)
+            .unwrap();
+        let (blocks, summary) = import_bytes(b"", options);
+        assert_eq!(
+            summary.root.to_string(),
+            "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+        );
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(&blocks[0].data[..], &[0x0a, 0x04, 0x08, 0x02, 0x18, 0x00]);
+        assert_eq!((summary.size_bytes, summary.blocks_count), (0, 1));
+    }
+
+    // The one-pass leaf encoder writes what the generic dag-pb and UnixFS
+    // encoders write, for chunk lengths around every varint boundary.
+    #[test]
+    fn dag_pb_leaf_matches_the_generic_encoders() {
+        for len in [0usize, 1, 2, 100, 127, 128, 129, 16_383, 16_384, 262_144] {
+            let chunk: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let mut unixfs = UnixFsData::new(DataType::File);
+            unixfs.data = (!chunk.is_empty()).then_some(&chunk[..]);
+            unixfs.filesize = Some(len as u64);
+            let expected = dagpb::encode(&PbNode {
+                links: Vec::new(),
+                data: Some(unixfs.encode()),
+            });
+            assert_eq!(dag_pb_file_leaf(&chunk), expected, "chunk of {len} bytes");
+            let decoded =
+                UnixFsData::decode(dagpb::decode(&expected).unwrap().data.as_deref().unwrap())
+                    .unwrap()
+                    .content_size_bytes();
+            assert_eq!(decoded, Some(len as u64));
+        }
+    }
+
+    // Under v0 every block and every link is a CIDv0, leaves are dag-pb, and
+    // a leaf's Tsize is its block length while its blocksize is its chunk's.
+    #[test]
+    fn v0_links_are_v0_and_leaf_tsize_is_the_block_length() {
+        let options = ImportOptions::new(4, 174, HashKind::Sha2_256)
+            .unwrap()
+            .with_cid_version(CidVersion::V0)
+            .unwrap();
+        let (blocks, summary) = import_bytes(b"abcdefg", options);
+        assert_eq!(blocks.len(), 3);
+        assert!(blocks.iter().all(|b| b.cid.version() == 0
+            && b.cid.codec() == CODEC_DAG_PB
+            && b.cid.key().matches(&b.data)));
+        assert!(
+            summary.root.to_string().starts_with("Qm"),
+            "{}",
+            summary.root
+        );
+        // Leaf "abcd": Data {Type File, Data "abcd", filesize 4}.
+        assert_eq!(
+            &blocks[0].data[..],
+            &[
+                0x0a, 0x0a, 0x08, 0x02, 0x12, 0x04, b'a', b'b', b'c', b'd', 0x18, 0x04
+            ]
+        );
+        let root = dagpb::decode(&blocks[2].data).unwrap();
+        assert_eq!(root.links.len(), 2);
+        for (link, leaf) in root.links.iter().zip(&blocks[..2]) {
+            assert_eq!(link.hash, leaf.cid.to_bytes());
+            assert_eq!(link.hash.len(), 34, "a CIDv0 link is the bare multihash");
+            assert_eq!(link.tsize, Some(leaf.data.len() as u64));
+        }
+        let unixfs = UnixFsData::decode(root.data.as_deref().unwrap()).unwrap();
+        assert_eq!(unixfs.blocksizes, vec![4, 3]);
+        assert_eq!(unixfs.filesize, Some(7));
+        assert_eq!((summary.size_bytes, summary.blocks_count), (7, 3));
     }
 
     // The well-known `ipfs add --cid-version 1` id of the empty file.

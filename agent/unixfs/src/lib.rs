@@ -3,7 +3,8 @@
 //!
 //! - [`importer`]: UnixFS file import giving the same root CID as
 //!   `ipfs add --cid-version 1` (fixed-size chunks, raw leaves, balanced
-//!   layout with 174 links per node, sha2-256 or BLAKE3);
+//!   layout with 174 links per node, sha2-256 or BLAKE3) or, with
+//!   [`CidVersion::V0`], as plain `ipfs add` (CIDv0, dag-pb leaves);
 //! - [`data`]: the UnixFS `Data` protobuf;
 //! - [`reader`]: file size and zero-copy range reads across a DAG, fetching
 //!   only the blocks a range needs;
@@ -33,7 +34,8 @@ use metanode_core::cid::ContentId;
 pub use car::{CarReadError, CarReader, CarWriteError, CarWriter};
 pub use data::{DataType, UnixFsData, UnixFsError};
 pub use importer::{
-    Chunker, DagBuilder, ImportOptions, ImportOptionsError, ImportSummary, Importer, import_bytes,
+    Chunker, CidVersion, DagBuilder, ImportOptions, ImportOptionsError, ImportSummary, Importer,
+    KuboAddFlags, import_bytes,
 };
 pub use reader::{FileRange, ReadError, UnixFsFile, file_size};
 pub use source::{BlockSource, MemoryBlocks, SourceError};

@@ -26,8 +26,14 @@ pub const LINKS_PER_NODE_MAX_CEILING: u64 = 4096;
 /// blocksizes entry in the UnixFS data (1 + 10).
 pub const FILE_NODE_LINK_SIZE_BYTES_MAX: u64 = 3 + 2 + 36 + 2 + 11 + 11;
 
+/// Bytes a dag-pb leaf (CIDv0 imports) adds around its chunk: dag-pb Data
+/// key + length (1 + 10), UnixFS Type (2), Data key + length (1 + 10),
+/// filesize key + value (1 + 10).
+pub const DAG_PB_LEAF_OVERHEAD_BYTES_MAX: u64 = 11 + 2 + 11 + 11;
+
 const _: () = assert!(CHUNK_SIZE_BYTES_DEFAULT <= CHUNK_SIZE_BYTES_MAX);
-const _: () = assert!(CHUNK_SIZE_BYTES_MAX <= BLOCK_SIZE_BYTES_MAX);
+const _: () =
+    assert!(CHUNK_SIZE_BYTES_MAX + DAG_PB_LEAF_OVERHEAD_BYTES_MAX <= BLOCK_SIZE_BYTES_MAX);
 const _: () = assert!(LINKS_PER_NODE_MAX_FLOOR <= LINKS_PER_NODE_MAX_DEFAULT);
 const _: () = assert!(LINKS_PER_NODE_MAX_DEFAULT <= LINKS_PER_NODE_MAX_CEILING);
 // A full file node (links + blocksizes + a few bytes of Type/filesize) fits a block.

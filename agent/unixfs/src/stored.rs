@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 
 use bytes::Bytes;
-use metanode_core::cid::{CODEC_DAG_PB, CODEC_RAW, ContentId, HashKind};
+use metanode_core::cid::{CODEC_DAG_PB, ContentId};
 use metanode_core::dagpb;
 use metanode_store::{GetError, PendingPuts, PutError, Store, VerifiedBlock};
 
@@ -152,8 +152,8 @@ fn batch_bytes(blocks: &[Block]) -> usize {
     blocks.iter().map(|b| b.data.len()).sum()
 }
 
-/// Import `input` as a UnixFS file (Kubo's `ipfs add --cid-version 1`
-/// layout for the given options) and, when `pin`, pin its root. `progress`
+/// Import `input` as a UnixFS file (Kubo's `ipfs add` layout for the given
+/// options: `--cid-version 1` by default, plain `ipfs add` with CIDv0) and, when `pin`, pin its root. `progress`
 /// gets the number of input bytes consumed so far.
 ///
 /// The DAG is exactly [`crate::Importer`]'s (same chunker and tree
@@ -171,7 +171,7 @@ pub fn add_file(
     let _hold = store.gc_hold();
     let mut writer = BatchWriter::new(store);
     let result = (|| {
-        let hasher = LeafHasher::new(options.hash());
+        let hasher = LeafHasher::new(options);
         let mut chunker = Chunker::new(options);
         let mut builder = DagBuilder::new(options);
         let mut leaves: Vec<Bytes> = Vec::new();
@@ -286,15 +286,15 @@ impl ReadBuffers {
 /// Hashes a batch of leaves on several threads and feeds them, in file
 /// order, to the tree builder.
 struct LeafHasher {
-    hash: HashKind,
+    options: ImportOptions,
     threads: usize,
 }
 
 impl LeafHasher {
-    fn new(hash: HashKind) -> Self {
+    fn new(options: ImportOptions) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            hash,
+            options,
             threads: cores.clamp(1, ADD_HASH_THREADS_MAX),
         }
     }
@@ -309,11 +309,16 @@ impl LeafHasher {
         builder: &mut DagBuilder,
         meanwhile: impl FnOnce() -> R,
     ) -> (Result<Vec<VerifiedBlock>, PutError>, R) {
-        let (hashed, r) = hash_leaves(self.hash, std::mem::take(leaves), self.threads, meanwhile);
+        let options = self.options;
+        let (hashed, r) = hash_leaves(options, std::mem::take(leaves), self.threads, meanwhile);
         let mut batch = Vec::with_capacity(hashed.len() + 1);
         let mut parents = Vec::new();
-        for leaf in hashed {
-            builder.push_leaf(*leaf.cid(), leaf.data().len() as u64, &mut parents);
+        for (leaf, content_bytes) in hashed {
+            // The store gets the leaf under its CIDv1 spelling (it keys
+            // blocks by codec and multihash, the same for both versions);
+            // the DAG links it as this import's version names it.
+            let cid = options.cid_from_key(leaf.cid().codec(), leaf.cid().key());
+            builder.push_leaf(cid, leaf.data().len() as u64, content_bytes, &mut parents);
             batch.push(leaf);
             for p in parents.drain(..) {
                 match VerifiedBlock::check(p.cid, p.data) {
@@ -326,18 +331,24 @@ impl LeafHasher {
     }
 }
 
-/// Hash `leaves` as raw blocks, in order, on `threads` helper threads
-/// (contiguous runs of equal-size leaves, one per thread) while this thread
-/// runs `meanwhile`. A run whose thread cannot be started is hashed here.
+/// Turn chunks into leaf blocks ([`ImportOptions::leaf_block_data`]) and
+/// hash them, in order, on `threads` helper threads (contiguous runs of
+/// equal-size leaves, one per thread) while this thread runs `meanwhile`.
+/// Each leaf comes with its chunk's length. A run whose thread cannot be
+/// started is hashed here.
 fn hash_leaves<R>(
-    kind: HashKind,
+    options: ImportOptions,
     leaves: Vec<Bytes>,
     threads: usize,
     meanwhile: impl FnOnce() -> R,
-) -> (Vec<VerifiedBlock>, R) {
-    let hash_run = |run: &[Bytes]| -> Vec<VerifiedBlock> {
+) -> (Vec<(VerifiedBlock, u64)>, R) {
+    let hash_run = |run: &[Bytes]| -> Vec<(VerifiedBlock, u64)> {
         run.iter()
-            .map(|leaf| VerifiedBlock::hash(CODEC_RAW, kind, leaf.clone()))
+            .map(|chunk| {
+                let data = options.leaf_block_data(chunk.clone());
+                let leaf = VerifiedBlock::hash(options.leaf_codec(), options.hash(), data);
+                (leaf, chunk.len() as u64)
+            })
             .collect()
     };
     if leaves.is_empty() {

@@ -8,7 +8,7 @@ use std::io::Read;
 use metanode_core::cid::{ContentId, HashKind};
 use metanode_store::{Store, StoreOptions};
 use metanode_unixfs::testdata::xorshift32_bytes;
-use metanode_unixfs::{ImportOptions, import_bytes, stored};
+use metanode_unixfs::{CidVersion, DagScope, ImportOptions, UnixFsFile, import_bytes, stored};
 
 /// Hands out its bytes in reads of a fixed odd size, so leaves and
 /// batches never line up with reads.
@@ -59,8 +59,56 @@ fn check_same_dag(data: &[u8], options: ImportOptions, read_bytes: usize) {
 fn kubo_defaults_over_several_batches() {
     let data = xorshift32_bytes(3, 24 * 1024 * 1024 + 5);
     check_same_dag(&data, ImportOptions::default(), 1_000_003);
-    let blake3 = ImportOptions::default().with_hash(HashKind::Blake3);
+    let blake3 = ImportOptions::default()
+        .with_hash(HashKind::Blake3)
+        .unwrap();
     check_same_dag(&data, blake3, 65_537);
+}
+
+/// Plain `ipfs add` (CIDv0, dag-pb leaves) through the threaded path: the
+/// same DAG as the sequential importer, read back from the store as the
+/// original bytes, and exported as a CAR of v0 CIDs.
+#[test]
+fn v0_add_stores_the_sequential_dag_and_reads_back() {
+    let v0 = ImportOptions::default()
+        .with_cid_version(CidVersion::V0)
+        .unwrap();
+    let data = xorshift32_bytes(4, 17 * 1024 * 1024 + 9);
+    check_same_dag(&data, v0, 1_000_003);
+    for len in [0usize, 1, 262_144, 262_145] {
+        check_same_dag(&xorshift32_bytes(2, len), v0, 4096);
+    }
+    let deep = ImportOptions::new(2048, 4, HashKind::Sha2_256)
+        .unwrap()
+        .with_cid_version(CidVersion::V0)
+        .unwrap();
+    check_same_dag(&xorshift32_bytes(9, 3 * 1024 * 1024 + 123), deep, 333_333);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let mut input = &data[..];
+    let summary = stored::add_file(&store, &mut input, v0, true, &mut |_| {}).unwrap();
+    assert!(
+        summary.root.to_string().starts_with("Qm"),
+        "{}",
+        summary.root
+    );
+    let file = UnixFsFile::open(&store, summary.root).unwrap();
+    assert_eq!(file.size_bytes(), data.len() as u64);
+    let mut read = Vec::with_capacity(data.len());
+    for piece in file.all() {
+        read.extend_from_slice(&piece.unwrap());
+    }
+    assert!(read == data, "v0 file read back differs");
+    let (report, car) =
+        stored::export_car(&store, summary.root, DagScope::All, None, Vec::new()).unwrap();
+    assert_eq!(report.blocks_count, summary.blocks_count);
+    let reader = metanode_unixfs::CarReader::new(&car[..]).unwrap();
+    assert_eq!(reader.roots(), [summary.root]);
+    for item in reader {
+        let (cid, _) = item.unwrap();
+        assert_eq!(cid.version(), 0, "{cid}");
+    }
 }
 
 /// A deep tree: 4 links per node over 2 KiB leaves gives seven levels, and

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Counting, block_of, collect, dag_pb_block, file_node, import_into_memory, options};
+use common::{
+    Counting, block_of, collect, dag_pb_block, file_node, import_into_memory, options, options_v0,
+};
 use metanode_core::cid::{CODEC_RAW, ContentId};
 use metanode_unixfs::testdata::{XorShift32, xorshift32_bytes};
 use metanode_unixfs::{
@@ -48,6 +50,50 @@ fn random_ranges_match_the_original_bytes() {
             assert_eq!(tail, &data[from as usize..], "{from}.. of {size}");
         }
     }
+}
+
+// Plain `ipfs add` DAGs (CIDv0): the leaves are dag-pb File nodes carrying
+// their chunk inline, every link a CIDv0; reads and ranges still give the
+// original bytes, and a range fetches only the leaves it overlaps.
+#[test]
+fn v0_dags_with_inline_leaf_data_read_back() {
+    for (size, chunk, links) in [
+        (0usize, 256u64, 174u64),
+        (1, 256, 174),
+        (256, 256, 174),
+        (5000, 64, 3),
+        (70_001, 1024, 4),
+    ] {
+        let data = xorshift32_bytes(size as u32 + 7, size);
+        let (memory, summary, blocks) = import_into_memory(&data, options_v0(chunk, links));
+        assert_eq!(summary.root.version(), 0);
+        assert!(blocks.iter().all(|b| b.cid.codec() != CODEC_RAW));
+        assert_eq!(file_size(&memory, summary.root).unwrap(), size as u64);
+        let whole = collect(UnixFsFile::open(&memory, summary.root).unwrap().all());
+        assert_eq!(whole, data, "whole v0 file, size {size}");
+        if size == 0 {
+            continue;
+        }
+        let mut rng = XorShift32::new(size as u32 + 5);
+        for _ in 0..100 {
+            let a = u64::from(rng.next_u32()) % size as u64;
+            let b = u64::from(rng.next_u32()) % size as u64;
+            let (from, to) = (a.min(b), a.max(b));
+            let got = collect(FileRange::new(&memory, summary.root, from, Some(to)).unwrap());
+            assert_eq!(got, &data[from as usize..=to as usize], "{from}..={to}");
+        }
+    }
+    // One byte in the middle of 5000 (64-byte chunks, 3 links): the root,
+    // one node per level below it, and one leaf.
+    let data = xorshift32_bytes(11, 5000);
+    let (memory, summary, _) = import_into_memory(&data, options_v0(64, 3));
+    let counting = Counting::new(&memory);
+    let got = collect(FileRange::new(&counting, summary.root, 2500, Some(2500)).unwrap());
+    assert_eq!(got, [data[2500]]);
+    let fetched = counting.fetched.borrow();
+    // 79 leaves under 3-link nodes: 27, 9, 3, 1 nodes above them.
+    assert_eq!(fetched.len(), 5, "{fetched:?}");
+    assert!(fetched.iter().all(|c| c.version() == 0));
 }
 
 #[test]

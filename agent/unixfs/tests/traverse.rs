@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{block_of, dag_pb_block, import_into_memory, options};
+use common::{block_of, dag_pb_block, import_into_memory, options, options_v0};
 use metanode_core::cid::{CODEC_DAG_PB, CODEC_RAW, ContentId};
 use metanode_core::dagpb;
 use metanode_unixfs::testdata::{XorShift32, xorshift32_bytes};
@@ -144,6 +144,35 @@ fn entity_bytes_pick_the_overlapping_leaves_and_their_path() {
             assert_eq!(got, [root], "{outside}");
         }
     }
+}
+
+// A plain `ipfs add` (CIDv0) DAG: dag-pb leaves with no links are leaves of
+// the walk, every CID sent is the v0 one the parent links to, and
+// entity-bytes picks the same path as for raw leaves.
+#[test]
+fn v0_dags_traverse_like_v1() {
+    let data = xorshift32_bytes(21, 270);
+    let (memory, summary, blocks) = import_into_memory(&data, options_v0(10, 3));
+    let root = summary.root;
+    let got = order(&memory, root, DagScope::All, None);
+    let mut expected = Vec::new();
+    dfs(&memory, root, &mut HashSet::new(), &mut expected);
+    assert_eq!(got.len(), 40);
+    assert_eq!(got, expected);
+    assert!(
+        got.iter()
+            .all(|c| c.version() == 0 && c.codec() == CODEC_DAG_PB)
+    );
+    let leaves: Vec<ContentId> = blocks
+        .iter()
+        .filter(|b| dagpb::links(&b.data).unwrap().is_empty())
+        .map(|b| b.cid)
+        .collect();
+    assert_eq!(leaves.len(), 27);
+    let got = order(&memory, root, DagScope::Entity, Some("135:135"));
+    assert_eq!(got, path_to(&memory, root, &[1, 1, 1]));
+    assert_eq!(got[3], leaves[13]);
+    assert_eq!(order(&memory, root, DagScope::Block, None), [root]);
 }
 
 #[test]

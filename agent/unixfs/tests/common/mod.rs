@@ -7,8 +7,8 @@ use bytes::Bytes;
 use metanode_core::cid::{BlockKey, CODEC_DAG_PB, ContentId, HashKind};
 use metanode_core::dagpb::{self, PbLink, PbNode};
 use metanode_unixfs::{
-    Block, BlockSource, DataType, ImportOptions, ImportSummary, MemoryBlocks, SourceError,
-    UnixFsData, import_bytes,
+    Block, BlockSource, CidVersion, DataType, ImportOptions, ImportSummary, MemoryBlocks,
+    SourceError, UnixFsData, import_bytes,
 };
 
 /// Import `data` and keep every block in memory.
@@ -29,6 +29,13 @@ pub fn import_into_memory(
 pub fn options(chunk_size_bytes: u64, links_per_node_max: u64) -> ImportOptions {
     ImportOptions::new(chunk_size_bytes, links_per_node_max, HashKind::Sha2_256)
         .expect("test options")
+}
+
+/// [`options`] naming blocks as plain `ipfs add` does (CIDv0, dag-pb leaves).
+pub fn options_v0(chunk_size_bytes: u64, links_per_node_max: u64) -> ImportOptions {
+    options(chunk_size_bytes, links_per_node_max)
+        .with_cid_version(CidVersion::V0)
+        .expect("v0 test options")
 }
 
 /// A source that records which CIDs were fetched.
