@@ -30,6 +30,7 @@
 //! | `GET /api/v1/chain/receipts/{tx_hash}` | receipt + inclusion proof + header and certificate bytes: enough for an offline light client |
 //! | `GET /api/v1/chain/accounts/{public_key}` | balance and next nonce as of the last finalized block |
 //! | `GET /api/v1/chain/heads` | finalized heads as NDJSON, one per line (`{"lagged": n}` when the reader fell behind) |
+//! | `POST /api/v1/docklock/runs` | JSON run request (executable or bundle, inputs by CID): runs a DockLock cage; 200 exit, verdict, receipt and output CIDs; 400 naming the field, 404 unknown input CID, 409 without a `docklock:` section, 503 + `Retry-After` while another run is in progress |
 //!
 //! The admin operations (gc, verify, delete, pins) are open to whoever can
 //! reach the listener for now; they move behind mTLS with the TLS work.
@@ -42,6 +43,7 @@
 mod blobs;
 mod chain;
 mod chain_control;
+mod docklock;
 mod error;
 mod gateway;
 mod ipfs;
@@ -67,6 +69,10 @@ use tokio::sync::Semaphore;
 pub use chain_control::{
     AccountInfo, BoxFuture, BpciMetrics, ChainControl, ChainError, ChainMetrics, ChainStatus,
     HeadEvent, LabeledCount, ReceiptWithProof,
+};
+pub use docklock::{
+    CageExitStatus, CageInput, CageInputRecord, CageOutput, CageRunError, CageRunRequest,
+    CageRunResponse, CageViolation, CageWorkload, DocklockControl,
 };
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -115,6 +121,8 @@ pub struct AppState {
     /// Renders the traffic lights' and cage's counters (Prometheus text
     /// format) for `/metrics/traffic`; `None` when the node runs neither.
     pub(crate) traffic_metrics: Option<TrafficMetrics>,
+    /// Cage runs (`/api/v1/docklock/runs`); `None` without a `docklock:` section.
+    pub(crate) docklock: Option<docklock::DocklockState>,
 }
 
 /// Where `/metrics/traffic` comes from (the agent's traffic lights + cage).
@@ -138,7 +146,14 @@ impl AppState {
             system: None,
             chain: None,
             traffic_metrics: None,
+            docklock: None,
         }
+    }
+
+    /// Enables `POST /api/v1/docklock/runs`.
+    pub fn with_docklock(mut self, control: Arc<dyn DocklockControl>) -> Self {
+        self.docklock = Some(docklock::DocklockState::new(control));
+        self
     }
 
     /// Enables `/metrics/traffic` (XDP counters, cage decisions).
@@ -202,6 +217,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/chain/receipts/{tx_hash}", get(chain::receipt))
         .route("/api/v1/chain/accounts/{public_key}", get(chain::account))
         .route("/api/v1/chain/heads", get(chain::heads))
+        .route("/api/v1/docklock/runs", post(docklock::run))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Upload size is enforced while streaming (blobs::upload); axum's

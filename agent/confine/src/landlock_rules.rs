@@ -47,6 +47,12 @@ pub struct LandlockPlan {
     /// Deny signals to, and abstract unix socket connections to, processes outside the workload's
     /// Landlock domain (the launcher, the host).
     pub scoped: bool,
+    /// Ask the kernel to log denials after the next `execve` too
+    /// (`LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON`, ABI 7): without it only denials of the program
+    /// that restricted itself are logged, never the workload's. The records reach the audit log
+    /// (read with [`crate::landlock_audit`]) only while audit is enabled. Dropped silently on a
+    /// kernel older than ABI 7, like the other best-effort rights.
+    pub log_denials_after_exec: bool,
 }
 
 /// How much of the plan the running kernel enforces.
@@ -231,6 +237,14 @@ pub fn restrict_landlock(plan: &LandlockPlan) -> Result<LandlockReport, Landlock
             .map_err(|source| LandlockError::AddPort {
                 port,
                 what: "connect",
+                source,
+            })?;
+    }
+    if plan.log_denials_after_exec {
+        created = created
+            .log_new_exec(true)
+            .map_err(|source| LandlockError::Handle {
+                what: "logging denials after exec",
                 source,
             })?;
     }

@@ -14,12 +14,16 @@
 //! seccomp, then `execve`. `ptrace` must be set up before seccomp, whose policy refuses it.
 //! [`deny_tsc`] only for static workloads (it kills dynamically linked ones).
 //!
+//! What Landlock refused is read back from the kernel's audit log by [`landlock_audit`] (in the
+//! launcher, not the confined process).
+//!
 //! The tracer side ([`follow_cage`], [`hide_vdso_once`], [`hide_vdso_at_exec_stop`]) runs in the
 //! process that forked the workload; see the [`vdso`] module for why and how.
 
 mod cage_trace;
 mod capabilities;
 mod fds;
+pub mod landlock_audit;
 mod landlock_rules;
 mod prctl;
 pub mod vdso;
@@ -29,6 +33,10 @@ pub use cage_trace::{
 };
 pub use capabilities::{CapDropError, CapParseError, CapSet, drop_capabilities};
 pub use fds::{close_fds_except, close_fds_except_via_proc};
+pub use landlock_audit::{
+    AuditLimits, AuditOpenError, AuditSource, DenialCollection, LandlockDenial, LandlockDenials,
+    NetlinkAudit, collect_landlock_denials,
+};
 pub use landlock_rules::{
     LANDLOCK_ABI_TARGET, LandlockError, LandlockPlan, LandlockReport, LandlockStatus,
     restrict_landlock,

@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output, Stdio};
 
 use metanode_confine::{
-    CapSet, LANDLOCK_ABI_TARGET, LandlockPlan, LandlockReport, LandlockStatus, Signal,
-    close_fds_except, close_fds_except_via_proc, deny_tsc, drop_capabilities, restrict_landlock,
-    set_no_new_privs, set_parent_death_signal,
+    AuditLimits, CapSet, DenialCollection, LANDLOCK_ABI_TARGET, LandlockPlan, LandlockReport,
+    LandlockStatus, NetlinkAudit, Signal, close_fds_except, close_fds_except_via_proc,
+    collect_landlock_denials, deny_tsc, drop_capabilities, restrict_landlock, set_no_new_privs,
+    set_parent_death_signal,
 };
 
 const CHILD_ENV: &str = "METANODE_CONFINE_TEST_CHILD";
@@ -109,6 +110,10 @@ fn main() -> ExitCode {
         ("parent_death_signal_kills_the_orphan", || {
             passed(parent_death_signal())
         }),
+        (
+            "landlock_denials_after_exec_reach_the_audit_log",
+            landlock_denials_in_audit_log,
+        ),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
@@ -236,6 +241,70 @@ fn landlock_missing_path() -> Check {
         "landlock-missing",
         &[(ROOT_ENV, dir.path().as_os_str().to_owned())],
     )
+}
+
+/// A child restricts itself with "log new exec", execs a shell that tries to create a file in a
+/// read-only tree: the denial comes back from the audit log, named by path, and nothing of other
+/// domains does.
+fn landlock_denials_in_audit_log() -> Case {
+    if !is_root() {
+        return Ok(Outcome::Skipped(
+            "needs root (CAP_AUDIT_READ, CAP_AUDIT_CONTROL)",
+        ));
+    }
+    let dir = temp_dir()?;
+    let denied = dir.path().join("denied");
+    let mut audit = NetlinkAudit::open(1 << 20).map_err(|e| format!("open audit: {e}"))?;
+    let plan = LandlockPlan {
+        read_exec_paths: vec![PathBuf::from("/")],
+        log_denials_after_exec: true,
+        ..LandlockPlan::default()
+    };
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(format!("echo x > {}", denied.display()))
+        .stderr(Stdio::null());
+    // SAFETY: the runner is single-threaded, so the forked child may allocate; restrict_landlock
+    // only makes syscalls on the child's own state.
+    unsafe {
+        command.pre_exec(move || {
+            restrict_landlock(&plan)
+                .map(|_| ())
+                .map_err(|e| io::Error::other(e.to_string()))
+        });
+    }
+    let mut shell = io_ctx(command.spawn(), "spawning the confined shell")?;
+    let status = io_ctx(shell.wait(), "waiting for the shell")?;
+    ensure!(!status.success(), "the shell created {}", denied.display());
+    let (wake_r, wake_w) = io_ctx(rustix::pipe::pipe().map_err(io::Error::from), "pipe")?;
+    audit.set_wake(wake_r);
+    drop(wake_w);
+    let limits = AuditLimits {
+        records_count_max: 100_000,
+        records_bytes_max: 64 << 20,
+        denials_count_max: 16,
+        object_bytes_max: 192,
+        drain_timeout: std::time::Duration::from_secs(5),
+        poll_interval: std::time::Duration::from_millis(50),
+    };
+    let got = collect_landlock_denials(
+        &mut audit,
+        shell.id(),
+        limits,
+        format!("metanode-confine test {}", std::process::id()),
+    );
+    ensure!(
+        got.collection == DenialCollection::Complete,
+        "collection {:?}",
+        got.collection
+    );
+    let accesses: Vec<String> = got.denials.iter().map(|d| d.access()).collect();
+    ensure!(
+        accesses == [format!("fs.make_reg {}", dir.path().display())],
+        "denials {accesses:?}"
+    );
+    Ok(Outcome::Passed)
 }
 
 fn drop_capabilities_empty() -> Case {

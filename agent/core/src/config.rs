@@ -187,6 +187,39 @@ pub struct NodeConfig {
     /// neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficConfig>,
+    /// DockLock cage runs through the agent API (`POST /api/v1/docklock/runs`).
+    /// Without this section that route answers 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docklock: Option<DocklockConfig>,
+}
+
+/// DockLock cage runs through the agent API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Docklock")]
+pub struct DocklockConfig {
+    /// Absolute path of the directory holding the executables and OCI
+    /// bundles the API may run: a request naming anything that does not
+    /// resolve beneath it (symlinks followed) is refused.
+    #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/workloads")]
+    pub workloads_dir: PathBuf,
+    /// Longest wall time of one run, in seconds: the timeout of a request
+    /// that names none, and the largest `timeout_s` a request may ask for.
+    #[serde(default = "default_docklock_run_timeout_s_max")]
+    #[schemars(range(
+        min = *limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_RANGE.start(),
+        max = *limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_RANGE.end()
+    ))]
+    pub run_timeout_s_max: u64,
+}
+
+impl DocklockConfig {
+    pub fn new(workloads_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            workloads_dir: workloads_dir.into(),
+            run_timeout_s_max: limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_DEFAULT,
+        }
+    }
 }
 
 /// Identity of this node and where it keeps its data.
@@ -707,6 +740,10 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)
 }
 
+fn default_docklock_run_timeout_s_max() -> u64 {
+    limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_DEFAULT
+}
+
 fn default_xdp_pin_dir() -> PathBuf {
     PathBuf::from("/sys/fs/bpf/metanode")
 }
@@ -879,6 +916,7 @@ impl NodeConfig {
             network: NetworkConfig::default(),
             chain: None,
             traffic: None,
+            docklock: None,
         }
     }
 
@@ -1120,6 +1158,7 @@ impl NodeConfig {
         self.validate_network(&mut errors);
         self.validate_chain(&mut errors, allow_ephemeral_port);
         self.validate_traffic(&mut errors);
+        self.validate_docklock(&mut errors);
 
         if errors.is_empty() {
             Ok(())
@@ -1284,6 +1323,28 @@ impl NodeConfig {
                     format!("\"{name}\" is listed twice"),
                 );
             }
+        }
+    }
+
+    fn validate_docklock(&self, errors: &mut Vec<FieldError>) {
+        let Some(docklock) = &self.docklock else {
+            return;
+        };
+        let mut error = |path: &str, message: String| {
+            errors.push(FieldError {
+                path: path.to_string(),
+                message,
+                related_paths: Vec::new(),
+            });
+        };
+        if let Some(message) = path_problem(&docklock.workloads_dir) {
+            error("docklock.workloads_dir", message);
+        }
+        if let Some(message) = out_of_range(
+            docklock.run_timeout_s_max,
+            &limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_RANGE,
+        ) {
+            error("docklock.run_timeout_s_max", message);
         }
     }
 
@@ -1498,6 +1559,45 @@ mod tests {
 
     fn traffic_errors(traffic_yaml: &str) -> Vec<(usize, String, String)> {
         section_errors("traffic", traffic_yaml)
+    }
+
+    #[test]
+    fn docklock_section_is_checked_field_by_field() {
+        let ok = NodeConfig::from_yaml_str(
+            "node:\n  name: a\ndocklock:\n  workloads_dir: /srv/workloads\n",
+            "node.yaml",
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.docklock,
+            Some(DocklockConfig {
+                workloads_dir: PathBuf::from("/srv/workloads"),
+                run_timeout_s_max: limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_DEFAULT,
+            })
+        );
+        let errors = section_errors(
+            "docklock",
+            "  workloads_dir: workloads\n  run_timeout_s_max: 0\n",
+        );
+        assert!(
+            errors.iter().any(|(line, path, m)| *line == 4
+                && path == "docklock.workloads_dir"
+                && m.contains("absolute")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|(line, path, m)| *line == 5
+                && path == "docklock.run_timeout_s_max"
+                && m == "0 is out of range 1..=86400"),
+            "{errors:?}"
+        );
+        let errors = section_errors("docklock", "  workloads_dir: /srv\n  timeout: 5\n");
+        assert!(
+            errors
+                .iter()
+                .any(|(_, path, m)| path.starts_with("docklock") && m.contains("timeout")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -393,3 +393,36 @@ const _: () = assert!(API_CHAIN_HEADS_DRAIN_CHECK_MS < API_SHUTDOWN_DRAIN_MS_MAX
 const _: () = assert!(
     CONFIG_CHAIN_GENESIS_FILE_SIZE_BYTES_MAX >= CHAIN_GENESIS_ACCOUNTS_COUNT_MAX as u64 * 128
 );
+
+// ---- docklock: cage runs through the agent API (agent/api docklock.rs, metanode docklock_service.rs) ----
+
+/// `docklock.run_timeout_s_max`: a run's wall timeout; a request's `timeout_s` may not exceed the
+/// configured value, which may not exceed the range's end (a day: the launcher's own cap).
+pub const CONFIG_DOCKLOCK_RUN_TIMEOUT_S_RANGE: core::ops::RangeInclusive<u64> = 1..=24 * 3600;
+/// `docklock.run_timeout_s_max` when the config names none.
+pub const CONFIG_DOCKLOCK_RUN_TIMEOUT_S_DEFAULT: u64 = 300;
+/// Largest `POST /api/v1/docklock/runs` request body (JSON: paths, args, env, inputs).
+pub const API_DOCKLOCK_REQUEST_SIZE_BYTES_MAX: usize = 1024 * 1024;
+/// Declared inputs of one API run (each is copied into the cage's /in).
+pub const API_DOCKLOCK_INPUTS_COUNT_MAX: usize = 64;
+/// Bytes of all regular files a run leaves in /out that the agent stores as blobs. Over it, the
+/// run's answer says so and no output is acknowledged (the receipt still names the outputs root).
+pub const API_DOCKLOCK_OUTPUTS_SIZE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Regular files of /out stored per run (each becomes a blob and a line of the answer).
+pub const API_DOCKLOCK_OUTPUTS_COUNT_MAX: usize = 1024;
+/// Bytes of the launcher child's stdout and of its stderr the agent keeps (the JSON outcome is
+/// one line of a few KiB; the workload's own output is relayed to stderr and cut here).
+pub const API_DOCKLOCK_CHILD_OUTPUT_BYTES_MAX: usize = 256 * 1024;
+/// Cage runs at once through the API: the launcher takes a CPU-pinned cgroup per run, and one at
+/// a time keeps a node's runs from competing for its two cores.
+pub const API_DOCKLOCK_RUNS_CONCURRENT_COUNT_MAX: usize = 1;
+/// Longest `service` name of an API run (the witness record's own bound).
+pub const API_DOCKLOCK_SERVICE_NAME_LEN_BYTES_MAX: usize = 256;
+/// `Retry-After` of a run refused because another is in progress.
+pub const API_DOCKLOCK_BUSY_RETRY_AFTER_S: u64 = 5;
+
+const _: () = assert!(*CONFIG_DOCKLOCK_RUN_TIMEOUT_S_RANGE.start() >= 1);
+const _: () =
+    assert!(CONFIG_DOCKLOCK_RUN_TIMEOUT_S_DEFAULT <= *CONFIG_DOCKLOCK_RUN_TIMEOUT_S_RANGE.end());
+const _: () = assert!(API_DOCKLOCK_RUNS_CONCURRENT_COUNT_MAX >= 1);
+const _: () = assert!(API_DOCKLOCK_REQUEST_SIZE_BYTES_MAX as u64 <= API_CONFIG_SIZE_BYTES_MAX);

@@ -44,7 +44,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metanode_cgroup::{CageCgroup, CgroupLayout, CgroupLimits, CgroupMode, CgroupUsage};
-use metanode_confine::{CapSet, LandlockPlan, LandlockReport};
+use metanode_confine::{
+    AuditLimits, CapSet, DenialCollection, LandlockDenial, LandlockDenials, LandlockPlan,
+    LandlockReport, NetlinkAudit,
+};
 use metanode_seccomp::{CompiledSeccomp, Violation};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
@@ -167,6 +170,16 @@ pub struct RunOutcome {
     pub violations: Vec<Violation>,
     /// Refused syscalls past [`crate::limits::VIOLATIONS_COUNT_MAX`], counted but not kept.
     pub violations_dropped_count: u64,
+    /// Accesses Landlock refused the cage, in audit serial order, read back from the kernel's
+    /// audit log (see `metanode_confine::landlock_audit`).
+    pub landlock_denials: Vec<LandlockDenial>,
+    /// Denials past [`crate::limits::LANDLOCK_DENIALS_COUNT_MAX`], counted but not kept.
+    pub landlock_denials_dropped_count: u64,
+    /// Whether `landlock_denials` is complete, or why it is not (audit unavailable: not root, no
+    /// CONFIG_AUDIT, netlink refused, …). The witness record has no field for it.
+    pub landlock_audit: DenialCollection,
+    /// Landlock audit records that did not parse (skipped).
+    pub landlock_audit_malformed_count: u64,
     pub usage: CgroupUsage,
     pub cgroup_mode: CgroupMode,
     pub landlock: LandlockReport,
@@ -502,6 +515,17 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         )
     };
 
+    // B's message carries its credentials, so P learns B's pid as the host sees it: the pid the
+    // kernel names in the audit record of the cage's Landlock domain.
+    rustix::net::sockopt::set_socket_passcred(&sock_p, true).map_err(|errno| RunError::Io {
+        what: "set SO_PASSCRED on the cage socket".into(),
+        source: errno.into(),
+    })?;
+    // The audit listener joins before the cage exists: the kernel logs the domain's first
+    // denial (and its allocation) the moment it happens, and only to listeners already there.
+    let audit =
+        NetlinkAudit::open(crate::limits::AUDIT_RECEIVE_BUFFER_BYTES).map_err(|e| e.to_string());
+
     let stdio = StdioPlan::new(opts)?;
     let mut plan = ChildPlan::new(spec, opts, keep_caps, seccomp, trees, program);
     plan.stdout_fd = stdio.stdout_w.as_ref().map(|fd| fd.as_raw_fd());
@@ -514,7 +538,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     // The process is single-threaded (checked above), so the child may run ordinary code.
     let (a_pid, a_in_v2_cgroup) = fork_into_cgroup(v2_cgroup.as_ref()).map_err(io_err("fork"))?;
     if a_pid == 0 {
-        drop((err_r, status_r, sock_p, fifo, unshared_r, mapped_w));
+        drop((err_r, status_r, sock_p, fifo, unshared_r, mapped_w, audit));
         child_main(err_w.as_raw_fd(), || {
             process_a(
                 &plan,
@@ -570,16 +594,17 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         kill_cgroup_tasks(&cgroup);
     }
     // The listener arrives just before exec (or the socket closes when set-up failed).
-    let (listener, landlock_report) = match receive_fd(&sock_p) {
-        Some((fd, [code, abi, kernel_abi])) => (
+    let (listener, landlock_report, b_pid) = match receive_fd(&sock_p) {
+        Some((fd, [code, abi, kernel_abi], b_pid)) => (
             Some(fd),
             metanode_confine::LandlockStatus::from_code(code).map(|status| LandlockReport {
                 status,
                 abi,
                 kernel_abi,
             }),
+            b_pid,
         ),
-        None => (None, None),
+        None => (None, None, None),
     };
     let mut err_text = Vec::new();
     let _ = std::fs::File::from(err_r)
@@ -610,6 +635,26 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             .map_err(|e| e.to_string())
         })
     });
+    // The audit reader follows B's Landlock domain until the workload is gone (closing
+    // audit_wake_w tells it), then drains the audit queue.
+    let (audit_wake_r, audit_wake_w) = pipe()?;
+    let audit_reader = match (audit, b_pid) {
+        (Ok(mut audit), Some(b_pid)) => {
+            audit.set_wake(audit_wake_r);
+            Ok(std::thread::spawn(move || {
+                metanode_confine::collect_landlock_denials(
+                    &mut audit,
+                    b_pid,
+                    audit_limits(),
+                    format!("metanode-docklock drain {}-{b_pid}", std::process::id()),
+                )
+            }))
+        }
+        (Err(why), _) => Err(LandlockDenials::unavailable(why)),
+        (Ok(_), None) => Err(LandlockDenials::unavailable(
+            "the cage process's pid did not arrive with its seccomp listener",
+        )),
+    };
     // Closing wake_w wakes the feeder at once when the cage is gone (no polling interval).
     let (wake_r, wake_w) = pipe()?;
     let feeder = {
@@ -637,6 +682,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     }
     done.store(true, Ordering::Release);
     drop(wake_w);
+    drop(audit_wake_w);
     let _ = feeder.join();
     let supervised = supervisor.map(|handle| handle.join());
     let wall_ns = started.elapsed().as_nanos() as u64;
@@ -647,6 +693,12 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let stdio_truncated = match relay {
         Some(handle) => handle.join().unwrap_or(false),
         None => false,
+    };
+    let landlock_denials = match audit_reader {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| LandlockDenials::unavailable("the audit reader thread panicked")),
+        Err(unavailable) => unavailable,
     };
 
     if a_left_cgroup {
@@ -712,6 +764,10 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         exit,
         violations,
         violations_dropped_count,
+        landlock_denials: landlock_denials.denials,
+        landlock_denials_dropped_count: landlock_denials.dropped_count,
+        landlock_audit: landlock_denials.collection,
+        landlock_audit_malformed_count: landlock_denials.malformed_count,
         usage: usage?,
         cgroup_mode,
         landlock: landlock_report.ok_or_else(|| {
@@ -727,6 +783,18 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         warnings: spec.warnings.clone(),
         stdio_truncated,
     })
+}
+
+/// The audit reader's bounds (see [`crate::limits`]).
+fn audit_limits() -> AuditLimits {
+    AuditLimits {
+        records_count_max: crate::limits::AUDIT_RECORDS_COUNT_MAX,
+        records_bytes_max: crate::limits::AUDIT_RECORDS_BYTES_MAX,
+        denials_count_max: crate::limits::LANDLOCK_DENIALS_COUNT_MAX,
+        object_bytes_max: crate::limits::LANDLOCK_DENIAL_OBJECT_BYTES_MAX,
+        drain_timeout: Duration::from_millis(crate::limits::AUDIT_DRAIN_TIMEOUT_MS),
+        poll_interval: Duration::from_millis(crate::limits::AUDIT_POLL_INTERVAL_MS),
+    }
 }
 
 /// The id maps to write: the spec's (checked again: never host id 0), or the default range.
@@ -1508,10 +1576,10 @@ fn feed_randomness(fifo: OwnedFd, wake: OwnedFd, mut stream: RandomStream, done:
     }
 }
 
-/// Receives one fd sent with SCM_RIGHTS; None when the peer closed without sending.
-/// Receives the listener fd (SCM_RIGHTS) and B's landlock report (status code, ABI, kernel ABI);
-/// None when the peer closed without sending.
-fn receive_fd(sock: &OwnedFd) -> Option<(OwnedFd, [u8; 3])> {
+/// Receives the listener fd (SCM_RIGHTS), B's landlock report (status code, ABI, kernel ABI) and
+/// B's pid in P's pid namespace (SCM_CREDENTIALS, which the kernel attaches because `sock` has
+/// SO_PASSCRED); None when the peer closed without sending.
+fn receive_fd(sock: &OwnedFd) -> Option<(OwnedFd, [u8; 3], Option<u32>)> {
     let mut payload = [0u8; 3];
     let mut iov = libc::iovec {
         iov_base: payload.as_mut_ptr().cast(),
@@ -1535,20 +1603,28 @@ fn receive_fd(sock: &OwnedFd) -> Option<(OwnedFd, [u8; 3])> {
         }
         break;
     }
+    let mut fd = None;
+    let mut pid = None;
     // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR handles an empty control buffer.
-    let header = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
-    if header.is_null() {
-        return None;
+    let mut header = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+    while !header.is_null() {
+        // SAFETY: header is non-null and inside `cmsg` (CMSG_NXTHDR checks the bounds).
+        let (level, kind) = unsafe { ((*header).cmsg_level, (*header).cmsg_type) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: an SCM_RIGHTS message carries at least one int after the header.
+            let raw = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>()) };
+            // SAFETY: the kernel installed this fd in our table for us.
+            fd = Some(unsafe { OwnedFd::from_raw_fd(raw) });
+        } else if level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS {
+            // SAFETY: an SCM_CREDENTIALS message carries one struct ucred after the header.
+            let cred =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<libc::ucred>()) };
+            pid = u32::try_from(cred.pid).ok().filter(|&pid| pid != 0);
+        }
+        // SAFETY: msg and header are valid; CMSG_NXTHDR returns null past the last header.
+        header = unsafe { libc::CMSG_NXTHDR(&raw const msg, header) };
     }
-    // SAFETY: header is non-null and inside `cmsg`.
-    let (level, kind) = unsafe { ((*header).cmsg_level, (*header).cmsg_type) };
-    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS {
-        return None;
-    }
-    // SAFETY: an SCM_RIGHTS message carries at least one int after the header.
-    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>()) };
-    // SAFETY: the kernel installed this fd in our table for us.
-    Some((unsafe { OwnedFd::from_raw_fd(fd) }, payload))
+    Some((fd?, payload, pid))
 }
 
 fn send_fd(sock: RawFd, fd: RawFd, mut payload: [u8; 3]) -> Result<(), String> {
@@ -1652,6 +1728,8 @@ impl ChildPlan {
             tcp_bind_ports: Vec::new(),
             tcp_connect_ports: Vec::new(),
             scoped: true,
+            // P reads the denials back from the audit log into the run's violations.
+            log_denials_after_exec: true,
         };
         ChildPlan {
             trees,

@@ -17,6 +17,7 @@ use metanode_witness::{InputDigest, InputRef, SignedRecord};
 use crate::cage::{self, CageExit, RunOptions, RunOutcome};
 use crate::replay::{self, Disagreement};
 use crate::spec::{CageSpec, DeclaredInput};
+use crate::store_inputs::{self, CidInput};
 
 /// Print one line to stdout. A closed pipe (`… | head`) ends the process quietly instead of
 /// panicking as `println!` would.
@@ -79,7 +80,8 @@ ruleset (read+exec everywhere, write only to writable mounts, /out and /dev; no 
 signals and abstract sockets); the reviewed seccomp allowlist, whose refusals are recorded.
 /dev/urandom is a stream seeded by --seed; CLOCK_MONOTONIC starts at --logical-time-ns.
 Unsupported spec fields are refused with their JSON path. Exit code = the workload's
-(128 + signal when killed). Needs root.
+(128 + signal when killed). Needs root. A bundle takes no declared inputs (--input and
+--input-cid belong to `exec`): bind-mount data from a directory given with --allow-bind.
 
 Cage root is never host root: without linux.uidMappings/gidMappings the cage's ids 0..65535
 are host ids 1879048192.. (0x70000000..); mappings that include host id 0 are refused. The
@@ -106,8 +108,16 @@ the system directories /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu, /lib64,
 /lib and /usr/lib: RPATH/RUNPATH entries elsewhere ($ORIGIN included) are ignored with a
 warning, an interpreter or DT_NEEDED path elsewhere is refused.
 
-Example:
-  metanode docklock exec ./tool --input data=./data.bin --env LANG=C -- --flag value")]
+--input-cid NAME=CID reads a blob (raw, bafk…) or a UnixFS file (dag-pb, bafy…) from the
+store in --data-dir, verified as it is read, and copies it to /in/NAME like --input; the
+receipt records the CID instead of a BLAKE3 of the file. The store is opened read-only, so it
+must not be held by a running agent (runs through an agent go through its API instead:
+POST /api/v1/docklock/runs). With --json the outcome lists every input as the receipt
+records it, which `docklock verify --inputs` checks against the receipt's input root.
+
+Examples:
+  metanode docklock exec ./tool --input data=./data.bin --env LANG=C -- --flag value
+  metanode docklock exec ./tool --data-dir /var/lib/metanode --input-cid data=bafkr4i… --receipt run.dlr --key node.key")]
     Exec(ExecArgs),
     /// Verify a witness receipt (.dlr): signature and internal consistency.
     #[command(after_help = "\
@@ -193,6 +203,17 @@ pub struct ExecArgs {
     /// Declared input NAME=PATH, copied read-only to /in/NAME (repeatable).
     #[arg(long = "input", value_name = "NAME=PATH")]
     inputs: Vec<String>,
+    /// Declared input NAME=CID read from the store in --data-dir, copied read-only to /in/NAME
+    /// and recorded in the receipt by its CID (repeatable).
+    #[arg(long = "input-cid", value_name = "NAME=CID")]
+    input_cids: Vec<String>,
+    /// The node data dir whose store --input-cid reads (opened read-only).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// NAME=CID:PATH: PATH already holds the verified bytes of CID (the agent reads its own
+    /// store, which only one process may open); copied to /in/NAME, recorded by CID.
+    #[arg(long = "input-blob", value_name = "NAME=CID:PATH", hide = true)]
+    input_blobs: Vec<String>,
     /// Environment entry KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -207,6 +228,10 @@ pub struct VerifyArgs {
     /// Require this signer (hex Ed25519 public key).
     #[arg(long, value_name = "HEX")]
     signer: Option<String>,
+    /// Check the receipt's input root against these inputs: a JSON file holding the `inputs`
+    /// list of a run's `--json` outcome (or that whole outcome, or the agent API's answer).
+    #[arg(long, value_name = "FILE")]
+    inputs: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -233,7 +258,7 @@ pub fn run(cmd: DocklockCommand, out: &Output) -> anyhow::Result<()> {
             run_caged(&spec, &args.cage, args.binds.dirs()?, &[], out)
         }
         DocklockCommand::Exec(args) => {
-            let inputs = args
+            let mut inputs = args
                 .inputs
                 .iter()
                 .map(|i| {
@@ -246,9 +271,32 @@ pub fn run(cmd: DocklockCommand, out: &Output) -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let cid_inputs = args
+                .input_cids
+                .iter()
+                .map(|text| store_inputs::parse_cid_input(text))
+                .collect::<Result<Vec<CidInput>, _>>()?;
+            let blob_inputs = args
+                .input_blobs
+                .iter()
+                .map(|text| parse_input_blob(text))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            // Holds the blobs read from the store until the run is over.
+            let scratch = tempfile::tempdir().context("create a directory for store inputs")?;
+            let from_store = match (&args.data_dir, cid_inputs.is_empty()) {
+                (_, true) => Vec::new(),
+                (Some(dir), false) => store_inputs::materialize(dir, &cid_inputs, scratch.path())?,
+                (None, false) => return Err(store_inputs::StoreInputError::NoStore.into()),
+            };
+            let mut refs = input_refs(&inputs)?;
+            for (input, record) in from_store.into_iter().chain(blob_inputs) {
+                inputs.push(input);
+                refs.push(record);
+            }
             let spec = CageSpec::from_executable(&args.program, &args.args, &args.env, &inputs)?;
-            let refs = input_refs(&inputs)?;
-            run_caged(&spec, &args.cage, Vec::new(), &refs, out)
+            let result = run_caged(&spec, &args.cage, Vec::new(), &refs, out);
+            drop(scratch);
+            result
         }
         DocklockCommand::Verify(args) => verify(&args, out),
         DocklockCommand::Replay(args) => replay_cmd(&args, out),
@@ -263,6 +311,88 @@ fn parse_seed(seed: Option<&str>) -> anyhow::Result<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|b: Vec<u8>| anyhow!("--seed: {} bytes, expected 32 (64 hex digits)", b.len()))
+}
+
+/// `--input-blob NAME=CID:PATH` (CIDs have no `:`, so the first one ends the CID).
+fn parse_input_blob(text: &str) -> anyhow::Result<(DeclaredInput, InputRef)> {
+    let syntax = || anyhow!("--input-blob {text:?}: expected NAME=CID:PATH");
+    let (name, rest) = text.split_once('=').ok_or_else(syntax)?;
+    let (cid_text, path) = rest.split_once(':').ok_or_else(syntax)?;
+    let cid = cid_text
+        .parse::<metanode_core::cid::ContentId>()
+        .map_err(|e| anyhow!("--input-blob {name}={cid_text}: not a CID: {e}"))?;
+    let size_bytes = std::fs::metadata(path)
+        .with_context(|| format!("--input-blob {name}: {path}"))?
+        .len();
+    Ok((
+        DeclaredInput {
+            name: name.to_string(),
+            source: PathBuf::from(path),
+        },
+        store_inputs::cid_input_ref(name, &cid, size_bytes),
+    ))
+}
+
+/// An input as `--json` shows it and `verify --inputs` reads it back.
+fn input_json(input: &InputRef) -> serde_json::Value {
+    let mut value = serde_json::json!({"name": input.name, "size_bytes": input.size_bytes});
+    match &input.digest {
+        InputDigest::Cid(bytes) => {
+            value["cid"] = match metanode_core::cid::ContentId::from_bytes(bytes) {
+                Ok(cid) => serde_json::json!(cid.to_string()),
+                Err(_) => serde_json::json!(hex::encode(bytes)),
+            }
+        }
+        InputDigest::Blake3(digest) => value["blake3"] = serde_json::json!(hex::encode(digest)),
+    }
+    value
+}
+
+/// The inputs of `verify --inputs FILE`: a list of [`input_json`] objects, or an object
+/// holding one under `inputs`.
+fn inputs_from_json(value: &serde_json::Value) -> anyhow::Result<Vec<InputRef>> {
+    let list = match value {
+        serde_json::Value::Array(list) => list,
+        serde_json::Value::Object(map) => match map.get("inputs") {
+            Some(serde_json::Value::Array(list)) => list,
+            _ => bail!("expected a list of inputs, or an object with an `inputs` list"),
+        },
+        _ => bail!("expected a list of inputs, or an object with an `inputs` list"),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let field = |key: &str| entry.get(key);
+            let name = field("name")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| anyhow!("inputs.{i}.name: missing or not a string"))?;
+            let size_bytes = field("size_bytes")
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| anyhow!("inputs.{i}.size_bytes: missing or not a number"))?;
+            let digest = match (
+                field("cid").and_then(|v| v.as_str()),
+                field("blake3").and_then(|v| v.as_str()),
+            ) {
+                (Some(cid), None) => InputDigest::Cid(
+                    cid.parse::<metanode_core::cid::ContentId>()
+                        .map_err(|e| anyhow!("inputs.{i}.cid: {e}"))?
+                        .to_bytes(),
+                ),
+                (None, Some(text)) => InputDigest::Blake3(
+                    hex::decode(text)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| anyhow!("inputs.{i}.blake3: expected 64 hex digits"))?,
+                ),
+                _ => bail!("inputs.{i}: expected exactly one of `cid` and `blake3`"),
+            };
+            Ok(InputRef {
+                name: name.to_string(),
+                digest,
+                size_bytes,
+            })
+        })
+        .collect()
 }
 
 fn cage_id() -> String {
@@ -313,6 +443,9 @@ fn outcome_json(o: &RunOutcome) -> serde_json::Value {
         "output_violations_dropped": o.output_violations_dropped_count,
         "warnings": o.warnings,
         "stdio_truncated": o.stdio_truncated,
+        "landlock_denials": o.landlock_denials.iter().map(|d| d.access()).collect::<Vec<_>>(),
+        "landlock_denials_dropped": o.landlock_denials_dropped_count,
+        "landlock_audit": o.landlock_audit.to_string(),
     })
 }
 
@@ -353,6 +486,7 @@ fn run_caged(
     }
     let outcome = cage::run(spec, &opts)?;
     let mut value = outcome_json(&outcome);
+    value["inputs"] = declared.iter().map(input_json).collect();
     if let (Some(path), Some(key)) = (&args.receipt, &args.key) {
         let key = SigningKeyFile::new(key).load()?;
         let signed =
@@ -376,6 +510,12 @@ fn run_caged(
         );
         for v in &outcome.violations {
             text.push_str(&format!("\n  refused: {} (pid {})", v.syscall_name, v.pid));
+        }
+        for d in &outcome.landlock_denials {
+            text.push_str(&format!("\n  landlock refused: {}", d.access()));
+        }
+        if outcome.landlock_audit != metanode_confine::DenialCollection::Complete {
+            text.push_str(&format!("\n  landlock denials {}", outcome.landlock_audit));
         }
         for v in &outcome.output_violations {
             text.push_str(&format!("\n  output violation: {v}"));
@@ -442,11 +582,45 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
                     action.name()
                 ))
             }
+            metanode_witness::ViolationKind::Landlock { access } => {
+                human.push_str(&format!("\n  landlock refused: {access}"))
+            }
             kind => human.push_str(&format!("\n  {}: {}", kind.name(), v.detail)),
         }
     }
-    let json: serde_json::Value =
+    let mut json: serde_json::Value =
         serde_json::from_str(&signed.to_json_pretty()).unwrap_or(serde_json::Value::Null);
+    if let Some(path) = &args.inputs {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--inputs {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("--inputs {}: not JSON", path.display()))?;
+        let inputs =
+            inputs_from_json(&value).with_context(|| format!("--inputs {}", path.display()))?;
+        let root = metanode_witness::input_root(&inputs)
+            .with_context(|| format!("--inputs {}", path.display()))?;
+        if *root.as_bytes() != signed.record.header.input_root {
+            bail!(
+                "the receipt's input root {} is not the root of the inputs in {} ({root})",
+                crate::witness::root_hex(&signed.record.header.input_root),
+                path.display()
+            );
+        }
+        human.push_str(&format!("\n  inputs match the input root {root}:"));
+        for input in &inputs {
+            let shown = input_json(input);
+            let digest = match (shown.get("cid"), shown.get("blake3")) {
+                (Some(cid), _) => format!("cid {}", cid.as_str().unwrap_or_default()),
+                (_, Some(b3)) => format!("blake3 {}", b3.as_str().unwrap_or_default()),
+                _ => String::new(),
+            };
+            human.push_str(&format!(
+                "\n    {}: {digest} ({} bytes)",
+                input.name, input.size_bytes
+            ));
+        }
+        json["inputs"] = inputs.iter().map(input_json).collect();
+    }
     out.emit(&human, &json);
     Ok(())
 }

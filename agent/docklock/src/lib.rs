@@ -10,6 +10,7 @@ pub mod limits;
 pub mod replay;
 mod rootfs;
 pub mod spec;
+pub mod store_inputs;
 pub mod witness;
 
 pub use spec::{CageSpec, SpecError};

@@ -180,3 +180,28 @@ pub const OUT_SCAN_ENTRIES_COUNT_MAX: usize = 1_000_000;
 pub const OUT_SCAN_DEPTH_MAX: usize = 128;
 /// Most output violations kept in a run's outcome (the rest are counted).
 pub const OUT_VIOLATIONS_COUNT_MAX: usize = 1024;
+
+/// Landlock denials read back from the audit log (see `metanode_confine::landlock_audit`).
+/// Audit records the launcher reads per run, whoever caused them (the read-log group carries the
+/// whole host's records); past either bound it stops reading and the outcome says so.
+pub const AUDIT_RECORDS_COUNT_MAX: u64 = 65_536;
+pub const AUDIT_RECORDS_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Most Landlock denials kept per run (the rest are counted), like [`VIOLATIONS_COUNT_MAX`].
+pub const LANDLOCK_DENIALS_COUNT_MAX: usize = 1024;
+/// Longest path (or address) kept in one denial; longer ones keep their start and their length.
+/// With the blocked rights in front it stays inside the record's access text bound.
+pub const LANDLOCK_DENIAL_OBJECT_BYTES_MAX: usize = 192;
+/// Socket queue of the audit listener: every record the host logs between the fork and the start
+/// of the reader thread waits there (about 150 bytes each).
+pub const AUDIT_RECEIVE_BUFFER_BYTES: usize = 1024 * 1024;
+/// How long the launcher waits, after the workload ended, for its drain marker to come back
+/// through the audit queue (behind every denial the workload caused); normally well under a
+/// millisecond, longer only when kauditd is backlogged.
+pub const AUDIT_DRAIN_TIMEOUT_MS: u64 = 500;
+/// How often the audit reader re-checks its drain deadline while nothing arrives.
+pub const AUDIT_POLL_INTERVAL_MS: u64 = 50;
+const _: () = assert!(
+    LANDLOCK_DENIAL_OBJECT_BYTES_MAX + 48
+        <= metanode_witness::limits::LANDLOCK_ACCESS_LEN_BYTES_MAX as usize
+);
+const _: () = assert!(AUDIT_POLL_INTERVAL_MS <= AUDIT_DRAIN_TIMEOUT_MS);

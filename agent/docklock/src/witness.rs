@@ -11,6 +11,8 @@ use metanode_witness::{
     SignedRecord, TraceRoots, Verdict, ViolationKind, ViolationRecord, namespaces,
 };
 
+use metanode_confine::LandlockDenial;
+
 use crate::cage::{CageExit, OutputViolation, OutputViolationKind, RunOptions, RunOutcome};
 use crate::spec::{CageSpec, Namespaces};
 
@@ -92,7 +94,15 @@ pub fn sign_run(
     decision.violations_dropped_count = decision
         .violations_dropped_count
         .saturating_add(outcome.violations_dropped_count);
-    // After the syscalls, in this order (see ViolationKind): limits known from the cgroup.
+    // Then what Landlock refused, in audit serial order (see ViolationKind).
+    for d in &outcome.landlock_denials {
+        decision.push_violation(landlock_violation_record(d));
+    }
+    decision.violations_dropped_count = decision
+        .violations_dropped_count
+        .saturating_add(outcome.landlock_denials_dropped_count);
+    // After the syscalls and denials, in this order (see ViolationKind): limits known from the
+    // cgroup.
     if outcome.usage.oom_kills > 0 {
         decision.push_violation(ViolationRecord {
             kind: ViolationKind::OomKill,
@@ -144,6 +154,21 @@ pub fn sign_run(
     Ok(record.sign(key)?)
 }
 
+/// The record of one Landlock denial: the refused rights and the path or address as text,
+/// shortened deterministically to the record's bound.
+pub fn landlock_violation_record(d: &LandlockDenial) -> ViolationRecord {
+    let max = metanode_witness::limits::LANDLOCK_ACCESS_LEN_BYTES_MAX as usize;
+    ViolationRecord {
+        kind: ViolationKind::Landlock {
+            access: metanode_confine::landlock_audit::bounded_text(&d.access(), max),
+        },
+        detail: metanode_confine::landlock_audit::bounded_text(
+            &format!("landlock refused {}", d.blockers),
+            metanode_witness::limits::VIOLATION_DETAIL_LEN_BYTES_MAX as usize,
+        ),
+    }
+}
+
 /// The record of one output violation. The path is relative to /out, as text (a non-UTF-8 name
 /// is shown lossily, the same on every replay); a path longer than the record's bound keeps its
 /// start and says how long it was, so the record still names where to look.
@@ -192,6 +217,34 @@ pub fn root_hex(root: &[u8; 32]) -> String {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn landlock_denials_become_bounded_landlock_records() {
+        let denial = LandlockDenial {
+            blockers: "net.connect_tcp".into(),
+            object: "10.0.0.1:80".into(),
+        };
+        let record = landlock_violation_record(&denial);
+        assert_eq!(
+            record.kind,
+            ViolationKind::Landlock {
+                access: "net.connect_tcp 10.0.0.1:80".into()
+            }
+        );
+        assert_eq!(record.detail, "landlock refused net.connect_tcp");
+
+        let long = LandlockDenial {
+            blockers: "fs.write_file".into(),
+            object: format!("/{}", "a".repeat(400)),
+        };
+        let ViolationKind::Landlock { access } = landlock_violation_record(&long).kind else {
+            panic!("not a landlock violation");
+        };
+        let max = metanode_witness::limits::LANDLOCK_ACCESS_LEN_BYTES_MAX as usize;
+        assert_eq!(access.len(), max);
+        assert!(access.starts_with("fs.write_file /aaa"), "{access}");
+        assert!(access.ends_with("...[415 bytes]"), "{access}");
+    }
 
     #[test]
     fn output_violations_become_output_records() {

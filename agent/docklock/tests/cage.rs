@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
+use metanode_confine::DenialCollection;
+use metanode_core::keys::SigningKey;
 use metanode_docklock::cage::{
     CageExit, OutputViolation, OutputViolationKind, RunError, RunOptions, RunOutcome, run,
 };
@@ -24,6 +26,7 @@ use metanode_docklock::limits::CAGE_HOST_ID_BASE;
 use metanode_docklock::replay::{Disagreement, replay};
 use metanode_docklock::spec::{CageMount, CagePath, MountKind};
 use metanode_docklock::spec::{CageSpec, DeclaredInput, IdMapping, Namespaces};
+use metanode_witness::ViolationKind;
 use serde_json::{Value, json};
 
 #[path = "support/probe.rs"]
@@ -308,6 +311,17 @@ fn runc_bundle_dev_layout(scratch: &Path) {
 }
 
 /// Every escape probe reports "blocked"; refused syscalls are in RunOutcome.violations.
+/// Every probe here is stopped before Landlock is asked: the kernel checks DAC, read-only mounts
+/// and namespaces first, and Landlock only logs what it denies itself. So none of them leaves a
+/// Landlock violation (egress does, see `egress_blocked`), and the audit reader proves it read
+/// everything (`Complete`):
+/// - read-host-file: the host's files are not in the cage's mount namespace (ENOENT);
+/// - write-outside-rootfs: the rootfs is mounted read-only (EROFS) or the path does not exist;
+/// - write-proc-sys: /proc/sys refuses writes by anyone but host root (sysctl permission,
+///   EACCES), /sys is read-only (EROFS), /proc/sysrq-trigger is masked;
+/// - overwrite-self-exe: the binary belongs to a host uid the user namespace does not map, so cage
+///   root has no DAC override on it (EACCES);
+/// - signal-host (`signal_host_blocked`): the host pid does not exist in the pid namespace.
 fn escape_probes_blocked(scratch: &Path) {
     for (probe, refused) in [
         ("read-host-file", None),
@@ -335,6 +349,16 @@ fn escape_probes_blocked(scratch: &Path) {
             "probe {probe} was not blocked: {line}"
         );
         assert_eq!(outcome.exit, CageExit::Exited(0), "probe {probe}: {line}");
+        assert_eq!(
+            outcome.landlock_audit,
+            DenialCollection::Complete,
+            "probe {probe}"
+        );
+        assert!(
+            outcome.landlock_denials.is_empty(),
+            "probe {probe}: unexpected landlock denials {:?}",
+            outcome.landlock_denials
+        );
         if let Some(name) = refused {
             assert!(
                 violation_names(&outcome).contains(&name),
@@ -349,20 +373,79 @@ fn escape_probes_blocked(scratch: &Path) {
 fn signal_host_blocked(scratch: &Path) {
     let host_pid = std::process::id().to_string();
     let bundle = Bundle::probe(&["signal-host", "--host-pid", &host_pid]);
-    let (line, _) = run_probe(&bundle, scratch, |_| {});
+    let (line, outcome) = run_probe(&bundle, scratch, |_| {});
     assert_eq!(line["outcome"], "blocked", "{line}");
+    // The host pid does not exist in the cage's pid namespace (ESRCH): Landlock's signal scope
+    // is never reached, so nothing is logged.
+    assert_eq!(outcome.landlock_audit, DenialCollection::Complete);
+    assert!(
+        outcome.landlock_denials.is_empty(),
+        "{:?}",
+        outcome.landlock_denials
+    );
 }
 
 fn egress_blocked(scratch: &Path) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("host listener");
     let addr = listener.local_addr().expect("addr").to_string();
     let bundle = Bundle::probe(&["egress", "--addr", &addr]);
-    let (line, _) = run_probe(&bundle, scratch, |_| {});
+    let opts = options(scratch);
+    let (outcome, stdout, stderr) = run_captured(&bundle.spec(), &opts);
+    let line = probe_line(&stdout, &stderr);
     assert_eq!(line["outcome"], "blocked", "{line}");
     listener.set_nonblocking(true).expect("nonblocking");
     assert!(
         listener.accept().is_err(),
         "a connection reached the host listener"
+    );
+    // Landlock refused the connect (EACCES) and the audit log says so, by address.
+    let access = format!("net.connect_tcp {addr}");
+    assert_eq!(outcome.landlock_audit, DenialCollection::Complete);
+    assert_eq!(
+        outcome
+            .landlock_denials
+            .iter()
+            .map(|d| d.access())
+            .collect::<Vec<_>>(),
+        std::slice::from_ref(&access)
+    );
+    // The signed record lists it after the (absent) seccomp refusals, and `verify` shows it.
+    let key = SigningKey::from_seed(&[7; 32]);
+    let signed = metanode_docklock::witness::sign_run(
+        &bundle.spec(),
+        &opts,
+        &outcome,
+        "egress-test",
+        &[],
+        &key,
+    )
+    .expect("sign");
+    let landlock: Vec<&ViolationKind> = signed
+        .record
+        .decision
+        .violations
+        .iter()
+        .map(|v| &v.kind)
+        .filter(|k| matches!(k, ViolationKind::Landlock { .. }))
+        .collect();
+    assert_eq!(
+        landlock,
+        [&ViolationKind::Landlock {
+            access: access.clone()
+        }]
+    );
+    let receipt = scratch.join("egress.dlr");
+    signed.write_file(&receipt).expect("write receipt");
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_metanode-docklock"))
+        .arg("verify")
+        .arg(&receipt)
+        .output()
+        .expect("run metanode-docklock verify");
+    let shown = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "verify failed: {verified:?}");
+    assert!(
+        shown.contains(&format!("landlock refused: {access}")),
+        "verify output: {shown}"
     );
 }
 

@@ -287,6 +287,22 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
         Some(node) => state.with_chain(node.clone()),
         None => state,
     };
+    // Cage runs through the API: the agent spawns its own binary per run, never forks itself.
+    let state = match &cfg.docklock {
+        Some(section) => {
+            match crate::docklock_service::DocklockService::start(&cfg, section, store.clone()) {
+                Ok(service) => state.with_docklock(service),
+                Err(err) => {
+                    let _ = std::fs::remove_file(&url_file);
+                    if let Some(node) = chain {
+                        node.shutdown().await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        None => state,
+    };
     let traffic = match &cfg.traffic {
         Some(section) => match crate::traffic::start(&cfg, section, out).await {
             Ok(started) => Some(started),

@@ -12,6 +12,7 @@ mod cmd_ipfs;
 mod cmd_light;
 mod cmd_store;
 mod cmd_system;
+mod docklock_service;
 mod genesis_file;
 mod output;
 mod traffic;

@@ -277,7 +277,12 @@ pub enum ViolationKind {
     /// A syscall outside the seccomp allowlist, answered with EPERM. The
     /// arguments are not recorded: they hold addresses, which ASLR changes.
     Syscall { nr: i64, name: String },
-    /// An access landlock denied, e.g. "write_file /etc/passwd".
+    /// An access landlock denied, e.g. "fs.write_file /etc/passwd" or
+    /// "net.connect_tcp 10.0.0.1:80": the kernel's names of the refused
+    /// rights and the path (as resolved inside the cage) or address, read
+    /// back from the audit log — never inode numbers, pids or times. Pushed
+    /// after the seccomp `Syscall`s and before `OomKill`, in audit serial
+    /// order.
     Landlock { access: String },
     /// The memory limit was hit and the kernel OOM-killed a cage process.
     /// This and `PidsLimit` are known only from the cgroup counters after

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::yaml_tree::{self, Kind, Node};
 use super::{
     CHAIN_PUBLIC_KEY_EXAMPLE, ChainConfig, ChainPeer, DEFAULT_DATA_DIR, DEFAULT_KEY_FILE_NAME,
-    NetworkConfig, NetworkMode, NodeConfig, NodeSection, TrafficConfig, XdpMode,
+    DocklockConfig, NetworkConfig, NetworkMode, NodeConfig, NodeSection, TrafficConfig, XdpMode,
 };
 
 /// The JSON Schema (draft 2020-12) of the node config, derived from the serde
@@ -98,6 +98,9 @@ pub(super) fn sample_config() -> NodeConfig {
             xdp_pin_dir: "/sys/fs/bpf/metanode".into(),
             cage: Some(std::path::Path::new(DEFAULT_DATA_DIR).join("cage.yaml")),
         }),
+        docklock: Some(DocklockConfig::new(
+            std::path::Path::new(DEFAULT_DATA_DIR).join("workloads"),
+        )),
     }
 }
 
@@ -232,7 +235,9 @@ mod tests {
         let root_props = schema["properties"].as_object().expect("root properties");
         assert_eq!(
             order.ordered("", root_props),
-            ["node", "api", "store", "log", "network", "chain", "traffic"]
+            [
+                "node", "api", "store", "log", "network", "chain", "traffic", "docklock"
+            ]
         );
         let chain_props = schema["$defs"]["Chain"]["properties"]
             .as_object()
