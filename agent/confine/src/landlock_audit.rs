@@ -29,6 +29,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -215,6 +216,32 @@ pub trait AuditSource {
     fn send_user_message(&mut self, seq: u32, text: &str) -> Result<(), rustix::io::Errno>;
 }
 
+/// This boot's id: a cache of "audit is on" is only good for the boot that wrote it.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Best effort (a read-only /run only costs the AUDIT_GET next time): the boot id, written
+/// whole through a temporary name so a concurrent reader never sees half of it.
+fn remember_audit_enabled(path: &Path, boot_id: &[u8]) {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let Some(dir) = path.parent() else {
+        return;
+    };
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, boot_id).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Drops the cache of [`NetlinkAudit::open`]: audit was found off after all (a marker that
+/// never came back), so the next open checks with the kernel again.
+pub fn forget_audit_enabled(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
 /// The audit log through `NETLINK_AUDIT`, joined as a multicast reader.
 #[derive(Debug)]
 pub struct NetlinkAudit {
@@ -231,7 +258,16 @@ impl NetlinkAudit {
     /// enabled=1 only when it was 0; the audit daemon's pid is never touched). `receive_buffer_bytes`
     /// sizes the socket's queue (forced as root), which must hold every record that arrives
     /// before the reader thread starts.
-    pub fn open(receive_buffer_bytes: usize) -> Result<NetlinkAudit, AuditOpenError> {
+    ///
+    /// `enabled_cache`: a file that remembers, for this boot, that audit was found on. The
+    /// kernel answers AUDIT_GET from a freshly created kernel thread (`audit_send_reply`), which
+    /// costs 0.1 ms on a quiet host and several on a loaded one, on every cage's start-up path;
+    /// the file (holding the boot id) skips it. Whoever sees the marker drain time out (audit
+    /// switched off since) calls [`forget_audit_enabled`] so the next open asks again.
+    pub fn open(
+        receive_buffer_bytes: usize,
+        enabled_cache: Option<&Path>,
+    ) -> Result<NetlinkAudit, AuditOpenError> {
         let socket = rustix::net::socket_with(
             AddressFamily::NETLINK,
             SocketType::RAW,
@@ -259,6 +295,12 @@ impl NetlinkAudit {
             queued: VecDeque::new(),
             enabled_here: false,
         };
+        let boot_id = enabled_cache.and_then(|_| std::fs::read(BOOT_ID_PATH).ok());
+        if let (Some(path), Some(boot_id)) = (enabled_cache, &boot_id)
+            && std::fs::read(path).ok().as_ref() == Some(boot_id)
+        {
+            return Ok(audit);
+        }
         let status = audit.request(AUDIT_GET, 1, &[], "AUDIT_GET")?;
         let enabled = read_u32(&status, 4).ok_or(AuditOpenError::ShortReply {
             what: "AUDIT_GET",
@@ -275,6 +317,9 @@ impl NetlinkAudit {
                 audit.enabled_here = true;
             }
             other => return Err(AuditOpenError::UnknownEnabled { enabled: other }),
+        }
+        if let (Some(path), Some(boot_id)) = (enabled_cache, &boot_id) {
+            remember_audit_enabled(path, boot_id);
         }
         Ok(audit)
     }

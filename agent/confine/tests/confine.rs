@@ -254,7 +254,20 @@ fn landlock_denials_in_audit_log() -> Case {
     }
     let dir = temp_dir()?;
     let denied = dir.path().join("denied");
-    let mut audit = NetlinkAudit::open(1 << 20).map_err(|e| format!("open audit: {e}"))?;
+    // The first open asks the kernel and remembers "on" for this boot; the second trusts the
+    // cache (no AUDIT_GET) and must still hear the denial.
+    let cache = dir.path().join("run/audit-enabled");
+    drop(NetlinkAudit::open(1 << 20, Some(&cache)).map_err(|e| format!("open audit: {e}"))?);
+    let boot_id = std::fs::read("/proc/sys/kernel/random/boot_id").map_err(|e| e.to_string())?;
+    if std::fs::read(&cache).ok() != Some(boot_id) {
+        return Err(format!("{} does not hold this boot's id", cache.display()));
+    }
+    let mut audit =
+        NetlinkAudit::open(1 << 20, Some(&cache)).map_err(|e| format!("open audit: {e}"))?;
+    metanode_confine::forget_audit_enabled(&cache);
+    if cache.exists() {
+        return Err(format!("{} survived forget_audit_enabled", cache.display()));
+    }
     let plan = LandlockPlan {
         read_exec_paths: vec![PathBuf::from("/")],
         log_denials_after_exec: true,

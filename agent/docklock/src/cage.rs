@@ -523,8 +523,11 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     })?;
     // The audit listener joins before the cage exists: the kernel logs the domain's first
     // denial (and its allocation) the moment it happens, and only to listeners already there.
-    let audit =
-        NetlinkAudit::open(crate::limits::AUDIT_RECEIVE_BUFFER_BYTES).map_err(|e| e.to_string());
+    let audit = NetlinkAudit::open(
+        crate::limits::AUDIT_RECEIVE_BUFFER_BYTES,
+        Some(Path::new(AUDIT_ENABLED_CACHE_PATH)),
+    )
+    .map_err(|e| e.to_string());
 
     let stdio = StdioPlan::new(opts)?;
     let mut plan = ChildPlan::new(spec, opts, keep_caps, seccomp, trees, program);
@@ -700,6 +703,10 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             .unwrap_or_else(|_| LandlockDenials::unavailable("the audit reader thread panicked")),
         Err(unavailable) => unavailable,
     };
+    if landlock_denials.collection == DenialCollection::DrainTimedOut {
+        // Perhaps audit was switched off since the cache was written: the next run asks.
+        metanode_confine::forget_audit_enabled(Path::new(AUDIT_ENABLED_CACHE_PATH));
+    }
 
     if a_left_cgroup {
         // A is out of the cage and may still be tearing down the dead workload's mount namespace
@@ -784,6 +791,10 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         stdio_truncated,
     })
 }
+
+/// Remembers, for this boot, that the kernel's audit is on, so a cage's start-up skips the
+/// AUDIT_GET round trip (see `metanode_confine::NetlinkAudit::open`). On tmpfs: gone at reboot.
+const AUDIT_ENABLED_CACHE_PATH: &str = "/run/metanode/docklock-audit-enabled";
 
 /// The audit reader's bounds (see [`crate::limits`]).
 fn audit_limits() -> AuditLimits {

@@ -28,6 +28,9 @@ const LOG_TAIL_LINES: usize = 8;
 /// On the same disk as the checkout on a single-disk machine; --dir moves it.
 pub const DEFAULT_DIR: &str = "/var/tmp/metanode-bench";
 
+/// The workloads of issue #8 (UnixFS import, CAR export, trustless-gateway CARs).
+const IPFS_WORKLOADS: &[&str] = &["unixfs-add", "car-export", "car-http"];
+
 /// What a bench run leaves behind.
 #[derive(Debug)]
 pub struct Summary {
@@ -831,10 +834,17 @@ pub fn run(args: &StorageArgs) -> anyhow::Result<Summary> {
     println!("{}", report.table());
     let results_dir = paths.root.join("perf/results");
     std::fs::create_dir_all(&results_dir)?;
-    let stem = if args.quick {
-        "storage.quick"
-    } else {
-        "storage"
+    // A run of only the IPFS workloads (issue #8's rows) gets its own file, so it never
+    // replaces a full run's put/get rows with nothing.
+    let ipfs_only = !args.workloads.is_empty()
+        && args
+            .workloads
+            .iter()
+            .all(|w| IPFS_WORKLOADS.contains(&w.as_str()));
+    let stem = match (args.quick, ipfs_only) {
+        (true, _) => "storage.quick",
+        (false, true) => "storage_ipfs",
+        (false, false) => "storage",
     };
     let json_path = results_dir.join(format!("{stem}.json"));
     std::fs::write(&json_path, report.to_json_pretty()? + "\n")
