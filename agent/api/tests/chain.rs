@@ -3,6 +3,8 @@
 //! by decoding and verifying them, as a light client would), the head
 //! stream, and 409 on a node without a chain.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,8 +14,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use metanode_api::{
-    AccountInfo, ApiOptions, AppState, BoxFuture, BpciMetrics, ChainControl, ChainError,
-    ChainMetrics, ChainStatus, HeadEvent, ReceiptWithProof, router, wire,
+    AccountInfo, AppState, BoxFuture, BpciMetrics, ChainControl, ChainError, ChainMetrics,
+    ChainStatus, HeadEvent, ReceiptWithProof, router, wire,
 };
 use metanode_chain::light;
 use metanode_chain::mempool::MempoolError;
@@ -299,13 +301,7 @@ impl ChainControl for FakeChain {
 
 fn state(dir: &std::path::Path, chain: Option<Arc<FakeChain>>) -> AppState {
     let store = Store::open(StoreOptions::new(dir.join("store"))).expect("store");
-    let opts = ApiOptions {
-        upload_size_bytes_max: 1 << 20,
-        upload_collect_size_bytes_max: 4096,
-        request_timeout_ms: 10_000,
-        connections_max: 4,
-        version: "t".into(),
-    };
+    let opts = common::api_options();
     let state = AppState::new(store, opts);
     match chain {
         Some(chain) => state.with_chain(chain),

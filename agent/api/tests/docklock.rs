@@ -3,6 +3,8 @@
 //! CID the store does not hold, 503 + Retry-After while a run is in progress, and the checked
 //! request handed to the control.
 
+mod common;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +13,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use metanode_api::{
-    ApiOptions, AppState, CageExitStatus, CageInput, CageRunError, CageRunRequest, CageRunResponse,
+    AppState, CageExitStatus, CageInput, CageRunError, CageRunRequest, CageRunResponse,
     CageWorkload, DocklockControl, router,
 };
 use metanode_core::limits::API_DOCKLOCK_BUSY_RETRY_AFTER_S;
@@ -90,13 +92,7 @@ struct App {
 fn app(fake: Option<Arc<Fake>>) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreOptions::new(dir.path().join("store"))).expect("store");
-    let opts = ApiOptions {
-        upload_size_bytes_max: 1 << 20,
-        upload_collect_size_bytes_max: 4096,
-        request_timeout_ms: 10_000,
-        connections_max: 4,
-        version: "t".into(),
-    };
+    let opts = common::api_options();
     let mut state = AppState::new(store.clone(), opts);
     if let Some(f) = fake {
         state = state.with_docklock(f);

@@ -6,14 +6,14 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use metanode_api::{ApiOptions, AppState, router, wire};
+use metanode_api::{AppState, router, wire};
 use metanode_core::cid::{CODEC_DAG_PB, ContentId};
 use metanode_store::{Store, StoreOptions};
 use tower::ServiceExt as _;
 
-/// Small enough that a few-KiB test blob is stored as its own file.
-const INLINE_BYTES: u64 = 4096;
-const UPLOAD_MAX_BYTES: u64 = 4 * 1024 * 1024;
+mod common;
+
+use common::{INLINE_BYTES, UPLOAD_MAX_BYTES};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -21,21 +21,11 @@ struct Fixture {
     app: Router,
 }
 
-fn options() -> ApiOptions {
-    ApiOptions {
-        upload_size_bytes_max: UPLOAD_MAX_BYTES,
-        upload_collect_size_bytes_max: INLINE_BYTES,
-        request_timeout_ms: 10_000,
-        connections_max: 16,
-        version: "test".to_string(),
-    }
-}
-
 fn open(dir: tempfile::TempDir) -> Fixture {
     let mut opts = StoreOptions::new(dir.path());
     opts.inline_size_bytes_max = INLINE_BYTES;
     let store = Store::open(opts).expect("open store");
-    let app = router(AppState::new(store.clone(), options()));
+    let app = router(AppState::new(store.clone(), common::api_options()));
     Fixture { dir, store, app }
 }
 

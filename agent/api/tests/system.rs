@@ -2,6 +2,8 @@
 //! codes, query validation, body limits, and 409 on a node that is not the
 //! appliance.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
-use metanode_api::{ApiOptions, AppState, SystemControl, SystemError, router, wire};
+use metanode_api::{AppState, SystemControl, SystemError, router, wire};
 use metanode_store::{Store, StoreOptions};
 use tower::ServiceExt as _;
 
@@ -91,13 +93,7 @@ impl SystemControl for Fake {
 
 fn app(dir: &Path, fake: Option<Arc<Fake>>) -> Router {
     let store = Store::open(StoreOptions::new(dir.join("store"))).expect("store");
-    let opts = ApiOptions {
-        upload_size_bytes_max: 1 << 20,
-        upload_collect_size_bytes_max: 4096,
-        request_timeout_ms: 10_000,
-        connections_max: 4,
-        version: "t".into(),
-    };
+    let opts = common::api_options();
     let mut state = AppState::new(store, opts);
     if let Some(f) = fake {
         state = state.with_system(f);

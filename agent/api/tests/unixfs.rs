@@ -8,13 +8,13 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use metanode_api::{ApiOptions, AppState, router, wire};
+use metanode_api::{AppState, router, wire};
 use metanode_core::cid::{CODEC_DAG_PB, ContentId};
 use metanode_store::{Store, StoreOptions};
 use metanode_unixfs::testdata::xorshift32_bytes;
 use tower::ServiceExt as _;
 
-const UPLOAD_MAX_BYTES: u64 = 4 * 1024 * 1024;
+mod common;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -25,14 +25,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(StoreOptions::new(dir.path())).expect("open store");
-    let options = ApiOptions {
-        upload_size_bytes_max: UPLOAD_MAX_BYTES,
-        upload_collect_size_bytes_max: 4096,
-        request_timeout_ms: 10_000,
-        connections_max: 16,
-        version: "test".to_string(),
-    };
-    let app = router(AppState::new(store.clone(), options));
+    let app = router(AppState::new(store.clone(), common::api_options()));
     Fixture {
         _dir: dir,
         store,
