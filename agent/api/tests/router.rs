@@ -3,17 +3,15 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
 use metanode_api::{AppState, router, wire};
 use metanode_core::cid::{CODEC_DAG_PB, ContentId};
 use metanode_store::{Store, StoreOptions};
-use tower::ServiceExt as _;
 
 mod common;
 
-use common::{INLINE_BYTES, UPLOAD_MAX_BYTES};
+use common::{INLINE_BYTES, UPLOAD_MAX_BYTES, send};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -31,63 +29,6 @@ fn open(dir: tempfile::TempDir) -> Fixture {
 
 fn fixture() -> Fixture {
     open(tempfile::tempdir().expect("tempdir"))
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: header::HeaderName) -> &str {
-        self.headers
-            .get(&name)
-            .unwrap_or_else(|| panic!("no {name} header"))
-            .to_str()
-            .expect("ascii header")
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not json ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// Every error body is `{"error": "..."}`; return the message.
-    fn error(&self) -> String {
-        let body: wire::ErrorBody = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not an error body ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        });
-        body.error
-    }
-}
-
-async fn send(app: &Router, request: Request<Body>) -> Answer {
-    let response = app
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("infallible router");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("collect body")
-        .to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
 }
 
 fn get(uri: &str) -> Request<Body> {

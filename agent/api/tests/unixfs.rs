@@ -7,12 +7,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
 use metanode_api::{AppState, router, wire};
 use metanode_core::cid::{CODEC_DAG_PB, ContentId};
 use metanode_store::{Store, StoreOptions};
 use metanode_unixfs::testdata::xorshift32_bytes;
-use tower::ServiceExt as _;
 
 mod common;
 
@@ -33,20 +31,10 @@ fn fixture() -> Fixture {
     }
 }
 
+/// Status and body of `request` through `app`.
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Bytes) {
-    let response = app
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("infallible router");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("collect body")
-        .to_bytes();
-    (status, body)
+    let answer = common::send(app, request).await;
+    (answer.status, answer.body)
 }
 
 fn post(uri: &str, body: &[u8]) -> Request<Body> {
