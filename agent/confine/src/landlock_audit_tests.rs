@@ -36,6 +36,14 @@ fn denial(blockers: &str, object: &str) -> LandlockDenial {
     }
 }
 
+/// The deterministic text of a 1423 record that must parse as an access denial.
+fn access_of(text: &str) -> String {
+    match parse_landlock_record(AUDIT_LANDLOCK_ACCESS, text.as_bytes(), 200) {
+        Ok(Some(LandlockRecord::Access { denial, .. })) => denial.access(),
+        other => panic!("not an access denial: {other:?} from {text}"),
+    }
+}
+
 #[test]
 fn access_records_become_deterministic_text() {
     let parsed = parse_landlock_record(AUDIT_LANDLOCK_ACCESS, READ_DENIAL.as_bytes(), 200);
@@ -47,35 +55,27 @@ fn access_records_become_deterministic_text() {
             denial: denial("fs.read_file", "/etc/passwd"),
         }))
     );
-    let Ok(Some(LandlockRecord::Access { denial: d, .. })) =
-        parse_landlock_record(AUDIT_LANDLOCK_ACCESS, CONNECT_DENIAL.as_bytes(), 200)
-    else {
-        panic!("connect denial did not parse");
-    };
-    assert_eq!(d.access(), "net.connect_tcp 10.0.0.1:80");
+    assert_eq!(
+        access_of(CONNECT_DENIAL),
+        "net.connect_tcp 10.0.0.1:80",
+        "connect denial"
+    );
     let ipv6 = "audit(1.0:3): domain=a blockers=net.bind_tcp saddr=::1 src=8080";
-    let Ok(Some(LandlockRecord::Access { denial: d, .. })) =
-        parse_landlock_record(AUDIT_LANDLOCK_ACCESS, ipv6.as_bytes(), 200)
-    else {
-        panic!("bind denial did not parse");
-    };
-    assert_eq!(d.access(), "net.bind_tcp [::1]:8080");
+    assert_eq!(access_of(ipv6), "net.bind_tcp [::1]:8080", "bind denial");
     // Several rights, a hex-encoded path (it holds a space) and a signal target whose pid is
     // left out.
     let hex = "audit(1.0:4): domain=a blockers=fs.write_file,fs.truncate path=2F746D702F6120622E747874 dev=\"vda\" ino=12";
-    let Ok(Some(LandlockRecord::Access { denial: d, .. })) =
-        parse_landlock_record(AUDIT_LANDLOCK_ACCESS, hex.as_bytes(), 200)
-    else {
-        panic!("hex path did not parse");
-    };
-    assert_eq!(d.access(), "fs.write_file,fs.truncate /tmp/a b.txt");
+    assert_eq!(
+        access_of(hex),
+        "fs.write_file,fs.truncate /tmp/a b.txt",
+        "hex path"
+    );
     let signal = "audit(1.0:5): domain=a blockers=scope.signal opid=1234 ocomm=\"sleep\"";
-    let Ok(Some(LandlockRecord::Access { denial: d, .. })) =
-        parse_landlock_record(AUDIT_LANDLOCK_ACCESS, signal.as_bytes(), 200)
-    else {
-        panic!("signal denial did not parse");
-    };
-    assert_eq!(d.access(), "scope.signal ocomm=sleep");
+    assert_eq!(
+        access_of(signal),
+        "scope.signal ocomm=sleep",
+        "signal denial"
+    );
 }
 
 #[test]
