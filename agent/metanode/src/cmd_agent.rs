@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use clap::ValueEnum;
 use metanode_api::{ApiOptions, AppState};
 use metanode_chain_node::{ChainNode, ChainNodeConfig};
 use metanode_core::config::{self, ChainConfig, LogFormat, LogLevel, NodeConfig};
-use metanode_core::keys::{PublicKey, SigningKeyFile};
+use metanode_core::keys::{Overwrite, PublicKey, SigningKey, SigningKeyFile};
 use metanode_core::limits::{API_BLOCKING_THREADS_COUNT_MAX, API_SHUTDOWN_DRAIN_MS_MAX};
 use metanode_store::{Compression, IoMode, Store, StoreOptions};
 use tokio::sync::watch;
@@ -507,4 +507,25 @@ pub fn recorded_api_url(data_dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(data_dir.join(API_URL_FILE_NAME)).ok()?;
     let url = text.trim();
     (url.starts_with("http://") && url.len() < 256).then(|| url.to_string())
+}
+
+/// The node key signs the traffic decision log, the cage's receipts and
+/// DockLock witness receipts. A node without one (first boot) gets a fresh
+/// key, written 0600; an existing file that does not load is an error, never
+/// silently replaced.
+pub(crate) fn node_key(cfg: &NodeConfig) -> anyhow::Result<SigningKey> {
+    let path = cfg.key_file_path();
+    let file = SigningKeyFile::new(&path);
+    if !path.exists() {
+        let key = SigningKey::generate().map_err(|e| anyhow!("generating a node key: {e}"))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        file.save(&key, Overwrite::Refuse)
+            .with_context(|| format!("writing the new node key {}", path.display()))?;
+        tracing::info!(key = %key.public_key(), path = %path.display(), "generated the node key");
+        return Ok(key);
+    }
+    file.load()
+        .with_context(|| format!("loading the node key {} (node.key_file)", path.display()))
 }

@@ -21,7 +21,6 @@ use metanode_api::{
 };
 use metanode_core::cid::ContentId;
 use metanode_core::config::{DocklockConfig, NodeConfig};
-use metanode_core::keys::{Overwrite, SigningKey, SigningKeyFile};
 use metanode_core::limits::{
     API_DOCKLOCK_CHILD_OUTPUT_BYTES_MAX, API_DOCKLOCK_OUTPUTS_COUNT_MAX,
     API_DOCKLOCK_OUTPUTS_SIZE_BYTES_MAX,
@@ -74,7 +73,8 @@ impl DocklockService {
             );
         }
         let key_file = cfg.key_file_path();
-        ensure_node_key(&key_file)?;
+        // Generated on first boot, like the traffic lights do; the launcher signs with it.
+        crate::cmd_agent::node_key(cfg)?;
         let runs_dir = cfg.node.data_dir.join(RUNS_DIR_NAME);
         if runs_dir.exists() {
             std::fs::remove_dir_all(&runs_dir)
@@ -323,25 +323,6 @@ impl DocklockControl for DocklockService {
         };
         self.run_locked(request)
     }
-}
-
-/// The node key signs the receipts; a node without one (first boot) gets a fresh key, 0600.
-/// An existing file that does not load is an error, never replaced.
-fn ensure_node_key(path: &Path) -> anyhow::Result<()> {
-    let file = SigningKeyFile::new(path);
-    if path.exists() {
-        file.load()
-            .with_context(|| format!("loading the node key {} (node.key_file)", path.display()))?;
-        return Ok(());
-    }
-    let key = SigningKey::generate().map_err(|e| anyhow!("generating a node key: {e}"))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    file.save(&key, Overwrite::Refuse)
-        .with_context(|| format!("writing the new node key {}", path.display()))?;
-    tracing::info!(key = %key.public_key(), path = %path.display(), "generated the node key");
-    Ok(())
 }
 
 struct Finished {

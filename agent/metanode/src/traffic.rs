@@ -17,7 +17,7 @@ use metanode_api::TrafficMetricsSource;
 use metanode_biso::{CompiledPolicy, DecisionKind, DecisionLog, Policy, compile};
 use metanode_cage::{CageConfig, Metrics as CageMetrics, PolicyHandle, ServeReport};
 use metanode_core::config::{NodeConfig, TrafficConfig, XdpMode};
-use metanode_core::keys::{Overwrite, SigningKey, SigningKeyFile};
+use metanode_core::keys::SigningKey;
 use metanode_ebpf::{AttachMode, TrafficLights};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -81,26 +81,6 @@ impl TrafficMetricsSource for TrafficMetrics {
     }
 }
 
-/// The node key signs the decision log and the cage's receipts. A node
-/// without one (first boot) gets a fresh key, written 0600; an existing
-/// file that does not load is an error, never silently replaced.
-fn node_key(cfg: &NodeConfig) -> anyhow::Result<SigningKey> {
-    let path = cfg.key_file_path();
-    let file = SigningKeyFile::new(&path);
-    if !path.exists() {
-        let key = SigningKey::generate().map_err(|e| anyhow!("generating a node key: {e}"))?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        file.save(&key, Overwrite::Refuse)
-            .with_context(|| format!("writing the new node key {}", path.display()))?;
-        tracing::info!(key = %key.public_key(), path = %path.display(), "generated the node key");
-        return Ok(key);
-    }
-    file.load()
-        .with_context(|| format!("loading the node key {} (node.key_file)", path.display()))
-}
-
 fn decision_log_path(cfg: &NodeConfig) -> PathBuf {
     cfg.node.data_dir.join("biso").join("decisions.log")
 }
@@ -128,7 +108,7 @@ pub async fn start(
     section: &TrafficConfig,
     out: &Output,
 ) -> anyhow::Result<(Traffic, TrafficMetrics)> {
-    let key = node_key(cfg)?;
+    let key = crate::cmd_agent::node_key(cfg)?;
     let log_path = decision_log_path(cfg);
     let mut log = open_log(&log_path, &key)?;
     // Registered before anything is enforced: SIGHUP's default action would
@@ -175,7 +155,7 @@ pub async fn start(
             let server = metanode_cage::Server::bind(
                 config,
                 PolicyHandle::new(compiled.clone()),
-                node_key(cfg)?,
+                crate::cmd_agent::node_key(cfg)?,
             )
             .await
             .map_err(|e| anyhow!("starting the cage (traffic.cage): {e}"))?;
