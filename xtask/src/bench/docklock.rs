@@ -8,9 +8,10 @@
 //!
 //! What one run does, in order:
 //!
-//! 1. Builds the static `docklock-probe` (its own target dir, crt-static),
-//!    `target/release/metanode-docklock` and `target/release/metanode`; installs Debian's `bubblewrap` when
-//!    `bwrap` is not on PATH.
+//! 1. Builds the static `docklock-probe` and the static thin launcher
+//!    `metanode-docklock` (each in its own target dir, crt-static, as the
+//!    image ships it) and `target/release/metanode`; installs Debian's
+//!    `bubblewrap` when `bwrap` is not on PATH.
 //! 2. Writes an OCI bundle under target/docklock-bench: a read-only rootfs
 //!    holding only /bin/docklock-probe, proc on /proc, a tmpfs on /tmp, all
 //!    of pid/ipc/uts/mount/network/cgroup/time namespaces, 256 MiB memory
@@ -653,24 +654,48 @@ fn build_probe(root: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Builds the thin launcher `target/release/metanode-docklock`.
+/// Builds the thin launcher static (crt-static, its own target dir), as
+/// the image ships its binaries (xtask/src/image): a static-pie binary has
+/// no ELF interpreter, no shared libraries to map and a few thousand
+/// relative relocations, so its exec-to-main is a fraction of the dynamic
+/// build's, and that start-up is on every spawn's critical path.
 fn build_launcher(root: &Path) -> anyhow::Result<PathBuf> {
-    eprintln!("    building target/release/{LAUNCHER_BINARY}");
+    let target_dir = root.join("target/docklock-launcher");
+    eprintln!("    building {LAUNCHER_BINARY} (static, {PROBE_TARGET})");
     let mut cmd = cargo();
-    cmd.current_dir(root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        LAUNCHER_PACKAGE,
-        "--bin",
-        LAUNCHER_BINARY,
-    ]);
+    cmd.current_dir(root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            PROBE_TARGET,
+            "-p",
+            LAUNCHER_PACKAGE,
+            "--bin",
+            LAUNCHER_BINARY,
+        ]);
     ensure!(
         crate::process::run_inherited(&mut cmd)?,
-        "cargo build --release -p {LAUNCHER_PACKAGE} --bin {LAUNCHER_BINARY} failed"
+        "RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {PROBE_TARGET} \
+         -p {LAUNCHER_PACKAGE} --bin {LAUNCHER_BINARY} failed"
     );
-    Ok(root.join("target/release").join(LAUNCHER_BINARY))
+    let launcher = target_dir
+        .join(PROBE_TARGET)
+        .join("release")
+        .join(LAUNCHER_BINARY);
+    let bytes = std::fs::read(&launcher).with_context(|| format!("read {}", launcher.display()))?;
+    match is_static_elf(&bytes) {
+        Ok(true) => Ok(launcher),
+        Ok(false) => bail!(
+            "{} is dynamically linked (has an ELF interpreter) though built with crt-static",
+            launcher.display()
+        ),
+        Err(why) => bail!("{}: {why}", launcher.display()),
+    }
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
