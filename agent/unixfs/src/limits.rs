@@ -54,6 +54,13 @@ pub const TRAVERSAL_DEPTH_MAX: usize = 256;
 
 const _: () = assert!(FILE_DEPTH_MAX <= TRAVERSAL_DEPTH_MAX);
 
+/// Blocks a traversal hints ahead and a [`crate::stored::ReadAhead`] holds
+/// at once (queued, being read, or read and not yet taken): with one reader
+/// thread beside the traversal's own, 4 keeps both busy, and bounds the
+/// read-ahead's memory to 4 blocks (1 MiB of 256 KiB leaves; 8 MiB at the
+/// largest block we read).
+pub const READ_AHEAD_BLOCKS: usize = 4;
+
 // ---- CAR ----
 
 /// Largest CAR header (varint-prefixed dag-cbor) we read; a header naming one

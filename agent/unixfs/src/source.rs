@@ -17,17 +17,30 @@ use crate::Block;
 /// throughput.
 pub trait BlockSource {
     fn block(&self, cid: &ContentId) -> Result<Bytes, SourceError>;
+
+    /// A hint from a traversal: these blocks are asked for next, in this
+    /// order (unless a failure ends the walk first). A source that can read
+    /// ahead starts on them; the default ignores the hint.
+    fn prefetch(&self, _upcoming: &[ContentId]) {}
 }
 
 impl<T: BlockSource + ?Sized> BlockSource for &T {
     fn block(&self, cid: &ContentId) -> Result<Bytes, SourceError> {
         (**self).block(cid)
     }
+
+    fn prefetch(&self, upcoming: &[ContentId]) {
+        (**self).prefetch(upcoming)
+    }
 }
 
 impl<T: BlockSource + ?Sized> BlockSource for Arc<T> {
     fn block(&self, cid: &ContentId) -> Result<Bytes, SourceError> {
         (**self).block(cid)
+    }
+
+    fn prefetch(&self, upcoming: &[ContentId]) {
+        (**self).prefetch(upcoming)
     }
 }
 

@@ -10,8 +10,9 @@
 //!   may have found the same block already stored and be about to pin a DAG
 //!   that needs it (GC's mark phase sees that; a blind delete would not).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Write};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use metanode_core::cid::{CODEC_DAG_PB, ContentId};
@@ -21,6 +22,7 @@ use metanode_store::{GetError, PendingPuts, PutError, Store, VerifiedBlock};
 use crate::Block;
 use crate::car::{CarReadError, CarReader, CarWriteError, CarWriter};
 use crate::importer::{Chunker, DagBuilder, ImportOptions, ImportSummary};
+use crate::limits::READ_AHEAD_BLOCKS;
 use crate::reader::ReadError;
 use crate::source::{BlockSource, SourceError};
 use crate::traverse::{CarBlocks, DagScope, EntityBytes};
@@ -506,6 +508,175 @@ pub fn import_car(
     result
 }
 
+/// A [`Store`] that reads hinted blocks ahead on a thread of its own, so a
+/// traversal's reads (each a copy out of the page cache and a full hash of
+/// the block) run on two cores: the reader takes hinted blocks in order and
+/// the traversal reads any block it asks for that the reader has not
+/// started. A block the reader has started is waited for; one it never
+/// started costs nothing extra. At most [`READ_AHEAD_BLOCKS`] blocks are
+/// held. The thread starts at the first hint (a one-block request spawns
+/// nothing) and is joined on drop.
+pub struct ReadAhead {
+    store: Store,
+    shared: Arc<AheadShared>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct AheadShared {
+    state: Mutex<AheadState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct AheadState {
+    queue: VecDeque<ContentId>,
+    slots: HashMap<ContentId, AheadSlot>,
+    closed: bool,
+}
+
+enum AheadSlot {
+    Queued,
+    Reading,
+    Ready(Result<Bytes, SourceError>),
+}
+
+impl ReadAhead {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            shared: Arc::default(),
+            worker: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
+        // A poisoned lock means the reader panicked mid-update of a map of
+        // plain values: the map is still usable, and block() falls back to
+        // reading by itself for anything not Ready.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn start_worker(&self) {
+        let mut worker = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if worker.is_some() {
+            return;
+        }
+        let (store, shared) = (self.store.clone(), Arc::clone(&self.shared));
+        let spawned = std::thread::Builder::new()
+            .name("car-read-ahead".into())
+            .spawn(move || read_ahead_worker(&store, &shared));
+        // Without the thread every hinted block is read by block() itself
+        // (Queued is taken over there), so a failed spawn only costs speed.
+        if let Ok(handle) = spawned {
+            *worker = Some(handle);
+        }
+    }
+}
+
+fn read_ahead_worker(store: &Store, shared: &AheadShared) {
+    let lock = || shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let cid = {
+            let mut state = lock();
+            loop {
+                if state.closed {
+                    return;
+                }
+                if let Some(cid) = state.queue.pop_front() {
+                    state.slots.insert(cid, AheadSlot::Reading);
+                    break cid;
+                }
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let read = store.block(&cid);
+        lock().slots.insert(cid, AheadSlot::Ready(read));
+        shared.changed.notify_all();
+    }
+}
+
+impl BlockSource for ReadAhead {
+    fn block(&self, cid: &ContentId) -> Result<Bytes, SourceError> {
+        let mut state = self.lock();
+        match state.slots.get(cid) {
+            None => {
+                drop(state);
+                return self.store.block(cid);
+            }
+            Some(AheadSlot::Queued) => {
+                // Not started: read it here, in parallel with the reader's
+                // current block.
+                state.slots.remove(cid);
+                state.queue.retain(|queued| queued != cid);
+                drop(state);
+                return self.store.block(cid);
+            }
+            Some(AheadSlot::Reading | AheadSlot::Ready(_)) => {}
+        }
+        loop {
+            if matches!(state.slots.get(cid), Some(AheadSlot::Ready(_)))
+                && let Some(AheadSlot::Ready(read)) = state.slots.remove(cid)
+            {
+                // A slot came free for the next hint.
+                self.shared.changed.notify_all();
+                return read;
+            }
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn prefetch(&self, upcoming: &[ContentId]) {
+        let mut added = false;
+        {
+            let mut state = self.lock();
+            for cid in upcoming {
+                if state.slots.len() >= READ_AHEAD_BLOCKS {
+                    break;
+                }
+                if !state.slots.contains_key(cid) {
+                    state.slots.insert(*cid, AheadSlot::Queued);
+                    state.queue.push_back(*cid);
+                    added = true;
+                }
+            }
+        }
+        if added {
+            self.start_worker();
+            self.shared.changed.notify_all();
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.lock().closed = true;
+        self.shared.changed.notify_all();
+        let worker = self.worker.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(handle) = worker.take() {
+            // The reader finishes the block it holds (one store read) and
+            // sees `closed`.
+            let _ = handle.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAhead").finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CarExportError {
     #[error(transparent)]
@@ -531,7 +702,8 @@ pub fn export_car<W: Write>(
 ) -> Result<(CarExportReport, W), CarExportError> {
     let mut car = CarWriter::new(sink, &[root])?;
     let mut blocks_count = 0;
-    for item in CarBlocks::new(store, root, scope, entity_bytes) {
+    let source = ReadAhead::new(store.clone());
+    for item in CarBlocks::new(&source, root, scope, entity_bytes) {
         let (cid, data) = item?;
         car.write_block(&cid, &data)?;
         blocks_count += 1;

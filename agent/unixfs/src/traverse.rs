@@ -20,11 +20,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
-use metanode_core::cid::{CODEC_DAG_PB, ContentId};
+use metanode_core::cid::{CODEC_DAG_PB, CODEC_RAW, ContentId};
 use metanode_core::dagpb::{self, PbNodeRef};
 
 use crate::data::{DataType, UnixFsData};
-use crate::limits::TRAVERSAL_DEPTH_MAX;
+use crate::limits::{READ_AHEAD_BLOCKS, TRAVERSAL_DEPTH_MAX};
 use crate::reader::{FileWalk, ReadError, file_node_size, link_cid};
 use crate::source::BlockSource;
 
@@ -253,6 +253,26 @@ impl<S: BlockSource> CarBlocks<S> {
                 cid,
                 depth_max: TRAVERSAL_DEPTH_MAX,
             }));
+        }
+        // After a raw block (a leaf) come its next siblings; after a dag-pb
+        // node come its own children first, so its siblings are not hinted
+        // then (read early, they would hold the read-ahead's slots through
+        // the whole subtree).
+        if let Some(frame) = stack.last().filter(|_| cid.codec() == CODEC_RAW) {
+            let mut upcoming = [cid; READ_AHEAD_BLOCKS];
+            let mut n = 0;
+            for next in &frame.children[frame.next..] {
+                if n == upcoming.len() {
+                    break;
+                }
+                if *next != cid && !self.seen.contains(next) {
+                    upcoming[n] = *next;
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                self.source.prefetch(&upcoming[..n]);
+            }
         }
         let result = self
             .source
