@@ -510,8 +510,8 @@ pub fn import_car(
 
 /// A [`Store`] that reads hinted blocks ahead on a thread of its own, so a
 /// traversal's reads (each a copy out of the page cache and a full hash of
-/// the block) run on two cores: the reader takes hinted blocks in order and
-/// the traversal reads any block it asks for that the reader has not
+/// the block) run on two cores: the reader takes the newest hinted block
+/// and the traversal reads any block it asks for that the reader has not
 /// started. A block the reader has started is waited for; one it never
 /// started costs nothing extra. At most [`READ_AHEAD_BLOCKS`] blocks are
 /// held. The thread starts at the first hint (a one-block request spawns
@@ -586,7 +586,11 @@ fn read_ahead_worker(store: &Store, shared: &AheadShared) {
                 if state.closed {
                     return;
                 }
-                if let Some(cid) = state.queue.pop_front() {
+                // The newest hint is the block needed last: the traversal
+                // reads the older ones itself meanwhile, so the two rarely
+                // wait for each other (taking the oldest, the reader would
+                // be reading exactly the block the traversal asks for next).
+                if let Some(cid) = state.queue.pop_back() {
                     state.slots.insert(cid, AheadSlot::Reading);
                     break cid;
                 }
