@@ -614,11 +614,18 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Builds the static probe with its own target dir (so it never waits on,
-/// or invalidates, the workspace's target/ for a different RUSTFLAGS).
-fn build_probe(root: &Path) -> anyhow::Result<PathBuf> {
-    let target_dir = root.join("target/docklock-probe");
-    eprintln!("    building {PROBE_BINARY} (static, {PROBE_TARGET})");
+/// Builds `binary` of `package` static (crt-static) in its own target dir
+/// under target/, so it never waits on, or invalidates, the workspace's
+/// target/ for a different RUSTFLAGS; refuses a result that still has an
+/// ELF interpreter.
+fn build_static(
+    root: &Path,
+    target_subdir: &str,
+    package: &str,
+    binary: &str,
+) -> anyhow::Result<PathBuf> {
+    let target_dir = root.join("target").join(target_subdir);
+    eprintln!("    building {binary} (static, {PROBE_TARGET})");
     let mut cmd = cargo();
     cmd.current_dir(root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -632,70 +639,39 @@ fn build_probe(root: &Path) -> anyhow::Result<PathBuf> {
             "--target",
             PROBE_TARGET,
             "-p",
-            PROBE_PACKAGE,
+            package,
+            "--bin",
+            binary,
         ]);
     ensure!(
         crate::process::run_inherited(&mut cmd)?,
         "RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {PROBE_TARGET} \
-         -p {PROBE_PACKAGE} failed"
+         -p {package} --bin {binary} failed"
     );
-    let probe = target_dir
-        .join(PROBE_TARGET)
-        .join("release")
-        .join(PROBE_BINARY);
-    let bytes = std::fs::read(&probe).with_context(|| format!("read {}", probe.display()))?;
+    let built = target_dir.join(PROBE_TARGET).join("release").join(binary);
+    let bytes = std::fs::read(&built).with_context(|| format!("read {}", built.display()))?;
     match is_static_elf(&bytes) {
-        Ok(true) => Ok(probe),
+        Ok(true) => Ok(built),
         Ok(false) => bail!(
-            "{} is dynamically linked (has an ELF interpreter); the bench rootfs holds only the probe",
-            probe.display()
+            "{} is dynamically linked (has an ELF interpreter) though built with crt-static",
+            built.display()
         ),
-        Err(why) => bail!("{}: {why}", probe.display()),
+        Err(why) => bail!("{}: {why}", built.display()),
     }
 }
 
-/// Builds the thin launcher static (crt-static, its own target dir), as
-/// the image ships its binaries (xtask/src/image): a static-pie binary has
-/// no ELF interpreter, no shared libraries to map and a few thousand
-/// relative relocations, so its exec-to-main is a fraction of the dynamic
-/// build's, and that start-up is on every spawn's critical path.
+/// The probe: static because the bench rootfs holds nothing else.
+fn build_probe(root: &Path) -> anyhow::Result<PathBuf> {
+    build_static(root, "docklock-probe", PROBE_PACKAGE, PROBE_BINARY)
+}
+
+/// The thin launcher, static as the image ships its binaries
+/// (xtask/src/image): a static-pie binary has no ELF interpreter, no shared
+/// libraries to map and a few thousand relative relocations, so its
+/// exec-to-main is a fraction of the dynamic build's, and that start-up is
+/// on every spawn's critical path.
 fn build_launcher(root: &Path) -> anyhow::Result<PathBuf> {
-    let target_dir = root.join("target/docklock-launcher");
-    eprintln!("    building {LAUNCHER_BINARY} (static, {PROBE_TARGET})");
-    let mut cmd = cargo();
-    cmd.current_dir(root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            PROBE_TARGET,
-            "-p",
-            LAUNCHER_PACKAGE,
-            "--bin",
-            LAUNCHER_BINARY,
-        ]);
-    ensure!(
-        crate::process::run_inherited(&mut cmd)?,
-        "RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {PROBE_TARGET} \
-         -p {LAUNCHER_PACKAGE} --bin {LAUNCHER_BINARY} failed"
-    );
-    let launcher = target_dir
-        .join(PROBE_TARGET)
-        .join("release")
-        .join(LAUNCHER_BINARY);
-    let bytes = std::fs::read(&launcher).with_context(|| format!("read {}", launcher.display()))?;
-    match is_static_elf(&bytes) {
-        Ok(true) => Ok(launcher),
-        Ok(false) => bail!(
-            "{} is dynamically linked (has an ELF interpreter) though built with crt-static",
-            launcher.display()
-        ),
-        Err(why) => bail!("{}: {why}", launcher.display()),
-    }
+    build_static(root, "docklock-launcher", LAUNCHER_PACKAGE, LAUNCHER_BINARY)
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
