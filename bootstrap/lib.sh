@@ -15,16 +15,31 @@ as_root() {
     fi
 }
 
-# Install Debian packages that are missing (quietly, no prompts).
-apt_install() {
-    local missing=()
+# The requested packages that are not installed, one per line.
+apt_missing() {
     for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"
     done
+}
+
+# Install Debian packages that are missing (quietly, no prompts). Installing
+# one package can remove another that was already there (seen: Debian 12's
+# qemu-system-x86 7.2 removed a backports qemu-utils 10.0, and the image
+# build then had no qemu-img), so every requested package is checked again
+# afterwards and the ones gone are installed in a second pass.
+apt_install() {
+    local missing
+    mapfile -t missing < <(apt_missing "$@")
     [ ${#missing[@]} -eq 0 ] && return 0
     step "installing Debian packages: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    mapfile -t missing < <(apt_missing "$@")
+    [ ${#missing[@]} -eq 0 ] && return 0
+    step "installing Debian packages removed by the install above: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    mapfile -t missing < <(apt_missing "$@")
+    [ ${#missing[@]} -eq 0 ] || die "Debian packages still not installed: ${missing[*]}"
 }
 
 ensure_rust() {
