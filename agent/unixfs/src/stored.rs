@@ -528,6 +528,22 @@ struct AheadShared {
     changed: Condvar,
 }
 
+impl AheadShared {
+    // A poisoned lock means a reader panicked mid-update of a map of plain
+    // values: the map is still usable, and block() falls back to reading by
+    // itself for anything not Ready.
+    fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(
+        &self,
+        state: std::sync::MutexGuard<'a, AheadState>,
+    ) -> std::sync::MutexGuard<'a, AheadState> {
+        self.changed.wait(state).unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[derive(Default)]
 struct AheadState {
     queue: VecDeque<ContentId>,
@@ -551,13 +567,7 @@ impl ReadAhead {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
-        // A poisoned lock means the reader panicked mid-update of a map of
-        // plain values: the map is still usable, and block() falls back to
-        // reading by itself for anything not Ready.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.lock()
     }
 
     fn start_worker(&self) {
@@ -578,7 +588,7 @@ impl ReadAhead {
 }
 
 fn read_ahead_worker(store: &Store, shared: &AheadShared) {
-    let lock = || shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    let lock = || shared.lock();
     loop {
         let cid = {
             let mut state = lock();
@@ -594,10 +604,7 @@ fn read_ahead_worker(store: &Store, shared: &AheadShared) {
                     state.slots.insert(cid, AheadSlot::Reading);
                     break cid;
                 }
-                state = shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
+                state = shared.wait(state);
             }
         };
         let read = store.block(&cid);
@@ -632,11 +639,7 @@ impl BlockSource for ReadAhead {
                 self.shared.changed.notify_all();
                 return read;
             }
-            state = self
-                .shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = self.shared.wait(state);
         }
     }
 
