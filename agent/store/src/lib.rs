@@ -351,6 +351,17 @@ pub struct GcHold {
     _guard: parking_lot::ArcRwLockReadGuard<parking_lot::RawRwLock, ()>,
 }
 
+/// What reading a packed record into the caller's buffer came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InlineRead {
+    /// The buffer holds the blob, verified against its key.
+    Read,
+    /// The segment was compacted away under us: look up again.
+    Moved,
+    /// A `nowait` read and the record is not in the page cache.
+    NotCached,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
     #[error("{0} is not in the store")]
@@ -840,6 +851,27 @@ impl Store {
 
     /// The whole blob, verified against its hash.
     pub fn get(&self, cid: &ContentId) -> Result<Vec<u8>, GetError> {
+        let mut buf = Vec::new();
+        self.get_into(cid, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Store::get`] into `buf`, reusing its memory: `buf` ends up holding
+    /// exactly the blob (its old length and bytes do not matter). A caller
+    /// that reads many blocks keeps its buffers, because a fresh ~256 KiB
+    /// one per block is returned to the kernel by malloc when freed and
+    /// page-faults (and is zeroed) again on the next read. On an error `buf`
+    /// is left empty.
+    pub fn get_into(&self, cid: &ContentId, buf: &mut Vec<u8>) -> Result<(), GetError> {
+        let read = self.get_into_inner(cid, buf);
+        if read.is_err() {
+            // Whatever the failed read left there is never taken for the blob.
+            buf.clear();
+        }
+        read
+    }
+
+    fn get_into_inner(&self, cid: &ContentId, buf: &mut Vec<u8>) -> Result<(), GetError> {
         self.inner
             .counters
             .gets_total
@@ -849,11 +881,17 @@ impl Store {
         for _ in 0..3 {
             let entry = self.lookup(cid)?;
             match entry.storage {
-                Storage::Inline => match self.read_inline(cid, &entry)? {
-                    Some(data) => return Ok(data),
-                    None => continue,
+                Storage::Inline => match self.read_inline_into(cid, &entry, false, buf)? {
+                    InlineRead::Read => return Ok(()),
+                    InlineRead::Moved => continue,
+                    InlineRead::NotCached => {
+                        unreachable!("blocking reads never report would-block")
+                    }
                 },
-                Storage::External => return self.read_external(cid, &entry, 0, entry.size_bytes),
+                Storage::External => {
+                    *buf = self.read_external(cid, &entry, 0, entry.size_bytes)?;
+                    return Ok(());
+                }
             }
         }
         Err(GetError::Io {
@@ -882,9 +920,10 @@ impl Store {
     /// right here — a few microseconds, no thread hop; anything that could
     /// sleep on the disk goes to the blocking pool.
     pub async fn get_async(&self, cid: &ContentId) -> Result<Vec<u8>, GetError> {
+        let mut data = Vec::new();
         if let Some(entry) = self.inner.index.get(&cid.key())
             && entry.storage == Storage::Inline
-            && let Some(Some(data)) = self.read_inline_mode(cid, &entry, true)?
+            && self.read_inline_into(cid, &entry, true, &mut data)? == InlineRead::Read
         {
             self.inner
                 .counters
@@ -902,12 +941,13 @@ impl Store {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, GetError> {
+        let mut data = Vec::new();
         if let Some(entry) = self.inner.index.get(&cid.key())
             && entry.storage == Storage::Inline
             && offset
                 .checked_add(len)
                 .is_some_and(|end| end <= entry.size_bytes)
-            && let Some(Some(data)) = self.read_inline_mode(cid, &entry, true)?
+            && self.read_inline_into(cid, &entry, true, &mut data)? == InlineRead::Read
         {
             self.inner
                 .counters
@@ -947,40 +987,38 @@ impl Store {
         }
     }
 
-    /// Read and verify an inline record; `Ok(None)` when its segment was
-    /// compacted away under us (retry with a fresh lookup).
-    fn read_inline(&self, cid: &ContentId, entry: &Entry) -> Result<Option<Vec<u8>>, GetError> {
-        self.read_inline_mode(cid, entry, false)
-            .map(|r| r.map(|d| d.expect("blocking reads never report would-block")))
-    }
-
-    /// `Ok(None)`: the segment was compacted away (look up again).
-    /// `Ok(Some(None))`: `nowait` and the record is not in the page cache.
-    fn read_inline_mode(
+    /// Read and verify an inline record into `buf` (see [`InlineRead`]).
+    /// Only a verified blob is reported as [`InlineRead::Read`]; otherwise
+    /// `buf` holds nothing the caller may use.
+    fn read_inline_into(
         &self,
         cid: &ContentId,
         entry: &Entry,
         nowait: bool,
-    ) -> Result<Option<Option<Vec<u8>>>, GetError> {
+        buf: &mut Vec<u8>,
+    ) -> Result<InlineRead, GetError> {
         let Some(seg) = self.inner.segments.read().get(&entry.segment_id).cloned() else {
-            return Ok(None);
+            return Ok(InlineRead::Moved);
         };
-        let mut buf = vec![0u8; entry.record_len as usize];
+        let record_len = entry.record_len as usize;
+        if buf.capacity() < record_len {
+            // Its old bytes are about to be overwritten: a fresh zeroed
+            // allocation (pages from the kernel, already zero) beats growing
+            // it, which would copy them and then zero the rest.
+            *buf = vec![0u8; record_len];
+        } else {
+            // Writes only the part past the old length; every byte up to
+            // `record_len` is overwritten by the read below or the read
+            // fails.
+            buf.resize(record_len, 0);
+        }
         if nowait {
-            match self
-                .inner
-                .io
-                .read_cached_at(&seg.file, entry.offset, &mut buf)
-            {
+            match self.inner.io.read_cached_at(&seg.file, entry.offset, buf) {
                 Ok(true) => {}
-                Ok(false) => return Ok(Some(None)),
+                Ok(false) => return Ok(InlineRead::NotCached),
                 Err(source) => return Err(GetError::Io { cid: *cid, source }),
             }
-        } else if let Err(e) = self
-            .inner
-            .io
-            .read_exact_at(&seg.file, entry.offset, &mut buf)
-        {
+        } else if let Err(e) = self.inner.io.read_exact_at(&seg.file, entry.offset, buf) {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 return Err(
                     self.corrupt(cid, format!("segment {} is truncated", seg.path.display()))
@@ -991,7 +1029,7 @@ impl Store {
                 source: e,
             });
         }
-        let (header, crc) = record::decode_header(&buf).map_err(|e| {
+        let (header, crc) = record::decode_header(buf).map_err(|e| {
             self.corrupt(
                 cid,
                 format!("record at {}+{}: {e}", seg.path.display(), entry.offset),
@@ -1007,13 +1045,12 @@ impl Store {
                 ),
             ));
         }
-        record::check_crc(&buf, crc).map_err(|e| {
+        record::check_crc(buf, crc).map_err(|e| {
             self.corrupt(
                 cid,
                 format!("record at {}+{}: {e}", seg.path.display(), entry.offset),
             )
         })?;
-        let payload = &buf[record::RECORD_HEADER_BYTES..];
         if header.size_bytes > limits::INLINE_SIZE_BYTES_MAX_CAP {
             return Err(self.corrupt(
                 cid,
@@ -1023,21 +1060,21 @@ impl Store {
                 ),
             ));
         }
-        let data = if header.compressed() {
-            zstd::bulk::decompress(payload, header.size_bytes as usize)
-                .map_err(|e| self.corrupt(cid, format!("zstd payload: {e}")))?
+        if header.compressed() {
+            let payload = &buf[record::RECORD_HEADER_BYTES..];
+            *buf = zstd::bulk::decompress(payload, header.size_bytes as usize)
+                .map_err(|e| self.corrupt(cid, format!("zstd payload: {e}")))?;
         } else {
             // The payload moves to the front of the buffer it was read into:
             // a fresh copy would fault in and zero new pages for every block
             // (a third of a large CAR export's time on the 2-core VM).
             buf.copy_within(record::RECORD_HEADER_BYTES.., 0);
-            buf.truncate(buf.len() - record::RECORD_HEADER_BYTES);
-            buf
-        };
-        if data.len() as u64 != header.size_bytes || !cid.key().matches(&data) {
+            buf.truncate(record_len - record::RECORD_HEADER_BYTES);
+        }
+        if buf.len() as u64 != header.size_bytes || !cid.key().matches(buf) {
             return Err(self.corrupt(cid, "content does not match its hash".into()));
         }
-        Ok(Some(Some(data)))
+        Ok(InlineRead::Read)
     }
 
     fn read_external(

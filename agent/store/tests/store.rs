@@ -626,3 +626,103 @@ fn async_put_from_a_runtime() {
         );
     }
 }
+
+/// `get_into` reuses the caller's buffer: whatever it held before (a longer
+/// blob, a shorter one, junk) never shows in the result, for packed,
+/// compressed and large blobs alike.
+#[test]
+fn get_into_a_used_buffer_returns_exactly_the_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(12);
+    let long = blob(&mut rng, 256 * 1024);
+    let short = blob(&mut rng, 3000);
+    let empty: Vec<u8> = Vec::new();
+    let large = blob(&mut rng, 3 << 20);
+    let store = Store::open(opts(dir.path(), IoMode::Auto)).unwrap();
+    let [l, s, e, g] = [&long, &short, &empty, &large].map(|d| store.put(d, true).unwrap().cid);
+
+    let mut buf = Vec::new();
+    store.get_into(&l, &mut buf).unwrap();
+    assert_eq!(buf, long);
+    // Shorter after longer: only the short blob's bytes, none of the tail.
+    store.get_into(&s, &mut buf).unwrap();
+    assert_eq!(buf, short);
+    assert!(buf.capacity() >= long.len(), "the buffer was reused");
+    store.get_into(&e, &mut buf).unwrap();
+    assert!(buf.is_empty());
+    // Longer after shorter, and into a buffer full of junk.
+    store.get_into(&l, &mut buf).unwrap();
+    assert_eq!(buf, long);
+    let mut junk = vec![0xA5u8; 300 * 1024];
+    store.get_into(&s, &mut junk).unwrap();
+    assert_eq!(junk, short);
+    store.get_into(&g, &mut junk).unwrap();
+    assert_eq!(junk, large);
+    store.get_into(&s, &mut junk).unwrap();
+    assert_eq!(junk, short);
+
+    let mut z = opts(&dir.path().join("z"), IoMode::Auto);
+    z.compression = Compression::Zstd { level: 3 };
+    let zstore = Store::open(z).unwrap();
+    let text = "metanode ".repeat(5000).into_bytes();
+    let t = zstore.put(&text, true).unwrap().cid;
+    assert!(zstore.stat(&t).unwrap().unwrap().compressed);
+    let mut buf = vec![0x5Au8; 200 * 1024];
+    zstore.get_into(&t, &mut buf).unwrap();
+    assert_eq!(buf, text);
+
+    let mut buf = vec![1u8; 10];
+    assert!(matches!(
+        store.get_into(&ContentId::raw_blake3_of(b"absent"), &mut buf),
+        Err(GetError::NotFound(_))
+    ));
+    assert!(buf.is_empty(), "a failed read leaves nothing to be taken");
+}
+
+/// Damage reaches `get_into` callers as `Corrupt`, never as bytes, even
+/// when their buffer already holds a good copy of a same-sized blob.
+#[test]
+fn get_into_refuses_damaged_and_truncated_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(13);
+    let first = blob(&mut rng, 3000);
+    let second = blob(&mut rng, 3000);
+    let last = blob(&mut rng, 3000);
+    let store = Store::open(opts(dir.path(), IoMode::Auto)).unwrap();
+    let [f, s, l] = [&first, &second, &last].map(|d| store.put(d, true).unwrap().cid);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        // Segment header 24 bytes + record header 60 bytes precede the
+        // first payload.
+        file.write_all_at(b"X", 24 + 60 + 100).unwrap();
+    }
+    let mut buf = Vec::new();
+    store.get_into(&s, &mut buf).unwrap();
+    assert_eq!(buf, second);
+    assert!(matches!(
+        store.get_into(&f, &mut buf),
+        Err(GetError::Corrupt { .. })
+    ));
+    assert!(buf.is_empty());
+
+    // Cut the last record short under the open store.
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    store.get_into(&s, &mut buf).unwrap();
+    match store.get_into(&l, &mut buf) {
+        Err(GetError::Corrupt { cid, reason }) => {
+            assert_eq!(cid, l);
+            assert!(reason.contains("truncated"), "{reason}");
+        }
+        other => panic!("truncated record served: {other:?}"),
+    }
+    assert!(buf.is_empty());
+    assert!(store.stats().verify_failures_total >= 2);
+}
