@@ -60,6 +60,23 @@ const _: () = assert!(FILE_DEPTH_MAX <= TRAVERSAL_DEPTH_MAX);
 /// read-ahead's memory to 4 blocks (1 MiB of 256 KiB leaves; 8 MiB at the
 /// largest block we read).
 pub const READ_AHEAD_BLOCKS: usize = 4;
+/// Block buffers a [`crate::stored::ReadAhead`] keeps for reuse once the
+/// blocks read into them are dropped (written to the CAR): the read-ahead's
+/// blocks, the one the traversal reads itself and the one being written.
+/// Reusing them spares a page fault per 4 KiB on every block read; malloc
+/// returns a freed 256 KiB buffer to the kernel.
+pub const READ_AHEAD_BUFFERS_KEPT_MAX: usize = READ_AHEAD_BLOCKS + 2;
+/// A buffer bigger than this is freed, not kept: a block has at most
+/// [`BLOCK_SIZE_BYTES_MAX`] bytes (plus the store's record header while it
+/// is read), so only a huge non-block blob read through the store exceeds
+/// it. Bounds the pool to about 12 MiB.
+pub const READ_AHEAD_BUFFER_SIZE_BYTES_MAX: u64 = BLOCK_SIZE_BYTES_MAX + 4096;
+
+const _: () = assert!(READ_AHEAD_BUFFERS_KEPT_MAX > READ_AHEAD_BLOCKS);
+const _: () = assert!(
+    READ_AHEAD_BUFFER_SIZE_BYTES_MAX
+        >= BLOCK_SIZE_BYTES_MAX + metanode_store::record::RECORD_HEADER_BYTES as u64
+);
 
 // ---- CAR ----
 

@@ -22,7 +22,9 @@ use metanode_store::{GetError, PendingPuts, PutError, Store, VerifiedBlock};
 use crate::Block;
 use crate::car::{CarReadError, CarReader, CarWriteError, CarWriter};
 use crate::importer::{Chunker, DagBuilder, ImportOptions, ImportSummary};
-use crate::limits::READ_AHEAD_BLOCKS;
+use crate::limits::{
+    READ_AHEAD_BLOCKS, READ_AHEAD_BUFFER_SIZE_BYTES_MAX, READ_AHEAD_BUFFERS_KEPT_MAX,
+};
 use crate::reader::ReadError;
 use crate::source::{BlockSource, SourceError};
 use crate::traverse::{CarBlocks, DagScope, EntityBytes};
@@ -30,14 +32,19 @@ use crate::traverse::{CarBlocks, DagScope, EntityBytes};
 impl BlockSource for Store {
     /// Every read is verified against the CID by the store.
     fn block(&self, cid: &ContentId) -> Result<Bytes, SourceError> {
-        match self.get(cid) {
-            Ok(data) => Ok(Bytes::from(data)),
-            Err(GetError::NotFound(_)) => Err(SourceError::NotFound(*cid)),
-            Err(e) => Err(SourceError::Other {
-                cid: *cid,
-                reason: e.to_string(),
-            }),
-        }
+        self.get(cid)
+            .map(Bytes::from)
+            .map_err(|e| source_error(cid, e))
+    }
+}
+
+fn source_error(cid: &ContentId, e: GetError) -> SourceError {
+    match e {
+        GetError::NotFound(_) => SourceError::NotFound(*cid),
+        e => SourceError::Other {
+            cid: *cid,
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -526,6 +533,7 @@ pub struct ReadAhead {
 struct AheadShared {
     state: Mutex<AheadState>,
     changed: Condvar,
+    buffers: BlockBuffers,
 }
 
 impl AheadShared {
@@ -607,7 +615,7 @@ fn read_ahead_worker(store: &Store, shared: &AheadShared) {
                 state = shared.wait(state);
             }
         };
-        let read = store.block(&cid);
+        let read = shared.buffers.read(store, &cid);
         lock().slots.insert(cid, AheadSlot::Ready(read));
         shared.changed.notify_all();
     }
@@ -619,7 +627,7 @@ impl BlockSource for ReadAhead {
         match state.slots.get(cid) {
             None => {
                 drop(state);
-                return self.store.block(cid);
+                return self.shared.buffers.read(&self.store, cid);
             }
             Some(AheadSlot::Queued) => {
                 // Not started: read it here, in parallel with the reader's
@@ -627,7 +635,7 @@ impl BlockSource for ReadAhead {
                 state.slots.remove(cid);
                 state.queue.retain(|queued| queued != cid);
                 drop(state);
-                return self.store.block(cid);
+                return self.shared.buffers.read(&self.store, cid);
             }
             Some(AheadSlot::Reading | AheadSlot::Ready(_)) => {}
         }
@@ -674,6 +682,67 @@ impl Drop for ReadAhead {
             // The reader finishes the block it holds (one store read) and
             // sees `closed`.
             let _ = handle.join();
+        }
+    }
+}
+
+/// Buffers of the blocks a [`ReadAhead`] read, returned when the last
+/// `Bytes` of a block is dropped (after it was written out) and read into
+/// again, up to [`READ_AHEAD_BUFFERS_KEPT_MAX`] of them. Without them every
+/// block read got a fresh ~256 KiB buffer, which malloc hands back to the
+/// kernel when freed, so each read page-faulted and zeroed new memory
+/// before copying the block out of the page cache. A buffer goes back with
+/// its length, so the next read writes (zeroes) only what it grows by before
+/// overwriting all of it.
+#[derive(Debug, Default, Clone)]
+struct BlockBuffers {
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+/// A block read into a pooled buffer; dropping it returns the buffer.
+struct PooledBlock {
+    buf: Vec<u8>,
+    home: BlockBuffers,
+}
+
+impl AsRef<[u8]> for PooledBlock {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledBlock {
+    fn drop(&mut self) {
+        self.home.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+impl BlockBuffers {
+    /// `cid` from the store, verified, in a reused buffer when one is free.
+    fn read(&self, store: &Store, cid: &ContentId) -> Result<Bytes, SourceError> {
+        // A poisoned pool only loses the reuse, never data.
+        let reused = self.free.lock().ok().and_then(|mut free| free.pop());
+        let mut buf = reused.unwrap_or_default();
+        match store.get_into(cid, &mut buf) {
+            Ok(()) => Ok(Bytes::from_owner(PooledBlock {
+                buf,
+                home: self.clone(),
+            })),
+            Err(e) => {
+                self.give_back(buf);
+                Err(source_error(cid, e))
+            }
+        }
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() as u64 > READ_AHEAD_BUFFER_SIZE_BYTES_MAX {
+            return;
+        }
+        if let Ok(mut free) = self.free.lock()
+            && free.len() < READ_AHEAD_BUFFERS_KEPT_MAX
+        {
+            free.push(buf);
         }
     }
 }

@@ -107,3 +107,90 @@ fn hinted_blocks_never_taken_are_dropped() {
     }
     store.close().unwrap();
 }
+
+/// The read-ahead reads blocks into buffers it takes back once a block is
+/// dropped. A buffer that held a longer block must give a shorter one
+/// exactly its own bytes (none of the longer block's tail), and the other
+/// way round.
+#[test]
+fn a_reused_buffer_returns_exactly_the_next_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let long = xorshift32_bytes(9, 262_144);
+    let short = xorshift32_bytes(10, 1000);
+    let middle = xorshift32_bytes(11, 100_000);
+    let [l, s, m] = [&long, &short, &middle].map(|d| store.put(d, true).unwrap().cid);
+    let ahead = ReadAhead::new(store.clone());
+
+    let first = ahead.block(&l).unwrap();
+    assert_eq!(first, long);
+    let first_at = first.as_ptr();
+    drop(first);
+    let second = ahead.block(&s).unwrap();
+    // No other thread runs (nothing was hinted): the buffer just given back
+    // is the one read into.
+    assert_eq!(second.as_ptr(), first_at, "the buffer was reused");
+    assert_eq!(second.len(), short.len());
+    assert_eq!(second, short);
+    drop(second);
+    let third = ahead.block(&m).unwrap();
+    assert_eq!(third.as_ptr(), first_at, "the buffer was reused");
+    assert_eq!(third, middle);
+    drop(third);
+    assert_eq!(ahead.block(&l).unwrap(), long);
+    drop(ahead);
+    store.close().unwrap();
+}
+
+/// Damage in a leaf is still refused on the read-ahead's path (reused
+/// buffers, both threads): the export ends with that block's CID and the
+/// store's verdict, never with the damaged bytes.
+#[test]
+fn a_damaged_leaf_ends_the_export_naming_it() {
+    let data = xorshift32_bytes(12, 40 * 262_144 + 500);
+    let options = ImportOptions::new(262_144, 8, HashKind::Sha2_256).unwrap();
+    let (dir, store, root) = store_with(&data, options);
+    let order: Vec<ContentId> = CarBlocks::new(&store, root, DagScope::All, None)
+        .map(|item| item.unwrap().0)
+        .collect();
+    // Well into the DAG, so earlier blocks' buffers are being reused and
+    // the read-ahead hints it before it is due.
+    let victim = order[20];
+    assert_eq!(victim.codec(), metanode_core::cid::CODEC_RAW);
+    let victim_bytes = store.get(&victim).unwrap();
+    // Flip one byte of the victim's payload where it sits in its segment.
+    let needle = &victim_bytes[1000..1064];
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(dir.path().join("packs")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.write_all_at(&[bytes[at + 10] ^ 0x40], (at + 10) as u64)
+                .unwrap();
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 1, "the victim's payload is stored once");
+
+    let failed = stored::export_car(&store, root, DagScope::All, None, Vec::new());
+    match failed {
+        Err(CarExportError::Read(ReadError::Source(SourceError::Other { cid, reason }))) => {
+            assert_eq!(cid, victim);
+            assert!(reason.contains("damaged"), "{reason}");
+        }
+        other => panic!("expected the damaged {victim} to be refused, got {other:?}"),
+    }
+    // The other blocks still read, exact, through a read-ahead whose
+    // buffers held the refused read.
+    let ahead = ReadAhead::new(store.clone());
+    assert!(ahead.block(&victim).is_err());
+    for cid in &order[19..22] {
+        if *cid != victim {
+            assert_eq!(ahead.block(cid).unwrap(), store.get(cid).unwrap());
+        }
+    }
+    drop(ahead);
+    store.close().unwrap();
+}
