@@ -24,6 +24,7 @@ use std::process::ExitStatus;
 
 use rustix::io::Errno;
 
+use crate::tsc::{VirtualTsc, emulate_tsc_read};
 use crate::vdso::{VdsoError, VdsoHidden, hide_vdso_at_exec_stop, last_errno};
 
 /// Options of every tracee: stop at each exec, auto-attach every new process and thread, and
@@ -63,6 +64,9 @@ pub struct CageTrace {
     pub hide_failures_count: u64,
     /// The first of those failures, for the report.
     pub first_hide_failure: Option<HideFailure>,
+    /// `rdtsc`/`rdtscp` faults answered from the virtual counter (only with a [`VirtualTsc`]
+    /// and a cage under [`crate::deny_tsc`]).
+    pub tsc_reads_count: u64,
     /// The root's mount namespace, opened at its first exec stop (None if it never exec'd or
     /// the open failed). Held, the root's exit does not tear the namespace down — that teardown
     /// waits for an RCU grace period (0.1 to several ms) before the root is reported exited; the
@@ -118,12 +122,18 @@ pub fn seize_for_cage(pid: i32) -> Result<(), Errno> {
 /// Traces the cage rooted at `root` (our child and tracee) until no tracee and no child is left,
 /// hiding the vDSO at every exec ([`hide_vdso_at_exec_stop`]). A process whose vDSO cannot be
 /// hidden is killed with SIGKILL before it runs a single instruction of its new program.
-/// Signals are delivered as they would be untraced (see [`Attach`] for group-stops).
+/// Signals are delivered as they would be untraced (see [`Attach`] for group-stops), except,
+/// with `tsc`, the `SIGSEGV` of a denied `rdtsc`/`rdtscp` ([`crate::deny_tsc`]), which is
+/// answered from the virtual counter instead (see [`crate::tsc`]).
 ///
 /// Must run on the thread that forked `root` (ptrace requests come from the tracer thread), and
 /// reaps every child of the calling process (it waits with `waitpid(-1, __WALL)`), so the
 /// caller should have no other children. Returns when `waitpid` reports no children left.
-pub fn follow_cage(root: i32, attach: Attach) -> Result<CageTrace, TraceError> {
+pub fn follow_cage(
+    root: i32,
+    attach: Attach,
+    tsc: Option<VirtualTsc>,
+) -> Result<CageTrace, TraceError> {
     let mut tracer = Tracer {
         trace: CageTrace {
             root_status: ExitStatus::from_raw(0),
@@ -131,6 +141,7 @@ pub fn follow_cage(root: i32, attach: Attach) -> Result<CageTrace, TraceError> {
             vdso_hidden_count: 0,
             hide_failures_count: 0,
             first_hide_failure: None,
+            tsc_reads_count: 0,
             root_mount_ns: None,
         },
         root_status: None,
@@ -203,6 +214,11 @@ pub fn follow_cage(root: i32, attach: Attach) -> Result<CageTrace, TraceError> {
                     resume(pid, 0)?;
                 } else if attach == Attach::TraceMe && is_group_stop(pid) {
                     resume(pid, 0)?;
+                } else if let Some(tsc) = tsc
+                    && signal == libc::SIGSEGV
+                    && tracer.answer_tsc_read(pid, tsc)
+                {
+                    resume(pid, 0)?;
                 } else {
                     // A signal-delivery-stop: deliver the signal.
                     resume(pid, signal)?;
@@ -225,6 +241,19 @@ struct Tracer {
 }
 
 impl Tracer {
+    /// True when `pid`'s SIGSEGV was a denied TSC read, now answered (resume without the
+    /// signal); false to deliver it. A read that cannot be answered (the tracee's registers or
+    /// code unreadable: it was killed meanwhile, say) gets the SIGSEGV the denial raised, so the
+    /// process ends as an unanswered `rdtsc` would; it never runs on with a wrong value.
+    fn answer_tsc_read(&mut self, pid: i32, tsc: VirtualTsc) -> bool {
+        let answered =
+            emulate_tsc_read(pid, tsc.value(self.trace.tsc_reads_count)).unwrap_or(false);
+        if answered {
+            self.trace.tsc_reads_count += 1;
+        }
+        answered
+    }
+
     fn exec_stop(&mut self, pid: i32) {
         self.trace.execs_count += 1;
         match hide_vdso_at_exec_stop(pid) {

@@ -12,7 +12,8 @@
 //! Suggested order (the DockLock launcher's): [`trace_me`] (or the parent's [`seize_for_cage`]),
 //! [`close_fds_except`], [`drop_capabilities`], [`set_no_new_privs`], [`restrict_landlock`], then
 //! seccomp, then `execve`. `ptrace` must be set up before seccomp, whose policy refuses it.
-//! [`deny_tsc`] only for static workloads (it kills dynamically linked ones).
+//! [`deny_tsc`] only under [`follow_cage`] with a [`VirtualTsc`], which answers the reads (glibc's
+//! dynamic loader reads the TSC at start-up, so an unanswered denial kills dynamic programs).
 //!
 //! What Landlock refused is read back from the kernel's audit log by [`landlock_audit`] (in the
 //! launcher, not the confined process).
@@ -26,6 +27,7 @@ mod fds;
 pub mod landlock_audit;
 mod landlock_rules;
 mod prctl;
+pub mod tsc;
 pub mod vdso;
 
 pub use cage_trace::{
@@ -42,6 +44,7 @@ pub use landlock_rules::{
     restrict_landlock,
 };
 pub use prctl::{deny_tsc, set_no_new_privs, set_parent_death_signal};
+pub use tsc::{VIRTUAL_TSC_STEP_TICKS, VirtualTsc};
 pub use vdso::{VdsoError, VdsoHidden, hide_vdso_at_exec_stop, trace_me};
 
 /// Re-exported so callers name errnos and signals with the same types these functions use.

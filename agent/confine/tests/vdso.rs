@@ -12,7 +12,9 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 
-use metanode_confine::{Attach, VdsoHidden, follow_cage, hide_vdso_once, seize_for_cage, trace_me};
+use metanode_confine::{
+    Attach, VdsoHidden, VirtualTsc, deny_tsc, follow_cage, hide_vdso_once, seize_for_cage, trace_me,
+};
 
 const CHILD_ENV: &str = "METANODE_VDSO_TEST_CHILD";
 /// The errno the probe's own seccomp filter gives clock_gettime, chosen to be unmistakable.
@@ -59,6 +61,14 @@ fn main() -> ExitCode {
         (
             "follow_cage_seized_keeps_job_control_and_delivers_signals",
             follow_cage_seized_job_control,
+        ),
+        (
+            "follow_cage_answers_denied_rdtsc_from_the_virtual_counter",
+            follow_cage_virtual_tsc,
+        ),
+        (
+            "follow_cage_delivers_every_other_sigsegv",
+            follow_cage_other_sigsegv,
         ),
     ];
     let mut failed = Vec::new();
@@ -265,7 +275,7 @@ fn follow_cage_every_exec() -> Check {
     let mut command = child("spawner");
     let mut root = spawn_piped(traced(&mut command), "the traced spawner")?;
     let pid = i32::try_from(root.id()).map_err(|e| e.to_string())?;
-    let trace = follow_cage(pid, Attach::TraceMe).map_err(|e| format!("follow_cage: {e}"))?;
+    let trace = follow_cage(pid, Attach::TraceMe, None).map_err(|e| format!("follow_cage: {e}"))?;
     let text = read_stdout(&mut root)?;
     ensure!(
         trace.root_status.code() == Some(SPAWNER_EXIT_CODE),
@@ -325,7 +335,7 @@ fn follow_cage_seized_job_control() -> Check {
         .write_all(b"g")
         .map_err(|e| format!("writing the go-ahead: {e}"))?;
     drop(go_write);
-    let trace = follow_cage(pid, Attach::Seized).map_err(|e| format!("follow_cage: {e}"))?;
+    let trace = follow_cage(pid, Attach::Seized, None).map_err(|e| format!("follow_cage: {e}"))?;
     let mut text = String::new();
     out_read
         .read_to_string(&mut text)
@@ -367,6 +377,87 @@ fn follow_cage_seized_job_control() -> Check {
     Ok(())
 }
 
+/// Makes the command's child a tracee of this thread whose TSC reads fault, before it execs.
+fn traced_without_tsc(command: &mut Command) -> &mut Command {
+    // SAFETY: the hook runs in the forked child before exec and makes two raw syscalls
+    // (PTRACE_TRACEME, prctl), both async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            trace_me().map_err(io::Error::from)?;
+            deny_tsc().map_err(io::Error::from)
+        })
+    }
+}
+
+fn follow_cage_virtual_tsc() -> Check {
+    // This test binary is dynamically linked: under the denial alone, glibc's ld.so faults on its
+    // own rdtsc before main (tests/confine.rs shows that). With the tracer answering, it starts,
+    // and each of the child's reads returns the next value of the virtual counter.
+    let tsc = VirtualTsc::from_logical_time(7_000_000_000);
+    let run = || -> Result<(Vec<u64>, u64), String> {
+        let mut command = child("rdtsc");
+        let mut root = spawn_piped(traced_without_tsc(&mut command), "the rdtsc child")?;
+        let pid = i32::try_from(root.id()).map_err(|e| e.to_string())?;
+        let trace = follow_cage(pid, Attach::TraceMe, Some(tsc))
+            .map_err(|e| format!("follow_cage: {e}"))?;
+        let text = read_stdout(&mut root)?;
+        ensure!(
+            trace.root_status.success(),
+            "the rdtsc child failed: {:?}\n{text}",
+            trace.root_status
+        );
+        let values = field(&text, "tsc")?
+            .split(' ')
+            .map(|v| v.parse().map_err(|_| format!("bad tsc value {v:?}")))
+            .collect::<Result<Vec<u64>, String>>()?;
+        Ok((values, trace.tsc_reads_count))
+    };
+    let (values, reads) = run()?;
+    ensure!(values.len() == 3, "three reads expected: {values:?}");
+    // The loader's reads come first; the child's three are the last three of the cage's.
+    ensure!(
+        reads >= 3
+            && values
+                == [
+                    tsc.value(reads - 3),
+                    tsc.value(reads - 2),
+                    tsc.value(reads - 1)
+                ],
+        "{reads} reads answered, the child saw {values:?} (start {}, step {})",
+        tsc.start_ticks,
+        tsc.step_ticks
+    );
+    let (again, reads_again) = run()?;
+    ensure!(
+        again == values && reads_again == reads,
+        "a second run read {again:?} ({reads_again} reads), the first {values:?} ({reads} reads)"
+    );
+    Ok(())
+}
+
+fn follow_cage_other_sigsegv() -> Check {
+    // A privileged instruction faults with the same SI_KERNEL SIGSEGV as a denied rdtsc, and a
+    // raised SIGSEGV has the same signal: neither is a TSC read, both must end the process.
+    for mode in ["privileged-instruction", "raise-sigsegv"] {
+        let mut command = child(mode);
+        let mut root = spawn_piped(traced_without_tsc(&mut command), mode)?;
+        let pid = i32::try_from(root.id()).map_err(|e| e.to_string())?;
+        let trace = follow_cage(pid, Attach::TraceMe, Some(VirtualTsc::from_logical_time(0)))
+            .map_err(|e| format!("follow_cage: {e}"))?;
+        let text = read_stdout(&mut root)?;
+        ensure!(
+            trace.root_status.signal() == Some(libc::SIGSEGV),
+            "{mode}: expected death by SIGSEGV, got {:?}:\n{text}",
+            trace.root_status
+        );
+        ensure!(
+            text.contains("about to fault") && !text.contains("survived"),
+            "{mode}: {text}"
+        );
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child side
 
@@ -377,6 +468,8 @@ fn child_main(mode: &str) -> ExitCode {
         "spawner" => child_spawner(),
         "job-control" => child_job_control(),
         "stopper" => child_stopper(),
+        "rdtsc" => child_rdtsc(),
+        "privileged-instruction" | "raise-sigsegv" => child_fault(mode),
         other => Err(format!("unknown child mode {other:?}")),
     };
     match result {
@@ -386,6 +479,40 @@ fn child_main(mode: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints `tsc A B C`: rdtsc, rdtsc, rdtscp.
+fn child_rdtsc() -> Check {
+    // SAFETY: rdtsc and rdtscp only read the counter (and TSC_AUX into `aux`).
+    let (a, b, c) = unsafe {
+        let a = core::arch::x86_64::_rdtsc();
+        let b = core::arch::x86_64::_rdtsc();
+        let mut aux = 0_u32;
+        let c = core::arch::x86_64::__rdtscp(&raw mut aux);
+        (a, b, c)
+    };
+    println!("tsc {a} {b} {c}");
+    io::stdout().flush().map_err(|e| format!("flush: {e}"))
+}
+
+fn child_fault(mode: &str) -> Check {
+    // Rust's runtime handles SIGSEGV (stack-overflow detection) by restoring the default action
+    // and returning, which ends the process only when the instruction faults again; a raised
+    // signal does not, so the default action goes back first.
+    // SAFETY: installs the default disposition; no handler code is involved.
+    unsafe { libc::signal(libc::SIGSEGV, libc::SIG_DFL) };
+    println!("about to fault");
+    io::stdout().flush().map_err(|e| format!("flush: {e}"))?;
+    if mode == "raise-sigsegv" {
+        // SAFETY: raise only sends a signal to this thread.
+        unsafe { libc::raise(libc::SIGSEGV) };
+    } else {
+        // SAFETY: hlt is privileged: in user mode it raises a general-protection fault (SIGSEGV,
+        // SI_KERNEL) and does nothing else.
+        unsafe { std::arch::asm!("hlt") };
+    }
+    println!("survived");
+    Ok(())
 }
 
 fn print_sysinfo_ehdr() -> Check {

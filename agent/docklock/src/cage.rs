@@ -199,6 +199,10 @@ pub struct RunOutcome {
     /// The workload wrote more than [`crate::limits::STDIO_RELAY_BYTES_MAX`] to stdout or stderr;
     /// the rest was drained and discarded.
     pub stdio_truncated: bool,
+    /// `rdtsc`/`rdtscp` executed in the cage, each answered from the virtual counter (which
+    /// starts at the logical time; see `metanode_confine::tsc`). Dynamically linked programs
+    /// read it while starting.
+    pub tsc_reads_count: u64,
 }
 
 /// Something the workload left in /out that must not reach the host as is.
@@ -670,15 +674,20 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let timed_out = wait_report_with_timeout(status_r.as_raw_fd(), deadline, &cgroup);
     let mut relayed_bytes = Vec::new();
     let _ = std::fs::File::from(status_r)
-        .take(1 + 4 + CHILD_ERROR_BYTES_MAX as u64)
+        .take((A_REPORT_HEADER_BYTES + CHILD_ERROR_BYTES_MAX) as u64)
         .read_to_end(&mut relayed_bytes);
     let a_left_cgroup = relayed_bytes.first() == Some(&A_LEFT_CGROUP);
-    let relayed = relayed_bytes.len() >= 5;
+    let relayed = relayed_bytes.len() >= A_REPORT_HEADER_BYTES;
     let mut status = [0u8; 4];
+    let mut tsc_reads = [0u8; 8];
     if relayed {
         status.copy_from_slice(&relayed_bytes[1..5]);
+        tsc_reads.copy_from_slice(&relayed_bytes[5..A_REPORT_HEADER_BYTES]);
     }
-    let trace_note = relayed_bytes.get(5..).unwrap_or_default().to_vec();
+    let trace_note = relayed_bytes
+        .get(A_REPORT_HEADER_BYTES..)
+        .unwrap_or_default()
+        .to_vec();
     if !a_left_cgroup {
         // A is still in the cage (v2, a failed move, or A died): removal must wait for its exit.
         reap(a_pid);
@@ -789,6 +798,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         output_violations_dropped_count,
         warnings: spec.warnings.clone(),
         stdio_truncated,
+        tsc_reads_count: u64::from_le_bytes(tsc_reads),
     })
 }
 
@@ -1949,10 +1959,19 @@ fn process_a(
     // panic from here on goes to stderr: its fd number may be reused).
     CHILD_PANIC_FD.store(-1, Ordering::SeqCst);
     drop(err_w);
-    let trace = metanode_confine::follow_cage(b_pid, metanode_confine::Attach::Seized);
-    let (status, note, workload_mount_ns) = match trace {
+    // B denies itself the TSC before its exec; every read in the cage is answered here from a
+    // counter that starts at the logical time.
+    let trace = metanode_confine::follow_cage(
+        b_pid,
+        metanode_confine::Attach::Seized,
+        Some(metanode_confine::VirtualTsc::from_logical_time(
+            plan.logical_time_ns,
+        )),
+    );
+    let (status, tsc_reads_count, note, workload_mount_ns) = match trace {
         Ok(trace) => (
             trace.root_status.into_raw(),
+            trace.tsc_reads_count,
             trace.first_hide_failure.map(|failure| {
                 format!(
                     "hiding the vDSO failed for {} exec(s), those processes were killed: {failure:?}",
@@ -1961,7 +1980,7 @@ fn process_a(
             }),
             trace.root_mount_ns,
         ),
-        Err(e) => (0, Some(format!("tracing the cage: {e}")), None),
+        Err(e) => (0, 0, Some(format!("tracing the cage: {e}")), None),
     };
     // Every cage process is gone. Leave the cage cgroup (v1: a cheap self-move) so P can remove it
     // without waiting for A's exit; then report, and only then let go of the workload's mount
@@ -1969,11 +1988,16 @@ fn process_a(
     let left = matches!(cgroup.leave_self(), Ok(true));
     let mut message = vec![if left { A_LEFT_CGROUP } else { A_IN_CGROUP }];
     message.extend_from_slice(&status.to_le_bytes());
+    message.extend_from_slice(&tsc_reads_count.to_le_bytes());
     message.extend_from_slice(note.unwrap_or_default().as_bytes());
     let _ = std::fs::File::from(status_w).write_all(&message);
     drop(workload_mount_ns);
     0
 }
+
+/// A's report: one byte [`A_LEFT_CGROUP`] or [`A_IN_CGROUP`], the workload's wait status (i32
+/// LE), the TSC reads answered (u64 LE), then a note when tracing failed.
+const A_REPORT_HEADER_BYTES: usize = 1 + 4 + 8;
 
 /// First byte of A's report: whether A left the cage cgroup before reporting.
 const A_LEFT_CGROUP: u8 = b'L';
@@ -2212,6 +2236,10 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
     if let Some(delay) = plan.pre_exec_delay {
         std::thread::sleep(delay);
     }
+    // rdtsc/rdtscp now fault, and A (the tracer) answers them from the virtual counter: the
+    // cycle counter is the one clock the time namespace does not virtualize. Before seccomp,
+    // whose policy refuses PR_SET_TSC (a workload could switch the counter back on).
+    metanode_confine::deny_tsc().map_err(|e| format!("deny the TSC (PR_SET_TSC): {e}"))?;
     let listener = plan
         .seccomp
         .install()

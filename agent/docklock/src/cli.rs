@@ -443,6 +443,7 @@ fn outcome_json(o: &RunOutcome) -> serde_json::Value {
         "output_violations_dropped": o.output_violations_dropped_count,
         "warnings": o.warnings,
         "stdio_truncated": o.stdio_truncated,
+        "tsc_reads_virtualized": o.tsc_reads_count,
         "landlock_denials": o.landlock_denials.iter().map(|d| d.access()).collect::<Vec<_>>(),
         "landlock_denials_dropped": o.landlock_denials_dropped_count,
         "landlock_audit": o.landlock_audit.to_string(),
@@ -531,6 +532,12 @@ fn run_caged(
         }
         if outcome.stdio_truncated {
             text.push_str("\n  stdout/stderr past the relay bound were discarded");
+        }
+        if outcome.tsc_reads_count > 0 {
+            text.push_str(&format!(
+                "\n  rdtsc: {} read(s) answered from the virtual counter",
+                outcome.tsc_reads_count
+            ));
         }
         if outcome.usage.oom_kills > 0 {
             text.push_str("\n  memory limit: OOM kill inside the cage");

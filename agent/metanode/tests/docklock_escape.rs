@@ -259,7 +259,7 @@ fn randomness_comes_from_the_seed_and_clocks_from_the_logical_time() {
         "{a1}"
     );
 
-    let (clock, _, _) = run_probe(&["clock"], &["--logical-time-ns", "5000000000"]);
+    let (clock, clock_outcome, _) = run_probe(&["clock"], &["--logical-time-ns", "5000000000"]);
     let detail = clock["detail"].as_str().unwrap_or("");
     let monotonic = detail
         .split("monotonic vdso=")
@@ -279,6 +279,28 @@ fn randomness_comes_from_the_seed_and_clocks_from_the_logical_time() {
         realtime(detail),
         realtime(again["detail"].as_str().unwrap_or("")),
         "the virtual wall clock differs between two runs"
+    );
+    // rdtsc faults and the tracer answers it from the virtual counter, which starts at the
+    // logical time and steps 1,000 per read: the same value in both runs, never the host's.
+    let tsc = |d: &str| {
+        d.split("rdtsc=allowed (")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    let first = tsc(detail).unwrap_or_else(|| panic!("no rdtsc reading: {detail}"));
+    assert_eq!(
+        Some(first),
+        tsc(again["detail"].as_str().unwrap_or("")),
+        "the virtual TSC differs between two runs: {detail} / {again}"
+    );
+    assert!(
+        first >= 5_000_000_000 && (first - 5_000_000_000).is_multiple_of(1_000),
+        "rdtsc read {first}, not a value of the virtual counter from 5e9: {detail}"
+    );
+    assert!(
+        clock_outcome["tsc_reads_virtualized"].as_u64() >= Some(1),
+        "the outcome does not count the answered read: {clock_outcome}"
     );
     // The workload reads it a few milliseconds after the start, at most a few seconds on a
     // loaded machine: it must be near 5 s, not the host's uptime.

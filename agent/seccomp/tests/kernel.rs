@@ -349,7 +349,7 @@ fn run_wall_clock_child() -> WallClockRun {
         (result, violations, clock)
     });
     // ptrace requests must come from the thread that forked the child: this one.
-    let trace = follow_cage(pid, Attach::TraceMe).expect("trace the child");
+    let trace = follow_cage(pid, Attach::TraceMe, None).expect("trace the child");
     let mut stdout = String::new();
     child
         .stdout
