@@ -796,7 +796,18 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         timed_out,
         output_violations,
         output_violations_dropped_count,
-        warnings: spec.warnings.clone(),
+        warnings: {
+            let mut warnings = spec.warnings.clone();
+            if host_runs_from_initramfs() {
+                warnings.push(
+                    "this host runs from its initramfs, which pivot_root cannot leave: the cage's \
+                     root was entered with chroot (the old root stays unreachable: no \
+                     capabilities, chroot and mount refused)"
+                        .to_string(),
+                );
+            }
+            warnings
+        },
         stdio_truncated,
         tsc_reads_count: u64::from_le_bytes(tsc_reads),
     })
@@ -2263,25 +2274,70 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
 }
 
 /// pivot_root(".", ".") then detach the old root: runc's way, no temporary directory needed.
-/// The rootfs is entered through its fd.
+/// The rootfs is entered through its fd, and is already attached over this namespace's `/`.
+///
+/// When the host runs from its initramfs (the appliance: PID 1 never leaves it), pivot_root
+/// fails with EINVAL: the namespace's root mount is the rootfs, which has no parent to detach
+/// from. Then the cage root, already mounted over `/`, is entered with chroot(".") instead
+/// (runc's no-pivot mode does the same after MS_MOVE). What stays beneath it, the initramfs and
+/// the host mounts copied into this namespace, is unreachable by path and hidden from the cage's
+/// mountinfo; getting back to it needs an fd outside the root (all undeclared fds are closed),
+/// another process's /proc/<pid>/root (the cage's pid namespace holds only cage processes),
+/// chroot or mount (no capabilities; seccomp refuses both), or setns/open_by_handle_at (refused).
 fn pivot(root: &OwnedFd) -> Result<(), String> {
     // SAFETY: fchdir on our own fd, then valid paths; these syscalls only affect this mount
-    // namespace.
+    // namespace (chroot: this process).
     unsafe {
         if libc::fchdir(root.as_raw_fd()) != 0 {
             return Err(last_os("enter the rootfs"));
         }
-        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
-            return Err(last_os("pivot_root"));
-        }
-        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
-            return Err(last_os("detach the old root"));
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0 {
+            if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
+                return Err(last_os("detach the old root"));
+            }
+        } else {
+            let pivot_error = std::io::Error::last_os_error();
+            if pivot_error.raw_os_error() != Some(libc::EINVAL) || !root_is_initramfs() {
+                return Err(format!("pivot_root: {pivot_error}"));
+            }
+            if libc::chroot(c".".as_ptr()) != 0 {
+                return Err(last_os(
+                    "chroot into the rootfs (pivot_root cannot leave the host's initramfs)",
+                ));
+            }
         }
         if libc::chdir(c"/".as_ptr()) != 0 {
             return Err(last_os("chdir /"));
         }
     }
     Ok(())
+}
+
+/// Whether the launcher's root is the initramfs: mounted as `rootfs` on `/` (ramfs, or tmpfs
+/// with `rootfstype=tmpfs`), where the workload's pivot_root fails and it uses chroot.
+fn host_runs_from_initramfs() -> bool {
+    root_is_initramfs()
+        && std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
+            info.lines().any(|line| {
+                let mount_point = line.split(' ').nth(4);
+                let fs_type = line
+                    .split_once(" - ")
+                    .and_then(|(_, rest)| rest.split(' ').next());
+                mount_point == Some("/") && fs_type == Some("rootfs")
+            })
+        })
+}
+
+/// Whether this process's root is on a ramfs or tmpfs: with pivot_root's EINVAL, the rootfs
+/// (initramfs) that pivot_root refuses to move away from. The workload checks only this: its
+/// `/` is its namespace's root mount, whatever is attached over it.
+fn root_is_initramfs() -> bool {
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    match rustix::fs::statfs("/") {
+        Ok(fs) => matches!(fs.f_type, RAMFS_MAGIC | TMPFS_MAGIC),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
