@@ -858,10 +858,11 @@ impl Store {
 
     /// [`Store::get`] into `buf`, reusing its memory: `buf` ends up holding
     /// exactly the blob (its old length and bytes do not matter). A caller
-    /// that reads many blocks keeps its buffers, because a fresh ~256 KiB
-    /// one per block is returned to the kernel by malloc when freed and
-    /// page-faults (and is zeroed) again on the next read. On an error `buf`
-    /// is left empty.
+    /// that reads many blocks keeps its buffers: a fresh ~256 KiB one per
+    /// block is zeroed whole before the read overwrites it (calloc's memset
+    /// when malloc kept the memory; page faults and the kernel's zeroing
+    /// when malloc gave it back, as it may for a buffer freed on another
+    /// thread). On an error `buf` is left empty.
     pub fn get_into(&self, cid: &ContentId, buf: &mut Vec<u8>) -> Result<(), GetError> {
         let read = self.get_into_inner(cid, buf);
         if read.is_err() {

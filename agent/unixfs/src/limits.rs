@@ -63,8 +63,8 @@ pub const READ_AHEAD_BLOCKS: usize = 4;
 /// Block buffers a [`crate::stored::ReadAhead`] keeps for reuse once the
 /// blocks read into them are dropped (written to the CAR): the read-ahead's
 /// blocks, the one the traversal reads itself and the one being written.
-/// Reusing them spares a page fault per 4 KiB on every block read; malloc
-/// returns a freed 256 KiB buffer to the kernel.
+/// Reusing them spares zeroing a fresh buffer (or faulting it in) on every
+/// block read.
 pub const READ_AHEAD_BUFFERS_KEPT_MAX: usize = READ_AHEAD_BLOCKS + 2;
 /// A buffer bigger than this is freed, not kept: a block has at most
 /// [`BLOCK_SIZE_BYTES_MAX`] bytes (plus the store's record header while it

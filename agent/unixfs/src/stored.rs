@@ -689,9 +689,10 @@ impl Drop for ReadAhead {
 /// Buffers of the blocks a [`ReadAhead`] read, returned when the last
 /// `Bytes` of a block is dropped (after it was written out) and read into
 /// again, up to [`READ_AHEAD_BUFFERS_KEPT_MAX`] of them. Without them every
-/// block read got a fresh ~256 KiB buffer, which malloc hands back to the
-/// kernel when freed, so each read page-faulted and zeroed new memory
-/// before copying the block out of the page cache. A buffer goes back with
+/// block read got a fresh ~256 KiB buffer, zeroed whole before the read
+/// overwrote it (calloc's memset, or page faults and the kernel's zeroing
+/// when malloc had given the memory back, as it may when the block is
+/// freed on another thread, e.g. by the HTTP body). A buffer goes back with
 /// its length, so the next read writes (zeroes) only what it grows by before
 /// overwriting all of it.
 #[derive(Debug, Default, Clone)]
