@@ -123,6 +123,7 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
         index,
         segments: RwLock::new(segments),
         counters,
+        direct_reads: Default::default(),
     });
     let (writer_tx, writer_handle) = if shared.opts.read_only {
         (None, None)
@@ -248,6 +249,7 @@ pub(crate) fn create_segment(
         len: AtomicU64::new(SEGMENT_HEADER_BYTES as u64),
         live_bytes: AtomicU64::new(0),
         tombstones: AtomicU64::new(0),
+        direct: Default::default(),
     })
 }
 
@@ -541,5 +543,6 @@ fn scan_segment(
         len: AtomicU64::new(len),
         live_bytes: AtomicU64::new(0),
         tombstones,
+        direct: Default::default(),
     })
 }
