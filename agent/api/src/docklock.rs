@@ -2,8 +2,9 @@
 //! declared inputs taken from the store by CID; the signed receipt and the outputs go back into
 //! the store as blobs.
 //!
-//! The API crate checks the request (every refusal a 400 naming the field, an input CID that is
-//! not stored a 404) and admits one run at a time; the run itself is behind [`DocklockControl`],
+//! The API crate checks the request (every refusal a 400 naming the field, an input or
+//! executable CID that is not stored a 404, a program by CID on a node that does not allow it a
+//! 403) and admits one run at a time; the run itself is behind [`DocklockControl`],
 //! which the `metanode` binary implements by spawning its own launcher process (the agent is
 //! multi-threaded and never forks itself for a cage). Tests drive the route with a fake. A node
 //! without a `docklock:` config section answers 409.
@@ -33,6 +34,8 @@ pub trait DocklockControl: Send + Sync + std::fmt::Debug {
     /// The largest `timeout_s` a request may ask for (the config's `run_timeout_s_max`), also
     /// the timeout of a request that names none.
     fn run_timeout_s_max(&self) -> u64;
+    /// Whether a request may name its program by CID (the config's `executables_by_cid`).
+    fn executables_by_cid(&self) -> bool;
     /// Run the cage, store the receipt and the outputs, and describe the outcome. A workload
     /// that exits non-zero or is killed is a successful run (its exit is in the answer).
     fn run(&self, request: CageRunRequest) -> Result<CageRunResponse, CageRunError>;
@@ -44,6 +47,13 @@ pub enum CageWorkload {
     /// A plain executable (absolute host path) with its arguments and environment.
     Executable {
         path: PathBuf,
+        args: Vec<String>,
+        env: Vec<String>,
+    },
+    /// A program stored as a blob (raw or a UnixFS file), run like [`CageWorkload::Executable`];
+    /// only on a node whose config allows `executables_by_cid`.
+    ExecutableCid {
+        cid: ContentId,
         args: Vec<String>,
         env: Vec<String>,
     },
@@ -111,6 +121,20 @@ pub struct CageInputRecord {
     pub size_bytes: u64,
 }
 
+/// What the cage's cgroup measured, from the launcher's outcome (not part of the receipt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CageCgroupReport {
+    /// Which cgroup version the cage's controllers used: `v1`, `v2`, `hybrid` (some on each) or
+    /// `unused`.
+    pub mode: String,
+    pub memory_peak_bytes: u64,
+    pub cpu_usage_us: u64,
+    /// Times the kernel's OOM killer killed a process of the cage.
+    pub oom_kills: u64,
+    /// Forks refused because the cage reached its pids limit.
+    pub pids_max_hits: u64,
+}
+
 /// The answer of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CageRunResponse {
@@ -130,6 +154,13 @@ pub struct CageRunResponse {
     /// Hex roots from the receipt.
     pub input_root: String,
     pub outputs_root: String,
+    /// The request's `executable_cid`, echoed; the receipt covers the program through the
+    /// rootfs digest (the input `/`), not by CID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable_cid: Option<String>,
+    pub cgroup: CageCgroupReport,
+    /// `rdtsc`/`rdtscp` instructions the cage answered from its virtual counter.
+    pub tsc_reads_virtualized: u64,
 }
 
 /// Why a run did not happen (or its results could not be kept).
@@ -142,6 +173,9 @@ pub enum CageRunError {
     /// A declared input is not in the store.
     #[error("input {name}: {cid} is not in the store")]
     InputNotFound { name: String, cid: ContentId },
+    /// The program named by `executable_cid` is not in the store.
+    #[error("executable_cid: {cid} is not in the store")]
+    ExecutableNotFound { cid: ContentId },
     /// Another run is in progress.
     #[error("another cage run is in progress; retry in {API_DOCKLOCK_BUSY_RETRY_AFTER_S} s")]
     Busy,
@@ -171,6 +205,7 @@ impl DocklockState {
 #[serde(deny_unknown_fields)]
 struct RunBody {
     executable: Option<String>,
+    executable_cid: Option<String>,
     args: Option<Vec<String>>,
     env: Option<Vec<String>>,
     bundle: Option<String>,
@@ -195,7 +230,9 @@ fn field_error(field: impl Into<String>, reason: impl std::fmt::Display) -> ApiE
 fn map(err: CageRunError) -> ApiError {
     match &err {
         CageRunError::BadRequest { .. } => ApiError::bad_request(err.to_string()),
-        CageRunError::InputNotFound { .. } => ApiError::not_found(err.to_string()),
+        CageRunError::InputNotFound { .. } | CageRunError::ExecutableNotFound { .. } => {
+            ApiError::not_found(err.to_string())
+        }
         CageRunError::Busy => busy(),
         CageRunError::Failed(_) => ApiError::internal(err.to_string()),
     }
@@ -241,15 +278,43 @@ fn input_name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
+/// What this node allows a request to ask for.
+#[derive(Debug, Clone, Copy)]
+struct NodePolicy {
+    timeout_s_max: u64,
+    executables_by_cid: bool,
+}
+
 /// Check the body against the protocol and this node's bounds (not yet against the store).
-fn check(body: RunBody, timeout_s_max: u64) -> Result<CageRunRequest, ApiError> {
-    let workload = match (body.executable, body.bundle) {
-        (Some(exe), None) => CageWorkload::Executable {
+fn check(body: RunBody, policy: NodePolicy) -> Result<CageRunRequest, ApiError> {
+    let timeout_s_max = policy.timeout_s_max;
+    let workload = match (body.executable, body.executable_cid, body.bundle) {
+        (Some(exe), None, None) => CageWorkload::Executable {
             path: absolute_path("executable", &exe)?,
             args: body.args.unwrap_or_default(),
             env: body.env.unwrap_or_default(),
         },
-        (None, Some(dir)) => {
+        (None, Some(text), None) => {
+            if !policy.executables_by_cid {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "executable_cid: this node does not run executables by CID \
+                     (docklock.executables_by_cid is false)",
+                ));
+            }
+            let cid = text.parse::<ContentId>().map_err(|e| {
+                field_error(
+                    "executable_cid",
+                    format!("{} is not a CID: {e}", quote(&text)),
+                )
+            })?;
+            CageWorkload::ExecutableCid {
+                cid,
+                args: body.args.unwrap_or_default(),
+                env: body.env.unwrap_or_default(),
+            }
+        }
+        (None, None, Some(dir)) => {
             if body.args.is_some() {
                 return Err(field_error(
                     "args",
@@ -272,16 +337,17 @@ fn check(body: RunBody, timeout_s_max: u64) -> Result<CageRunRequest, ApiError> 
                 dir: absolute_path("bundle", &dir)?,
             }
         }
-        (Some(_), Some(_)) => {
+        (None, None, None) => {
             return Err(field_error(
                 "executable",
-                "give either `executable` or `bundle`, not both",
+                "missing: give `executable` (an absolute path), `executable_cid` (a stored \
+                 program) or `bundle` (a directory)",
             ));
         }
-        (None, None) => {
+        _ => {
             return Err(field_error(
                 "executable",
-                "missing: give `executable` (an absolute path) or `bundle` (a directory)",
+                "give only one of `executable`, `executable_cid` and `bundle`",
             ));
         }
     };
@@ -402,8 +468,18 @@ pub(crate) async fn run(
     })?;
     de.end()
         .map_err(|e| ApiError::bad_request(format!("the run request has trailing data: {e}")))?;
-    let request = check(body, docklock.control.run_timeout_s_max())?;
-    // An index lookup (memory only): a missing input fails fast, before a slot is taken.
+    let policy = NodePolicy {
+        timeout_s_max: docklock.control.run_timeout_s_max(),
+        executables_by_cid: docklock.control.executables_by_cid(),
+    };
+    let request = check(body, policy)?;
+    // Index lookups (memory only): a missing program or input fails fast, before a slot is
+    // taken.
+    if let CageWorkload::ExecutableCid { cid, .. } = &request.workload
+        && !st.store.contains(cid)
+    {
+        return Err(map(CageRunError::ExecutableNotFound { cid: *cid }));
+    }
     if let Some(missing) = request.inputs.iter().find(|i| !st.store.contains(&i.cid)) {
         return Err(map(CageRunError::InputNotFound {
             name: missing.name.clone(),
@@ -435,11 +511,16 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    const POLICY: NodePolicy = NodePolicy {
+        timeout_s_max: 60,
+        executables_by_cid: true,
+    };
+
     #[test]
     fn requests_are_checked_field_by_field() {
         let ok = check(
             body(r#"{"executable":"/w/tool","args":["-x"],"env":["A=1"],"timeout_s":5}"#),
-            60,
+            POLICY,
         )
         .unwrap();
         assert_eq!(
@@ -457,10 +538,12 @@ mod tests {
             }
         );
         assert_eq!(
-            check(body(r#"{"bundle":"/w/b"}"#), 60).unwrap().timeout_s,
+            check(body(r#"{"bundle":"/w/b"}"#), POLICY)
+                .unwrap()
+                .timeout_s,
             60
         );
-        let refusal = |json: &str| check(body(json), 60).unwrap_err().message;
+        let refusal = |json: &str| check(body(json), POLICY).unwrap_err().message;
         assert!(refusal(r#"{"executable":"w/tool"}"#).starts_with("executable: "));
         assert!(refusal(r#"{"executable":"/w/../etc/x"}"#).contains("`..`"));
         assert!(refusal(r#"{"bundle":"/b","args":[]}"#).starts_with("args: "));
@@ -480,5 +563,44 @@ mod tests {
         );
         assert_eq!(hex_seed(&"0g".repeat(32)), None);
         assert_eq!(hex_seed("é"), None);
+    }
+
+    #[test]
+    fn a_program_by_cid_is_checked_and_needs_the_node_to_allow_it() {
+        let cid = ContentId::from_key(
+            metanode_core::cid::CODEC_RAW,
+            metanode_core::cid::BlockKey::blake3([7; 32]),
+        );
+        let json = format!(r#"{{"executable_cid":"{cid}","args":["-x"],"env":["A=1"]}}"#);
+        assert_eq!(
+            check(body(&json), POLICY).unwrap().workload,
+            CageWorkload::ExecutableCid {
+                cid,
+                args: vec!["-x".into()],
+                env: vec!["A=1".into()],
+            }
+        );
+        let forbidden = check(
+            body(&json),
+            NodePolicy {
+                executables_by_cid: false,
+                ..POLICY
+            },
+        )
+        .unwrap_err();
+        assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+        assert!(forbidden.message.starts_with("executable_cid: "));
+        let refusal = |json: &str| check(body(json), POLICY).unwrap_err().message;
+        assert!(refusal(r#"{"executable_cid":"nope"}"#).starts_with("executable_cid: \"nope\""));
+        assert!(
+            refusal(&format!(
+                r#"{{"executable":"/t","executable_cid":"{cid}"}}"#
+            ))
+            .contains("only one of")
+        );
+        assert!(
+            refusal(&format!(r#"{{"bundle":"/b","executable_cid":"{cid}"}}"#))
+                .contains("only one of")
+        );
     }
 }

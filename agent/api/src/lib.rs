@@ -30,7 +30,7 @@
 //! | `GET /api/v1/chain/receipts/{tx_hash}` | receipt + inclusion proof + header and certificate bytes: enough for an offline light client |
 //! | `GET /api/v1/chain/accounts/{public_key}` | balance and next nonce as of the last finalized block |
 //! | `GET /api/v1/chain/heads` | finalized heads as NDJSON, one per line (`{"lagged": n}` when the reader fell behind) |
-//! | `POST /api/v1/docklock/runs` | JSON run request (executable or bundle, inputs by CID): runs a DockLock cage; 200 exit, verdict, receipt and output CIDs; 400 naming the field, 404 unknown input CID, 409 without a `docklock:` section, 503 + `Retry-After` while another run is in progress |
+//! | `POST /api/v1/docklock/runs` | JSON run request (`executable` path, `executable_cid` or `bundle`; inputs by CID): runs a DockLock cage; 200 exit, verdict, receipt and output CIDs, cgroup usage; 400 naming the field, 403 `executable_cid` on a node without `docklock.executables_by_cid`, 404 unknown input or executable CID, 409 without a `docklock:` section, 503 + `Retry-After` while another run is in progress |
 //!
 //! The admin operations (gc, verify, delete, pins) are open to whoever can
 //! reach the listener for now; they move behind mTLS with the TLS work.
@@ -71,8 +71,8 @@ pub use chain_control::{
     HeadEvent, LabeledCount, ReceiptWithProof,
 };
 pub use docklock::{
-    CageExitStatus, CageInput, CageInputRecord, CageOutput, CageRunError, CageRunRequest,
-    CageRunResponse, CageViolation, CageWorkload, DocklockControl,
+    CageCgroupReport, CageExitStatus, CageInput, CageInputRecord, CageOutput, CageRunError,
+    CageRunRequest, CageRunResponse, CageViolation, CageWorkload, DocklockControl,
 };
 pub use error::ApiError;
 pub use metrics::Metrics;

@@ -1,7 +1,8 @@
 //! `POST /api/v1/docklock/runs` against a recording fake `DocklockControl`: 409 without a
 //! `docklock:` section, 400 naming the field for every malformed request, 404 naming an input
-//! CID the store does not hold, 503 + Retry-After while a run is in progress, and the checked
-//! request handed to the control.
+//! or executable CID the store does not hold, 403 for a program by CID on a node that does not
+//! allow it, 503 + Retry-After while a run is in progress, and the checked request handed to
+//! the control.
 
 mod common;
 
@@ -13,8 +14,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use metanode_api::{
-    AppState, CageExitStatus, CageInput, CageRunError, CageRunRequest, CageRunResponse,
-    CageWorkload, DocklockControl, router,
+    AppState, CageCgroupReport, CageExitStatus, CageInput, CageRunError, CageRunRequest,
+    CageRunResponse, CageWorkload, DocklockControl, router,
 };
 use metanode_core::limits::API_DOCKLOCK_BUSY_RETRY_AFTER_S;
 use metanode_store::{Store, StoreOptions};
@@ -36,6 +37,7 @@ enum Behaviour {
 struct Fake {
     requests: Mutex<Vec<CageRunRequest>>,
     behaviour: Behaviour,
+    executables_by_cid: bool,
 }
 
 impl Fake {
@@ -43,6 +45,16 @@ impl Fake {
         Arc::new(Self {
             requests: Mutex::new(Vec::new()),
             behaviour,
+            executables_by_cid: false,
+        })
+    }
+
+    /// A node whose config has `executables_by_cid: true`.
+    fn running_programs_by_cid() -> Arc<Self> {
+        Arc::new(Self {
+            requests: Mutex::new(Vec::new()),
+            behaviour: Behaviour::Answer,
+            executables_by_cid: true,
         })
     }
 }
@@ -59,12 +71,24 @@ fn answer() -> CageRunResponse {
         inputs: Vec::new(),
         input_root: "00".repeat(32),
         outputs_root: "11".repeat(32),
+        executable_cid: None,
+        cgroup: CageCgroupReport {
+            mode: "v2".into(),
+            memory_peak_bytes: 1 << 20,
+            cpu_usage_us: 1500,
+            oom_kills: 0,
+            pids_max_hits: 0,
+        },
+        tsc_reads_virtualized: 8,
     }
 }
 
 impl DocklockControl for Fake {
     fn run_timeout_s_max(&self) -> u64 {
         30
+    }
+    fn executables_by_cid(&self) -> bool {
+        self.executables_by_cid
     }
     fn run(&self, request: CageRunRequest) -> Result<CageRunResponse, CageRunError> {
         self.requests.lock().unwrap().push(request);
@@ -148,7 +172,7 @@ async fn malformed_requests_get_400_naming_the_field() {
         ),
         (
             r#"{"executable":"/w/t","bundle":"/w/b"}"#,
-            "executable: give either",
+            "executable: give only one of `executable`, `executable_cid` and `bundle`",
         ),
         (r#"{}"#, "executable: missing"),
         (
@@ -233,6 +257,13 @@ async fn an_input_cid_the_store_lacks_gets_404_naming_it() {
     let value: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(value["exit"], serde_json::json!({"code": 3}));
     assert_eq!(
+        value["cgroup"],
+        serde_json::json!({"mode": "v2", "memory_peak_bytes": 1048576, "cpu_usage_us": 1500,
+                           "oom_kills": 0, "pids_max_hits": 0})
+    );
+    assert_eq!(value["tsc_reads_virtualized"], 8);
+    assert!(value.get("executable_cid").is_none(), "{body}");
+    assert_eq!(
         *fake.requests.lock().unwrap(),
         vec![CageRunRequest {
             workload: CageWorkload::Executable {
@@ -294,4 +325,100 @@ async fn a_second_run_while_one_is_in_progress_gets_503_with_retry_after() {
         entered_again, 1,
         "the second request never reached the control"
     );
+}
+
+/// A CID of bytes the store in `app` does not hold.
+fn absent_cid() -> metanode_core::cid::ContentId {
+    let dir = tempfile::tempdir().unwrap();
+    let other = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let cid = other.put(b"absent program", true).unwrap().cid;
+    other.close().unwrap();
+    cid
+}
+
+#[tokio::test]
+async fn a_program_by_cid_runs_only_where_the_node_allows_it() {
+    // Not allowed: 403 naming the field and the config key, whatever the CID.
+    let fake = Fake::new(Behaviour::Answer);
+    let refusing = app(Some(fake.clone()));
+    let program = refusing.store.put(b"#!program", true).unwrap().cid;
+    for cid in [program.to_string(), "bafknope".to_string()] {
+        let (status, _, body) = post(
+            &refusing.router,
+            &format!(r#"{{"executable_cid":"{cid}"}}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(
+            error_of(&body),
+            "executable_cid: this node does not run executables by CID \
+             (docklock.executables_by_cid is false)"
+        );
+    }
+    assert!(fake.requests.lock().unwrap().is_empty());
+
+    // Allowed: the checked request reaches the control.
+    let fake = Fake::running_programs_by_cid();
+    let app = app(Some(fake.clone()));
+    let program = app.store.put(b"#!program", true).unwrap().cid;
+    let input = app.store.put(b"data", true).unwrap().cid;
+    let request = format!(
+        r#"{{"executable_cid":"{program}","args":["-v"],"env":["A=1"],"inputs":[{{"name":"a","cid":"{input}"}}]}}"#
+    );
+    let (status, _, body) = post(&app.router, &request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        *fake.requests.lock().unwrap(),
+        vec![CageRunRequest {
+            workload: CageWorkload::ExecutableCid {
+                cid: program,
+                args: vec!["-v".into()],
+                env: vec!["A=1".into()],
+            },
+            inputs: vec![CageInput {
+                name: "a".into(),
+                cid: input,
+            }],
+            rng_seed: [0; 32],
+            timeout_s: 30,
+            service: "docklock".into(),
+        }]
+    );
+
+    // Refusals, none of which reach the control.
+    let absent = absent_cid();
+    let (status, _, body) = post(&app.router, &format!(r#"{{"executable_cid":"{absent}"}}"#)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(
+        error_of(&body),
+        format!("executable_cid: {absent} is not in the store")
+    );
+    let cases = [
+        (
+            r#"{"executable_cid":"bafknope"}"#.to_string(),
+            "executable_cid: \"bafknope\" is not a CID",
+        ),
+        (
+            r#"{"executable_cid":7}"#.to_string(),
+            "executable_cid: invalid type",
+        ),
+        (
+            format!(r#"{{"executable":"/w/t","executable_cid":"{program}"}}"#),
+            "executable: give only one of `executable`, `executable_cid` and `bundle`",
+        ),
+        (
+            format!(r#"{{"bundle":"/w/b","executable_cid":"{program}"}}"#),
+            "executable: give only one of `executable`, `executable_cid` and `bundle`",
+        ),
+    ];
+    for (request, expected) in &cases {
+        let (status, _, body) = post(&app.router, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
+        let error = error_of(&body);
+        assert!(
+            error.starts_with(expected),
+            "{request}: {error:?} lacks {expected:?}"
+        );
+    }
+    assert_eq!(fake.requests.lock().unwrap().len(), 1);
 }

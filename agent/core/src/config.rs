@@ -211,6 +211,13 @@ pub struct DocklockConfig {
         max = *limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_RANGE.end()
     ))]
     pub run_timeout_s_max: u64,
+    /// Whether a request may name its program by CID (`executable_cid`):
+    /// the blob is read from this node's store and run, so anyone who can
+    /// store a blob through the API can run code in a cage. Off, such a
+    /// request is refused with 403 and only programs beneath
+    /// `workloads_dir` run.
+    #[serde(default)]
+    pub executables_by_cid: bool,
 }
 
 impl DocklockConfig {
@@ -218,6 +225,7 @@ impl DocklockConfig {
         Self {
             workloads_dir: workloads_dir.into(),
             run_timeout_s_max: limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_DEFAULT,
+            executables_by_cid: false,
         }
     }
 }
@@ -1573,7 +1581,24 @@ mod tests {
             Some(DocklockConfig {
                 workloads_dir: PathBuf::from("/srv/workloads"),
                 run_timeout_s_max: limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_DEFAULT,
+                executables_by_cid: false,
             })
+        );
+        let by_cid = NodeConfig::from_yaml_str(
+            "node:\n  name: a\ndocklock:\n  workloads_dir: /srv/workloads\n  executables_by_cid: true\n",
+            "node.yaml",
+        )
+        .expect("valid");
+        assert!(by_cid.docklock.expect("docklock").executables_by_cid);
+        let errors = section_errors(
+            "docklock",
+            "  workloads_dir: /srv\n  executables_by_cid: sometimes\n",
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|(_, path, _)| path == "docklock.executables_by_cid"),
+            "{errors:?}"
         );
         let errors = section_errors(
             "docklock",

@@ -5,8 +5,11 @@
 //! Like containerd spawning runc, the agent runs each cage by spawning its own binary
 //! (`/proc/self/exe docklock exec|run … --json`), single-threaded from exec on. The agent reads
 //! the declared inputs from its own store (only one process may open it) into a private run
-//! directory and hands them over with `--input-blob NAME=CID:PATH`; afterwards it stores the
-//! signed receipt and the regular files of /out as blobs. One run at a time.
+//! directory and hands them over with `--input-blob NAME=CID:PATH`; a program named by CID is
+//! read the same way and run as a plain executable (the receipt's rootfs digest covers its
+//! bytes). Afterwards it stores the signed receipt and the regular files of /out as blobs, and
+//! answers with the receipt's account of the run plus the launcher's cgroup measurements. One
+//! run at a time.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -16,15 +19,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use metanode_api::{
-    CageExitStatus, CageInputRecord, CageOutput, CageRunError, CageRunRequest, CageRunResponse,
-    CageViolation, CageWorkload, DocklockControl,
+    CageCgroupReport, CageExitStatus, CageInputRecord, CageOutput, CageRunError, CageRunRequest,
+    CageRunResponse, CageViolation, CageWorkload, DocklockControl,
 };
-use metanode_core::cid::ContentId;
+use metanode_core::cid::{CODEC_DAG_PB, CODEC_RAW, ContentId};
 use metanode_core::config::{DocklockConfig, NodeConfig};
 use metanode_core::limits::{
     API_DOCKLOCK_CHILD_OUTPUT_BYTES_MAX, API_DOCKLOCK_OUTPUTS_COUNT_MAX,
     API_DOCKLOCK_OUTPUTS_SIZE_BYTES_MAX,
 };
+use metanode_docklock::limits::ELF_SIZE_BYTES_MAX;
 use metanode_docklock::store_inputs::{self, CidInput, StoreInputError};
 use metanode_store::Store;
 use metanode_witness::{ExitKind, InputDigest, InputRef, SignedRecord};
@@ -38,6 +42,9 @@ const LAUNCHER_GRACE_S: u64 = 60;
 const LAUNCHER_POLL_MS: u64 = 20;
 /// Directory levels of /out walked for outputs (the witness outputs manifest's own bound).
 const OUTPUTS_DEPTH_MAX: usize = metanode_witness::limits::OUTPUTS_DEPTH_MAX as usize;
+/// File name of a program by CID in the run directory; the cage runs it as `/bin/program`, the
+/// same name whatever the CID, so the rootfs digest depends on the program's bytes alone.
+const PROGRAM_FILE_NAME: &str = "program";
 
 /// Runs cages for the API.
 #[derive(Debug)]
@@ -46,6 +53,7 @@ pub struct DocklockService {
     /// Canonical: a workload must resolve beneath it.
     workloads_dir: PathBuf,
     run_timeout_s_max: u64,
+    executables_by_cid: bool,
     key_file: PathBuf,
     runs_dir: PathBuf,
     /// Held for a whole run: the API admits one run at a time, this makes it an invariant.
@@ -86,6 +94,7 @@ impl DocklockService {
             store,
             workloads_dir,
             run_timeout_s_max: section.run_timeout_s_max,
+            executables_by_cid: section.executables_by_cid,
             key_file,
             runs_dir,
             running: Mutex::new(()),
@@ -138,6 +147,12 @@ impl DocklockService {
                 ]);
                 "executable"
             }
+            CageWorkload::ExecutableCid { cid, .. } => {
+                let program = run_dir.path().join(PROGRAM_FILE_NAME);
+                self.write_program(*cid, &program)?;
+                args.extend(["exec".into(), program.into()]);
+                "executable_cid"
+            }
             CageWorkload::Bundle { dir } => {
                 args.extend(["run".into(), self.resolve("bundle", dir, true)?.into()]);
                 "bundle"
@@ -184,6 +199,9 @@ impl DocklockService {
         ]);
         if let CageWorkload::Executable {
             args: argv, env, ..
+        }
+        | CageWorkload::ExecutableCid {
+            args: argv, env, ..
         } = &request.workload
         {
             for entry in env {
@@ -212,9 +230,64 @@ impl DocklockService {
                 reason: format!("the launcher refused the run: {message}"),
             });
         }
-        let launcher_inputs = launcher_inputs(&finished.stdout).map_err(failed)?;
-        self.answer(&receipt_path, &out_dir, launcher_inputs)
-            .map_err(failed)
+        let outcome = launcher_outcome(&finished.stdout).map_err(failed)?;
+        let mut response = self
+            .answer(&receipt_path, &out_dir, outcome)
+            .map_err(failed)?;
+        if let CageWorkload::ExecutableCid { cid, .. } = &request.workload {
+            response.executable_cid = Some(cid.to_string());
+        }
+        Ok(response)
+    }
+
+    /// Read the program `cid` from the store into `path` (mode 0755, in the private run
+    /// directory). Its size is checked before anything is written: the launcher parses no ELF
+    /// larger than [`ELF_SIZE_BYTES_MAX`], so a larger blob could never run.
+    fn write_program(&self, cid: ContentId, path: &Path) -> Result<(), CageRunError> {
+        let bad = |reason: String| CageRunError::BadRequest {
+            field: "executable_cid".to_string(),
+            reason,
+        };
+        let size_bytes = match cid.codec() {
+            CODEC_RAW => {
+                self.store
+                    .stat(&cid)
+                    .map_err(|e| {
+                        CageRunError::Failed(format!("executable_cid: reading {cid}: {e}"))
+                    })?
+                    .ok_or(CageRunError::ExecutableNotFound { cid })?
+                    .size_bytes
+            }
+            CODEC_DAG_PB if !self.store.contains(&cid) => {
+                return Err(CageRunError::ExecutableNotFound { cid });
+            }
+            CODEC_DAG_PB => metanode_unixfs::UnixFsFile::open(&self.store, cid)
+                .map_err(|e| bad(format!("{cid} is not a readable UnixFS file: {e}")))?
+                .size_bytes(),
+            // write_blob names the codecs a blob may have.
+            _ => 0,
+        };
+        if size_bytes > ELF_SIZE_BYTES_MAX {
+            return Err(bad(format!(
+                "{cid} is {size_bytes} bytes; the largest program DockLock runs is {ELF_SIZE_BYTES_MAX}"
+            )));
+        }
+        let input = CidInput {
+            name: "executable_cid".to_string(),
+            cid,
+        };
+        store_inputs::write_blob(&self.store, self.store.data_dir(), &input, path).map_err(
+            |e| match e {
+                StoreInputError::NotFound { cid, .. } => CageRunError::ExecutableNotFound { cid },
+                e @ (StoreInputError::Codec { .. } | StoreInputError::TooLarge { .. }) => {
+                    bad(e.to_string())
+                }
+                e => CageRunError::Failed(e.to_string()),
+            },
+        )?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| CageRunError::Failed(format!("chmod 0755 {}: {e}", path.display())))
     }
 
     /// Store the receipt and the outputs; describe the run from the signed receipt.
@@ -222,8 +295,9 @@ impl DocklockService {
         &self,
         receipt_path: &Path,
         out_dir: &Path,
-        inputs: Vec<InputRef>,
+        outcome: LauncherOutcome,
     ) -> anyhow::Result<CageRunResponse> {
+        let inputs = outcome.inputs;
         let signed = SignedRecord::read_file(receipt_path)?;
         signed
             .verify()
@@ -269,6 +343,9 @@ impl DocklockService {
             inputs: inputs.iter().map(input_record).collect(),
             input_root: hex::encode(record.header.input_root),
             outputs_root: hex::encode(record.roots.outputs_root),
+            executable_cid: None,
+            cgroup: outcome.cgroup,
+            tsc_reads_virtualized: outcome.tsc_reads_virtualized,
         })
     }
 
@@ -312,6 +389,10 @@ impl DocklockService {
 impl DocklockControl for DocklockService {
     fn run_timeout_s_max(&self) -> u64 {
         self.run_timeout_s_max
+    }
+
+    fn executables_by_cid(&self) -> bool {
+        self.executables_by_cid
     }
 
     fn run(&self, request: CageRunRequest) -> Result<CageRunResponse, CageRunError> {
@@ -394,15 +475,59 @@ fn launcher_error(stderr: &[u8]) -> String {
         })
 }
 
-/// The inputs the launcher recorded (its `--json` outcome's `inputs`): the declared ones by CID
-/// and the rootfs digest as `/`.
-fn launcher_inputs(stdout: &[u8]) -> anyhow::Result<Vec<InputRef>> {
+/// What the agent takes from the launcher's `--json` outcome (its last JSON line on stdout).
+#[derive(Debug, PartialEq, Eq)]
+struct LauncherOutcome {
+    /// The declared inputs by CID and the rootfs digest as `/`.
+    inputs: Vec<InputRef>,
+    cgroup: CageCgroupReport,
+    tsc_reads_virtualized: u64,
+}
+
+fn launcher_outcome(stdout: &[u8]) -> anyhow::Result<LauncherOutcome> {
     let text = String::from_utf8_lossy(stdout);
     let outcome: serde_json::Value = text
         .lines()
         .rev()
         .find_map(|line| serde_json::from_str(line).ok())
         .ok_or_else(|| anyhow!("the launcher printed no JSON outcome"))?;
+    let count = |key: &str| {
+        outcome
+            .get(key)
+            .ok_or_else(|| anyhow!("the launcher's outcome has no {key}"))?
+            .as_u64()
+            .ok_or_else(|| anyhow!("the launcher's outcome: {key} is not a count"))
+    };
+    let mode_name = outcome
+        .get("cgroup_mode")
+        .ok_or_else(|| anyhow!("the launcher's outcome has no cgroup_mode"))?
+        .as_str()
+        .ok_or_else(|| anyhow!("the launcher's outcome: cgroup_mode is not a string"))?;
+    Ok(LauncherOutcome {
+        inputs: outcome_inputs(&outcome)?,
+        cgroup: CageCgroupReport {
+            mode: cgroup_mode_name(mode_name)?.to_string(),
+            memory_peak_bytes: count("memory_peak_bytes")?,
+            cpu_usage_us: count("cpu_usage_us")?,
+            oom_kills: count("oom_kills")?,
+            pids_max_hits: count("pids_max_hits")?,
+        },
+        tsc_reads_virtualized: count("tsc_reads_virtualized")?,
+    })
+}
+
+/// The API's name of the launcher's `cgroup_mode` (the Debug name of `CgroupModeKind`).
+fn cgroup_mode_name(launcher: &str) -> anyhow::Result<&'static str> {
+    Ok(match launcher {
+        "V1" => "v1",
+        "V2" => "v2",
+        "Hybrid" => "hybrid",
+        "Unused" => "unused",
+        other => anyhow::bail!("the launcher's outcome: unknown cgroup_mode {other:?}"),
+    })
+}
+
+fn outcome_inputs(outcome: &serde_json::Value) -> anyhow::Result<Vec<InputRef>> {
     let list = outcome
         .get("inputs")
         .and_then(|v| v.as_array())
@@ -539,7 +664,68 @@ mod tests {
     }
 
     #[test]
-    fn launcher_messages_and_inputs_are_read_back() {
+    fn a_program_by_cid_is_written_from_the_store_executable() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(metanode_store::StoreOptions::new(dir.path().join("data"))).unwrap();
+        let service = DocklockService {
+            store: store.clone(),
+            workloads_dir: dir.path().to_path_buf(),
+            run_timeout_s_max: 60,
+            executables_by_cid: true,
+            key_file: dir.path().join("node.key"),
+            runs_dir: dir.path().to_path_buf(),
+            running: Mutex::new(()),
+        };
+        let raw = store.put(b"\x7fELF raw program", true).unwrap().cid;
+        // Larger than one chunk, so the UnixFS file is a DAG read through its root.
+        let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let unixfs = metanode_unixfs::stored::add_file(
+            &store,
+            &mut &big[..],
+            metanode_unixfs::ImportOptions::default(),
+            true,
+            &mut |_| {},
+        )
+        .unwrap()
+        .root;
+        for (name, cid, bytes) in [
+            ("raw", raw, &b"\x7fELF raw program"[..]),
+            ("unixfs", unixfs, &big[..]),
+        ] {
+            let path = dir.path().join(name);
+            service.write_program(cid, &path).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}");
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, 0o755, "{name}");
+        }
+
+        let absent = ContentId::from_key(
+            CODEC_RAW,
+            metanode_core::cid::BlockKey::blake3(*blake3::hash(b"never stored").as_bytes()),
+        );
+        let err = service
+            .write_program(absent, &dir.path().join("absent"))
+            .unwrap_err();
+        assert!(
+            matches!(err, CageRunError::ExecutableNotFound { cid } if cid == absent),
+            "{err:?}"
+        );
+        let dag_cbor = ContentId::from_key(0x71, raw.key());
+        let err = service
+            .write_program(dag_cbor, &dir.path().join("cbor"))
+            .unwrap_err();
+        let CageRunError::BadRequest { field, reason } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(field, "executable_cid");
+        assert!(reason.contains("codec 0x71"), "{reason}");
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn launcher_messages_and_outcomes_are_read_back() {
         assert_eq!(
             launcher_error(b"noise\n{\"error\":\"spec: process.args: empty\",\"causes\":[]}\n"),
             "spec: process.args: empty"
@@ -551,11 +737,33 @@ mod tests {
         )
         .to_string();
         let cid = cid.as_str();
-        let line = format!(
-            "{{\"inputs\":[{{\"name\":\"data\",\"cid\":\"{cid}\",\"size_bytes\":3}},{{\"name\":\"/\",\"blake3\":\"{}\",\"size_bytes\":9}}]}}\n",
-            "ab".repeat(32)
+        let mut outcome = serde_json::json!({
+            "exit": {"exited": 0},
+            "inputs": [
+                {"name": "data", "cid": cid, "size_bytes": 3},
+                {"name": "/", "blake3": "ab".repeat(32), "size_bytes": 9},
+            ],
+            "cgroup_mode": "V2",
+            "memory_peak_bytes": 4096,
+            "cpu_usage_us": 77,
+            "oom_kills": 1,
+            "pids_max_hits": 2,
+            "tsc_reads_virtualized": 8,
+        });
+        let stdout = |outcome: &serde_json::Value| format!("a workload's line\n{outcome}\n");
+        let parsed = launcher_outcome(stdout(&outcome).as_bytes()).unwrap();
+        assert_eq!(
+            parsed.cgroup,
+            CageCgroupReport {
+                mode: "v2".into(),
+                memory_peak_bytes: 4096,
+                cpu_usage_us: 77,
+                oom_kills: 1,
+                pids_max_hits: 2,
+            }
         );
-        let inputs = launcher_inputs(line.as_bytes()).unwrap();
+        assert_eq!(parsed.tsc_reads_virtualized, 8);
+        let inputs = parsed.inputs;
         assert_eq!(
             inputs,
             vec![
@@ -572,6 +780,47 @@ mod tests {
             ]
         );
         assert_eq!(input_record(&inputs[0]).cid.as_deref(), Some(cid));
-        assert!(launcher_inputs(b"not json").is_err());
+        assert!(launcher_outcome(b"not json").is_err());
+
+        // Every mode the launcher names maps to its own lower-case name; others are errors.
+        for (launcher, api) in [
+            ("V1", "v1"),
+            ("V2", "v2"),
+            ("Hybrid", "hybrid"),
+            ("Unused", "unused"),
+        ] {
+            outcome["cgroup_mode"] = serde_json::json!(launcher);
+            let parsed = launcher_outcome(stdout(&outcome).as_bytes()).unwrap();
+            assert_eq!(parsed.cgroup.mode, api);
+        }
+        outcome["cgroup_mode"] = serde_json::json!("V3");
+        let err = launcher_outcome(stdout(&outcome).as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the launcher's outcome: unknown cgroup_mode \"V3\""
+        );
+        outcome["cgroup_mode"] = serde_json::json!("V2");
+        for key in [
+            "cgroup_mode",
+            "memory_peak_bytes",
+            "cpu_usage_us",
+            "oom_kills",
+            "pids_max_hits",
+            "tsc_reads_virtualized",
+        ] {
+            let mut missing = outcome.clone();
+            missing.as_object_mut().unwrap().remove(key);
+            let err = launcher_outcome(stdout(&missing).as_bytes()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("the launcher's outcome has no {key}")
+            );
+        }
+        outcome["oom_kills"] = serde_json::json!(-1);
+        let err = launcher_outcome(stdout(&outcome).as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the launcher's outcome: oom_kills is not a count"
+        );
     }
 }

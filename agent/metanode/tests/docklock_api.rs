@@ -1,7 +1,8 @@
 //! DockLock runs with inputs taken from the store by CID, end to end: through a running agent's
 //! API (`POST /api/v1/docklock/runs`, the agent spawning its own launcher), and through the CLI
 //! (`metanode docklock exec --data-dir DIR --input-cid NAME=CID`). The receipts are checked with
-//! `metanode docklock verify --inputs`, which shows the input CIDs. Needs root and user
+//! `metanode docklock verify --inputs`, which shows the input CIDs. A program stored as a blob
+//! runs by CID (`executable_cid`) only on a node whose config allows it. Needs root and user
 //! namespaces; without them each test prints why it skipped.
 
 mod common;
@@ -135,6 +136,17 @@ fn a_run_through_the_api_reads_inputs_by_cid_and_stores_outputs_and_receipt() {
         r.error(),
         format!("input data: {absent} is not in the store")
     );
+    let r = post_json(
+        &agent,
+        "/api/v1/docklock/runs",
+        &serde_json::json!({"executable_cid": input_cid}),
+    );
+    assert_eq!(r.status, 403, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.error(),
+        "executable_cid: this node does not run executables by CID \
+         (docklock.executables_by_cid is false)"
+    );
 
     let r = post_json(
         &agent,
@@ -161,6 +173,8 @@ fn a_run_through_the_api_reads_inputs_by_cid_and_stores_outputs_and_receipt() {
     assert_eq!(answer["verdict"], "completed", "{answer}");
     assert_eq!(answer["violations"], serde_json::json!([]), "{answer}");
     assert!(answer.get("outputs_refused").is_none(), "{answer}");
+    assert!(answer.get("executable_cid").is_none(), "{answer}");
+    assert_cgroup_report(&answer);
     let outputs = answer["outputs"].as_array().expect("outputs");
     let paths: Vec<&str> = outputs
         .iter()
@@ -212,6 +226,141 @@ fn a_run_through_the_api_reads_inputs_by_cid_and_stores_outputs_and_receipt() {
     );
 
     // Nothing of the run is left in the data dir.
+    let runs: Vec<_> = std::fs::read_dir(data_dir.join("docklock-runs"))
+        .expect("runs dir")
+        .collect();
+    assert!(runs.is_empty(), "left behind: {runs:?}");
+    let status = agent.stop();
+    assert!(status.success(), "{status:?}");
+}
+
+/// The launcher's measurements are in the answer; a shell loop over a short file is killed by
+/// nothing and never reaches its pids limit.
+fn assert_cgroup_report(answer: &serde_json::Value) {
+    let cgroup = &answer["cgroup"];
+    assert!(
+        ["v1", "v2", "hybrid"].contains(&cgroup["mode"].as_str().expect("cgroup.mode")),
+        "{answer}"
+    );
+    assert_eq!(cgroup["oom_kills"], 0, "{answer}");
+    assert_eq!(cgroup["pids_max_hits"], 0, "{answer}");
+    for key in ["memory_peak_bytes", "cpu_usage_us"] {
+        assert!(cgroup[key].is_u64(), "cgroup.{key}: {answer}");
+    }
+    assert!(answer["tsc_reads_virtualized"].is_u64(), "{answer}");
+}
+
+/// The rootfs digest (the input `/`) of an answer.
+fn rootfs_digest(answer: &serde_json::Value) -> String {
+    answer["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .find(|i| i["name"] == "/")
+        .and_then(|i| i["blake3"].as_str())
+        .unwrap_or_else(|| panic!("no rootfs digest: {answer}"))
+        .to_string()
+}
+
+#[test]
+fn a_program_stored_as_a_blob_runs_by_cid_where_the_node_allows_it() {
+    if let Some(reason) = skip() {
+        eprintln!("skipping: {reason}");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let workloads = tmp.path().join("workloads");
+    let sh = shell_in(&workloads);
+    // The same bytes under the name a program by CID gets: both runs must have one rootfs.
+    let program = workloads.join("program");
+    std::fs::copy(&sh, &program).expect("copy program");
+    let config = tmp.path().join("node.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node:\n  name: docklock-by-cid\n  data_dir: {}\ndocklock:\n  workloads_dir: {}\n  run_timeout_s_max: 120\n  executables_by_cid: true\n",
+            data_dir.display(),
+            workloads.display()
+        ),
+    )
+    .expect("write config");
+    let agent = Agent::start_args(
+        &["agent", "--config", config.to_str().expect("utf-8")],
+        &data_dir,
+    );
+    let put = |bytes: &[u8]| {
+        let r = request(agent.addr, "POST", "/api/v1/blobs", &[], Some(bytes));
+        assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+        r.json()["cid"].as_str().expect("cid").to_string()
+    };
+    let program_cid = put(&std::fs::read(&sh).expect("read sh"));
+    let input_cid = put(DATA);
+
+    let absent = absent_cid();
+    let r = post_json(
+        &agent,
+        "/api/v1/docklock/runs",
+        &serde_json::json!({"executable_cid": absent}),
+    );
+    assert_eq!(r.status, 404, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.error(),
+        format!("executable_cid: {absent} is not in the store")
+    );
+    // Stored, but not a program: the launcher's refusal names the field.
+    let r = post_json(
+        &agent,
+        "/api/v1/docklock/runs",
+        &serde_json::json!({"executable_cid": input_cid}),
+    );
+    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.error()
+            .starts_with("executable_cid: the launcher refused the run"),
+        "{}",
+        r.error()
+    );
+
+    let run = |workload: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "args": ["-c", SCRIPT],
+            "inputs": [{"name": "data", "cid": input_cid}],
+            "timeout_s": 60,
+        });
+        for (key, value) in workload.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        let r = post_json(&agent, "/api/v1/docklock/runs", &body);
+        assert_eq!(
+            r.status,
+            200,
+            "{:?}\nagent log:\n{}",
+            String::from_utf8_lossy(&r.body),
+            agent.log()
+        );
+        r.json()
+    };
+    let by_cid = run(serde_json::json!({"executable_cid": program_cid}));
+    assert_eq!(by_cid["exit"], serde_json::json!({"code": 0}), "{by_cid}");
+    assert_eq!(by_cid["verdict"], "completed", "{by_cid}");
+    assert_eq!(by_cid["executable_cid"], program_cid, "{by_cid}");
+    assert_cgroup_report(&by_cid);
+    let outputs = by_cid["outputs"].as_array().expect("outputs");
+    assert_eq!(outputs[0]["path"], "copy", "{by_cid}");
+    assert_eq!(
+        raw_bytes(&agent, outputs[0]["cid"].as_str().expect("cid")),
+        DATA
+    );
+    let by_path = run(serde_json::json!({"executable": program}));
+    assert!(by_path.get("executable_cid").is_none(), "{by_path}");
+    assert_eq!(
+        rootfs_digest(&by_cid),
+        rootfs_digest(&by_path),
+        "the rootfs digest covers the program's bytes and name only"
+    );
+    assert_eq!(by_cid["input_root"], by_path["input_root"]);
+
     let runs: Vec<_> = std::fs::read_dir(data_dir.join("docklock-runs"))
         .expect("runs dir")
         .collect();
