@@ -115,6 +115,7 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
     for d in &report.damaged_regions {
         tracing::error!(region = %d, "damaged region in segment");
     }
+    let direct_reads_enabled = opts.direct_reads;
     let shared = Arc::new(Shared {
         opts,
         io,
@@ -123,7 +124,7 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
         index,
         segments: RwLock::new(segments),
         counters,
-        direct_reads: Default::default(),
+        direct_reads: crate::direct_read::DirectReads::new(direct_reads_enabled),
     });
     let (writer_tx, writer_handle) = if shared.opts.read_only {
         (None, None)

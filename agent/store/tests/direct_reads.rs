@@ -37,6 +37,7 @@ fn modes() -> Vec<IoMode> {
 fn opts(dir: &Path, io: IoMode) -> StoreOptions {
     let mut o = StoreOptions::new(dir);
     o.io = io;
+    o.direct_reads = true;
     o
 }
 
@@ -387,5 +388,23 @@ fn refused_direct_reads_fall_back_to_buffered_once() {
         1,
         "asked again after a refusal"
     );
+    assert_eq!(store.stats().direct_read_bytes_total, 0);
+}
+
+/// Direct reads are opt-in: a store opened with the defaults reads cold
+/// records buffered.
+#[test]
+fn default_store_reads_cold_records_buffered() {
+    let dir = disk_dir();
+    if !direct_reads_work_in(dir.path()) {
+        return;
+    }
+    let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let mut rng = StdRng::seed_from_u64(27);
+    let data = blob(&mut rng, 256 * 1024);
+    let cid = store.put(&data, false).unwrap().cid;
+    store.put(&blob(&mut rng, 9000), false).unwrap();
+    evict_segments(dir.path());
+    assert_eq!(store.get(&cid).unwrap(), data);
     assert_eq!(store.stats().direct_read_bytes_total, 0);
 }
