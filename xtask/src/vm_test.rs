@@ -15,6 +15,11 @@
 //!   whose kernel cannot start /init) rolls back by itself.
 //! - `config`: a config trial that makes the API unreachable is reverted and
 //!   the node answers again; a good one is committed.
+//! - `docklock`: a DockLock cage on the appliance itself (kernel 6.1 from
+//!   the initramfs, real cgroup v2): the static probe, uploaded as a blob and
+//!   run by its CID through the API, reads the virtual clock and exits 0
+//!   with cgroup v2 accounting; a fork bomb hits the cage's pids limit and
+//!   the signed receipt records it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +37,14 @@ const READY: &str = "metanode: ready";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub const SCENARIOS: &[&str] = &["direct", "uefi", "secure-boot", "update", "config"];
+pub const SCENARIOS: &[&str] = &[
+    "direct",
+    "uefi",
+    "secure-boot",
+    "update",
+    "config",
+    "docklock",
+];
 
 #[derive(Debug, Args, Clone)]
 pub struct VmTestArgs {
@@ -109,6 +121,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<Timings> {
             "secure-boot" => secure_boot(&ctx).map(|t| timings.secure_boot_ready_s = Some(t)),
             "update" => update(&ctx),
             "config" => config(&ctx),
+            "docklock" => docklock(&ctx),
             _ => unreachable!("scenario list and match agree"),
         };
         match result {
@@ -588,6 +601,111 @@ fn config(ctx: &Ctx) -> anyhow::Result<()> {
         "trial state after commit: {trial}"
     );
     eprintln!("    confirmed config committed");
+    vm.power_button()?;
+    vm.wait_exit(SHUTDOWN_TIMEOUT)?;
+    Ok(())
+}
+
+/// Applies `yaml` as a config trial, waits for the agent restarted on it and
+/// commits it (the operator's `config apply` + `config commit`, over HTTP).
+fn apply_and_commit(ctx: &Ctx, vm: &mut Vm, yaml: &str) -> anyhow::Result<()> {
+    let restarts_before = vm
+        .log()
+        .matches("serving api on http://0.0.0.0:7878")
+        .count();
+    let r = http::request(
+        ctx.port,
+        "POST",
+        "/api/v1/config?mode=try&timeout_s=60",
+        yaml.as_bytes(),
+    )?;
+    anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
+    vm.wait_for_count(
+        "serving api on http://0.0.0.0:7878",
+        restarts_before + 1,
+        Duration::from_secs(30),
+    )?;
+    wait_api(ctx.port, Duration::from_secs(30))?;
+    let r = http::request(ctx.port, "POST", "/api/v1/config/commit", b"")?;
+    anyhow::ensure!(
+        (200..300).contains(&r.status),
+        "config commit: {} {}",
+        r.status,
+        r.text()
+    );
+    Ok(())
+}
+
+fn docklock(ctx: &Ctx) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    let probe = crate::bench::docklock::build_probe(root)?;
+    let probe_bytes = std::fs::read(&probe).with_context(|| format!("read {}", probe.display()))?;
+    let spec = ctx.spec(Mode::Direct, "docklock", true)?;
+    let mut vm = Vm::start(&spec, &ctx.work.join("docklock/boot"))?;
+    vm.wait_for(READY, BOOT_TIMEOUT)?;
+    let put = http::request(ctx.port, "POST", "/api/v1/blobs", &probe_bytes)?;
+    anyhow::ensure!(
+        put.status == 201,
+        "put probe: {} {}",
+        put.status,
+        put.text()
+    );
+    let cid = put.json()?["cid"].as_str().context("cid")?.to_owned();
+    let name = http::request(ctx.port, "GET", "/api/v1/system", b"")?.json()?["hostname"]
+        .as_str()
+        .unwrap_or("metanode")
+        .to_owned();
+    let yaml = format!(
+        "node:\n  name: {name}\n  data_dir: /var/lib/metanode/node\napi:\n  listen: 0.0.0.0:7878\n\
+         store:\n  segment_size_bytes_max: 67108864\nnetwork:\n  mode: dhcp\n\
+         docklock:\n  workloads_dir: /var/lib/metanode\n  executables_by_cid: true\n"
+    );
+    apply_and_commit(ctx, &mut vm, &yaml)?;
+
+    let run = |args: &[&str]| -> anyhow::Result<serde_json::Value> {
+        let body = serde_json::json!({
+            "executable_cid": cid,
+            "args": args,
+            "timeout_s": 60,
+        });
+        let r = http::request(
+            ctx.port,
+            "POST",
+            "/api/v1/docklock/runs",
+            body.to_string().as_bytes(),
+        )?;
+        anyhow::ensure!(
+            r.status == 200,
+            "docklock run {args:?}: {} {}\n{}",
+            r.status,
+            r.text(),
+            vm::tail(&vm.log(), 30)
+        );
+        r.json()
+    };
+    let clock = run(&["clock"])?;
+    eprintln!("    caged probe `clock`: {clock}");
+    anyhow::ensure!(
+        clock["exit"] == serde_json::json!({"code": 0}),
+        "the caged probe did not exit 0: {clock}"
+    );
+    anyhow::ensure!(
+        clock["cgroup"]["mode"] == "v2"
+            && clock["cgroup"]["cpu_usage_us"].as_u64() > Some(0)
+            && clock["cgroup"]["memory_peak_bytes"].as_u64() > Some(0),
+        "the cage did not run in a cgroup v2 with accounting: {clock}"
+    );
+    let bomb = run(&["fork-bomb"])?;
+    eprintln!("    caged probe `fork-bomb`: {bomb}");
+    anyhow::ensure!(
+        bomb["cgroup"]["pids_max_hits"].as_u64() > Some(0)
+            && bomb["violations"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["kind"] == "pids_limit")),
+        "the fork bomb did not hit the cgroup v2 pids limit, or the receipt misses it: {bomb}"
+    );
     vm.power_button()?;
     vm.wait_exit(SHUTDOWN_TIMEOUT)?;
     Ok(())

@@ -660,8 +660,9 @@ fn build_static(
     }
 }
 
-/// The probe: static because the bench rootfs holds nothing else.
-fn build_probe(root: &Path) -> anyhow::Result<PathBuf> {
+/// The probe: static because the bench rootfs holds nothing else (and the
+/// VM test runs it on the appliance, which has no libraries either).
+pub(crate) fn build_probe(root: &Path) -> anyhow::Result<PathBuf> {
     build_static(root, "docklock-probe", PROBE_PACKAGE, PROBE_BINARY)
 }
 
