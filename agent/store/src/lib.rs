@@ -21,7 +21,6 @@
 //! checked against the key's hash, so a damaged byte is reported, never
 //! served.
 
-mod direct_read;
 mod gc;
 mod index;
 pub mod large;
@@ -68,11 +67,6 @@ pub struct StoreOptions {
     pub group_commit_batch_count_max: usize,
     /// Open without a writer (shared lock): reads, stat and verify only.
     pub read_only: bool,
-    /// Read packed records that are not in the page cache with O_DIRECT:
-    /// about a quarter of the system CPU of a buffered read of cold data,
-    /// but no kernel readahead, so only a disk that serves direct reads at
-    /// low queue depth fast gains throughput (see the default).
-    pub direct_reads: bool,
     /// Test hook: wrap the chosen I/O (fault injection).
     pub io_override: Option<Arc<dyn FileIo>>,
 }
@@ -117,24 +111,7 @@ pub mod limits {
     /// ~1.2 GB/s (`dd bs=8M oflag=dsync` vs `oflag=direct,dsync`).
     pub const DIRECT_WRITE_BYTES_MIN: u64 = 1024 * 1024;
 
-    /// Largest alignment a filesystem may ask of O_DIRECT reads (statx
-    /// STATX_DIOALIGN) for us to do them; beyond it reads stay buffered. It
-    /// bounds the slack a direct read needs in the caller's buffer.
-    pub const DIRECT_READ_ALIGN_BYTES_MAX: u64 = DIRECT_IO_ALIGN_BYTES;
-    /// Extra bytes a read buffer needs beyond the record for an O_DIRECT
-    /// read: up to one alignment unit each to align the memory, to start at
-    /// an aligned offset before the record and to end at one after it.
-    pub const DIRECT_READ_SLACK_BYTES_MAX: u64 = 3 * DIRECT_READ_ALIGN_BYTES_MAX;
-    /// A packed record is read with O_DIRECT when at most this share of its
-    /// pages is in the page cache. A cold page read buffered cost ~1.03 s of
-    /// system CPU per GiB on our VM, read direct ~0.25 s, and copying a
-    /// cached one out ~0.1 s, so direct wins up to ~80% cached; half leaves
-    /// room for the disk's latency, which a cached page does not pay.
-    pub const DIRECT_READ_CACHED_PERCENT_MAX: u64 = 50;
-
     const _: () = assert!(DIRECT_IO_ALIGN_BYTES.is_power_of_two());
-    const _: () = assert!(DIRECT_READ_ALIGN_BYTES_MAX.is_power_of_two());
-    const _: () = assert!(DIRECT_READ_CACHED_PERCENT_MAX <= 100);
     const _: () = assert!(DIRECT_WRITE_BYTES_MIN.is_multiple_of(DIRECT_IO_ALIGN_BYTES));
     const _: () = assert!(DIRECT_WRITE_BYTES_MIN <= GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT);
     const _: () = assert!(INLINE_SIZE_BYTES_MAX_DEFAULT <= INLINE_SIZE_BYTES_MAX_CAP);
@@ -157,13 +134,6 @@ impl StoreOptions {
             group_commit_batch_bytes_max: limits::GROUP_COMMIT_BATCH_BYTES_MAX_DEFAULT,
             group_commit_batch_count_max: limits::GROUP_COMMIT_BATCH_COUNT_MAX_DEFAULT,
             read_only: false,
-            // Off: on our 2-core Firecracker VM direct reads top out at
-            // ~0.4-0.5 GB/s (dd iflag=direct, 256 KiB-8 MiB, 1-16 in
-            // flight) while cold buffered reads with the kernel's 8 MiB
-            // readahead run at 1.3-2.1 GB/s, so a 1 GiB CAR export fell from
-            // 790-875 to 410-780 MB/s with them, for ~0.3-0.4 s less system
-            // CPU per run.
-            direct_reads: false,
             io_override: None,
         }
     }
@@ -469,9 +439,6 @@ pub struct StoreStats {
     /// Segment bytes written with O_DIRECT (the aligned middles of big
     /// group commits); the rest went through the page cache.
     pub direct_write_bytes_total: u64,
-    /// Segment bytes read with O_DIRECT (aligned ranges around packed
-    /// records that were not in the page cache).
-    pub direct_read_bytes_total: u64,
 }
 
 /// What `open` found while rebuilding the index.
@@ -499,8 +466,6 @@ pub(crate) struct Segment {
     pub live_bytes: AtomicU64,
     /// Tombstone records (they may need carrying forward on compaction).
     pub tombstones: AtomicU64,
-    /// The segment opened for O_DIRECT reads, on the first cold read of it.
-    pub direct: std::sync::OnceLock<direct_read::DirectFile>,
 }
 
 #[derive(Debug, Default)]
@@ -511,7 +476,6 @@ pub(crate) struct Counters {
     pub verify_failures_total: AtomicU64,
     pub bytes_logical: AtomicU64,
     pub direct_write_bytes_total: AtomicU64,
-    pub direct_read_bytes_total: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -555,7 +519,6 @@ pub(crate) struct Shared {
     pub index: Index,
     pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub counters: Counters,
-    pub direct_reads: direct_read::DirectReads,
 }
 
 /// What `Store` clones share; owns the writer thread (which only holds
@@ -1039,32 +1002,35 @@ impl Store {
             return Ok(InlineRead::Moved);
         };
         let record_len = entry.record_len as usize;
-        let record_at = if nowait {
-            size_read_buffer(buf, record_len);
+        if buf.capacity() < record_len {
+            // Its old bytes are about to be overwritten: a fresh zeroed
+            // allocation (pages from the kernel, already zero) beats growing
+            // it, which would copy them and then zero the rest.
+            *buf = vec![0u8; record_len];
+        } else {
+            // Writes only the part past the old length; every byte up to
+            // `record_len` is overwritten by the read below or the read
+            // fails.
+            buf.resize(record_len, 0);
+        }
+        if nowait {
             match self.inner.io.read_cached_at(&seg.file, entry.offset, buf) {
-                Ok(true) => 0,
+                Ok(true) => {}
                 Ok(false) => return Ok(InlineRead::NotCached),
                 Err(source) => return Err(GetError::Io { cid: *cid, source }),
             }
-        } else if let Some(record_at) = self.read_record_direct(&seg, entry, buf) {
-            record_at
-        } else {
-            size_read_buffer(buf, record_len);
-            if let Err(e) = self.inner.io.read_exact_at(&seg.file, entry.offset, buf) {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    return Err(
-                        self.corrupt(cid, format!("segment {} is truncated", seg.path.display()))
-                    );
-                }
-                return Err(GetError::Io {
-                    cid: *cid,
-                    source: e,
-                });
+        } else if let Err(e) = self.inner.io.read_exact_at(&seg.file, entry.offset, buf) {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                return Err(
+                    self.corrupt(cid, format!("segment {} is truncated", seg.path.display()))
+                );
             }
-            0
-        };
-        let record = &buf[record_at..record_at + record_len];
-        let (header, crc) = record::decode_header(record).map_err(|e| {
+            return Err(GetError::Io {
+                cid: *cid,
+                source: e,
+            });
+        }
+        let (header, crc) = record::decode_header(buf).map_err(|e| {
             self.corrupt(
                 cid,
                 format!("record at {}+{}: {e}", seg.path.display(), entry.offset),
@@ -1080,7 +1046,7 @@ impl Store {
                 ),
             ));
         }
-        record::check_crc(record, crc).map_err(|e| {
+        record::check_crc(buf, crc).map_err(|e| {
             self.corrupt(
                 cid,
                 format!("record at {}+{}: {e}", seg.path.display(), entry.offset),
@@ -1095,98 +1061,21 @@ impl Store {
                 ),
             ));
         }
-        let payload = record_at + record::RECORD_HEADER_BYTES..record_at + record_len;
         if header.compressed() {
-            *buf = zstd::bulk::decompress(&buf[payload], header.size_bytes as usize)
+            let payload = &buf[record::RECORD_HEADER_BYTES..];
+            *buf = zstd::bulk::decompress(payload, header.size_bytes as usize)
                 .map_err(|e| self.corrupt(cid, format!("zstd payload: {e}")))?;
         } else {
             // The payload moves to the front of the buffer it was read into:
             // a fresh copy would fault in and zero new pages for every block
             // (a third of a large CAR export's time on the 2-core VM).
-            buf.copy_within(payload, 0);
+            buf.copy_within(record::RECORD_HEADER_BYTES.., 0);
             buf.truncate(record_len - record::RECORD_HEADER_BYTES);
         }
         if buf.len() as u64 != header.size_bytes || !cid.key().matches(buf) {
             return Err(self.corrupt(cid, "content does not match its hash".into()));
         }
         Ok(InlineRead::Read)
-    }
-
-    /// Read `entry`'s record with O_DIRECT into an aligned part of `buf`
-    /// when it is not in the page cache (see [`direct_read`]); returns where
-    /// in `buf` the record starts. `None` leaves the read to the buffered
-    /// path, which also reports every error just as it did before direct
-    /// reads existed: the record is hot, the store or filesystem does not
-    /// do direct reads, the aligned range reaches past the segment's
-    /// durable end (its last, partly written page), or the direct read
-    /// failed or came up short (a truncated segment).
-    fn read_record_direct(&self, seg: &Segment, entry: &Entry, buf: &mut Vec<u8>) -> Option<usize> {
-        let direct_reads = &self.inner.direct_reads;
-        if !direct_reads.enabled() {
-            return None;
-        }
-        let record_len = entry.record_len as usize;
-        match direct_read::mostly_uncached(&seg.file, entry.offset, record_len as u64) {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                direct_reads.turn_off(&format!("cachestat: {e}"));
-                return None;
-            }
-        }
-        let direct = match seg.direct.get() {
-            Some(d) => d,
-            None => match direct_read::open(&seg.path) {
-                Ok(d) => seg.direct.get_or_init(|| d),
-                Err(direct_read::DirectOpenError::Unsupported(why)) => {
-                    direct_reads.turn_off(&why);
-                    return None;
-                }
-                Err(direct_read::DirectOpenError::Io(e)) => {
-                    tracing::debug!(error = %e, path = %seg.path.display(),
-                        "O_DIRECT open failed; this block is read buffered");
-                    return None;
-                }
-            },
-        };
-        let range = direct_read::aligned_range(entry.offset, record_len, direct.align_bytes);
-        if range.file_at + range.read_len as u64 > seg.len.load(Ordering::Acquire) {
-            return None;
-        }
-        let align = direct.align_bytes as usize;
-        // Room for the range at an aligned address wherever the allocation
-        // starts. Every byte is initialised (zeroes past the old length);
-        // the caller is only ever shown bytes the read below wrote.
-        size_read_buffer(buf, range.read_len + align);
-        let lead = buf.as_ptr().align_offset(align);
-        assert!(lead < align, "a byte buffer can always be aligned");
-        let region = &mut buf[lead..lead + range.read_len];
-        match self
-            .inner
-            .io
-            .read_exact_at(&direct.file, range.file_at, region)
-        {
-            Ok(()) => {
-                self.inner
-                    .counters
-                    .direct_read_bytes_total
-                    .fetch_add(range.read_len as u64, Ordering::Relaxed);
-                Some(lead + range.record_at)
-            }
-            Err(e) => {
-                // A file cut short inside the range also ends in EINVAL: the
-                // read stops at the unaligned end of file and the rest is
-                // asked for at an unaligned offset. That is damage the
-                // buffered read reports, not a refusal.
-                let end = range.file_at + range.read_len as u64;
-                if e.raw_os_error() == Some(libc::EINVAL)
-                    && seg.file.metadata().is_ok_and(|m| m.len() >= end)
-                {
-                    direct_reads.turn_off(&format!("O_DIRECT read of {}: {e}", seg.path.display()));
-                }
-                None
-            }
-        }
     }
 
     fn read_external(
@@ -1381,7 +1270,6 @@ impl Store {
             gets_total: c.gets_total.load(Ordering::Relaxed),
             verify_failures_total: c.verify_failures_total.load(Ordering::Relaxed),
             direct_write_bytes_total: c.direct_write_bytes_total.load(Ordering::Relaxed),
-            direct_read_bytes_total: c.direct_read_bytes_total.load(Ordering::Relaxed),
         }
     }
 
@@ -1412,20 +1300,6 @@ impl Store {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
-    }
-}
-
-/// Make `buf` exactly `len` bytes long for a read to overwrite.
-fn size_read_buffer(buf: &mut Vec<u8>, len: usize) {
-    if buf.capacity() < len {
-        // Its old bytes are about to be overwritten: a fresh zeroed
-        // allocation (pages from the kernel, already zero) beats growing it,
-        // which would copy them and then zero the rest.
-        *buf = vec![0u8; len];
-    } else {
-        // Writes only the part past the old length; the caller overwrites
-        // what it uses or the read fails.
-        buf.resize(len, 0);
     }
 }
 

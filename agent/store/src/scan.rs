@@ -115,7 +115,6 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
     for d in &report.damaged_regions {
         tracing::error!(region = %d, "damaged region in segment");
     }
-    let direct_reads_enabled = opts.direct_reads;
     let shared = Arc::new(Shared {
         opts,
         io,
@@ -124,7 +123,6 @@ pub(crate) fn open(opts: StoreOptions) -> Result<Inner, OpenError> {
         index,
         segments: RwLock::new(segments),
         counters,
-        direct_reads: crate::direct_read::DirectReads::new(direct_reads_enabled),
     });
     let (writer_tx, writer_handle) = if shared.opts.read_only {
         (None, None)
@@ -250,7 +248,6 @@ pub(crate) fn create_segment(
         len: AtomicU64::new(SEGMENT_HEADER_BYTES as u64),
         live_bytes: AtomicU64::new(0),
         tombstones: AtomicU64::new(0),
-        direct: Default::default(),
     })
 }
 
@@ -544,6 +541,5 @@ fn scan_segment(
         len: AtomicU64::new(len),
         live_bytes: AtomicU64::new(0),
         tombstones,
-        direct: Default::default(),
     })
 }

@@ -67,19 +67,15 @@ pub const READ_AHEAD_BLOCKS: usize = 4;
 /// block read.
 pub const READ_AHEAD_BUFFERS_KEPT_MAX: usize = READ_AHEAD_BLOCKS + 2;
 /// A buffer bigger than this is freed, not kept: a block has at most
-/// [`BLOCK_SIZE_BYTES_MAX`] bytes (plus, while it is read, the store's
-/// record header and the slack an O_DIRECT read of a cold record needs to
-/// align it), so only a huge non-block blob read through the store exceeds
+/// [`BLOCK_SIZE_BYTES_MAX`] bytes (plus the store's record header while it
+/// is read), so only a huge non-block blob read through the store exceeds
 /// it. Bounds the pool to about 12 MiB.
-pub const READ_AHEAD_BUFFER_SIZE_BYTES_MAX: u64 =
-    BLOCK_SIZE_BYTES_MAX + 4096 + metanode_store::limits::DIRECT_READ_SLACK_BYTES_MAX;
+pub const READ_AHEAD_BUFFER_SIZE_BYTES_MAX: u64 = BLOCK_SIZE_BYTES_MAX + 4096;
 
 const _: () = assert!(READ_AHEAD_BUFFERS_KEPT_MAX > READ_AHEAD_BLOCKS);
 const _: () = assert!(
     READ_AHEAD_BUFFER_SIZE_BYTES_MAX
-        >= BLOCK_SIZE_BYTES_MAX
-            + metanode_store::record::RECORD_HEADER_BYTES as u64
-            + metanode_store::limits::DIRECT_READ_SLACK_BYTES_MAX
+        >= BLOCK_SIZE_BYTES_MAX + metanode_store::record::RECORD_HEADER_BYTES as u64
 );
 
 // ---- CAR ----
