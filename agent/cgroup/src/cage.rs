@@ -139,6 +139,12 @@ pub enum CreateError {
     },
 }
 
+/// The parents' `tasks` files, opened by [`CageCgroup::prepare_leave`].
+#[derive(Debug)]
+pub struct PreparedLeave {
+    files: Vec<crate::fs::OpenedFile>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     #[error("pid {pid} is not a process id")]
@@ -350,19 +356,52 @@ impl CageCgroup {
     /// takes the global lock. A launcher process leaves only after every workload process is
     /// gone.
     pub fn leave_self(&self) -> Result<bool, JoinError> {
-        if self.dirs.iter().any(|d| d.version == CgroupVersion::V2) {
-            return Ok(false);
+        match self.prepare_leave()? {
+            Some(prepared) => {
+                self.leave_prepared(prepared)?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
+    }
+
+    /// [`Self::leave_self`] in two steps: opens the parents' `tasks` files now, for
+    /// [`Self::leave_prepared`] to write later. cgroup v1 checks that write against the
+    /// credentials the file was opened with, so a launcher process that joins the cage and
+    /// then becomes an unprivileged id in a user namespace (cage root maps to an unprivileged
+    /// host uid, which may not write the root-owned `tasks` files) opens them before the change.
+    /// `None` when a hierarchy is v2 (see [`Self::leave_self`]).
+    pub fn prepare_leave(&self) -> Result<Option<PreparedLeave>, JoinError> {
+        if self.dirs.iter().any(|d| d.version == CgroupVersion::V2) {
+            return Ok(None);
+        }
+        let mut files = Vec::with_capacity(self.dirs.len());
         for dir in &self.dirs {
             let Some(parent) = dir.path.parent() else {
                 continue;
             };
             let path = parent.join("tasks");
-            self.fs
-                .write(&path, "0")
-                .map_err(|source| JoinError::WriteSelf { path, source })?;
+            files.push(
+                self.fs
+                    .open_for_write(&path)
+                    .map_err(|source| JoinError::WriteSelf { path, source })?,
+            );
         }
-        Ok(true)
+        Ok(Some(PreparedLeave { files }))
+    }
+
+    /// Moves the calling (single-threaded) process into the parents opened by
+    /// [`Self::prepare_leave`] (writes "0" to each `tasks`).
+    pub fn leave_prepared(&self, prepared: PreparedLeave) -> Result<(), JoinError> {
+        for mut file in prepared.files {
+            self.fs
+                .write_opened(&mut file, "0")
+                .map_err(|source| JoinError::WriteSelf {
+                    path: file.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// The cage's directory on the unified (v2) hierarchy, when a controller uses v2: a process
@@ -779,8 +818,22 @@ impl CageCgroup {
     }
 
     fn remove(&mut self) -> Result<(), RemoveError> {
-        // Usually the launcher has reaped everything: an empty cage is neither killed nor listed
-        // again (a cgroup whose last task is gone gets no new one but by a write to it).
+        // Usually the launcher has reaped everything: then each rmdir succeeds at once, and no
+        // procs file is read (4 opens and reads per spawn on v1). A cgroup that still holds a
+        // task refuses rmdir with EBUSY; what is left then goes the kill-and-wait way below.
+        while let Some(dir) = self.dirs.last() {
+            match self.fs.rmdir(&dir.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => break,
+            }
+            self.dirs.pop();
+        }
+        if self.dirs.is_empty() {
+            return Ok(());
+        }
+        // An empty cage is neither killed nor listed again (a cgroup whose last task is gone
+        // gets no new one but by a write to it).
         let mut remaining = if self.kill_listed()? {
             self.tasks()?
         } else {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::constants::CGROUP_FILE_BYTES_MAX;
@@ -27,6 +27,35 @@ pub trait CgroupFs: fmt::Debug + Send + Sync {
     fn kill(&self, pid: i32) -> io::Result<()>;
     /// Waits between polls of the kernel. A seam so a fake never sleeps.
     fn sleep(&self, duration: Duration);
+    /// Opens an existing file now for a write later ([`Self::write_opened`]). cgroup v1 checks a
+    /// `tasks` write against the credentials the file was opened with, so a process about to
+    /// change its ids (a launcher entering a user namespace) opens first. The fake checks that
+    /// the file exists and writes by path later.
+    fn open_for_write(&self, path: &Path) -> io::Result<OpenedFile> {
+        if self.exists(path) {
+            Ok(OpenedFile {
+                path: path.to_path_buf(),
+                file: None,
+            })
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} does not exist", path.display()),
+            ))
+        }
+    }
+    /// One write(2) of `contents` to a file from [`Self::open_for_write`].
+    fn write_opened(&self, opened: &mut OpenedFile, contents: &str) -> io::Result<()> {
+        self.write(&opened.path, contents)
+    }
+}
+
+/// A cgroup file opened for a later write ([`CgroupFs::open_for_write`]).
+#[derive(Debug)]
+pub struct OpenedFile {
+    pub path: PathBuf,
+    /// The open file (the host); `None` for a fake, which writes by path.
+    file: Option<File>,
 }
 
 /// The real thing: the host's cgroup filesystems and kill(2).
@@ -48,17 +77,21 @@ impl CgroupFs for HostFs {
 
     fn write(&self, path: &Path, contents: &str) -> io::Result<()> {
         // No O_CREAT/O_TRUNC: cgroup interface files exist or the feature is missing.
-        let mut file = OpenOptions::new().write(true).open(path)?;
-        let written = file.write(contents.as_bytes())?;
-        if written != contents.len() {
-            // The kernel parses each write(2) as one whole value; a short write would have
-            // applied a truncated value, which must not pass silently.
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {} bytes", contents.len()),
-            ));
+        write_once(&mut OpenOptions::new().write(true).open(path)?, contents)
+    }
+
+    fn open_for_write(&self, path: &Path) -> io::Result<OpenedFile> {
+        Ok(OpenedFile {
+            path: path.to_path_buf(),
+            file: Some(OpenOptions::new().write(true).open(path)?),
+        })
+    }
+
+    fn write_opened(&self, opened: &mut OpenedFile, contents: &str) -> io::Result<()> {
+        match opened.file.as_mut() {
+            Some(file) => write_once(file, contents),
+            None => self.write(&opened.path, contents),
         }
-        Ok(())
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -78,6 +111,19 @@ impl CgroupFs for HostFs {
     fn sleep(&self, duration: Duration) {
         std::thread::sleep(duration);
     }
+}
+
+/// One write(2) of `contents`: the kernel parses each write as one whole value, so a short write
+/// would have applied a truncated value, which must not pass silently.
+fn write_once(file: &mut File, contents: &str) -> io::Result<()> {
+    let written = file.write(contents.as_bytes())?;
+    if written != contents.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {written} of {} bytes", contents.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads at most [`CGROUP_FILE_BYTES_MAX`] bytes; a longer file is an error, never a silent cut.

@@ -25,9 +25,9 @@ mod parse;
 
 pub use cage::{
     CageCgroup, CageDir, CgroupLimits, CgroupUsage, CreateError, JoinError, KillMethod,
-    RemoveError, UsageError, cpu_weight_to_shares, io_weight_to_blkio,
+    PreparedLeave, RemoveError, UsageError, cpu_weight_to_shares, io_weight_to_blkio,
 };
-pub use fs::{CgroupFs, HostFs};
+pub use fs::{CgroupFs, HostFs, OpenedFile};
 pub use layout::{CgroupLayout, Controller, LayoutError, Placement};
 pub use mode::{CgroupMode, CgroupModeKind, CgroupVersion, ModeCodeError};
 pub use name::{NameError, validate_name};

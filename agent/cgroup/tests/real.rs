@@ -573,6 +573,54 @@ fn add_self_moves_the_calling_process_into_every_hierarchy() -> TestResult {
     Ok(())
 }
 
+/// The DockLock launcher's case: a child joins, opens the way out (`prepare_leave`), then becomes
+/// an unprivileged uid (as cage root does, mapped to an unprivileged host uid). A plain
+/// `leave_self` is now refused (the root-owned `tasks` files are not writable for it); the files
+/// opened before the change still move it out, since v1 checks the opener's credentials.
+#[test]
+fn prepared_leave_works_after_the_caller_drops_root() -> TestResult {
+    let Some(_serial) = real_kernel("prepared_leave_works_after_the_caller_drops_root") else {
+        return Ok(());
+    };
+    let layout = CgroupLayout::discover()?;
+    let cage = CageCgroup::create(&layout, &unique("leave-prep"), &CgroupLimits::default())?;
+    if cage.dirs().iter().any(|d| d.version != CgroupVersion::V1) {
+        cage.kill_and_remove()?;
+        eprintln!("prepared_leave_works_after_the_caller_drops_root: skipped (a v2 hierarchy)");
+        return Ok(());
+    }
+    let mut child = Child::fork_then_hold(|| {
+        let Ok(Some(prepared)) = cage.add_self(false).and_then(|()| cage.prepare_leave()) else {
+            return 1;
+        };
+        // SAFETY: setresgid/setresuid with plain ids affect only this forked child.
+        if unsafe {
+            libc::setresgid(65534, 65534, 65534) != 0 || libc::setresuid(65534, 65534, 65534) != 0
+        } {
+            return 2;
+        }
+        if cage.leave_self().is_ok() {
+            return 3;
+        }
+        match cage.leave_prepared(prepared) {
+            Ok(()) => 0,
+            Err(_) => 4,
+        }
+    })?;
+    let [code] = child.read_results::<1>().ok_or("child died")?;
+    assert_eq!(
+        code, 0,
+        "1 join/open, 2 setresuid, 3 unprepared leave allowed, 4 prepared refused"
+    );
+    for dir in cage.dirs() {
+        assert_eq!(HostFs.read(&dir.path.join("cgroup.procs"))?.trim(), "");
+    }
+    cage.kill_and_remove()?;
+    child.go.close_write();
+    child.wait()?;
+    Ok(())
+}
+
 /// A forked child joins and then leaves the cage (`leave_self`): the cage is empty and removable
 /// while the child is still alive, and the child is in the parent directory.
 #[test]

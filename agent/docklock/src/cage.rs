@@ -1877,6 +1877,12 @@ fn process_a(
         report(format!("join the cage cgroup: {e}"));
         return 1;
     }
+    // The way back out, opened while A is still host root: once A is cage root (an unprivileged
+    // host uid) it may no longer open the root-owned parent `tasks` files, and v1 checks a write
+    // against the opener's credentials. Without it A stays in the cage and P must wait for A's
+    // exit before removing the cage (0.4-0.85 ms per spawn measured here). None on v2; an error
+    // only costs that wait.
+    let leave = cgroup.prepare_leave().ok().flatten();
     // Every namespace but the mount namespace: B unshares its own (owned by the user namespace
     // created here, so the same locked copy of the host's mounts), and a mount namespace of A's
     // would only be one more copy of the host's mount table to make now and to tear down, with
@@ -1996,7 +2002,7 @@ fn process_a(
     // Every cage process is gone. Leave the cage cgroup (v1: a cheap self-move) so P can remove it
     // without waiting for A's exit; then report, and only then let go of the workload's mount
     // namespace, whose teardown (held off the workload's exit by the tracer) is A's to pay.
-    let left = matches!(cgroup.leave_self(), Ok(true));
+    let left = leave.is_some_and(|prepared| cgroup.leave_prepared(prepared).is_ok());
     let mut message = vec![if left { A_LEFT_CGROUP } else { A_IN_CGROUP }];
     message.extend_from_slice(&status.to_le_bytes());
     message.extend_from_slice(&tsc_reads_count.to_le_bytes());
