@@ -312,6 +312,25 @@ fn thread_count() -> u64 {
         .unwrap_or(1)
 }
 
+/// [`thread_count`], given the threads of an earlier run in this process time to finish exiting:
+/// `join` returns once a thread's tid is cleared, which is before the kernel takes it out of
+/// the thread group, so right after a run (replay runs several in one process) the count can
+/// still include it for a moment. A caller with threads of its own is refused after the wait.
+fn settled_thread_count() -> u64 {
+    let started = Instant::now();
+    loop {
+        let threads = thread_count();
+        if threads == 1
+            || started.elapsed() >= Duration::from_millis(crate::limits::THREAD_EXIT_WAIT_MS)
+        {
+            return threads;
+        }
+        std::thread::sleep(Duration::from_micros(
+            crate::limits::THREAD_EXIT_POLL_INTERVAL_US,
+        ));
+    }
+}
+
 /// A pipe, both ends close-on-exec.
 fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     let mut fds = [0; 2];
@@ -328,7 +347,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
 /// process may still be finishing its own exit; it is reaped by a later run, or by init).
 pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     reap_deferred();
-    let threads = thread_count();
+    let threads = settled_thread_count();
     if threads != 1 {
         return Err(RunError::MultiThreaded { threads });
     }

@@ -205,3 +205,10 @@ const _: () = assert!(
         <= metanode_witness::limits::LANDLOCK_ACCESS_LEN_BYTES_MAX as usize
 );
 const _: () = assert!(AUDIT_POLL_INTERVAL_MS <= AUDIT_DRAIN_TIMEOUT_MS);
+/// How long a run waits for the threads of an earlier run in the same process to finish exiting
+/// before refusing the process as multi-threaded (a joined thread leaves the thread group a
+/// moment after its join returns; replay runs several cages in one process).
+pub const THREAD_EXIT_WAIT_MS: u64 = 100;
+/// How often that wait re-reads the thread count.
+pub const THREAD_EXIT_POLL_INTERVAL_US: u64 = 100;
+const _: () = assert!(THREAD_EXIT_POLL_INTERVAL_US <= THREAD_EXIT_WAIT_MS * 1000);
