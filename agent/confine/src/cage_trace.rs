@@ -386,18 +386,7 @@ fn event_message(pid: i32) -> Option<i32> {
 /// For a tracee that is not seized, a stop with a stop signal is a group-stop exactly when
 /// `PTRACE_GETSIGINFO` fails with EINVAL (ptrace(2), "Group-stop").
 fn is_group_stop(pid: i32) -> bool {
-    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETSIGINFO writes one siginfo_t to `data`, which points at one.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETSIGINFO,
-            pid,
-            std::ptr::null_mut::<libc::c_void>(),
-            (&raw mut info).cast::<libc::c_void>(),
-        )
-    };
-    rc != 0 && last_errno() == libc::EINVAL
+    crate::tracee::signal_info(pid).is_err_and(|errno| errno == Errno::INVAL)
 }
 
 /// The one-exec variant (module docs of [`crate::vdso`]): waits for traced child `pid` (which

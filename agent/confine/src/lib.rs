@@ -27,6 +27,7 @@ mod fds;
 pub mod landlock_audit;
 mod landlock_rules;
 mod prctl;
+mod tracee;
 pub mod tsc;
 pub mod vdso;
 

@@ -21,6 +21,9 @@
 
 use rustix::io::Errno;
 
+use crate::tracee::signal_info;
+#[cfg(target_arch = "x86_64")]
+use crate::tracee::{registers, set_registers};
 use crate::vdso::last_errno;
 
 /// Virtual ticks a read advances the counter by: 1 µs of a 1 GHz counter, so a program that
@@ -92,7 +95,7 @@ impl TscInstruction {
 /// when it is any other `SIGSEGV` (deliver it). `Err` when the tracee's state cannot be read or
 /// written (ESRCH: it was killed meanwhile).
 pub(crate) fn emulate_tsc_read(pid: i32, value: u64) -> Result<bool, Errno> {
-    if signal_code(pid)? != SI_KERNEL {
+    if signal_info(pid)?.si_code != SI_KERNEL {
         return Ok(false);
     }
     emulate_at_rip(pid, value)
@@ -100,7 +103,7 @@ pub(crate) fn emulate_tsc_read(pid: i32, value: u64) -> Result<bool, Errno> {
 
 #[cfg(target_arch = "x86_64")]
 fn emulate_at_rip(pid: i32, value: u64) -> Result<bool, Errno> {
-    let mut regs = get_regs(pid)?;
+    let mut regs = registers(pid)?;
     if regs.cs != USER_CS_64 {
         return Ok(false);
     }
@@ -117,68 +120,13 @@ fn emulate_at_rip(pid: i32, value: u64) -> Result<bool, Errno> {
         regs.rcx = 0;
     }
     regs.rip = regs.rip.wrapping_add(instruction.len_bytes());
-    set_regs(pid, &regs)?;
+    set_registers(pid, &regs)?;
     Ok(true)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn emulate_at_rip(_pid: i32, _value: u64) -> Result<bool, Errno> {
     Ok(false)
-}
-
-/// `si_code` of the signal the tracee is stopped with (`PTRACE_GETSIGINFO`).
-fn signal_code(pid: i32) -> Result<i32, Errno> {
-    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETSIGINFO writes one siginfo_t to `data`, which points at one.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETSIGINFO,
-            pid,
-            std::ptr::null_mut::<libc::c_void>(),
-            (&raw mut info).cast::<libc::c_void>(),
-        )
-    };
-    if rc != 0 {
-        return Err(Errno::from_raw_os_error(last_errno()));
-    }
-    Ok(info.si_code)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn get_regs(pid: i32) -> Result<libc::user_regs_struct, Errno> {
-    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
-    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETREGS writes exactly one user_regs_struct to `data`, which points at one.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGS,
-            pid,
-            std::ptr::null_mut::<libc::c_void>(),
-            (&raw mut regs).cast::<libc::c_void>(),
-        )
-    };
-    if rc != 0 {
-        return Err(Errno::from_raw_os_error(last_errno()));
-    }
-    Ok(regs)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn set_regs(pid: i32, regs: &libc::user_regs_struct) -> Result<(), Errno> {
-    // SAFETY: PTRACE_SETREGS reads exactly one user_regs_struct from `data`, which points at one.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_SETREGS,
-            pid,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::from_ref(regs).cast_mut().cast::<libc::c_void>(),
-        )
-    };
-    if rc != 0 {
-        return Err(Errno::from_raw_os_error(last_errno()));
-    }
-    Ok(())
 }
 
 /// Up to 3 bytes at `rip` (the longest instruction recognized). PEEKTEXT reads whole words, and

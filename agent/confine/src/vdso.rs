@@ -234,24 +234,9 @@ pub fn hide_vdso_at_exec_stop(pid: i32) -> Result<VdsoHidden, VdsoError> {
 
 #[cfg(target_arch = "x86_64")]
 fn stack_pointer_and_code_segment(pid: i32) -> Result<(u64, u64), VdsoError> {
-    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
-    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETREGS writes exactly one user_regs_struct to `data`, which points at one.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGS,
-            pid,
-            std::ptr::null_mut::<libc::c_void>(),
-            (&raw mut regs).cast::<libc::c_void>(),
-        )
-    };
-    if rc != 0 {
-        return Err(VdsoError::Registers {
-            pid,
-            source: Errno::from_raw_os_error(last_errno()),
-        });
-    }
-    Ok((regs.rsp, regs.cs))
+    crate::tracee::registers(pid)
+        .map(|regs| (regs.rsp, regs.cs))
+        .map_err(|source| VdsoError::Registers { pid, source })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
