@@ -3,9 +3,10 @@
 //
 //   node --import ./polyfill.mjs harness.mjs --dir DIR --workload put|get|add-large|read-large|put-during-gc|unixfs-add|car-export
 //        [--size-bytes S] [--count N] [--inflight K] [--total-bytes T] [--input PATH] [--seed X]
-//        [--durable] [--chunk-bytes C] [--large-hasher sha2-256|blake3-leaves]
+//        [--durable] [--cold-export] [--chunk-bytes C] [--large-hasher sha2-256|blake3-leaves]
 
-import { createReadStream } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { createReadStream, writeFileSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -30,7 +31,7 @@ const KUBO_WORKLOADS = ['unixfs-add', 'car-export']
 const KUBO_CHUNK_BYTES = 262144
 const KUBO_LINKS_PER_NODE_MAX = 174
 const LARGE_HASHERS = ['sha2-256', 'blake3-leaves']
-const FLAGS = ['--dir', '--workload', '--size-bytes', '--count', '--inflight', '--total-bytes', '--input', '--seed',
+const FLAGS = ['--cold-export', '--dir', '--workload', '--size-bytes', '--count', '--inflight', '--total-bytes', '--input', '--seed',
   '--chunk-bytes', '--large-hasher', '--durable']
 // The content generator keeps 32-bit state, so larger seeds would silently alias smaller ones.
 const SEED_MAX = 0xffffffff
@@ -57,6 +58,7 @@ function parseArgs (argv) {
     input: undefined,
     seed: 1,
     durable: false,
+    coldExport: false,
     chunkBytes: CHUNK_BYTES_DEFAULT,
     largeHasher: 'sha2-256'
   }
@@ -74,7 +76,7 @@ function parseArgs (argv) {
     const flag = argv[i]
     const value = argv[i + 1]
     if (!FLAGS.includes(flag)) throw new UsageError(`unknown argument ${JSON.stringify(flag)}`)
-    if (flag !== '--durable' && value === undefined) {
+    if (flag !== '--durable' && flag !== '--cold-export' && value === undefined) {
       throw new UsageError(`${flag} needs a value`)
     }
     switch (flag) {
@@ -89,6 +91,7 @@ function parseArgs (argv) {
       case '--chunk-bytes': opts.chunkBytes = integer(flag, value, 1); i++; break
       case '--large-hasher': opts.largeHasher = value; i++; break
       case '--durable': opts.durable = true; break
+      case '--cold-export': opts.coldExport = true; break
       default: throw new UsageError(`unknown argument ${JSON.stringify(flag)}`)
     }
   }
@@ -415,6 +418,16 @@ async function workloadCarExport (ctx) {
   log(`untimed unixfs add of ${totalBytes} bytes from ${opts.input}`)
   const cid = await addKubo(ctx, totalBytes)
   await verifyAddedFile(ctx, cid, totalBytes)
+  if (opts.coldExport) {
+    // As ours does with --cold-export: the timed export starts from disk, not from the blocks
+    // the buffered import (and its verification) left in the page cache.
+    execFileSync('sync')
+    try {
+      writeFileSync('/proc/sys/vm/drop_caches', '1')
+    } catch (e) {
+      throw new UsageError(`--cold-export: cannot drop the page cache (writing 1 to /proc/sys/vm/drop_caches needs root): ${e.message}`)
+    }
+  }
   // The CAR is counted and dropped, as ours counts it: pure read + framing speed, no disk write.
   let carBytes = 0
   const started = performance.now()

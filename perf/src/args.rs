@@ -95,6 +95,12 @@ pub struct HarnessArgs {
     /// The pre-generated file for the workloads that read one.
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// car-export: after the untimed import, write back and drop the host's page cache
+    /// (`sync`, then 1 to /proc/sys/vm/drop_caches; root only), so the timed export starts
+    /// from disk whatever the import left cached (a buffered importer leaves its blocks hot, an
+    /// O_DIRECT one does not).
+    #[arg(long)]
+    pub cold_export: bool,
 }
 
 impl AsRef<HarnessArgs> for HarnessArgs {

@@ -137,6 +137,10 @@ pub enum WorkloadError {
     },
     #[error("verification failed: {0}")]
     Verify(String),
+    #[error(
+        "--cold-export: cannot drop the page cache (writing 1 to /proc/sys/vm/drop_caches needs root)"
+    )]
+    DropCaches(#[source] std::io::Error),
     #[error("cannot read input {path}")]
     Input {
         path: PathBuf,
@@ -436,6 +440,9 @@ pub async fn run_workload<S: BlobStore>(
             let input = large_input(args)?;
             let added = unixfs_add(&store, &input).await?;
             check_added(args, &added)?;
+            if args.cold_export {
+                drop_page_cache()?;
+            }
             let started = Instant::now();
             let exported =
                 store
@@ -723,4 +730,12 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// `sync`, then drops the clean page cache (`echo 1 > /proc/sys/vm/drop_caches`): the next reads
+/// come from the disk. Needs root.
+fn drop_page_cache() -> Result<(), WorkloadError> {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "1").map_err(WorkloadError::DropCaches)
 }
