@@ -49,6 +49,26 @@ fn absent_cid() -> String {
     .to_string()
 }
 
+/// Starts an agent on `tmp/data` whose `docklock:` section names `tmp/workloads` (plus the
+/// `docklock_extra` lines).
+fn start_node(tmp: &Path, name: &str, docklock_extra: &str) -> Agent {
+    let data_dir = tmp.join("data");
+    let config = tmp.join("node.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node:\n  name: {name}\n  data_dir: {}\ndocklock:\n  workloads_dir: {}\n  run_timeout_s_max: 120\n{docklock_extra}",
+            data_dir.display(),
+            tmp.join("workloads").display()
+        ),
+    )
+    .expect("write config");
+    Agent::start_args(
+        &["agent", "--config", config.to_str().expect("utf-8")],
+        &data_dir,
+    )
+}
+
 fn post_json(agent: &Agent, path: &str, body: &serde_json::Value) -> common::Response {
     let bytes = serde_json::to_vec(body).expect("json");
     request(
@@ -93,20 +113,7 @@ fn a_run_through_the_api_reads_inputs_by_cid_and_stores_outputs_and_receipt() {
     let data_dir = tmp.path().join("data");
     let workloads = tmp.path().join("workloads");
     let sh = shell_in(&workloads);
-    let config = tmp.path().join("node.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "node:\n  name: docklock-api\n  data_dir: {}\ndocklock:\n  workloads_dir: {}\n  run_timeout_s_max: 120\n",
-            data_dir.display(),
-            workloads.display()
-        ),
-    )
-    .expect("write config");
-    let agent = Agent::start_args(
-        &["agent", "--config", config.to_str().expect("utf-8")],
-        &data_dir,
-    );
+    let agent = start_node(tmp.path(), "docklock-api", "");
 
     let put = request(agent.addr, "POST", "/api/v1/blobs", &[], Some(DATA));
     assert_eq!(put.status, 201, "{:?}", String::from_utf8_lossy(&put.body));
@@ -275,19 +282,10 @@ fn a_program_stored_as_a_blob_runs_by_cid_where_the_node_allows_it() {
     // The same bytes under the name a program by CID gets: both runs must have one rootfs.
     let program = workloads.join("program");
     std::fs::copy(&sh, &program).expect("copy program");
-    let config = tmp.path().join("node.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "node:\n  name: docklock-by-cid\n  data_dir: {}\ndocklock:\n  workloads_dir: {}\n  run_timeout_s_max: 120\n  executables_by_cid: true\n",
-            data_dir.display(),
-            workloads.display()
-        ),
-    )
-    .expect("write config");
-    let agent = Agent::start_args(
-        &["agent", "--config", config.to_str().expect("utf-8")],
-        &data_dir,
+    let agent = start_node(
+        tmp.path(),
+        "docklock-by-cid",
+        "  executables_by_cid: true\n",
     );
     let put = |bytes: &[u8]| {
         let r = request(agent.addr, "POST", "/api/v1/blobs", &[], Some(bytes));
