@@ -28,7 +28,7 @@
 //! [`LandlockPlan::log_denials_after_exec`]: crate::LandlockPlan::log_denials_after_exec
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -400,6 +400,14 @@ impl NetlinkAudit {
             RecvFlags::DONTWAIT | RecvFlags::TRUNC,
         )?;
         Ok(Some(len))
+    }
+}
+
+/// The netlink socket, for a caller that polls it in its own loop (POLLIN: a datagram is
+/// queued; [`DenialFollower::read_ready`] then takes it in).
+impl AsFd for NetlinkAudit {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 
@@ -879,58 +887,133 @@ impl DenialCollector {
 /// Reads `source` until the workload has ended ([`Received::Woken`]), then sends a drain marker
 /// and reads on until it comes back (or the domain is freed, or `limits.drain_timeout` passes).
 /// `marker` must be unique among concurrent runs on the host (e.g. launcher pid and cage pid).
+/// A thread of its own; [`DenialFollower`] is the same, driven from the caller's event loop.
 pub fn collect_landlock_denials(
     source: &mut dyn AuditSource,
     cage_pid: u32,
     limits: AuditLimits,
     marker: String,
 ) -> LandlockDenials {
+    let mut follower = DenialFollower::new(cage_pid, limits, marker);
+    while !follower.is_done() {
+        let wait = follower.wait();
+        follower.step(source, wait);
+    }
+    follower.finish()
+}
+
+/// [`collect_landlock_denials`] as a state machine, for a caller that polls the audit socket
+/// (see `AsFd for NetlinkAudit`) in its own event loop: [`DenialFollower::read_ready`] when the
+/// socket is readable, [`DenialFollower::workload_ended`] once the cage is gone, then
+/// [`DenialFollower::drain`] (or more `read_ready`) until [`DenialFollower::is_done`], then
+/// [`DenialFollower::finish`].
+#[derive(Debug)]
+pub struct DenialFollower {
+    collector: DenialCollector,
+    limits: AuditLimits,
+    /// Set when the workload ended and the marker went out: reading stops by then at the latest.
+    drain_deadline: Option<Instant>,
+    marker_refused: bool,
+    /// Reading the socket failed: the collection is unavailable.
+    failed: Option<rustix::io::Errno>,
+}
+
+impl DenialFollower {
+    /// The serial of the drain marker (our own AUDIT_USER request).
     const MARKER_SEQ: u32 = 3;
-    let mut collector = DenialCollector::new(cage_pid, limits, marker.clone());
-    let mut drain_deadline: Option<Instant> = None;
-    let mut marker_refused = false;
-    loop {
-        if collector.budget_exhausted() {
-            break;
-        }
-        if let Some(deadline) = drain_deadline
-            && (collector.drained() || marker_refused || Instant::now() >= deadline)
-        {
-            break;
-        }
-        let wait = match drain_deadline {
-            Some(deadline) => deadline
-                .saturating_duration_since(Instant::now())
-                .min(limits.poll_interval),
-            None => limits.poll_interval,
-        };
-        match source.receive(wait) {
-            Ok(Received::Record { kind, text }) => collector.observe(kind, &text),
-            Ok(Received::Woken) => {
-                drain_deadline = Some(Instant::now() + limits.drain_timeout);
-                if source.send_user_message(MARKER_SEQ, &marker).is_err() {
-                    marker_refused = true;
-                }
-            }
-            Ok(Received::Refused { seq, .. }) => {
-                if seq == MARKER_SEQ {
-                    marker_refused = true;
-                }
-            }
-            Ok(Received::Lost) => collector.note_lost(),
-            Ok(Received::Idle) => {}
-            Err(errno) => {
-                return LandlockDenials {
-                    collection: DenialCollection::Unavailable(format!(
-                        "reading the audit log: {errno}"
-                    )),
-                    ..collector.finish(true)
-                };
-            }
+
+    pub fn new(cage_pid: u32, limits: AuditLimits, marker: String) -> DenialFollower {
+        DenialFollower {
+            collector: DenialCollector::new(cage_pid, limits, marker),
+            limits,
+            drain_deadline: None,
+            marker_refused: false,
+            failed: None,
         }
     }
-    let timed_out = drain_deadline.is_none_or(|deadline| Instant::now() >= deadline);
-    collector.finish(timed_out || marker_refused)
+
+    /// Whether reading is over: the budget is used up, reading failed, or (after the workload
+    /// ended) the marker came back, was refused, or the drain timed out.
+    pub fn is_done(&self) -> bool {
+        if self.collector.budget_exhausted() || self.failed.is_some() {
+            return true;
+        }
+        self.drain_deadline.is_some_and(|deadline| {
+            self.collector.drained() || self.marker_refused || Instant::now() >= deadline
+        })
+    }
+
+    /// How long the next [`DenialFollower::step`] may wait: the poll interval, cut to the drain
+    /// deadline.
+    fn wait(&self) -> Duration {
+        match self.drain_deadline {
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .min(self.limits.poll_interval),
+            None => self.limits.poll_interval,
+        }
+    }
+
+    /// Receives one item (waiting up to `wait`) and takes it in; false when nothing came.
+    fn step(&mut self, source: &mut dyn AuditSource, wait: Duration) -> bool {
+        match source.receive(wait) {
+            Ok(Received::Record { kind, text }) => self.collector.observe(kind, &text),
+            Ok(Received::Woken) => self.workload_ended(source),
+            Ok(Received::Refused { seq, .. }) => {
+                if seq == Self::MARKER_SEQ {
+                    self.marker_refused = true;
+                }
+            }
+            Ok(Received::Lost) => self.collector.note_lost(),
+            Ok(Received::Idle) => return false,
+            Err(errno) => self.failed = Some(errno),
+        }
+        true
+    }
+
+    /// Takes in everything queued now, without waiting (call when the socket is readable).
+    pub fn read_ready(&mut self, source: &mut dyn AuditSource) {
+        while !self.is_done() && self.step(source, Duration::ZERO) {}
+    }
+
+    /// The workload is gone: sends the drain marker, which the kernel logs behind every record
+    /// of the cage's domain, and starts the drain deadline. Once only.
+    pub fn workload_ended(&mut self, source: &mut dyn AuditSource) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        self.drain_deadline = Some(Instant::now() + self.limits.drain_timeout);
+        if source
+            .send_user_message(Self::MARKER_SEQ, &self.collector.marker)
+            .is_err()
+        {
+            self.marker_refused = true;
+        }
+    }
+
+    /// Reads (waiting) until [`DenialFollower::is_done`]; the workload must have ended
+    /// ([`DenialFollower::workload_ended`]), or this reads until the budget runs out.
+    pub fn drain(&mut self, source: &mut dyn AuditSource) {
+        while !self.is_done() {
+            let wait = self.wait();
+            self.step(source, wait);
+        }
+    }
+
+    pub fn finish(self) -> LandlockDenials {
+        if let Some(errno) = self.failed {
+            return LandlockDenials {
+                collection: DenialCollection::Unavailable(format!(
+                    "reading the audit log: {errno}"
+                )),
+                ..self.collector.finish(true)
+            };
+        }
+        let timed_out = self
+            .drain_deadline
+            .is_none_or(|deadline| Instant::now() >= deadline);
+        self.collector.finish(timed_out || self.marker_refused)
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

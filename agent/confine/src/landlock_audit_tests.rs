@@ -327,3 +327,40 @@ fn netlink_framing_round_trips() {
     let cut = split_netlink(&datagram[..40]);
     assert_eq!(cut[0].payload, &READ_DENIAL.as_bytes()[..24]);
 }
+
+#[test]
+fn follower_driven_step_by_step_collects_what_the_thread_would() {
+    let mut fake = FakeAudit {
+        echo_user_messages: true,
+        ..FakeAudit::default()
+    };
+    let mut follower = DenialFollower::new(3825, LIMITS, "drain 1-3825".into());
+    fake.items.extend([
+        record(AUDIT_LANDLOCK_ACCESS, READ_DENIAL),
+        record(AUDIT_LANDLOCK_DOMAIN, ALLOCATED),
+    ]);
+    // The loop saw the socket readable: everything queued is taken in, nothing waits.
+    follower.read_ready(&mut fake);
+    assert!(fake.items.is_empty());
+    assert!(!follower.is_done(), "the workload still runs");
+    fake.items
+        .push_back(record(AUDIT_LANDLOCK_ACCESS, WRITE_DENIAL));
+    follower.workload_ended(&mut fake);
+    // Once only: a second call sends no second marker.
+    follower.workload_ended(&mut fake);
+    assert_eq!(fake.sent, ["drain 1-3825"]);
+    follower.drain(&mut fake);
+    assert!(follower.is_done());
+    assert_eq!(
+        follower.finish(),
+        LandlockDenials {
+            denials: vec![
+                denial("fs.read_file", "/etc/passwd"),
+                denial("fs.write_file", "/tmp/llh/x"),
+            ],
+            dropped_count: 0,
+            malformed_count: 0,
+            collection: DenialCollection::Complete,
+        }
+    );
+}

@@ -37,8 +37,8 @@ pub use cage_trace::{
 pub use capabilities::{CapDropError, CapParseError, CapSet, drop_capabilities};
 pub use fds::{close_fds_except, close_fds_except_via_proc};
 pub use landlock_audit::{
-    AuditLimits, AuditOpenError, AuditSource, DenialCollection, LandlockDenial, LandlockDenials,
-    NetlinkAudit, collect_landlock_denials, forget_audit_enabled,
+    AuditLimits, AuditOpenError, AuditSource, DenialCollection, DenialFollower, LandlockDenial,
+    LandlockDenials, NetlinkAudit, collect_landlock_denials, forget_audit_enabled,
 };
 pub use landlock_rules::{
     LANDLOCK_ABI_TARGET, LandlockError, LandlockPlan, LandlockReport, LandlockStatus,

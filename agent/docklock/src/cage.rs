@@ -39,8 +39,8 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use metanode_cgroup::{CageCgroup, CgroupLayout, CgroupLimits, CgroupMode, CgroupUsage};
@@ -49,8 +49,6 @@ use metanode_confine::{
     LandlockReport, NetlinkAudit,
 };
 use metanode_seccomp::{CompiledSeccomp, Violation};
-use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
 use crate::rootfs::BindTree;
 use crate::spec::{CageMount, CageSpec, IdMapping, MountKind, Namespaces, OpenedRoot, SpecError};
@@ -79,13 +77,9 @@ pub const READONLY_PATHS_DEFAULT: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// Bytes of the seeded stream generated and written per FIFO write.
-const URANDOM_CHUNK_BYTES: usize = 4096;
 /// Where the randomness FIFO is made: a tmpfs, so creating and removing it costs no journal
 /// work (the default temp dir is ext4 here). Falls back to the default temp dir without it.
 const RANDOM_FIFO_PARENT: &str = "/dev/shm";
-/// How often blocked helper threads re-check whether the cage is finished.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest error message a child sends back.
 const CHILD_ERROR_BYTES_MAX: usize = 1024;
 
@@ -332,7 +326,7 @@ fn settled_thread_count() -> u64 {
 }
 
 /// A pipe, both ends close-on-exec.
-fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid two-int array for pipe2 to fill.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
@@ -446,7 +440,8 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             std::io::Error::last_os_error(),
         ));
     }
-    // O_RDWR so the open does not wait for a reader; non-blocking so the feeder can stop.
+    // O_RDWR so the open does not wait for a reader (and P's copy stays a reader, so the FIFO
+    // never polls as an error); non-blocking so a top-up stops when it is full.
     // SAFETY: fifo_c is a valid path; the returned fd is checked.
     let fifo_fd = unsafe {
         libc::open(
@@ -461,7 +456,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     }
     // SAFETY: open succeeded; we own the fd.
     let fifo = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
-    // A pipe buffer kept full (pre-filled below, topped up by the feeder) makes a read of up to
+    // A pipe buffer kept full (pre-filled below, topped up by the watch loop) makes a read of up to
     // this size return whole, so a workload that does not loop on short reads still sees the same
     // bytes run after run. Best effort: past the user's pipe page quota the kernel may give less.
     // SAFETY: fcntl on our own fd with an integer argument.
@@ -472,11 +467,6 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             crate::limits::URANDOM_PIPE_SIZE_BYTES as libc::c_int,
         )
     };
-    // Filled before the cage exists, so the workload's first reads find it full without waiting
-    // for the feeder thread; only what the workload consumes is generated afterwards (a no-op
-    // workload costs 64 KiB of ChaCha20, not a megabyte).
-    let mut random = RandomStream::new(opts.rng_seed);
-    random.write_to(fifo.as_raw_fd(), crate::limits::URANDOM_PIPE_SIZE_BYTES);
     let trees = host_trees(spec, opts, opened, out_fd.as_ref(), &fifo)?;
     crate::rootfs::create_mount_points(
         &opened.rootfs,
@@ -544,14 +534,6 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         what: "set SO_PASSCRED on the cage socket".into(),
         source: errno.into(),
     })?;
-    // The audit listener joins before the cage exists: the kernel logs the domain's first
-    // denial (and its allocation) the moment it happens, and only to listeners already there.
-    let audit = NetlinkAudit::open(
-        crate::limits::AUDIT_RECEIVE_BUFFER_BYTES,
-        Some(Path::new(AUDIT_ENABLED_CACHE_PATH)),
-    )
-    .map_err(|e| e.to_string());
-
     let stdio = StdioPlan::new(opts)?;
     let mut plan = ChildPlan::new(spec, opts, keep_caps, seccomp, trees, program);
     plan.stdout_fd = stdio.stdout_w.as_ref().map(|fd| fd.as_raw_fd());
@@ -564,7 +546,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     // The process is single-threaded (checked above), so the child may run ordinary code.
     let (a_pid, a_in_v2_cgroup) = fork_into_cgroup(v2_cgroup.as_ref()).map_err(io_err("fork"))?;
     if a_pid == 0 {
-        drop((err_r, status_r, sock_p, fifo, unshared_r, mapped_w, audit));
+        drop((err_r, status_r, sock_p, fifo, unshared_r, mapped_w));
         child_main(err_w.as_raw_fd(), || {
             process_a(
                 &plan,
@@ -586,9 +568,24 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     drop((
         err_w, status_w, sock_c, unshared_w, mapped_r, stdout_w, stderr_w, plan,
     ));
-    // The relay starts before the workload can fill a pipe; it ends when every copy of the
-    // write ends is gone (the cage has exited).
-    let relay = (!relays.is_empty()).then(|| std::thread::spawn(move || relay_stdio(relays)));
+    // The relay is pumped by the watch loop below; nothing writes the pipes before the workload
+    // runs, and the workload runs only after the listener reaches P.
+    let relay = crate::watch::StdioRelay::new(relays);
+    // Done here, while A joins the cgroup and unshares (P would only wait), and before P lets B
+    // exist (the "m" below):
+    // - The FIFO is filled before the workload can read it, so its first reads find it full
+    //   without waiting for the watch loop; only what the workload consumes is generated later
+    //   (a no-op workload costs 64 KiB of ChaCha20, not a megabyte).
+    // - The audit listener joins before B's Landlock domain exists: the kernel logs the
+    //   domain's first denial (and its allocation) the moment it happens, and only to
+    //   listeners already there.
+    let mut random = crate::watch::RandomStream::new(opts.rng_seed);
+    random.write_to(fifo.as_raw_fd(), crate::limits::URANDOM_PIPE_SIZE_BYTES);
+    let audit = NetlinkAudit::open(
+        crate::limits::AUDIT_RECEIVE_BUFFER_BYTES,
+        Some(Path::new(AUDIT_ENABLED_CACHE_PATH)),
+    )
+    .map_err(|e| e.to_string());
     {
         let mut byte = [0u8; 1];
         // No "u" means A failed to join the cgroup or to unshare: its error is on the error
@@ -638,63 +635,40 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         .read_to_end(&mut err_text);
     let spawn_ns = started.elapsed().as_nanos() as u64;
 
-    let done = Arc::new(AtomicBool::new(false));
-    let violations = Arc::new(Mutex::new((Vec::new(), 0u64)));
-    let logical_time_ns = opts.logical_time_ns;
-    let supervisor = listener.map(|listener| {
-        let violations = Arc::clone(&violations);
-        std::thread::spawn(move || {
-            // Wall-clock reads (the vDSO is hidden, so they are real syscalls) are answered from
-            // the logical clock; every other refused call is recorded and denied.
-            let mut clock = metanode_seccomp::WallClock::new(logical_time_ns);
-            metanode_seccomp::supervise_with_wall_clock(listener, &mut clock, &mut |v| {
-                // A workload looping on a refused call must not grow P's memory without bound:
-                // keep the first ones, count the rest.
-                if let Ok(mut list) = violations.lock() {
-                    if list.0.len() < crate::limits::VIOLATIONS_COUNT_MAX {
-                        list.0.push(v);
-                    } else {
-                        list.1 += 1;
-                    }
-                }
-            })
-            .map_err(|e| e.to_string())
-        })
-    });
-    // The audit reader follows B's Landlock domain until the workload is gone (closing
-    // audit_wake_w tells it), then drains the audit queue.
-    let (audit_wake_r, audit_wake_w) = pipe()?;
-    let audit_reader = match (audit, b_pid) {
-        (Ok(mut audit), Some(b_pid)) => {
-            audit.set_wake(audit_wake_r);
-            Ok(std::thread::spawn(move || {
-                metanode_confine::collect_landlock_denials(
-                    &mut audit,
-                    b_pid,
-                    audit_limits(),
-                    format!("metanode-docklock drain {}-{b_pid}", std::process::id()),
-                )
-            }))
-        }
+    // The audit follower reads B's Landlock domain's records while the workload runs, and once
+    // it is gone drains the audit queue up to a marker of its own.
+    let audit = match (audit, b_pid) {
+        (Ok(audit), Some(b_pid)) => Ok((
+            audit,
+            metanode_confine::DenialFollower::new(
+                b_pid,
+                audit_limits(),
+                format!("metanode-docklock drain {}-{b_pid}", std::process::id()),
+            ),
+        )),
         (Err(why), _) => Err(LandlockDenials::unavailable(why)),
         (Ok(_), None) => Err(LandlockDenials::unavailable(
             "the cage process's pid did not arrive with its seccomp listener",
         )),
     };
-    // Closing wake_w wakes the feeder at once when the cage is gone (no polling interval).
-    let (wake_r, wake_w) = pipe()?;
-    let feeder = {
-        let done = Arc::clone(&done);
-        std::thread::spawn(move || feed_randomness(fifo, wake_r, random, &done))
-    };
     // A's report ends the wait, not A's exit: A closes the status pipe once the cage is gone and
     // (on v1) A has left the cage cgroup; A's own exit, which tears down the workload's mount
     // namespace (an RCU grace period, 0.1 to several ms), then overlaps with the clean-up here.
-    let timed_out = wait_report_with_timeout(status_r.as_raw_fd(), deadline, &cgroup);
-    let mut relayed_bytes = Vec::new();
-    let _ = std::fs::File::from(status_r)
-        .take((A_REPORT_HEADER_BYTES + CHILD_ERROR_BYTES_MAX) as u64)
-        .read_to_end(&mut relayed_bytes);
+    let watched = crate::watch::Watch {
+        status: status_r,
+        report_bytes_max: A_REPORT_HEADER_BYTES + CHILD_ERROR_BYTES_MAX,
+        deadline,
+        cgroup: &cgroup,
+        listener,
+        logical_time_ns: opts.logical_time_ns,
+        audit,
+        fifo,
+        random,
+        relay,
+    }
+    .run();
+    let relayed_bytes = watched.report;
+    let timed_out = watched.timed_out;
     let a_left_cgroup = relayed_bytes.first() == Some(&A_LEFT_CGROUP);
     let relayed = relayed_bytes.len() >= A_REPORT_HEADER_BYTES;
     let mut status = [0u8; 4];
@@ -711,24 +685,18 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         // A is still in the cage (v2, a failed move, or A died): removal must wait for its exit.
         reap(a_pid);
     }
-    done.store(true, Ordering::Release);
-    drop(wake_w);
-    drop(audit_wake_w);
-    let _ = feeder.join();
-    let supervised = supervisor.map(|handle| handle.join());
+    let supervised = watched.supervised;
     let wall_ns = started.elapsed().as_nanos() as u64;
     let usage = cgroup.usage().map_err(metanode_cgroup::CgroupError::from);
     let removed = cgroup.kill_and_remove();
     // Every cage process is gone, so every copy of the pipes' write ends is closed and the relay
     // reaches end-of-file.
-    let stdio_truncated = match relay {
-        Some(handle) => handle.join().unwrap_or(false),
-        None => false,
-    };
-    let landlock_denials = match audit_reader {
-        Ok(handle) => handle
-            .join()
-            .unwrap_or_else(|_| LandlockDenials::unavailable("the audit reader thread panicked")),
+    let stdio_truncated = watched.relay.finish();
+    let landlock_denials = match watched.audit {
+        Ok((mut socket, mut follower)) => {
+            follower.drain(&mut socket);
+            follower.finish()
+        }
         Err(unavailable) => unavailable,
     };
     if landlock_denials.collection == DenialCollection::DrainTimedOut {
@@ -769,9 +737,8 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         ));
     }
     match supervised {
-        Some(Ok(Ok(()))) => {}
-        Some(Ok(Err(e))) => return Err(RunError::Supervise(e)),
-        Some(Err(_)) => return Err(RunError::Supervise("supervisor thread panicked".into())),
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(RunError::Supervise(e)),
         None => {
             return Err(RunError::Setup(
                 "the workload was never handed its seccomp listener".into(),
@@ -785,11 +752,8 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     } else {
         CageExit::Exited(libc::WEXITSTATUS(raw))
     };
-    let (violations, violations_dropped_count) = std::mem::take(
-        &mut *violations
-            .lock()
-            .map_err(|_| RunError::Supervise("violation list poisoned".into()))?,
-    );
+    let (violations, violations_dropped_count) =
+        (watched.violations, watched.violations_dropped_count);
     // The cage is gone: nothing can race the scan.
     let (output_violations, output_violations_dropped_count) = match &opts.out_dir {
         Some(out) => scan_outputs(out)?,
@@ -1303,91 +1267,6 @@ fn open_capture(path: &Path) -> Result<std::fs::File, RunError> {
         .map_err(io_err(format!("open the capture file {}", path.display())))
 }
 
-/// Copies each pipe to its destination until every pipe reaches end-of-file (all writers gone).
-/// One thread, poll(2) over the pipes, a fixed buffer; past [`crate::limits::STDIO_RELAY_BYTES_MAX`]
-/// per stream, or once a destination fails, it keeps reading and discards, so the workload never
-/// blocks on a full pipe. Returns whether anything was discarded for the bound.
-fn relay_stdio(relays: Vec<(OwnedFd, std::fs::File)>) -> bool {
-    struct Stream {
-        from: OwnedFd,
-        to: Option<std::fs::File>,
-        relayed_bytes: u64,
-        open: bool,
-    }
-    let mut streams: Vec<Stream> = relays
-        .into_iter()
-        .map(|(from, to)| Stream {
-            from,
-            to: Some(to),
-            relayed_bytes: 0,
-            open: true,
-        })
-        .collect();
-    let mut truncated = false;
-    let mut buffer = vec![0u8; crate::limits::STDIO_RELAY_BUFFER_BYTES];
-    while streams.iter().any(|s| s.open) {
-        let mut pfds: Vec<libc::pollfd> = streams
-            .iter()
-            .filter(|s| s.open)
-            .map(|s| libc::pollfd {
-                fd: s.from.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: a valid array of pollfds of the given length.
-        let ready = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return truncated;
-        }
-        for pfd in pfds.iter().filter(|p| p.revents != 0) {
-            let Some(stream) = streams
-                .iter_mut()
-                .find(|s| s.open && s.from.as_raw_fd() == pfd.fd)
-            else {
-                continue;
-            };
-            // SAFETY: reading into our own buffer from our own fd.
-            let n = unsafe {
-                libc::read(
-                    stream.from.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                stream.open = false;
-                continue;
-            }
-            if n == 0 {
-                stream.open = false;
-                continue;
-            }
-            let chunk = buffer.get(..n as usize).unwrap_or_default();
-            let room = crate::limits::STDIO_RELAY_BYTES_MAX.saturating_sub(stream.relayed_bytes);
-            let keep = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-            if keep < chunk.len() {
-                truncated = true;
-            }
-            stream.relayed_bytes += keep as u64;
-            if let Some(to) = &mut stream.to
-                && keep > 0
-                && to.write_all(&chunk[..keep]).is_err()
-            {
-                // The destination is gone (a closed pipe, a full disk): keep draining.
-                stream.to = None;
-            }
-        }
-    }
-    truncated
-}
-
 /// The fd a panicking cage child reports on (-1: its error pipe is closed, use stderr).
 static CHILD_PANIC_FD: AtomicI32 = AtomicI32::new(-1);
 /// Exit code of a cage child that panicked.
@@ -1541,90 +1420,11 @@ fn wait_readable(fd: RawFd, deadline: Instant) -> bool {
     }
 }
 
-/// Waits until A's report on `fd` is readable (or A closed it); on the deadline kills everything
-/// in the cage's cgroup (A included while it is there, which closes the pipe) and keeps waiting.
-/// Returns whether it timed out.
-fn wait_report_with_timeout(fd: RawFd, deadline: Option<Instant>, cgroup: &CageCgroup) -> bool {
-    if let Some(deadline) = deadline
-        && !wait_readable(fd, deadline)
-    {
-        kill_cgroup_tasks(cgroup);
-        return true;
-    }
-    false
-}
-
-fn kill_cgroup_tasks(cgroup: &CageCgroup) {
+pub(crate) fn kill_cgroup_tasks(cgroup: &CageCgroup) {
     // By the cgroup's own mechanism (cgroup.kill / freezer), not pid by pid: a pid read from
     // cgroup.procs could be reused before the signal. A failure here is caught by the removal,
     // which kills again and reports what survived.
     let _ = cgroup.kill_all();
-}
-
-/// The seeded stream behind /dev/urandom: ChaCha20 from the run's seed, one sequence however its
-/// writes are split between the pre-fill and the feeder (same seed, same bytes).
-struct RandomStream {
-    rng: ChaCha20Rng,
-    chunk: Vec<u8>,
-    /// Bytes of `chunk` already written; `chunk.len()` when the next chunk is due.
-    written: usize,
-}
-
-impl RandomStream {
-    fn new(seed: [u8; 32]) -> RandomStream {
-        RandomStream {
-            rng: ChaCha20Rng::from_seed(seed),
-            chunk: vec![0u8; URANDOM_CHUNK_BYTES],
-            written: URANDOM_CHUNK_BYTES,
-        }
-    }
-
-    /// Writes the next bytes of the stream to the non-blocking `fd` until it is full (or fails)
-    /// or `bytes_max` went out; returns how many went out.
-    fn write_to(&mut self, fd: RawFd, bytes_max: usize) -> usize {
-        let mut total = 0;
-        while total < bytes_max {
-            if self.written == self.chunk.len() {
-                self.rng.fill_bytes(&mut self.chunk);
-                self.written = 0;
-            }
-            let pending = &self.chunk[self.written..];
-            let len = pending.len().min(bytes_max - total);
-            // SAFETY: writing from a valid slice of `len` bytes to an fd the caller owns.
-            let n = unsafe { libc::write(fd, pending.as_ptr().cast(), len) };
-            if n <= 0 {
-                break;
-            }
-            self.written += n as usize;
-            total += n as usize;
-        }
-        total
-    }
-}
-
-fn feed_randomness(fifo: OwnedFd, wake: OwnedFd, mut stream: RandomStream, done: &AtomicBool) {
-    while !done.load(Ordering::Acquire) {
-        if stream.write_to(fifo.as_raw_fd(), usize::MAX) > 0 {
-            continue;
-        }
-        let mut pfds = [
-            libc::pollfd {
-                fd: fifo.as_raw_fd(),
-                events: libc::POLLOUT,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds.
-        unsafe { libc::poll(pfds.as_mut_ptr(), 2, POLL_INTERVAL.as_millis() as i32) };
-        if pfds[1].revents != 0 {
-            return;
-        }
-    }
 }
 
 /// Receives the listener fd (SCM_RIGHTS), B's landlock report (status code, ABI, kernel ABI) and
@@ -2477,34 +2277,6 @@ mod tests {
         }
         reap(pid);
         assert!(!joined);
-    }
-
-    /// The pre-fill and the feeder write one ChaCha20 sequence: split anywhere (even mid-chunk),
-    /// the bytes read back are the seed's keystream from its start.
-    #[test]
-    fn random_stream_is_the_seed_keystream_however_writes_are_split() {
-        let seed = [7u8; 32];
-        let total = 3 * URANDOM_CHUNK_BYTES + 123;
-        let mut expected = vec![0u8; total];
-        ChaCha20Rng::from_seed(seed).fill_bytes(&mut expected);
-        let (r, w) = pipe().expect("pipe");
-        // SAFETY: fcntl on our own fd with an integer argument.
-        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        let mut stream = RandomStream::new(seed);
-        let mut got = Vec::new();
-        for piece in [1000, URANDOM_CHUNK_BYTES, 1, URANDOM_CHUNK_BYTES * 2 - 878] {
-            assert_eq!(stream.write_to(w.as_raw_fd(), piece), piece);
-            let mut buf = vec![0u8; piece];
-            std::fs::File::from(r.try_clone().expect("dup"))
-                .read_exact(&mut buf)
-                .expect("read back");
-            got.extend_from_slice(&buf);
-        }
-        assert_eq!(got.len(), total);
-        assert_eq!(got, expected);
-        // A full pipe stops the writer without losing its place.
-        let wrote = stream.write_to(w.as_raw_fd(), usize::MAX);
-        assert!(wrote > 0 && wrote < usize::MAX);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod replay;
 mod rootfs;
 pub mod spec;
 pub mod store_inputs;
+mod watch;
 pub mod witness;
 
 pub use spec::{CageSpec, SpecError};

@@ -109,9 +109,9 @@ pub const ELF_SIZE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 pub const DEV_TMPFS_SIZE_BYTES: u64 = 64 * 1024;
 
 /// Pipe buffer asked for the seeded /dev/urandom FIFO, pre-filled before the cage starts and
-/// kept full by a feeder: a read of up to this many bytes returns whole, so a workload that
-/// does not loop on short reads still sees the same bytes in every run (as long as its reads do
-/// not outpace the feeder). 64 KiB is Linux's default pipe size; pre-filling a megabyte cost
+/// kept full by the launcher's watch loop: a read of up to this many bytes returns whole, so a
+/// workload that does not loop on short reads still sees the same bytes in every run (as long as
+/// its reads do not outpace the top-ups). 64 KiB is Linux's default pipe size; pre-filling a megabyte cost
 /// every spawn about a millisecond of ChaCha20 on a workload that may read 32 bytes.
 pub const URANDOM_PIPE_SIZE_BYTES: usize = 64 * 1024;
 

@@ -15,7 +15,8 @@
 //! * [`supervise`]: records and refuses everything;
 //! * [`supervise_with`]: any handler returning a [`Reply`] (emulate, or deny with an errno).
 //!
-//! Each returns once the last confined task has exited.
+//! Each returns once the last confined task has exited. [`answer_ready`] is one step of them, for
+//! a caller that polls the listener in its own event loop (DockLock's launcher).
 //!
 //! The wall-clock reads reach the supervisor only as syscalls: the confined program's vDSO must
 //! be hidden (metanode_confine::follow_cage rewrites AT_SYSINFO_EHDR at every exec), or libc
@@ -45,7 +46,10 @@ mod bpf_eval;
 pub use compile::{CompiledSeccomp, InstallError};
 pub use memory::{CallerMemory, MemoryError, ProcessMemory};
 pub use policy::{PolicyError, SeccompPolicy};
-pub use supervise::{Notification, Reply, SuperviseError, Violation, supervise, supervise_with};
+pub use supervise::{
+    ListenerState, Notification, Reply, SuperviseError, Violation, answer_ready, supervise,
+    supervise_with,
+};
 pub use wall_clock::{
     ClockFailure, TAI_OFFSET_S_DEFAULT, WALL_CLOCK_STEP_NS_DEFAULT, WallClock,
     supervise_with_wall_clock,

@@ -179,10 +179,9 @@ pub fn supervise_with(
     listener: OwnedFd,
     handler: &mut dyn FnMut(&Notification<'_>) -> Reply,
 ) -> Result<(), SuperviseError> {
-    let fd = listener.as_raw_fd();
     loop {
         let mut poll_fd = libc::pollfd {
-            fd,
+            fd: listener.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -195,43 +194,64 @@ pub fn supervise_with(
             }
             return Err(SuperviseError::Poll(err));
         }
-        if poll_fd.revents & libc::POLLIN != 0 {
-            let Some(received) = receive(fd)? else {
-                continue;
-            };
-            let notification = Notification {
-                id: received.id,
-                pid: received.pid,
-                arch: received.data.arch,
-                syscall_nr: received.data.nr,
-                args: received.data.args,
-                instruction_pointer: received.data.instruction_pointer,
-                listener: Some(listener.as_fd()),
-            };
-            let reply = handler(&notification);
-            match respond(fd, notification.id, reply) {
-                Ok(()) => {}
-                // The caller died, or a signal ended its wait: nothing is left to answer.
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(source) => {
-                    return Err(SuperviseError::Respond {
-                        pid: notification.pid,
-                        syscall_name: notification.syscall_name(),
-                        source,
-                    });
-                }
-            }
-            continue;
-        }
-        if poll_fd.revents & libc::POLLHUP != 0 {
+        if answer_ready(listener.as_fd(), poll_fd.revents, handler)? == ListenerState::Closed {
             return Ok(());
         }
-        if poll_fd.revents != 0 {
-            return Err(SuperviseError::Listener {
-                revents: poll_fd.revents,
-            });
-        }
     }
+}
+
+/// Whether a listener still has confined tasks behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerState {
+    /// Tasks still use the filter: keep polling.
+    Open,
+    /// No task uses the filter any more (POLLHUP): supervision is over.
+    Closed,
+}
+
+/// One step of [`supervise_with`] for a caller that polls the listener in its own event loop
+/// (DockLock's launcher follows the listener, the audit socket and the cage's pipes with one
+/// poll(2) instead of a thread each): `revents` is what poll returned for `listener` (asked
+/// for POLLIN). A notification is received, handed to `handler` and answered; a hang-up means
+/// the last confined task is gone. Zero `revents` is a no-op.
+pub fn answer_ready(
+    listener: BorrowedFd<'_>,
+    revents: i16,
+    handler: &mut dyn FnMut(&Notification<'_>) -> Reply,
+) -> Result<ListenerState, SuperviseError> {
+    let fd = listener.as_raw_fd();
+    if revents & libc::POLLIN != 0 {
+        let Some(received) = receive(fd)? else {
+            return Ok(ListenerState::Open);
+        };
+        let notification = Notification {
+            id: received.id,
+            pid: received.pid,
+            arch: received.data.arch,
+            syscall_nr: received.data.nr,
+            args: received.data.args,
+            instruction_pointer: received.data.instruction_pointer,
+            listener: Some(listener),
+        };
+        let reply = handler(&notification);
+        return match respond(fd, notification.id, reply) {
+            Ok(()) => Ok(ListenerState::Open),
+            // The caller died, or a signal ended its wait: nothing is left to answer.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(ListenerState::Open),
+            Err(source) => Err(SuperviseError::Respond {
+                pid: notification.pid,
+                syscall_name: notification.syscall_name(),
+                source,
+            }),
+        };
+    }
+    if revents & libc::POLLHUP != 0 {
+        return Ok(ListenerState::Closed);
+    }
+    if revents != 0 {
+        return Err(SuperviseError::Listener { revents });
+    }
+    Ok(ListenerState::Open)
 }
 
 /// SECCOMP_IOCTL_NOTIF_RECV. `None` when the notification vanished between poll and receive

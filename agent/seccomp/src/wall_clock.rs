@@ -100,6 +100,21 @@ impl WallClock {
 
     /// Answers `notification` if it is a wall-clock read, writing the result into the caller's
     /// memory; `None` for anything else, which the caller reports as a violation and refuses.
+    /// DockLock's answer to any notification: a wall-clock read is answered by
+    /// [`WallClock::handle`]; everything else (and a read that could not be served) is reported
+    /// through `on_violation` and refused with EPERM. The handler of
+    /// [`supervise_with_wall_clock`], and of a caller driving [`crate::answer_ready`] itself.
+    pub fn answer_or_refuse(
+        &mut self,
+        notification: &Notification<'_>,
+        on_violation: &mut dyn FnMut(Violation),
+    ) -> Reply {
+        self.handle(notification).unwrap_or_else(|| {
+            on_violation(notification.violation());
+            Reply::Deny(libc::EPERM)
+        })
+    }
+
     pub fn handle(&mut self, notification: &Notification<'_>) -> Option<Reply> {
         let mut memory = notification.caller_memory();
         self.handle_in(notification, &mut memory)
@@ -213,10 +228,7 @@ pub fn supervise_with_wall_clock(
     on_violation: &mut dyn FnMut(Violation),
 ) -> Result<(), SuperviseError> {
     supervise_with(listener, &mut |notification| {
-        clock.handle(notification).unwrap_or_else(|| {
-            on_violation(notification.violation());
-            Reply::Deny(libc::EPERM)
-        })
+        clock.answer_or_refuse(notification, on_violation)
     })
 }
 
