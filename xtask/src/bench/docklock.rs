@@ -56,8 +56,10 @@ use super::chart;
 use super::results::{Better, Report, Row, fmt_num, panels_from_rows, percentile};
 use crate::workspace_root;
 
-/// Timed spawns of each runtime (the issue asks for at least 300).
-const RUNS_FULL: usize = 300;
+/// Timed spawns of each runtime (the issue asks for at least 300). 1,000: the p99 of 300
+/// samples is their third highest, which moved by up to 1.5 ms (both runtimes) between
+/// back-to-back runs on this 2-core VM; of 1,000 it is the tenth. About 30 s per runtime.
+const RUNS_FULL: usize = 1000;
 const RUNS_QUICK: usize = 30;
 /// Untimed spawns of each runtime first: page cache, cgroup hierarchy and
 /// dentry caches warm, so the first timed sample is not a cold start.
@@ -158,7 +160,7 @@ const PUBLISHED: &[Published] = &[
 
 #[derive(Debug, Args, Clone)]
 pub struct DocklockBenchArgs {
-    /// A smoke run: 30 timed spawns of each runtime instead of 300, one
+    /// A smoke run: 30 timed spawns of each runtime instead of 1,000, one
     /// replay; writes perf/results/docklock.quick.json so the committed full
     /// run stays.
     #[arg(long)]
