@@ -26,6 +26,7 @@ use rustix::io::Errno;
 
 use crate::tsc::{VirtualTsc, emulate_tsc_read};
 use crate::vdso::{VdsoError, VdsoHidden, hide_vdso_at_exec_stop, last_errno};
+use crate::vdso_unmap::{ExecStop, VdsoUnmapped, unmap_vdso_at_exec_stop};
 
 /// Options of every tracee: stop at each exec, auto-attach every new process and thread, and
 /// kill the tracees if the tracer exits.
@@ -60,7 +61,10 @@ pub struct CageTrace {
     pub execs_count: u64,
     /// Execs whose vDSO entry was rewritten (the others had none, or failed).
     pub vdso_hidden_count: u64,
-    /// Execs whose vDSO could not be hidden; each such process was killed.
+    /// Execs whose `[vvar]`/`[vvar_vclock]`/`[vdso]` mappings were unmapped (the others had none,
+    /// or failed).
+    pub vdso_unmapped_count: u64,
+    /// Execs whose vDSO could not be hidden or unmapped; each such process was killed.
     pub hide_failures_count: u64,
     /// The first of those failures, for the report.
     pub first_hide_failure: Option<HideFailure>,
@@ -139,6 +143,7 @@ pub fn follow_cage(
             root_status: ExitStatus::from_raw(0),
             execs_count: 0,
             vdso_hidden_count: 0,
+            vdso_unmapped_count: 0,
             hide_failures_count: 0,
             first_hide_failure: None,
             tsc_reads_count: 0,
@@ -152,10 +157,7 @@ pub fn follow_cage(
     let mut root_options_set = attach == Attach::Seized;
     while let Some((pid, status)) = wait_any()? {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            seen.remove(&pid);
-            if pid == root {
-                tracer.root_status = Some(ExitStatus::from_raw(status));
-            }
+            tracer.gone(pid, root, status, &mut seen);
             continue;
         }
         if !libc::WIFSTOPPED(status) {
@@ -168,8 +170,10 @@ pub fn follow_cage(
             set_options(pid)?;
             if event == 0 && signal == libc::SIGTRAP {
                 // The legacy trap after an exec of a tracee that had no options yet.
-                tracer.exec_stop(pid);
-                resume(pid, 0)?;
+                match tracer.exec_stop(pid, ExecStop::Trap) {
+                    ExecStopEnd::Resume(signal) => resume(pid, signal)?,
+                    ExecStopEnd::Gone(status) => tracer.gone(pid, root, status, &mut seen),
+                }
                 continue;
             }
             if event == 0 && signal == libc::SIGSTOP {
@@ -189,15 +193,18 @@ pub fn follow_cage(
                     )
                     .ok();
                 }
-                tracer.exec_stop(pid);
                 // A non-leader thread that execs takes over the leader's pid; its old tid is gone
-                // without an exit report.
+                // without an exit report. (Read first: the exec stop's injected call moves on
+                // from this stop.)
                 if let Some(former) = event_message(pid)
                     && former != pid
                 {
                     seen.remove(&former);
                 }
-                resume(pid, 0)?;
+                match tracer.exec_stop(pid, ExecStop::Event) {
+                    ExecStopEnd::Resume(signal) => resume(pid, signal)?,
+                    ExecStopEnd::Gone(status) => tracer.gone(pid, root, status, &mut seen),
+                }
             }
             libc::PTRACE_EVENT_STOP => {
                 if is_stop_signal(signal) {
@@ -235,6 +242,14 @@ pub fn follow_cage(
     })
 }
 
+/// What to do with a tracee after its exec stop.
+enum ExecStopEnd {
+    /// Resume it, delivering this signal (0: none).
+    Resume(libc::c_int),
+    /// It ended during the stop's work; its raw wait status (reaped).
+    Gone(i32),
+}
+
 struct Tracer {
     trace: CageTrace,
     root_status: Option<ExitStatus>,
@@ -254,19 +269,43 @@ impl Tracer {
         answered
     }
 
-    fn exec_stop(&mut self, pid: i32) {
+    /// `pid` ended with the raw wait `status` (already reaped).
+    fn gone(&mut self, pid: i32, root: i32, status: i32, seen: &mut HashSet<i32>) {
+        seen.remove(&pid);
+        if pid == root {
+            self.root_status = Some(ExitStatus::from_raw(status));
+        }
+    }
+
+    /// At `pid`'s exec stop: hides the vDSO's auxv entry, then unmaps the vDSO and its data
+    /// pages (see [`crate::vdso_unmap`]). A process where either fails is killed.
+    fn exec_stop(&mut self, pid: i32, stop: ExecStop) -> ExecStopEnd {
         self.trace.execs_count += 1;
-        match hide_vdso_at_exec_stop(pid) {
-            Ok(VdsoHidden::Hidden { .. }) => self.trace.vdso_hidden_count += 1,
-            Ok(VdsoHidden::Absent) => {}
+        let hidden = hide_vdso_at_exec_stop(pid).and_then(|hidden| {
+            unmap_vdso_at_exec_stop(pid, stop).map(|unmapped| (hidden, unmapped))
+        });
+        match hidden {
+            Ok((hidden, VdsoUnmapped::Resume { bytes, signal })) => {
+                if hidden != VdsoHidden::Absent {
+                    self.trace.vdso_hidden_count += 1;
+                }
+                if bytes > 0 {
+                    self.trace.vdso_unmapped_count += 1;
+                }
+                ExecStopEnd::Resume(signal)
+            }
+            Ok((_, VdsoUnmapped::Gone { wait_status })) => ExecStopEnd::Gone(wait_status),
             // Killed meanwhile (SIGKILL ends a ptrace-stop): its exit is reported next.
-            Err(VdsoError::Registers { source, .. }) if source == Errno::SRCH => {}
+            Err(VdsoError::Registers { source, .. }) if source == Errno::SRCH => {
+                ExecStopEnd::Resume(0)
+            }
             Err(error) => {
                 kill(pid);
                 self.trace.hide_failures_count += 1;
                 if self.trace.first_hide_failure.is_none() {
                     self.trace.first_hide_failure = Some(HideFailure { pid, error });
                 }
+                ExecStopEnd::Resume(0)
             }
         }
     }
