@@ -142,6 +142,7 @@ fn list_help_noop_and_invocation_errors() {
         "bpf",
         "perf-event-open",
         "keyctl",
+        "vdso-direct",
         "tiocsti",
         "open-by-handle-at",
         "x32",
@@ -160,7 +161,7 @@ fn list_help_noop_and_invocation_errors() {
     ] {
         assert!(names.contains(&expected), "{expected} not listed");
     }
-    assert_eq!(names.len(), 28);
+    assert_eq!(names.len(), 29);
 
     let output = Command::new(PROBE).arg("--help").output().unwrap();
     assert!(output.status.success());

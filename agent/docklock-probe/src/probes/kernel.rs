@@ -311,3 +311,56 @@ pub fn x32(_args: &ProbeArgs) -> Result<Report, ProbeError> {
         what: "the x32 ABI exists only on x86_64",
     })
 }
+
+/// `arch_prctl` code that maps a fresh 64-bit vDSO at the given address.
+const ARCH_MAP_VDSO_64: libc::c_ulong = 0x2003;
+/// Where the probe asks for that vDSO: a page-aligned user address the probe does not use.
+const VDSO_MAP_HINT_ADDRESS: libc::c_ulong = 0x7e00_0000_0000;
+
+/// The vDSO found the hostile way: not through the auxv (which the cage hides) but in
+/// /proc/self/maps, where `[vdso]` would offer a clock_gettime and `[vvar]`/`[vvar_vclock]` the
+/// host's timekeeping page to read directly; then `arch_prctl(ARCH_MAP_VDSO_64)` to map a fresh
+/// one. Escaped if any of them is mapped or the call succeeds.
+pub fn vdso_direct(_args: &ProbeArgs) -> Result<Report, ProbeError> {
+    let mut attempts = Attempts::new();
+    match std::fs::read_to_string("/proc/self/maps") {
+        Ok(maps) => {
+            let found: Vec<String> = maps
+                .lines()
+                .filter_map(|line| {
+                    let name = line.split_ascii_whitespace().nth(5)?;
+                    let range = line.split_ascii_whitespace().next()?;
+                    ["[vvar]", "[vvar_vclock]", "[vdso]"]
+                        .contains(&name)
+                        .then(|| format!("{name} at {range}"))
+                })
+                .collect();
+            if found.is_empty() {
+                attempts.contained(
+                    "find [vvar]/[vvar_vclock]/[vdso] in /proc/self/maps",
+                    "none mapped",
+                );
+            } else {
+                attempts.succeeded(
+                    "find [vvar]/[vvar_vclock]/[vdso] in /proc/self/maps",
+                    found.join(", "),
+                );
+            }
+        }
+        Err(e) => attempts.note(format!("/proc/self/maps unreadable: {e}")),
+    }
+    // SAFETY: arch_prctl(ARCH_MAP_VDSO_64, addr) takes integers; on success it maps new pages at
+    // an address this process does not use.
+    let mapped = check(unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_MAP_VDSO_64,
+            VDSO_MAP_HINT_ADDRESS,
+        )
+    });
+    attempts.record(
+        "arch_prctl(ARCH_MAP_VDSO_64)",
+        mapped.map(|size| format!("a vDSO mapped, {size} bytes")),
+    );
+    Ok(attempts.into_report())
+}
