@@ -138,7 +138,6 @@ fn escape_probes_are_blocked_and_refusals_recorded() {
         ("bpf", Some("bpf")),
         ("perf-event-open", Some("perf_event_open")),
         ("keyctl", Some("keyctl")),
-        ("vdso-direct", Some("arch_prctl")),
         ("tiocsti", Some("ioctl")),
         ("open-by-handle-at", Some("open_by_handle_at")),
         ("x32", Some("x32_abi")),

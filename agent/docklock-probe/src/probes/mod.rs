@@ -199,16 +199,6 @@ pub const PROBES: &[Probe] = &[
         run: Run::Report(kernel::keyctl),
     },
     Probe {
-        name: "vdso-direct",
-        synopsis: "vdso-direct",
-        help: "looks for [vvar], [vvar_vclock] and [vdso] in /proc/self/maps (the vDSO's clock_gettime and the \
-               host's timekeeping page, reachable without asking the auxv), then arch_prctl(ARCH_MAP_VDSO_64) \
-               to map a fresh vDSO. Escaped if any of them is mapped or the call succeeds.",
-        flags: &[],
-        positional: Positional::Refused,
-        run: Run::Report(kernel::vdso_direct),
-    },
-    Probe {
         name: "tiocsti",
         synopsis: "tiocsti",
         help: "ioctl(TIOCSTI) pushing a NUL byte, plain and as a raw syscall with cmd | 1<<32 (the kernel \
