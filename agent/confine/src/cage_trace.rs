@@ -26,7 +26,6 @@ use rustix::io::Errno;
 
 use crate::tsc::{VirtualTsc, emulate_tsc_read};
 use crate::vdso::{VdsoError, VdsoHidden, hide_vdso_at_exec_stop, last_errno};
-use crate::vdso_unmap::{ExecStop, VdsoUnmapped, unmap_vdso_at_exec_stop};
 
 /// Options of every tracee: stop at each exec, auto-attach every new process and thread, and
 /// kill the tracees if the tracer exits.
@@ -61,10 +60,7 @@ pub struct CageTrace {
     pub execs_count: u64,
     /// Execs whose vDSO entry was rewritten (the others had none, or failed).
     pub vdso_hidden_count: u64,
-    /// Execs whose `[vvar]`/`[vvar_vclock]`/`[vdso]` mappings were unmapped (the others had none,
-    /// or failed).
-    pub vdso_unmapped_count: u64,
-    /// Execs whose vDSO could not be hidden or unmapped; each such process was killed.
+    /// Execs whose vDSO could not be hidden; each such process was killed.
     pub hide_failures_count: u64,
     /// The first of those failures, for the report.
     pub first_hide_failure: Option<HideFailure>,
@@ -143,7 +139,6 @@ pub fn follow_cage(
             root_status: ExitStatus::from_raw(0),
             execs_count: 0,
             vdso_hidden_count: 0,
-            vdso_unmapped_count: 0,
             hide_failures_count: 0,
             first_hide_failure: None,
             tsc_reads_count: 0,
@@ -157,7 +152,10 @@ pub fn follow_cage(
     let mut root_options_set = attach == Attach::Seized;
     while let Some((pid, status)) = wait_any()? {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            tracer.gone(pid, root, status, &mut seen);
+            seen.remove(&pid);
+            if pid == root {
+                tracer.root_status = Some(ExitStatus::from_raw(status));
+            }
             continue;
         }
         if !libc::WIFSTOPPED(status) {
@@ -170,10 +168,8 @@ pub fn follow_cage(
             set_options(pid)?;
             if event == 0 && signal == libc::SIGTRAP {
                 // The legacy trap after an exec of a tracee that had no options yet.
-                match tracer.exec_stop(pid, ExecStop::Trap) {
-                    ExecStopEnd::Resume(signal) => resume(pid, signal)?,
-                    ExecStopEnd::Gone(status) => tracer.gone(pid, root, status, &mut seen),
-                }
+                tracer.exec_stop(pid);
+                resume(pid, 0)?;
                 continue;
             }
             if event == 0 && signal == libc::SIGSTOP {
@@ -193,18 +189,15 @@ pub fn follow_cage(
                     )
                     .ok();
                 }
+                tracer.exec_stop(pid);
                 // A non-leader thread that execs takes over the leader's pid; its old tid is gone
-                // without an exit report. (Read first: the exec stop's injected call moves on
-                // from this stop.)
+                // without an exit report.
                 if let Some(former) = event_message(pid)
                     && former != pid
                 {
                     seen.remove(&former);
                 }
-                match tracer.exec_stop(pid, ExecStop::Event) {
-                    ExecStopEnd::Resume(signal) => resume(pid, signal)?,
-                    ExecStopEnd::Gone(status) => tracer.gone(pid, root, status, &mut seen),
-                }
+                resume(pid, 0)?;
             }
             libc::PTRACE_EVENT_STOP => {
                 if is_stop_signal(signal) {
@@ -242,14 +235,6 @@ pub fn follow_cage(
     })
 }
 
-/// What to do with a tracee after its exec stop.
-enum ExecStopEnd {
-    /// Resume it, delivering this signal (0: none).
-    Resume(libc::c_int),
-    /// It ended during the stop's work; its raw wait status (reaped).
-    Gone(i32),
-}
-
 struct Tracer {
     trace: CageTrace,
     root_status: Option<ExitStatus>,
@@ -269,43 +254,19 @@ impl Tracer {
         answered
     }
 
-    /// `pid` ended with the raw wait `status` (already reaped).
-    fn gone(&mut self, pid: i32, root: i32, status: i32, seen: &mut HashSet<i32>) {
-        seen.remove(&pid);
-        if pid == root {
-            self.root_status = Some(ExitStatus::from_raw(status));
-        }
-    }
-
-    /// At `pid`'s exec stop: hides the vDSO's auxv entry, then unmaps the vDSO and its data
-    /// pages (see [`crate::vdso_unmap`]). A process where either fails is killed.
-    fn exec_stop(&mut self, pid: i32, stop: ExecStop) -> ExecStopEnd {
+    fn exec_stop(&mut self, pid: i32) {
         self.trace.execs_count += 1;
-        let hidden = hide_vdso_at_exec_stop(pid).and_then(|hidden| {
-            unmap_vdso_at_exec_stop(pid, stop).map(|unmapped| (hidden, unmapped))
-        });
-        match hidden {
-            Ok((hidden, VdsoUnmapped::Resume { bytes, signal })) => {
-                if hidden != VdsoHidden::Absent {
-                    self.trace.vdso_hidden_count += 1;
-                }
-                if bytes > 0 {
-                    self.trace.vdso_unmapped_count += 1;
-                }
-                ExecStopEnd::Resume(signal)
-            }
-            Ok((_, VdsoUnmapped::Gone { wait_status })) => ExecStopEnd::Gone(wait_status),
+        match hide_vdso_at_exec_stop(pid) {
+            Ok(VdsoHidden::Hidden { .. }) => self.trace.vdso_hidden_count += 1,
+            Ok(VdsoHidden::Absent) => {}
             // Killed meanwhile (SIGKILL ends a ptrace-stop): its exit is reported next.
-            Err(VdsoError::Registers { source, .. }) if source == Errno::SRCH => {
-                ExecStopEnd::Resume(0)
-            }
+            Err(VdsoError::Registers { source, .. }) if source == Errno::SRCH => {}
             Err(error) => {
                 kill(pid);
                 self.trace.hide_failures_count += 1;
                 if self.trace.first_hide_failure.is_none() {
                     self.trace.first_hide_failure = Some(HideFailure { pid, error });
                 }
-                ExecStopEnd::Resume(0)
             }
         }
     }

@@ -30,7 +30,6 @@ mod prctl;
 mod tracee;
 pub mod tsc;
 pub mod vdso;
-mod vdso_unmap;
 
 pub use cage_trace::{
     Attach, CageTrace, HideFailure, TraceError, follow_cage, hide_vdso_once, seize_for_cage,
@@ -48,7 +47,6 @@ pub use landlock_rules::{
 pub use prctl::{deny_tsc, set_no_new_privs, set_parent_death_signal};
 pub use tsc::{VIRTUAL_TSC_STEP_TICKS, VirtualTsc};
 pub use vdso::{VdsoError, VdsoHidden, hide_vdso_at_exec_stop, trace_me};
-pub use vdso_unmap::{ExecStop, VdsoUnmapped, unmap_vdso_at_exec_stop};
 
 /// Re-exported so callers name errnos and signals with the same types these functions use.
 pub use rustix::io::Errno;

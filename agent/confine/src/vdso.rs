@@ -29,11 +29,10 @@
 //! the real clock again.
 //!
 //! # What this does not do
-//! Hiding leaves the vDSO mapped (`[vdso]`, `[vvar]`, `[vvar_vclock]` in `/proc/self/maps`): hostile
-//! code could still find and call it, or read the timekeeping page directly. [`crate::follow_cage`]
-//! therefore also unmaps them at every exec ([`crate::unmap_vdso_at_exec_stop`]); [`crate::hide_vdso_once`]
-//! does not. Neither hides the host clock that file timestamps carry (a program can `stat` a file it
-//! just wrote).
+//! The vDSO stays mapped (`[vdso]`, `[vvar]`, `[vvar_vclock]` in `/proc/self/maps`): hostile code can
+//! still find and call it, or read the timekeeping page directly. Hiding it keeps *ordinary*
+//! programs (every libc, language runtime) on the syscall path; it is not a barrier against a
+//! program that sets out to read the host clock (which can also `stat` a file it just wrote).
 //! `/proc/<pid>/auxv` (the kernel's saved copy) still lists the entry; libc never reads it there.
 
 use std::fs::{File, OpenOptions};
@@ -138,35 +137,6 @@ pub enum VdsoError {
     },
     #[error("hiding the vDSO is implemented for x86_64 only")]
     UnsupportedArch,
-    #[error("reading /proc/{pid}/maps failed: {source}")]
-    ReadMaps { pid: i32, source: io::Error },
-    #[error("reading pid {pid}'s vDSO code at {address:#x} failed: {source}")]
-    ReadVdso {
-        pid: i32,
-        address: u64,
-        source: io::Error,
-    },
-    #[error(
-        "pid {pid}: no syscall instruction in the vDSO code at {vdso_start:#x} (0: its data pages are mapped without it) to run munmap with"
-    )]
-    NoSyscallInstruction { pid: i32, vdso_start: u64 },
-    #[error("running munmap in pid {pid}: {step} failed: {source}")]
-    Inject {
-        pid: i32,
-        step: &'static str,
-        source: Errno,
-    },
-    #[error(
-        "pid {pid}: munmap({start:#x}, {length}) of its vDSO mappings failed with errno {errno}"
-    )]
-    UnmapRefused {
-        pid: i32,
-        start: u64,
-        length: u64,
-        errno: i64,
-    },
-    #[error("pid {pid}: the injected munmap did not complete within {stops} stops")]
-    InjectStops { pid: i32, stops: usize },
 }
 
 /// `PTRACE_TRACEME`: makes the calling process a tracee of its parent. For the forked child of

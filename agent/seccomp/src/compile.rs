@@ -1051,26 +1051,6 @@ mod tests {
             ),
             ALLOW
         );
-        // ARCH_MAP_VDSO_X32/_32/_64 would map back the vDSO the tracer removed; ARCH_SET_FS
-        // (TLS set-up) and ARCH_GET_FS stay allowed.
-        for code in [0x2001_u64, 0x2002, 0x2003] {
-            assert_eq!(
-                evaluate(
-                    &compiled,
-                    &call("arch_prctl", [code, 0x7000_0000, 0, 0, 0, 0])
-                ),
-                USER_NOTIF
-            );
-        }
-        for code in [0x1002_u64, 0x1003] {
-            assert_eq!(
-                evaluate(
-                    &compiled,
-                    &call("arch_prctl", [code, 0x7000_0000, 0, 0, 0, 0])
-                ),
-                ALLOW
-            );
-        }
         for persona in [0_u64, 8, 0x20000, 0x20008, 0xffff_ffff] {
             assert_eq!(
                 evaluate(&compiled, &call("personality", [persona, 0, 0, 0, 0, 0])),
