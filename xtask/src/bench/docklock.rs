@@ -19,9 +19,9 @@
 //! 3. Runs each runtime once with stderr captured: a non-zero exit fails the
 //!    bench naming that stderr (the other runtime is still measured so the
 //!    table says what it could).
-//! 4. Spawn latency: warm-up runs, then timed runs interleaved ours, bwrap,
-//!    ours via the agent CLI, ours, bwrap... so drift (other load, page cache, thermal) hits both
-//!    alike. A sample is the wall time from `spawn()` to the exit of the
+//! 4. Spawn latency: warm-up runs, then timed runs interleaved (ours, bwrap, agent CLI; ours,
+//!    agent CLI, bwrap; ...), so drift (other load, page cache, thermal) hits all alike and each
+//!    runtime follows each other as often (a spawn leaves kernel work behind that slows the next). A sample is the wall time from `spawn()` to the exit of the
 //!    runtime process (seen through a pidfd), stdio to /dev/null.
 //! 5. Replay overhead: `metanode docklock replay BUNDLE --runs 5` wall time
 //!    over 5 of our mean spawns.
@@ -452,7 +452,7 @@ impl Series {
     }
 }
 
-/// Warm-up then timed runs, the runtimes interleaved A B A B ... A runtime
+/// Warm-up then timed runs, the runtimes interleaved A B C, A C B, A B C, ... A runtime
 /// whose run fails stops there (its series carries the error); the others
 /// go on.
 fn measure_spawns(
@@ -470,8 +470,19 @@ fn measure_spawns(
         })
         .collect();
     let progress_every = (runs / 5).max(1);
+    let count = contenders.len();
     for round in 0..warmup + runs {
-        for (c, s) in contenders.iter().zip(series.iter_mut()) {
+        // A spawn leaves work behind (the kernel's network-namespace cleanup, a helper's deferred
+        // exit) that slows the next one, so in a fixed order each runtime would always run right
+        // after the same one (ours after the heavy agent binary). Even rounds go A B C, odd ones
+        // A C B: over two rounds every runtime follows every other exactly once.
+        for k in 0..count {
+            let i = if round % 2 == 0 || k == 0 {
+                k
+            } else {
+                count - k
+            };
+            let (c, s) = (contenders[i], &mut series[i]);
             if s.failure.is_some() {
                 continue;
             }
@@ -1281,7 +1292,7 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
             "bundle": bundle.display().to_string(),
             "warmup_runs_each": WARMUP_RUNS,
             "timed_runs_each": runs,
-            "order": "interleaved: ours, bwrap, ours via the agent CLI, ours, bwrap, ...",
+            "order": "interleaved: even rounds ours, bwrap, agent CLI; odd rounds ours, agent CLI, bwrap (each runtime follows each other equally often)",
             "sample": "wall time from Command::spawn() to the runtime process's exit (pidfd), stdio /dev/null",
             "percentiles": "nearest rank over the sorted samples",
             "replay": format!("metanode --json docklock replay BUNDLE --runs {REPLAY_RUNS}, {replay_repeats} time(s), median"),
