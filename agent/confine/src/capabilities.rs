@@ -185,6 +185,15 @@ fn cap_label(number: u8) -> String {
     }
 }
 
+/// The kernel's highest capability number (`/proc/sys/kernel/cap_last_cap`), if readable.
+fn kernel_last_capability() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Leaves the calling thread with exactly `keep`: every other capability is dropped from the
 /// bounding set (including ones newer than this crate, up to the kernel's last), the ambient set
 /// is cleared, and effective = permitted = inheritable = `keep`.
@@ -234,7 +243,15 @@ pub fn drop_capabilities(keep: CapSet) -> Result<(), CapDropError> {
         }
         match rustix::thread::remove_capability_from_bounding_set(cap) {
             Ok(()) => {}
-            Err(Errno::INVAL) => break,
+            // EINVAL past the kernel's last capability ends the walk. For one of the named
+            // capabilities it does only on a kernel older than that capability (CAP_BPF is 5.8),
+            // which /proc says; anything else is a failure (fail closed).
+            Err(Errno::INVAL)
+                if usize::from(number_u8) >= CAPABILITY_COUNT
+                    || kernel_last_capability().is_some_and(|last| u32::from(number_u8) > last) =>
+            {
+                break;
+            }
             Err(errno) => {
                 return Err(CapDropError::BoundingDrop {
                     number: number_u8,

@@ -991,9 +991,17 @@ impl DenialFollower {
         }
     }
 
-    /// Reads (waiting) until [`DenialFollower::is_done`]; the workload must have ended
-    /// ([`DenialFollower::workload_ended`]), or this reads until the budget runs out.
+    /// Once the workload is gone: sends the marker if [`DenialFollower::workload_ended`] has not,
+    /// takes in what is queued (however long the caller took to come here: the drain deadline may
+    /// have passed meanwhile with the marker already in the socket), then reads (waiting) until
+    /// [`DenialFollower::is_done`].
     pub fn drain(&mut self, source: &mut dyn AuditSource) {
+        self.workload_ended(source);
+        while !self.collector.budget_exhausted()
+            && self.failed.is_none()
+            && !self.collector.drained()
+            && self.step(source, Duration::ZERO)
+        {}
         while !self.is_done() {
             let wait = self.wait();
             self.step(source, wait);

@@ -364,3 +364,28 @@ fn follower_driven_step_by_step_collects_what_the_thread_would() {
         }
     );
 }
+
+#[test]
+fn drain_sends_the_marker_itself_and_reads_what_is_queued_even_past_the_deadline() {
+    // A caller that comes to drain late (reaping, cgroup removal): the deadline has passed, but
+    // the marker is already queued behind the cage's records, so the collection is complete.
+    let limits = AuditLimits {
+        drain_timeout: Duration::ZERO,
+        ..LIMITS
+    };
+    let mut fake = FakeAudit {
+        echo_user_messages: true,
+        ..FakeAudit::default()
+    };
+    fake.items.extend([
+        record(AUDIT_LANDLOCK_ACCESS, READ_DENIAL),
+        record(AUDIT_LANDLOCK_DOMAIN, ALLOCATED),
+    ]);
+    let mut follower = DenialFollower::new(3825, limits, "drain 1-3825".into());
+    // No workload_ended first: drain sends the marker when nobody did.
+    follower.drain(&mut fake);
+    assert_eq!(fake.sent, ["drain 1-3825"]);
+    let got = follower.finish();
+    assert_eq!(got.collection, DenialCollection::Complete);
+    assert_eq!(got.denials, vec![denial("fs.read_file", "/etc/passwd")]);
+}

@@ -568,9 +568,10 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     drop((
         err_w, status_w, sock_c, unshared_w, mapped_r, stdout_w, stderr_w, plan,
     ));
-    // The relay is pumped by the watch loop below; nothing writes the pipes before the workload
-    // runs, and the workload runs only after the listener reaches P.
-    let relay = crate::watch::StdioRelay::new(relays);
+    // Nothing in the cage writes the pipes before the workload runs, and P waits on nothing
+    // the workload controls before its watch loop (which pumps the relay, unless a destination
+    // may block and the relay has a thread of its own).
+    let relay = crate::watch::Relay::start(crate::watch::StdioRelay::new(relays));
     // Done here, while A joins the cgroup and unshares (P would only wait), and before P lets B
     // exist (the "m" below):
     // - The FIFO is filled before the workload can read it, so its first reads find it full

@@ -147,6 +147,22 @@ impl StdioRelay {
         }
     }
 
+    /// Whether a write to a destination may block for long: anything but a regular file or
+    /// /dev/null (a pipe whose reader is paused, a terminal under flow control, a socket).
+    fn writes_may_block(&self) -> bool {
+        self.streams.iter().any(|stream| {
+            stream.to.as_ref().is_some_and(|to| {
+                let Ok(meta) = rustix::fs::fstat(to) else {
+                    return true;
+                };
+                let file_type = rustix::fs::FileType::from_raw_mode(meta.st_mode);
+                let dev_null = file_type == rustix::fs::FileType::CharacterDevice
+                    && meta.st_rdev == rustix::fs::makedev(DEV_NULL_MAJOR, DEV_NULL_MINOR);
+                file_type != rustix::fs::FileType::RegularFile && !dev_null
+            })
+        })
+    }
+
     /// Relays until every pipe is at end-of-file (call once every writer is gone); returns
     /// whether anything was discarded for the bound.
     pub(crate) fn finish(mut self) -> bool {
@@ -177,6 +193,53 @@ impl StdioRelay {
     }
 }
 
+/// /dev/null's device numbers (mem major 1, minor 3: Documentation/admin-guide/devices.txt).
+const DEV_NULL_MAJOR: u32 = 1;
+const DEV_NULL_MINOR: u32 = 3;
+
+/// Where the stdio relay runs.
+pub(crate) enum Relay {
+    /// Pumped by the watch loop: every destination is a regular file or /dev/null, whose writes
+    /// do not wait on anyone.
+    Inline(StdioRelay),
+    /// In a thread of its own, because a destination may block (a paused `| less`, a terminal):
+    /// a blocked write must not stall the seccomp answers, the FIFO or the deadline.
+    Thread(std::thread::JoinHandle<bool>),
+}
+
+impl Relay {
+    /// Inline when no destination can block, else on its own thread (started now).
+    pub(crate) fn start(relay: StdioRelay) -> Relay {
+        if relay.writes_may_block() {
+            Relay::Thread(std::thread::spawn(move || relay.finish()))
+        } else {
+            Relay::Inline(relay)
+        }
+    }
+
+    fn open_fds(&self) -> Vec<RawFd> {
+        match self {
+            Relay::Inline(relay) => relay.open_fds().collect(),
+            Relay::Thread(_) => Vec::new(),
+        }
+    }
+
+    fn pump(&mut self, fd: RawFd) {
+        if let Relay::Inline(relay) = self {
+            relay.pump(fd);
+        }
+    }
+
+    /// Relays to end-of-file (call once every writer is gone) and returns whether anything was
+    /// discarded for the bound.
+    pub(crate) fn finish(self) -> bool {
+        match self {
+            Relay::Inline(relay) => relay.finish(),
+            Relay::Thread(handle) => handle.join().unwrap_or(false),
+        }
+    }
+}
+
 /// What P follows while the cage runs (see the module comment).
 pub(crate) struct Watch<'a> {
     /// A's report pipe: the report, then end-of-file once A closed it.
@@ -194,7 +257,7 @@ pub(crate) struct Watch<'a> {
     /// The randomness FIFO (non-blocking, O_RDWR) and the stream that tops it up.
     pub(crate) fifo: OwnedFd,
     pub(crate) random: RandomStream,
-    pub(crate) relay: StdioRelay,
+    pub(crate) relay: Relay,
 }
 
 /// What the loop saw, and the parts whose work continues after it (the relay until end-of-file,
@@ -207,7 +270,7 @@ pub(crate) struct Watched {
     pub(crate) violations: Vec<Violation>,
     pub(crate) violations_dropped_count: u64,
     pub(crate) audit: Result<(NetlinkAudit, DenialFollower), LandlockDenials>,
-    pub(crate) relay: StdioRelay,
+    pub(crate) relay: Relay,
 }
 
 /// Which fd a pollfd slot is.
@@ -277,8 +340,10 @@ impl Watch<'_> {
             for fd in relay.open_fds() {
                 add(fd, libc::POLLIN, Slot::Relay);
             }
+            // The deadline holds until the last confined task is gone, not only until A reports:
+            // a workload A stopped tracing (its tracer failed) must still be ended.
             let timeout_ms = match deadline {
-                Some(deadline) if !report_done => {
+                Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     // Rounded up: a poll that wakes a little early only loops once more.
                     left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
@@ -288,6 +353,16 @@ impl Watch<'_> {
             // SAFETY: a valid array of pollfds of the given length.
             let ready =
                 unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+            // Checked on every return, not only on poll's timeout: a workload that keeps an fd
+            // ready (printing nonstop, reading /dev/urandom, looping on a refused call) would
+            // otherwise never reach it.
+            if let Some(at) = deadline
+                && Instant::now() >= at
+            {
+                crate::cage::kill_cgroup_tasks(cgroup);
+                timed_out = true;
+                deadline = None;
+            }
             if ready < 0 {
                 let err = std::io::Error::last_os_error();
                 if err.kind() == std::io::ErrorKind::Interrupted {
@@ -300,17 +375,13 @@ impl Watch<'_> {
                 if !report_done {
                     read_to_end_bounded(&status, &mut report, report_bytes_max);
                     report_done = true;
+                    if let Ok((socket, follower)) = &mut audit {
+                        follower.workload_ended(socket);
+                    }
                 }
                 continue;
             }
             if ready == 0 {
-                if let Some(at) = deadline
-                    && Instant::now() >= at
-                {
-                    crate::cage::kill_cgroup_tasks(cgroup);
-                    timed_out = true;
-                    deadline = None;
-                }
                 continue;
             }
             for (pfd, slot) in pfds.iter().zip(slots.iter()) {

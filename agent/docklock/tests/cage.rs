@@ -750,6 +750,27 @@ fn wall_timeout_kills_the_cage(scratch: &Path) {
     );
 }
 
+/// The deadline holds while the workload keeps the launcher's loop busy: `yes` keeps its stdout
+/// pipe readable on most polls (relayed to /dev/null here). (It does not pin the loop every time:
+/// with the deadline checked only on poll's timeout this still passed, because the pipe runs dry
+/// now and then; the check after every poll is what makes the kill certain.)
+fn wall_timeout_kills_a_busy_cage(scratch: &Path) {
+    let spec = CageSpec::from_executable(Path::new("/usr/bin/yes"), &[], &[], &[])
+        .expect("yes becomes a cage");
+    let mut opts = options(scratch);
+    opts.stdout_file = Some(PathBuf::from("/dev/null"));
+    opts.timeout = Some(Duration::from_millis(500));
+    let started = Instant::now();
+    let outcome = run(&spec, &opts).expect("run");
+    assert!(outcome.timed_out, "{outcome:?}");
+    assert_eq!(outcome.exit, CageExit::Signaled(libc::SIGKILL));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the busy cage was not killed at its deadline ({:?})",
+        started.elapsed()
+    );
+}
+
 fn refuses_a_multithreaded_caller(scratch: &Path) {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let helper = std::thread::spawn(move || rx.recv());
@@ -1121,6 +1142,10 @@ const CASES: &[Case] = &[
     ),
     ("setup_failures_name_the_step", setup_failures_name_the_step),
     ("wall_timeout_kills_the_cage", wall_timeout_kills_the_cage),
+    (
+        "wall_timeout_kills_a_busy_cage",
+        wall_timeout_kills_a_busy_cage,
+    ),
     (
         "refuses_a_multithreaded_caller",
         refuses_a_multithreaded_caller,

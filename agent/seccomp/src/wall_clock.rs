@@ -98,8 +98,6 @@ impl WallClock {
             .saturating_add(k.saturating_mul(self.step_ns))
     }
 
-    /// Answers `notification` if it is a wall-clock read, writing the result into the caller's
-    /// memory; `None` for anything else, which the caller reports as a violation and refuses.
     /// DockLock's answer to any notification: a wall-clock read is answered by
     /// [`WallClock::handle`]; everything else (and a read that could not be served) is reported
     /// through `on_violation` and refused with EPERM. The handler of
@@ -115,6 +113,8 @@ impl WallClock {
         })
     }
 
+    /// Answers `notification` if it is a wall-clock read, writing the result into the caller's
+    /// memory; `None` for anything else, which the caller reports as a violation and refuses.
     pub fn handle(&mut self, notification: &Notification<'_>) -> Option<Reply> {
         let mut memory = notification.caller_memory();
         self.handle_in(notification, &mut memory)
