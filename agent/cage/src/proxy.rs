@@ -1527,13 +1527,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let written = self.write_out().await;
         // Done with the upstream response: keep or drop its connection.
         if let Outcome::Forward(f) = &outcome {
-            let keep_upstream = !self.resp.close;
-            match self.upstream.as_mut() {
-                Some(up) if keep_upstream => {
+            // Kept only when the response used up every byte the upstream sent: anything past
+            // it (a body after a HEAD, 204 or 304 answer, or junk) would be parsed as the next
+            // response on this connection.
+            let last_activity = self.last_activity;
+            let keep_upstream = !self.resp.close
+                && self.upstream.as_mut().is_some_and(|up| {
                     up.buf.advance(f.consumed.min(up.buf.len()));
-                    up.idle_since = self.last_activity;
-                }
-                _ => self.upstream = None,
+                    up.idle_since = last_activity;
+                    up.buf.is_empty()
+                });
+            if !keep_upstream {
+                self.upstream = None;
             }
         }
         if written.is_err() {

@@ -79,6 +79,44 @@ async fn start_upstream() -> SocketAddr {
     addr
 }
 
+/// A raw HTTP/1.1 upstream that answers `/sloppy/extra` with a 204 followed by stray bytes on
+/// the same connection (a body a 204 must not have) and anything else with `200 ok`.
+async fn start_sloppy_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end + 4);
+                    let answer: &[u8] = if head.contains(" /sloppy/extra ") {
+                        b"HTTP/1.1 204 No Content\r\n\r\nSTRAY BYTES"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    };
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A port nothing listens on.
 async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -132,6 +170,7 @@ struct Harness {
 impl Harness {
     async fn start(extra_yaml: &str) -> Harness {
         let upstream = start_upstream().await;
+        let sloppy = start_sloppy_upstream().await;
         let down = closed_port().await;
         let dir = tempfile::tempdir().unwrap();
         let receipts_path = dir.path().join("receipts.log");
@@ -142,6 +181,7 @@ impl Harness {
              \x20 - {{ path_prefix: /signed, upstream: \"{upstream}\" }}\n\
              \x20 - {{ path_prefix: /open, upstream: \"{upstream}\", unsigned: allow-with-receipt }}\n\
              \x20 - {{ path_prefix: /down, upstream: \"127.0.0.1:{down}\", unsigned: allow-with-receipt }}\n\
+             \x20 - {{ path_prefix: /sloppy, upstream: \"{sloppy}\", unsigned: allow-with-receipt }}\n\
              keys: {{ inline: {{ client-1: {client_pub} }} }}\n\
              receipts: {{ path: {}, batch_count_max: 3, flush_interval_ms: 50, response_header: true }}\n\
              {extra_yaml}",
@@ -1002,4 +1042,29 @@ async fn pipelined_keep_alive_head_and_close_on_one_connection() {
     assert_eq!(report.metrics.requests(Decision::Forwarded), 4);
     // One client connection carried all four.
     assert_eq!(report.metrics.connections_accepted, 1);
+}
+
+#[tokio::test]
+async fn stray_upstream_bytes_never_become_the_next_response() {
+    let h = Harness::start("").await;
+    let mut conn = TcpStream::connect(h.addr).await.unwrap();
+    // The upstream answers the first with a 204 and then bytes no 204 may carry; the second
+    // request, on the same client connection, must get the upstream's real answer to it.
+    conn.write_all(
+        b"GET /sloppy/extra HTTP/1.1\r\nHost: cage\r\n\r\n\
+          GET /sloppy/next HTTP/1.1\r\nHost: cage\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (got, closed) = read_until_closed(&mut conn, Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "the cage closes after Connection: close");
+    let text = String::from_utf8(got).unwrap();
+    let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(responses.len(), 2, "{text}");
+    assert!(responses[0].starts_with("204 "), "{text}");
+    assert!(responses[1].starts_with("200 OK"), "{text}");
+    assert!(responses[1].ends_with("\r\n\r\nok"), "{text}");
+    let (receipts, _report) = h.finish().await;
+    assert_eq!(receipts.len(), 2);
+    assert!(receipts.iter().all(|r| r.decision == Decision::Forwarded));
 }
