@@ -2174,6 +2174,7 @@ mod tests {
     /// reports it on the error pipe and `_exit`s with CHILD_PANIC_EXIT_CODE.
     #[test]
     fn a_panicking_child_reports_and_exits() {
+        let _forking = crate::test_fork_guard();
         let (r, w) = pipe().expect("pipe");
         // SAFETY: the child only runs child_main, which ends in _exit (or the hook's _exit).
         let pid = unsafe { libc::fork() };
@@ -2207,6 +2208,7 @@ mod tests {
     /// /sys/fs/cgroup); skipped with a printed reason otherwise.
     #[test]
     fn fork_into_cgroup_starts_the_child_in_the_v2_cgroup() {
+        let _forking = crate::test_fork_guard();
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             println!("skipping: needs root to create a cgroup");
@@ -2282,6 +2284,7 @@ mod tests {
 
     #[test]
     fn a_returning_child_exits_with_its_code() {
+        let _forking = crate::test_fork_guard();
         // SAFETY: as above.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);

@@ -241,6 +241,7 @@ mod tests {
 
     #[test]
     fn raw_and_unixfs_blobs_become_files_recorded_by_cid() {
+        let _no_fork = crate::test_fork_guard();
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let scratch = dir.path().join("scratch");
@@ -281,6 +282,7 @@ mod tests {
 
     #[test]
     fn unknown_and_unreadable_cids_are_named() {
+        let _no_fork = crate::test_fork_guard();
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let store = Store::open(StoreOptions::new(&data_dir)).unwrap();
