@@ -815,6 +815,15 @@ async fn per_ip_and_per_key_limits() {
 }
 
 /// Reads until EOF or error; returns what arrived and when it ended.
+/// Writes `requests` (the last one with `Connection: close`) in one go and returns everything
+/// the cage answered until it closed the connection.
+async fn requests_on_one_connection(conn: &mut TcpStream, requests: &[u8]) -> String {
+    conn.write_all(requests).await.unwrap();
+    let (got, closed) = read_until_closed(conn, Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "the cage closes after Connection: close");
+    String::from_utf8(got).unwrap()
+}
+
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Instant>) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -1015,17 +1024,14 @@ async fn pipelined_keep_alive_head_and_close_on_one_connection() {
     let h = Harness::start("").await;
     let mut conn = TcpStream::connect(h.addr).await.unwrap();
     // Two requests in one write, then a HEAD and a closing request.
-    conn.write_all(
+    let text = requests_on_one_connection(
+        &mut conn,
         b"GET /open/one HTTP/1.1\r\nHost: cage\r\n\r\n\
           POST /open/two HTTP/1.1\r\nHost: cage\r\nContent-Length: 5\r\n\r\nhello\
           HEAD /open/three HTTP/1.1\r\nHost: cage\r\n\r\n\
           GET /open/four HTTP/1.1\r\nHost: cage\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let (got, closed) = read_until_closed(&mut conn, Duration::from_secs(10)).await;
-    assert!(closed.is_some(), "the cage closes after Connection: close");
-    let text = String::from_utf8(got).unwrap();
+    .await;
     let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
     assert_eq!(responses.len(), 4, "{text}");
     assert!(responses[0].starts_with("200 OK"));
@@ -1050,15 +1056,12 @@ async fn stray_upstream_bytes_never_become_the_next_response() {
     let mut conn = TcpStream::connect(h.addr).await.unwrap();
     // The upstream answers the first with a 204 and then bytes no 204 may carry; the second
     // request, on the same client connection, must get the upstream's real answer to it.
-    conn.write_all(
+    let text = requests_on_one_connection(
+        &mut conn,
         b"GET /sloppy/extra HTTP/1.1\r\nHost: cage\r\n\r\n\
           GET /sloppy/next HTTP/1.1\r\nHost: cage\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let (got, closed) = read_until_closed(&mut conn, Duration::from_secs(10)).await;
-    assert!(closed.is_some(), "the cage closes after Connection: close");
-    let text = String::from_utf8(got).unwrap();
+    .await;
     let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
     assert_eq!(responses.len(), 2, "{text}");
     assert!(responses[0].starts_with("204 "), "{text}");

@@ -22,6 +22,16 @@ const LIMITS: AuditLimits = AuditLimits {
     poll_interval: Duration::from_millis(10),
 };
 
+/// A fake audit log holding `items` that echoes every user message (the drain marker) back.
+fn echoing_fake(items: impl IntoIterator<Item = Received>) -> FakeAudit {
+    let mut fake = FakeAudit {
+        echo_user_messages: true,
+        ..FakeAudit::default()
+    };
+    fake.items.extend(items);
+    fake
+}
+
 fn record(kind: u16, text: &str) -> Received {
     Received::Record {
         kind,
@@ -206,11 +216,7 @@ fn long_paths_are_shortened_deterministically() {
 
 #[test]
 fn collector_keeps_only_the_cage_domain_in_serial_order() {
-    let mut fake = FakeAudit {
-        echo_user_messages: true,
-        ..FakeAudit::default()
-    };
-    fake.items.extend([
+    let mut fake = echoing_fake([
         record(AUDIT_LANDLOCK_ACCESS, READ_DENIAL),
         record(AUDIT_LANDLOCK_DOMAIN, ALLOCATED),
         record(1300, SYSCALL),
@@ -247,11 +253,7 @@ fn collector_bounds_denials_and_reports_losses() {
         denials_count_max: 1,
         ..LIMITS
     };
-    let mut fake = FakeAudit {
-        echo_user_messages: true,
-        ..FakeAudit::default()
-    };
-    fake.items.extend([
+    let mut fake = echoing_fake([
         record(AUDIT_LANDLOCK_ACCESS, READ_DENIAL),
         record(AUDIT_LANDLOCK_DOMAIN, ALLOCATED),
         Received::Lost,
@@ -330,12 +332,8 @@ fn netlink_framing_round_trips() {
 
 #[test]
 fn follower_driven_step_by_step_collects_what_the_thread_would() {
-    let mut fake = FakeAudit {
-        echo_user_messages: true,
-        ..FakeAudit::default()
-    };
     let mut follower = DenialFollower::new(3825, LIMITS, "drain 1-3825".into());
-    fake.items.extend([
+    let mut fake = echoing_fake([
         record(AUDIT_LANDLOCK_ACCESS, READ_DENIAL),
         record(AUDIT_LANDLOCK_DOMAIN, ALLOCATED),
     ]);
@@ -373,11 +371,7 @@ fn drain_sends_the_marker_itself_and_reads_what_is_queued_even_past_the_deadline
         drain_timeout: Duration::ZERO,
         ..LIMITS
     };
-    let mut fake = FakeAudit {
-        echo_user_messages: true,
-        ..FakeAudit::default()
-    };
-    fake.items.extend([
+    let mut fake = echoing_fake([
         record(AUDIT_LANDLOCK_ACCESS, READ_DENIAL),
         record(AUDIT_LANDLOCK_DOMAIN, ALLOCATED),
     ]);
