@@ -935,12 +935,17 @@ impl DenialFollower {
     /// Whether reading is over: the budget is used up, reading failed, or (after the workload
     /// ended) the marker came back, was refused, or the drain timed out.
     pub fn is_done(&self) -> bool {
-        if self.collector.budget_exhausted() || self.failed.is_some() {
+        if self.cannot_read_on() {
             return true;
         }
         self.drain_deadline.is_some_and(|deadline| {
             self.collector.drained() || self.marker_refused || Instant::now() >= deadline
         })
+    }
+
+    /// The budget is used up or reading failed: nothing more will be taken in, deadline or not.
+    fn cannot_read_on(&self) -> bool {
+        self.collector.budget_exhausted() || self.failed.is_some()
     }
 
     /// How long the next [`DenialFollower::step`] may wait: the poll interval, cut to the drain
@@ -997,8 +1002,7 @@ impl DenialFollower {
     /// [`DenialFollower::is_done`].
     pub fn drain(&mut self, source: &mut dyn AuditSource) {
         self.workload_ended(source);
-        while !self.collector.budget_exhausted()
-            && self.failed.is_none()
+        while !self.cannot_read_on()
             && !self.collector.drained()
             && self.step(source, Duration::ZERO)
         {}

@@ -217,11 +217,14 @@ impl Relay {
         }
     }
 
-    fn open_fds(&self) -> Vec<RawFd> {
+    /// The pipes the watch loop polls (none when the relay has its own thread).
+    fn open_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
         match self {
-            Relay::Inline(relay) => relay.open_fds().collect(),
-            Relay::Thread(_) => Vec::new(),
+            Relay::Inline(relay) => Some(relay.open_fds()),
+            Relay::Thread(_) => None,
         }
+        .into_iter()
+        .flatten()
     }
 
     fn pump(&mut self, fd: RawFd) {
@@ -309,7 +312,6 @@ impl Watch<'_> {
         let mut report = Vec::new();
         let mut report_done = false;
         let mut timed_out = false;
-        let mut read_buffer = [0u8; 512];
         let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(8);
         let mut slots: Vec<Slot> = Vec::with_capacity(8);
         while !report_done || listener.is_some() {
@@ -390,22 +392,8 @@ impl Watch<'_> {
                 }
                 match slot {
                     Slot::Status => {
-                        // SAFETY: reading into our own buffer from our own fd (poll said it
-                        // will not block).
-                        let n = unsafe {
-                            libc::read(
-                                status.as_raw_fd(),
-                                read_buffer.as_mut_ptr().cast(),
-                                read_buffer.len(),
-                            )
-                        };
-                        let interrupted = n < 0
-                            && std::io::Error::last_os_error().kind()
-                                == std::io::ErrorKind::Interrupted;
-                        if n > 0 {
-                            let room = report_bytes_max.saturating_sub(report.len());
-                            report.extend_from_slice(&read_buffer[..(n as usize).min(room)]);
-                        } else if !interrupted {
+                        // Poll said the read will not block.
+                        if !read_some_bounded(status.as_raw_fd(), &mut report, report_bytes_max) {
                             report_done = true;
                             if let Ok((socket, follower)) = &mut audit {
                                 follower.workload_ended(socket);
@@ -466,22 +454,24 @@ impl Watch<'_> {
 
 /// Reads `fd` (blocking) to end-of-file, keeping at most `bytes_max` in `into`.
 fn read_to_end_bounded(fd: &OwnedFd, into: &mut Vec<u8>, bytes_max: usize) {
+    while read_some_bounded(fd.as_raw_fd(), into, bytes_max) {}
+}
+
+/// One read of `fd` appended to `into`, which keeps at most `bytes_max` (the rest is read and
+/// dropped). False at end-of-file or on an error other than EINTR.
+fn read_some_bounded(fd: RawFd, into: &mut Vec<u8>, bytes_max: usize) -> bool {
     let mut buffer = [0u8; 512];
-    loop {
-        // SAFETY: reading into our own buffer from our own fd.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
-        if n == 0 {
-            return;
-        }
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        let room = bytes_max.saturating_sub(into.len());
-        into.extend_from_slice(&buffer[..(n as usize).min(room)]);
+    // SAFETY: reading into our own buffer from an fd the caller owns.
+    let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+    if n < 0 {
+        return std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
     }
+    if n == 0 {
+        return false;
+    }
+    let room = bytes_max.saturating_sub(into.len());
+    into.extend_from_slice(&buffer[..(n as usize).min(room)]);
+    true
 }
 
 #[cfg(test)]

@@ -738,16 +738,7 @@ fn setup_failures_name_the_step(scratch: &Path) {
 fn wall_timeout_kills_the_cage(scratch: &Path) {
     let spec = CageSpec::from_executable(Path::new("/bin/sleep"), &["30".to_owned()], &[], &[])
         .expect("sleep becomes a cage");
-    let mut opts = options(scratch);
-    opts.timeout = Some(Duration::from_millis(500));
-    let started = Instant::now();
-    let outcome = run(&spec, &opts).expect("run");
-    assert!(outcome.timed_out);
-    assert_eq!(outcome.exit, CageExit::Signaled(libc::SIGKILL));
-    assert!(
-        started.elapsed() < Duration::from_secs(29),
-        "the cage was not killed early"
-    );
+    assert_killed_at_deadline(&spec, options(scratch), Duration::from_secs(29));
 }
 
 /// The deadline holds while the workload keeps the launcher's loop busy: `yes` keeps its stdout
@@ -759,14 +750,19 @@ fn wall_timeout_kills_a_busy_cage(scratch: &Path) {
         .expect("yes becomes a cage");
     let mut opts = options(scratch);
     opts.stdout_file = Some(PathBuf::from("/dev/null"));
+    assert_killed_at_deadline(&spec, opts, Duration::from_secs(20));
+}
+
+/// Runs `spec` with a 500 ms timeout: it must end timed out, by SIGKILL, within `killed_within`.
+fn assert_killed_at_deadline(spec: &CageSpec, mut opts: RunOptions, killed_within: Duration) {
     opts.timeout = Some(Duration::from_millis(500));
     let started = Instant::now();
-    let outcome = run(&spec, &opts).expect("run");
+    let outcome = run(spec, &opts).expect("run");
     assert!(outcome.timed_out, "{outcome:?}");
     assert_eq!(outcome.exit, CageExit::Signaled(libc::SIGKILL));
     assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the busy cage was not killed at its deadline ({:?})",
+        started.elapsed() < killed_within,
+        "the cage was not killed at its deadline ({:?})",
         started.elapsed()
     );
 }
