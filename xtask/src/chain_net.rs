@@ -152,20 +152,6 @@ pub fn ensure_root(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds target/release/metanode (what the nodes run) and returns its path.
-pub fn build_release() -> anyhow::Result<PathBuf> {
-    let root = workspace_root();
-    eprintln!("    building target/release/metanode");
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "metanode"]);
-    ensure!(
-        process::run_inherited(&mut cmd)?,
-        "cargo build --release -p metanode failed"
-    );
-    Ok(root.join("target/release/metanode"))
-}
-
 fn node_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], i as u8 + 1)
 }
@@ -199,7 +185,7 @@ impl Net {
             "a net has 1 to {NODES_COUNT_MAX} nodes, not {}",
             spec.nodes
         );
-        let bin = build_release()?;
+        let bin = crate::agent_bin::build_static(&workspace_root())?;
         let run_dir = workspace_root().join("target/chain-net").join(spec.label);
         if run_dir.exists() {
             std::fs::remove_dir_all(&run_dir)

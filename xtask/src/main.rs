@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod agent_bin;
 mod bench;
 mod chain_net;
 mod chain_relay;

@@ -393,7 +393,7 @@ fn secure_boot(ctx: &Ctx) -> anyhow::Result<f64> {
 /// Runs the operator CLI (the static binary the image was built with) and
 /// returns its stdout.
 fn cli(args: &[&str]) -> anyhow::Result<String> {
-    let bin = crate::workspace_root().join("target/x86_64-unknown-linux-gnu/release/metanode");
+    let bin = crate::agent_bin::static_path(&crate::workspace_root());
     let out = Command::new(&bin)
         .args(args)
         .output()

@@ -79,7 +79,7 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
     eprintln!("==> setup: nginx, wrk, metanode (release), http-load (release)");
     let nginx = peers::ensure_tool("nginx", "nginx")?;
     let wrk = peers::ensure_tool("wrk", "wrk")?;
-    let metanode = crate::chain_net::build_release()?;
+    let metanode = crate::agent_bin::build_static(&root)?;
     let http_load = peers::build_http_load(&root)?;
 
     let mut rows = Vec::new();

@@ -169,7 +169,7 @@ pub fn signed_rps_per_core(
     // The cage's own verifier: the same strict decision through per-key
     // fixed-base tables, in batches (metanode-httpsig's example, pinned
     // like the cage was).
-    let prepared = prepared_verify_per_s(metanode, dir, Duration::from_secs(2))?;
+    let prepared = prepared_verify_per_s(dir, Duration::from_secs(2))?;
     let batch_per_s = prepared["prepared_batch_per_s"].as_f64();
     let mut batch = row(
         "ed25519_prepared_batch_verify_per_s_one_core",
@@ -197,7 +197,7 @@ pub fn signed_rps_per_core(
 
 /// Runs metanode-httpsig's `verify_ceiling` example pinned to CPU 0 and
 /// returns its JSON (strict, prepared one at a time, prepared in batches).
-fn prepared_verify_per_s(metanode: &Path, dir: &Path, window: Duration) -> anyhow::Result<Value> {
+fn prepared_verify_per_s(dir: &Path, window: Duration) -> anyhow::Result<Value> {
     let root = crate::workspace_root();
     let mut build =
         std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -214,11 +214,10 @@ fn prepared_verify_per_s(metanode: &Path, dir: &Path, window: Duration) -> anyho
         crate::process::run_inherited(&mut build)?,
         "cargo build --release -p metanode-httpsig --example verify_ceiling failed"
     );
-    // Next to the metanode binary: the same target directory and profile.
-    let bin = metanode
-        .parent()
-        .map(|d| d.join("examples/verify_ceiling"))
-        .context("metanode binary has no parent directory")?;
+    let bin = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| root.join(dir))
+        .unwrap_or_else(|| root.join("target"))
+        .join("release/examples/verify_ceiling");
     let out = pinned(0, &bin)
         .arg(format!("{}", window.as_secs_f64()))
         .stderr(std::process::Stdio::inherit())

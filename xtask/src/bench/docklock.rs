@@ -10,7 +10,7 @@
 //!
 //! 1. Builds the static `docklock-probe` and the static thin launcher
 //!    `metanode-docklock` (each in its own target dir, crt-static, as the
-//!    image ships it) and `target/release/metanode`; installs Debian's
+//!    image ships it) and the static agent binary the image ships; installs Debian's
 //!    `bubblewrap` when `bwrap` is not on PATH.
 //! 2. Writes an OCI bundle under target/docklock-bench: a read-only rootfs
 //!    holding only /bin/docklock-probe, proc on /proc, a tmpfs on /tmp, all
@@ -1140,7 +1140,7 @@ pub fn run(args: &DocklockBenchArgs) -> anyhow::Result<()> {
     let bwrap_path = ensure_bwrap()?;
     let probe = build_probe(&root)?;
     let launcher = build_launcher(&root)?;
-    let metanode = crate::chain_net::build_release()?;
+    let metanode = crate::agent_bin::build_static(&root)?;
     let bundle = write_bundle(&dir, &probe)?;
     let ours = ours(&launcher, &bundle);
     let ours_cli = ours_agent_cli(&metanode, &bundle);

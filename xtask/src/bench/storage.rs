@@ -477,7 +477,8 @@ fn cargo(root: &Path) -> Command {
 /// What the builds produced, per system.
 struct Built {
     workspace_ok: bool,
-    metanode: Result<(), String>,
+    /// The static agent binary, when the HTTP series needs it.
+    metanode: Result<Option<PathBuf>, String>,
     iroh: Result<(), String>,
     helia: Result<(), String>,
 }
@@ -487,7 +488,7 @@ fn build(paths: &Paths, args: &StorageArgs, wanted: &[&'static System]) -> anyho
     if args.no_build {
         return Ok(Built {
             workspace_ok: true,
-            metanode: Ok(()),
+            metanode: Ok(None),
             iroh: Ok(()),
             helia: Ok(()),
         });
@@ -506,22 +507,12 @@ fn build(paths: &Paths, args: &StorageArgs, wanted: &[&'static System]) -> anyho
     );
 
     let metanode = if wants("ours-http") && ours_harness_source(paths) {
-        step("build agent (release): cargo build --release -p metanode --bin metanode");
-        let ok = process::run_inherited(cargo(&paths.root).args([
-            "build",
-            "--release",
-            "-p",
-            "metanode",
-            "--bin",
-            "metanode",
-        ]))?;
-        if ok {
-            Ok(())
-        } else {
-            Err("building metanode failed".to_string())
-        }
+        step("build agent: the static release binary the image ships");
+        crate::agent_bin::build_static(&paths.root)
+            .map(Some)
+            .map_err(|e| format!("building metanode failed: {e:#}"))
     } else {
-        Ok(())
+        Ok(None)
     };
 
     let iroh = if wants("iroh-blobs") {
@@ -670,13 +661,11 @@ fn readiness(system: &System, paths: &Paths, built: &Built) -> Ready {
                 Ok(h) => h,
                 Err(why) => return Ready::Missing(why),
             };
-            if let Err(why) = &built.metanode {
-                return Ready::Missing(why.clone());
-            }
-            let metanode = paths.release_bin("metanode");
-            if !metanode.exists() {
-                return Ready::Missing(format!("{} is missing", metanode.display()));
-            }
+            let metanode = match &built.metanode {
+                Ok(Some(bin)) => bin.clone(),
+                Ok(None) => return Ready::Missing("the agent binary was not built".into()),
+                Err(why) => return Ready::Missing(why.clone()),
+            };
             Ready::Http { harness, metanode }
         }
     }

@@ -50,30 +50,6 @@ fn os_release(version: &str) -> String {
     )
 }
 
-/// Builds the static `metanode` binary that becomes /init.
-fn build_static_agent(root: &Path) -> anyhow::Result<PathBuf> {
-    eprintln!("==> building static metanode (crt-static, x86_64-unknown-linux-gnu)");
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "metanode",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ])
-        .env(
-            "RUSTFLAGS",
-            "-C target-feature=+crt-static -C strip=symbols",
-        )
-        .status()
-        .context("run cargo build")?;
-    anyhow::ensure!(status.success(), "building the static metanode failed");
-    Ok(root.join("target/x86_64-unknown-linux-gnu/release/metanode"))
-}
-
 fn copy(from: &Path, to: &Path) -> anyhow::Result<u64> {
     std::fs::copy(from, to).with_context(|| format!("copy {} to {}", from.display(), to.display()))
 }
@@ -133,7 +109,7 @@ pub fn build(args: &ImageArgs) -> anyhow::Result<PathBuf> {
         return Ok(out);
     }
 
-    let agent = build_static_agent(&root)?;
+    let agent = crate::agent_bin::build_static(&root)?;
     let keys = keys::ensure(&args.keys.clone().unwrap_or_else(keys::default_dir))?;
     let db_cert = std::fs::read(keys.cert("db"))?;
 
