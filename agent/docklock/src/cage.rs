@@ -246,10 +246,9 @@ pub enum RunError {
     MultiThreaded { threads: u64 },
     #[error("run options: {0}")]
     Options(String),
-    #[error(
-        "docklock needs root: it creates the cage's cgroup and writes the user namespace's id maps (unprivileged callers would need a delegated cgroup subtree, not supported yet)"
-    )]
-    NotRoot,
+    /// What an unprivileged caller's cage cannot have (see [`Privilege::Unprivileged`]).
+    #[error("{field}: {reason} (run as root for it)")]
+    Unprivileged { field: &'static str, reason: String },
     #[error("{0}")]
     Spec(#[from] SpecError),
     #[error("mounts[{index}].source {}: {reason}", path.display())]
@@ -361,9 +360,9 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             crate::limits::WALL_TIMEOUT_MS_MAX
         )));
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(RunError::NotRoot);
+    let privilege = Privilege::of_caller();
+    if privilege.is_unprivileged() {
+        check_unprivileged(spec)?;
     }
     for dir in &opts.bind_allow {
         if !dir.is_absolute() {
@@ -373,7 +372,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             )));
         }
     }
-    let (uid_map, gid_map) = id_maps(spec)?;
+    let (uid_map, gid_map) = id_maps(spec, privilege)?;
     let host_uid = to_host_id(&uid_map, spec.process.uid).ok_or_else(|| {
         RunError::Options(format!(
             "process.user.uid {} is not mapped by the user namespace's uid map",
@@ -430,18 +429,12 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     let fifo_path = fifo_dir.path().join("urandom");
     let fifo_c = cpath(&fifo_path);
     // SAFETY: fifo_c is a valid NUL-terminated path.
-    if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o444) } != 0 {
+    if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) } != 0 {
         return Err(io_err("mkfifo")(std::io::Error::last_os_error()));
     }
-    // mkfifo is subject to the caller's umask; the cage's uid reads it as "other".
-    // SAFETY: fifo_c is a valid path.
-    if unsafe { libc::chmod(fifo_c.as_ptr(), 0o444) } != 0 {
-        return Err(io_err("chmod the randomness FIFO")(
-            std::io::Error::last_os_error(),
-        ));
-    }
     // O_RDWR so the open does not wait for a reader (and P's copy stays a reader, so the FIFO
-    // never polls as an error); non-blocking so a top-up stops when it is full.
+    // never polls as an error); non-blocking so a top-up stops when it is full. Opened while
+    // the owner may still write, which an unprivileged P needs.
     // SAFETY: fifo_c is a valid path; the returned fd is checked.
     let fifo_fd = unsafe {
         libc::open(
@@ -451,6 +444,17 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     };
     if fifo_fd < 0 {
         return Err(io_err("open the randomness FIFO")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // Then read-only for everyone, the owner included: for an unprivileged caller the cage's
+    // uid is the owner. It cannot chmod it back: the cage sees the FIFO through read-only mounts
+    // (which refuse a chmod, though not a FIFO's write open), and never by its host path.
+    // SAFETY: fifo_c is a valid path.
+    if unsafe { libc::chmod(fifo_c.as_ptr(), 0o444) } != 0 {
+        // SAFETY: fifo_fd is ours and not used elsewhere.
+        unsafe { libc::close(fifo_fd) };
+        return Err(io_err("chmod the randomness FIFO")(
             std::io::Error::last_os_error(),
         ));
     }
@@ -467,25 +471,41 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             crate::limits::URANDOM_PIPE_SIZE_BYTES as libc::c_int,
         )
     };
-    let trees = host_trees(spec, opts, opened, out_fd.as_ref(), &fifo)?;
+    let sources = host_sources(spec, opts, opened, out_fd.as_ref(), &fifo)?;
+    let bind_is_dir: Vec<Option<bool>> = sources
+        .binds
+        .iter()
+        .map(|bind| bind.as_ref().map(|(_, is_dir)| *is_dir))
+        .collect();
     crate::rootfs::create_mount_points(
         &opened.rootfs,
         &spec.mounts,
-        &trees.binds,
+        &bind_is_dir,
         opts.out_dir.is_some(),
     )
     .map_err(RunError::Setup)?;
+    let trees = match privilege {
+        Privilege::Root => CageTrees::Cloned(sources.clone_trees(false).map_err(RunError::Setup)?),
+        Privilege::Unprivileged { .. } => CageTrees::CloneInCage(sources),
+    };
     let program = resolve_program(spec, &opened.rootfs);
 
-    let layout = CgroupLayout::discover().map_err(metanode_cgroup::CgroupError::from)?;
-    let limits = cgroup_limits(spec);
-    let cgroup = CageCgroup::create(&layout, &opts.cage_id, &limits)
-        .map_err(metanode_cgroup::CgroupError::from)?;
-    let cgroup_mode = cgroup.mode();
+    let cgroup = match privilege {
+        Privilege::Root => {
+            let layout = CgroupLayout::discover().map_err(metanode_cgroup::CgroupError::from)?;
+            let limits = cgroup_limits(spec);
+            Some(
+                CageCgroup::create(&layout, &opts.cage_id, &limits)
+                    .map_err(metanode_cgroup::CgroupError::from)?,
+            )
+        }
+        Privilege::Unprivileged { .. } => None,
+    };
+    let cgroup_mode = cgroup.as_ref().map(CageCgroup::mode).unwrap_or_default();
 
     // On cgroup v2, A is created inside the cage's cgroup (clone3 CLONE_INTO_CGROUP): no
     // migration at all. Everywhere else A moves itself (see `CageCgroup::add_self`).
-    let v2_cgroup = match cgroup.v2_dir() {
+    let v2_cgroup = match cgroup.as_ref().and_then(CageCgroup::v2_dir) {
         Some(dir) => Some(
             rustix::fs::open(
                 dir,
@@ -535,7 +555,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         source: errno.into(),
     })?;
     let stdio = StdioPlan::new(opts)?;
-    let mut plan = ChildPlan::new(spec, opts, keep_caps, seccomp, trees, program);
+    let mut plan = ChildPlan::new(spec, opts, keep_caps, seccomp, trees, program, privilege);
     plan.stdout_fd = stdio.stdout_w.as_ref().map(|fd| fd.as_raw_fd());
     plan.stderr_fd = stdio
         .stderr_w
@@ -550,7 +570,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         child_main(err_w.as_raw_fd(), || {
             process_a(
                 &plan,
-                (&cgroup, a_in_v2_cgroup),
+                (cgroup.as_ref(), a_in_v2_cgroup),
                 err_w,
                 status_w,
                 sock_c,
@@ -596,12 +616,14 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             .is_ok()
             && byte[0] == b'u'
         {
-            let mapped = write_id_maps(a_pid, &uid_map, &gid_map);
+            let mapped = write_id_maps(a_pid, &uid_map, &gid_map, privilege);
             let reply: &[u8] = if mapped.is_ok() { b"m" } else { b"x" };
             let _ = std::fs::File::from(mapped_w).write_all(reply);
             if let Err(e) = mapped {
                 reap(a_pid);
-                let _ = cgroup.kill_and_remove();
+                if let Some(cgroup) = cgroup {
+                    let _ = cgroup.kill_and_remove();
+                }
                 return Err(RunError::IdMaps(e));
             }
         }
@@ -615,7 +637,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         && !wait_readable(sock_p.as_raw_fd(), deadline)
     {
         setup_timed_out = true;
-        kill_cgroup_tasks(&cgroup);
+        kill_cage(cgroup.as_ref(), a_pid);
     }
     // The listener arrives just before exec (or the socket closes when set-up failed).
     let (listener, landlock_report, b_pid) = match receive_fd(&sock_p) {
@@ -659,7 +681,8 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
         status: status_r,
         report_bytes_max: A_REPORT_HEADER_BYTES + CHILD_ERROR_BYTES_MAX,
         deadline,
-        cgroup: &cgroup,
+        cgroup: cgroup.as_ref(),
+        a_pid,
         listener,
         logical_time_ns: opts.logical_time_ns,
         audit,
@@ -688,8 +711,14 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     }
     let supervised = watched.supervised;
     let wall_ns = started.elapsed().as_nanos() as u64;
-    let usage = cgroup.usage().map_err(metanode_cgroup::CgroupError::from);
-    let removed = cgroup.kill_and_remove();
+    let (usage, removed) = match cgroup {
+        Some(cgroup) => (
+            cgroup.usage().map_err(metanode_cgroup::CgroupError::from),
+            cgroup.kill_and_remove(),
+        ),
+        // No cgroup, no counters: the receipt's cgroup mode says "unused".
+        None => (Ok(CgroupUsage::default()), Ok(())),
+    };
     // Every cage process is gone, so every copy of the pipes' write ends is closed and the relay
     // reaches end-of-file.
     let stdio_truncated = watched.relay.finish();
@@ -774,7 +803,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             RunError::Setup("the workload sent an unknown landlock status code".into())
         })?,
         seccomp_digest: seccomp.digest(),
-        namespaces: spec.namespaces.with(Namespaces::USER),
+        namespaces: cage_namespaces(spec, privilege),
         spawn_ns,
         wall_ns,
         timed_out,
@@ -813,8 +842,112 @@ fn audit_limits() -> AuditLimits {
     }
 }
 
-/// The id maps to write: the spec's (checked again: never host id 0), or the default range.
-fn id_maps(spec: &CageSpec) -> Result<(Vec<IdMapping>, Vec<IdMapping>), RunError> {
+/// Who runs the launcher. Root gets every feature. An unprivileged caller gets a cage of its
+/// own user namespace, as bwrap gives one:
+/// - one id mapped, the caller's own uid and gid as cage 0 (the kernel lets an unprivileged
+///   process map only itself, and only with setgroups denied; wider maps need newuidmap);
+/// - no cgroup (it may create none here): memory, CPU and I/O limits are refused by name, the
+///   pids limit becomes RLIMIT_NPROC (which counts the tasks of the cage's one uid in the cage's
+///   user namespace, A included, as pids.current counts A), and a pid namespace is always
+///   made, so that the kernel ends every cage task with its init;
+/// - mounts cloned by B inside the cage's mount namespace (see [`Source`]);
+/// - no Landlock denial log (the audit socket needs CAP_AUDIT_READ; recorded as unavailable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Privilege {
+    Root,
+    Unprivileged { uid: u32, gid: u32 },
+}
+
+impl Privilege {
+    fn of_caller() -> Privilege {
+        // SAFETY: geteuid/getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if uid == 0 {
+            Privilege::Root
+        } else {
+            Privilege::Unprivileged { uid, gid }
+        }
+    }
+
+    fn is_unprivileged(self) -> bool {
+        matches!(self, Privilege::Unprivileged { .. })
+    }
+}
+
+/// Refuses, by field, what an unprivileged caller's cage cannot enforce (see [`Privilege`]).
+fn check_unprivileged(spec: &CageSpec) -> Result<(), RunError> {
+    let r = &spec.resources;
+    let no_cgroup = "an unprivileged caller's cage has no cgroup to enforce it";
+    let refused = [
+        (
+            "linux.resources.memory.limit",
+            r.memory_limit_bytes.is_some(),
+        ),
+        (
+            "linux.resources.memory.swap",
+            r.memory_swap_limit_bytes.is_some(),
+        ),
+        ("linux.resources.cpu.quota", r.cpu_quota_us.is_some()),
+        ("linux.resources.cpu.period", r.cpu_period_us.is_some()),
+        ("linux.resources.cpu.shares", r.cpu_shares.is_some()),
+        ("linux.resources.blockIO.weight", r.blkio_weight.is_some()),
+    ];
+    if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+        return Err(RunError::Unprivileged {
+            field,
+            reason: no_cgroup.into(),
+        });
+    }
+    if !spec.process.additional_gids.is_empty() {
+        return Err(RunError::Unprivileged {
+            field: "process.user.additionalGids",
+            reason: "an unprivileged caller's user namespace maps one gid and must deny setgroups"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The namespaces a cage gets: the spec's, always a user namespace, and for an unprivileged
+/// caller always a pid namespace (its init's end is what ends every task of a cage without a
+/// cgroup; see [`kill_cage`]).
+fn cage_namespaces(spec: &CageSpec, privilege: Privilege) -> Namespaces {
+    let namespaces = spec.namespaces.with(Namespaces::USER);
+    match privilege {
+        Privilege::Root => namespaces,
+        Privilege::Unprivileged { .. } => namespaces.with(Namespaces::PID),
+    }
+}
+
+/// The id maps to write: the spec's (checked again: never host id 0), or the default range. An
+/// unprivileged caller maps exactly its own uid and gid (see [`Privilege`]).
+fn id_maps(
+    spec: &CageSpec,
+    privilege: Privilege,
+) -> Result<(Vec<IdMapping>, Vec<IdMapping>), RunError> {
+    if let Privilege::Unprivileged { uid, gid } = privilege {
+        let own = |maps: &[IdMapping], host_id: u32, field: &'static str| {
+            let mine = IdMapping {
+                container_id: 0,
+                host_id,
+                size: 1,
+            };
+            if maps.is_empty() || maps == [mine] {
+                Ok(vec![mine])
+            } else {
+                Err(RunError::Unprivileged {
+                    field,
+                    reason: format!(
+                        "an unprivileged caller may map only its own id as cage 0 ({{containerID: 0, hostID: {host_id}, size: 1}})"
+                    ),
+                })
+            }
+        };
+        return Ok((
+            own(&spec.uid_mappings, uid, "linux.uidMappings")?,
+            own(&spec.gid_mappings, gid, "linux.gidMappings")?,
+        ));
+    }
     crate::spec::check_id_mappings(&spec.uid_mappings, "linux.uidMappings")?;
     crate::spec::check_id_mappings(&spec.gid_mappings, "linux.gidMappings")?;
     let default = || {
@@ -886,7 +1019,7 @@ fn prepare_out_dir(out: &Path, host_uid: u32, host_gid: u32) -> Result<OwnedFd, 
     Ok(fd)
 }
 
-/// Detached mount trees P hands to B (see [`crate::rootfs::clone_tree`]).
+/// Detached mount trees B attaches (see [`crate::rootfs::clone_tree`]).
 struct HostTrees {
     rootfs: OwnedFd,
     binds: Vec<Option<BindTree>>,
@@ -894,32 +1027,127 @@ struct HostTrees {
     random: [OwnedFd; 2],
 }
 
-/// Resolves every host path of the cage once and clones it into a detached tree.
-fn host_trees(
+/// A host object the cage mounts, resolved once by P, and how it is to be cloned.
+struct Source {
+    fd: OwnedFd,
+    recursive: bool,
+    /// mount_setattr (set, clear) bits for the clone.
+    attrs: (u64, u64),
+    /// What it is, for errors.
+    what: String,
+}
+
+impl Source {
+    /// Clones the object into a detached tree (private, with `attrs`). `refind`: the object is
+    /// first found again by its path in the calling process's mount namespace and must be the
+    /// same one (device and inode). That is B's way for an unprivileged caller: P may not clone
+    /// mounts (open_tree(OPEN_TREE_CLONE) needs CAP_SYS_ADMIN over the host's mount namespace),
+    /// and B may clone only mounts of its own namespace, which is a copy of P's, so P's fd
+    /// names a mount B cannot clone while the path names its copy. No symlink is followed, and
+    /// a path swapped since P resolved it is refused.
+    fn clone_tree(&self, refind: bool) -> Result<OwnedFd, String> {
+        let fail = |step: &str, errno: rustix::io::Errno| format!("{}: {step}: {errno}", self.what);
+        let found;
+        let source = if refind {
+            let path = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+                .map_err(|e| format!("{}: find its path: {e}", self.what))?;
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{}: its path {} is not reachable from this root",
+                    self.what,
+                    path.display()
+                ));
+            }
+            found = rustix::fs::openat2(
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+                rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+            )
+            .map_err(|errno| fail(&format!("open {} again", path.display()), errno))?;
+            let was = rustix::fs::fstat(&self.fd).map_err(|errno| fail("stat", errno))?;
+            let is = rustix::fs::fstat(&found).map_err(|errno| fail("stat", errno))?;
+            if (was.st_dev, was.st_ino) != (is.st_dev, is.st_ino) {
+                return Err(format!(
+                    "{}: {} is no longer the object the launcher opened (replaced meanwhile)",
+                    self.what,
+                    path.display()
+                ));
+            }
+            &found
+        } else {
+            &self.fd
+        };
+        crate::rootfs::clone_tree(source, self.recursive, self.attrs)
+            .map_err(|errno| fail("clone as a mount tree", errno))
+    }
+}
+
+/// Every host object the cage mounts, resolved by P (see [`host_sources`]).
+struct HostSources {
+    rootfs: Source,
+    /// By index in the spec's mounts: the bind source and whether it is a directory.
+    binds: Vec<Option<(Source, bool)>>,
+    out: Option<Source>,
+    /// The seeded FIFO, cloned twice (/dev/urandom and /dev/random).
+    fifo: Source,
+}
+
+impl HostSources {
+    fn clone_trees(&self, refind: bool) -> Result<HostTrees, String> {
+        let mut binds = Vec::with_capacity(self.binds.len());
+        for bind in &self.binds {
+            binds.push(match bind {
+                Some((source, is_dir)) => Some(BindTree {
+                    tree: source.clone_tree(refind)?,
+                    is_dir: *is_dir,
+                }),
+                None => None,
+            });
+        }
+        Ok(HostTrees {
+            rootfs: self.rootfs.clone_tree(refind)?,
+            binds,
+            out: match &self.out {
+                Some(out) => Some(out.clone_tree(refind)?),
+                None => None,
+            },
+            random: [self.fifo.clone_tree(refind)?, self.fifo.clone_tree(refind)?],
+        })
+    }
+}
+
+/// The cage's mount trees as B gets them: cloned by P (root), or to be cloned by B itself in
+/// the cage's mount namespace (an unprivileged caller, see [`Source::clone_tree`]).
+enum CageTrees {
+    Cloned(HostTrees),
+    CloneInCage(HostSources),
+}
+
+/// Resolves every host path of the cage once, into fds.
+fn host_sources(
     spec: &CageSpec,
     opts: &RunOptions,
     opened: &OpenedRoot,
     out: Option<&OwnedFd>,
     fifo: &OwnedFd,
-) -> Result<HostTrees, RunError> {
-    let clone_err = |what: String| {
-        move |errno: rustix::io::Errno| RunError::Io {
-            what,
-            source: errno.into(),
-        }
+) -> Result<HostSources, RunError> {
+    let dup = |fd: &OwnedFd, what: &str| {
+        fd.try_clone().map_err(|source| RunError::Io {
+            what: format!("duplicate the fd of {what}"),
+            source,
+        })
     };
     // Device nodes and setuid files shipped in the image must not work in the cage (a block
     // device node would otherwise give raw access to a host disk): nodev + nosuid on the whole
     // tree. DockLock's own /dev is a separate mount built inside.
-    let rootfs = crate::rootfs::clone_tree(
-        &opened.rootfs,
-        true,
-        crate::rootfs::mount_attrs(libc::MS_NOSUID | libc::MS_NODEV, 0),
-    )
-    .map_err(clone_err(format!(
-        "clone the rootfs {} as a mount tree",
-        spec.rootfs.display()
-    )))?;
+    let rootfs = Source {
+        fd: dup(&opened.rootfs, "the rootfs")?,
+        recursive: true,
+        attrs: crate::rootfs::mount_attrs(libc::MS_NOSUID | libc::MS_NODEV, 0),
+        what: format!("the rootfs {}", spec.rootfs.display()),
+    };
     let bundle = match (&opened.bundle, &spec.bundle_dir) {
         (Some(fd), Some(dir)) => Some((dir.as_path(), fd)),
         _ => None,
@@ -938,48 +1166,40 @@ fn host_trees(
         })?;
         let is_dir =
             rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory;
-        let tree = crate::rootfs::clone_tree(
-            &resolved,
-            *recursive,
-            crate::rootfs::mount_attrs(
-                m.set_flags | libc::MS_NODEV | libc::MS_NOSUID,
-                m.clear_flags,
-            ),
-        )
-        .map_err(|errno| RunError::BindSource {
-            index,
-            path: source.clone(),
-            reason: format!("clone as a mount tree: {errno}"),
-        })?;
-        binds.push(Some(BindTree { tree, is_dir }));
+        binds.push(Some((
+            Source {
+                fd: resolved,
+                recursive: *recursive,
+                attrs: crate::rootfs::mount_attrs(
+                    m.set_flags | libc::MS_NODEV | libc::MS_NOSUID,
+                    m.clear_flags,
+                ),
+                what: format!("mounts[{index}].source {}", source.display()),
+            },
+            is_dir,
+        )));
     }
     let out = match out {
-        Some(fd) => Some(
-            crate::rootfs::clone_tree(
-                fd,
-                false,
-                crate::rootfs::mount_attrs(libc::MS_NOSUID | libc::MS_NODEV, libc::MS_RDONLY),
-            )
-            .map_err(clone_err(
-                "clone the outputs directory as a mount tree".into(),
-            ))?,
-        ),
+        Some(fd) => Some(Source {
+            fd: dup(fd, "the outputs directory")?,
+            recursive: false,
+            attrs: crate::rootfs::mount_attrs(libc::MS_NOSUID | libc::MS_NODEV, libc::MS_RDONLY),
+            what: "the outputs directory".into(),
+        }),
         None => None,
     };
     // The FIFO is read-only for the workload: it must not inject bytes into the stream.
-    let fifo_attrs =
-        crate::rootfs::mount_attrs(libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC, 0);
-    let random = [
-        crate::rootfs::clone_tree(fifo, false, fifo_attrs)
-            .map_err(clone_err("clone the randomness FIFO".into()))?,
-        crate::rootfs::clone_tree(fifo, false, fifo_attrs)
-            .map_err(clone_err("clone the randomness FIFO".into()))?,
-    ];
-    Ok(HostTrees {
+    let fifo = Source {
+        fd: dup(fifo, "the randomness FIFO")?,
+        recursive: false,
+        attrs: crate::rootfs::mount_attrs(libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC, 0),
+        what: "the randomness FIFO".into(),
+    };
+    Ok(HostSources {
         rootfs,
         binds,
         out,
-        random,
+        fifo,
     })
 }
 
@@ -1185,14 +1405,24 @@ fn cgroup_limits(spec: &CageSpec) -> CgroupLimits {
     }
 }
 
-/// Writes A's uid_map and gid_map. setgroups stays "allow": P is privileged in the parent
-/// namespace, so the kernel permits it and the spec's additionalGids can be set inside.
-fn write_id_maps(pid: i32, uid_map: &[IdMapping], gid_map: &[IdMapping]) -> Result<(), String> {
+/// Writes A's uid_map and gid_map. For root, setgroups stays "allow": P is privileged in the
+/// parent namespace, so the kernel permits it and the spec's additionalGids can be set inside.
+/// An unprivileged caller must deny setgroups before it may write a gid_map.
+fn write_id_maps(
+    pid: i32,
+    uid_map: &[IdMapping],
+    gid_map: &[IdMapping],
+    privilege: Privilege,
+) -> Result<(), String> {
     let text = |maps: &[IdMapping]| -> String {
         maps.iter()
             .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
             .collect()
     };
+    if privilege.is_unprivileged() {
+        let path = format!("/proc/{pid}/setgroups");
+        std::fs::write(&path, b"deny").map_err(|e| format!("{path}: {e}"))?;
+    }
     for (file, content) in [("uid_map", text(uid_map)), ("gid_map", text(gid_map))] {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, content.as_bytes()).map_err(|e| format!("{path}: {e}"))?;
@@ -1421,11 +1651,23 @@ fn wait_readable(fd: RawFd, deadline: Instant) -> bool {
     }
 }
 
-pub(crate) fn kill_cgroup_tasks(cgroup: &CageCgroup) {
-    // By the cgroup's own mechanism (cgroup.kill / freezer), not pid by pid: a pid read from
-    // cgroup.procs could be reused before the signal. A failure here is caught by the removal,
-    // which kills again and reports what survived.
-    let _ = cgroup.kill_all();
+/// Kills every task of the cage. With a cgroup, by the cgroup's own mechanism (cgroup.kill /
+/// freezer), not pid by pid: a pid read from cgroup.procs could be reused before the signal. A
+/// failure there is caught by the removal, which kills again and reports what survived.
+/// Without one (an unprivileged caller), by killing A, P's own unreaped child (so its pid
+/// cannot be reused): the kernel then kills every tracee (A traces the whole cage with
+/// PTRACE_O_EXITKILL) and B before its seizure (its parent-death signal), and with the pid
+/// namespace's init every task left in it.
+pub(crate) fn kill_cage(cgroup: Option<&CageCgroup>, a_pid: i32) {
+    match cgroup {
+        Some(cgroup) => {
+            let _ = cgroup.kill_all();
+        }
+        None => {
+            // SAFETY: kill with a valid signal; a_pid is our child, not yet reaped.
+            unsafe { libc::kill(a_pid, libc::SIGKILL) };
+        }
+    }
 }
 
 /// Receives the listener fd (SCM_RIGHTS), B's landlock report (status code, ABI, kernel ABI) and
@@ -1509,7 +1751,11 @@ fn send_fd(sock: RawFd, fd: RawFd, mut payload: [u8; 3]) -> Result<(), String> {
 
 /// Everything the children need, computed before the fork.
 struct ChildPlan {
-    trees: HostTrees,
+    trees: CageTrees,
+    /// An unprivileged caller's cage: setgroups is denied, tasks are bounded by RLIMIT_NPROC.
+    unprivileged: bool,
+    /// The RLIMIT_NPROC B sets for an unprivileged caller (the spec's pids limit or the default).
+    tasks_max: u64,
     rootfs_readonly: bool,
     mounts: Vec<CageMount>,
     masked: Vec<String>,
@@ -1544,8 +1790,9 @@ impl ChildPlan {
         opts: &RunOptions,
         keep_caps: CapSet,
         seccomp: &'static CompiledSeccomp,
-        trees: HostTrees,
+        trees: CageTrees,
         program: Option<CString>,
+        privilege: Privilege,
     ) -> ChildPlan {
         let mut env = spec.process.env.clone();
         if let Some(seed) = opts.env_shuffle_seed {
@@ -1585,12 +1832,17 @@ impl ChildPlan {
         };
         ChildPlan {
             trees,
+            unprivileged: privilege.is_unprivileged(),
+            tasks_max: spec
+                .resources
+                .pids_max
+                .unwrap_or(crate::limits::DEFAULT_PIDS_LIMIT),
             rootfs_readonly: spec.rootfs_readonly,
             mounts: spec.mounts.clone(),
             masked,
             readonly,
             hostname: spec.hostname.clone(),
-            namespaces: spec.namespaces.with(Namespaces::USER),
+            namespaces: cage_namespaces(spec, privilege),
             logical_time_ns: opts.logical_time_ns,
             args: spec
                 .process
@@ -1676,7 +1928,7 @@ fn resolve_program(spec: &CageSpec, rootfs: &OwnedFd) -> Option<CString> {
 /// forks B, relays B's status. Returns A's exit code.
 fn process_a(
     plan: &ChildPlan,
-    (cgroup, in_v2_cgroup): (&CageCgroup, bool),
+    (cgroup, in_v2_cgroup): (Option<&CageCgroup>, bool),
     err_w: OwnedFd,
     status_w: OwnedFd,
     sock: OwnedFd,
@@ -1693,7 +1945,9 @@ fn process_a(
     // fork, so that every cage process is counted and limited. A is single-threaded here, which
     // `add_self` needs (on v1 it moves the calling thread). A never drops `cgroup` (it ends in
     // _exit), so the cage is not removed from here.
-    if let Err(e) = cgroup.add_self(in_v2_cgroup) {
+    if let Some(cgroup) = cgroup
+        && let Err(e) = cgroup.add_self(in_v2_cgroup)
+    {
         report(format!("join the cage cgroup: {e}"));
         return 1;
     }
@@ -1702,7 +1956,7 @@ fn process_a(
     // against the opener's credentials. Without it A stays in the cage and P must wait for A's
     // exit before removing the cage (0.4-0.85 ms per spawn measured here). None on v2; an error
     // only costs that wait.
-    let leave = cgroup.prepare_leave().ok().flatten();
+    let leave = cgroup.and_then(|cgroup| cgroup.prepare_leave().ok().flatten());
     // Every namespace but the mount namespace: B unshares its own (owned by the user namespace
     // created here, so the same locked copy of the host's mounts), and a mount namespace of A's
     // would only be one more copy of the host's mount table to make now and to tear down, with
@@ -1822,7 +2076,11 @@ fn process_a(
     // Every cage process is gone. Leave the cage cgroup (v1: a cheap self-move) so P can remove it
     // without waiting for A's exit; then report, and only then let go of the workload's mount
     // namespace, whose teardown (held off the workload's exit by the tracer) is A's to pay.
-    let left = leave.is_some_and(|prepared| cgroup.leave_prepared(prepared).is_ok());
+    let left = match cgroup {
+        Some(cgroup) => leave.is_some_and(|prepared| cgroup.leave_prepared(prepared).is_ok()),
+        // Nothing to leave: P need not wait for A's exit.
+        None => true,
+    };
     let mut message = vec![if left { A_LEFT_CGROUP } else { A_IN_CGROUP }];
     message.extend_from_slice(&status.to_le_bytes());
     message.extend_from_slice(&tsc_reads_count.to_le_bytes());
@@ -1928,11 +2186,21 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )?;
-    // The rootfs tree P cloned (nodev, nosuid, private) is attached over this namespace's `/`:
-    // no path names it, and absolute lookups here still start at the old root (a process's root
-    // does not follow an overmount), which the /dev/null binds and /proc/self/fd rely on until
+    // For an unprivileged caller the trees are cloned here, in this namespace (see
+    // `Source::clone_tree`); P cloned them for root.
+    let cloned_here;
+    let trees = match &plan.trees {
+        CageTrees::Cloned(trees) => trees,
+        CageTrees::CloneInCage(sources) => {
+            cloned_here = sources.clone_trees(true)?;
+            &cloned_here
+        }
+    };
+    // The rootfs tree (nodev, nosuid, private) is attached over this namespace's `/`: no path
+    // names it, and absolute lookups here still start at the old root (a process's root does
+    // not follow an overmount), which the /dev/null binds and /proc/self/fd rely on until
     // pivot_root.
-    let root = &plan.trees.rootfs;
+    let root = &trees.rootfs;
     let old_root = rustix::fs::open(
         "/",
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -1944,9 +2212,9 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
     crate::rootfs::prepare(&crate::rootfs::RootfsPlan {
         root,
         mounts: &plan.mounts,
-        bind_trees: &plan.trees.binds,
-        out_tree: plan.trees.out.as_ref(),
-        random_trees: [&plan.trees.random[0], &plan.trees.random[1]],
+        bind_trees: &trees.binds,
+        out_tree: trees.out.as_ref(),
+        random_trees: [&trees.random[0], &trees.random[1]],
         masked: &plan.masked,
         readonly: &plan.readonly,
         dev_tmpfs_size_bytes: crate::limits::DEV_TMPFS_SIZE_BYTES,
@@ -2000,7 +2268,7 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
                 return Err(last_os("setresuid"));
             }
         }
-    } else {
+    } else if !plan.unprivileged {
         // SAFETY: valid (empty) group list.
         if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
             return Err(last_os("setgroups"));
@@ -2049,6 +2317,19 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         .map_err(|e| format!("close undeclared fds: {e}"))?;
     metanode_confine::drop_capabilities(plan.keep_caps)
         .map_err(|e| format!("drop capabilities: {e}"))?;
+    if plan.unprivileged {
+        // The cage's pids limit without a cgroup: the kernel counts RLIMIT_NPROC per uid in the
+        // cage's user namespace, and the cage has one uid (A, uid 0 there too, is counted, as
+        // the pids controller counts it). Before the spec's rlimits, which may lower it.
+        let limit = libc::rlimit {
+            rlim_cur: plan.tasks_max,
+            rlim_max: plan.tasks_max,
+        };
+        // SAFETY: valid rlimit pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &raw const limit) } != 0 {
+            return Err(last_os("setrlimit(RLIMIT_NPROC) to the pids limit"));
+        }
+    }
     // rlimits only after the capabilities are gone, so a spec can lower hard limits but never
     // raise them (RLIMIT_RTPRIO would otherwise let the workload starve the host with SCHED_FIFO).
     for r in &plan.rlimits {
@@ -2316,7 +2597,7 @@ mod tests {
         assert_eq!(to_host_id(&maps, 1000), None);
         assert_eq!(to_host_id(&maps, 5009), Some(200_009));
         let spec = CageSpec::from_executable(Path::new("/bin/true"), &[], &[], &[]).expect("true");
-        let (uid_map, gid_map) = id_maps(&spec).expect("default maps");
+        let (uid_map, gid_map) = id_maps(&spec, Privilege::Root).expect("default maps");
         let expected = [IdMapping {
             container_id: 0,
             host_id: crate::limits::CAGE_HOST_ID_BASE,
@@ -2324,6 +2605,93 @@ mod tests {
         }];
         assert_eq!(uid_map, expected);
         assert_eq!(gid_map, expected);
+    }
+
+    /// An unprivileged caller maps exactly its own uid and gid as cage 0: by default, or when
+    /// the spec asks for just that; any other map is refused naming the field.
+    #[test]
+    fn unprivileged_caller_maps_only_itself() {
+        let caller = Privilege::Unprivileged {
+            uid: 1000,
+            gid: 1001,
+        };
+        let mut spec =
+            CageSpec::from_executable(Path::new("/bin/true"), &[], &[], &[]).expect("true");
+        let (uid_map, gid_map) = id_maps(&spec, caller).expect("own maps");
+        let own = |host_id| {
+            [IdMapping {
+                container_id: 0,
+                host_id,
+                size: 1,
+            }]
+        };
+        assert_eq!(uid_map, own(1000));
+        assert_eq!(gid_map, own(1001));
+        spec.uid_mappings = own(1000).to_vec();
+        assert_eq!(id_maps(&spec, caller).expect("same map").0, own(1000));
+        spec.uid_mappings = vec![IdMapping {
+            container_id: 0,
+            host_id: 100_000,
+            size: 65_536,
+        }];
+        let refused = id_maps(&spec, caller).expect_err("a range is not the caller's own id");
+        assert!(
+            matches!(
+                refused,
+                RunError::Unprivileged {
+                    field: "linux.uidMappings",
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+    }
+
+    /// Limits that need a cgroup, and additional groups (setgroups is denied), are refused for
+    /// an unprivileged caller by field; the pids limit is not (it becomes RLIMIT_NPROC).
+    #[test]
+    fn unprivileged_caller_refuses_cgroup_limits_by_field() {
+        let spec = || {
+            let mut spec =
+                CageSpec::from_executable(Path::new("/bin/true"), &[], &[], &[]).expect("true");
+            // The plain-executable default memory limit (the CLI drops it for an unprivileged
+            // caller, with a warning).
+            spec.resources = Default::default();
+            spec
+        };
+        assert!(check_unprivileged(&spec()).is_ok());
+        let mut pids = spec();
+        pids.resources.pids_max = Some(32);
+        assert!(check_unprivileged(&pids).is_ok());
+        let mut memory = spec();
+        memory.resources.memory_limit_bytes = Some(1 << 28);
+        let refused = check_unprivileged(&memory).expect_err("memory limit needs a cgroup");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("linux.resources.memory.limit: "),
+            "{refused}"
+        );
+        let mut cpu = spec();
+        cpu.resources.cpu_quota_us = Some(50_000);
+        assert!(matches!(
+            check_unprivileged(&cpu),
+            Err(RunError::Unprivileged {
+                field: "linux.resources.cpu.quota",
+                ..
+            })
+        ));
+        let mut groups = spec();
+        groups.process.additional_gids = vec![5];
+        assert!(matches!(
+            check_unprivileged(&groups),
+            Err(RunError::Unprivileged {
+                field: "process.user.additionalGids",
+                ..
+            })
+        ));
+        let namespaces = cage_namespaces(&spec(), Privilege::Unprivileged { uid: 1, gid: 1 });
+        assert!(namespaces.contains(Namespaces::PID) && namespaces.contains(Namespaces::USER));
     }
 
     /// The post-run scan strips setuid/setgid bits (files only), removes device nodes, leaves

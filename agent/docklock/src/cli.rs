@@ -80,11 +80,19 @@ ruleset (read+exec everywhere, write only to writable mounts, /out and /dev; no 
 signals and abstract sockets); the reviewed seccomp allowlist, whose refusals are recorded.
 /dev/urandom is a stream seeded by --seed; CLOCK_MONOTONIC starts at --logical-time-ns.
 Unsupported spec fields are refused with their JSON path. Exit code = the workload's
-(128 + signal when killed). Needs root. A bundle takes no declared inputs (--input and
---input-cid belong to `exec`): bind-mount data from a directory given with --allow-bind.
+(128 + signal when killed). A bundle takes no declared inputs (--input and --input-cid
+belong to `exec`): bind-mount data from a directory given with --allow-bind.
 
-Cage root is never host root: without linux.uidMappings/gidMappings the cage's ids 0..65535
-are host ids 1879048192.. (0x70000000..); mappings that include host id 0 are refused. The
+Root or not: run by root, the cage gets a cgroup (memory, pids, CPU, I/O limits and
+accounting; a memory and a pids limit by default) and its Landlock denials are read back from
+the audit log. Run by any other user, the cage maps only that user (cage 0 = the caller's uid
+and gid), has no cgroup (memory, CPU and I/O limits are refused by name; the pids limit
+becomes RLIMIT_NPROC; always a pid namespace), and Landlock denials are not collected (reading
+the audit log needs CAP_AUDIT_READ); the receipt records the cgroup mode as unused.
+
+Cage root is never host root: run by root without linux.uidMappings/gidMappings, the cage's
+ids 0..65535 are host ids 1879048192.. (0x70000000..); mappings that include host id 0 are
+refused. The
 rootfs must be readable by that unprivileged uid (world-readable, as image layers are), and is
 writable only where its files belong to the mapped ids. --out is handed to the workload's
 mapped uid (it must be empty or already theirs); setuid/setgid bits found there after the run
@@ -293,7 +301,18 @@ pub fn run(cmd: DocklockCommand, out: &Output) -> anyhow::Result<()> {
                 inputs.push(input);
                 refs.push(record);
             }
-            let spec = CageSpec::from_executable(&args.program, &args.args, &args.env, &inputs)?;
+            let mut spec =
+                CageSpec::from_executable(&args.program, &args.args, &args.env, &inputs)?;
+            // The plain-executable mode's memory limit is a default, not the caller's request:
+            // an unprivileged caller's cage has no cgroup to enforce it, so it goes, said aloud.
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 && spec.resources.memory_limit_bytes.take().is_some()
+            {
+                spec.warnings.push(
+                    "no memory limit: the default one needs a cgroup, which an unprivileged caller's cage has not (run as root for it)"
+                        .into(),
+                );
+            }
             let result = run_caged(&spec, &args.cage, Vec::new(), &refs, out);
             drop(scratch);
             result

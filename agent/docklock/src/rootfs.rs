@@ -89,7 +89,7 @@ pub(crate) struct RootfsPlan<'a> {
 pub(crate) fn create_mount_points(
     root: &OwnedFd,
     mounts: &[CageMount],
-    bind_trees: &[Option<BindTree>],
+    bind_is_dir: &[Option<bool>],
     out: bool,
 ) -> Result<(), String> {
     let dev = crate::spec::CagePath::parse("/dev").map_err(|e| format!("/dev: {e}"))?;
@@ -106,10 +106,7 @@ pub(crate) fn create_mount_points(
         if m.destination.as_str() == "/dev" || covered(&m.destination, &mounts[..index]) {
             continue;
         }
-        let file = match bind_trees.get(index) {
-            Some(Some(tree)) => !tree.is_dir,
-            _ => false,
-        };
+        let file = matches!(bind_is_dir.get(index), Some(Some(false)));
         open_mountpoint(root, m.destination.as_str(), file).map_err(|e| {
             format!(
                 "mounts[{index}] ({} on {}): {e}",

@@ -251,7 +251,10 @@ pub(crate) struct Watch<'a> {
     pub(crate) report_bytes_max: usize,
     /// Killing the cage's tasks when this passes before A's report.
     pub(crate) deadline: Option<Instant>,
-    pub(crate) cgroup: &'a CageCgroup,
+    /// The cage's cgroup; None for an unprivileged caller (see `crate::cage::kill_cage`).
+    pub(crate) cgroup: Option<&'a CageCgroup>,
+    /// A, P's child: killing it ends a cage without a cgroup.
+    pub(crate) a_pid: i32,
     /// The seccomp listener (None: the workload never got its policy installed).
     pub(crate) listener: Option<OwnedFd>,
     pub(crate) logical_time_ns: u64,
@@ -298,6 +301,7 @@ impl Watch<'_> {
             report_bytes_max,
             mut deadline,
             cgroup,
+            a_pid,
             mut listener,
             logical_time_ns,
             mut audit,
@@ -361,7 +365,7 @@ impl Watch<'_> {
             if let Some(at) = deadline
                 && Instant::now() >= at
             {
-                crate::cage::kill_cgroup_tasks(cgroup);
+                crate::cage::kill_cage(cgroup, a_pid);
                 timed_out = true;
                 deadline = None;
             }
@@ -371,7 +375,7 @@ impl Watch<'_> {
                     continue;
                 }
                 // Nothing can be served any more: end the cage rather than leave it blocked.
-                crate::cage::kill_cgroup_tasks(cgroup);
+                crate::cage::kill_cage(cgroup, a_pid);
                 supervised = Some(Err(format!("polling the cage's pipes and listener: {err}")));
                 listener = None;
                 if !report_done {

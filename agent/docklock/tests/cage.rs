@@ -1098,6 +1098,116 @@ fn workload_stdio_is_a_pipe(scratch: &Path) {
 
 type Case = (&'static str, fn(&Path));
 
+/// The launcher run by an unprivileged user (nobody, through the CLI binary): the cage maps
+/// only that user, has no cgroup (the receipt's mode is "unused"), bounds tasks with
+/// RLIMIT_NPROC at the pids limit, still blocks the escape probes, and refuses a memory limit
+/// naming the field.
+fn unprivileged_caller_gets_its_own_cage(scratch: &Path) {
+    const NOBODY: u32 = 65534;
+    let unprivileged_config = |args: &[&str]| {
+        let mut config = runc_config(args);
+        config["linux"]["resources"]
+            .as_object_mut()
+            .expect("resources")
+            .remove("memory");
+        config
+    };
+    // The tempdirs are root's and 0700: the caller must be able to read the bundle.
+    let open_to_all = |dir: &Path| {
+        for entry in walk(dir) {
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+    };
+    let run_as_nobody = |bundle: &Bundle| {
+        open_to_all(bundle.dir.path());
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_metanode-docklock"));
+        cmd.arg("run").arg(bundle.dir.path()).current_dir("/");
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(NOBODY, NOBODY, NOBODY) != 0
+                    || libc::setresuid(NOBODY, NOBODY, NOBODY) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run the launcher as nobody");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let bundle = Bundle::with_config(unprivileged_config(&["fork-bomb", "--max", "1000"]));
+    let (status, stdout, stderr) = run_as_nobody(&bundle);
+    assert!(
+        status.success(),
+        "fork bomb run: {status:?} {stdout} {stderr}"
+    );
+    let line = probe_line(&stdout, &stderr);
+    assert_eq!(line["outcome"], "blocked", "{line}");
+    let detail = line["detail"].as_str().unwrap_or_default();
+    // 32 tasks: the probe, A (uid 0 of the cage too) and 30 children.
+    assert!(detail.contains("after 30 children"), "{detail}");
+    assert!(stderr.contains("cgroup Unused"), "{stderr}");
+
+    let marker = scratch.join("host-marker");
+    std::fs::write(&marker, "unprivileged-cage-marker").expect("marker");
+    open_to_all(scratch);
+    let marker_arg = marker.display().to_string();
+    for args in [
+        vec![
+            "read-host-file",
+            marker_arg.as_str(),
+            "--marker",
+            "unprivileged-cage-marker",
+        ],
+        vec!["mount"],
+        vec!["unshare-setns"],
+        vec!["write-proc-sys"],
+        vec!["ptrace-host"],
+    ] {
+        let bundle = Bundle::with_config(unprivileged_config(&args));
+        let (status, stdout, stderr) = run_as_nobody(&bundle);
+        let line = probe_line(&stdout, &stderr);
+        assert_eq!(line["outcome"], "blocked", "{args:?}: {line}");
+        assert!(status.success(), "{args:?}: {status:?} {stderr}");
+    }
+
+    let bundle = Bundle::probe(&["noop"]);
+    let (status, _, stderr) = run_as_nobody(&bundle);
+    assert!(
+        !status.success(),
+        "a memory limit must be refused: {stderr}"
+    );
+    assert!(
+        stderr.contains("linux.resources.memory.limit: ")
+            && stderr.contains("no cgroup to enforce it"),
+        "{stderr}"
+    );
+}
+
+/// Every path below `dir`, `dir` included.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    let mut at = 0;
+    while at < all.len() {
+        let path = all[at].clone();
+        at += 1;
+        if path.is_dir() && !path.is_symlink() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                all.push(entry.expect("entry").path());
+            }
+        }
+    }
+    all
+}
+
 const CASES: &[Case] = &[
     ("executable_cage_identity", executable_cage_identity),
     ("runc_bundle_dev_layout", runc_bundle_dev_layout),
@@ -1137,6 +1247,10 @@ const CASES: &[Case] = &[
         escape_probes_blocked_in_a_user_namespace,
     ),
     ("setup_failures_name_the_step", setup_failures_name_the_step),
+    (
+        "unprivileged_caller_gets_its_own_cage",
+        unprivileged_caller_gets_its_own_cage,
+    ),
     ("wall_timeout_kills_the_cage", wall_timeout_kills_the_cage),
     (
         "wall_timeout_kills_a_busy_cage",
