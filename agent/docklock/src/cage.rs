@@ -24,6 +24,15 @@
 //! sources, /out and the seeded FIFO are cloned by P into detached mount trees (open_tree) that B
 //! attaches (move_mount); no path string from the bundle is resolved after `CageSpec::load`.
 //!
+//! The above is the root caller's cage. An unprivileged caller's (see [`Privilege`]) differs:
+//! its user namespace maps only the caller (setgroups denied); there is no cgroup (limits that
+//! need one are refused by field, the pids limit is RLIMIT_NPROC, a pid namespace always), so
+//! the cage is ended by killing A ([`kill_cage`]); B clones the host objects itself, in its own
+//! mount namespace, from the objects P opened ([`Source::clone_tree`]), and removes the FIFO's
+//! path; the rootfs must be read-only and /out empty, since the workload writes as the caller.
+//! In both, A dies with P (parent-death signal) and the cage with A (PTRACE_O_EXITKILL), and B
+//! starts a session of its own, out of the caller's process group.
+//!
 //! The workload's stdout/stderr are pipes that P relays to their destination (the caller's own
 //! stdout/stderr or a capture file): a caller's terminal or file is never handed to the cage,
 //! where it could be ioctl'ed, seeked or truncated. Every forked child ends in `_exit`; a panic
@@ -413,7 +422,7 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     };
 
     let out_fd = match &opts.out_dir {
-        Some(out) => Some(prepare_out_dir(out, host_uid, host_gid)?),
+        Some(out) => Some(prepare_out_dir(out, host_uid, host_gid, privilege)?),
         None => None,
     };
     // The seeded randomness: a FIFO on the host, cloned as a mount tree over /dev/urandom and
@@ -874,6 +883,12 @@ impl Privilege {
     }
 }
 
+/// Whether this process runs cages as root (see [`Privilege`] for what a cage of any other
+/// caller lacks).
+pub fn caller_is_root() -> bool {
+    Privilege::of_caller() == Privilege::Root
+}
+
 /// Refuses, by field, what an unprivileged caller's cage cannot enforce (see [`Privilege`]).
 fn check_unprivileged(spec: &CageSpec) -> Result<(), RunError> {
     let r = &spec.resources;
@@ -903,6 +918,46 @@ fn check_unprivileged(spec: &CageSpec) -> Result<(), RunError> {
             field: "process.user.additionalGids",
             reason: "an unprivileged caller's user namespace maps one gid and must deny setgroups"
                 .into(),
+        });
+    }
+    if !spec.rootfs_readonly {
+        return Err(RunError::Unprivileged {
+            field: "root.readonly",
+            reason: "false would let the workload, which writes as the caller, change the caller's own rootfs on the host (and so every later run and replay); give writable space with a tmpfs mount or --out"
+                .into(),
+        });
+    }
+    // The pids limit becomes RLIMIT_NPROC, which B can lower but not raise past the caller's.
+    let tasks_max = r.pids_max.unwrap_or(crate::limits::DEFAULT_PIDS_LIMIT);
+    let mut caller = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &raw mut caller) } == 0
+        && caller.rlim_max != libc::RLIM_INFINITY
+        && caller.rlim_max < tasks_max
+    {
+        return Err(RunError::Unprivileged {
+            field: "linux.resources.pids.limit",
+            reason: format!(
+                "{tasks_max} tasks (the default when unset) is above the caller's RLIMIT_NPROC hard limit {}, which an unprivileged cage cannot raise; ask for fewer",
+                caller.rlim_max
+            ),
+        });
+    }
+    if let Some(r) = spec
+        .process
+        .rlimits
+        .iter()
+        .find(|r| r.resource == libc::RLIMIT_NPROC && r.hard > tasks_max)
+    {
+        return Err(RunError::Unprivileged {
+            field: "process.rlimits",
+            reason: format!(
+                "RLIMIT_NPROC hard {} is above the cage's pids limit {tasks_max}, which an unprivileged caller's cage enforces as RLIMIT_NPROC",
+                r.hard
+            ),
         });
     }
     Ok(())
@@ -978,7 +1033,12 @@ fn to_host_id(maps: &[IdMapping], id: u32) -> Option<u32> {
 /// Creates the outputs directory if needed and hands it to the workload's host ids (only the
 /// directory itself, never what is in it). A non-empty directory not already owned by them is
 /// refused rather than chowned: an operator's `--out /etc` typo must not give /etc to the cage.
-fn prepare_out_dir(out: &Path, host_uid: u32, host_gid: u32) -> Result<OwnedFd, RunError> {
+fn prepare_out_dir(
+    out: &Path,
+    host_uid: u32,
+    host_gid: u32,
+    privilege: Privilege,
+) -> Result<OwnedFd, RunError> {
     let fail = |reason: String| RunError::OutDir {
         path: out.to_path_buf(),
         reason,
@@ -994,7 +1054,9 @@ fn prepare_out_dir(out: &Path, host_uid: u32, host_gid: u32) -> Result<OwnedFd, 
     )
     .map_err(|e| fail(format!("open (it must be a directory, not a symlink): {e}")))?;
     let stat = rustix::fs::fstat(&fd).map_err(|e| fail(format!("stat: {e}")))?;
-    if stat.st_uid != host_uid || stat.st_gid != host_gid {
+    // For an unprivileged caller "already theirs" means the caller's own: `--out ~` would hand
+    // the workload the whole home directory. Its outputs directory must be empty.
+    if stat.st_uid != host_uid || stat.st_gid != host_gid || privilege.is_unprivileged() {
         let dir = fd.try_clone().map_err(|e| fail(format!("dup: {e}")))?;
         let mut entries = rustix::fs::Dir::new(dir).map_err(|e| fail(format!("read: {e}")))?;
         let non_empty = entries.any(|entry| {
@@ -1003,6 +1065,12 @@ fn prepare_out_dir(out: &Path, host_uid: u32, host_gid: u32) -> Result<OwnedFd, 
                 name != b"." && name != b".."
             })
         });
+        if non_empty && privilege.is_unprivileged() {
+            return Err(fail(
+                "not empty; an unprivileged caller's cage writes as the caller, so it gets an empty or new directory only"
+                    .into(),
+            ));
+        }
         if non_empty {
             return Err(fail(format!(
                 "not empty and owned by {}:{}, not by the cage's host ids {host_uid}:{host_gid}; give the cage an empty or its own directory",
@@ -1049,15 +1117,7 @@ impl Source {
         let fail = |step: &str, errno: rustix::io::Errno| format!("{}: {step}: {errno}", self.what);
         let found;
         let source = if refind {
-            let path = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
-                .map_err(|e| format!("{}: find its path: {e}", self.what))?;
-            if !path.is_absolute() {
-                return Err(format!(
-                    "{}: its path {} is not reachable from this root",
-                    self.what,
-                    path.display()
-                ));
-            }
+            let path = self.path()?;
             found = rustix::fs::openat2(
                 rustix::fs::CWD,
                 &path,
@@ -1079,8 +1139,30 @@ impl Source {
         } else {
             &self.fd
         };
-        crate::rootfs::clone_tree(source, self.recursive, self.attrs)
-            .map_err(|errno| fail("clone as a mount tree", errno))
+        crate::rootfs::clone_tree(source, self.recursive, self.attrs).map_err(|errno| {
+            let hint = match errno {
+                // A bind copies mounts locked together with the host's: one with mounts below
+                // it may be cloned only with them.
+                rustix::io::Errno::INVAL if refind && !self.recursive => {
+                    " (an unprivileged caller's non-recursive bind of a directory with mounts below it; use rbind)"
+                }
+                // A flag the host's mount sets (e.g. read-only) cannot be cleared from inside
+                // a user namespace.
+                rustix::io::Errno::PERM if refind => {
+                    " (an unprivileged caller cannot clear a flag the host's mount sets, such as ro or nosuid)"
+                }
+                _ => "",
+            };
+            format!("{}: clone as a mount tree: {errno}{hint}", self.what)
+        })
+    }
+}
+
+impl Source {
+    /// Where this process's mount namespace shows the object (the kernel's name for P's fd).
+    fn path(&self) -> Result<PathBuf, String> {
+        std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+            .map_err(|e| format!("{}: find its path: {e}", self.what))
     }
 }
 
@@ -1115,6 +1197,30 @@ impl HostSources {
             },
             random: [self.fifo.clone_tree(refind)?, self.fifo.clone_tree(refind)?],
         })
+    }
+
+    /// Unlinks the FIFO and its private directory once B has attached its clones (a detached
+    /// tree whose root is unlinked can no longer be attached; attached, it keeps working). For
+    /// an unprivileged caller, whose cage uid owns the FIFO (root's cage cannot even enter the
+    /// root-owned 0700 directory): then no writable bind of /dev/shm or /tmp reaches it, where
+    /// the owner could chmod it back and write. B may: it is the caller in the cage's user
+    /// namespace. Checked to be the same object first.
+    fn remove_fifo(&self) -> Result<(), String> {
+        let path = self.fifo.path()?;
+        let what = &self.fifo.what;
+        let was = rustix::fs::fstat(&self.fifo.fd).map_err(|e| format!("{what}: stat: {e}"))?;
+        let is = rustix::fs::lstat(&path)
+            .map_err(|e| format!("{what}: stat {}: {e}", path.display()))?;
+        if (was.st_dev, was.st_ino) != (is.st_dev, is.st_ino) {
+            return Err(format!("{what}: {} was replaced meanwhile", path.display()));
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| format!("{what}: remove {}: {e}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::remove_dir(dir)
+                .map_err(|e| format!("{what}: remove {}: {e}", dir.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -1751,6 +1857,8 @@ fn send_fd(sock: RawFd, fd: RawFd, mut payload: [u8; 3]) -> Result<(), String> {
 
 /// Everything the children need, computed before the fork.
 struct ChildPlan {
+    /// P's pid, which A checks after setting its parent-death signal.
+    launcher_pid: i32,
     trees: CageTrees,
     /// An unprivileged caller's cage: setgroups is denied, tasks are bounded by RLIMIT_NPROC.
     unprivileged: bool,
@@ -1831,6 +1939,7 @@ impl ChildPlan {
             log_denials_after_exec: true,
         };
         ChildPlan {
+            launcher_pid: std::process::id() as i32,
             trees,
             unprivileged: privilege.is_unprivileged(),
             tasks_max: spec
@@ -1938,6 +2047,17 @@ fn process_a(
         let mut f = std::fs::File::from(err_w.try_clone().expect_or_exit());
         let _ = f.write_all(msg.as_bytes());
     };
+    // If P dies, so does A, and with A every tracee (PTRACE_O_EXITKILL): nothing would watch
+    // the cage's deadline or answer its refused calls, and a cage without a cgroup would have
+    // no other way to be ended. Checked against P's pid afterwards: P may have died before.
+    if let Err(e) = metanode_confine::set_parent_death_signal(metanode_confine::Signal::KILL) {
+        report(format!("set the parent-death signal: {e}"));
+        return 1;
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != plan.launcher_pid {
+        return 1;
+    }
     // A traces the cage from inside its memory cgroup: it must never be the OOM victim, or the
     // run would end as a set-up failure instead of a recorded OOM kill of the workload.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
@@ -2173,6 +2293,13 @@ fn mount(
 fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> {
     metanode_confine::set_parent_death_signal(metanode_confine::Signal::KILL)
         .map_err(|e| format!("set the parent-death signal: {e}"))?;
+    // A session of its own: kill(0, ...) and kill(-pgrp, ...) reach a process group across pid
+    // namespaces, and the launcher's group holds the caller's pipeline (for an unprivileged
+    // caller the workload's uid is the caller's, so the credential check would not stop it).
+    // SAFETY: setsid only affects this process; B is not a group leader (a fork of A).
+    if unsafe { libc::setsid() } < 0 {
+        return Err(last_os("start a session of its own (setsid)"));
+    }
     // A mount namespace of B's own: pivot_root moves the root of every process of the namespace,
     // and A (the tracer) must keep seeing the host's /proc to reach B's memory.
     // SAFETY: unshare only affects this process.
@@ -2219,6 +2346,9 @@ fn process_b(plan: &ChildPlan, sock: RawFd, err_w: RawFd) -> Result<(), String> 
         readonly: &plan.readonly,
         dev_tmpfs_size_bytes: crate::limits::DEV_TMPFS_SIZE_BYTES,
     })?;
+    if let CageTrees::CloneInCage(sources) = &plan.trees {
+        sources.remove_fifo()?;
+    }
     pivot(root)?;
     if plan.rootfs_readonly {
         crate::rootfs::make_readonly(Path::new("/"))?;

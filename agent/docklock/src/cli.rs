@@ -88,7 +88,10 @@ accounting; a memory and a pids limit by default) and its Landlock denials are r
 the audit log. Run by any other user, the cage maps only that user (cage 0 = the caller's uid
 and gid), has no cgroup (memory, CPU and I/O limits are refused by name; the pids limit
 becomes RLIMIT_NPROC; always a pid namespace), and Landlock denials are not collected (reading
-the audit log needs CAP_AUDIT_READ); the receipt records the cgroup mode as unused.
+the audit log needs CAP_AUDIT_READ); the receipt records the cgroup mode as unused. As the
+workload then writes as the caller, the rootfs must be read-only and --out empty or new; it
+keeps the caller's supplementary groups (setgroups is denied in such a user namespace). The
+node's API runs cages only as root.
 
 Cage root is never host root: run by root without linux.uidMappings/gidMappings, the cage's
 ids 0..65535 are host ids 1879048192.. (0x70000000..); mappings that include host id 0 are
@@ -305,8 +308,7 @@ pub fn run(cmd: DocklockCommand, out: &Output) -> anyhow::Result<()> {
                 CageSpec::from_executable(&args.program, &args.args, &args.env, &inputs)?;
             // The plain-executable mode's memory limit is a default, not the caller's request:
             // an unprivileged caller's cage has no cgroup to enforce it, so it goes, said aloud.
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } != 0 && spec.resources.memory_limit_bytes.take().is_some()
+            if !crate::cage::caller_is_root() && spec.resources.memory_limit_bytes.take().is_some()
             {
                 spec.warnings.push(
                     "no memory limit: the default one needs a cgroup, which an unprivileged caller's cage has not (run as root for it)"

@@ -1119,10 +1119,9 @@ fn unprivileged_caller_gets_its_own_cage(scratch: &Path) {
                 .expect("chmod");
         }
     };
-    let run_as_nobody = |bundle: &Bundle| {
-        open_to_all(bundle.dir.path());
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_metanode-docklock"));
-        cmd.arg("run").arg(bundle.dir.path()).current_dir("/");
+    let as_nobody = |program: &Path| {
+        let mut cmd = std::process::Command::new(program);
+        cmd.current_dir("/");
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -1135,13 +1134,24 @@ fn unprivileged_caller_gets_its_own_cage(scratch: &Path) {
                 Ok(())
             });
         }
-        let out = cmd.output().expect("run the launcher as nobody");
+        cmd
+    };
+    let launcher = Path::new(env!("CARGO_BIN_EXE_metanode-docklock"));
+    let run_with = |bundle: &Bundle, extra: &[&str]| {
+        open_to_all(bundle.dir.path());
+        let out = as_nobody(launcher)
+            .arg("run")
+            .arg(bundle.dir.path())
+            .args(extra)
+            .output()
+            .expect("run the launcher as nobody");
         (
             out.status,
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    let run_as_nobody = |bundle: &Bundle| run_with(bundle, &[]);
 
     let bundle = Bundle::with_config(unprivileged_config(&["fork-bomb", "--max", "1000"]));
     let (status, stdout, stderr) = run_as_nobody(&bundle);
@@ -1189,6 +1199,70 @@ fn unprivileged_caller_gets_its_own_cage(scratch: &Path) {
         stderr.contains("linux.resources.memory.limit: ")
             && stderr.contains("no cgroup to enforce it"),
         "{stderr}"
+    );
+
+    // The workload writes as the caller: no writable rootfs, no non-empty /out.
+    let mut writable = unprivileged_config(&["noop"]);
+    writable["root"]["readonly"] = json!(false);
+    let (status, _, stderr) = run_as_nobody(&Bundle::with_config(writable));
+    assert!(
+        !status.success() && stderr.contains("root.readonly: "),
+        "{stderr}"
+    );
+    let out = scratch.join("out-not-empty");
+    std::fs::create_dir(&out).expect("out dir");
+    std::fs::write(out.join("keep"), "the caller's file").expect("file in out");
+    std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).expect("chown out");
+    std::os::unix::fs::chown(out.join("keep"), Some(NOBODY), Some(NOBODY)).expect("chown file");
+    let out_arg = out.display().to_string();
+    let bundle = Bundle::with_config(unprivileged_config(&["noop"]));
+    let (status, _, stderr) = run_with(&bundle, &["--out", &out_arg]);
+    assert!(
+        !status.success() && stderr.contains("not empty"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep")).expect("file kept"),
+        "the caller's file"
+    );
+
+    // A process of the caller's own uid on the host: out of the cage's reach (its own pid
+    // namespace and session), though the credential check alone would let a signal through.
+    let mut sleeper = as_nobody(Path::new("/bin/sleep"))
+        .arg("60")
+        .spawn()
+        .expect("a sleeping host process as nobody");
+    let host_pid = sleeper.id().to_string();
+    let bundle = Bundle::with_config(unprivileged_config(&[
+        "signal-host",
+        "--host-pid",
+        &host_pid,
+    ]));
+    let (status, stdout, stderr) = run_as_nobody(&bundle);
+    let line = probe_line(&stdout, &stderr);
+    let alive = sleeper.try_wait().expect("poll the sleeper").is_none();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(
+        alive,
+        "the caller's host process was killed from the cage: {line}"
+    );
+    assert_eq!(line["outcome"], "blocked", "{line}");
+    assert!(status.success(), "{status:?} {stderr}");
+
+    // Without a cgroup the deadline ends the cage by killing A (EXITKILL takes the rest).
+    let started = Instant::now();
+    let out = as_nobody(launcher)
+        .args(["exec", "--timeout-s", "1", "/bin/sleep", "--", "30"])
+        .output()
+        .expect("run a sleeping executable as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the cage outlived its 1 s deadline by far: {:?}",
+        started.elapsed()
     );
 }
 

@@ -125,6 +125,15 @@ impl DocklockService {
     }
 
     fn run_locked(&self, request: CageRunRequest) -> Result<CageRunResponse, CageRunError> {
+        // The launcher would give an unprivileged agent a weaker cage (no cgroup: no memory
+        // limit, no usage accounting). An operator's CLI may choose that; the node's API, whose
+        // callers cannot see it, must not fall into it because the agent lost root.
+        if !metanode_docklock::cage::caller_is_root() {
+            return Err(CageRunError::Failed(
+                "the agent runs cages only as root (an unprivileged agent's cages would have no cgroup: no memory limit, no usage accounting)"
+                    .into(),
+            ));
+        }
         let failed = |e: anyhow::Error| CageRunError::Failed(format!("{e:#}"));
         let run_dir = tempfile::Builder::new()
             .prefix("run-")
