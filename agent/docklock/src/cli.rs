@@ -90,8 +90,9 @@ and gid), has no cgroup (memory, CPU and I/O limits are refused by name; the pid
 becomes RLIMIT_NPROC; always a pid namespace), and Landlock denials are not collected (reading
 the audit log needs CAP_AUDIT_READ); the receipt records the cgroup mode as unused. As the
 workload then writes as the caller, the rootfs must be read-only and --out empty or new; it
-keeps the caller's supplementary groups (setgroups is denied in such a user namespace). The
-node's API runs cages only as root.
+keeps the caller's supplementary groups (setgroups is denied in such a user namespace), and
+mount points missing from the rootfs are created as the caller. The node's API runs cages only
+as root.
 
 Cage root is never host root: run by root without linux.uidMappings/gidMappings, the cage's
 ids 0..65535 are host ids 1879048192.. (0x70000000..); mappings that include host id 0 are

@@ -1201,6 +1201,60 @@ fn unprivileged_caller_gets_its_own_cage(scratch: &Path) {
         "{stderr}"
     );
 
+    // B clones the bind sources and /out itself (found again by path, same inode): a bind from
+    // the bundle is visible read-only, and outputs land in an empty --out, as the caller's.
+    let mut with_bind = unprivileged_config(&["write-output", "--count", "2"]);
+    with_bind["mounts"].as_array_mut().expect("mounts").push(
+        json!({"destination": "/data", "type": "bind", "source": "data", "options": ["bind", "ro"]}),
+    );
+    let bundle = Bundle::with_config(with_bind);
+    std::fs::create_dir(bundle.dir.path().join("data")).expect("bind source");
+    std::fs::write(bundle.dir.path().join("data/seen"), "bound-into-the-cage").expect("bind file");
+    // The mount point, made by the bundle's owner: nobody may not create it in root's rootfs.
+    std::fs::create_dir(bundle.rootfs().join("data")).expect("mount point");
+    let out_new = scratch.join("out-new");
+    std::fs::create_dir(&out_new).expect("out dir");
+    std::os::unix::fs::chown(&out_new, Some(NOBODY), Some(NOBODY)).expect("chown out");
+    let out_new_arg = out_new.display().to_string();
+    let (status, stdout, stderr) = run_with(&bundle, &["--out", &out_new_arg]);
+    let line = probe_line(&stdout, &stderr);
+    assert!(status.success(), "bind + --out run: {status:?} {stderr}");
+    assert_eq!(line["outcome"], "ok", "{line}");
+    let written: Vec<_> = std::fs::read_dir(&out_new)
+        .expect("read out")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    for file in &written {
+        assert_eq!(
+            std::fs::metadata(file).expect("output").uid(),
+            NOBODY,
+            "{}",
+            file.display()
+        );
+    }
+    let mut read_bound = unprivileged_config(&[
+        "read-host-file",
+        "/data/seen",
+        "--marker",
+        "bound-into-the-cage",
+    ]);
+    read_bound["mounts"].as_array_mut().expect("mounts").push(
+        json!({"destination": "/data", "type": "bind", "source": "data", "options": ["bind", "ro"]}),
+    );
+    let bundle = Bundle::with_config(read_bound);
+    std::fs::create_dir(bundle.dir.path().join("data")).expect("bind source");
+    std::fs::write(bundle.dir.path().join("data/seen"), "bound-into-the-cage").expect("bind file");
+    // The mount point, made by the bundle's owner: nobody may not create it in root's rootfs.
+    std::fs::create_dir(bundle.rootfs().join("data")).expect("mount point");
+    let (_, stdout, stderr) = run_as_nobody(&bundle);
+    // "escaped" is the probe's word for "the marker was read": here the declared bind works.
+    assert_eq!(
+        probe_line(&stdout, &stderr)["outcome"],
+        "escaped",
+        "{stderr}"
+    );
+
     // The workload writes as the caller: no writable rootfs, no non-empty /out.
     let mut writable = unprivileged_config(&["noop"]);
     writable["root"]["readonly"] = json!(false);
