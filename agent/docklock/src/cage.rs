@@ -456,19 +456,17 @@ pub fn run(spec: &CageSpec, opts: &RunOptions) -> Result<RunOutcome, RunError> {
             std::io::Error::last_os_error(),
         ));
     }
+    // SAFETY: open succeeded; we own the fd.
+    let fifo = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
     // Then read-only for everyone, the owner included: for an unprivileged caller the cage's
     // uid is the owner. It cannot chmod it back: the cage sees the FIFO through read-only mounts
     // (which refuse a chmod, though not a FIFO's write open), and never by its host path.
     // SAFETY: fifo_c is a valid path.
     if unsafe { libc::chmod(fifo_c.as_ptr(), 0o444) } != 0 {
-        // SAFETY: fifo_fd is ours and not used elsewhere.
-        unsafe { libc::close(fifo_fd) };
         return Err(io_err("chmod the randomness FIFO")(
             std::io::Error::last_os_error(),
         ));
     }
-    // SAFETY: open succeeded; we own the fd.
-    let fifo = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
     // A pipe buffer kept full (pre-filled below, topped up by the watch loop) makes a read of up to
     // this size return whole, so a workload that does not loop on short reads still sees the same
     // bytes run after run. Best effort: past the user's pipe page quota the kernel may give less.
@@ -928,7 +926,7 @@ fn check_unprivileged(spec: &CageSpec) -> Result<(), RunError> {
         });
     }
     // The pids limit becomes RLIMIT_NPROC, which B can lower but not raise past the caller's.
-    let tasks_max = r.pids_max.unwrap_or(crate::limits::DEFAULT_PIDS_LIMIT);
+    let tasks_max = pids_limit(spec);
     let mut caller = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -1126,15 +1124,8 @@ impl Source {
                 rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS,
             )
             .map_err(|errno| fail(&format!("open {} again", path.display()), errno))?;
-            let was = rustix::fs::fstat(&self.fd).map_err(|errno| fail("stat", errno))?;
             let is = rustix::fs::fstat(&found).map_err(|errno| fail("stat", errno))?;
-            if (was.st_dev, was.st_ino) != (is.st_dev, is.st_ino) {
-                return Err(format!(
-                    "{}: {} is no longer the object the launcher opened (replaced meanwhile)",
-                    self.what,
-                    path.display()
-                ));
-            }
+            self.check_same(&path, &is)?;
             &found
         } else {
             &self.fd
@@ -1156,13 +1147,25 @@ impl Source {
             format!("{}: clone as a mount tree: {errno}{hint}", self.what)
         })
     }
-}
 
-impl Source {
     /// Where this process's mount namespace shows the object (the kernel's name for P's fd).
     fn path(&self) -> Result<PathBuf, String> {
         std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
             .map_err(|e| format!("{}: find its path: {e}", self.what))
+    }
+
+    /// Refuses `is` (what `path` names now) unless it is the object P opened: same device and
+    /// inode, so a path swapped since P resolved it is never cloned or removed.
+    fn check_same(&self, path: &Path, is: &rustix::fs::Stat) -> Result<(), String> {
+        let was = rustix::fs::fstat(&self.fd).map_err(|e| format!("{}: stat: {e}", self.what))?;
+        if (was.st_dev, was.st_ino) != (is.st_dev, is.st_ino) {
+            return Err(format!(
+                "{}: {} is no longer the object the launcher opened (replaced meanwhile)",
+                self.what,
+                path.display()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1208,12 +1211,9 @@ impl HostSources {
     fn remove_fifo(&self) -> Result<(), String> {
         let path = self.fifo.path()?;
         let what = &self.fifo.what;
-        let was = rustix::fs::fstat(&self.fifo.fd).map_err(|e| format!("{what}: stat: {e}"))?;
         let is = rustix::fs::lstat(&path)
             .map_err(|e| format!("{what}: stat {}: {e}", path.display()))?;
-        if (was.st_dev, was.st_ino) != (is.st_dev, is.st_ino) {
-            return Err(format!("{what}: {} was replaced meanwhile", path.display()));
-        }
+        self.fifo.check_same(&path, &is)?;
         std::fs::remove_file(&path)
             .map_err(|e| format!("{what}: remove {}: {e}", path.display()))?;
         if let Some(dir) = path.parent() {
@@ -1484,6 +1484,14 @@ impl OutScan {
     }
 }
 
+/// The cage's task limit: the spec's, else the operator's default (a fork bomb must stay inside
+/// the cage). pids.max for root's cage, RLIMIT_NPROC for an unprivileged caller's.
+fn pids_limit(spec: &CageSpec) -> u64 {
+    spec.resources
+        .pids_max
+        .unwrap_or(crate::limits::DEFAULT_PIDS_LIMIT)
+}
+
 fn cgroup_limits(spec: &CageSpec) -> CgroupLimits {
     let r = &spec.resources;
     CgroupLimits {
@@ -1498,7 +1506,7 @@ fn cgroup_limits(spec: &CageSpec) -> CgroupLimits {
             (Some(total), Some(mem)) => Some(total.saturating_sub(mem)),
             _ => None,
         },
-        pids_max: Some(r.pids_max.unwrap_or(crate::limits::DEFAULT_PIDS_LIMIT)),
+        pids_max: Some(pids_limit(spec)),
         cpu_quota_us: r.cpu_quota_us,
         cpu_period_us: r.cpu_period_us,
         // runc's shares→weight conversion.
@@ -1942,10 +1950,7 @@ impl ChildPlan {
             launcher_pid: std::process::id() as i32,
             trees,
             unprivileged: privilege.is_unprivileged(),
-            tasks_max: spec
-                .resources
-                .pids_max
-                .unwrap_or(crate::limits::DEFAULT_PIDS_LIMIT),
+            tasks_max: pids_limit(spec),
             rootfs_readonly: spec.rootfs_readonly,
             mounts: spec.mounts.clone(),
             masked,
