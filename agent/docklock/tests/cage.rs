@@ -1203,15 +1203,21 @@ fn unprivileged_caller_gets_its_own_cage(scratch: &Path) {
 
     // B clones the bind sources and /out itself (found again by path, same inode): a bind from
     // the bundle is visible read-only, and outputs land in an empty --out, as the caller's.
-    let mut with_bind = unprivileged_config(&["write-output", "--count", "2"]);
-    with_bind["mounts"].as_array_mut().expect("mounts").push(
-        json!({"destination": "/data", "type": "bind", "source": "data", "options": ["bind", "ro"]}),
-    );
-    let bundle = Bundle::with_config(with_bind);
-    std::fs::create_dir(bundle.dir.path().join("data")).expect("bind source");
-    std::fs::write(bundle.dir.path().join("data/seen"), "bound-into-the-cage").expect("bind file");
-    // The mount point, made by the bundle's owner: nobody may not create it in root's rootfs.
-    std::fs::create_dir(bundle.rootfs().join("data")).expect("mount point");
+    // A bundle whose `data` directory (holding `seen`) is bound read-only at /data.
+    let with_data_bind = |args: &[&str]| {
+        let mut config = unprivileged_config(args);
+        config["mounts"].as_array_mut().expect("mounts").push(
+            json!({"destination": "/data", "type": "bind", "source": "data", "options": ["bind", "ro"]}),
+        );
+        let bundle = Bundle::with_config(config);
+        std::fs::create_dir(bundle.dir.path().join("data")).expect("bind source");
+        std::fs::write(bundle.dir.path().join("data/seen"), "bound-into-the-cage")
+            .expect("bind file");
+        // The mount point, made by the bundle's owner: nobody may not create it in root's rootfs.
+        std::fs::create_dir(bundle.rootfs().join("data")).expect("mount point");
+        bundle
+    };
+    let bundle = with_data_bind(&["write-output", "--count", "2"]);
     let out_new = scratch.join("out-new");
     std::fs::create_dir(&out_new).expect("out dir");
     std::os::unix::fs::chown(&out_new, Some(NOBODY), Some(NOBODY)).expect("chown out");
@@ -1233,20 +1239,12 @@ fn unprivileged_caller_gets_its_own_cage(scratch: &Path) {
             file.display()
         );
     }
-    let mut read_bound = unprivileged_config(&[
+    let bundle = with_data_bind(&[
         "read-host-file",
         "/data/seen",
         "--marker",
         "bound-into-the-cage",
     ]);
-    read_bound["mounts"].as_array_mut().expect("mounts").push(
-        json!({"destination": "/data", "type": "bind", "source": "data", "options": ["bind", "ro"]}),
-    );
-    let bundle = Bundle::with_config(read_bound);
-    std::fs::create_dir(bundle.dir.path().join("data")).expect("bind source");
-    std::fs::write(bundle.dir.path().join("data/seen"), "bound-into-the-cage").expect("bind file");
-    // The mount point, made by the bundle's owner: nobody may not create it in root's rootfs.
-    std::fs::create_dir(bundle.rootfs().join("data")).expect("mount point");
     let (_, stdout, stderr) = run_as_nobody(&bundle);
     // "escaped" is the probe's word for "the marker was read": here the declared bind works.
     assert_eq!(
