@@ -19,9 +19,7 @@ const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=symbols";
 
 /// Where [`build_static`] leaves the binary (in `CARGO_TARGET_DIR` when that is set).
 pub fn static_path(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| root.join(dir))
-        .unwrap_or_else(|| root.join("target"))
+    crate::target_dir(root)
         .join(STATIC_TARGET)
         .join("release/metanode")
 }

@@ -214,10 +214,7 @@ fn prepared_verify_per_s(dir: &Path, window: Duration) -> anyhow::Result<Value> 
         crate::process::run_inherited(&mut build)?,
         "cargo build --release -p metanode-httpsig --example verify_ceiling failed"
     );
-    let bin = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| root.join(dir))
-        .unwrap_or_else(|| root.join("target"))
-        .join("release/examples/verify_ceiling");
+    let bin = crate::target_dir(&root).join("release/examples/verify_ceiling");
     let out = pinned(0, &bin)
         .arg(format!("{}", window.as_secs_f64()))
         .stderr(std::process::Stdio::inherit())

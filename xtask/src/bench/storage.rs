@@ -441,9 +441,7 @@ struct Paths {
 impl Paths {
     fn new() -> Self {
         let root = workspace_root();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let target = crate::target_dir(&root);
         let cache = std::env::var_os("METANODE_CACHE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/cache/metanode"));
