@@ -88,10 +88,19 @@ pub const DEFAULT_REPLAY_CACHE_ENTRIES: u64 = 1_000_000;
 // ---- config: rate limits ----
 
 /// Token buckets one limiter keeps (per IP, per key, per yellow source).
-/// When full, refilled buckets are dropped first (a full bucket is the same
-/// as no bucket), then arbitrary ones.
+/// When a limiter's shard is full, its least recently used bucket is dropped
+/// in O(1): it has the most time to have refilled, and a full bucket is the
+/// same as no bucket.
 pub const RATE_BUCKETS_COUNT_RANGE: RangeInclusive<u64> = 1..=16_000_000;
 pub const DEFAULT_RATE_BUCKETS_COUNT_MAX: u64 = 1_000_000;
+/// Locks one rate limiter's buckets are split over, each on its own cache
+/// line. Every worker (one per core) takes a limiter's lock on every request;
+/// with one lock they all serialize on it and its cache line moves between
+/// cores per request. With 64, two workers meet on a lock for 1 in 64
+/// request pairs, and the locks cost 8 KiB per limiter. A power of two so the
+/// shard is a mask of the key's hash; fewer when `buckets_count_max` is
+/// smaller, so every shard holds at least one bucket.
+pub const RATE_BUCKETS_SHARDS_COUNT_MAX: usize = 64;
 
 // ---- signature verification batches ----
 
@@ -171,6 +180,7 @@ const _: () = assert!(in_u64(
     DEFAULT_RATE_BUCKETS_COUNT_MAX,
     &RATE_BUCKETS_COUNT_RANGE
 ));
+const _: () = assert!(RATE_BUCKETS_SHARDS_COUNT_MAX.is_power_of_two());
 const _: () = assert!(in_u32(
     DEFAULT_RECEIPT_BATCH_COUNT_MAX,
     &RECEIPT_BATCH_COUNT_RANGE
