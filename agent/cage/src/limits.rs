@@ -120,6 +120,9 @@ pub const RECEIPT_BATCH_COUNT_RANGE: RangeInclusive<u32> = 1..=65_536;
 pub const DEFAULT_RECEIPT_BATCH_COUNT_MAX: u32 = 4096;
 pub const RECEIPT_FLUSH_INTERVAL_MS_RANGE: RangeInclusive<u64> = 1..=60_000;
 pub const DEFAULT_RECEIPT_FLUSH_INTERVAL_MS: u64 = 200;
+/// Receipt lanes (one per worker thread, see `receipt::bind_receipt_lane`);
+/// the cage runs at most `WORKERS_COUNT_MAX` workers.
+pub const RECEIPT_LANES_COUNT_MAX: usize = WORKERS_COUNT_MAX as usize;
 /// Sealed batches waiting for the writer; when full, requests wait (every
 /// request must get a receipt, so the proxy slows down instead of dropping).
 pub const RECEIPT_CHANNEL_BATCHES_COUNT_MAX: usize = 16;

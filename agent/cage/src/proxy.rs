@@ -224,6 +224,10 @@ impl Server {
             burst: r.burst,
         };
 
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        };
         let metrics = Arc::new(Metrics::new());
         let sink = FileSink::open(&config.receipts.path, &signing_key.public_key())?;
         let receipts = ReceiptLog::start(
@@ -231,13 +235,9 @@ impl Server {
             signing_key,
             &config.receipts,
             metrics.clone(),
+            workers,
         )
         .map_err(ServeError::ReceiptWriter)?;
-
-        let workers = match config.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n as usize,
-        };
         let bind_err = |source| ServeError::Bind {
             addr: config.listen,
             source,
@@ -319,6 +319,7 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name(format!("cage-worker-{i}"))
                 .spawn(move || {
+                    crate::receipt::bind_receipt_lane(i);
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

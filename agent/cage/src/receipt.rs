@@ -28,9 +28,11 @@
 //! `prev_batch_hash` chains the batches: deleting, reordering or replacing a
 //! batch breaks verification, not only editing one.
 //!
-//! Durability: a batch is sealed when it holds `batch_count_max` receipts or
-//! after `flush_interval_ms`, and is on disk (write + fsync) before the next
-//! batch is written. Responses do not wait for their batch, so a crash loses
+//! Batching: each worker thread fills its own lane's batch, so recording a
+//! receipt touches no memory another core writes. A batch is sealed when it
+//! holds `batch_count_max` receipts, when a later-numbered batch fills (so
+//! a quiet lane never holds the others back), or after `flush_interval_ms`,
+//! and is on disk (write + fsync) before the next batch is written. Responses do not wait for their batch, so a crash loses
 //! at most the receipts of the batches not yet synced; a torn last frame is
 //! cut off when the file is reopened. Putting sealed batches into the content
 //! store as well is left to the agent (a batch is one canonical byte string,
@@ -41,7 +43,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use metanode_core::encoding::{
@@ -57,7 +59,7 @@ use tokio::sync::mpsc;
 use crate::config::ReceiptsConfig;
 use crate::limits::{
     KEY_ID_LEN_BYTES_MAX, RECEIPT_BATCH_COUNT_RANGE, RECEIPT_CHANNEL_BATCHES_COUNT_MAX,
-    RECEIPT_DETAIL_LEN_BYTES_MAX, RECEIPT_FRAME_BYTES_MAX,
+    RECEIPT_DETAIL_LEN_BYTES_MAX, RECEIPT_FRAME_BYTES_MAX, RECEIPT_LANES_COUNT_MAX,
 };
 use crate::metrics::Metrics;
 
@@ -1121,7 +1123,6 @@ impl ReceiptSink for FileSink {
 pub struct ReceiptTicket {
     pub receipt_hash: Hash32,
     pub batch_index: u64,
-    pub receipt_seq: u64,
 }
 
 impl ReceiptTicket {
@@ -1147,17 +1148,16 @@ struct PendingBatch {
     hashes: Vec<Hash32>,
 }
 
-/// Batch buffers the writer has emptied, handed back to the assembler so
-/// a batch does not grow fresh vectors (and copy them as they double) every
-/// time. Bounded: one spare set per batch in flight is plenty.
-#[derive(Debug, Default)]
+/// Batch buffers the writer has emptied, handed back to the lanes so a
+/// batch does not grow fresh vectors (and copy them as they double) every
+/// time. Bounded: a few spare sets per lane are plenty.
+#[derive(Debug)]
 struct Spares {
     sets: Mutex<Vec<(Vec<u8>, Vec<Hash32>)>>,
+    sets_count_max: usize,
 }
 
 impl Spares {
-    const SETS_COUNT_MAX: usize = 4;
-
     fn take(&self) -> (Vec<u8>, Vec<Hash32>) {
         self.sets.lock().pop().unwrap_or_default()
     }
@@ -1166,70 +1166,150 @@ impl Spares {
         bytes.clear();
         hashes.clear();
         let mut sets = self.sets.lock();
-        if sets.len() < Self::SETS_COUNT_MAX {
+        if sets.len() < self.sets_count_max {
             sets.push((bytes, hashes));
         }
     }
 }
 
-struct Assembler {
-    next_batch_index: u64,
-    next_receipt_seq: u64,
+/// A sealed batch and the sender that hands it to the writer.
+type Sealed = (PendingBatch, mpsc::Sender<PendingBatch>);
+
+/// One lane's open batch. Each worker thread records into its own lane
+/// (see [`bind_receipt_lane`]), so a request takes a lock no other core
+/// touches and appends to memory no other core writes: no cache line moves
+/// between cores per request, only per batch.
+#[derive(Default)]
+struct Lane {
+    /// The index reserved for the open batch; `None` while it is empty.
+    batch_index: Option<u64>,
     receipt_bytes: Vec<u8>,
     hashes: Vec<Hash32>,
+    /// `None` once the log is closed: the lane then refuses receipts.
     tx: Option<mpsc::Sender<PendingBatch>>,
-    spares: Arc<Spares>,
 }
 
-impl Assembler {
+impl Lane {
     /// Takes the open batch (if any) with a sender to hand it to the
-    /// writer. Called under the lock so indices follow the order receipts
-    /// were numbered; the send itself happens after the lock is released
-    /// (the writer puts batches back in index order), so a request never
-    /// waits for another worker while holding it.
-    fn take(&mut self) -> Result<Option<(PendingBatch, mpsc::Sender<PendingBatch>)>, RecordError> {
-        if self.hashes.is_empty() {
+    /// writer; the send happens after the lane's lock is released.
+    fn take(&mut self, spares: &Spares) -> Result<Option<Sealed>, RecordError> {
+        let Some(batch_index) = self.batch_index else {
             return Ok(None);
-        }
+        };
         let tx = self.tx.clone().ok_or(RecordError::WriterStopped)?;
-        let (bytes, hashes) = self.spares.take();
+        let (bytes, hashes) = spares.take();
         let batch = PendingBatch {
-            batch_index: self.next_batch_index,
+            batch_index,
             receipt_bytes: std::mem::replace(&mut self.receipt_bytes, bytes),
             hashes: std::mem::replace(&mut self.hashes, hashes),
         };
-        self.next_batch_index += 1;
+        self.batch_index = None;
         Ok(Some((batch, tx)))
     }
 }
 
-/// Hands a sealed batch to the writer; waits when the writer is behind (a
-/// slow disk slows requests instead of growing memory or losing receipts).
-async fn send_batch(
-    sealed: Option<(PendingBatch, mpsc::Sender<PendingBatch>)>,
-) -> Result<(), RecordError> {
-    match sealed {
-        None => Ok(()),
-        Some((batch, tx)) => tx.send(batch).await.map_err(|_| RecordError::WriterStopped),
+/// A lane padded to its own cache lines, so two workers' lanes never share
+/// one (the point of lanes).
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedLane(Mutex<Lane>);
+
+/// The lanes and the batch numbering they share.
+///
+/// Numbering: a lane reserves its batch's index when the batch gets its
+/// first receipt (one atomic add per batch), so a response can name its
+/// batch at once. The writer stores batches in index order and holds early
+/// ones back; so that a quiet lane never holds the others' batches (in
+/// memory, undurable) until its timer, a lane that seals a full batch also
+/// seals every other lane's open batch with a lower index. Reservation
+/// happens under the lane's lock and indices only grow, so after that sweep
+/// no lower index is still open anywhere.
+struct Assembler {
+    lanes: Box<[PaddedLane]>,
+    next_batch_index: AtomicU64,
+    spares: Arc<Spares>,
+}
+
+impl Assembler {
+    /// Every lane's open batch, lowest index first.
+    fn take_all(&self) -> Result<Vec<Sealed>, RecordError> {
+        self.take_where(|_| true)
+    }
+
+    /// The open batches whose index passes `pick`, lowest index first.
+    fn take_where(&self, pick: impl Fn(u64) -> bool) -> Result<Vec<Sealed>, RecordError> {
+        let mut sealed = Vec::new();
+        for lane in &self.lanes {
+            let mut lane = lane.0.lock();
+            if lane.batch_index.is_some_and(&pick)
+                && let Some(s) = lane.take(&self.spares)?
+            {
+                sealed.push(s);
+            }
+        }
+        sealed.sort_unstable_by_key(|(batch, _)| batch.batch_index);
+        Ok(sealed)
     }
 }
 
-/// The running receipt pipeline: requests record, a timer seals partial
-/// batches, one writer thread signs and appends.
-#[derive(Debug)]
+/// Hands sealed batches to the writer, in the order given; waits when the
+/// writer is behind (a slow disk slows requests instead of growing memory
+/// or losing receipts).
+async fn send_batches(sealed: Vec<Sealed>) -> Result<(), RecordError> {
+    for (batch, tx) in sealed {
+        tx.send(batch)
+            .await
+            .map_err(|_| RecordError::WriterStopped)?;
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// The receipt lane of this thread: set by [`bind_receipt_lane`], else
+    /// taken from [`NEXT_UNBOUND_LANE`] on the thread's first receipt.
+    static RECEIPT_LANE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+static NEXT_UNBOUND_LANE: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes this thread record into lane `lane` (modulo the log's lane count).
+/// The cage's worker `i` binds lane `i`, so workers never share one; a
+/// thread that never binds gets the next lane in turn.
+pub fn bind_receipt_lane(lane: usize) {
+    RECEIPT_LANE.with(|l| l.set(Some(lane)));
+}
+
+fn this_thread_lane(lanes_count: usize) -> usize {
+    let lane = RECEIPT_LANE.with(|l| match l.get() {
+        Some(lane) => lane,
+        None => {
+            let lane = NEXT_UNBOUND_LANE.fetch_add(1, Ordering::Relaxed);
+            l.set(Some(lane));
+            lane
+        }
+    });
+    lane % lanes_count
+}
+
+/// The running receipt pipeline: requests record into per-worker lanes, a
+/// timer seals partial batches, one writer thread signs and appends.
 pub struct ReceiptLog {
-    assembler: Arc<Mutex<Assembler>>,
+    assembler: Arc<Assembler>,
     batch_count_max: usize,
     healthy: Arc<AtomicBool>,
     timer: tokio::task::JoinHandle<()>,
     writer: parking_lot::Mutex<Option<std::thread::JoinHandle<WriterReport>>>,
 }
 
-impl std::fmt::Debug for Assembler {
+impl std::fmt::Debug for ReceiptLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Assembler")
-            .field("next_batch_index", &self.next_batch_index)
-            .field("pending", &self.hashes.len())
+        f.debug_struct("ReceiptLog")
+            .field("lanes", &self.assembler.lanes.len())
+            .field(
+                "next_batch_index",
+                &self.assembler.next_batch_index.load(Ordering::Relaxed),
+            )
+            .field("batch_count_max", &self.batch_count_max)
             .finish()
     }
 }
@@ -1253,16 +1333,25 @@ thread_local! {
 
 impl ReceiptLog {
     /// Starts the writer thread and the flush timer (needs a tokio runtime).
+    /// `lanes_count` is the number of threads that record at once (the
+    /// cage's workers); see [`bind_receipt_lane`].
     pub fn start(
         sink: Box<dyn ReceiptSink>,
         key: SigningKey,
         config: &ReceiptsConfig,
         metrics: Arc<Metrics>,
+        lanes_count: usize,
     ) -> Result<ReceiptLog, io::Error> {
+        let lanes_count = lanes_count.clamp(1, RECEIPT_LANES_COUNT_MAX);
         let tip = sink.tip();
         let (tx, rx) = mpsc::channel(RECEIPT_CHANNEL_BATCHES_COUNT_MAX);
         let healthy = Arc::new(AtomicBool::new(true));
-        let spares = Arc::new(Spares::default());
+        let spares = Arc::new(Spares {
+            sets: Mutex::new(Vec::new()),
+            // One set per lane plus one per batch in the channel would cover
+            // every batch in flight; more would only hold memory.
+            sets_count_max: lanes_count + 2,
+        });
         let writer = {
             let healthy = healthy.clone();
             let spares = spares.clone();
@@ -1271,14 +1360,19 @@ impl ReceiptLog {
                 .spawn(move || write_batches(sink, key, rx, healthy, metrics, spares))?
         };
         let batch_count_max = config.batch_count_max as usize;
-        let assembler = Arc::new(Mutex::new(Assembler {
-            next_batch_index: tip.next_batch_index,
-            next_receipt_seq: tip.next_receipt_seq,
-            receipt_bytes: Vec::new(),
-            hashes: Vec::new(),
-            tx: Some(tx),
+        let assembler = Arc::new(Assembler {
+            lanes: (0..lanes_count)
+                .map(|_| {
+                    PaddedLane(Mutex::new(Lane {
+                        tx: Some(tx.clone()),
+                        ..Lane::default()
+                    }))
+                })
+                .collect(),
+            next_batch_index: AtomicU64::new(tip.next_batch_index),
             spares,
-        }));
+        });
+        drop(tx);
         let timer = {
             let assembler = assembler.clone();
             let interval = config.flush_interval();
@@ -1287,9 +1381,10 @@ impl ReceiptLog {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let sealed = assembler.lock().take();
-                    let Ok(sealed) = sealed else { return };
-                    if send_batch(sealed).await.is_err() {
+                    let Ok(sealed) = assembler.take_all() else {
+                        return;
+                    };
+                    if send_batches(sealed).await.is_err() {
                         return;
                     }
                 }
@@ -1309,64 +1404,80 @@ impl ReceiptLog {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Adds a receipt to the current batch; returns its hash and batch.
+    /// Adds a receipt to this thread's lane; returns its hash and batch.
     /// The receipt is encoded once, into a per-thread buffer, hashed from
     /// there and its bytes appended to the batch (what the writer stores).
     pub async fn record(&self, receipt: ReceiptView<'_>) -> Result<ReceiptTicket, RecordError> {
-        let sealed = RECEIPT_SCRATCH.with_borrow_mut(|scratch| {
+        let assembler = &*self.assembler;
+        let lane = &assembler.lanes[this_thread_lane(assembler.lanes.len())];
+        let (ticket, own) = RECEIPT_SCRATCH.with_borrow_mut(|scratch| {
             let receipt_hash = receipt.hash_into(scratch)?;
             let encoded = scratch.get(RECEIPT_HASH_PREFIX_BYTES..).unwrap_or_default();
-            let mut a = self.assembler.lock();
-            if a.tx.is_none() {
+            let mut lane = lane.0.lock();
+            if lane.tx.is_none() {
                 return Err(RecordError::WriterStopped);
             }
-            let ticket = ReceiptTicket {
-                receipt_hash,
-                batch_index: a.next_batch_index,
-                receipt_seq: a.next_receipt_seq,
+            let batch_index = match lane.batch_index {
+                Some(index) => index,
+                None => {
+                    let index = assembler.next_batch_index.fetch_add(1, Ordering::Relaxed);
+                    lane.batch_index = Some(index);
+                    index
+                }
             };
-            a.next_receipt_seq += 1;
-            if a.hashes.capacity() == 0 {
-                // First batch (later ones reuse the writer's spares): size
-                // it once instead of doubling up to the batch size.
-                a.hashes.reserve_exact(self.batch_count_max);
-                a.receipt_bytes
+            if lane.hashes.capacity() == 0 {
+                // First batch of this lane (later ones reuse the writer's
+                // spares): size it once instead of doubling up to the
+                // batch size.
+                lane.hashes.reserve_exact(self.batch_count_max);
+                lane.receipt_bytes
                     .reserve_exact(self.batch_count_max * (encoded.len() + 16));
             }
-            a.receipt_bytes.extend_from_slice(encoded);
-            a.hashes.push(receipt_hash);
-            let sealed = if a.hashes.len() >= self.batch_count_max {
-                a.take()?
+            lane.receipt_bytes.extend_from_slice(encoded);
+            lane.hashes.push(receipt_hash);
+            // Sealed under the same lock that filled it: a thread sharing
+            // the lane can never push it past the batch size.
+            let own = if lane.hashes.len() >= self.batch_count_max {
+                lane.take(&assembler.spares)?
             } else {
                 None
             };
-            Ok((ticket, sealed))
-        });
-        let (ticket, sealed) = sealed?;
-        send_batch(sealed).await?;
+            let ticket = ReceiptTicket {
+                receipt_hash,
+                batch_index,
+            };
+            Ok((ticket, own))
+        })?;
+        if let Some(own) = own {
+            // Every open batch numbered before this one (see [`Assembler`]),
+            // so the writer need not hold this one back for them.
+            let mut sealed = assembler.take_where(|index| index < ticket.batch_index)?;
+            sealed.push(own);
+            send_batches(sealed).await?;
+        }
         Ok(ticket)
     }
 
-    /// Seals the current batch now (it is written shortly after).
+    /// Seals every open batch now (they are written shortly after).
     pub async fn flush(&self) -> Result<(), RecordError> {
-        let sealed = self.assembler.lock().take()?;
-        send_batch(sealed).await
+        send_batches(self.assembler.take_all()?).await
     }
 
-    /// Seals the last batch, stops the writer and waits until everything is
-    /// on disk. Later [`ReceiptLog::record`] calls fail with
+    /// Seals the last batches, stops the writer and waits until everything
+    /// is on disk. Later [`ReceiptLog::record`] calls fail with
     /// [`RecordError::WriterStopped`]; a second close reports an error.
     pub async fn close(&self) -> WriterReport {
         self.timer.abort();
-        let sealed = {
-            let mut a = self.assembler.lock();
-            let sealed = a.take();
-            a.tx = None;
-            sealed
-        };
-        if let Ok(sealed) = sealed {
-            let _ = send_batch(sealed).await;
+        let mut sealed = Vec::new();
+        for lane in &self.assembler.lanes {
+            let mut lane = lane.0.lock();
+            if let Ok(Some(s)) = lane.take(&self.assembler.spares) {
+                sealed.push(s);
+            }
+            lane.tx = None;
         }
+        sealed.sort_unstable_by_key(|(batch, _)| batch.batch_index);
+        let _ = send_batches(sealed).await;
         let writer = self.writer.lock().take();
         let joined = tokio::task::spawn_blocking(move || writer.map(|w| w.join()))
             .await
@@ -1404,8 +1515,9 @@ fn write_batches(
         tip: sink.tip(),
         error: None,
     };
-    // Batches are numbered under the assembler lock but sent after it, so
-    // two workers' batches may arrive swapped; hold early ones back.
+    // Lanes number their batches when they open them and seal them when
+    // full or on the timer, so batches may arrive out of order; hold early
+    // ones back (see `Assembler` for why few ever wait).
     let mut early: std::collections::BTreeMap<u64, PendingBatch> =
         std::collections::BTreeMap::new();
     while let Some(arrived) = rx.blocking_recv() {
@@ -1740,6 +1852,7 @@ mod tests {
             SigningKey::from_seed(&[3; 32]),
             &config,
             metrics.clone(),
+            1,
         )
         .unwrap();
         let mut tickets = Vec::new();
@@ -1750,7 +1863,6 @@ mod tests {
         assert_eq!(tickets[3].batch_index, 0);
         assert_eq!(tickets[4].batch_index, 1);
         assert_eq!(tickets[9].batch_index, 2);
-        assert_eq!(tickets[9].receipt_seq, 9);
         assert_eq!(tickets[5].receipt_hash, sample(5).hash().unwrap());
         assert!(tickets[5].header_value().ends_with("; batch=1"));
         let report = log.close().await;
@@ -1765,5 +1877,132 @@ mod tests {
         let all = read_receipts(&path, &key.public_key()).unwrap();
         assert_eq!(all, (0..10).map(sample).collect::<Vec<_>>());
         assert_eq!(metrics.snapshot().receipts_written, 10);
+    }
+
+    /// A sink that also notes how many receipts each appended batch held,
+    /// so a test can tell which batch a receipt landed in.
+    struct CountingSink {
+        inner: FileSink,
+        counts: Arc<Mutex<Vec<(u64, u32)>>>,
+    }
+
+    impl ReceiptSink for CountingSink {
+        fn tip(&self) -> ChainTip {
+            self.inner.tip()
+        }
+
+        fn append(&mut self, batch: &EncodedBatch) -> Result<(), SinkError> {
+            self.inner.append(batch)?;
+            self.counts
+                .lock()
+                .push((batch.header.batch_index, batch.header.receipts_count));
+            Ok(())
+        }
+    }
+
+    /// Four threads record, each into its own lane: two quiet ones first,
+    /// then two busy ones at once. Every receipt lands in the batch its
+    /// ticket names, batches are chained in index order with no gap, and a
+    /// full batch also seals the quiet lanes' older batches (the timer is an
+    /// hour away here).
+    #[test]
+    fn lanes_number_batches_and_keep_every_receipt_in_its_named_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_seed(&[4; 32]);
+        let path = dir.path().join("r.log");
+        let config = ReceiptsConfig {
+            path: path.clone(),
+            batch_count_max: 8,
+            flush_interval_ms: 3_600_000,
+            response_header: false,
+        };
+        let counts = Arc::new(Mutex::new(Vec::new()));
+        let sink = CountingSink {
+            inner: FileSink::open(&path, &key.public_key()).unwrap(),
+            counts: counts.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let log = Arc::new(
+            runtime
+                .block_on(async {
+                    ReceiptLog::start(
+                        Box::new(sink),
+                        SigningKey::from_seed(&[4; 32]),
+                        &config,
+                        Arc::new(Metrics::new()),
+                        4,
+                    )
+                })
+                .unwrap(),
+        );
+        // Quiet lanes 2 and 3 record 3 receipts first, opening batches 0
+        // and 1; then busy lanes 0 and 1 record 200 each (25 full batches).
+        let record_in = |lane: usize, count: u64| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                bind_receipt_lane(lane);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                (0..count)
+                    .map(|i| {
+                        let receipt = sample(lane as u64 * 1_000 + i);
+                        let ticket = rt.block_on(log.record(receipt.as_view())).unwrap();
+                        (receipt, ticket)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let mut recorded: Vec<(Receipt, ReceiptTicket)> = Vec::new();
+        recorded.extend(record_in(2, 3).join().unwrap());
+        recorded.extend(record_in(3, 3).join().unwrap());
+        let quiet: Vec<u64> = recorded.iter().map(|(_, t)| t.batch_index).collect();
+        assert_eq!(quiet, [0, 0, 0, 1, 1, 1]);
+        for t in [record_in(0, 200), record_in(1, 200)] {
+            recorded.extend(t.join().unwrap());
+        }
+        // The quiet lanes' partial batches were sealed without the timer (an
+        // hour away), by the sweep of a later full batch, and written (if the sweep is removed,
+        // this waits out the deadline and fails).
+        for lane in &log.assembler.lanes[2..] {
+            assert_eq!(lane.0.lock().batch_index, None);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !counts.lock().iter().any(|(index, _)| *index == 1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "batch 1 was never written: {:?}",
+                counts.lock()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let report = runtime.block_on(log.close());
+        assert_eq!(report.error, None);
+        assert_eq!(report.receipts_written, 406);
+
+        let counts = counts.lock().clone();
+        let indices: Vec<u64> = counts.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indices, (0..counts.len() as u64).collect::<Vec<_>>());
+        assert!(counts.iter().all(|(_, n)| (1..=8).contains(n)));
+        let all = read_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!(all.len(), 406);
+        let mut batch_of = std::collections::HashMap::new();
+        let mut at = 0usize;
+        for (index, n) in &counts {
+            for r in &all[at..at + *n as usize] {
+                batch_of.insert(r.hash().unwrap(), *index);
+            }
+            at += *n as usize;
+        }
+        for (receipt, ticket) in &recorded {
+            assert_eq!(ticket.receipt_hash, receipt.hash().unwrap());
+            assert_eq!(
+                batch_of.get(&ticket.receipt_hash),
+                Some(&ticket.batch_index)
+            );
+        }
     }
 }
