@@ -99,8 +99,14 @@ pub const DEFAULT_RATE_BUCKETS_COUNT_MAX: u64 = 1_000_000;
 /// cores per request. With 64, two workers meet on a lock for 1 in 64
 /// request pairs, and the locks cost 8 KiB per limiter. A power of two so the
 /// shard is a mask of the key's hash; fewer when `buckets_count_max` is
-/// smaller, so every shard holds at least one bucket.
+/// small (see the next bound).
 pub const RATE_BUCKETS_SHARDS_COUNT_MAX: usize = 64;
+/// Fewest buckets per shard. Each shard evicts when it alone is full, and
+/// keys spread over shards by hash, not evenly: with 1,024 or more per shard
+/// a shard fills within a few percent of the whole limiter's bound (a
+/// binomial spread of about sqrt(1024) = 32), while a limiter of 16 split
+/// 16 ways would evict at its second key whenever two keys met in a shard.
+pub const RATE_BUCKETS_SHARD_KEYS_MIN: usize = 1024;
 
 // ---- signature verification batches ----
 

@@ -36,7 +36,7 @@ use crossbeam_utils::CachePadded;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::limits::RATE_BUCKETS_SHARDS_COUNT_MAX;
+use crate::limits::{RATE_BUCKETS_SHARD_KEYS_MIN, RATE_BUCKETS_SHARDS_COUNT_MAX};
 
 /// Refill rate and capacity of one bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,16 +133,20 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
         Self::with_shards(buckets_count_max, RATE_BUCKETS_SHARDS_COUNT_MAX)
     }
 
-    /// At most `shards_count_max` shards, rounded down to a power of two and
-    /// never more than `buckets_count_max`, so every shard holds a bucket.
-    /// Split out of `new` so tests can use one shard and know which key the
-    /// LRU evicts.
+    /// At most `shards_count_max` shards, rounded down to a power of two,
+    /// and no more than leave each shard [`RATE_BUCKETS_SHARD_KEYS_MIN`]
+    /// buckets. A shard evicts when *it* is full, so with a few buckets per
+    /// shard two keys hashed to one shard would evict each other while the
+    /// limiter as a whole had room; a small limiter is one shard, an exact
+    /// LRU. Split out of `new` so tests can choose the shard count.
     fn with_shards(buckets_count_max: usize, shards_count_max: usize) -> Self {
         assert!(
             buckets_count_max >= 1,
             "a limiter needs room for one bucket"
         );
-        let shards_limit = shards_count_max.clamp(1, buckets_count_max);
+        let shards_limit = shards_count_max
+            .min(buckets_count_max / RATE_BUCKETS_SHARD_KEYS_MIN)
+            .max(1);
         let shards_count = 1usize << shards_limit.ilog2();
         // Split the capacity exactly: the floor to every shard, one more to
         // the first `remainder` shards.
@@ -297,15 +301,24 @@ mod tests {
             rate_per_s: 0,
             burst: 1,
         };
-        for buckets_count_max in [1usize, 2, 3, 63, 64, 65, 127, 1000] {
+        // (bound, shards expected): one shard below 2 x 1024 buckets, then
+        // powers of two up to 64.
+        for (buckets_count_max, shards_count) in [
+            (1usize, 1usize),
+            (16, 1),
+            (2047, 1),
+            (2048, 2),
+            (5000, 4),
+            (64 * 1024 + 7, 64),
+            (300_000, 64),
+        ] {
             let b = KeyedBuckets::new(buckets_count_max);
             let shares: Vec<usize> = b
                 .shards
                 .iter()
                 .map(|shard| shard.lock().buckets_count_max)
                 .collect();
-            assert!(shares.len().is_power_of_two());
-            assert!(shares.len() <= RATE_BUCKETS_SHARDS_COUNT_MAX.min(buckets_count_max));
+            assert_eq!(shares.len(), shards_count, "bound {buckets_count_max}");
             assert!(shares.iter().all(|&share| share >= 1));
             assert_eq!(shares.iter().sum::<usize>(), buckets_count_max);
             // Shares differ by at most one.
@@ -313,12 +326,23 @@ mod tests {
             let share_max = shares.iter().max().copied().unwrap_or(0);
             assert!(share_max - share_min <= 1);
 
+            // Up to its bound, a limiter keeps every key: no shard is full
+            // before the whole is (exact with one shard).
+            if shards_count == 1 {
+                for key in 0..buckets_count_max as u64 {
+                    assert!(b.try_take(&key, rate, t0));
+                }
+                assert_eq!(b.len(), buckets_count_max);
+            }
             // Far more keys than room, so every shard fills whatever the
-            // hash (a shard missing its share is below 1e-20 per shard).
-            let keys_count = 20 * buckets_count_max + 2000;
+            // hash (each shard expects 3x its share; missing it is below
+            // 1e-100 per shard).
+            let keys_count = 3 * buckets_count_max + 2000;
             for key in 0..keys_count as u64 {
-                assert!(b.try_take(&key, rate, t0));
-                assert!(b.len() <= buckets_count_max);
+                assert!(b.try_take(&(key + 1_000_000_000), rate, t0));
+                if key % 997 == 0 {
+                    assert!(b.len() <= buckets_count_max);
+                }
             }
             assert_eq!(b.len(), buckets_count_max);
         }
