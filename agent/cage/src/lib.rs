@@ -35,6 +35,6 @@ pub use lights::{PolicyHandle, allow_all_policy};
 pub use metrics::{Metrics, MetricsSnapshot, render_prometheus};
 pub use proxy::{KEY_ID_HEADER, RECEIPT_HEADER, ServeError, ServeReport, Server, serve};
 pub use receipt::{
-    Decision, EncodedBatch, FileSink, Receipt, ReceiptSink, ReceiptView, SignedBatch, VerifyReport,
-    read_receipts, verify_receipts,
+    BatchReplica, BatchReplicaError, Decision, EncodedBatch, FileSink, Receipt, ReceiptSink,
+    ReceiptView, ReplicatedSink, SignedBatch, VerifyReport, read_receipts, verify_receipts,
 };

@@ -129,6 +129,10 @@ pub const DEFAULT_RECEIPT_FLUSH_INTERVAL_MS: u64 = 200;
 /// Receipt lanes (one per worker thread, see `receipt::bind_receipt_lane`);
 /// the cage runs at most `WORKERS_COUNT_MAX` workers.
 pub const RECEIPT_LANES_COUNT_MAX: usize = WORKERS_COUNT_MAX as usize;
+/// Batches (bytes) waiting for the content store while it fails; beyond
+/// this the oldest are dropped from the queue (they stay in the receipt
+/// file). Four default-size batches of the largest receipts.
+pub const RECEIPT_REPLICA_BACKLOG_BYTES_MAX: usize = 4 * 4096 * RECEIPT_ENCODED_BYTES_MAX as usize;
 /// Sealed batches waiting for the writer; when full, requests wait (every
 /// request must get a receipt, so the proxy slows down instead of dropping).
 pub const RECEIPT_CHANNEL_BATCHES_COUNT_MAX: usize = 16;

@@ -47,6 +47,9 @@ pub struct Metrics {
     receipt_batches_written: AtomicU64,
     receipts_written: AtomicU64,
     receipt_write_errors: AtomicU64,
+    receipt_batches_replicated: AtomicU64,
+    receipt_replica_errors: AtomicU64,
+    receipt_batches_replica_dropped: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -68,6 +71,12 @@ pub struct MetricsSnapshot {
     pub receipt_batches_written: u64,
     pub receipts_written: u64,
     pub receipt_write_errors: u64,
+    /// Batches also stored in the replica (the node's content store).
+    pub receipt_batches_replicated: u64,
+    /// Failed replica puts (each batch stays queued for a retry).
+    pub receipt_replica_errors: u64,
+    /// Batches given up on by the replica queue (they are in the file).
+    pub receipt_batches_replica_dropped: u64,
 }
 
 impl MetricsSnapshot {
@@ -139,6 +148,15 @@ impl Metrics {
     pub(crate) fn receipt_write_failed(&self) {
         inc(&self.receipt_write_errors);
     }
+    pub(crate) fn receipt_batch_replicated(&self) {
+        inc(&self.receipt_batches_replicated);
+    }
+    pub(crate) fn receipt_replica_failed(&self) {
+        inc(&self.receipt_replica_errors);
+    }
+    pub(crate) fn receipt_batch_replica_dropped(&self) {
+        inc(&self.receipt_batches_replica_dropped);
+    }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -171,6 +189,9 @@ impl Metrics {
             receipt_batches_written: get(&self.receipt_batches_written),
             receipts_written: get(&self.receipts_written),
             receipt_write_errors: get(&self.receipt_write_errors),
+            receipt_batches_replicated: get(&self.receipt_batches_replicated),
+            receipt_replica_errors: get(&self.receipt_replica_errors),
+            receipt_batches_replica_dropped: get(&self.receipt_batches_replica_dropped),
         }
     }
 }
@@ -258,6 +279,24 @@ pub fn render_prometheus(s: &MetricsSnapshot, out: &mut String) {
             "counter",
             "Receipt writer failures (the cage then refuses requests).",
             s.receipt_write_errors,
+        ),
+        (
+            "receipt_batches_replicated_total",
+            "counter",
+            "Signed receipt batches also stored in the node's content store.",
+            s.receipt_batches_replicated,
+        ),
+        (
+            "receipt_replica_errors_total",
+            "counter",
+            "Failed puts of a receipt batch into the content store (retried with the next batch).",
+            s.receipt_replica_errors,
+        ),
+        (
+            "receipt_batches_replica_dropped_total",
+            "counter",
+            "Receipt batches the content-store queue gave up on (they stay in the receipt file).",
+            s.receipt_batches_replica_dropped,
         ),
     ];
     for (name, kind, help, value) in counters {

@@ -41,8 +41,8 @@ use crate::limits::{
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::ratelimit::{KeyedBuckets, Rate};
 use crate::receipt::{
-    Decision, FileSink, OpenSinkError, ReceiptLog, ReceiptView, RequestHashInput, WriterReport,
-    now_unix_ms, request_hash, truncate_utf8,
+    BatchReplica, Decision, FileSink, OpenSinkError, ReceiptLog, ReceiptSink, ReceiptView,
+    ReplicatedSink, RequestHashInput, WriterReport, now_unix_ms, request_hash, truncate_utf8,
 };
 use crate::verifier::Verifier;
 
@@ -186,6 +186,18 @@ impl Server {
         policy: PolicyHandle,
         signing_key: SigningKey,
     ) -> Result<Server, ServeError> {
+        Self::bind_with_replica(config, policy, signing_key, None).await
+    }
+
+    /// [`Server::bind`], and every receipt batch, once in the receipt file,
+    /// also goes to `replica` (the agent's content store; see
+    /// [`ReplicatedSink`]).
+    pub async fn bind_with_replica(
+        config: CageConfig,
+        policy: PolicyHandle,
+        signing_key: SigningKey,
+        replica: Option<Box<dyn BatchReplica>>,
+    ) -> Result<Server, ServeError> {
         config.validate()?;
         let mut keys = KeyDirectory::new();
         for (key_id, key) in config.load_keys()? {
@@ -229,9 +241,13 @@ impl Server {
             n => n as usize,
         };
         let metrics = Arc::new(Metrics::new());
-        let sink = FileSink::open(&config.receipts.path, &signing_key.public_key())?;
+        let file = FileSink::open(&config.receipts.path, &signing_key.public_key())?;
+        let sink: Box<dyn ReceiptSink> = match replica {
+            None => Box::new(file),
+            Some(replica) => Box::new(ReplicatedSink::new(file, replica, metrics.clone())),
+        };
         let receipts = ReceiptLog::start(
-            Box::new(sink),
+            sink,
             signing_key,
             &config.receipts,
             metrics.clone(),

@@ -34,9 +34,9 @@
 //! a quiet lane never holds the others back), or after `flush_interval_ms`,
 //! and is on disk (write + fsync) before the next batch is written. Responses do not wait for their batch, so a crash loses
 //! at most the receipts of the batches not yet synced; a torn last frame is
-//! cut off when the file is reopened. Putting sealed batches into the content
-//! store as well is left to the agent (a batch is one canonical byte string,
-//! ready to be stored as a blob).
+//! cut off when the file is reopened. Inside the agent every sealed batch is
+//! also put into the node's content store, pinned ([`ReplicatedSink`]): a
+//! batch is one canonical byte string, so its CID names it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -60,6 +60,7 @@ use crate::config::ReceiptsConfig;
 use crate::limits::{
     KEY_ID_LEN_BYTES_MAX, RECEIPT_BATCH_COUNT_RANGE, RECEIPT_CHANNEL_BATCHES_COUNT_MAX,
     RECEIPT_DETAIL_LEN_BYTES_MAX, RECEIPT_FRAME_BYTES_MAX, RECEIPT_LANES_COUNT_MAX,
+    RECEIPT_REPLICA_BACKLOG_BYTES_MAX,
 };
 use crate::metrics::Metrics;
 
@@ -1118,6 +1119,133 @@ impl ReceiptSink for FileSink {
     }
 }
 
+/// A second home for sealed batches: the agent stores each one in its
+/// content store, so the audit trail is content-addressed like every other
+/// blob of the node (and travels with it) besides sitting in the receipt
+/// file.
+pub trait BatchReplica: Send + 'static {
+    /// Stores one signed batch: its canonical `SignedBatch` bytes (a file
+    /// frame without the length). Returns where it went (a CID), for the log.
+    fn put(&mut self, signed_batch: &[u8]) -> Result<String, BatchReplicaError>;
+}
+
+/// Why a replica could not store a batch.
+pub type BatchReplicaError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A batch the replica has not taken yet.
+struct ReplicaBacklogItem {
+    batch_index: u64,
+    signed_batch: Vec<u8>,
+}
+
+/// A [`ReceiptSink`] that hands every batch its inner sink has stored to a
+/// [`BatchReplica`] as well.
+///
+/// The inner sink (the receipt file) is the record: a batch is acknowledged
+/// when it is there, and only its failure stops the cage. A replica that
+/// fails (a full store, say) keeps the batch in a backlog, retried in order
+/// before the next batch, and is counted; a backlog over
+/// [`RECEIPT_REPLICA_BACKLOG_BYTES_MAX`] drops its oldest batches, counted
+/// and logged, since they are in the file anyway.
+pub struct ReplicatedSink<S> {
+    inner: S,
+    replica: Box<dyn BatchReplica>,
+    metrics: Arc<Metrics>,
+    backlog: std::collections::VecDeque<ReplicaBacklogItem>,
+    backlog_bytes: usize,
+    /// [`RECEIPT_REPLICA_BACKLOG_BYTES_MAX`]; a field so tests can shrink it.
+    backlog_bytes_max: usize,
+    /// Frame buffer reused across batches.
+    frame: Vec<u8>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for ReplicatedSink<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedSink")
+            .field("inner", &self.inner)
+            .field("backlog", &self.backlog.len())
+            .field("backlog_bytes", &self.backlog_bytes)
+            .finish()
+    }
+}
+
+impl<S: ReceiptSink> ReplicatedSink<S> {
+    pub fn new(inner: S, replica: Box<dyn BatchReplica>, metrics: Arc<Metrics>) -> Self {
+        ReplicatedSink {
+            inner,
+            replica,
+            metrics,
+            backlog: std::collections::VecDeque::new(),
+            backlog_bytes: 0,
+            backlog_bytes_max: RECEIPT_REPLICA_BACKLOG_BYTES_MAX,
+            frame: Vec::new(),
+        }
+    }
+
+    /// Batches waiting for the replica.
+    pub fn backlog_count(&self) -> usize {
+        self.backlog.len()
+    }
+
+    fn drain_backlog(&mut self) {
+        while let Some(item) = self.backlog.front() {
+            match self.replica.put(&item.signed_batch) {
+                Ok(id) => {
+                    tracing::debug!(batch_index = item.batch_index, id, "receipt batch stored");
+                    self.metrics.receipt_batch_replicated();
+                    self.backlog_bytes -= item.signed_batch.len();
+                    self.backlog.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        batch_index = item.batch_index,
+                        error = %e,
+                        waiting = self.backlog.len(),
+                        "cannot store a receipt batch in the content store; retrying with the next batch"
+                    );
+                    self.metrics.receipt_replica_failed();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl<S: ReceiptSink> ReceiptSink for ReplicatedSink<S> {
+    fn tip(&self) -> ChainTip {
+        self.inner.tip()
+    }
+
+    fn append(&mut self, batch: &EncodedBatch) -> Result<(), SinkError> {
+        self.inner.append(batch)?;
+        self.frame.clear();
+        batch
+            .write_frame(&mut self.frame)
+            .map_err(|source| SinkError::Encode {
+                batch_index: batch.header.batch_index,
+                source,
+            })?;
+        let signed_batch = self.frame.get(4..).unwrap_or_default().to_vec();
+        self.backlog_bytes += signed_batch.len();
+        self.backlog.push_back(ReplicaBacklogItem {
+            batch_index: batch.header.batch_index,
+            signed_batch,
+        });
+        while self.backlog_bytes > self.backlog_bytes_max && self.backlog.len() > 1 {
+            if let Some(dropped) = self.backlog.pop_front() {
+                self.backlog_bytes -= dropped.signed_batch.len();
+                tracing::error!(
+                    batch_index = dropped.batch_index,
+                    "the content store is still failing; receipt batch kept only in the receipt file"
+                );
+                self.metrics.receipt_batch_replica_dropped();
+            }
+        }
+        self.drain_backlog();
+        Ok(())
+    }
+}
+
 /// What a response header can promise about its receipt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReceiptTicket {
@@ -2004,5 +2132,111 @@ mod tests {
                 Some(&ticket.batch_index)
             );
         }
+    }
+
+    /// A replica that keeps what it is given and fails while told to.
+    #[derive(Clone, Default)]
+    struct FakeReplica {
+        stored: Arc<Mutex<Vec<Vec<u8>>>>,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl BatchReplica for FakeReplica {
+        fn put(&mut self, signed_batch: &[u8]) -> Result<String, BatchReplicaError> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err("store is full".into());
+            }
+            let mut stored = self.stored.lock();
+            stored.push(signed_batch.to_vec());
+            Ok(format!("blob-{}", stored.len()))
+        }
+    }
+
+    /// The signed batches (frames without their length) of a receipt file.
+    fn file_batches(path: &Path) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut at = 8;
+        let mut out = Vec::new();
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            out.push(bytes[at + 4..at + 4 + len].to_vec());
+            at += 4 + len;
+        }
+        out
+    }
+
+    /// Every batch the file gets, the replica gets too, byte for byte and in
+    /// order; while the replica fails, batches wait and are retried in
+    /// order; an over-full backlog drops its oldest, counted; the file never
+    /// misses a batch.
+    #[test]
+    fn replicated_sink_copies_every_batch_and_retries_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_seed(&[6; 32]);
+        let path = dir.path().join("r.log");
+        let replica = FakeReplica::default();
+        let metrics = Arc::new(Metrics::new());
+        let mut sink = ReplicatedSink::new(
+            FileSink::open(&path, &key.public_key()).unwrap(),
+            Box::new(replica.clone()),
+            metrics.clone(),
+        );
+        let append = |sink: &mut ReplicatedSink<FileSink>, b: u64| {
+            let receipts: Vec<Receipt> = (0..3).map(|i| sample(b * 3 + i)).collect();
+            let hashes: Vec<Hash32> = receipts.iter().map(|r| r.hash().unwrap()).collect();
+            let batch = SignedBatch::seal(&sink.tip(), receipts, &hashes, &key, 1);
+            sink.append(&batch.to_encoded().unwrap()).unwrap();
+        };
+        append(&mut sink, 0);
+        // Failing: batches 1 and 2 wait.
+        replica.failing.store(true, Ordering::Relaxed);
+        append(&mut sink, 1);
+        append(&mut sink, 2);
+        assert_eq!(sink.backlog_count(), 2);
+        assert_eq!(replica.stored.lock().len(), 1);
+        // Recovered: 1, 2 and 3 arrive in order with the next batch.
+        replica.failing.store(false, Ordering::Relaxed);
+        append(&mut sink, 3);
+        assert_eq!(sink.backlog_count(), 0);
+        assert!(
+            *replica.stored.lock() == file_batches(&path),
+            "the replica got other bytes than the file, or in another order"
+        );
+        // Each stored blob is a whole signed batch.
+        for blob in replica.stored.lock().iter() {
+            let batch = SignedBatch::from_canonical_bytes(blob).unwrap();
+            assert_eq!(batch.receipts.len(), 3);
+        }
+        let m = metrics.snapshot();
+        assert_eq!(
+            (m.receipt_batches_replicated, m.receipt_replica_errors),
+            (4, 2)
+        );
+
+        // Failing again, with room for about two batches: the oldest waiting
+        // batches are dropped from the queue (they stay in the file).
+        let one_batch_bytes = file_batches(&path)[0].len();
+        sink.backlog_bytes_max = 2 * one_batch_bytes + one_batch_bytes / 2;
+        replica.failing.store(true, Ordering::Relaxed);
+        for b in 4..9 {
+            append(&mut sink, b);
+        }
+        assert_eq!(sink.backlog_count(), 2);
+        replica.failing.store(false, Ordering::Relaxed);
+        append(&mut sink, 9);
+        let in_file = file_batches(&path);
+        assert_eq!(in_file.len(), 10);
+        // The bound holds after each new batch joins the queue: 9 joined 7
+        // and 8, so 7 went too. Stored: 0-3, then 8 and 9.
+        let stored = replica.stored.lock().clone();
+        let position = |blob: &Vec<u8>| in_file.iter().position(|b| b == blob);
+        let stored_indices: Vec<Option<usize>> = stored.iter().map(position).collect();
+        assert_eq!(
+            stored_indices,
+            [0, 1, 2, 3, 8, 9].map(Some).to_vec(),
+            "which file batches reached the replica"
+        );
+        assert_eq!(metrics.snapshot().receipt_batches_replica_dropped, 4);
+        assert!(verify_receipts(&path, &key.public_key()).is_ok());
     }
 }

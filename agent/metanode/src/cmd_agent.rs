@@ -304,7 +304,7 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
         None => state,
     };
     let traffic = match &cfg.traffic {
-        Some(section) => match crate::traffic::start(&cfg, section, out).await {
+        Some(section) => match crate::traffic::start(&cfg, section, store.clone(), out).await {
             Ok(started) => Some(started),
             Err(err) => {
                 let _ = std::fs::remove_file(&url_file);

@@ -5,7 +5,8 @@
 //!
 //! Order at start: compile the policy (a bad policy stops the node before
 //! anything is enforced) → decision log → XDP (load with maps pinned under
-//! `traffic.xdp_pin_dir`, apply, attach) → cage. The pinned maps and links outlive the
+//! `traffic.xdp_pin_dir`, apply, attach) → cage (its receipt batches also go
+//! into the store as pinned blobs). The pinned maps and links outlive the
 //! agent, so a restarting agent keeps enforcing the last policy until it has
 //! applied the new one.
 
@@ -15,15 +16,35 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, anyhow};
 use metanode_api::TrafficMetricsSource;
 use metanode_biso::{CompiledPolicy, DecisionKind, DecisionLog, Policy, compile};
-use metanode_cage::{CageConfig, Metrics as CageMetrics, PolicyHandle, ServeReport};
+use metanode_cage::{
+    BatchReplica, BatchReplicaError, CageConfig, Metrics as CageMetrics, PolicyHandle, ServeReport,
+};
 use metanode_core::config::{NodeConfig, TrafficConfig, XdpMode};
 use metanode_core::keys::SigningKey;
 use metanode_ebpf::{AttachMode, TrafficLights};
+use metanode_store::Store;
 use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::cmd_biso::read_policy;
 use crate::output::Output;
+
+/// The cage's receipt batches, each also a pinned blob of the node's store:
+/// the audit trail is content-addressed like the rest of the node's data
+/// (a batch is one canonical `SignedBatch`, so its CID names it) and GC
+/// never takes it. The receipt file stays the record the cage fails closed
+/// on; see `metanode_cage::ReplicatedSink`.
+struct StoreReplica {
+    store: Store,
+}
+
+impl BatchReplica for StoreReplica {
+    fn put(&mut self, signed_batch: &[u8]) -> Result<String, BatchReplicaError> {
+        // Runs on the cage's receipt writer thread, which may block.
+        let put = self.store.put(signed_batch, true)?;
+        Ok(put.cid.to_string())
+    }
+}
 
 /// What the agent holds while the traffic section runs.
 #[derive(Debug)]
@@ -106,6 +127,7 @@ fn open_log(path: &Path, key: &SigningKey) -> anyhow::Result<DecisionLog> {
 pub async fn start(
     cfg: &NodeConfig,
     section: &TrafficConfig,
+    store: Store,
     out: &Output,
 ) -> anyhow::Result<(Traffic, TrafficMetrics)> {
     let key = crate::cmd_agent::node_key(cfg)?;
@@ -152,10 +174,11 @@ pub async fn start(
         None => None,
         Some(path) => {
             let config = CageConfig::load(path).map_err(|e| anyhow!("traffic.cage: {e}"))?;
-            let server = metanode_cage::Server::bind(
+            let server = metanode_cage::Server::bind_with_replica(
                 config,
                 PolicyHandle::new(compiled.clone()),
                 crate::cmd_agent::node_key(cfg)?,
+                Some(Box::new(StoreReplica { store })),
             )
             .await
             .map_err(|e| anyhow!("starting the cage (traffic.cage): {e}"))?;

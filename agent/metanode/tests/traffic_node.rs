@@ -453,6 +453,52 @@ fn one_policy_enforced_at_xdp_and_in_the_cage() {
     assert_eq!(status, Some(200), "green is untouched by the reload");
     assert!(agent.stop().success());
 
+    // Every receipt batch of the cage is also a pinned blob of the node's
+    // store, byte for byte the signed batch of the receipt file.
+    let receipts = std::fs::read(tmp.path().join("receipts.log")).expect("receipt file");
+    let data_dir = tmp.path().join("data");
+    let blobs = common::cli_json(&[
+        "store",
+        "ls",
+        "--data-dir",
+        data_dir.to_str().expect("utf-8"),
+    ]);
+    let pinned: std::collections::HashSet<String> = blobs["blobs"]
+        .as_array()
+        .expect("blobs")
+        .iter()
+        .filter(|b| b["pinned"].as_bool() == Some(true))
+        .filter_map(|b| b["cid"].as_str().map(str::to_string))
+        .collect();
+    let mut at = 8;
+    let mut batches = 0;
+    while at < receipts.len() {
+        let len = u32::from_le_bytes(receipts[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let signed_batch = &receipts[at + 4..at + 4 + len];
+        let cid = metanode_core::cid::ContentId::raw_blake3_of(signed_batch).to_string();
+        assert!(
+            pinned.contains(&cid),
+            "receipt batch {batches} ({cid}) is not a pinned blob; blobs: {blobs}"
+        );
+        let stored = common::cli_ok(
+            &[
+                "store",
+                "get",
+                "--data-dir",
+                data_dir.to_str().expect("utf-8"),
+                &cid,
+            ],
+            None,
+        );
+        assert!(
+            stored == signed_batch,
+            "blob {cid} differs from batch {batches}"
+        );
+        at += 4 + len;
+        batches += 1;
+    }
+    assert!(batches >= 1, "the cage wrote no receipt batch");
+
     // The agent is gone, the pinned XDP link is not: red is still dropped.
     let l = TcpListener::bind((HOST, 0)).expect("bind host listener");
     let after = l.local_addr().expect("addr");
