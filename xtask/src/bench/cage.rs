@@ -60,6 +60,14 @@ const DROP_PACKETS_FULL: u64 = 4_000_000;
 const DROP_PACKETS_QUICK: u64 = 500_000;
 const WRK_DURATION_FULL: Duration = Duration::from_secs(10);
 const WRK_DURATION_QUICK: Duration = Duration::from_secs(3);
+/// wrk rounds per proxy and mode, alternating which proxy goes first. On
+/// this shared 2-core VM one 10 s sample per side swung a row by 20-30 %
+/// between back-to-back runs; the median of alternating rounds does not
+/// hang on one sample. A round of the full run lasts
+/// [`WRK_ROUND_DURATION_FULL`].
+const WRK_ROUNDS_FULL: usize = 5;
+const WRK_ROUND_DURATION_FULL: Duration = Duration::from_secs(6);
+const WRK_ROUNDS_QUICK: usize = 1;
 const WRK_THREADS: u32 = 2;
 const WRK_CONNECTIONS: u32 = 64;
 /// Open-loop connections: enough that 95 % of max is reachable without
@@ -191,9 +199,13 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
         workload: json!({
             "xdp": format!("60-byte UDP/IPv4 frames, BPF_PROG_TEST_RUN repeat {repeats}, {RULES_RED_COUNT} red /24s"),
             "drop": format!("{packets} 60-byte UDP frames cycling over {RULES_RED_COUNT} red sources (one per red /24), AF_PACKET sendmmsg (64 per call, one thread per CPU, pfifo on the sending veth), wall time of the send"),
-            "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} \
-                              -d{}s; open loop {OPEN_LOOP_CONNECTIONS} connections at {LOAD_PERCENTS:?} % of \
-                              min(http-load closed-loop max ours, max nginx)", duration.as_secs()),
+            "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, \
+                              {} alternating rounds of {}s per proxy and mode (median); open loop \
+                              {OPEN_LOOP_CONNECTIONS} connections for {}s at {LOAD_PERCENTS:?} % of \
+                              min(http-load closed-loop max ours, max nginx)",
+                              if quick { WRK_ROUNDS_QUICK } else { WRK_ROUNDS_FULL },
+                              if quick { WRK_DURATION_QUICK.as_secs() } else { WRK_ROUND_DURATION_FULL.as_secs() },
+                              duration.as_secs()),
         }),
         rows,
         runs,
@@ -302,6 +314,12 @@ fn proxies(
         );
     }
 
+    let quick = duration == WRK_DURATION_QUICK;
+    let (rounds, round_duration) = if quick {
+        (WRK_ROUNDS_QUICK, duration)
+    } else {
+        (WRK_ROUNDS_FULL, WRK_ROUND_DURATION_FULL)
+    };
     let run = |port: u16, new_connections: bool| {
         peers::wrk(
             wrk,
@@ -310,31 +328,43 @@ fn proxies(
             WrkRun {
                 threads: WRK_THREADS,
                 connections: WRK_CONNECTIONS,
-                duration,
+                duration: round_duration,
                 new_connections,
             },
         )
     };
-    // Interleaved so drift hits both alike.
-    let ours_ka = run(cage.port, false)?;
-    let nginx_ka = run(nginx_proxy.port, false)?;
-    let ours_close = run(cage.port, true)?;
-    let nginx_close = run(nginx_proxy.port, true)?;
-    for (name, r) in [
-        ("ours keep-alive", &ours_ka),
-        ("nginx keep-alive", &nginx_ka),
-        ("ours new connections", &ours_close),
-        ("nginx new connections", &nginx_close),
-    ] {
-        // Fast failures would inflate requests/s: the comparison needs both
-        // proxies answering.
-        ensure!(
-            r.errors() * 100 <= r.requests.max(1),
-            "{name}: {} errors in {} requests (wrk)",
-            r.errors(),
-            r.requests
-        );
+    // Rounds alternate which proxy goes first, so drift hits both alike.
+    let mut samples: [Vec<WrkResult>; 4] = Default::default();
+    for round in 0..rounds {
+        for new_connections in [false, true] {
+            let mode = usize::from(new_connections) * 2;
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                let port = if side == 0 {
+                    cage.port
+                } else {
+                    nginx_proxy.port
+                };
+                let r = run(port, new_connections)?;
+                // Fast failures would inflate requests/s: the comparison
+                // needs both proxies answering.
+                ensure!(
+                    r.errors() * 100 <= r.requests.max(1),
+                    "{} {}: {} errors in {} requests (wrk)",
+                    ["ours", "nginx"][side],
+                    if new_connections {
+                        "new connections"
+                    } else {
+                        "keep-alive"
+                    },
+                    r.errors(),
+                    r.requests
+                );
+                samples[mode + side].push(r);
+            }
+        }
     }
+    let [ours_ka, nginx_ka, ours_close, nginx_close] = samples.map(WrkSamples::new);
     for (name, r) in [
         ("ours keep-alive", &ours_ka),
         ("nginx keep-alive", &nginx_ka),
@@ -342,10 +372,11 @@ fn proxies(
         ("nginx new connections", &nginx_close),
     ] {
         eprintln!(
-            "    {name:<22} {:>9} rps  p99 {:>7} us  errors {}",
-            fmt_num(r.rps()),
-            r.p99_us,
-            r.errors()
+            "    {name:<22} {:>9} rps  p99 {:>7} us  errors {}  ({})",
+            fmt_num(r.median.rps()),
+            r.median.p99_us,
+            r.median.errors(),
+            r.rounds_note()
         );
     }
 
@@ -396,32 +427,62 @@ fn proxies(
             .push(json!({"percent": pct, "rate_per_s": rate, "ours": ours.raw, "nginx": peer.raw}));
     }
     let v = json!({"phase": "proxy",
-                   "wrk": {"ours_keepalive": ours_ka, "nginx_keepalive": nginx_ka,
-                           "ours_new_connections": ours_close, "nginx_new_connections": nginx_close},
+                   "wrk": {"rounds": rounds, "round_duration_s": round_duration.as_secs(),
+                           "ours_keepalive": ours_ka.all, "nginx_keepalive": nginx_ka.all,
+                           "ours_new_connections": ours_close.all, "nginx_new_connections": nginx_close.all},
                    "http_load_closed_loop": {"ours": ours_closed.raw, "nginx": nginx_closed.raw},
                    "open_loop": open_loop,
                    "cage_log": cage.log.display().to_string()});
     Ok((rows, v))
 }
 
-fn wrk_row(metric: &str, ours: &WrkResult, nginx: &WrkResult) -> Row {
+/// One proxy's wrk rounds in one mode, and the round with the median rate.
+struct WrkSamples {
+    median: WrkResult,
+    all: Vec<WrkResult>,
+}
+
+impl WrkSamples {
+    /// `all` is never empty: the rounds constants are at least 1.
+    fn new(mut all: Vec<WrkResult>) -> Self {
+        all.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+        let median = all[all.len() / 2].clone();
+        WrkSamples { median, all }
+    }
+
+    /// "one round", or "median of N rounds, range LO-HI req/s".
+    fn rounds_note(&self) -> String {
+        let lo = self.all.first().map_or(0.0, WrkResult::rps);
+        let hi = self.all.last().map_or(0.0, WrkResult::rps);
+        match self.all.len() {
+            1 => "one round".to_string(),
+            n => format!(
+                "median of {n} rounds, range {}-{} req/s",
+                fmt_num(lo),
+                fmt_num(hi)
+            ),
+        }
+    }
+}
+
+fn wrk_row(metric: &str, ours: &WrkSamples, nginx: &WrkSamples) -> Row {
     let mut r = row(
         metric,
         "req/s",
-        Some(ours.rps()),
-        Some(("nginx", Some(nginx.rps()))),
+        Some(ours.median.rps()),
+        Some(("nginx", Some(nginx.median.rps()))),
         Better::Higher,
     );
-    r.ours_note = Some(format!(
-        "p99 {} us, {} errors (wrk)",
-        ours.p99_us,
-        ours.errors()
-    ));
-    r.peer_note = Some(format!(
-        "p99 {} us, {} errors (wrk)",
-        nginx.p99_us,
-        nginx.errors()
-    ));
+    let note = |s: &WrkSamples| {
+        format!(
+            "p99 {} us, {} errors (wrk); {}",
+            s.median.p99_us,
+            s.median.errors(),
+            s.rounds_note()
+        )
+    };
+    r.ours_note = Some(note(ours));
+    r.peer_note = Some(note(nginx));
     r
 }
 
