@@ -129,12 +129,24 @@ pub const DEFAULT_RECEIPT_FLUSH_INTERVAL_MS: u64 = 200;
 /// Receipt lanes (one per worker thread, see `receipt::bind_receipt_lane`);
 /// the cage runs at most `WORKERS_COUNT_MAX` workers.
 pub const RECEIPT_LANES_COUNT_MAX: usize = WORKERS_COUNT_MAX as usize;
-/// Batches (bytes) waiting for the content store while it fails; beyond
-/// this the oldest are dropped from the queue (they stay in the receipt
-/// file). Four default-size batches of the largest receipts.
+/// Batches (bytes) waiting for the content store while it is slow or
+/// failing; beyond this the oldest are dropped from the queue (they stay in
+/// the receipt file). Four default-size batches of the largest receipts;
+/// the newest batch is always kept, so one batch of the largest size
+/// (`RECEIPT_FRAME_BYTES_MAX`) may exceed it.
 pub const RECEIPT_REPLICA_BACKLOG_BYTES_MAX: usize = 4 * 4096 * RECEIPT_ENCODED_BYTES_MAX as usize;
-/// Sealed batches waiting for the writer; when full, requests wait (every
-/// request must get a receipt, so the proxy slows down instead of dropping).
+/// How often a failing content store is retried with the oldest waiting batch.
+pub const RECEIPT_REPLICA_RETRY_MS: u64 = 1_000;
+/// How long closing waits for the content store to take what is queued.
+pub const RECEIPT_REPLICA_CLOSE_WAIT_MS: u64 = 5_000;
+/// Batches the writer may hold back waiting for a lower index. Every
+/// reserved index is sealed by its lane's fill, a later batch's sweep, the
+/// timer or close, so only about one per lane ever waits; past this the
+/// writer fails closed (a lost batch would otherwise stall it forever).
+pub const RECEIPT_EARLY_BATCHES_COUNT_MAX: usize = 4 * RECEIPT_LANES_COUNT_MAX;
+/// Sealed batches the writer has not finished; at this many, requests wait
+/// before recording (every request must get a receipt, so the proxy slows
+/// down instead of dropping).
 pub const RECEIPT_CHANNEL_BATCHES_COUNT_MAX: usize = 16;
 /// Longest free-text detail in a receipt (an httpsig error code, a policy
 /// reason).

@@ -244,7 +244,15 @@ impl Server {
         let file = FileSink::open(&config.receipts.path, &signing_key.public_key())?;
         let sink: Box<dyn ReceiptSink> = match replica {
             None => Box::new(file),
-            Some(replica) => Box::new(ReplicatedSink::new(file, replica, metrics.clone())),
+            Some(replica) => Box::new(
+                ReplicatedSink::new(
+                    file,
+                    replica,
+                    metrics.clone(),
+                    Some(config.receipts.path.clone()),
+                )
+                .map_err(ServeError::ReceiptWriter)?,
+            ),
         };
         let receipts = ReceiptLog::start(
             sink,

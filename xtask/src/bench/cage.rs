@@ -133,7 +133,7 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
     };
     if wanted("proxy") {
         eprintln!("==> reverse proxy: ours vs nginx (wrk, then open loop)");
-        match proxies(&nginx, &wrk, &metanode, &http_load, &dir, duration) {
+        match proxies(&nginx, &wrk, &metanode, &http_load, &dir, duration, quick) {
             Ok((r, v)) => {
                 rows.extend(r);
                 runs.push(v);
@@ -297,6 +297,7 @@ fn proxies(
     http_load: &Path,
     dir: &Path,
     duration: Duration,
+    quick: bool,
 ) -> anyhow::Result<(Vec<Row>, Value)> {
     let upstream_port = peers::free_port()?;
     let _upstream = peers::nginx_upstream(nginx, dir, upstream_port, None)?;
@@ -314,7 +315,6 @@ fn proxies(
         );
     }
 
-    let quick = duration == WRK_DURATION_QUICK;
     let (rounds, round_duration) = if quick {
         (WRK_ROUNDS_QUICK, duration)
     } else {
@@ -475,7 +475,7 @@ fn wrk_row(metric: &str, ours: &WrkSamples, nginx: &WrkSamples) -> Row {
     );
     let note = |s: &WrkSamples| {
         format!(
-            "p99 {} us, {} errors (wrk); {}",
+            "p99 {} us, {} errors (wrk; of the median-rate round); {}",
             s.median.p99_us,
             s.median.errors(),
             s.rounds_note()
