@@ -1994,6 +1994,17 @@ mod tests {
 
     use super::*;
 
+    /// A receipt log's config for tests: where (unused by the log itself,
+    /// which gets its sink), batch size and timer.
+    fn log_config(path: PathBuf, batch_count_max: u32, flush_interval_ms: u64) -> ReceiptsConfig {
+        ReceiptsConfig {
+            path,
+            batch_count_max,
+            flush_interval_ms,
+            response_header: false,
+        }
+    }
+
     fn sample(i: u64) -> Receipt {
         Receipt {
             time_unix_ms: 1_700_000_000_000 + i,
@@ -2239,13 +2250,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::from_seed(&[3; 32]);
         let path = dir.path().join("r.log");
-        let config = ReceiptsConfig {
-            path: path.clone(),
-            batch_count_max: 4,
-            // Long enough that only the count and close seal batches here.
-            flush_interval_ms: 60_000,
-            response_header: true,
-        };
+        // The timer is long enough that only the count and close seal here.
+        let config = log_config(path.clone(), 4, 60_000);
         let sink = FileSink::open(&path, &key.public_key()).unwrap();
         let metrics = Arc::new(Metrics::new());
         let log = ReceiptLog::start(
@@ -2311,12 +2317,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::from_seed(&[4; 32]);
         let path = dir.path().join("r.log");
-        let config = ReceiptsConfig {
-            path: path.clone(),
-            batch_count_max: 8,
-            flush_interval_ms: 3_600_000,
-            response_header: false,
-        };
+        let config = log_config(path.clone(), 8, 3_600_000);
         let counts = Arc::new(Mutex::new(Vec::new()));
         let sink = CountingSink {
             inner: FileSink::open(&path, &key.public_key()).unwrap(),
@@ -2563,12 +2564,7 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let config = ReceiptsConfig {
-            path: dir.path().join("unused.log"),
-            batch_count_max: 1,
-            flush_interval_ms: 3_600_000,
-            response_header: false,
-        };
+        let config = log_config(dir.path().join("unused.log"), 1, 3_600_000);
         let log = ReceiptLog::start(
             Box::new(PanickingSink),
             SigningKey::from_seed(&[8; 32]),
