@@ -139,11 +139,15 @@ pub const RECEIPT_REPLICA_BACKLOG_BYTES_MAX: usize = 4 * 4096 * RECEIPT_ENCODED_
 pub const RECEIPT_REPLICA_RETRY_MS: u64 = 1_000;
 /// How long closing waits for the content store to take what is queued.
 pub const RECEIPT_REPLICA_CLOSE_WAIT_MS: u64 = 5_000;
-/// Batches the writer may hold back waiting for a lower index. Every
-/// reserved index is sealed by its lane's fill, a later batch's sweep, the
-/// timer or close, so only about one per lane ever waits; past this the
-/// writer fails closed (a lost batch would otherwise stall it forever).
-pub const RECEIPT_EARLY_BATCHES_COUNT_MAX: usize = 4 * RECEIPT_LANES_COUNT_MAX;
+/// How long the writer holds batches back waiting for a lower index, in
+/// flush intervals (at least `RECEIPT_EARLY_WAIT_MS_MIN`). Every reserved
+/// index is sealed by its lane's fill, a later batch's sweep, the timer or
+/// close, with no await before it reaches the writer, so it arrives within
+/// about one interval; past this the writer fails closed (a lost batch would
+/// otherwise hold every later one, and the requests waiting for room,
+/// forever).
+pub const RECEIPT_EARLY_WAIT_FLUSH_INTERVALS: u32 = 10;
+pub const RECEIPT_EARLY_WAIT_MS_MIN: u64 = 1_000;
 /// Sealed batches the writer has not finished; at this many, requests wait
 /// before recording (every request must get a receipt, so the proxy slows
 /// down instead of dropping).

@@ -58,9 +58,9 @@ use parking_lot::Mutex;
 use crate::config::ReceiptsConfig;
 use crate::limits::{
     KEY_ID_LEN_BYTES_MAX, RECEIPT_BATCH_COUNT_RANGE, RECEIPT_CHANNEL_BATCHES_COUNT_MAX,
-    RECEIPT_DETAIL_LEN_BYTES_MAX, RECEIPT_EARLY_BATCHES_COUNT_MAX, RECEIPT_FRAME_BYTES_MAX,
-    RECEIPT_LANES_COUNT_MAX, RECEIPT_REPLICA_BACKLOG_BYTES_MAX, RECEIPT_REPLICA_CLOSE_WAIT_MS,
-    RECEIPT_REPLICA_RETRY_MS,
+    RECEIPT_DETAIL_LEN_BYTES_MAX, RECEIPT_EARLY_WAIT_FLUSH_INTERVALS, RECEIPT_EARLY_WAIT_MS_MIN,
+    RECEIPT_FRAME_BYTES_MAX, RECEIPT_LANES_COUNT_MAX, RECEIPT_REPLICA_BACKLOG_BYTES_MAX,
+    RECEIPT_REPLICA_CLOSE_WAIT_MS, RECEIPT_REPLICA_RETRY_MS,
 };
 use crate::metrics::Metrics;
 
@@ -754,6 +754,18 @@ impl EncodedBatch {
 
     /// Appends `len:u32 ‖ SignedBatch` (one file frame) to `out`.
     pub fn write_frame(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.write_parts(out, true)
+    }
+
+    /// The canonical `SignedBatch` bytes alone (a frame without its length),
+    /// in a vector of exactly that size.
+    pub fn signed_batch_bytes(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::new();
+        self.write_parts(&mut out, false)?;
+        Ok(out)
+    }
+
+    fn write_parts(&self, out: &mut Vec<u8>, with_len: bool) -> Result<(), EncodeError> {
         let mut w = Writer::with_capacity(BatchHeader::ENCODED_LEN_MIN + 4);
         self.header.encode(&mut w);
         w.put_u32(self.header.receipts_count);
@@ -766,8 +778,12 @@ impl EncodedBatch {
                 max: RECEIPT_FRAME_BYTES_MAX,
             });
         }
-        out.reserve(4 + body_len);
-        out.extend_from_slice(&(body_len as u32).to_le_bytes());
+        if with_len {
+            out.reserve_exact(4 + body_len);
+            out.extend_from_slice(&(body_len as u32).to_le_bytes());
+        } else {
+            out.reserve_exact(body_len);
+        }
         out.extend_from_slice(&head);
         out.extend_from_slice(&self.receipt_bytes);
         out.extend_from_slice(&self.signature);
@@ -1134,7 +1150,7 @@ pub type BatchReplicaError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A batch the replica has not taken yet.
 struct ReplicaBacklogItem {
-    batch_index: Option<u64>,
+    batch_index: u64,
     signed_batch: Vec<u8>,
 }
 
@@ -1184,16 +1200,14 @@ impl ReplicaQueue {
 /// slows the file: batches queue for its thread, bounded by
 /// [`RECEIPT_REPLICA_BACKLOG_BYTES_MAX`] (the oldest are dropped past it,
 /// counted and logged, since they are in the file anyway). A failing put is
-/// counted and retried, in order, every [`RECEIPT_REPLICA_RETRY_MS`]; a
-/// panicking one counts as failed. Before the first new batch, the thread
+/// counted and retried, in order, when the next batch arrives and at least
+/// every [`RECEIPT_REPLICA_RETRY_MS`]; a panicking one counts as failed. Before the first new batch, the thread
 /// puts every batch the file already held (`resync_from`), so batches a
 /// crash or an earlier failure kept out of the store get there at the next
 /// start (the store deduplicates by content).
 pub struct ReplicatedSink<S> {
     inner: S,
     queue: Arc<ReplicaQueue>,
-    /// Frame buffer reused across batches.
-    frame: Vec<u8>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for ReplicatedSink<S> {
@@ -1231,23 +1245,30 @@ impl<S: ReceiptSink> ReplicatedSink<S> {
         std::thread::Builder::new()
             .name("cage-receipt-store".into())
             .spawn(move || {
+                // Set even if this thread unwinds, so closing never waits
+                // for a thread that is gone.
+                let _done = ReplicaDone(&thread_queue);
                 if let Some(path) = resync_from {
-                    resync(&path, &mut *replica, &thread_queue.metrics);
+                    resync(&path, &mut *replica, &thread_queue);
                 }
                 replicate(&thread_queue, &mut *replica);
-                thread_queue.state.lock().done = true;
-                thread_queue.wake.notify_all();
             })?;
-        Ok(ReplicatedSink {
-            inner,
-            queue,
-            frame: Vec::new(),
-        })
+        Ok(ReplicatedSink { inner, queue })
     }
 
     /// Batches waiting for the replica.
     pub fn backlog_count(&self) -> usize {
         self.queue.state.lock().backlog.len()
+    }
+}
+
+/// Marks the replica thread finished when it returns or unwinds.
+struct ReplicaDone<'a>(&'a ReplicaQueue);
+
+impl Drop for ReplicaDone<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().done = true;
+        self.0.wake.notify_all();
     }
 }
 
@@ -1261,8 +1282,11 @@ fn put_once(replica: &mut dyn BatchReplica, signed_batch: &[u8]) -> Result<Strin
 }
 
 /// Puts every batch of the receipt file (up to its length now); stops at
-/// the first failure (the next start tries again).
-fn resync(path: &Path, replica: &mut dyn BatchReplica, metrics: &Metrics) {
+/// the first failure or when closing (the next start tries again). New
+/// batches queue meanwhile; any the queue's bound drops are in the file, so
+/// the next start puts them too.
+fn resync(path: &Path, replica: &mut dyn BatchReplica, queue: &ReplicaQueue) {
+    let metrics = &queue.metrics;
     let frames = match read_signed_batches(path) {
         Ok(frames) => frames,
         Err(e) => {
@@ -1272,6 +1296,9 @@ fn resync(path: &Path, replica: &mut dyn BatchReplica, metrics: &Metrics) {
     };
     let mut stored = 0u64;
     for (index, signed_batch) in frames.enumerate() {
+        if queue.state.lock().closing {
+            return;
+        }
         let signed_batch = match signed_batch {
             Ok(b) => b,
             Err(e) => {
@@ -1307,6 +1334,7 @@ fn read_signed_batches(
     if got > 0 && (got < 8 || &magic != RECEIPT_FILE_MAGIC) {
         return Err(io::Error::other("not a receipt file (bad magic)"));
     }
+    let mut left = len.saturating_sub(8);
     Ok(std::iter::from_fn(move || {
         let mut len_bytes = [0u8; 4];
         match read_full(&mut reader, &mut len_bytes) {
@@ -1320,6 +1348,12 @@ fn read_signed_batches(
                 "frame of {frame_len} bytes, above {RECEIPT_FRAME_BYTES_MAX}"
             ))));
         }
+        left = left.saturating_sub(4);
+        if u64::from(frame_len) > left {
+            // A torn last frame: nothing to allocate for.
+            return None;
+        }
+        left -= u64::from(frame_len);
         let mut body = vec![0u8; frame_len as usize];
         match read_full(&mut reader, &mut body) {
             Ok(n) if n == body.len() => Some(Ok(body)),
@@ -1370,6 +1404,7 @@ fn replicate(queue: &ReplicaQueue, replica: &mut dyn BatchReplica) {
                     "cannot store a receipt batch in the content store; retrying"
                 );
                 st.backlog.push_front(item);
+                // Until the next batch arrives or the retry interval ends.
                 let retry = Duration::from_millis(RECEIPT_REPLICA_RETRY_MS);
                 let _ = queue.wake.wait_for(&mut st, retry);
             }
@@ -1406,16 +1441,15 @@ impl<S: ReceiptSink> ReceiptSink for ReplicatedSink<S> {
 
     fn append(&mut self, batch: &EncodedBatch) -> Result<(), SinkError> {
         self.inner.append(batch)?;
-        self.frame.clear();
-        batch
-            .write_frame(&mut self.frame)
+        let signed_batch = batch
+            .signed_batch_bytes()
             .map_err(|source| SinkError::Encode {
                 batch_index: batch.header.batch_index,
                 source,
             })?;
         self.queue.push(ReplicaBacklogItem {
-            batch_index: Some(batch.header.batch_index),
-            signed_batch: self.frame.get(4..).unwrap_or_default().to_vec(),
+            batch_index: batch.header.batch_index,
+            signed_batch,
         });
         Ok(())
     }
@@ -1570,6 +1604,11 @@ impl Backpressure {
             // Registered before the re-check, so a write finishing in
             // between still wakes us.
             notified.as_mut().enable();
+            // Both conditions again: a writer failing between the first
+            // check and enable() notified before we listened.
+            if !healthy.load(Ordering::Relaxed) {
+                return Err(RecordError::WriterStopped);
+            }
             if self.unwritten.load(Ordering::Acquire) < RECEIPT_CHANNEL_BATCHES_COUNT_MAX {
                 return Ok(());
             }
@@ -1713,6 +1752,8 @@ impl ReceiptLog {
         let backpressure = Arc::new(Backpressure::default());
         let writer = {
             let shared = WriterShared {
+                early_wait_max: (config.flush_interval() * RECEIPT_EARLY_WAIT_FLUSH_INTERVALS)
+                    .max(Duration::from_millis(RECEIPT_EARLY_WAIT_MS_MIN)),
                 healthy: healthy.clone(),
                 metrics,
                 spares: spares.clone(),
@@ -1868,6 +1909,9 @@ impl Drop for ReceiptLog {
 
 /// What the writer thread shares with the log.
 struct WriterShared {
+    /// How long a batch may be held back for a missing lower index before
+    /// the writer gives up on it (see [`RECEIPT_EARLY_WAIT_FLUSH_INTERVALS`]).
+    early_wait_max: Duration,
     healthy: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     spares: Arc<Spares>,
@@ -1908,7 +1952,43 @@ fn write_batches(
     // ones back (see `Assembler` for why few ever wait).
     let mut early: std::collections::BTreeMap<u64, PendingBatch> =
         std::collections::BTreeMap::new();
-    while let Ok(arrived) = rx.recv() {
+    // The missing index the writer has been holding batches back for, and
+    // since when.
+    let mut held: Option<(u64, std::time::Instant)> = None;
+    loop {
+        let arrived = match held {
+            None => rx.recv().ok(),
+            Some((_, since)) => {
+                match rx.recv_timeout(shared.early_wait_max.saturating_sub(since.elapsed())) {
+                    Ok(batch) => Some(batch),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        // Cannot happen while every reserved index is sealed
+                        // (see `Assembler`); if it does, fail closed rather
+                        // than hold receipts, and requests, forever.
+                        let missing = sink.tip().next_batch_index;
+                        tracing::error!(
+                            missing,
+                            waiting = early.len(),
+                            "receipt batch never arrived; the cage now refuses requests"
+                        );
+                        shared.healthy.store(false, Ordering::Relaxed);
+                        shared.metrics.receipt_write_failed();
+                        report.error = Some(format!(
+                            "receipt batch {missing} never arrived within {:?} while {} later batches waited",
+                            shared.early_wait_max,
+                            early.len()
+                        ));
+                        for _ in std::mem::take(&mut early) {
+                            shared.backpressure.written();
+                        }
+                        held = None;
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(arrived) = arrived else { break };
         if report.error.is_some() {
             // Keep draining (and counting) so waiting requests see the
             // failure instead of waiting for room.
@@ -1920,26 +2000,17 @@ fn write_batches(
             write_one(&mut *sink, &key, pending, &shared, &mut report);
             shared.backpressure.written();
         }
-        if early.len() > RECEIPT_EARLY_BATCHES_COUNT_MAX {
-            // Cannot happen while every reserved index is sealed (see
-            // `Assembler`); if it does, fail closed rather than hold
-            // receipts in memory without bound.
-            let missing = sink.tip().next_batch_index;
-            tracing::error!(
-                missing,
-                waiting = early.len(),
-                "receipt batch never arrived; the cage now refuses requests"
-            );
-            shared.healthy.store(false, Ordering::Relaxed);
-            shared.metrics.receipt_write_failed();
-            report.error = Some(format!(
-                "receipt batch {missing} never arrived while {} later batches waited",
-                early.len()
-            ));
-            for _ in std::mem::take(&mut early) {
-                shared.backpressure.written();
-            }
-        }
+        let missing = sink.tip().next_batch_index;
+        held = match held {
+            _ if early.is_empty() => None,
+            Some((index, since)) if index == missing => Some((index, since)),
+            _ => Some((missing, std::time::Instant::now())),
+        };
+    }
+    // Release anything still counted (nobody waits on a closed log, but
+    // the count stays true).
+    for _ in 0..early.len() {
+        shared.backpressure.written();
     }
     if !early.is_empty() && report.error.is_none() {
         report.error = Some(format!(
@@ -2581,5 +2652,38 @@ mod tests {
             log.record(sample(1).as_view()).await,
             Err(RecordError::WriterStopped)
         ));
+    }
+
+    /// A reserved index whose batch never comes (a hole) must not hold the
+    /// later batches, and the requests waiting for room, forever: the
+    /// writer fails closed after its wait.
+    #[tokio::test]
+    async fn a_batch_that_never_arrives_fails_the_log_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_seed(&[9; 32]);
+        let path = dir.path().join("r.log");
+        let log = ReceiptLog::start(
+            Box::new(FileSink::open(&path, &key.public_key()).unwrap()),
+            SigningKey::from_seed(&[9; 32]),
+            &log_config(path.clone(), 1, 1),
+            Arc::new(Metrics::new()),
+            1,
+        )
+        .unwrap();
+        // Batch 0 is reserved and lost; batch 1 is sealed and waits for it.
+        log.assembler
+            .next_batch_index
+            .fetch_add(1, Ordering::Relaxed);
+        let ticket = log.record(sample(0).as_view()).await.unwrap();
+        assert_eq!(ticket.batch_index, 1);
+        wait_until("the log fails closed", || !log.is_healthy());
+        assert!(matches!(
+            log.record(sample(1).as_view()).await,
+            Err(RecordError::WriterStopped)
+        ));
+        let report = log.close().await;
+        let error = report.error.unwrap_or_default();
+        assert!(error.contains("receipt batch 0 never arrived"), "{error}");
+        assert_eq!(report.batches_written, 0);
     }
 }
