@@ -36,5 +36,6 @@ pub use metrics::{Metrics, MetricsSnapshot, render_prometheus};
 pub use proxy::{KEY_ID_HEADER, RECEIPT_HEADER, ServeError, ServeReport, Server, serve};
 pub use receipt::{
     BatchReplica, BatchReplicaError, Decision, EncodedBatch, FileSink, Receipt, ReceiptSink,
-    ReceiptView, ReplicatedSink, SignedBatch, VerifyReport, read_receipts, verify_receipts,
+    ReceiptView, ReplicatedSink, SignedBatch, VerifyReport, read_receipts, read_signed_batches,
+    verify_receipts,
 };

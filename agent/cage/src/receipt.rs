@@ -1322,8 +1322,10 @@ fn resync(path: &Path, replica: &mut dyn BatchReplica, queue: &ReplicaQueue) {
 }
 
 /// The signed batches (frames without their length) of a receipt file, up
-/// to its length when called, streamed; a torn last frame ends them.
-fn read_signed_batches(
+/// to its length when called, streamed; a torn last frame ends them. Each is
+/// one canonical `SignedBatch`, the bytes the agent stores as a blob.
+/// Unverified: [`verify_receipts`] checks the file.
+pub fn read_signed_batches(
     path: &Path,
 ) -> io::Result<impl Iterator<Item = io::Result<Vec<u8>>> + use<>> {
     let file = File::open(path)?;

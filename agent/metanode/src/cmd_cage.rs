@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand};
-use metanode_cage::{CageConfig, PolicyHandle, allow_all_policy, verify_receipts};
+use metanode_cage::{
+    CageConfig, PolicyHandle, allow_all_policy, read_signed_batches, verify_receipts,
+};
+use metanode_core::cid::ContentId;
 use metanode_core::keys::{SigningKey, SigningKeyFile};
 use serde_json::json;
 
@@ -32,8 +35,13 @@ another key).")]
     Serve(ServeArgs),
     /// Verify a receipt file: every batch's signature, chain and Merkle root.
     #[command(after_help = "\
-Example:
-  metanode cage verify-receipts /var/lib/metanode/cage/receipts.log --signer 3b6a…9f")]
+With --cids, also list each batch's CID: the agent stores every batch as a pinned blob
+under it, so a response's `Metanode-Receipt: <hash>; batch=N` leads to
+`metanode store get --data-dir DIR <CID of batch N>`.
+
+Examples:
+  metanode cage verify-receipts /var/lib/metanode/cage/receipts.log --signer 3b6a…9f
+  metanode --json cage verify-receipts receipts.log --signer 3b6a…9f --cids")]
     VerifyReceipts(VerifyArgs),
 }
 
@@ -59,12 +67,15 @@ pub struct VerifyArgs {
     /// The node's public key, 64 hex digits.
     #[arg(long, value_name = "HEX64")]
     signer: String,
+    /// Also print each batch's CID (the blob the agent stored it as).
+    #[arg(long)]
+    cids: bool,
 }
 
 pub fn run(cmd: CageCommand, out: &Output) -> anyhow::Result<()> {
     match cmd {
         CageCommand::Serve(args) => serve(&args, out),
-        CageCommand::VerifyReceipts(args) => verify(&args.receipts, &args.signer, out),
+        CageCommand::VerifyReceipts(args) => verify(&args, out),
     }
 }
 
@@ -137,9 +148,30 @@ async fn stop_signal() {
     }
 }
 
-fn verify(path: &Path, signer: &str, out: &Output) -> anyhow::Result<()> {
-    let key = parse_public_key(signer)?;
+fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
+    let path = &args.receipts;
+    let key = parse_public_key(&args.signer)?;
     let report = verify_receipts(path, &key).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let cids = if args.cids {
+        // The file verified; its batches, up to the verified length, are
+        // the blobs. A batch appended since is left out.
+        let mut cids = Vec::new();
+        let batches =
+            read_signed_batches(path).with_context(|| format!("read {}", path.display()))?;
+        for (index, batch) in batches.take(report.batches_count as usize).enumerate() {
+            let batch =
+                batch.with_context(|| format!("read batch {index} of {}", path.display()))?;
+            cids.push(ContentId::raw_blake3_of(&batch).to_string());
+        }
+        if !out.is_json() {
+            for (index, cid) in cids.iter().enumerate() {
+                crate::output::print_line(&format!("batch {index}: {cid}"));
+            }
+        }
+        Some(cids)
+    } else {
+        None
+    };
     out.emit(
         &format!(
             "{}: {} receipts in {} batches verify ({} bytes)",
@@ -149,7 +181,8 @@ fn verify(path: &Path, signer: &str, out: &Output) -> anyhow::Result<()> {
             report.verified_len_bytes
         ),
         &json!({"receipts_file": path.display().to_string(), "receipts": report.receipts_count,
-                "batches": report.batches_count, "bytes": report.verified_len_bytes}),
+                "batches": report.batches_count, "bytes": report.verified_len_bytes,
+                "batch_cids": cids}),
     );
     Ok(())
 }

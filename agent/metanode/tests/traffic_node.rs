@@ -472,6 +472,7 @@ fn one_policy_enforced_at_xdp_and_in_the_cage() {
         .collect();
     let mut at = 8;
     let mut batches = 0;
+    let mut batch_cids: Vec<String> = Vec::new();
     while at < receipts.len() {
         let len = u32::from_le_bytes(receipts[at..at + 4].try_into().expect("4 bytes")) as usize;
         let signed_batch = &receipts[at + 4..at + 4 + len];
@@ -494,10 +495,27 @@ fn one_policy_enforced_at_xdp_and_in_the_cage() {
             stored == signed_batch,
             "blob {cid} differs from batch {batches}"
         );
+        batch_cids.push(cid);
         at += 4 + len;
         batches += 1;
     }
     assert!(batches >= 1, "the cage wrote no receipt batch");
+    // The CLI lists the same CIDs, batch by batch, after verifying the file.
+    let listed = common::cli_json(&[
+        "cage",
+        "verify-receipts",
+        tmp.path().join("receipts.log").to_str().expect("utf-8"),
+        "--signer",
+        &signer,
+        "--cids",
+    ]);
+    let listed: Vec<String> = listed["batch_cids"]
+        .as_array()
+        .expect("batch_cids")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(listed, batch_cids);
 
     // The agent is gone, the pinned XDP link is not: red is still dropped.
     let l = TcpListener::bind((HOST, 0)).expect("bind host listener");
