@@ -859,11 +859,20 @@ enum Frame {
     Torn,
 }
 
-fn read_frame(
+/// One frame of a receipt file, as stored: its `SignedBatch` bytes (the
+/// frame without its length). Read without growing a buffer past the bytes
+/// really there, so a torn frame claiming a huge length allocates nothing.
+enum RawFrame {
+    Body(Vec<u8>),
+    End,
+    Torn,
+}
+
+fn read_raw_frame(
     reader: &mut impl Read,
     path: &Path,
     offset: u64,
-) -> Result<Frame, VerifyReceiptsError> {
+) -> Result<RawFrame, VerifyReceiptsError> {
     let io_err = |source| VerifyReceiptsError::Io {
         path: path.to_path_buf(),
         source,
@@ -871,10 +880,10 @@ fn read_frame(
     let mut len_bytes = [0u8; 4];
     let got = read_full(reader, &mut len_bytes).map_err(io_err)?;
     if got == 0 {
-        return Ok(Frame::End);
+        return Ok(RawFrame::End);
     }
     if got < 4 {
-        return Ok(Frame::Torn);
+        return Ok(RawFrame::Torn);
     }
     let len = u32::from_le_bytes(len_bytes);
     if len > RECEIPT_FRAME_BYTES_MAX {
@@ -891,15 +900,30 @@ fn read_frame(
         .read_to_end(&mut body)
         .map_err(io_err)?;
     if got < len as usize {
-        return Ok(Frame::Torn);
+        return Ok(RawFrame::Torn);
     }
+    Ok(RawFrame::Body(body))
+}
+
+/// One frame of a receipt file, decoded.
+fn read_frame(
+    reader: &mut impl Read,
+    path: &Path,
+    offset: u64,
+) -> Result<Frame, VerifyReceiptsError> {
+    let body = match read_raw_frame(reader, path, offset)? {
+        RawFrame::Body(body) => body,
+        RawFrame::End => return Ok(Frame::End),
+        RawFrame::Torn => return Ok(Frame::Torn),
+    };
+    let frame_len = 4 + body.len() as u64;
     let batch =
         SignedBatch::from_canonical_bytes(&body).map_err(|source| VerifyReceiptsError::Decode {
             path: path.to_path_buf(),
             offset,
             source,
         })?;
-    Ok(Frame::Batch(Box::new(batch), 4 + u64::from(len)))
+    Ok(Frame::Batch(Box::new(batch), frame_len))
 }
 
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -1327,39 +1351,31 @@ fn resync(path: &Path, replica: &mut dyn BatchReplica, queue: &ReplicaQueue) {
 /// Unverified: [`verify_receipts`] checks the file.
 pub fn read_signed_batches(
     path: &Path,
-) -> io::Result<impl Iterator<Item = io::Result<Vec<u8>>> + use<>> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
+) -> Result<impl Iterator<Item = Result<Vec<u8>, VerifyReceiptsError>> + use<>, VerifyReceiptsError>
+{
+    let io_err = |source| VerifyReceiptsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
     let mut reader = BufReader::new(file.take(len));
     let mut magic = [0u8; 8];
-    let got = read_full(&mut reader, &mut magic)?;
+    let got = read_full(&mut reader, &mut magic).map_err(io_err)?;
     if got > 0 && (got < 8 || &magic != RECEIPT_FILE_MAGIC) {
-        return Err(io::Error::other("not a receipt file (bad magic)"));
+        return Err(VerifyReceiptsError::BadMagic {
+            path: path.to_path_buf(),
+        });
     }
-    let mut left = len.saturating_sub(8);
+    let path = path.to_path_buf();
+    let mut offset = 8u64;
     Ok(std::iter::from_fn(move || {
-        let mut len_bytes = [0u8; 4];
-        match read_full(&mut reader, &mut len_bytes) {
-            Ok(4) => {}
-            Ok(_) => return None,
-            Err(e) => return Some(Err(e)),
-        }
-        let frame_len = u32::from_le_bytes(len_bytes);
-        if frame_len > RECEIPT_FRAME_BYTES_MAX {
-            return Some(Err(io::Error::other(format!(
-                "frame of {frame_len} bytes, above {RECEIPT_FRAME_BYTES_MAX}"
-            ))));
-        }
-        left = left.saturating_sub(4);
-        if u64::from(frame_len) > left {
-            // A torn last frame: nothing to allocate for.
-            return None;
-        }
-        left -= u64::from(frame_len);
-        let mut body = vec![0u8; frame_len as usize];
-        match read_full(&mut reader, &mut body) {
-            Ok(n) if n == body.len() => Some(Ok(body)),
-            Ok(_) => None,
+        match read_raw_frame(&mut reader, &path, offset) {
+            Ok(RawFrame::Body(body)) => {
+                offset += 4 + body.len() as u64;
+                Some(Ok(body))
+            }
+            Ok(RawFrame::End | RawFrame::Torn) => None,
             Err(e) => Some(Err(e)),
         }
     }))
@@ -2510,7 +2526,9 @@ mod tests {
         }
     }
 
-    /// The signed batches (frames without their length) of a receipt file.
+    /// The signed batches (frames without their length) of a receipt file,
+    /// parsed here rather than by `read_signed_batches`, which resync uses:
+    /// the test's oracle stays independent of the code it checks.
     fn file_batches(path: &Path) -> Vec<Vec<u8>> {
         let bytes = std::fs::read(path).unwrap();
         let mut at = 8;
