@@ -32,8 +32,9 @@
 //! receipt touches no memory another core writes. A batch is sealed when it
 //! holds `batch_count_max` receipts, when a later-numbered batch fills (so
 //! a quiet lane never holds the others back), or after `flush_interval_ms`,
-//! and is on disk (write + fsync) before the next batch is written. Responses do not wait for their batch, so a crash loses
-//! at most the receipts of the batches not yet synced; a torn last frame is
+//! and is on disk (write + fsync) before the next batch is written.
+//! Responses do not wait for their batch, so a crash loses at most the
+//! receipts of the batches not yet synced; a torn last frame is
 //! cut off when the file is reopened. Inside the agent every sealed batch is
 //! also put into the node's content store, pinned ([`ReplicatedSink`]): a
 //! batch is one canonical byte string, so its CID names it.
@@ -46,6 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crossbeam_utils::CachePadded;
 use metanode_core::encoding::{
     Decode, DecodeError, Encode, EncodeError, Reader, Writer, decode_version,
 };
@@ -1225,10 +1227,11 @@ impl ReplicaQueue {
 /// [`RECEIPT_REPLICA_BACKLOG_BYTES_MAX`] (the oldest are dropped past it,
 /// counted and logged, since they are in the file anyway). A failing put is
 /// counted and retried, in order, when the next batch arrives and at least
-/// every [`RECEIPT_REPLICA_RETRY_MS`]; a panicking one counts as failed. Before the first new batch, the thread
-/// puts every batch the file already held (`resync_from`), so batches a
-/// crash or an earlier failure kept out of the store get there at the next
-/// start (the store deduplicates by content).
+/// every [`RECEIPT_REPLICA_RETRY_MS`]; a panicking one counts as failed.
+/// Before the first new batch, the thread puts every batch the file already
+/// held (`resync_from`), so batches a crash or an earlier failure kept out
+/// of the store get there at the next start (the store deduplicates by
+/// content).
 pub struct ReplicatedSink<S> {
     inner: S,
     queue: Arc<ReplicaQueue>,
@@ -1573,12 +1576,6 @@ impl Lane {
     }
 }
 
-/// A lane padded to its own cache lines, so two workers' lanes never share
-/// one (the point of lanes).
-#[repr(align(128))]
-#[derive(Default)]
-struct PaddedLane(Mutex<Lane>);
-
 /// The lanes and the batch numbering they share.
 ///
 /// Numbering: a lane reserves its batch's index when the batch gets its
@@ -1590,7 +1587,9 @@ struct PaddedLane(Mutex<Lane>);
 /// happens under the lane's lock and indices only grow, so after that sweep
 /// no lower index is still open anywhere.
 struct Assembler {
-    lanes: Box<[PaddedLane]>,
+    /// Each on its own cache lines, so two workers' lanes never share one
+    /// (the point of lanes).
+    lanes: Box<[CachePadded<Mutex<Lane>>]>,
     next_batch_index: AtomicU64,
     spares: Arc<Spares>,
     backpressure: Arc<Backpressure>,
@@ -1634,6 +1633,10 @@ impl Backpressure {
         }
     }
 
+    fn sent(&self) {
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn written(&self) {
         self.unwritten.fetch_sub(1, Ordering::AcqRel);
         self.room.notify_waiters();
@@ -1650,7 +1653,7 @@ impl Assembler {
     fn take_where(&self, pick: impl Fn(u64) -> bool) -> Vec<Sealed> {
         let mut sealed = Vec::new();
         for lane in &self.lanes {
-            let mut lane = lane.0.lock();
+            let mut lane = lane.lock();
             if lane.batch_index.is_some_and(&pick)
                 && let Some(s) = lane.take(&self.spares)
             {
@@ -1667,7 +1670,7 @@ impl Assembler {
     fn send(&self, sealed: Vec<Sealed>) -> Result<(), RecordError> {
         let mut result = Ok(());
         for (batch, tx) in sealed {
-            self.backpressure.unwritten.fetch_add(1, Ordering::AcqRel);
+            self.backpressure.sent();
             if tx.send(batch).is_err() {
                 self.backpressure.written();
                 result = Err(RecordError::WriterStopped);
@@ -1785,7 +1788,7 @@ impl ReceiptLog {
         let assembler = Arc::new(Assembler {
             lanes: (0..lanes_count)
                 .map(|_| {
-                    PaddedLane(Mutex::new(Lane {
+                    CachePadded::new(Mutex::new(Lane {
                         tx: Some(tx.clone()),
                         ..Lane::default()
                     }))
@@ -1837,7 +1840,7 @@ impl ReceiptLog {
         let (ticket, own) = RECEIPT_SCRATCH.with_borrow_mut(|scratch| {
             let receipt_hash = receipt.hash_into(scratch)?;
             let encoded = scratch.get(RECEIPT_HASH_PREFIX_BYTES..).unwrap_or_default();
-            let mut lane = lane.0.lock();
+            let mut lane = lane.lock();
             if lane.tx.is_none() {
                 return Err(RecordError::WriterStopped);
             }
@@ -1894,7 +1897,7 @@ impl ReceiptLog {
         self.timer.abort();
         let mut sealed = Vec::new();
         for lane in &self.assembler.lanes {
-            let mut lane = lane.0.lock();
+            let mut lane = lane.lock();
             if let Some(s) = lane.take(&self.assembler.spares) {
                 sealed.push(s);
             }
@@ -1936,6 +1939,17 @@ struct WriterShared {
     backpressure: Arc<Backpressure>,
 }
 
+impl WriterShared {
+    /// The one way the writer stops the cage: requests are refused from now
+    /// on, the failure is counted, and requests waiting for room wake to see
+    /// it.
+    fn fail_closed(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
+        self.metrics.receipt_write_failed();
+        self.backpressure.room.notify_waiters();
+    }
+}
+
 /// Marks the log unhealthy if the writer thread unwinds (a panic in a sink
 /// or the replica), so the proxy refuses requests instead of answering with
 /// receipts nobody will write.
@@ -1945,9 +1959,7 @@ impl Drop for UnhealthyOnUnwind<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             tracing::error!("the receipt writer panicked; the cage now refuses requests");
-            self.0.healthy.store(false, Ordering::Relaxed);
-            self.0.metrics.receipt_write_failed();
-            self.0.backpressure.room.notify_waiters();
+            self.0.fail_closed();
         }
     }
 }
@@ -1990,8 +2002,7 @@ fn write_batches(
                             waiting = early.len(),
                             "receipt batch never arrived; the cage now refuses requests"
                         );
-                        shared.healthy.store(false, Ordering::Relaxed);
-                        shared.metrics.receipt_write_failed();
+                        shared.fail_closed();
                         report.error = Some(format!(
                             "receipt batch {missing} never arrived within {:?} while {} later batches waited",
                             shared.early_wait_max,
@@ -2069,8 +2080,7 @@ fn write_one(
         }
         Err(e) => {
             tracing::error!(error = %e, "receipt writer failed; the cage now refuses requests");
-            shared.healthy.store(false, Ordering::Relaxed);
-            shared.metrics.receipt_write_failed();
+            shared.fail_closed();
             report.error = Some(e.to_string());
         }
     }
@@ -2459,7 +2469,7 @@ mod tests {
         // hour away), by the sweep of a later full batch, and written (if the sweep is removed,
         // this waits out the deadline and fails).
         for lane in &log.assembler.lanes[2..] {
-            assert_eq!(lane.0.lock().batch_index, None);
+            assert_eq!(lane.lock().batch_index, None);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !counts.lock().iter().any(|(index, _)| *index == 1) {

@@ -40,7 +40,8 @@ struct StoreReplica {
 
 impl BatchReplica for StoreReplica {
     fn put(&mut self, signed_batch: &[u8]) -> Result<String, BatchReplicaError> {
-        // Runs on the cage's receipt writer thread, which may block.
+        // Runs on the cage's receipt-store thread, which may block: the
+        // receipt file and the requests never wait for it.
         let put = self.store.put(signed_batch, true)?;
         Ok(put.cid.to_string())
     }
