@@ -78,49 +78,56 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Json,
     Bin,
 }
 
-fn format_param(
+pub(crate) fn format_param(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Format, ApiError> {
     let mut format = Format::Json;
     for (key, value) in parse_query(query)? {
-        match (key.as_str(), value.as_str()) {
-            ("format", "json") => format = Format::Json,
-            ("format", "bin") => format = Format::Bin,
-            ("format", other) => {
-                return Err(ApiError::bad_request(format!(
-                    "format {} is not supported: use format=json (the default) or format=bin \
-                     (the canonical encoding)",
-                    quote(other)
-                )));
-            }
-            (other, _) => return Err(crate::blobs::unknown_param(other, "format")),
+        match key.as_str() {
+            "format" => format = parse_format(&value)?,
+            other => return Err(crate::blobs::unknown_param(other, "format")),
         }
     }
     Ok(format)
 }
 
-fn no_params(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<(), ApiError> {
+/// The value of a `format=` query parameter.
+pub(crate) fn parse_format(value: &str) -> Result<Format, ApiError> {
+    match value {
+        "json" => Ok(Format::Json),
+        "bin" => Ok(Format::Bin),
+        other => Err(ApiError::bad_request(format!(
+            "format {} is not supported: use format=json (the default) or format=bin \
+             (the canonical encoding)",
+            quote(other)
+        ))),
+    }
+}
+
+pub(crate) fn no_params(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<(), ApiError> {
     match parse_query(query)?.first() {
         Some((key, _)) => Err(crate::blobs::unknown_param(key, "none")),
         None => Ok(()),
     }
 }
 
-fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(crate) fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(p)| p)
         .map_err(|e| ApiError::bad_request(format!("malformed path: {e}")))
 }
 
-fn binary(bytes: Vec<u8>) -> Response {
+pub(crate) fn binary(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, OCTET_STREAM)], bytes).into_response()
 }
 
-fn encoding_failed(what: &str, err: impl std::fmt::Display) -> ApiError {
+pub(crate) fn encoding_failed(what: &str, err: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("encoding the {what} failed: {err}"))
 }
 

@@ -30,6 +30,9 @@
 //! | `GET /api/v1/chain/receipts/{tx_hash}` | receipt + inclusion proof + header and certificate bytes: enough for an offline light client |
 //! | `GET /api/v1/chain/accounts/{public_key}` | balance and next nonce as of the last finalized block |
 //! | `GET /api/v1/chain/heads` | finalized heads as NDJSON, one per line (`{"lagged": n}` when the reader fell behind) |
+//! | `GET /api/v1/cage/receipts` | the HTTP Cage's receipt signer and batches written (409 without a cage, as every cage route) |
+//! | `GET /api/v1/cage/receipts/batches/{n}[?format=bin]` | signed receipt batch n, verified before it is served: header, receipts, its store CID (or the canonical SignedBatch, the blob's bytes) |
+//! | `GET /api/v1/cage/receipts/{receipt_hash}?batch=N[&format=bin]` | a receipt from a `Metanode-Receipt` header with its batch's signed header and Merkle path (or the canonical ReceiptProof): checkable with the node key alone |
 //! | `POST /api/v1/docklock/runs` | JSON run request (`executable` path, `executable_cid` or `bundle`; inputs by CID): runs a DockLock cage; 200 exit, verdict, receipt and output CIDs, cgroup usage; 400 naming the field, 403 `executable_cid` on a node without `docklock.executables_by_cid`, 404 unknown input or executable CID, 409 without a `docklock:` section, 503 + `Retry-After` while another run is in progress |
 //!
 //! The admin operations (gc, verify, delete, pins) are open to whoever can
@@ -41,6 +44,7 @@
 //! [`API_READ_WINDOW_BYTES`](metanode_core::limits::API_READ_WINDOW_BYTES).
 
 mod blobs;
+mod cage;
 mod chain;
 mod chain_control;
 mod docklock;
@@ -121,6 +125,8 @@ pub struct AppState {
     /// Renders the traffic lights' and cage's counters (Prometheus text
     /// format) for `/metrics/traffic`; `None` when the node runs neither.
     pub(crate) traffic_metrics: Option<TrafficMetrics>,
+    /// The HTTP Cage's audit receipts; `None` when the node runs no cage.
+    pub(crate) cage_receipts: Option<metanode_cage::ReceiptReader>,
     /// Cage runs (`/api/v1/docklock/runs`); `None` without a `docklock:` section.
     pub(crate) docklock: Option<docklock::DocklockState>,
 }
@@ -146,6 +152,7 @@ impl AppState {
             system: None,
             chain: None,
             traffic_metrics: None,
+            cage_receipts: None,
             docklock: None,
         }
     }
@@ -159,6 +166,12 @@ impl AppState {
     /// Enables `/metrics/traffic` (XDP counters, cage decisions).
     pub fn with_traffic_metrics(mut self, render: TrafficMetrics) -> Self {
         self.traffic_metrics = Some(render);
+        self
+    }
+
+    /// Enables the `/api/v1/cage/receipts*` routes.
+    pub fn with_cage_receipts(mut self, reader: metanode_cage::ReceiptReader) -> Self {
+        self.cage_receipts = Some(reader);
         self
     }
 
@@ -217,6 +230,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/chain/receipts/{tx_hash}", get(chain::receipt))
         .route("/api/v1/chain/accounts/{public_key}", get(chain::account))
         .route("/api/v1/chain/heads", get(chain::heads))
+        .route("/api/v1/cage/receipts", get(cage::info))
+        .route("/api/v1/cage/receipts/batches/{batch}", get(cage::batch))
+        .route("/api/v1/cage/receipts/{receipt_hash}", get(cage::receipt))
         .route("/api/v1/docklock/runs", post(docklock::run))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

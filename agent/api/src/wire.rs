@@ -625,3 +625,143 @@ fn hex_bytes(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// One cage audit receipt (`/api/v1/cage/receipts*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CageReceiptInfo {
+    /// Its sequence number in the whole receipt file.
+    pub seq: u64,
+    /// What its `Metanode-Receipt` response header named.
+    pub receipt_hash: String,
+    pub time_unix_ms: u64,
+    pub client_ip: String,
+    pub key_id: Option<String>,
+    pub request_hash: String,
+    /// `forwarded`, `signature_rejected`, … (metanode_cage::Decision).
+    pub decision: String,
+    pub detail: String,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub response_hash: String,
+    pub policy_version: u64,
+    pub policy_digest: String,
+}
+
+impl CageReceiptInfo {
+    pub fn new(
+        seq: u64,
+        r: &metanode_cage::Receipt,
+    ) -> Result<Self, metanode_core::encoding::EncodeError> {
+        Ok(Self {
+            seq,
+            receipt_hash: r.hash()?.to_hex(),
+            time_unix_ms: r.time_unix_ms,
+            client_ip: r.client_ip.to_string(),
+            key_id: r.key_id.clone(),
+            request_hash: r.request_hash.to_hex(),
+            decision: r.decision.name().to_owned(),
+            detail: r.detail.clone(),
+            status: r.status,
+            upstream_status: r.upstream_status,
+            response_hash: r.response_hash.to_hex(),
+            policy_version: r.policy_version,
+            policy_digest: hex_bytes(&r.policy_digest),
+        })
+    }
+}
+
+/// What the node key signs for a receipt batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CageBatchHeaderInfo {
+    pub signer: String,
+    pub batch_index: u64,
+    pub first_receipt_seq: u64,
+    pub receipts_count: u32,
+    pub receipts_root: String,
+    pub prev_batch_hash: String,
+    pub sealed_unix_ms: u64,
+    /// The hash the signature covers.
+    pub batch_hash: String,
+}
+
+impl From<&metanode_cage::receipt::BatchHeader> for CageBatchHeaderInfo {
+    fn from(h: &metanode_cage::receipt::BatchHeader) -> Self {
+        Self {
+            signer: hex_bytes(&h.signer),
+            batch_index: h.batch_index,
+            first_receipt_seq: h.first_receipt_seq,
+            receipts_count: h.receipts_count,
+            receipts_root: h.receipts_root.to_hex(),
+            prev_batch_hash: h.prev_batch_hash.to_hex(),
+            sealed_unix_ms: h.sealed_unix_ms,
+            batch_hash: h.hash().to_hex(),
+        }
+    }
+}
+
+/// `GET /api/v1/cage/receipts`: where the receipts are and who signs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CageReceiptsInfo {
+    /// The node key that signs every batch.
+    pub signer: String,
+    /// Batches durably in the receipt file.
+    pub batches_count: u64,
+}
+
+/// `GET /api/v1/cage/receipts/batches/{batch}`: one signed batch, checked
+/// against the node key before it is served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CageBatchResponse {
+    /// The blob the node stores the batch as (pinned): its canonical
+    /// `SignedBatch` bytes, which `?format=bin` returns.
+    pub cid: String,
+    pub header: CageBatchHeaderInfo,
+    pub signature: String,
+    pub receipts: Vec<CageReceiptInfo>,
+}
+
+impl CageBatchResponse {
+    pub fn new(b: &metanode_cage::StoredBatch) -> Result<Self, EncodeError> {
+        let h = &b.batch.header;
+        let mut receipts = Vec::with_capacity(b.batch.receipts.len());
+        for (i, r) in b.batch.receipts.iter().enumerate() {
+            receipts.push(CageReceiptInfo::new(h.first_receipt_seq + i as u64, r)?);
+        }
+        Ok(Self {
+            cid: b.cid().to_string(),
+            header: CageBatchHeaderInfo::from(h),
+            signature: hex_bytes(&b.batch.signature),
+            receipts,
+        })
+    }
+}
+
+/// `GET /api/v1/cage/receipts/{receipt_hash}?batch=N`: a receipt with the
+/// signed header of its batch and its Merkle audit path; `proof_bin` (hex)
+/// is the canonical `ReceiptProof` that `metanode cage verify-receipt`
+/// checks with the node's public key alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CageReceiptProofResponse {
+    pub batch_cid: String,
+    pub receipt: CageReceiptInfo,
+    pub header: CageBatchHeaderInfo,
+    pub signature: String,
+    pub proof: ProofInfo,
+    pub proof_bin: String,
+}
+
+impl CageReceiptProofResponse {
+    pub fn new(
+        batch_cid: &ContentId,
+        p: &metanode_cage::ReceiptProof,
+    ) -> Result<Self, EncodeError> {
+        Ok(Self {
+            batch_cid: batch_cid.to_string(),
+            receipt: CageReceiptInfo::new(p.receipt_seq(), &p.receipt)?,
+            header: CageBatchHeaderInfo::from(&p.header),
+            signature: hex_bytes(&p.signature),
+            proof: ProofInfo::from(&p.proof),
+            proof_bin: hex_bytes(&p.to_canonical_bytes()?),
+        })
+    }
+}

@@ -20,6 +20,7 @@
 //! Entry points: [`serve`] (all in one), or [`Server::bind`] then
 //! [`Server::run`] to learn the bound address and metrics first.
 
+pub mod audit;
 pub mod config;
 pub mod h1;
 pub mod lights;
@@ -30,12 +31,13 @@ pub mod ratelimit;
 pub mod receipt;
 pub mod verifier;
 
+pub use audit::{LookupError, ReceiptProof, ReceiptProofError, ReceiptReader, StoredBatch};
 pub use config::{CageConfig, ConfigError, UnsignedPolicy};
 pub use lights::{PolicyHandle, allow_all_policy};
 pub use metrics::{Metrics, MetricsSnapshot, render_prometheus};
 pub use proxy::{KEY_ID_HEADER, RECEIPT_HEADER, ServeError, ServeReport, Server, serve};
 pub use receipt::{
-    BatchReplica, BatchReplicaError, Decision, EncodedBatch, FileSink, Receipt, ReceiptSink,
-    ReceiptView, ReplicatedSink, SignedBatch, VerifyReport, read_receipts, read_signed_batches,
-    verify_receipts,
+    BatchOffsets, BatchReplica, BatchReplicaError, Decision, EncodedBatch, FileSink, Receipt,
+    ReceiptSink, ReceiptView, ReplicatedSink, SignedBatch, VerifyReport, read_receipts,
+    read_signed_batches, verify_receipts,
 };

@@ -29,6 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::ReceiptReader;
 use crate::config::{CageConfig, ConfigError, UnsignedPolicy};
 use crate::h1::{
     self, ChunkedDecoder, DateCache, Framing, HeadError, HeaderKind, RequestHead, ResponseHead,
@@ -114,6 +115,7 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     state: Arc<State>,
     local_addr: SocketAddr,
+    receipt_reader: ReceiptReader,
 }
 
 impl std::fmt::Debug for Server {
@@ -242,6 +244,11 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new());
         let file = FileSink::open(&config.receipts.path, &signing_key.public_key())?;
+        let receipt_reader = ReceiptReader::new(
+            config.receipts.path.clone(),
+            signing_key.public_key(),
+            file.batch_offsets(),
+        );
         let sink: Box<dyn ReceiptSink> = match replica {
             None => Box::new(file),
             Some(replica) => Box::new(
@@ -297,6 +304,7 @@ impl Server {
             tls,
             state: Arc::new(state),
             local_addr,
+            receipt_reader,
         })
     }
 
@@ -307,6 +315,12 @@ impl Server {
     /// Live counters (keep the Arc to render metrics while running).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.state.metrics.clone()
+    }
+
+    /// Looks receipt batches up and proves receipts (the agent's API serves
+    /// it); stays valid after the server stops.
+    pub fn receipt_reader(&self) -> ReceiptReader {
+        self.receipt_reader.clone()
     }
 
     /// Handle to swap the BISO policy at runtime.
@@ -328,6 +342,7 @@ impl Server {
             tls,
             state,
             local_addr,
+            receipt_reader: _,
         } = self;
         let slots = Arc::new(Semaphore::new(
             state.config.limits.connections_count_max as usize,

@@ -317,10 +317,13 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
         None => None,
     };
     let (state, traffic) = match traffic {
-        Some((traffic, metrics)) => (
-            state.with_traffic_metrics(std::sync::Arc::new(metrics)),
-            Some(traffic),
-        ),
+        Some((traffic, metrics)) => {
+            let mut state = state.with_traffic_metrics(std::sync::Arc::new(metrics));
+            if let Some(receipts) = traffic.cage_receipts() {
+                state = state.with_cage_receipts(receipts);
+            }
+            (state, Some(traffic))
+        }
         None => (state, None),
     };
     let (signals_tx, signals_rx) = watch::channel(0u32);

@@ -3,16 +3,19 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use metanode_cage::{
-    CageConfig, PolicyHandle, allow_all_policy, read_signed_batches, verify_receipts,
+    CageConfig, PolicyHandle, ReceiptProof, allow_all_policy, read_signed_batches, verify_receipts,
 };
 use metanode_core::cid::ContentId;
+use metanode_core::encoding::Decode as _;
+use metanode_core::hash::Hash32;
 use metanode_core::keys::{SigningKey, SigningKeyFile};
 use serde_json::json;
 
 use crate::cmd_biso::{load_compiled, parse_public_key};
+use crate::cmd_store::Remote;
 use crate::output::Output;
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +46,20 @@ Examples:
   metanode cage verify-receipts /var/lib/metanode/cage/receipts.log --signer 3b6a…9f
   metanode --json cage verify-receipts receipts.log --signer 3b6a…9f --cids")]
     VerifyReceipts(VerifyArgs),
+    /// Verify one receipt from a `Metanode-Receipt` response header: fetch
+    /// its proof from the node and check it with the node's public key.
+    #[command(after_help = "\
+The node answers with the receipt, its batch's header and the Merkle path between them
+(GET /api/v1/cage/receipts/HASH?batch=N&format=bin). Only --signer is trusted: the header
+must be signed by it, and the receipt must lead to the header's Merkle root. The node
+is a source of bytes. --save keeps the proof; --proof checks a saved one offline.
+
+Examples:
+  metanode cage verify-receipt --api http://127.0.0.1:7878 --signer 3b6a…9f '5d0e…c1; batch=12'
+  metanode cage verify-receipt --api http://127.0.0.1:7878 --signer 3b6a…9f 5d0e…c1 --batch 12 \\
+      --save receipt.proof
+  metanode --json cage verify-receipt --proof receipt.proof --signer 3b6a…9f 5d0e…c1")]
+    VerifyReceipt(VerifyReceiptArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,10 +89,36 @@ pub struct VerifyArgs {
     cids: bool,
 }
 
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["api", "proof"])))]
+pub struct VerifyReceiptArgs {
+    /// The receipt: the `Metanode-Receipt` header's value (`HASH; batch=N`),
+    /// or its hash alone with --batch.
+    #[arg(value_name = "RECEIPT")]
+    receipt: String,
+    /// The receipt's batch (the header's `batch=`).
+    #[arg(long, value_name = "N")]
+    batch: Option<u64>,
+    /// The node's API to fetch the proof from, e.g. http://127.0.0.1:7878.
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// A proof saved earlier with --save (its canonical bytes), checked
+    /// offline.
+    #[arg(long, value_name = "FILE")]
+    proof: Option<PathBuf>,
+    /// The node's public key, 64 hex digits: the only thing trusted.
+    #[arg(long, value_name = "HEX64")]
+    signer: String,
+    /// Also write the fetched proof's canonical bytes to FILE.
+    #[arg(long, value_name = "FILE", requires = "api")]
+    save: Option<PathBuf>,
+}
+
 pub fn run(cmd: CageCommand, out: &Output) -> anyhow::Result<()> {
     match cmd {
         CageCommand::Serve(args) => serve(&args, out),
         CageCommand::VerifyReceipts(args) => verify(&args, out),
+        CageCommand::VerifyReceipt(args) => verify_one(&args, out),
     }
 }
 
@@ -185,4 +228,140 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
                 "batch_cids": cids}),
     );
     Ok(())
+}
+
+/// A proof's canonical bytes are about 1.5 KiB; this only stops a
+/// misbehaving server or a wrong file.
+const RECEIPT_PROOF_BYTES_MAX: u64 = 64 * 1024;
+
+/// `HASH` or `HASH; batch=N` (a `Metanode-Receipt` header value), and
+/// `--batch`; the two must agree when both are given.
+fn parse_receipt_ref(text: &str, batch: Option<u64>) -> anyhow::Result<(Hash32, Option<u64>)> {
+    let mut parts = text.split(';').map(str::trim);
+    let hash_text = parts.next().unwrap_or_default();
+    let hash: Hash32 = hash_text.parse().map_err(|e| {
+        anyhow!(
+            "receipt {hash_text:?} is not 64 hex digits (the first part of a Metanode-Receipt \
+             header): {e}"
+        )
+    })?;
+    let mut from_header = None;
+    for param in parts {
+        let value = param
+            .strip_prefix("batch=")
+            .ok_or_else(|| anyhow!("receipt: unexpected {param:?}; expected `HASH; batch=N`"))?;
+        from_header = Some(
+            value
+                .parse::<u64>()
+                .map_err(|_| anyhow!("receipt: batch={value:?} is not a batch number"))?,
+        );
+    }
+    match (from_header, batch) {
+        (Some(a), Some(b)) if a != b => {
+            bail!("receipt names batch {a} but --batch is {b}")
+        }
+        (a, b) => Ok((hash, a.or(b))),
+    }
+}
+
+fn verify_one(args: &VerifyReceiptArgs, out: &Output) -> anyhow::Result<()> {
+    let signer = parse_public_key(&args.signer)?;
+    let (receipt_hash, batch) = parse_receipt_ref(&args.receipt, args.batch)?;
+    let (bytes, source) = match (&args.api, &args.proof) {
+        (Some(api), _) => {
+            let batch = batch.ok_or_else(|| {
+                anyhow!("the receipt's batch is missing: pass `HASH; batch=N` or --batch N")
+            })?;
+            let remote = Remote::new(api)?;
+            let what = format!("receipt {receipt_hash} of batch {batch}");
+            let mut response = remote.check(
+                &what,
+                remote
+                    .agent
+                    .get(remote.url(&format!(
+                        "/api/v1/cage/receipts/{receipt_hash}?batch={batch}&format=bin"
+                    )))
+                    .call(),
+            )?;
+            let bytes = response
+                .body_mut()
+                .with_config()
+                .limit(RECEIPT_PROOF_BYTES_MAX)
+                .read_to_vec()
+                .with_context(|| format!("{what}: reading the answer of {}", remote.base))?;
+            if let Some(path) = &args.save {
+                std::fs::write(path, &bytes)
+                    .with_context(|| format!("--save {}", path.display()))?;
+            }
+            (bytes, remote.base.clone())
+        }
+        (None, Some(path)) => {
+            let len = std::fs::metadata(path)
+                .with_context(|| format!("--proof {}", path.display()))?
+                .len();
+            if len > RECEIPT_PROOF_BYTES_MAX {
+                bail!(
+                    "--proof {}: {len} bytes is not a receipt proof (they are a few KiB)",
+                    path.display()
+                );
+            }
+            let bytes =
+                std::fs::read(path).with_context(|| format!("--proof {}", path.display()))?;
+            (bytes, path.display().to_string())
+        }
+        (None, None) => bail!("pass --api URL (fetch the proof) or --proof FILE (a saved one)"),
+    };
+    let proof = ReceiptProof::from_canonical_bytes(&bytes)
+        .map_err(|e| anyhow!("{source}: not a receipt proof: {e}"))?;
+    let proven = proof
+        .verify(&signer)
+        .map_err(|e| anyhow!("receipt {receipt_hash}: does not verify: {e}"))?;
+    if proven != receipt_hash {
+        bail!("{source}: the proof is for receipt {proven}, not {receipt_hash}");
+    }
+    if let Some(batch) = batch
+        && proof.header.batch_index != batch
+    {
+        bail!(
+            "{source}: the proof puts receipt {receipt_hash} in batch {}, not {batch}",
+            proof.header.batch_index
+        );
+    }
+    let r = &proof.receipt;
+    out.emit(
+        &format!(
+            "receipt {receipt_hash} verifies: #{} in batch {} signed by {signer}\n  \
+             {} {} from {}{}: status {}{}, policy v{}",
+            proof.receipt_seq(),
+            proof.header.batch_index,
+            format_unix_ms(r.time_unix_ms),
+            r.decision.name(),
+            r.client_ip,
+            r.key_id
+                .as_deref()
+                .map(|k| format!(" (key {k})"))
+                .unwrap_or_default(),
+            r.status,
+            r.upstream_status
+                .map(|u| format!(", upstream {u}"))
+                .unwrap_or_default(),
+            r.policy_version,
+        ),
+        &json!({"receipt_hash": receipt_hash.to_hex(), "verified": true,
+                "receipt_seq": proof.receipt_seq(), "batch_index": proof.header.batch_index,
+                "signer": signer.to_string(), "time_unix_ms": r.time_unix_ms,
+                "client_ip": r.client_ip.to_string(), "key_id": r.key_id,
+                "decision": r.decision.name(), "detail": r.detail, "status": r.status,
+                "upstream_status": r.upstream_status,
+                "request_hash": r.request_hash.to_hex(),
+                "response_hash": r.response_hash.to_hex(),
+                "policy_version": r.policy_version,
+                "policy_digest": hex::encode(r.policy_digest)}),
+    );
+    Ok(())
+}
+
+/// `Wed, 02 Dec 2026 13:05:00 GMT` for a Unix time in milliseconds.
+fn format_unix_ms(ms: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }

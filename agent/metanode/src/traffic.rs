@@ -17,7 +17,8 @@ use anyhow::{Context as _, anyhow};
 use metanode_api::TrafficMetricsSource;
 use metanode_biso::{CompiledPolicy, DecisionKind, DecisionLog, Policy, compile};
 use metanode_cage::{
-    BatchReplica, BatchReplicaError, CageConfig, Metrics as CageMetrics, PolicyHandle, ServeReport,
+    BatchReplica, BatchReplicaError, CageConfig, Metrics as CageMetrics, PolicyHandle,
+    ReceiptReader, ServeReport,
 };
 use metanode_core::config::{NodeConfig, TrafficConfig, XdpMode};
 use metanode_core::keys::SigningKey;
@@ -73,6 +74,7 @@ struct RunningCage {
     task: tokio::task::JoinHandle<ServeReport>,
     metrics: Arc<CageMetrics>,
     policy: PolicyHandle,
+    receipts: ReceiptReader,
 }
 
 /// Scrape-time rendering of the XDP counters and cage metrics.
@@ -185,6 +187,7 @@ pub async fn start(
             .map_err(|e| anyhow!("starting the cage (traffic.cage): {e}"))?;
             let metrics = server.metrics();
             let handle = server.policy();
+            let receipts = server.receipt_reader();
             let listen = server.local_addr();
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(server.run(async move {
@@ -199,6 +202,7 @@ pub async fn start(
                 task,
                 metrics,
                 policy: handle,
+                receipts,
             })
         }
     };
@@ -326,6 +330,11 @@ fn reload_once(reload: &mut Reload) -> anyhow::Result<Option<u64>> {
 }
 
 impl Traffic {
+    /// The cage's receipt file, for the API's `/api/v1/cage/receipts*`.
+    pub fn cage_receipts(&self) -> Option<ReceiptReader> {
+        self.cage.as_ref().map(|c| c.receipts.clone())
+    }
+
     /// Stops the cage (draining it and writing its last receipt batch). The
     /// XDP program stays attached through its pinned link: packet policy
     /// does not lapse while the agent restarts.

@@ -145,6 +145,28 @@ fn get_from(source: Ipv4Addr, to: SocketAddr) -> Option<u16> {
     text.get(9..12)?.parse().ok()
 }
 
+/// One GET through the cage over loopback; its `Metanode-Receipt` header.
+fn receipt_header_of_get(to: SocketAddr) -> String {
+    let mut s = TcpStream::connect(to).expect("connect to the cage");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /hello HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the answer");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("metanode-receipt: ")
+                .or_else(|| l.strip_prefix("Metanode-Receipt: "))
+        })
+        .unwrap_or_else(|| panic!("no Metanode-Receipt header in:\n{text}"))
+        .trim()
+        .to_string()
+}
+
 /// connect() from a bound source address with a bounded wait.
 fn socket2_connect(source: Ipv4Addr, to: SocketAddr) -> Option<TcpStream> {
     // std has no bind-before-connect; do it with libc.
@@ -254,7 +276,7 @@ fn write_files(dir: &Path, ns: &Netns, cage_port: u16, upstream: SocketAddr) -> 
         &cage,
         format!(
             "listen: 0.0.0.0:{cage_port}\nroutes:\n  - {{ path_prefix: /, upstream: \"{upstream}\", unsigned: allow-with-receipt }}\n\
-             receipts: {{ path: {} }}\n",
+             receipts: {{ path: {}, response_header: true }}\n",
             dir.join("receipts.log").display()
         ),
     )
@@ -395,6 +417,81 @@ fn one_policy_enforced_at_xdp_and_in_the_cage() {
             .and_then(|v| v["entries"].as_u64())
     };
     assert_eq!(entries(&log), Some(1));
+
+    // A client holding a response's Metanode-Receipt header gets the proof
+    // from the node's API and checks it with the node key alone.
+    let header = receipt_header_of_get(loopback);
+    let api = format!("http://{}", agent.addr);
+    let proof_file = tmp.path().join("receipt.proof");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let verified = loop {
+        // The batch is written within flush_interval_ms (200) of the
+        // request; until then the API answers 404 and the CLI fails.
+        let out = common::cli(
+            &[
+                "--json",
+                "cage",
+                "verify-receipt",
+                "--api",
+                &api,
+                "--signer",
+                &signer,
+                &header,
+                "--save",
+                proof_file.to_str().expect("utf-8"),
+            ],
+            None,
+        );
+        if out.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verify-receipt kept failing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let receipt_hash = header.split(';').next().expect("hash").trim();
+    assert_eq!(verified["receipt_hash"], receipt_hash, "{verified}");
+    assert_eq!(verified["decision"], "forwarded", "{verified}");
+    assert_eq!(verified["status"], 200, "{verified}");
+    assert_eq!(verified["client_ip"], "127.0.0.1", "{verified}");
+    // The JSON route names the batch's blob, and the saved proof checks
+    // offline; with another key it does not.
+    let batch_index = verified["batch_index"].as_u64().expect("batch_index");
+    let r = get(
+        agent.addr,
+        &format!("/api/v1/cage/receipts/{receipt_hash}?batch={batch_index}"),
+    );
+    assert_eq!(r.status, 200);
+    let shown: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    let proof_batch_cid = shown["batch_cid"].as_str().expect("batch_cid").to_string();
+    let offline = |signer: &str| {
+        common::cli(
+            &[
+                "cage",
+                "verify-receipt",
+                "--proof",
+                proof_file.to_str().expect("utf-8"),
+                "--signer",
+                signer,
+                &header,
+            ],
+            None,
+        )
+    };
+    assert!(offline(&signer).status.success());
+    let stranger = metanode_core::keys::SigningKey::from_seed(&[9; 32])
+        .public_key()
+        .to_string();
+    let refused = offline(&stranger);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not by the expected node key"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     // Before the reload, the pending region is yellow in the cage: served
     // (or 429 once its 2-request burst is spent), never 403.
     let before = get_from(YELLOW_LOOPBACK, loopback);
@@ -516,6 +613,10 @@ fn one_policy_enforced_at_xdp_and_in_the_cage() {
         .filter_map(|c| c.as_str().map(str::to_string))
         .collect();
     assert_eq!(listed, batch_cids);
+    assert!(
+        batch_cids.contains(&proof_batch_cid),
+        "the API's batch_cid {proof_batch_cid} is not a batch of the file"
+    );
 
     // The agent is gone, the pinned XDP link is not: red is still dropped.
     let l = TcpListener::bind((HOST, 0)).expect("bind host listener");

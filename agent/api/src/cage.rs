@@ -1,0 +1,136 @@
+//! `/api/v1/cage/receipts*`: the HTTP Cage's audit receipts, so a client
+//! holding a response's `Metanode-Receipt: <hash>; batch=N` header can get
+//! the receipt, the node-signed header of its batch and the Merkle path
+//! between them, and check it with the node's public key alone
+//! (`metanode cage verify-receipt`).
+//!
+//! Batches come from the receipt file through
+//! [`metanode_cage::ReceiptReader`], which verifies a batch (signer,
+//! signature, Merkle root) before it is served, so a batch changed on disk
+//! is a 500 naming it, never served as good. Reads are blocking file I/O,
+//! run on the blocking pool. A node without `traffic.cage` answers 409.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use metanode_cage::{LookupError, ReceiptReader, StoredBatch};
+use metanode_core::encoding::Encode;
+use metanode_core::hash::Hash32;
+
+use crate::chain::{
+    Format, binary, encoding_failed, format_param, no_params, parse_format, path_param,
+};
+use crate::error::{ApiError, quote};
+use crate::gateway::parse_query;
+use crate::{AppState, wire};
+
+/// The cage's receipts, or 409 when this node runs no cage.
+fn reader(st: &AppState) -> Result<ReceiptReader, ApiError> {
+    st.cage_receipts.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "this node runs no HTTP Cage (its config has no traffic.cage), so it has no \
+             audit receipts",
+        )
+    })
+}
+
+fn map(err: LookupError) -> ApiError {
+    match &err {
+        LookupError::BatchNotWritten { .. } | LookupError::ReceiptNotInBatch { .. } => {
+            ApiError::not_found(err.to_string())
+        }
+        LookupError::Read { .. } | LookupError::Truncated { .. } | LookupError::Invalid { .. } => {
+            ApiError::internal(err.to_string())
+        }
+    }
+}
+
+async fn read_batch(reader: ReceiptReader, batch_index: u64) -> Result<StoredBatch, ApiError> {
+    tokio::task::spawn_blocking(move || reader.batch(batch_index))
+        .await
+        .map_err(|e| ApiError::task_failed("reading a receipt batch", e))?
+        .map_err(map)
+}
+
+fn batch_number(text: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "batch {} is not a batch number: use the batch= of the Metanode-Receipt header \
+             (0, 1, 2, …)",
+            quote(text)
+        ))
+    })
+}
+
+pub(crate) async fn info(
+    State(st): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<wire::CageReceiptsInfo>, ApiError> {
+    let reader = reader(&st)?;
+    no_params(query)?;
+    Ok(Json(wire::CageReceiptsInfo {
+        signer: reader.signer().to_string(),
+        batches_count: reader.batches_count(),
+    }))
+}
+
+pub(crate) async fn batch(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let reader = reader(&st)?;
+    let batch_index = batch_number(&path_param(path)?)?;
+    let format = format_param(query)?;
+    let stored = read_batch(reader, batch_index).await?;
+    match format {
+        Format::Json => wire::CageBatchResponse::new(&stored)
+            .map(|r| Json(r).into_response())
+            .map_err(|e| encoding_failed("receipt batch", e)),
+        Format::Bin => Ok(binary(stored.signed_batch_bytes)),
+    }
+}
+
+pub(crate) async fn receipt(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let reader = reader(&st)?;
+    let text = path_param(path)?;
+    let receipt_hash: Hash32 = text.parse().map_err(|e| {
+        ApiError::bad_request(format!(
+            "receipt hash {} is not 64 hex digits (the first part of a Metanode-Receipt \
+             header): {e}",
+            quote(&text)
+        ))
+    })?;
+    let mut batch_index = None;
+    let mut format = Format::Json;
+    for (key, value) in parse_query(query)? {
+        match key.as_str() {
+            "batch" => batch_index = Some(batch_number(&value)?),
+            "format" => format = parse_format(&value)?,
+            other => return Err(crate::blobs::unknown_param(other, "batch, format")),
+        }
+    }
+    let batch_index = batch_index.ok_or_else(|| {
+        ApiError::bad_request(
+            "batch is missing: add ?batch=N, the batch= of the Metanode-Receipt header",
+        )
+    })?;
+    let stored = read_batch(reader, batch_index).await?;
+    let proof = stored.prove(&receipt_hash).map_err(map)?;
+    match format {
+        Format::Json => wire::CageReceiptProofResponse::new(&stored.cid(), &proof)
+            .map(|r| Json(r).into_response())
+            .map_err(|e| encoding_failed("receipt proof", e)),
+        Format::Bin => proof
+            .to_canonical_bytes()
+            .map(binary)
+            .map_err(|e| encoding_failed("receipt proof", e)),
+    }
+}
