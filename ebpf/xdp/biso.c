@@ -178,8 +178,7 @@ struct pkt_meta {
 #define BISO_SAMPLE_RECORD_BYTES ((sizeof(struct biso_sample) + 8 + 7) & ~7ULL)
 
 static __always_inline void sample(struct biso_counters *cnt, const struct pkt_meta *m,
-				   const struct biso_rule *rule, __u64 version, int passed,
-				   __u64 now)
+				   const struct biso_rule *rule, __u64 version, int passed)
 {
 	/* A full ring (user space not draining, e.g. during a flood) would
 	 * make bpf_ringbuf_reserve fail anyway, but only after taking the
@@ -198,9 +197,9 @@ static __always_inline void sample(struct biso_counters *cnt, const struct pkt_m
 		cnt->c[BISO_C_SAMPLES_LOST] += 1;
 		return;
 	}
-	/* The bucket's clock reading: bpf_ktime_get_ns is the costliest call
-	 * on the yellow path, so it is read once per packet. */
-	s->ts_ns = now;
+	/* The precise clock whichever the bucket reads: only sampled packets
+	 * pay for it. */
+	s->ts_ns = bpf_ktime_get_ns();
 	s->policy_version = version;
 	__builtin_memcpy(s->saddr, m->saddr, 16);
 	__builtin_memcpy(s->daddr, m->daddr, 16);
@@ -242,16 +241,24 @@ static __always_inline int bucket_take(struct biso_verdict *v, __u64 now)
 	if (pass)
 		credit -= rule->cost_credit;
 	v->credit = credit;
-	v->last_ns = now;
+	/* Never backwards: a rule swap can move a bucket from the precise to
+	 * the coarse clock, which reads earlier; moving last_ns back would
+	 * grant the same time twice. */
+	if (now > v->last_ns)
+		v->last_ns = now;
 	return pass;
 }
 
 static __always_inline int judge_yellow(struct biso_counters *cnt, const struct pkt_meta *m,
 					struct biso_verdict *v, __u64 version)
 {
-	/* The precise clock, not bpf_ktime_get_coarse_ns: see ebpf/README.md
-	 * (a coarse reading cannot tell when a near-full bucket saturates). */
-	__u64 now = bpf_ktime_get_ns();
+	/* The coarse (tick) clock costs a few ns, the precise one ~20-40 ns
+	 * (a TSC read). A bucket on the coarse clock refills up to one tick
+	 * late, never early: it admits no more than the precise bucket, and at
+	 * most one tick of rate less, which the loader allows only for rules
+	 * whose bucket takes at least two ticks to fill (ebpf/README.md). */
+	__u64 now = (v->rule.flags & BISO_RULE_PRECISE_CLOCK) ? bpf_ktime_get_ns()
+							       : bpf_ktime_get_coarse_ns();
 	int passed = bucket_take(v, now);
 	if (passed) {
 		cnt->c[BISO_C_YELLOW_PASS_PACKETS] += 1;
@@ -269,7 +276,7 @@ static __always_inline int judge_yellow(struct biso_counters *cnt, const struct 
 		 * 2^32 yellow packets. */
 		__u32 rest = (seen >> 32) ? (__u32)(seen % one_in) : (__u32)seen % one_in;
 		if (rest == 0)
-			sample(cnt, m, &v->rule, version, passed, now);
+			sample(cnt, m, &v->rule, version, passed);
 	}
 	return passed ? XDP_PASS : XDP_DROP;
 }

@@ -36,9 +36,15 @@
  *   fill_ns is the time an empty bucket takes to fill (U64_MAX if rate 0);
  *   refilling for longer than that saturates, which keeps
  *   elapsed_ns * rate_per_s below credit_max and so free of overflow. */
+/* biso_rule.flags: the bucket reads bpf_ktime_get_ns, not the coarse
+ * (tick) clock. Set by the loader when the bucket fills in less than
+ * BISO_COARSE_FILL_TICKS_MIN ticks of the coarse clock, where a refill up
+ * to one tick late would matter; see bucket_clock() in biso.c. */
+#define BISO_RULE_PRECISE_CLOCK 1
+
 struct biso_rule {
 	__u8 verdict;
-	__u8 _pad0;
+	__u8 flags;
 	__u16 reason_id;
 	__u32 sample_one_in;
 	__u32 rate_per_s;

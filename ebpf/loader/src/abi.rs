@@ -3,13 +3,17 @@
 
 use metanode_biso::compiled::Rule;
 
-use crate::limits::NS_PER_S;
+use crate::limits::{COARSE_FILL_TICKS_MIN, NS_PER_S};
+
+/// `BISO_RULE_PRECISE_CLOCK`: the bucket reads bpf_ktime_get_ns.
+pub(crate) const RULE_PRECISE_CLOCK: u8 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RuleAbi {
     pub(crate) verdict: u8,
-    pub(crate) _pad0: u8,
+    /// [`RULE_PRECISE_CLOCK`] or 0.
+    pub(crate) flags: u8,
     pub(crate) reason_id: u16,
     pub(crate) sample_one_in: u32,
     pub(crate) rate_per_s: u32,
@@ -111,7 +115,17 @@ impl RuleAbi {
     /// a burst of `burst / possible_cpus` packets, rounded up to one whole
     /// packet when `burst` is non-zero (so a burst below the CPU count still
     /// lets traffic through). `burst == 0` admits nothing.
-    pub(crate) fn from_rule(rule: &Rule, possible_cpus: u32) -> Self {
+    ///
+    /// The bucket's clock: the coarse one (`coarse_tick_ns` per step, a few
+    /// ns to read) when the bucket takes at least [`COARSE_FILL_TICKS_MIN`]
+    /// ticks to fill, else the precise one (~20-40 ns, a TSC read). A coarse
+    /// bucket refills up to one tick late and never early, so it admits no
+    /// more than the precise bucket and at most one tick of rate less; the
+    /// fill-time bound keeps that lag within half a bucket. `fill_ns` is the
+    /// same per CPU as for the node (rate and burst both divide by the CPU
+    /// count), except where a burst below the CPU count rounds up to one
+    /// packet per CPU, which makes the bucket larger and slower to fill.
+    pub(crate) fn from_rule(rule: &Rule, possible_cpus: u32, coarse_tick_ns: u64) -> Self {
         let cost_credit = NS_PER_S * u64::from(possible_cpus.max(1));
         let burst_credit = u64::from(rule.rate.burst) * NS_PER_S;
         let credit_max = if rule.rate.burst == 0 {
@@ -125,9 +139,14 @@ impl RuleAbi {
             0 => u64::MAX,
             rate => credit_max.div_ceil(rate),
         };
+        let flags = if fill_ns < COARSE_FILL_TICKS_MIN.saturating_mul(coarse_tick_ns) {
+            RULE_PRECISE_CLOCK
+        } else {
+            0
+        };
         RuleAbi {
             verdict: rule.verdict as u8,
-            _pad0: 0,
+            flags,
             reason_id: rule.reason_id,
             sample_one_in: rule.sample_one_in,
             rate_per_s: rule.rate.rate_per_s,
@@ -136,5 +155,50 @@ impl RuleAbi {
             credit_max,
             fill_ns,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metanode_biso::compiled::{RateLimit, Verdict};
+
+    use super::*;
+
+    fn yellow(rate_per_s: u32, burst: u32) -> Rule {
+        Rule {
+            verdict: Verdict::Yellow,
+            rate: RateLimit { rate_per_s, burst },
+            sample_one_in: 0,
+            reason_id: 0,
+        }
+    }
+
+    const TICK_4MS: u64 = 4_000_000;
+
+    #[test]
+    fn buckets_filling_within_two_ticks_read_the_precise_clock() {
+        // (rate, burst) -> fill time: burst / rate seconds.
+        let cases = [
+            ((1_000, 2_000), 0),              // 2 s: coarse
+            ((1, 2), 0),                      // 2 s
+            ((1_000, 8), 0),                  // 8 ms = two 4 ms ticks
+            ((1_000, 7), RULE_PRECISE_CLOCK), // 7 ms
+            ((1_000_000, 100), RULE_PRECISE_CLOCK),
+            ((4_000_000, 4_000_000), 0), // the bench's yellow rule: 1 s
+            ((0, 10), 0),                // never refills: no clock matters
+        ];
+        for ((rate, burst), flags) in cases {
+            for cpus in [1, 2] {
+                let abi = RuleAbi::from_rule(&yellow(rate, burst), cpus, TICK_4MS);
+                assert_eq!(abi.flags, flags, "rate {rate} burst {burst} on {cpus} CPUs");
+            }
+        }
+        // 7 packets over 64 CPUs round up to one per CPU: 64 ms to fill.
+        assert_eq!(RuleAbi::from_rule(&yellow(1_000, 7), 64, TICK_4MS).flags, 0);
+        // A slower tick (HZ=100) moves the bound: 8 ms is then precise.
+        assert_eq!(
+            RuleAbi::from_rule(&yellow(1_000, 8), 1, 10_000_000).flags,
+            RULE_PRECISE_CLOCK
+        );
     }
 }

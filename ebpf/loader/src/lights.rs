@@ -26,9 +26,9 @@ use crate::{
     abi::{CountersAbi, CtlAbi, RuleAbi, SlotAbi, VerdictAbi},
     counters::Counters,
     limits::{
-        SAMPLES_DRAIN_MAX, SAMPLES_RING_BYTES, TEST_RUN_PACKET_BYTES_MAX,
-        TEST_RUN_PACKET_BYTES_MIN, V4_PREFIXES_MAX, V6_PREFIXES_MAX, VERDICT_CACHE_V4_SOURCES_MAX,
-        VERDICT_CACHE_V6_SOURCES_MAX,
+        COARSE_TICK_NS_FALLBACK, NS_PER_S, SAMPLES_DRAIN_MAX, SAMPLES_RING_BYTES,
+        TEST_RUN_PACKET_BYTES_MAX, TEST_RUN_PACKET_BYTES_MIN, V4_PREFIXES_MAX, V6_PREFIXES_MAX,
+        VERDICT_CACHE_V4_SOURCES_MAX, VERDICT_CACHE_V6_SOURCES_MAX,
     },
     sample::Sample,
     sys,
@@ -331,6 +331,28 @@ pub struct TrafficLights {
     pin_dir: Option<PathBuf>,
     links: BTreeMap<String, Attached>,
     possible_cpus: u32,
+    /// The coarse clock's step (1/HZ): picks each yellow bucket's clock.
+    coarse_tick_ns: u64,
+}
+
+/// The step of the clock bpf_ktime_get_coarse_ns reads (1/HZ), from
+/// `clock_getres(CLOCK_MONOTONIC_COARSE)`; the slowest tick if it fails.
+fn coarse_tick_ns() -> u64 {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres writes one timespec that we own.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+    let ns = u64::try_from(res.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(NS_PER_S)
+        .saturating_add(u64::try_from(res.tv_nsec).unwrap_or(0));
+    if rc != 0 || ns == 0 {
+        COARSE_TICK_NS_FALLBACK
+    } else {
+        ns
+    }
 }
 
 impl fmt::Debug for TrafficLights {
@@ -339,6 +361,7 @@ impl fmt::Debug for TrafficLights {
             .field("pin_dir", &self.pin_dir)
             .field("attached", &self.links.keys().collect::<Vec<_>>())
             .field("possible_cpus", &self.possible_cpus)
+            .field("coarse_tick_ns", &self.coarse_tick_ns)
             .finish_non_exhaustive()
     }
 }
@@ -411,12 +434,20 @@ impl TrafficLights {
             pin_dir: pin_dir.map(Path::to_path_buf),
             links: BTreeMap::new(),
             possible_cpus,
+            coarse_tick_ns: coarse_tick_ns(),
         })
     }
 
     /// CPUs the kernel may run the program on (per-CPU buckets and counters).
     pub fn possible_cpus(&self) -> u32 {
         self.possible_cpus
+    }
+
+    /// The coarse clock's step; a yellow bucket that fills in fewer than
+    /// [`crate::limits::COARSE_FILL_TICKS_MIN`] of them reads the precise
+    /// clock instead.
+    pub fn coarse_tick_ns(&self) -> u64 {
+        self.coarse_tick_ns
     }
 
     /// Attaches to `ifname` (in the calling thread's network namespace).
@@ -567,6 +598,7 @@ impl TrafficLights {
         check_count(policy.version, "ipv4", policy.v4.len(), V4_PREFIXES_MAX)?;
         check_count(policy.version, "ipv6", policy.v6.len(), V6_PREFIXES_MAX)?;
         let cpus = self.possible_cpus;
+        let tick_ns = self.coarse_tick_ns;
 
         let ctl = {
             let map = map_ref(&self.ebpf, MAP_CTL)?;
@@ -599,7 +631,7 @@ impl TrafficLights {
             (
                 net.addr().octets(),
                 u32::from(net.prefix_len()),
-                RuleAbi::from_rule(rule, cpus),
+                RuleAbi::from_rule(rule, cpus, tick_ns),
                 net.to_string(),
             )
         });
@@ -609,7 +641,7 @@ impl TrafficLights {
             (
                 net.addr().octets(),
                 u32::from(net.prefix_len()),
-                RuleAbi::from_rule(rule, cpus),
+                RuleAbi::from_rule(rule, cpus, tick_ns),
                 net.to_string(),
             )
         });
@@ -624,7 +656,7 @@ impl TrafficLights {
                 loaded: 1,
                 _pad0: 0,
                 generation,
-                default_rule: RuleAbi::from_rule(&policy.default_rule, cpus),
+                default_rule: RuleAbi::from_rule(&policy.default_rule, cpus, tick_ns),
             };
             array.set(target, slot, 0).map_err(map_error(MAP_SLOTS))?;
         }

@@ -302,6 +302,85 @@ fn yellow_bucket_refills_with_elapsed_time() {
     assert_eq!(run(&lights, &packet), XdpAction::Drop);
 }
 
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec that we own.
+    assert_eq!(unsafe { libc::clock_gettime(clock, &mut ts) }, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn a_yellow_bucket_reads_the_coarse_clock_unless_it_fills_within_two_ticks() {
+    pin_to_cpu0();
+    let mut lights = TrafficLights::load(None).expect("load");
+    let tick_ns = lights.coarse_tick_ns();
+    assert!(
+        (1_000_000..=10_000_000).contains(&tick_ns),
+        "coarse tick {tick_ns} ns (1/HZ)"
+    );
+    // Fills in 100 us: precise. Fills in 2 s: coarse.
+    let fast = rule(Verdict::Yellow, 1_000_000, 100, 0, 2);
+    let slow = rule(Verdict::Yellow, 1_000, 2_000, 0, 2);
+    lights
+        .apply(&policy(
+            1,
+            green(),
+            &[("198.51.100.0/25", fast), ("198.51.100.128/25", slow)],
+            &[],
+        ))
+        .expect("apply");
+    let read = |lights: &mut TrafficLights, source: &str| {
+        let values = cache_entry(lights, &src4(source)).expect("cached");
+        (values[0].rule.flags, values[0].last_ns)
+    };
+
+    let (mono_before, coarse_before) = (
+        clock_ns(libc::CLOCK_MONOTONIC),
+        clock_ns(libc::CLOCK_MONOTONIC_COARSE),
+    );
+    assert_eq!(
+        run(&lights, &udp4(v4("198.51.100.7"), v4("10.9.9.9"))),
+        XdpAction::Pass
+    );
+    assert_eq!(
+        run(&lights, &udp4(v4("198.51.100.200"), v4("10.9.9.9"))),
+        XdpAction::Pass
+    );
+    let (mono_after, coarse_after) = (
+        clock_ns(libc::CLOCK_MONOTONIC),
+        clock_ns(libc::CLOCK_MONOTONIC_COARSE),
+    );
+    let (flags, last_ns) = read(&mut lights, "198.51.100.7");
+    assert_eq!(flags, crate::abi::RULE_PRECISE_CLOCK);
+    assert!(
+        (mono_before..=mono_after).contains(&last_ns),
+        "precise bucket time {last_ns} outside [{mono_before}, {mono_after}]"
+    );
+    let (flags, last_ns) = read(&mut lights, "198.51.100.200");
+    assert_eq!(flags, 0);
+    assert!(
+        (coarse_before..=coarse_after).contains(&last_ns),
+        "coarse bucket time {last_ns} outside [{coarse_before}, {coarse_after}]"
+    );
+
+    // A swap that moves the precise bucket to the coarse clock (which reads
+    // earlier) never moves its time back: the same time is not granted twice.
+    let (_, precise_last) = read(&mut lights, "198.51.100.7");
+    lights
+        .apply(&policy(2, green(), &[("198.51.100.0/24", slow)], &[]))
+        .expect("apply");
+    assert_eq!(
+        run(&lights, &udp4(v4("198.51.100.7"), v4("10.9.9.9"))),
+        XdpAction::Pass
+    );
+    let (flags, last_ns) = read(&mut lights, "198.51.100.7");
+    assert_eq!(flags, 0);
+    assert!(last_ns >= precise_last, "{last_ns} < {precise_last}");
+}
+
 /// The verdict cache key of an IPv4 source.
 fn src4(s: &str) -> [u8; 4] {
     v4(s).octets()

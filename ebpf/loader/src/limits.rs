@@ -24,6 +24,14 @@ pub const TEST_RUN_PACKET_BYTES_MIN: usize = 14;
 pub const TEST_RUN_PACKET_BYTES_MAX: usize = 3_520;
 /// Nanoseconds per second: a token costs this much credit per CPU.
 pub const NS_PER_S: u64 = 1_000_000_000;
+/// A yellow bucket reads the coarse (tick) clock only if it takes at least
+/// this many coarse ticks to fill from empty: the coarse clock refills up to
+/// one tick late, which then costs at most half a bucket of headroom. Faster
+/// buckets read the precise clock (`BISO_RULE_PRECISE_CLOCK`).
+pub const COARSE_FILL_TICKS_MIN: u64 = 2;
+/// The coarse clock's step when `clock_getres(CLOCK_MONOTONIC_COARSE)` does
+/// not answer: 10 ms, the tick of the slowest kernel config (HZ=100).
+pub const COARSE_TICK_NS_FALLBACK: u64 = 10_000_000;
 
 const _: () = assert!(SAMPLES_RING_BYTES.is_power_of_two());
 const _: () = assert!(SAMPLES_RING_BYTES.is_multiple_of(4096));

@@ -22,16 +22,30 @@ const RED_BASE: u32 = u32::from_be_bytes([100, 64, 0, 0]);
 pub const GREEN_SOURCE: Ipv4Addr = RIG_TX_ADDR;
 pub const YELLOW_SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 /// A yellow budget far above what TEST_RUN sends per second, so the yellow
-/// cost measured is the bucket arithmetic on the pass path.
+/// cost measured is the bucket arithmetic on the pass path. Its bucket takes
+/// a second to fill, so it reads the coarse clock.
 const YELLOW_RATE: RateLimit = RateLimit {
     rate_per_s: 4_000_000_000,
     burst: 4_000_000_000,
 };
+/// A second yellow prefix (RFC 2544 benchmarking space) whose bucket fills
+/// in 250 us, well within two ticks, so it reads the precise clock: the
+/// `xdp_yellow_precise_ns` row is what such a tight rule costs.
+const YELLOW_PRECISE_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+pub const YELLOW_PRECISE_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 7);
+const YELLOW_PRECISE_RATE: RateLimit = RateLimit {
+    rate_per_s: 4_000_000_000,
+    burst: 1_000_000,
+};
 
 fn rule(verdict: Verdict, reason_id: u16) -> Rule {
+    rule_with(verdict, YELLOW_RATE, reason_id)
+}
+
+fn rule_with(verdict: Verdict, rate: RateLimit, reason_id: u16) -> Rule {
     Rule {
         verdict,
-        rate: YELLOW_RATE,
+        rate,
         sample_one_in: 0,
         reason_id,
     }
@@ -47,6 +61,10 @@ pub fn bench_policy(red_count: u32) -> CompiledPolicy {
         (
             Ipv4Net::new(YELLOW_NET, 24).expect("/24 is a valid prefix"),
             rule(Verdict::Yellow, 2),
+        ),
+        (
+            Ipv4Net::new(YELLOW_PRECISE_NET, 24).expect("/24 is a valid prefix"),
+            rule_with(Verdict::Yellow, YELLOW_PRECISE_RATE, 2),
         ),
     ];
     for i in 0..red_count {
@@ -155,6 +173,9 @@ pub fn udp_frame(source: Ipv4Addr, dest: Ipv4Addr) -> Vec<u8> {
 #[derive(Debug)]
 pub struct XdpCosts {
     pub repeats: u32,
+    pub rounds: usize,
+    /// Every round's ns per packet, by row.
+    pub samples: Vec<(&'static str, Vec<u32>)>,
     /// (light, ns per packet, the action the program returned)
     pub costs: Vec<(&'static str, f64, String)>,
 }
@@ -174,13 +195,28 @@ impl XdpCosts {
                 let target = match *light {
                     "green" => " verdict-cache hit; target <= 40 ns",
                     "red" => " verdict-cache hit; target <= 50 ns",
-                    "yellow" => " verdict-cache hit; target <= 70 ns",
+                    "yellow" => {
+                        " verdict-cache hit, coarse clock (bucket fills in >= 2 ticks); target <= 70 ns"
+                    }
+                    "yellow_precise" => {
+                        " verdict-cache hit, precise clock (a bucket that fills within 2 ticks)"
+                    }
                     l if l.ends_with("_miss") => " cache off: LPM trie every packet",
                     _ => " harness floor (context, not ours)",
                 };
+                let median = self
+                    .samples
+                    .iter()
+                    .find(|(n, _)| n == light)
+                    .map(|(_, v)| {
+                        let mut v = v.clone();
+                        v.sort_unstable();
+                        v.get(v.len() / 2).copied().unwrap_or_default()
+                    })
+                    .unwrap_or_default();
                 r.ours_note = Some(format!(
-                    "BPF_PROG_TEST_RUN x{}, action {action};{target}",
-                    self.repeats
+                    "BPF_PROG_TEST_RUN x{}, fastest of {} rounds (median {median}), action {action};{target}",
+                    self.repeats, self.rounds
                 ));
                 r
             })
@@ -188,8 +224,9 @@ impl XdpCosts {
     }
 
     pub fn json(&self) -> Value {
-        json!({"repeats": self.repeats, "costs": self.costs.iter()
-            .map(|(l, ns, a)| json!({"light": l, "ns_per_packet": ns, "action": a}))
+        json!({"repeats": self.repeats, "rounds": self.rounds, "costs": self.costs.iter()
+            .map(|(l, ns, a)| json!({"light": l, "ns_per_packet": ns, "action": a,
+                "rounds_ns_per_packet": self.samples.iter().find(|(n, _)| n == l).map(|(_, v)| v)}))
             .collect::<Vec<_>>()})
     }
 }
@@ -201,9 +238,49 @@ pub struct AttachedDrops {
     pub mode: &'static str,
 }
 
+/// Rounds of BPF_PROG_TEST_RUN per row in a full run; each row is the
+/// fastest round. Every round runs the same instructions on the same
+/// packet, so the host can only add time (another tenant on the core,
+/// steal): on this VM rounds of one row fall in two modes ~1.5x apart
+/// (27-30 vs 43-46 ns green in one run). The minimum estimates what the
+/// program costs; the note gives the median, the JSON every round. Rounds
+/// go round-robin over the rows of a phase, so a slow spell lands on every
+/// row alike.
+pub const TEST_RUN_ROUNDS_FULL: usize = 5;
+
+/// Runs rows `names` `rounds` times round-robin (`run(i)` measures row i);
+/// pushes each row's fastest round with the action of its last run.
+fn median_rounds(
+    rounds: usize,
+    names: &[&'static str],
+    mut run: impl FnMut(usize) -> anyhow::Result<(u32, String)>,
+    costs: &mut Vec<(&'static str, f64, String)>,
+    samples: &mut Vec<(&'static str, Vec<u32>)>,
+) -> anyhow::Result<()> {
+    let mut runs: Vec<(Vec<u32>, String)> = vec![(Vec::new(), String::new()); names.len()];
+    for _ in 0..rounds.max(1) {
+        for (i, (ns, action)) in runs.iter_mut().enumerate() {
+            let (n, a) = run(i)?;
+            ns.push(n);
+            *action = a;
+        }
+    }
+    for (name, (mut ns, action)) in names.iter().zip(runs) {
+        samples.push((name, ns.clone()));
+        ns.sort_unstable();
+        let (min, median) = (ns[0], ns[ns.len() / 2]);
+        eprintln!(
+            "    {name:<18} {min:>4} ns/packet min, {median} median ({action}; rounds {ns:?})"
+        );
+        costs.push((name, f64::from(min), action));
+    }
+    Ok(())
+}
+
 /// Loads the program (not attached, no pins), applies the bench policy and
-/// runs one frame per light through BPF_PROG_TEST_RUN `repeats` times.
-pub fn test_run_costs(red_count: u32, repeats: u32) -> anyhow::Result<XdpCosts> {
+/// runs one frame per light through BPF_PROG_TEST_RUN `repeats` times, in
+/// `rounds` round-robin rounds (the row is the fastest).
+pub fn test_run_costs(red_count: u32, repeats: u32, rounds: usize) -> anyhow::Result<XdpCosts> {
     use anyhow::Context as _;
     let mut lights = metanode_ebpf::TrafficLights::load(None).context("load the XDP program")?;
     lights
@@ -211,66 +288,63 @@ pub fn test_run_costs(red_count: u32, repeats: u32) -> anyhow::Result<XdpCosts> 
         .context("apply the bench policy")?;
     let dest = Ipv4Addr::new(10, 201, 0, 2);
     let mut costs = Vec::new();
+    let mut samples = Vec::new();
     // The harness's own cost, which no program can remove: context for the
     // rows below (an empty program, and one that only parses Ethernet+IPv4).
-    for program in metanode_ebpf::FloorProgram::ALL {
-        let run = metanode_ebpf::test_run_floor(program, &udp_frame(GREEN_SOURCE, dest), repeats)
-            .with_context(|| format!("BPF_PROG_TEST_RUN of the {} floor", program.name()))?;
-        eprintln!(
-            "    {:<18} {:>4} ns/packet",
-            program.name(),
-            run.ns_per_packet
-        );
-        costs.push((
-            program.name(),
-            f64::from(run.ns_per_packet),
-            format!("{:?}", run.action),
-        ));
-    }
-    for (light, source) in [
+    let floor_frame = udp_frame(GREEN_SOURCE, dest);
+    let floors = metanode_ebpf::FloorProgram::ALL;
+    let floor_names: Vec<&'static str> = floors.iter().map(|p| p.name()).collect();
+    median_rounds(
+        rounds,
+        &floor_names,
+        |i| {
+            let run = metanode_ebpf::test_run_floor(floors[i], &floor_frame, repeats)
+                .with_context(|| format!("BPF_PROG_TEST_RUN of the {} floor", floor_names[i]))?;
+            Ok((run.ns_per_packet, format!("{:?}", run.action)))
+        },
+        &mut costs,
+        &mut samples,
+    )?;
+    // The first set repeats one source per row, so after the first packet
+    // it measures the per-CPU verdict cache's hit path. The same frames
+    // with the cache switched off give the trie path every new source pays
+    // (plus an LRU insert, reported by the loader's tests, not here).
+    let hits = [
         ("green", GREEN_SOURCE),
         ("yellow", YELLOW_SOURCE),
+        ("yellow_precise", YELLOW_PRECISE_SOURCE),
         ("red", red_source(red_count)),
-    ] {
-        let run = lights
-            .test_run(&udp_frame(source, dest), repeats)
-            .with_context(|| format!("BPF_PROG_TEST_RUN of the {light} frame"))?;
-        eprintln!(
-            "    {light:<6} {:>4} ns/packet ({:?})",
-            run.ns_per_packet, run.action
-        );
-        costs.push((
-            light,
-            f64::from(run.ns_per_packet),
-            format!("{:?}", run.action),
-        ));
-    }
-    // The rows above repeat one source, so after the first packet they
-    // measure the per-CPU verdict cache's hit path. The same frames with the
-    // cache switched off give the trie path every new source pays (plus an
-    // LRU insert, reported by the loader's tests, not here).
-    lights
-        .set_verdict_cache(false)
-        .context("switch the verdict cache off")?;
-    for (light, source) in [
+    ];
+    let misses = [
         ("green_miss", GREEN_SOURCE),
         ("yellow_miss", YELLOW_SOURCE),
         ("red_miss", red_source(red_count)),
-    ] {
-        let run = lights
-            .test_run(&udp_frame(source, dest), repeats)
-            .with_context(|| format!("BPF_PROG_TEST_RUN of the {light} frame"))?;
-        eprintln!(
-            "    {light:<11} {:>4} ns/packet ({:?})",
-            run.ns_per_packet, run.action
-        );
-        costs.push((
-            light,
-            f64::from(run.ns_per_packet),
-            format!("{:?}", run.action),
-        ));
+    ];
+    for (set, cache_on) in [(&hits[..], true), (&misses[..], false)] {
+        lights
+            .set_verdict_cache(cache_on)
+            .context("switch the verdict cache")?;
+        let names: Vec<&'static str> = set.iter().map(|(l, _)| *l).collect();
+        let frames: Vec<Vec<u8>> = set.iter().map(|(_, s)| udp_frame(*s, dest)).collect();
+        median_rounds(
+            rounds,
+            &names,
+            |i| {
+                let run = lights
+                    .test_run(&frames[i], repeats)
+                    .with_context(|| format!("BPF_PROG_TEST_RUN of the {} frame", names[i]))?;
+                Ok((run.ns_per_packet, format!("{:?}", run.action)))
+            },
+            &mut costs,
+            &mut samples,
+        )?;
     }
-    Ok(XdpCosts { repeats, costs })
+    Ok(XdpCosts {
+        repeats,
+        rounds,
+        costs,
+        samples,
+    })
 }
 
 /// Attaches the program (native mode) to the rig's receiving veth from a
