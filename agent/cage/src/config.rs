@@ -20,7 +20,8 @@
 //! timeouts: { header_read_timeout_ms: 10000, idle_timeout_ms: 60000, body_read_timeout_ms: 30000,
 //!             upstream_timeout_ms: 30000, upstream_idle_timeout_ms: 90000 }
 //! receipts: { path: /var/lib/metanode/cage/receipts.log, batch_count_max: 4096,
-//!             flush_interval_ms: 200, response_header: false }
+//!             flush_interval_ms: 200, response_header: false,
+//!             store_pinned_batches_max: 0 }   # agent only: newest N batches pinned in the store; 0 = all
 //! ```
 //!
 //! Every section but `listen`, `routes` and `receipts.path` has defaults
@@ -282,6 +283,12 @@ pub struct ReceiptsConfig {
     /// Add `Metanode-Receipt: <receipt hash>; batch=<n>` to every response.
     #[serde(default)]
     pub response_header: bool,
+    /// Inside the agent, every batch is also a blob of the node's store:
+    /// the newest this many stay pinned and older ones are unpinned, so the
+    /// store's GC may reclaim them (the receipt file keeps every batch, and
+    /// the API serves batches from it). 0 keeps every batch pinned.
+    #[serde(default)]
+    pub store_pinned_batches_max: u64,
 }
 
 fn default_batch_count_max() -> u32 {

@@ -50,6 +50,7 @@ pub struct Metrics {
     receipt_batches_replicated: AtomicU64,
     receipt_replica_errors: AtomicU64,
     receipt_batches_replica_dropped: AtomicU64,
+    receipt_batches_unpinned: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -73,10 +74,12 @@ pub struct MetricsSnapshot {
     pub receipt_write_errors: u64,
     /// Batches also stored in the replica (the node's content store).
     pub receipt_batches_replicated: u64,
-    /// Failed replica puts (each batch stays queued for a retry).
+    /// Failed replica puts (each batch stays queued for a retry) and unpins.
     pub receipt_replica_errors: u64,
     /// Batches given up on by the replica queue (they are in the file).
     pub receipt_batches_replica_dropped: u64,
+    /// Batches unpinned in the store past `receipts.store_pinned_batches_max`.
+    pub receipt_batches_unpinned: u64,
 }
 
 impl MetricsSnapshot {
@@ -151,6 +154,9 @@ impl Metrics {
     pub(crate) fn receipt_batch_replicated(&self) {
         inc(&self.receipt_batches_replicated);
     }
+    pub(crate) fn receipt_batch_unpinned(&self) {
+        inc(&self.receipt_batches_unpinned);
+    }
     pub(crate) fn receipt_replica_failed(&self) {
         inc(&self.receipt_replica_errors);
     }
@@ -192,6 +198,7 @@ impl Metrics {
             receipt_batches_replicated: get(&self.receipt_batches_replicated),
             receipt_replica_errors: get(&self.receipt_replica_errors),
             receipt_batches_replica_dropped: get(&self.receipt_batches_replica_dropped),
+            receipt_batches_unpinned: get(&self.receipt_batches_unpinned),
         }
     }
 }
@@ -287,9 +294,15 @@ pub fn render_prometheus(s: &MetricsSnapshot, out: &mut String) {
             s.receipt_batches_replicated,
         ),
         (
+            "receipt_batches_unpinned_total",
+            "counter",
+            "Receipt batches unpinned in the content store past receipts.store_pinned_batches_max (the receipt file keeps them).",
+            s.receipt_batches_unpinned,
+        ),
+        (
             "receipt_replica_errors_total",
             "counter",
-            "Failed puts of a receipt batch into the content store (retried with the next batch).",
+            "Failed puts (retried with the next batch) and unpins of receipt batches in the content store.",
             s.receipt_replica_errors,
         ),
         (

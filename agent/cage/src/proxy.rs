@@ -257,6 +257,7 @@ impl Server {
                     replica,
                     metrics.clone(),
                     Some(config.receipts.path.clone()),
+                    config.receipts.store_pinned_batches_max,
                 )
                 .map_err(ServeError::ReceiptWriter)?,
             ),

@@ -48,6 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::CachePadded;
+use metanode_core::cid::ContentId;
 use metanode_core::encoding::{
     Decode, DecodeError, Encode, EncodeError, Reader, Writer, decode_version,
 };
@@ -1232,8 +1233,13 @@ impl ReceiptSink for FileSink {
 /// file.
 pub trait BatchReplica: Send + 'static {
     /// Stores one signed batch: its canonical `SignedBatch` bytes (a file
-    /// frame without the length). Returns where it went (a CID), for the log.
+    /// frame without the length), pinned. Returns where it went, for the
+    /// log.
     fn put(&mut self, signed_batch: &[u8]) -> Result<String, BatchReplicaError>;
+    /// Lets the store reclaim the batch whose bytes have CID `cid` (raw,
+    /// BLAKE3), once it is past the retention window. A batch that is not
+    /// there, or not pinned, is not an error.
+    fn unpin(&mut self, cid: &ContentId) -> Result<(), BatchReplicaError>;
 }
 
 /// Why a replica could not store a batch.
@@ -1243,6 +1249,59 @@ pub type BatchReplicaError = Box<dyn std::error::Error + Send + Sync>;
 struct ReplicaBacklogItem {
     batch_index: u64,
     signed_batch: Vec<u8>,
+}
+
+/// The newest batches the replica keeps pinned; older ones are unpinned as
+/// newer ones arrive (`receipts.store_pinned_batches_max`, 0 = all).
+struct Retention {
+    pinned_max: u64,
+    /// (batch index, CID), oldest first; at most `pinned_max`.
+    pinned: std::collections::VecDeque<(u64, ContentId)>,
+}
+
+impl Retention {
+    /// Batch `batch_index` (CID `cid`) was stored pinned; unpins what falls
+    /// out of the window.
+    fn stored(
+        &mut self,
+        batch_index: u64,
+        cid: ContentId,
+        replica: &mut dyn BatchReplica,
+        metrics: &Metrics,
+    ) {
+        if self.pinned_max == 0 {
+            return;
+        }
+        self.pinned.push_back((batch_index, cid));
+        while self.pinned.len() as u64 > self.pinned_max {
+            let Some((old_index, old_cid)) = self.pinned.pop_front() else {
+                break;
+            };
+            unpin_once(replica, old_index, &old_cid, metrics);
+        }
+    }
+}
+
+/// One unpin, a panic counted as a failure. A failure is logged and
+/// counted, not retried: the next start's resync unpins again.
+fn unpin_once(
+    replica: &mut dyn BatchReplica,
+    batch_index: u64,
+    cid: &ContentId,
+    metrics: &Metrics,
+) {
+    let unpinned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.unpin(cid)));
+    match unpinned {
+        Ok(Ok(())) => metrics.receipt_batch_unpinned(),
+        Ok(Err(e)) => {
+            tracing::warn!(batch_index, %cid, error = %e, "cannot unpin an old receipt batch in the content store");
+            metrics.receipt_replica_failed();
+        }
+        Err(_) => {
+            tracing::warn!(batch_index, %cid, "the content store panicked unpinning an old receipt batch");
+            metrics.receipt_replica_failed();
+        }
+    }
 }
 
 /// The replica thread's queue.
@@ -1316,12 +1375,16 @@ impl<S: std::fmt::Debug> std::fmt::Debug for ReplicatedSink<S> {
 impl<S: ReceiptSink> ReplicatedSink<S> {
     /// Starts the replica thread. `resync_from`: the receipt file, whose
     /// batches are put first (the file was verified when `inner` opened it).
+    /// `pinned_max`: the newest batches kept pinned (0 = all).
     pub fn new(
         inner: S,
         mut replica: Box<dyn BatchReplica>,
         metrics: Arc<Metrics>,
         resync_from: Option<PathBuf>,
+        pinned_max: u64,
     ) -> Result<Self, io::Error> {
+        // Batches in the file now: resync stores only the window's newest.
+        let file_batches = inner.tip().next_batch_index;
         let queue = Arc::new(ReplicaQueue {
             state: Mutex::new(ReplicaState {
                 backlog: std::collections::VecDeque::new(),
@@ -1340,10 +1403,20 @@ impl<S: ReceiptSink> ReplicatedSink<S> {
                 // Set even if this thread unwinds, so closing never waits
                 // for a thread that is gone.
                 let _done = ReplicaDone(&thread_queue);
+                let mut retention = Retention {
+                    pinned_max,
+                    pinned: std::collections::VecDeque::new(),
+                };
                 if let Some(path) = resync_from {
-                    resync(&path, &mut *replica, &thread_queue);
+                    resync(
+                        &path,
+                        file_batches,
+                        &mut *replica,
+                        &thread_queue,
+                        &mut retention,
+                    );
                 }
-                replicate(&thread_queue, &mut *replica);
+                replicate(&thread_queue, &mut *replica, &mut retention);
             })?;
         Ok(ReplicatedSink { inner, queue })
     }
@@ -1377,7 +1450,22 @@ fn put_once(replica: &mut dyn BatchReplica, signed_batch: &[u8]) -> Result<Strin
 /// the first failure or when closing (the next start tries again). New
 /// batches queue meanwhile; any the queue's bound drops are in the file, so
 /// the next start puts them too.
-fn resync(path: &Path, replica: &mut dyn BatchReplica, queue: &ReplicaQueue) {
+///
+/// With a retention window, batches older than the file's newest
+/// `pinned_max` (of `file_batches` in the file at open) are not stored
+/// again but unpinned, so a GC that reclaimed them is not undone and a
+/// window made smaller since the last run takes effect.
+fn resync(
+    path: &Path,
+    file_batches: u64,
+    replica: &mut dyn BatchReplica,
+    queue: &ReplicaQueue,
+    retention: &mut Retention,
+) {
+    let keep_from = match retention.pinned_max {
+        0 => 0,
+        max => file_batches.saturating_sub(max),
+    };
     let metrics = &queue.metrics;
     let frames = match read_signed_batches(path) {
         Ok(frames) => frames,
@@ -1398,10 +1486,19 @@ fn resync(path: &Path, replica: &mut dyn BatchReplica, queue: &ReplicaQueue) {
                 return;
             }
         };
-        if let Err(e) = put_once(replica, &signed_batch) {
-            tracing::warn!(batch_index = index, error = %e, "cannot re-store a receipt batch in the content store; the next start tries again");
-            metrics.receipt_replica_failed();
-            return;
+        let index = index as u64;
+        let cid = ContentId::raw_blake3_of(&signed_batch);
+        if index < keep_from {
+            unpin_once(replica, index, &cid, metrics);
+            continue;
+        }
+        match put_once(replica, &signed_batch) {
+            Ok(_) => retention.stored(index, cid, replica, metrics),
+            Err(e) => {
+                tracing::warn!(batch_index = index, error = %e, "cannot re-store a receipt batch in the content store; the next start tries again");
+                metrics.receipt_replica_failed();
+                return;
+            }
         }
         stored += 1;
     }
@@ -1450,7 +1547,7 @@ pub fn read_signed_batches(
 }
 
 /// The replica thread: puts queued batches in order until closing.
-fn replicate(queue: &ReplicaQueue, replica: &mut dyn BatchReplica) {
+fn replicate(queue: &ReplicaQueue, replica: &mut dyn BatchReplica, retention: &mut Retention) {
     loop {
         let item = {
             let mut st = queue.state.lock();
@@ -1467,6 +1564,8 @@ fn replicate(queue: &ReplicaQueue, replica: &mut dyn BatchReplica) {
                 tracing::debug!(batch_index = item.batch_index, id, "receipt batch stored");
                 queue.metrics.receipt_batch_replicated();
                 queue.state.lock().backlog_bytes -= item.signed_batch.len();
+                let cid = ContentId::raw_blake3_of(&item.signed_batch);
+                retention.stored(item.batch_index, cid, replica, &queue.metrics);
             }
             Err(e) => {
                 queue.metrics.receipt_replica_failed();
@@ -2166,6 +2265,7 @@ pub(crate) mod tests {
             batch_count_max,
             flush_interval_ms,
             response_header: false,
+            store_pinned_batches_max: 0,
         }
     }
 
@@ -2572,11 +2672,13 @@ pub(crate) mod tests {
         }
     }
 
-    /// A replica that keeps what it is given, fails while told to, and
-    /// panics while told to.
+    /// A replica that keeps what it is given (and which of it is pinned),
+    /// fails while told to, and panics while told to.
     #[derive(Clone, Default)]
     struct FakeReplica {
         stored: Arc<Mutex<Vec<Vec<u8>>>>,
+        pinned: Arc<Mutex<std::collections::BTreeSet<String>>>,
+        unpins: Arc<AtomicUsize>,
         failing: Arc<AtomicBool>,
         panicking: Arc<AtomicBool>,
     }
@@ -2587,10 +2689,63 @@ pub(crate) mod tests {
             if self.failing.load(Ordering::Relaxed) {
                 return Err("store is full".into());
             }
-            let mut stored = self.stored.lock();
-            stored.push(signed_batch.to_vec());
-            Ok(format!("blob-{}", stored.len()))
+            let cid = ContentId::raw_blake3_of(signed_batch).to_string();
+            self.stored.lock().push(signed_batch.to_vec());
+            self.pinned.lock().insert(cid.clone());
+            Ok(cid)
         }
+
+        fn unpin(&mut self, cid: &ContentId) -> Result<(), BatchReplicaError> {
+            self.unpins.fetch_add(1, Ordering::Relaxed);
+            self.pinned.lock().remove(&cid.to_string());
+            Ok(())
+        }
+    }
+
+    /// With a window of 2, only the file's newest 2 batches are stored at
+    /// start and the older ones unpinned (not stored again); as batches
+    /// arrive the window slides: the pinned set is always the newest two.
+    #[test]
+    fn a_retention_window_keeps_the_newest_batches_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_seed(&[6; 32]);
+        let path = write_file(dir.path(), &key, 5);
+        let replica = FakeReplica::default();
+        let metrics = Arc::new(Metrics::new());
+        let mut sink = ReplicatedSink::new(
+            FileSink::open(&path, &key.public_key()).unwrap(),
+            Box::new(replica.clone()),
+            metrics.clone(),
+            Some(path.clone()),
+            2,
+        )
+        .unwrap();
+        let newest_two = || {
+            let batches = file_batches(&path);
+            batches[batches.len() - 2..]
+                .iter()
+                .map(|b| ContentId::raw_blake3_of(b).to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        wait_until("resync", || replica.unpins.load(Ordering::Relaxed) == 3);
+        wait_until("resync puts", || replica.stored.lock().len() == 2);
+        assert_eq!(*replica.stored.lock(), file_batches(&path)[3..].to_vec());
+        assert_eq!(*replica.pinned.lock(), newest_two());
+        for b in 5..8u64 {
+            let receipts: Vec<Receipt> = (0..3).map(|i| sample(b * 3 + i)).collect();
+            let hashes: Vec<Hash32> = receipts.iter().map(|r| r.hash().unwrap()).collect();
+            let batch = SignedBatch::seal(&sink.tip(), receipts, &hashes, &key, 1)
+                .to_encoded()
+                .unwrap();
+            sink.append(&batch).unwrap();
+        }
+        wait_until("three more stored", || replica.stored.lock().len() == 5);
+        wait_until("three more unpinned", || {
+            replica.unpins.load(Ordering::Relaxed) == 6
+        });
+        assert_eq!(*replica.pinned.lock(), newest_two());
+        assert_eq!(metrics.snapshot().receipt_batches_unpinned, 6);
+        drop(sink);
     }
 
     fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -2641,6 +2796,7 @@ pub(crate) mod tests {
             Box::new(replica.clone()),
             metrics.clone(),
             Some(path.clone()),
+            0,
         )
         .unwrap();
         let stored_count = || replica.stored.lock().len();

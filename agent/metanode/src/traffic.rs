@@ -20,10 +20,11 @@ use metanode_cage::{
     BatchReplica, BatchReplicaError, CageConfig, Metrics as CageMetrics, PolicyHandle,
     ReceiptReader, ServeReport,
 };
+use metanode_core::cid::ContentId;
 use metanode_core::config::{NodeConfig, TrafficConfig, XdpMode};
 use metanode_core::keys::SigningKey;
 use metanode_ebpf::{AttachMode, TrafficLights};
-use metanode_store::Store;
+use metanode_store::{PinError, Store};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -45,6 +46,14 @@ impl BatchReplica for StoreReplica {
         // receipt file and the requests never wait for it.
         let put = self.store.put(signed_batch, true)?;
         Ok(put.cid.to_string())
+    }
+
+    fn unpin(&mut self, cid: &ContentId) -> Result<(), BatchReplicaError> {
+        match self.store.set_pinned(cid, false) {
+            // Reclaimed by GC already, or never stored (a gap resync skips).
+            Ok(()) | Err(PinError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -353,5 +362,32 @@ impl Traffic {
             }
         }
         drop(self.lights);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metanode_store::StoreOptions;
+
+    use super::*;
+
+    /// The store side of the receipt replica: a batch goes in pinned under
+    /// the CID of its bytes; unpinning leaves it for GC; unpinning a batch
+    /// the store no longer has (GC took it) is not an error.
+    #[test]
+    fn store_replica_pins_and_unpins_by_cid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let mut replica = StoreReplica {
+            store: store.clone(),
+        };
+        let batch = b"a canonical SignedBatch, as far as the store cares".to_vec();
+        let cid = ContentId::raw_blake3_of(&batch);
+        assert_eq!(replica.put(&batch).unwrap(), cid.to_string());
+        assert!(store.stat(&cid).unwrap().unwrap().pinned);
+        replica.unpin(&cid).unwrap();
+        assert!(!store.stat(&cid).unwrap().unwrap().pinned);
+        let never_stored = ContentId::raw_blake3_of(b"gone");
+        replica.unpin(&never_stored).unwrap();
     }
 }
