@@ -253,10 +253,12 @@ static __always_inline int judge_yellow(struct biso_counters *cnt, const struct 
 					struct biso_verdict *v, __u64 version)
 {
 	/* The coarse (tick) clock costs a few ns, the precise one ~20-40 ns
-	 * (a TSC read). A bucket on the coarse clock refills up to one tick
-	 * late, never early: it admits no more than the precise bucket, and at
-	 * most one tick of rate less, which the loader allows only for rules
-	 * whose bucket takes at least two ticks to fill (ebpf/README.md). */
+	 * (a TSC read). A coarse reading lags by up to a tick, so a bucket
+	 * refilled at it cannot tell whether it saturated since; the loader
+	 * gives coarse buckets a credit_max two ticks of rate below the burst,
+	 * which keeps every window within what the burst allows, and uses the
+	 * coarse clock only for buckets that take 8+ ticks to fill
+	 * (ebpf/README.md). */
 	__u64 now = (v->rule.flags & BISO_RULE_PRECISE_CLOCK) ? bpf_ktime_get_ns()
 							       : bpf_ktime_get_coarse_ns();
 	int passed = bucket_take(v, now);

@@ -37,9 +37,10 @@
  *   refilling for longer than that saturates, which keeps
  *   elapsed_ns * rate_per_s below credit_max and so free of overflow. */
 /* biso_rule.flags: the bucket reads bpf_ktime_get_ns, not the coarse
- * (tick) clock. Set by the loader when the bucket fills in less than
- * BISO_COARSE_FILL_TICKS_MIN ticks of the coarse clock, where a refill up
- * to one tick late would matter; see bucket_clock() in biso.c. */
+ * (tick) clock. The loader sets it for a bucket that fills in fewer than
+ * COARSE_FILL_TICKS_MIN ticks (ebpf/loader/src/limits.rs); a coarse bucket's
+ * credit_max is two ticks of rate below the burst (RuleAbi::from_rule), so a
+ * late coarse reading never lets it admit more than the burst allows. */
 #define BISO_RULE_PRECISE_CLOCK 1
 
 struct biso_rule {

@@ -3,7 +3,7 @@
 
 use metanode_biso::compiled::Rule;
 
-use crate::limits::{COARSE_FILL_TICKS_MIN, NS_PER_S};
+use crate::limits::{COARSE_FILL_TICKS_MIN, COARSE_LAG_TICKS_MAX, NS_PER_S};
 
 /// `BISO_RULE_PRECISE_CLOCK`: the bucket reads bpf_ktime_get_ns.
 pub(crate) const RULE_PRECISE_CLOCK: u8 = 1;
@@ -118,13 +118,22 @@ impl RuleAbi {
     ///
     /// The bucket's clock: the coarse one (`coarse_tick_ns` per step, a few
     /// ns to read) when the bucket takes at least [`COARSE_FILL_TICKS_MIN`]
-    /// ticks to fill, else the precise one (~20-40 ns, a TSC read). A coarse
-    /// bucket refills up to one tick late and never early, so it admits no
-    /// more than the precise bucket and at most one tick of rate less; the
-    /// fill-time bound keeps that lag within half a bucket. `fill_ns` is the
-    /// same per CPU as for the node (rate and burst both divide by the CPU
-    /// count), except where a burst below the CPU count rounds up to one
-    /// packet per CPU, which makes the bucket larger and slower to fill.
+    /// ticks to fill, else the precise one (~20-40 ns, a TSC read).
+    ///
+    /// A coarse reading c lags the packet's true time t by up to a tick. A
+    /// bucket refilled at c cannot tell whether it saturated between c and
+    /// t, so keeping `last_ns = c` would grant c..t again later: up to a
+    /// tick of rate beyond an exact bucket (the burst became burst + one
+    /// tick of rate). So a coarse bucket holds [`COARSE_LAG_TICKS_MAX`] ticks
+    /// of rate less (`credit_max - rate * lag`); over any window it then
+    /// admits at most what an exact bucket of the configured burst admits,
+    /// while the coarse clock lags by no more than that. The price: its
+    /// burst is that much smaller, at most a quarter at the fill-time bound
+    /// (8 ticks to fill, 2 ticks held back), under 1 % for a rule whose
+    /// burst is a second of its rate. `fill_ns` is the same per CPU as for
+    /// the node (rate and burst both divide by the CPU count), except where
+    /// a burst below the CPU count rounds up to one packet per CPU, which
+    /// makes the bucket larger and slower to fill.
     pub(crate) fn from_rule(rule: &Rule, possible_cpus: u32, coarse_tick_ns: u64) -> Self {
         let cost_credit = NS_PER_S * u64::from(possible_cpus.max(1));
         let burst_credit = u64::from(rule.rate.burst) * NS_PER_S;
@@ -139,10 +148,19 @@ impl RuleAbi {
             0 => u64::MAX,
             rate => credit_max.div_ceil(rate),
         };
-        let flags = if fill_ns < COARSE_FILL_TICKS_MIN.saturating_mul(coarse_tick_ns) {
-            RULE_PRECISE_CLOCK
+        let rate = u64::from(rule.rate.rate_per_s);
+        let lag_credit = rate.saturating_mul(COARSE_LAG_TICKS_MAX.saturating_mul(coarse_tick_ns));
+        let coarse = fill_ns >= COARSE_FILL_TICKS_MIN.saturating_mul(coarse_tick_ns)
+            && credit_max.saturating_sub(lag_credit) >= cost_credit;
+        let (flags, credit_max, fill_ns) = if coarse {
+            let held_back = credit_max - lag_credit;
+            let fill_ns = match rate {
+                0 => u64::MAX,
+                rate => held_back.div_ceil(rate),
+            };
+            (0, held_back, fill_ns)
         } else {
-            0
+            (RULE_PRECISE_CLOCK, credit_max, fill_ns)
         };
         RuleAbi {
             verdict: rule.verdict as u8,
@@ -176,29 +194,55 @@ mod tests {
     const TICK_4MS: u64 = 4_000_000;
 
     #[test]
-    fn buckets_filling_within_two_ticks_read_the_precise_clock() {
-        // (rate, burst) -> fill time: burst / rate seconds.
+    fn buckets_filling_within_eight_ticks_read_the_precise_clock() {
+        // (rate, burst) -> fill time burst / rate: coarse from 8 ticks (32 ms).
         let cases = [
-            ((1_000, 2_000), 0),              // 2 s: coarse
-            ((1, 2), 0),                      // 2 s
-            ((1_000, 8), 0),                  // 8 ms = two 4 ms ticks
-            ((1_000, 7), RULE_PRECISE_CLOCK), // 7 ms
-            ((1_000_000, 100), RULE_PRECISE_CLOCK),
-            ((4_000_000, 4_000_000), 0), // the bench's yellow rule: 1 s
-            ((0, 10), 0),                // never refills: no clock matters
+            ((1_000, 2_000), false),         // 2 s
+            ((1, 4), false),                 // 4 s
+            ((1_000, 32), false),            // 32 ms = 8 ticks
+            ((1_000, 31), true),             // 31 ms
+            ((1_000_000, 100), true),        // 100 us
+            ((4_000_000, 4_000_000), false), // 1 s
+            ((0, 10), false),                // never refills: no clock matters
         ];
-        for ((rate, burst), flags) in cases {
+        for ((rate, burst), precise) in cases {
             for cpus in [1, 2] {
                 let abi = RuleAbi::from_rule(&yellow(rate, burst), cpus, TICK_4MS);
+                let flags = if precise { RULE_PRECISE_CLOCK } else { 0 };
                 assert_eq!(abi.flags, flags, "rate {rate} burst {burst} on {cpus} CPUs");
             }
         }
-        // 7 packets over 64 CPUs round up to one per CPU: 64 ms to fill.
-        assert_eq!(RuleAbi::from_rule(&yellow(1_000, 7), 64, TICK_4MS).flags, 0);
-        // A slower tick (HZ=100) moves the bound: 8 ms is then precise.
+        // 7 packets over 64 CPUs round up to one per CPU (64 ms to fill),
+        // but holding 8 ms of rate back would leave less than one packet.
         assert_eq!(
-            RuleAbi::from_rule(&yellow(1_000, 8), 1, 10_000_000).flags,
+            RuleAbi::from_rule(&yellow(1_000, 7), 64, TICK_4MS).flags,
             RULE_PRECISE_CLOCK
         );
+        // A slower tick (HZ=100) moves the bound: 32 ms is then precise.
+        assert_eq!(
+            RuleAbi::from_rule(&yellow(1_000, 32), 1, 10_000_000).flags,
+            RULE_PRECISE_CLOCK
+        );
+    }
+
+    /// A coarse bucket holds two ticks of rate less, so that no window
+    /// admits more than an exact bucket of the configured burst; a precise
+    /// one holds the whole burst.
+    #[test]
+    fn a_coarse_bucket_holds_back_two_ticks_of_rate() {
+        let ns = NS_PER_S;
+        // 1,000/s, burst 2,000: 8 ms of rate = 8 packets held back.
+        let abi = RuleAbi::from_rule(&yellow(1_000, 2_000), 1, TICK_4MS);
+        assert_eq!(abi.credit_max, 1_992 * ns);
+        assert_eq!(abi.fill_ns, 1_992 * ns / 1_000);
+        // At the bound (32 ms to fill) a quarter is held back.
+        let abi = RuleAbi::from_rule(&yellow(1_000, 32), 2, TICK_4MS);
+        assert_eq!((abi.flags, abi.credit_max), (0, 24 * ns));
+        // Precise: the whole burst.
+        let abi = RuleAbi::from_rule(&yellow(1_000, 31), 1, TICK_4MS);
+        assert_eq!((abi.flags, abi.credit_max), (RULE_PRECISE_CLOCK, 31 * ns));
+        // Rate 0: nothing refills, nothing is held back.
+        let abi = RuleAbi::from_rule(&yellow(0, 10), 1, TICK_4MS);
+        assert_eq!((abi.credit_max, abi.fill_ns), (10 * ns, u64::MAX));
     }
 }

@@ -366,19 +366,56 @@ fn a_yellow_bucket_reads_the_coarse_clock_unless_it_fills_within_two_ticks() {
         "coarse bucket time {last_ns} outside [{coarse_before}, {coarse_after}]"
     );
 
-    // A swap that moves the precise bucket to the coarse clock (which reads
-    // earlier) never moves its time back: the same time is not granted twice.
-    let (_, precise_last) = read(&mut lights, "198.51.100.7");
-    lights
-        .apply(&policy(2, green(), &[("198.51.100.0/24", slow)], &[]))
-        .expect("apply");
+    // last_ns never moves back (a swap can move a bucket from the precise
+    // clock to the coarse one, which reads earlier): a bucket last refilled
+    // "in the future" gets nothing now and keeps its time, so no time is
+    // granted twice.
+    let key = src4("198.51.100.200");
+    let mut values = cache_entry(&mut lights, &key).expect("cached");
+    let ahead = clock_ns(libc::CLOCK_MONOTONIC) + 1_000_000_000;
+    for v in values.iter_mut() {
+        v.credit = 0;
+        v.last_ns = ahead;
+    }
+    set_cache_entry(&mut lights, &key, values);
     assert_eq!(
-        run(&lights, &udp4(v4("198.51.100.7"), v4("10.9.9.9"))),
-        XdpAction::Pass
+        run(&lights, &udp4(v4("198.51.100.200"), v4("10.9.9.9"))),
+        XdpAction::Drop
     );
-    let (flags, last_ns) = read(&mut lights, "198.51.100.7");
-    assert_eq!(flags, 0);
-    assert!(last_ns >= precise_last, "{last_ns} < {precise_last}");
+    let (_, last_ns) = read(&mut lights, "198.51.100.200");
+    assert_eq!(last_ns, ahead);
+}
+
+/// A fresh coarse-clock bucket admits its burst minus the two ticks of rate
+/// it holds back (so that a late coarse reading can never let a window
+/// admit more than the configured burst), plus at most what refills while
+/// the run lasts.
+#[test]
+fn a_coarse_bucket_never_admits_its_whole_burst_at_once() {
+    pin_to_cpu0();
+    let mut lights = TrafficLights::load(None).expect("load");
+    let cpus = lights.possible_cpus();
+    let tick_ns = lights.coarse_tick_ns();
+    // Per CPU: 1,000/s and a burst of 1,000 (a second to fill: coarse).
+    let yellow = rule(Verdict::Yellow, 1_000 * cpus, 1_000 * cpus, 0, 2);
+    lights
+        .apply(&policy(1, green(), &[("198.51.100.0/24", yellow)], &[]))
+        .expect("apply");
+    let held_back = 2 * tick_ns * 1_000 / 1_000_000_000;
+    let started = clock_ns(libc::CLOCK_MONOTONIC);
+    lights
+        .test_run(&udp4(v4("198.51.100.50"), v4("10.9.9.9")), 3_000)
+        .expect("run");
+    let took_ns = clock_ns(libc::CLOCK_MONOTONIC) - started;
+    let passed = lights.counters().expect("counters").yellow_pass_packets;
+    // Refill while running: at most the run's time plus the tick it may
+    // straddle, at 1 packet per ms.
+    let refill_max = (took_ns + tick_ns) / 1_000_000 + 1;
+    assert!(
+        passed >= 1_000 - held_back && passed <= 1_000 - held_back + refill_max,
+        "passed {passed}: burst 1000, held back {held_back}, refill at most {refill_max}"
+    );
+    assert!(passed < 1_000, "passed {passed}: the whole burst and more");
 }
 
 /// The verdict cache key of an IPv4 source.

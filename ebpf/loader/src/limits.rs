@@ -25,10 +25,15 @@ pub const TEST_RUN_PACKET_BYTES_MAX: usize = 3_520;
 /// Nanoseconds per second: a token costs this much credit per CPU.
 pub const NS_PER_S: u64 = 1_000_000_000;
 /// A yellow bucket reads the coarse (tick) clock only if it takes at least
-/// this many coarse ticks to fill from empty: the coarse clock refills up to
-/// one tick late, which then costs at most half a bucket of headroom. Faster
-/// buckets read the precise clock (`BISO_RULE_PRECISE_CLOCK`).
-pub const COARSE_FILL_TICKS_MIN: u64 = 2;
+/// this many coarse ticks to fill from empty; faster buckets read the
+/// precise clock (`BISO_RULE_PRECISE_CLOCK`). With
+/// [`COARSE_LAG_TICKS_MAX`] this bounds what a coarse bucket gives up.
+pub const COARSE_FILL_TICKS_MIN: u64 = 8;
+/// Ticks of rate a coarse bucket holds back from its capacity: the coarse
+/// clock's lag it is exact for. One tick is the lag of a running tick; the
+/// second covers a timekeeping CPU that is late (NO_HZ hand-over, a vCPU
+/// the host did not run). See `RuleAbi::from_rule`.
+pub const COARSE_LAG_TICKS_MAX: u64 = 2;
 /// The coarse clock's step when `clock_getres(CLOCK_MONOTONIC_COARSE)` does
 /// not answer: 10 ms, the tick of the slowest kernel config (HZ=100).
 pub const COARSE_TICK_NS_FALLBACK: u64 = 10_000_000;
