@@ -7,8 +7,15 @@
 //! Batches come from the receipt file through
 //! [`metanode_cage::ReceiptReader`], which verifies a batch (signer,
 //! signature, Merkle root) before it is served, so a batch changed on disk
-//! is a 500 naming it, never served as good. Reads are blocking file I/O,
-//! run on the blocking pool. A node without `traffic.cage` answers 409.
+//! is a 500 naming it, never served as good. The read, the proof, the CID
+//! and the answer's encoding (all of it file I/O or hashing over up to
+//! ~50 MB) run on the blocking pool, at most
+//! [`API_CAGE_BATCH_READS_COUNT_MAX`](metanode_core::limits::API_CAGE_BATCH_READS_COUNT_MAX) at once. A node without
+//! `traffic.cage` answers 409.
+//!
+//! Like the other routes for now, these are open to whoever reaches the
+//! listener, and a batch names its clients' addresses and key ids: keep the
+//! API on loopback or a trusted network until it moves behind mTLS.
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -48,11 +55,23 @@ fn map(err: LookupError) -> ApiError {
     }
 }
 
-async fn read_batch(reader: ReceiptReader, batch_index: u64) -> Result<StoredBatch, ApiError> {
-    tokio::task::spawn_blocking(move || reader.batch(batch_index))
+/// Runs `work` over batch `batch_index` on the blocking pool, holding one of
+/// the [`API_CAGE_BATCH_READS_COUNT_MAX`](metanode_core::limits::API_CAGE_BATCH_READS_COUNT_MAX) read slots.
+async fn with_batch<T: Send + 'static>(
+    st: &AppState,
+    reader: ReceiptReader,
+    batch_index: u64,
+    work: impl FnOnce(StoredBatch) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _slot = st
+        .cage_batch_reads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("the receipt batch reader is closed"))?;
+    tokio::task::spawn_blocking(move || work(reader.batch(batch_index).map_err(map)?))
         .await
         .map_err(|e| ApiError::task_failed("reading a receipt batch", e))?
-        .map_err(map)
 }
 
 fn batch_number(text: &str) -> Result<u64, ApiError> {
@@ -85,13 +104,13 @@ pub(crate) async fn batch(
     let reader = reader(&st)?;
     let batch_index = batch_number(&path_param(path)?)?;
     let format = format_param(query)?;
-    let stored = read_batch(reader, batch_index).await?;
-    match format {
+    with_batch(&st, reader, batch_index, move |stored| match format {
         Format::Json => wire::CageBatchResponse::new(&stored)
             .map(|r| Json(r).into_response())
             .map_err(|e| encoding_failed("receipt batch", e)),
         Format::Bin => Ok(binary(stored.signed_batch_bytes)),
-    }
+    })
+    .await
 }
 
 pub(crate) async fn receipt(
@@ -122,15 +141,17 @@ pub(crate) async fn receipt(
             "batch is missing: add ?batch=N, the batch= of the Metanode-Receipt header",
         )
     })?;
-    let stored = read_batch(reader, batch_index).await?;
-    let proof = stored.prove(&receipt_hash).map_err(map)?;
-    match format {
-        Format::Json => wire::CageReceiptProofResponse::new(&stored.cid(), &proof)
-            .map(|r| Json(r).into_response())
-            .map_err(|e| encoding_failed("receipt proof", e)),
-        Format::Bin => proof
-            .to_canonical_bytes()
-            .map(binary)
-            .map_err(|e| encoding_failed("receipt proof", e)),
-    }
+    with_batch(&st, reader, batch_index, move |stored| {
+        let proof = stored.prove(&receipt_hash).map_err(map)?;
+        match format {
+            Format::Json => wire::CageReceiptProofResponse::new(&stored.cid(), &proof)
+                .map(|r| Json(r).into_response())
+                .map_err(|e| encoding_failed("receipt proof", e)),
+            Format::Bin => proof
+                .to_canonical_bytes()
+                .map(binary)
+                .map_err(|e| encoding_failed("receipt proof", e)),
+        }
+    })
+    .await
 }

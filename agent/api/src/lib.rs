@@ -127,6 +127,8 @@ pub struct AppState {
     pub(crate) traffic_metrics: Option<TrafficMetrics>,
     /// The HTTP Cage's audit receipts; `None` when the node runs no cage.
     pub(crate) cage_receipts: Option<metanode_cage::ReceiptReader>,
+    /// Slots for cage receipt-batch reads (each holds a batch in memory).
+    pub(crate) cage_batch_reads: Arc<Semaphore>,
     /// Cage runs (`/api/v1/docklock/runs`); `None` without a `docklock:` section.
     pub(crate) docklock: Option<docklock::DocklockState>,
 }
@@ -153,6 +155,9 @@ impl AppState {
             chain: None,
             traffic_metrics: None,
             cage_receipts: None,
+            cage_batch_reads: Arc::new(Semaphore::new(
+                metanode_core::limits::API_CAGE_BATCH_READS_COUNT_MAX,
+            )),
             docklock: None,
         }
     }

@@ -1209,18 +1209,20 @@ impl ReceiptSink for FileSink {
                 source,
             }
         };
-        self.file
-            .write_all(&self.frame)
-            .map_err(io_err("append to"))?;
-        self.file.sync_data().map_err(io_err("sync"))?;
-        self.tip = batch.header.next_tip();
-        // Only now (durable) may a reader find the batch. Batch i is the
-        // i-th frame: the writer appends in index order from the tip.
+        // Batch i is the i-th frame: the writer appends in index order from
+        // the tip. Checked before writing, so a violation never leaves a
+        // batch on disk that the index does not name.
         assert_eq!(
             self.offsets.len(),
             batch.header.batch_index,
             "receipt batches are appended in index order"
         );
+        self.file
+            .write_all(&self.frame)
+            .map_err(io_err("append to"))?;
+        self.file.sync_data().map_err(io_err("sync"))?;
+        self.tip = batch.header.next_tip();
+        // Only now (durable) may a reader find the batch.
         self.offsets.push(self.end_bytes);
         self.end_bytes += self.frame.len() as u64;
         Ok(())

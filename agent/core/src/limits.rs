@@ -110,6 +110,10 @@ pub const API_HEADER_LIST_ITEMS_COUNT_MAX: usize = 64;
 pub const API_UPDATE_IMAGE_SIZE_BYTES_MAX: u64 = 40 * 1024 * 1024;
 /// Largest node config document `POST /api/v1/config` accepts.
 pub const API_CONFIG_SIZE_BYTES_MAX: u64 = 1024 * 1024;
+/// Cage receipt-batch reads (`/api/v1/cage/receipts*`) served at once; more
+/// wait. One read holds a batch (up to ~50 MB at the largest batch size)
+/// in a few forms and hashes it, so the bound caps that memory and CPU.
+pub const API_CAGE_BATCH_READS_COUNT_MAX: usize = 2;
 /// Bounds of a config trial's confirmation window.
 pub const CONFIG_TRY_TIMEOUT_S_MIN: u64 = 10;
 pub const CONFIG_TRY_TIMEOUT_S_MAX: u64 = 3600;

@@ -11,6 +11,7 @@ use metanode_cage::{
 use metanode_core::cid::ContentId;
 use metanode_core::encoding::Decode as _;
 use metanode_core::hash::Hash32;
+use metanode_core::keys::PublicKey;
 use metanode_core::keys::{SigningKey, SigningKeyFile};
 use serde_json::json;
 
@@ -289,10 +290,6 @@ fn verify_one(args: &VerifyReceiptArgs, out: &Output) -> anyhow::Result<()> {
                 .limit(RECEIPT_PROOF_BYTES_MAX)
                 .read_to_vec()
                 .with_context(|| format!("{what}: reading the answer of {}", remote.base))?;
-            if let Some(path) = &args.save {
-                std::fs::write(path, &bytes)
-                    .with_context(|| format!("--save {}", path.display()))?;
-            }
             (bytes, remote.base.clone())
         }
         (None, Some(path)) => {
@@ -311,21 +308,10 @@ fn verify_one(args: &VerifyReceiptArgs, out: &Output) -> anyhow::Result<()> {
         }
         (None, None) => bail!("pass --api URL (fetch the proof) or --proof FILE (a saved one)"),
     };
-    let proof = ReceiptProof::from_canonical_bytes(&bytes)
-        .map_err(|e| anyhow!("{source}: not a receipt proof: {e}"))?;
-    let proven = proof
-        .verify(&signer)
-        .map_err(|e| anyhow!("receipt {receipt_hash}: does not verify: {e}"))?;
-    if proven != receipt_hash {
-        bail!("{source}: the proof is for receipt {proven}, not {receipt_hash}");
-    }
-    if let Some(batch) = batch
-        && proof.header.batch_index != batch
-    {
-        bail!(
-            "{source}: the proof puts receipt {receipt_hash} in batch {}, not {batch}",
-            proof.header.batch_index
-        );
+    let proof = check_proof(&bytes, &source, &signer, &receipt_hash, batch)?;
+    // Only a proof that checks is kept: a saved file is evidence.
+    if let Some(path) = &args.save {
+        std::fs::write(path, &bytes).with_context(|| format!("--save {}", path.display()))?;
     }
     let r = &proof.receipt;
     out.emit(
@@ -361,7 +347,150 @@ fn verify_one(args: &VerifyReceiptArgs, out: &Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `Wed, 02 Dec 2026 13:05:00 GMT` for a Unix time in milliseconds.
+/// The proof in `bytes` (from `source`, for messages), checked: canonical,
+/// signed by `signer`, leading to the signed root, for `receipt_hash` and
+/// (when given) in `batch`.
+fn check_proof(
+    bytes: &[u8],
+    source: &str,
+    signer: &PublicKey,
+    receipt_hash: &Hash32,
+    batch: Option<u64>,
+) -> anyhow::Result<ReceiptProof> {
+    let proof = ReceiptProof::from_canonical_bytes(bytes)
+        .map_err(|e| anyhow!("{source}: not a receipt proof: {e}"))?;
+    let proven = proof
+        .verify(signer)
+        .map_err(|e| anyhow!("receipt {receipt_hash}: does not verify: {e}"))?;
+    if proven != *receipt_hash {
+        bail!("{source}: the proof is for receipt {proven}, not {receipt_hash}");
+    }
+    if let Some(batch) = batch
+        && proof.header.batch_index != batch
+    {
+        bail!(
+            "{source}: the proof puts receipt {receipt_hash} in batch {}, not {batch}",
+            proof.header.batch_index
+        );
+    }
+    Ok(proof)
+}
+
+/// Unix ms of 9999-12-31T23:59:59Z + 1 s: the HTTP date format ends there.
+const HTTP_DATE_UNIX_MS_END: u64 = 253_402_300_800_000;
+
+/// `Wed, 02 Dec 2026 13:05:00 GMT` for a Unix time in milliseconds; past
+/// the year 9999 (a broken clock signed into a receipt) the number itself.
 fn format_unix_ms(ms: u64) -> String {
+    if ms >= HTTP_DATE_UNIX_MS_END {
+        return format!("unix time {ms} ms");
+    }
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use metanode_cage::receipt::request_hash;
+    use metanode_cage::{
+        Decision, FileSink, Receipt, ReceiptReader, ReceiptSink as _, SignedBatch,
+    };
+    use metanode_core::encoding::Encode as _;
+
+    use super::*;
+
+    #[test]
+    fn a_receipt_is_named_by_its_header_value_or_hash_and_batch() {
+        let hash = Hash32::from_bytes([7; 32]);
+        let hex = hash.to_hex();
+        assert_eq!(parse_receipt_ref(&hex, None).unwrap(), (hash, None));
+        assert_eq!(parse_receipt_ref(&hex, Some(3)).unwrap(), (hash, Some(3)));
+        assert_eq!(
+            parse_receipt_ref(&format!("{hex}; batch=12"), None).unwrap(),
+            (hash, Some(12))
+        );
+        assert_eq!(
+            parse_receipt_ref(&format!(" {hex};batch=12 "), Some(12)).unwrap(),
+            (hash, Some(12))
+        );
+        for (bad, says) in [
+            (format!("{hex}; batch=12"), "--batch is 13"),
+            ("abc; batch=1".to_string(), "not 64 hex digits"),
+            (format!("{hex}; batch=x"), "not a batch number"),
+            (format!("{hex}; seq=4"), "expected `HASH; batch=N`"),
+        ] {
+            let err = parse_receipt_ref(&bad, Some(13).filter(|_| says.contains("13")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    fn receipt(i: u64) -> Receipt {
+        Receipt {
+            time_unix_ms: 1_700_000_000_000 + i,
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            key_id: None,
+            request_hash: request_hash("GET", "node", &format!("/{i}"), None),
+            decision: Decision::Forwarded,
+            detail: String::new(),
+            status: 200,
+            upstream_status: Some(200),
+            response_hash: Hash32::ZERO,
+            policy_version: 1,
+            policy_digest: [0; 32],
+        }
+    }
+
+    /// A good proof passes; the same proof for another receipt or batch,
+    /// under another key, or cut short, is refused by name.
+    #[test]
+    fn a_proof_is_checked_against_the_receipt_batch_and_key_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.log");
+        let key = SigningKey::from_seed(&[2; 32]);
+        let mut sink = FileSink::open(&path, &key.public_key()).unwrap();
+        let receipts: Vec<Receipt> = (0..3).map(receipt).collect();
+        let hashes: Vec<Hash32> = receipts.iter().map(|r| r.hash().unwrap()).collect();
+        let batch = SignedBatch::seal(&sink.tip(), receipts, &hashes, &key, 1);
+        sink.append(&batch.to_encoded().unwrap()).unwrap();
+        let reader = ReceiptReader::new(path, key.public_key(), sink.batch_offsets());
+        let bytes = reader
+            .prove(0, &hashes[1])
+            .unwrap()
+            .to_canonical_bytes()
+            .unwrap();
+        let signer = key.public_key();
+        let ok = check_proof(&bytes, "test", &signer, &hashes[1], Some(0)).unwrap();
+        assert_eq!(
+            ok.receipt.request_hash,
+            request_hash("GET", "node", "/1", None)
+        );
+        let refused = |bytes: &[u8], signer: &PublicKey, hash: &Hash32, batch| {
+            check_proof(bytes, "test", signer, hash, batch)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(&bytes, &signer, &hashes[2], Some(0)).contains("is for receipt"));
+        assert!(refused(&bytes, &signer, &hashes[1], Some(1)).contains("not 1"));
+        let stranger = SigningKey::from_seed(&[3; 32]).public_key();
+        assert!(refused(&bytes, &stranger, &hashes[1], None).contains("does not verify"));
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                refused(&bytes[..cut], &signer, &hashes[1], None).contains("not a receipt proof")
+            );
+        }
+    }
+
+    #[test]
+    fn dates_past_the_year_9999_are_printed_as_numbers() {
+        assert_eq!(format_unix_ms(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            format_unix_ms(HTTP_DATE_UNIX_MS_END - 1),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+        assert_eq!(
+            format_unix_ms(u64::MAX),
+            format!("unix time {} ms", u64::MAX)
+        );
+    }
 }

@@ -250,7 +250,7 @@ pub const TEST_RUN_ROUNDS_FULL: usize = 5;
 
 /// Runs rows `names` `rounds` times round-robin (`run(i)` measures row i);
 /// pushes each row's fastest round with the action of its last run.
-fn median_rounds(
+fn fastest_rounds(
     rounds: usize,
     names: &[&'static str],
     mut run: impl FnMut(usize) -> anyhow::Result<(u32, String)>,
@@ -294,7 +294,7 @@ pub fn test_run_costs(red_count: u32, repeats: u32, rounds: usize) -> anyhow::Re
     let floor_frame = udp_frame(GREEN_SOURCE, dest);
     let floors = metanode_ebpf::FloorProgram::ALL;
     let floor_names: Vec<&'static str> = floors.iter().map(|p| p.name()).collect();
-    median_rounds(
+    fastest_rounds(
         rounds,
         &floor_names,
         |i| {
@@ -326,7 +326,7 @@ pub fn test_run_costs(red_count: u32, repeats: u32, rounds: usize) -> anyhow::Re
             .context("switch the verdict cache")?;
         let names: Vec<&'static str> = set.iter().map(|(l, _)| *l).collect();
         let frames: Vec<Vec<u8>> = set.iter().map(|(_, s)| udp_frame(*s, dest)).collect();
-        median_rounds(
+        fastest_rounds(
             rounds,
             &names,
             |i| {
