@@ -217,26 +217,31 @@ static __always_inline void sample(struct biso_counters *cnt, const struct pkt_m
 	cnt->c[BISO_C_SAMPLES] += 1;
 }
 
-/* The token bucket in a cache value (map value or a not yet inserted
- * stack copy) on this CPU; returns 1 if the packet fits. */
+/* A cache value's (map value or a not yet inserted stack copy) bucket
+ * credit at `now` under its current rule; nothing is stored. */
+static __always_inline __u64 bucket_credit(const struct biso_verdict *v, __u64 now)
+{
+	const struct biso_rule *rule = &v->rule;
+	if (v->last_ns == 0)
+		return rule->credit_max;
+	__u64 last = v->last_ns;
+	__u64 elapsed = now > last ? now - last : 0;
+	__u64 credit = v->credit;
+	if (elapsed >= rule->fill_ns)
+		credit = rule->credit_max;
+	else
+		credit += elapsed * rule->rate_per_s;
+	/* Also clamps a bucket filled under a larger earlier rule. */
+	if (credit > rule->credit_max)
+		credit = rule->credit_max;
+	return credit;
+}
+
+/* The token bucket on this CPU; returns 1 if the packet fits. */
 static __always_inline int bucket_take(struct biso_verdict *v, __u64 now)
 {
 	const struct biso_rule *rule = &v->rule;
-	__u64 credit;
-	if (v->last_ns == 0) {
-		credit = rule->credit_max;
-	} else {
-		__u64 last = v->last_ns;
-		__u64 elapsed = now > last ? now - last : 0;
-		credit = v->credit;
-		if (elapsed >= rule->fill_ns)
-			credit = rule->credit_max;
-		else
-			credit += elapsed * rule->rate_per_s;
-		/* Also clamps a bucket filled under a larger earlier rule. */
-		if (credit > rule->credit_max)
-			credit = rule->credit_max;
-	}
+	__u64 credit = bucket_credit(v, now);
 	int pass = credit >= rule->cost_credit;
 	if (pass)
 		credit -= rule->cost_credit;
@@ -247,6 +252,22 @@ static __always_inline int bucket_take(struct biso_verdict *v, __u64 now)
 	if (now > v->last_ns)
 		v->last_ns = now;
 	return pass;
+}
+
+/* Before a cached yellow bucket takes a new rule (a policy swap): bring it
+ * up to the precise time under the rule it was filled with. Otherwise the
+ * new rule's rate would apply to the time between the old rule's last
+ * coarse reading and now, which the old rule's hold-back was sized for, not
+ * the new one's. Once per source and swap, so the precise clock is cheap
+ * here. */
+static __always_inline void bucket_settle(struct biso_verdict *v)
+{
+	if (v->rule.verdict != BISO_YELLOW || v->last_ns == 0)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	v->credit = bucket_credit(v, now);
+	if (now > v->last_ns)
+		v->last_ns = now;
 }
 
 static __always_inline int judge_yellow(struct biso_counters *cnt, const struct pkt_meta *m,
@@ -342,7 +363,9 @@ static __always_inline int judge(struct biso_counters *cnt, const struct pkt_met
 		asm volatile("" : "+r"(v));
 		if (v->generation != generation || ctl->verdict_cache_off) {
 			/* Refreshed in place; the bucket (credit, last_ns)
-			 * stays: a swap is no reason for a fresh burst. */
+			 * stays, settled first: a swap is no reason for a
+			 * fresh burst. */
+			bucket_settle(v);
 			v->rule = *trie_rule(m, slot, s);
 			v->generation = generation;
 		}

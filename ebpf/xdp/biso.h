@@ -29,7 +29,8 @@
  * hot path has no division:
  *   a bucket holds "credit"; it gains rate_per_s credit per nanosecond,
  *   a packet costs cost_credit = NS_PER_S * possible_cpus, and the bucket is
- *   capped at credit_max = max(burst * NS_PER_S, cost_credit). With one
+ *   capped at credit_max = max(burst * NS_PER_S, cost_credit), less
+ *   COARSE_LAG_TICKS_MAX ticks of rate for a coarse-clock bucket. With one
  *   bucket per CPU this gives each CPU exactly rate_per_s / possible_cpus
  *   packets per second and a burst of burst / possible_cpus packets (at
  *   least one), so the node as a whole admits at most rate_per_s and burst.

@@ -120,20 +120,22 @@ impl RuleAbi {
     /// ns to read) when the bucket takes at least [`COARSE_FILL_TICKS_MIN`]
     /// ticks to fill, else the precise one (~20-40 ns, a TSC read).
     ///
-    /// A coarse reading c lags the packet's true time t by up to a tick. A
-    /// bucket refilled at c cannot tell whether it saturated between c and
-    /// t, so keeping `last_ns = c` would grant c..t again later: up to a
-    /// tick of rate beyond an exact bucket (the burst became burst + one
-    /// tick of rate). So a coarse bucket holds [`COARSE_LAG_TICKS_MAX`] ticks
-    /// of rate less (`credit_max - rate * lag`); over any window it then
-    /// admits at most what an exact bucket of the configured burst admits,
-    /// while the coarse clock lags by no more than that. The price: its
-    /// burst is that much smaller, at most a quarter at the fill-time bound
-    /// (8 ticks to fill, 2 ticks held back), under 1 % for a rule whose
-    /// burst is a second of its rate. `fill_ns` is the same per CPU as for
-    /// the node (rate and burst both divide by the CPU count), except where
-    /// a burst below the CPU count rounds up to one packet per CPU, which
-    /// makes the bucket larger and slower to fill.
+    /// A coarse reading c lags the packet's true time t. A bucket refilled
+    /// at c cannot tell whether it saturated between c and t, so keeping
+    /// `last_ns = c` would grant c..t again later: up to the lag's worth of
+    /// rate beyond an exact bucket. So a coarse bucket holds
+    /// [`COARSE_LAG_TICKS_MAX`] ticks of rate less (`credit_max - rate *
+    /// lag`); while its source stays cached and the coarse clock lags by no
+    /// more than that, every window then admits at most what an exact bucket
+    /// of the configured burst admits (burst + rate x window). The price, for
+    /// a flow that conforms exactly to (burst, rate): up to the held-back
+    /// ticks plus the lag's ticks of rate refused, i.e. about half the burst
+    /// at the fill-time bound (12 ticks to fill) and ~2.4 % (HZ=250) to 6 %
+    /// (HZ=100) for a burst of a second of rate; the long-run rate is exact.
+    /// `fill_ns` is the same per CPU as for the node (rate and burst both
+    /// divide by the CPU count), except where a burst below the CPU count
+    /// rounds up to one packet per CPU, which makes the bucket larger and
+    /// slower to fill.
     pub(crate) fn from_rule(rule: &Rule, possible_cpus: u32, coarse_tick_ns: u64) -> Self {
         let cost_credit = NS_PER_S * u64::from(possible_cpus.max(1));
         let burst_credit = u64::from(rule.rate.burst) * NS_PER_S;
@@ -194,13 +196,13 @@ mod tests {
     const TICK_4MS: u64 = 4_000_000;
 
     #[test]
-    fn buckets_filling_within_eight_ticks_read_the_precise_clock() {
-        // (rate, burst) -> fill time burst / rate: coarse from 8 ticks (32 ms).
+    fn buckets_filling_within_twelve_ticks_read_the_precise_clock() {
+        // (rate, burst) -> fill time burst / rate: coarse from 12 ticks (48 ms).
         let cases = [
             ((1_000, 2_000), false),         // 2 s
             ((1, 4), false),                 // 4 s
-            ((1_000, 32), false),            // 32 ms = 8 ticks
-            ((1_000, 31), true),             // 31 ms
+            ((1_000, 48), false),            // 48 ms = 12 ticks
+            ((1_000, 47), true),             // 47 ms
             ((1_000_000, 100), true),        // 100 us
             ((4_000_000, 4_000_000), false), // 1 s
             ((0, 10), false),                // never refills: no clock matters
@@ -213,34 +215,34 @@ mod tests {
             }
         }
         // 7 packets over 64 CPUs round up to one per CPU (64 ms to fill),
-        // but holding 8 ms of rate back would leave less than one packet.
+        // but holding 12 ms of rate back would leave less than one packet.
         assert_eq!(
             RuleAbi::from_rule(&yellow(1_000, 7), 64, TICK_4MS).flags,
             RULE_PRECISE_CLOCK
         );
-        // A slower tick (HZ=100) moves the bound: 32 ms is then precise.
+        // A slower tick (HZ=100) moves the bound: 48 ms is then precise.
         assert_eq!(
-            RuleAbi::from_rule(&yellow(1_000, 32), 1, 10_000_000).flags,
+            RuleAbi::from_rule(&yellow(1_000, 48), 1, 10_000_000).flags,
             RULE_PRECISE_CLOCK
         );
     }
 
-    /// A coarse bucket holds two ticks of rate less, so that no window
+    /// A coarse bucket holds three ticks of rate less, so that no window
     /// admits more than an exact bucket of the configured burst; a precise
     /// one holds the whole burst.
     #[test]
-    fn a_coarse_bucket_holds_back_two_ticks_of_rate() {
+    fn a_coarse_bucket_holds_back_three_ticks_of_rate() {
         let ns = NS_PER_S;
-        // 1,000/s, burst 2,000: 8 ms of rate = 8 packets held back.
+        // 1,000/s, burst 2,000: 12 ms of rate = 12 packets held back.
         let abi = RuleAbi::from_rule(&yellow(1_000, 2_000), 1, TICK_4MS);
-        assert_eq!(abi.credit_max, 1_992 * ns);
-        assert_eq!(abi.fill_ns, 1_992 * ns / 1_000);
-        // At the bound (32 ms to fill) a quarter is held back.
-        let abi = RuleAbi::from_rule(&yellow(1_000, 32), 2, TICK_4MS);
-        assert_eq!((abi.flags, abi.credit_max), (0, 24 * ns));
+        assert_eq!(abi.credit_max, 1_988 * ns);
+        assert_eq!(abi.fill_ns, 1_988 * ns / 1_000);
+        // At the bound (48 ms to fill) a quarter is held back.
+        let abi = RuleAbi::from_rule(&yellow(1_000, 48), 2, TICK_4MS);
+        assert_eq!((abi.flags, abi.credit_max), (0, 36 * ns));
         // Precise: the whole burst.
-        let abi = RuleAbi::from_rule(&yellow(1_000, 31), 1, TICK_4MS);
-        assert_eq!((abi.flags, abi.credit_max), (RULE_PRECISE_CLOCK, 31 * ns));
+        let abi = RuleAbi::from_rule(&yellow(1_000, 47), 1, TICK_4MS);
+        assert_eq!((abi.flags, abi.credit_max), (RULE_PRECISE_CLOCK, 47 * ns));
         // Rate 0: nothing refills, nothing is held back.
         let abi = RuleAbi::from_rule(&yellow(0, 10), 1, TICK_4MS);
         assert_eq!((abi.credit_max, abi.fill_ns), (10 * ns, u64::MAX));

@@ -313,7 +313,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 }
 
 #[test]
-fn a_yellow_bucket_reads_the_coarse_clock_unless_it_fills_within_two_ticks() {
+fn a_yellow_bucket_reads_the_coarse_clock_unless_it_fills_within_twelve_ticks() {
     pin_to_cpu0();
     let mut lights = TrafficLights::load(None).expect("load");
     let tick_ns = lights.coarse_tick_ns();
@@ -386,36 +386,122 @@ fn a_yellow_bucket_reads_the_coarse_clock_unless_it_fills_within_two_ticks() {
     assert_eq!(last_ns, ahead);
 }
 
-/// A fresh coarse-clock bucket admits its burst minus the two ticks of rate
-/// it holds back (so that a late coarse reading can never let a window
-/// admit more than the configured burst), plus at most what refills while
-/// the run lasts.
-#[test]
-fn a_coarse_bucket_never_admits_its_whole_burst_at_once() {
+/// A coarse bucket on 1,000 packets/s per CPU with a burst of 1,000 per CPU
+/// (a second to fill), for source `source` (cached after one packet on CPU
+/// 0); returns the lights, the tick, and the bucket's credit_max and cost.
+fn coarse_bucket(source: &str) -> (TrafficLights, u64, u64, u64) {
     pin_to_cpu0();
     let mut lights = TrafficLights::load(None).expect("load");
     let cpus = lights.possible_cpus();
     let tick_ns = lights.coarse_tick_ns();
-    // Per CPU: 1,000/s and a burst of 1,000 (a second to fill: coarse).
     let yellow = rule(Verdict::Yellow, 1_000 * cpus, 1_000 * cpus, 0, 2);
     lights
         .apply(&policy(1, green(), &[("198.51.100.0/24", yellow)], &[]))
         .expect("apply");
-    let held_back = 2 * tick_ns * 1_000 / 1_000_000_000;
-    let started = clock_ns(libc::CLOCK_MONOTONIC);
+    assert_eq!(
+        run(&lights, &udp4(v4(source), v4("10.9.9.9"))),
+        XdpAction::Pass
+    );
+    let values = cache_entry(&mut lights, &src4(source)).expect("cached");
+    let rule = values[0].rule;
+    assert_eq!(rule.flags, 0, "a second to fill: the coarse clock");
+    (lights, tick_ns, rule.credit_max, rule.cost_credit)
+}
+
+/// A fresh coarse-clock bucket admits its burst minus the ticks of rate it
+/// holds back, plus at most what refills while the run lasts.
+#[test]
+fn a_coarse_bucket_never_admits_its_whole_burst_at_once() {
+    let (mut lights, _, credit_max, cost) = coarse_bucket("198.51.100.50");
+    let key = src4("198.51.100.50");
+    // Full again, as a fresh source is.
+    let mut values = cache_entry(&mut lights, &key).expect("cached");
+    for v in values.iter_mut() {
+        v.last_ns = 0;
+    }
+    set_cache_entry(&mut lights, &key, values);
+    let before = lights.counters().expect("counters").yellow_pass_packets;
+    let coarse_before = clock_ns(libc::CLOCK_MONOTONIC_COARSE);
     lights
         .test_run(&udp4(v4("198.51.100.50"), v4("10.9.9.9")), 3_000)
         .expect("run");
-    let took_ns = clock_ns(libc::CLOCK_MONOTONIC) - started;
-    let passed = lights.counters().expect("counters").yellow_pass_packets;
-    // Refill while running: at most the run's time plus the tick it may
-    // straddle, at 1 packet per ms.
-    let refill_max = (took_ns + tick_ns) / 1_000_000 + 1;
+    let coarse_advance_ns = clock_ns(libc::CLOCK_MONOTONIC_COARSE) - coarse_before;
+    let passed = lights.counters().expect("counters").yellow_pass_packets - before;
+    // The program's readings lie between the two coarse readings here, so
+    // the run refills at most their difference, at 1 packet per ms (not
+    // wall time, which a loaded machine stretches).
+    let refill_max = coarse_advance_ns.div_ceil(1_000_000);
+    let held = credit_max / cost;
+    assert!(held < 1_000, "credit_max {credit_max}: nothing held back");
     assert!(
-        passed >= 1_000 - held_back && passed <= 1_000 - held_back + refill_max,
-        "passed {passed}: burst 1000, held back {held_back}, refill at most {refill_max}"
+        passed >= held && passed <= held + refill_max,
+        "passed {passed}: holds {held}, refill at most {refill_max}"
     );
-    assert!(passed < 1_000, "passed {passed}: the whole burst and more");
+}
+
+/// The bug a review found in the first coarse-clock version: a bucket
+/// drained now but stamped with a coarse reading ticks ago gets that time
+/// again at the next refill. With the hold-back, what it then admits plus
+/// the burst it holds stays within the configured burst plus what the run
+/// itself may refill.
+#[test]
+fn a_drained_bucket_stamped_late_stays_within_the_burst() {
+    let (mut lights, tick_ns, credit_max, cost) = coarse_bucket("198.51.100.60");
+    let key = src4("198.51.100.60");
+    let stamped = clock_ns(libc::CLOCK_MONOTONIC_COARSE) - 3 * tick_ns;
+    let mut values = cache_entry(&mut lights, &key).expect("cached");
+    for v in values.iter_mut() {
+        v.credit = 0;
+        v.last_ns = stamped;
+    }
+    set_cache_entry(&mut lights, &key, values);
+    let before = lights.counters().expect("counters").yellow_pass_packets;
+    let coarse_before = clock_ns(libc::CLOCK_MONOTONIC_COARSE);
+    lights
+        .test_run(&udp4(v4("198.51.100.60"), v4("10.9.9.9")), 1_000)
+        .expect("run");
+    let coarse_advance_ns = clock_ns(libc::CLOCK_MONOTONIC_COARSE) - coarse_before;
+    let passed = lights.counters().expect("counters").yellow_pass_packets - before;
+    assert!(passed >= 1, "three ticks of refill admit something");
+    // As above: what the run itself may refill, by the coarse clock.
+    let run_refill_max = coarse_advance_ns.div_ceil(1_000_000);
+    assert!(
+        credit_max / cost + passed <= 1_000 + run_refill_max,
+        "holds {} and then admitted {passed}: more than the burst of 1000 + {run_refill_max}",
+        credit_max / cost
+    );
+}
+
+/// A swap settles a cached yellow bucket at the precise time under its old
+/// rule before the new rule applies, so a higher new rate never refills the
+/// time the old rule's lagging coarse reading had not reached.
+#[test]
+fn a_swap_settles_the_bucket_at_the_precise_time() {
+    let (mut lights, tick_ns, _, _) = coarse_bucket("198.51.100.70");
+    let key = src4("198.51.100.70");
+    let mut values = cache_entry(&mut lights, &key).expect("cached");
+    for v in values.iter_mut() {
+        v.credit = 0;
+        v.last_ns = clock_ns(libc::CLOCK_MONOTONIC_COARSE) - 3 * tick_ns;
+    }
+    set_cache_entry(&mut lights, &key, values);
+    let cpus = lights.possible_cpus();
+    let faster = rule(Verdict::Yellow, 100_000 * cpus, 100_000 * cpus, 0, 2);
+    lights
+        .apply(&policy(2, green(), &[("198.51.100.0/24", faster)], &[]))
+        .expect("apply");
+    let before = clock_ns(libc::CLOCK_MONOTONIC);
+    assert_eq!(
+        run(&lights, &udp4(v4("198.51.100.70"), v4("10.9.9.9"))),
+        XdpAction::Pass
+    );
+    let values = cache_entry(&mut lights, &key).expect("cached");
+    assert_eq!(values[0].rule.rate_per_s, 100_000 * cpus, "the new rule");
+    assert!(
+        values[0].last_ns >= before,
+        "settled at {} before the precise time {before}",
+        values[0].last_ns
+    );
 }
 
 /// The verdict cache key of an IPv4 source.

@@ -28,12 +28,15 @@ pub const NS_PER_S: u64 = 1_000_000_000;
 /// this many coarse ticks to fill from empty; faster buckets read the
 /// precise clock (`BISO_RULE_PRECISE_CLOCK`). With
 /// [`COARSE_LAG_TICKS_MAX`] this bounds what a coarse bucket gives up.
-pub const COARSE_FILL_TICKS_MIN: u64 = 8;
+pub const COARSE_FILL_TICKS_MIN: u64 = 12;
 /// Ticks of rate a coarse bucket holds back from its capacity: the coarse
-/// clock's lag it is exact for. One tick is the lag of a running tick; the
-/// second covers a timekeeping CPU that is late (NO_HZ hand-over, a vCPU
-/// the host did not run). See `RuleAbi::from_rule`.
-pub const COARSE_LAG_TICKS_MAX: u64 = 2;
+/// clock's lag it stays within the burst for. Timekeeping advances in whole
+/// tick intervals, so right after an update the coarse time may already lag
+/// by up to a tick and it ages one more before the next: about two ticks in
+/// normal operation, with no margin. The third covers a late timekeeping CPU
+/// (NO_HZ hand-over, a vCPU the host did not run); a lag beyond it lets the
+/// bucket admit rate x (lag - 3 ticks) more. See `RuleAbi::from_rule`.
+pub const COARSE_LAG_TICKS_MAX: u64 = 3;
 /// The coarse clock's step when `clock_getres(CLOCK_MONOTONIC_COARSE)` does
 /// not answer: 10 ms, the tick of the slowest kernel config (HZ=100).
 pub const COARSE_TICK_NS_FALLBACK: u64 = 10_000_000;
