@@ -2704,6 +2704,35 @@ pub(crate) mod tests {
         }
     }
 
+    /// A replicated sink over the receipt file at `path` with a fresh
+    /// [`FakeReplica`], resyncing from the file, keeping `pinned_max`.
+    fn replicated(
+        path: &Path,
+        key: &SigningKey,
+        pinned_max: u64,
+    ) -> (ReplicatedSink<FileSink>, FakeReplica, Arc<Metrics>) {
+        let replica = FakeReplica::default();
+        let metrics = Arc::new(Metrics::new());
+        let sink = ReplicatedSink::new(
+            FileSink::open(path, &key.public_key()).unwrap(),
+            Box::new(replica.clone()),
+            metrics.clone(),
+            Some(path.to_path_buf()),
+            pinned_max,
+        )
+        .unwrap();
+        (sink, replica, metrics)
+    }
+
+    /// Batch `b` of three sample receipts, sealed after `sink`'s tip.
+    fn seal_after(sink: &dyn ReceiptSink, key: &SigningKey, b: u64) -> EncodedBatch {
+        let receipts: Vec<Receipt> = (0..3).map(|i| sample(b * 3 + i)).collect();
+        let hashes: Vec<Hash32> = receipts.iter().map(|r| r.hash().unwrap()).collect();
+        SignedBatch::seal(&sink.tip(), receipts, &hashes, key, 1)
+            .to_encoded()
+            .unwrap()
+    }
+
     /// With a window of 2, only the file's newest 2 batches are stored at
     /// start and the older ones unpinned (not stored again); as batches
     /// arrive the window slides: the pinned set is always the newest two.
@@ -2712,16 +2741,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::from_seed(&[6; 32]);
         let path = write_file(dir.path(), &key, 5);
-        let replica = FakeReplica::default();
-        let metrics = Arc::new(Metrics::new());
-        let mut sink = ReplicatedSink::new(
-            FileSink::open(&path, &key.public_key()).unwrap(),
-            Box::new(replica.clone()),
-            metrics.clone(),
-            Some(path.clone()),
-            2,
-        )
-        .unwrap();
+        let (mut sink, replica, metrics) = replicated(&path, &key, 2);
         let newest_two = || {
             let batches = file_batches(&path);
             batches[batches.len() - 2..]
@@ -2734,11 +2754,7 @@ pub(crate) mod tests {
         assert_eq!(*replica.stored.lock(), file_batches(&path)[3..].to_vec());
         assert_eq!(*replica.pinned.lock(), newest_two());
         for b in 5..8u64 {
-            let receipts: Vec<Receipt> = (0..3).map(|i| sample(b * 3 + i)).collect();
-            let hashes: Vec<Hash32> = receipts.iter().map(|r| r.hash().unwrap()).collect();
-            let batch = SignedBatch::seal(&sink.tip(), receipts, &hashes, &key, 1)
-                .to_encoded()
-                .unwrap();
+            let batch = seal_after(&sink, &key, b);
             sink.append(&batch).unwrap();
         }
         wait_until("three more stored", || replica.stored.lock().len() == 5);
@@ -2782,25 +2798,10 @@ pub(crate) mod tests {
     fn replicated_sink_copies_every_batch_and_retries_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::from_seed(&[6; 32]);
-        let seal = |sink: &dyn ReceiptSink, b: u64| {
-            let receipts: Vec<Receipt> = (0..3).map(|i| sample(b * 3 + i)).collect();
-            let hashes: Vec<Hash32> = receipts.iter().map(|r| r.hash().unwrap()).collect();
-            SignedBatch::seal(&sink.tip(), receipts, &hashes, &key, 1)
-                .to_encoded()
-                .unwrap()
-        };
+        let seal = |sink: &dyn ReceiptSink, b: u64| seal_after(sink, &key, b);
         // Batch 0 reached the file before the store was there.
         let path = write_file(dir.path(), &key, 1);
-        let replica = FakeReplica::default();
-        let metrics = Arc::new(Metrics::new());
-        let mut sink = ReplicatedSink::new(
-            FileSink::open(&path, &key.public_key()).unwrap(),
-            Box::new(replica.clone()),
-            metrics.clone(),
-            Some(path.clone()),
-            0,
-        )
-        .unwrap();
+        let (mut sink, replica, metrics) = replicated(&path, &key, 0);
         let stored_count = || replica.stored.lock().len();
         let same_as_file = || *replica.stored.lock() == file_batches(&path);
         wait_until("resync of batch 0", || stored_count() == 1);
