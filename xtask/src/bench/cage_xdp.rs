@@ -29,7 +29,7 @@ const YELLOW_RATE: RateLimit = RateLimit {
     burst: 4_000_000_000,
 };
 /// A second yellow prefix (RFC 2544 benchmarking space) whose bucket fills
-/// in 250 us, well within two ticks, so it reads the precise clock: the
+/// in 250 us, well within 12 ticks, so it reads the precise clock: the
 /// `xdp_yellow_precise_ns` row is what such a tight rule costs.
 const YELLOW_PRECISE_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 pub const YELLOW_PRECISE_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 7);
@@ -196,10 +196,10 @@ impl XdpCosts {
                     "green" => " verdict-cache hit; target <= 40 ns",
                     "red" => " verdict-cache hit; target <= 50 ns",
                     "yellow" => {
-                        " verdict-cache hit, coarse clock (bucket fills in >= 2 ticks); target <= 70 ns"
+                        " verdict-cache hit, coarse clock (bucket fills in >= 12 ticks); target <= 70 ns"
                     }
                     "yellow_precise" => {
-                        " verdict-cache hit, precise clock (a bucket that fills within 2 ticks)"
+                        " verdict-cache hit, precise clock (a bucket that fills within 12 ticks)"
                     }
                     l if l.ends_with("_miss") => " cache off: LPM trie every packet",
                     _ => " harness floor (context, not ours)",
