@@ -105,9 +105,7 @@ pub(crate) async fn batch(
     let batch_index = batch_number(&path_param(path)?)?;
     let format = format_param(query)?;
     with_batch(&st, reader, batch_index, move |stored| match format {
-        Format::Json => wire::CageBatchResponse::new(&stored)
-            .map(|r| Json(r).into_response())
-            .map_err(|e| encoding_failed("receipt batch", e)),
+        Format::Json => Ok(Json(wire::CageBatchResponse::new(&stored)).into_response()),
         Format::Bin => Ok(binary(stored.signed_batch_bytes)),
     })
     .await
@@ -144,9 +142,11 @@ pub(crate) async fn receipt(
     with_batch(&st, reader, batch_index, move |stored| {
         let proof = stored.prove(&receipt_hash).map_err(map)?;
         match format {
-            Format::Json => wire::CageReceiptProofResponse::new(&stored.cid(), &proof)
-                .map(|r| Json(r).into_response())
-                .map_err(|e| encoding_failed("receipt proof", e)),
+            Format::Json => {
+                wire::CageReceiptProofResponse::new(&stored.cid(), &receipt_hash, &proof)
+                    .map(|r| Json(r).into_response())
+                    .map_err(|e| encoding_failed("receipt proof", e))
+            }
             Format::Bin => proof
                 .to_canonical_bytes()
                 .map(binary)

@@ -648,13 +648,12 @@ pub struct CageReceiptInfo {
 }
 
 impl CageReceiptInfo {
-    pub fn new(
-        seq: u64,
-        r: &metanode_cage::Receipt,
-    ) -> Result<Self, metanode_core::encoding::EncodeError> {
-        Ok(Self {
+    /// Receipt `r`, number `seq` in the file, whose hash (verified with its
+    /// batch) is `receipt_hash`.
+    pub fn new(seq: u64, receipt_hash: &Hash32, r: &metanode_cage::Receipt) -> Self {
+        Self {
             seq,
-            receipt_hash: r.hash()?.to_hex(),
+            receipt_hash: receipt_hash.to_hex(),
             time_unix_ms: r.time_unix_ms,
             client_ip: r.client_ip.to_string(),
             key_id: r.key_id.clone(),
@@ -666,7 +665,7 @@ impl CageReceiptInfo {
             response_hash: r.response_hash.to_hex(),
             policy_version: r.policy_version,
             policy_digest: hex_bytes(&r.policy_digest),
-        })
+        }
     }
 }
 
@@ -721,18 +720,18 @@ pub struct CageBatchResponse {
 }
 
 impl CageBatchResponse {
-    pub fn new(b: &metanode_cage::StoredBatch) -> Result<Self, EncodeError> {
+    pub fn new(b: &metanode_cage::StoredBatch) -> Self {
         let h = &b.batch.header;
-        let mut receipts = Vec::with_capacity(b.batch.receipts.len());
-        for (i, r) in b.batch.receipts.iter().enumerate() {
-            receipts.push(CageReceiptInfo::new(h.first_receipt_seq + i as u64, r)?);
-        }
-        Ok(Self {
+        let receipts = (h.first_receipt_seq..)
+            .zip(b.receipt_hashes.iter().zip(&b.batch.receipts))
+            .map(|(seq, (hash, r))| CageReceiptInfo::new(seq, hash, r))
+            .collect();
+        Self {
             cid: b.cid().to_string(),
             header: CageBatchHeaderInfo::from(h),
             signature: hex_bytes(&b.batch.signature),
             receipts,
-        })
+        }
     }
 }
 
@@ -751,13 +750,16 @@ pub struct CageReceiptProofResponse {
 }
 
 impl CageReceiptProofResponse {
+    /// The proof `p` of the receipt hashing to `receipt_hash`, in the batch
+    /// stored as `batch_cid`.
     pub fn new(
         batch_cid: &ContentId,
+        receipt_hash: &Hash32,
         p: &metanode_cage::ReceiptProof,
     ) -> Result<Self, EncodeError> {
         Ok(Self {
             batch_cid: batch_cid.to_string(),
-            receipt: CageReceiptInfo::new(p.receipt_seq(), &p.receipt)?,
+            receipt: CageReceiptInfo::new(p.receipt_seq(), receipt_hash, &p.receipt),
             header: CageBatchHeaderInfo::from(&p.header),
             signature: hex_bytes(&p.signature),
             proof: ProofInfo::from(&p.proof),

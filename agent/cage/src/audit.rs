@@ -26,8 +26,8 @@ use metanode_core::keys::{PublicKey, Signature};
 use metanode_core::merkle::{InclusionProof, MerkleTree, ProofError, leaf_hash};
 
 use crate::receipt::{
-    BatchError, BatchHeader, BatchOffsets, ChainTip, Frame, Receipt, SignedBatch,
-    VerifyReceiptsError, read_frame,
+    BatchError, BatchHeader, BatchOffsets, ChainTip, RawFrame, Receipt, SignedBatch,
+    VerifyReceiptsError, decode_frame, read_raw_frame,
 };
 
 pub const RECEIPT_PROOF_ENCODING_VERSION: u8 = 1;
@@ -45,6 +45,9 @@ pub struct ReceiptReader {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBatch {
     pub batch: SignedBatch,
+    /// The hash of each receipt, in order (the Merkle leaves verification
+    /// computed).
+    pub receipt_hashes: Vec<Hash32>,
     /// Its canonical `SignedBatch` bytes: the blob the agent stores it as.
     pub signed_batch_bytes: Vec<u8>,
     /// Where its frame starts in the receipt file.
@@ -150,10 +153,11 @@ impl ReceiptReader {
         };
         let mut file = File::open(&self.path).map_err(io_err)?;
         file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-        let (batch, frame_len) =
-            match read_frame(&mut file, &self.path, offset).map_err(read_err)? {
-                Frame::Batch(batch, frame_len) => (*batch, frame_len),
-                Frame::End | Frame::Torn => {
+        // The stored bytes are kept (the blob's bytes) and decoded once.
+        let signed_batch_bytes =
+            match read_raw_frame(&mut file, &self.path, offset).map_err(read_err)? {
+                RawFrame::Body(body) => body,
+                RawFrame::End | RawFrame::Torn => {
                     return Err(LookupError::Truncated {
                         path: self.path.clone(),
                         batch_index,
@@ -161,6 +165,7 @@ impl ReceiptReader {
                     });
                 }
             };
+        let batch = decode_frame(&signed_batch_bytes, &self.path, offset).map_err(read_err)?;
         // Its place in the chain was checked when the file was opened or
         // the batch appended; here only what one batch can show.
         let own_place = ChainTip {
@@ -168,34 +173,17 @@ impl ReceiptReader {
             next_receipt_seq: batch.header.first_receipt_seq,
             prev_batch_hash: batch.header.prev_batch_hash,
         };
-        batch
-            .verify(&self.signer, &own_place)
+        let receipt_hashes = batch
+            .verify_hashes(&self.signer, &own_place)
             .map_err(|source| LookupError::Invalid {
                 path: self.path.clone(),
                 batch_index,
                 offset,
                 source,
             })?;
-        // Re-encoding a decoded canonical value gives its bytes back (the
-        // decoder accepts only canonical bytes), and saves a second read.
-        let signed_batch_bytes = batch
-            .to_canonical_bytes()
-            .map_err(|e| LookupError::Invalid {
-                path: self.path.clone(),
-                batch_index,
-                offset,
-                source: BatchError::Encode {
-                    index: 0,
-                    source: e,
-                },
-            })?;
-        assert_eq!(
-            signed_batch_bytes.len() as u64 + 4,
-            frame_len,
-            "a canonical batch re-encodes to its stored bytes"
-        );
         Ok(StoredBatch {
             batch,
+            receipt_hashes,
             signed_batch_bytes,
             offset_bytes: offset,
         })
@@ -221,15 +209,7 @@ impl StoredBatch {
             receipt_hash: *receipt_hash,
             batch_index: batch.header.batch_index,
         };
-        // A verified batch: every receipt hashes (its root was checked).
-        let hashes: Vec<Hash32> = batch
-            .receipts
-            .iter()
-            .filter_map(|r| r.hash().ok())
-            .collect();
-        if hashes.len() != batch.receipts.len() {
-            return Err(not_here());
-        }
+        let hashes = &self.receipt_hashes;
         let position = hashes
             .iter()
             .position(|h| h == receipt_hash)

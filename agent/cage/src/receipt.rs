@@ -651,6 +651,16 @@ impl SignedBatch {
 
     /// Checks the batch against the key and its place in the chain.
     pub fn verify(&self, key: &PublicKey, tip: &ChainTip) -> Result<(), BatchError> {
+        self.verify_hashes(key, tip).map(drop)
+    }
+
+    /// [`SignedBatch::verify`], returning the receipt hashes it computed
+    /// (the Merkle leaves), so a caller that needs them hashes once.
+    pub fn verify_hashes(
+        &self,
+        key: &PublicKey,
+        tip: &ChainTip,
+    ) -> Result<Vec<Hash32>, BatchError> {
         let h = &self.header;
         if h.signer != key.to_bytes() {
             return Err(BatchError::UnexpectedSigner {
@@ -689,7 +699,8 @@ impl SignedBatch {
             return Err(BatchError::RootMismatch);
         }
         key.verify(h.hash().as_bytes(), &Signature(self.signature))
-            .map_err(|_| BatchError::BadSignature)
+            .map_err(|_| BatchError::BadSignature)?;
+        Ok(hashes)
     }
 }
 
@@ -856,7 +867,7 @@ pub struct VerifyReport {
     pub verified_len_bytes: u64,
 }
 
-pub(crate) enum Frame {
+enum Frame {
     Batch(Box<SignedBatch>, u64),
     End,
     Torn,
@@ -865,13 +876,13 @@ pub(crate) enum Frame {
 /// One frame of a receipt file, as stored: its `SignedBatch` bytes (the
 /// frame without its length). Read without growing a buffer past the bytes
 /// really there, so a torn frame claiming a huge length allocates nothing.
-enum RawFrame {
+pub(crate) enum RawFrame {
     Body(Vec<u8>),
     End,
     Torn,
 }
 
-fn read_raw_frame(
+pub(crate) fn read_raw_frame(
     reader: &mut impl Read,
     path: &Path,
     offset: u64,
@@ -909,7 +920,7 @@ fn read_raw_frame(
 }
 
 /// One frame of a receipt file, decoded.
-pub(crate) fn read_frame(
+fn read_frame(
     reader: &mut impl Read,
     path: &Path,
     offset: u64,
@@ -920,13 +931,22 @@ pub(crate) fn read_frame(
         RawFrame::Torn => return Ok(Frame::Torn),
     };
     let frame_len = 4 + body.len() as u64;
-    let batch =
-        SignedBatch::from_canonical_bytes(&body).map_err(|source| VerifyReceiptsError::Decode {
-            path: path.to_path_buf(),
-            offset,
-            source,
-        })?;
+    let batch = decode_frame(&body, path, offset)?;
     Ok(Frame::Batch(Box::new(batch), frame_len))
+}
+
+/// A frame's body (its `SignedBatch` bytes) decoded; the error names the
+/// file and the frame's offset.
+pub(crate) fn decode_frame(
+    body: &[u8],
+    path: &Path,
+    offset: u64,
+) -> Result<SignedBatch, VerifyReceiptsError> {
+    SignedBatch::from_canonical_bytes(body).map_err(|source| VerifyReceiptsError::Decode {
+        path: path.to_path_buf(),
+        offset,
+        source,
+    })
 }
 
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
