@@ -1282,18 +1282,20 @@ struct Retention {
 }
 
 impl Retention {
-    /// Batch `batch_index` (CID `cid`) was stored pinned; unpins what falls
-    /// out of the window.
+    /// Batch `batch_index` (bytes `signed_batch`) was stored pinned; unpins
+    /// what falls out of the window. Without a window nothing is tracked, so
+    /// no batch is hashed for its CID.
     fn stored(
         &mut self,
         batch_index: u64,
-        cid: ContentId,
+        signed_batch: &[u8],
         replica: &mut dyn BatchReplica,
         metrics: &Metrics,
     ) {
         if self.pinned_max == 0 {
             return;
         }
+        let cid = ContentId::raw_blake3_of(signed_batch);
         self.pinned.push_back((batch_index, cid));
         while self.pinned.len() as u64 > self.pinned_max {
             let Some((old_index, old_cid)) = self.pinned.pop_front() else {
@@ -1509,13 +1511,13 @@ fn resync(
             }
         };
         let index = index as u64;
-        let cid = ContentId::raw_blake3_of(&signed_batch);
         if index < keep_from {
+            let cid = ContentId::raw_blake3_of(&signed_batch);
             unpin_once(replica, index, &cid, metrics);
             continue;
         }
         match put_once(replica, &signed_batch) {
-            Ok(_) => retention.stored(index, cid, replica, metrics),
+            Ok(_) => retention.stored(index, &signed_batch, replica, metrics),
             Err(e) => {
                 tracing::warn!(batch_index = index, error = %e, "cannot re-store a receipt batch in the content store; the next start tries again");
                 metrics.receipt_replica_failed();
@@ -1586,8 +1588,12 @@ fn replicate(queue: &ReplicaQueue, replica: &mut dyn BatchReplica, retention: &m
                 tracing::debug!(batch_index = item.batch_index, id, "receipt batch stored");
                 queue.metrics.receipt_batch_replicated();
                 queue.state.lock().backlog_bytes -= item.signed_batch.len();
-                let cid = ContentId::raw_blake3_of(&item.signed_batch);
-                retention.stored(item.batch_index, cid, replica, &queue.metrics);
+                retention.stored(
+                    item.batch_index,
+                    &item.signed_batch,
+                    replica,
+                    &queue.metrics,
+                );
             }
             Err(e) => {
                 queue.metrics.receipt_replica_failed();
