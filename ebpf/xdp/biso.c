@@ -237,20 +237,23 @@ static __always_inline __u64 bucket_credit(const struct biso_verdict *v, __u64 n
 	return credit;
 }
 
+/* Brings the bucket up to `now` under its current rule. Never backwards: a
+ * rule swap can move a bucket from the precise to the coarse clock, which
+ * reads earlier; moving last_ns back would grant the same time twice. */
+static __always_inline void bucket_advance(struct biso_verdict *v, __u64 now)
+{
+	v->credit = bucket_credit(v, now);
+	if (now > v->last_ns)
+		v->last_ns = now;
+}
+
 /* The token bucket on this CPU; returns 1 if the packet fits. */
 static __always_inline int bucket_take(struct biso_verdict *v, __u64 now)
 {
-	const struct biso_rule *rule = &v->rule;
-	__u64 credit = bucket_credit(v, now);
-	int pass = credit >= rule->cost_credit;
+	bucket_advance(v, now);
+	int pass = v->credit >= v->rule.cost_credit;
 	if (pass)
-		credit -= rule->cost_credit;
-	v->credit = credit;
-	/* Never backwards: a rule swap can move a bucket from the precise to
-	 * the coarse clock, which reads earlier; moving last_ns back would
-	 * grant the same time twice. */
-	if (now > v->last_ns)
-		v->last_ns = now;
+		v->credit -= v->rule.cost_credit;
 	return pass;
 }
 
@@ -264,22 +267,18 @@ static __always_inline void bucket_settle(struct biso_verdict *v)
 {
 	if (v->rule.verdict != BISO_YELLOW || v->last_ns == 0)
 		return;
-	__u64 now = bpf_ktime_get_ns();
-	v->credit = bucket_credit(v, now);
-	if (now > v->last_ns)
-		v->last_ns = now;
+	bucket_advance(v, bpf_ktime_get_ns());
 }
 
 static __always_inline int judge_yellow(struct biso_counters *cnt, const struct pkt_meta *m,
 					struct biso_verdict *v, __u64 version)
 {
 	/* The coarse (tick) clock costs a few ns, the precise one ~20-40 ns
-	 * (a TSC read). A coarse reading lags by up to a tick, so a bucket
-	 * refilled at it cannot tell whether it saturated since; the loader
-	 * gives coarse buckets a credit_max two ticks of rate below the burst,
-	 * which keeps every window within what the burst allows, and uses the
-	 * coarse clock only for buckets that take 8+ ticks to fill
-	 * (ebpf/README.md). */
+	 * (a TSC read). A coarse reading lags, so a bucket refilled at it
+	 * cannot tell whether it saturated since; the loader gives coarse
+	 * buckets a credit_max three ticks of rate below the burst, which keeps
+	 * every window within what the burst allows, and uses the coarse clock
+	 * only for buckets that take 12+ ticks to fill (ebpf/README.md). */
 	__u64 now = (v->rule.flags & BISO_RULE_PRECISE_CLOCK) ? bpf_ktime_get_ns()
 							       : bpf_ktime_get_coarse_ns();
 	int passed = bucket_take(v, now);
@@ -363,9 +362,11 @@ static __always_inline int judge(struct biso_counters *cnt, const struct pkt_met
 		asm volatile("" : "+r"(v));
 		if (v->generation != generation || ctl->verdict_cache_off) {
 			/* Refreshed in place; the bucket (credit, last_ns)
-			 * stays, settled first: a swap is no reason for a
-			 * fresh burst. */
-			bucket_settle(v);
+			 * stays: a swap is no reason for a fresh burst. It is
+			 * settled only when the policy changed: with the cache
+			 * switched off the same rule is re-read each packet. */
+			if (v->generation != generation)
+				bucket_settle(v);
 			v->rule = *trie_rule(m, slot, s);
 			v->generation = generation;
 		}

@@ -144,26 +144,22 @@ impl RuleAbi {
         } else {
             burst_credit.max(cost_credit)
         };
+        let rate = u64::from(rule.rate.rate_per_s);
         // Refilling for at least fill_ns saturates the bucket, so the kernel
         // only multiplies elapsed_ns * rate_per_s below credit_max: no overflow.
-        let fill_ns = match u64::from(rule.rate.rate_per_s) {
+        let fill_ns_of = |credit: u64| match rate {
             0 => u64::MAX,
-            rate => credit_max.div_ceil(rate),
+            rate => credit.div_ceil(rate),
         };
-        let rate = u64::from(rule.rate.rate_per_s);
         let lag_credit = rate.saturating_mul(COARSE_LAG_TICKS_MAX.saturating_mul(coarse_tick_ns));
-        let coarse = fill_ns >= COARSE_FILL_TICKS_MIN.saturating_mul(coarse_tick_ns)
+        let coarse = fill_ns_of(credit_max) >= COARSE_FILL_TICKS_MIN.saturating_mul(coarse_tick_ns)
             && credit_max.saturating_sub(lag_credit) >= cost_credit;
-        let (flags, credit_max, fill_ns) = if coarse {
-            let held_back = credit_max - lag_credit;
-            let fill_ns = match rate {
-                0 => u64::MAX,
-                rate => held_back.div_ceil(rate),
-            };
-            (0, held_back, fill_ns)
+        let (flags, credit_max) = if coarse {
+            (0, credit_max - lag_credit)
         } else {
-            (RULE_PRECISE_CLOCK, credit_max, fill_ns)
+            (RULE_PRECISE_CLOCK, credit_max)
         };
+        let fill_ns = fill_ns_of(credit_max);
         RuleAbi {
             verdict: rule.verdict as u8,
             flags,
