@@ -275,7 +275,7 @@ fn verify_one(args: &VerifyReceiptArgs, out: &Output) -> anyhow::Result<()> {
             })?;
             let remote = Remote::new(api)?;
             let what = format!("receipt {receipt_hash} of batch {batch}");
-            let mut response = remote.check(
+            let response = remote.check(
                 &what,
                 remote
                     .agent
@@ -284,12 +284,7 @@ fn verify_one(args: &VerifyReceiptArgs, out: &Output) -> anyhow::Result<()> {
                     )))
                     .call(),
             )?;
-            let bytes = response
-                .body_mut()
-                .with_config()
-                .limit(RECEIPT_PROOF_BYTES_MAX)
-                .read_to_vec()
-                .with_context(|| format!("{what}: reading the answer of {}", remote.base))?;
+            let bytes = remote.read_bin(&what, response, RECEIPT_PROOF_BYTES_MAX)?;
             (bytes, remote.base.clone())
         }
         (None, Some(path)) => {

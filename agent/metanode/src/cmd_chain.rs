@@ -310,20 +310,6 @@ impl ChainApi {
         self.remote.check(what, response).map(Some)
     }
 
-    fn read_bin(
-        &self,
-        what: &str,
-        mut response: ureq::http::Response<ureq::Body>,
-        limit: u64,
-    ) -> anyhow::Result<Vec<u8>> {
-        response
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .with_context(|| format!("{what}: reading the node's answer from {}", self.base()))
-    }
-
     pub(crate) fn status(&self) -> anyhow::Result<ChainStatusResponse> {
         self.remote.get_json("/api/v1/chain/status", "chain status")
     }
@@ -344,7 +330,9 @@ impl ChainApi {
                 .get(self.remote.url("/api/v1/chain/genesis?format=bin"))
                 .call(),
         )?;
-        let bytes = self.read_bin(what, response, CONFIG_CHAIN_GENESIS_FILE_SIZE_BYTES_MAX)?;
+        let bytes =
+            self.remote
+                .read_bin(what, response, CONFIG_CHAIN_GENESIS_FILE_SIZE_BYTES_MAX)?;
         Genesis::from_canonical_bytes(&bytes).with_context(|| {
             format!(
                 "{what}: the node at {} sent genesis bytes that do not decode",
@@ -361,7 +349,9 @@ impl ChainApi {
         else {
             return Ok(None);
         };
-        let bytes = self.read_bin(&what, response, u64::from(CHAIN_BLOCK_RECORD_BYTES_MAX))?;
+        let bytes =
+            self.remote
+                .read_bin(&what, response, u64::from(CHAIN_BLOCK_RECORD_BYTES_MAX))?;
         let block = FinalizedBlock::from_canonical_bytes(&bytes).with_context(|| {
             format!(
                 "{what}: the node at {} sent bytes that do not decode",

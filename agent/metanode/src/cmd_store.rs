@@ -784,6 +784,21 @@ impl Remote {
         })
     }
 
+    /// A binary answer of at most `limit` bytes.
+    pub(crate) fn read_bin(
+        &self,
+        what: &str,
+        mut response: ureq::http::Response<ureq::Body>,
+        limit: u64,
+    ) -> anyhow::Result<Vec<u8>> {
+        response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .with_context(|| format!("{what}: reading the node's answer from {}", self.base))
+    }
+
     pub(crate) fn get_json<T: DeserializeOwned>(
         &self,
         path: &str,
