@@ -174,25 +174,46 @@ pub fn udp_frame(source: Ipv4Addr, dest: Ipv4Addr) -> Vec<u8> {
 pub struct XdpCosts {
     pub repeats: u32,
     pub rounds: usize,
-    /// Every round's ns per packet, by row.
-    pub samples: Vec<(&'static str, Vec<u32>)>,
-    /// (light, ns per packet, the action the program returned)
-    pub costs: Vec<(&'static str, f64, String)>,
+    pub costs: Vec<XdpCost>,
+}
+
+/// One row's rounds.
+#[derive(Debug)]
+pub struct XdpCost {
+    pub light: &'static str,
+    /// ns per packet of every round, in the order run.
+    pub rounds_ns: Vec<u32>,
+    /// What the program returned (last round).
+    pub action: String,
+}
+
+impl XdpCost {
+    /// The row's figure: the fastest round (see [`TEST_RUN_ROUNDS_FULL`]).
+    fn min_ns(&self) -> u32 {
+        self.rounds_ns.iter().copied().min().unwrap_or_default()
+    }
+
+    fn median_ns(&self) -> u32 {
+        let mut sorted = self.rounds_ns.clone();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+    }
 }
 
 impl XdpCosts {
     pub fn rows(&self) -> Vec<Row> {
         self.costs
             .iter()
-            .map(|(light, ns, action)| {
+            .map(|c| {
+                let light = c.light;
                 let mut r = row(
                     &format!("xdp_{light}_ns"),
                     "ns",
-                    Some(*ns),
+                    Some(f64::from(c.min_ns())),
                     None,
                     Better::Lower,
                 );
-                let target = match *light {
+                let target = match light {
                     "green" => " verdict-cache hit; target <= 40 ns",
                     "red" => " verdict-cache hit; target <= 50 ns",
                     "yellow" => {
@@ -204,19 +225,12 @@ impl XdpCosts {
                     l if l.ends_with("_miss") => " cache off: LPM trie every packet",
                     _ => " harness floor (context, not ours)",
                 };
-                let median = self
-                    .samples
-                    .iter()
-                    .find(|(n, _)| n == light)
-                    .map(|(_, v)| {
-                        let mut v = v.clone();
-                        v.sort_unstable();
-                        v.get(v.len() / 2).copied().unwrap_or_default()
-                    })
-                    .unwrap_or_default();
                 r.ours_note = Some(format!(
-                    "BPF_PROG_TEST_RUN x{}, fastest of {} rounds (median {median}), action {action};{target}",
-                    self.repeats, self.rounds
+                    "BPF_PROG_TEST_RUN x{}, fastest of {} rounds (median {}), action {};{target}",
+                    self.repeats,
+                    self.rounds,
+                    c.median_ns(),
+                    c.action
                 ));
                 r
             })
@@ -225,8 +239,8 @@ impl XdpCosts {
 
     pub fn json(&self) -> Value {
         json!({"repeats": self.repeats, "rounds": self.rounds, "costs": self.costs.iter()
-            .map(|(l, ns, a)| json!({"light": l, "ns_per_packet": ns, "action": a,
-                "rounds_ns_per_packet": self.samples.iter().find(|(n, _)| n == l).map(|(_, v)| v)}))
+            .map(|c| json!({"light": c.light, "ns_per_packet": f64::from(c.min_ns()),
+                "action": c.action, "rounds_ns_per_packet": c.rounds_ns}))
             .collect::<Vec<_>>()})
     }
 }
@@ -249,30 +263,39 @@ pub struct AttachedDrops {
 pub const TEST_RUN_ROUNDS_FULL: usize = 5;
 
 /// Runs rows `names` `rounds` times round-robin (`run(i)` measures row i);
-/// pushes each row's fastest round with the action of its last run.
-fn fastest_rounds(
+/// pushes each row's rounds with the action of its last run.
+fn run_rounds(
     rounds: usize,
     names: &[&'static str],
     mut run: impl FnMut(usize) -> anyhow::Result<(u32, String)>,
-    costs: &mut Vec<(&'static str, f64, String)>,
-    samples: &mut Vec<(&'static str, Vec<u32>)>,
+    costs: &mut Vec<XdpCost>,
 ) -> anyhow::Result<()> {
-    let mut runs: Vec<(Vec<u32>, String)> = vec![(Vec::new(), String::new()); names.len()];
+    let mut measured: Vec<XdpCost> = names
+        .iter()
+        .map(|light| XdpCost {
+            light,
+            rounds_ns: Vec::new(),
+            action: String::new(),
+        })
+        .collect();
     for _ in 0..rounds.max(1) {
-        for (i, (ns, action)) in runs.iter_mut().enumerate() {
-            let (n, a) = run(i)?;
-            ns.push(n);
-            *action = a;
+        for (i, c) in measured.iter_mut().enumerate() {
+            let (ns, action) = run(i)?;
+            c.rounds_ns.push(ns);
+            c.action = action;
         }
     }
-    for (name, (mut ns, action)) in names.iter().zip(runs) {
-        samples.push((name, ns.clone()));
-        ns.sort_unstable();
-        let (min, median) = (ns[0], ns[ns.len() / 2]);
+    for c in measured {
+        let mut sorted = c.rounds_ns.clone();
+        sorted.sort_unstable();
         eprintln!(
-            "    {name:<18} {min:>4} ns/packet min, {median} median ({action}; rounds {ns:?})"
+            "    {:<18} {:>4} ns/packet min, {} median ({}; rounds {sorted:?})",
+            c.light,
+            c.min_ns(),
+            c.median_ns(),
+            c.action,
         );
-        costs.push((name, f64::from(min), action));
+        costs.push(c);
     }
     Ok(())
 }
@@ -288,13 +311,12 @@ pub fn test_run_costs(red_count: u32, repeats: u32, rounds: usize) -> anyhow::Re
         .context("apply the bench policy")?;
     let dest = Ipv4Addr::new(10, 201, 0, 2);
     let mut costs = Vec::new();
-    let mut samples = Vec::new();
     // The harness's own cost, which no program can remove: context for the
     // rows below (an empty program, and one that only parses Ethernet+IPv4).
     let floor_frame = udp_frame(GREEN_SOURCE, dest);
     let floors = metanode_ebpf::FloorProgram::ALL;
     let floor_names: Vec<&'static str> = floors.iter().map(|p| p.name()).collect();
-    fastest_rounds(
+    run_rounds(
         rounds,
         &floor_names,
         |i| {
@@ -303,7 +325,6 @@ pub fn test_run_costs(red_count: u32, repeats: u32, rounds: usize) -> anyhow::Re
             Ok((run.ns_per_packet, format!("{:?}", run.action)))
         },
         &mut costs,
-        &mut samples,
     )?;
     // The first set repeats one source per row, so after the first packet
     // it measures the per-CPU verdict cache's hit path. The same frames
@@ -326,7 +347,7 @@ pub fn test_run_costs(red_count: u32, repeats: u32, rounds: usize) -> anyhow::Re
             .context("switch the verdict cache")?;
         let names: Vec<&'static str> = set.iter().map(|(l, _)| *l).collect();
         let frames: Vec<Vec<u8>> = set.iter().map(|(_, s)| udp_frame(*s, dest)).collect();
-        fastest_rounds(
+        run_rounds(
             rounds,
             &names,
             |i| {
@@ -336,14 +357,12 @@ pub fn test_run_costs(red_count: u32, repeats: u32, rounds: usize) -> anyhow::Re
                 Ok((run.ns_per_packet, format!("{:?}", run.action)))
             },
             &mut costs,
-            &mut samples,
         )?;
     }
     Ok(XdpCosts {
         repeats,
         rounds,
         costs,
-        samples,
     })
 }
 
