@@ -132,8 +132,12 @@ impl Drop for Netns {
 /// One GET through the cage from `source`; the status, or None when no
 /// connection could be made (the SYN was dropped).
 fn get_from(source: Ipv4Addr, to: SocketAddr) -> Option<u16> {
-    let socket = socket2_connect(source, to)?;
-    let mut s = socket;
+    let text = get_hello(socket2_connect(source, to)?)?;
+    text.get(9..12)?.parse().ok()
+}
+
+/// `GET /hello` on `s` (the connection closes after it); the whole answer.
+fn get_hello(mut s: TcpStream) -> Option<String> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
@@ -142,21 +146,13 @@ fn get_from(source: Ipv4Addr, to: SocketAddr) -> Option<u16> {
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.get(9..12)?.parse().ok()
+    Some(text)
 }
 
 /// One GET through the cage over loopback; its `Metanode-Receipt` header.
 fn receipt_header_of_get(to: SocketAddr) -> String {
-    let mut s = TcpStream::connect(to).expect("connect to the cage");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET /hello HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the answer");
+    let text = get_hello(TcpStream::connect(to).expect("connect to the cage"))
+        .expect("an answer from the cage");
     text.lines()
         .find_map(|l| {
             l.strip_prefix("metanode-receipt: ")
