@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod receipt;
+mod spares;
 pub mod verifier;
 
 pub use audit::{LookupError, ReceiptProof, ReceiptProofError, ReceiptReader, StoredBatch};

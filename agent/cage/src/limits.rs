@@ -46,6 +46,17 @@ pub const CHUNK_TRAILERS_BYTES_MAX: usize = 16 * 1024;
 pub const CHUNKED_OVERHEAD_FACTOR: u64 = 2;
 /// Socket read size (a read asks for at least this much room).
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Spare connection buffers a worker keeps for its next connections
+/// ([`crate::spares`]): a spare is ~40 KiB typically and at most 8 buffers
+/// of [`CONN_SPARE_BUFFER_BYTES_MAX`], so under 9 MiB per worker at worst.
+pub const CONN_SPARES_COUNT_MAX: usize = 32;
+/// A connection buffer that grew past this (a large body) is freed when the
+/// connection ends instead of kept as a spare.
+pub const CONN_SPARE_BUFFER_BYTES_MAX: usize = 2 * READ_CHUNK_BYTES;
+/// Header slots a new connection's head vectors start with: typical heads
+/// fit without growing (more still work; the parser's limit is
+/// [`REQUEST_HEADERS_COUNT_MAX`]).
+pub const CONN_SPARE_HEADERS_COUNT: usize = 32;
 /// After refusing a request whose body was not read, the cage half-closes
 /// and reads (discards) what the client still sends for at most this long /
 /// this many bytes, so the client sees the response instead of a reset.

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
@@ -45,6 +46,7 @@ use crate::receipt::{
     BatchReplica, Decision, FileSink, OpenSinkError, ReceiptLog, ReceiptSink, ReceiptView,
     ReplicatedSink, RequestHashInput, WriterReport, now_unix_ms, request_hash, truncate_utf8,
 };
+use crate::spares::{ConnBuffers, Spares};
 use crate::verifier::Verifier;
 
 /// Response header carrying the request's receipt hash and batch.
@@ -140,6 +142,10 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Tc
         };
         socket.set_reuseaddr(true)?;
         socket.set_reuseport(true)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux
+        // copies the listener's TCP state into each child): one setsockopt
+        // per listener instead of one per connection.
+        socket.set_nodelay(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(LISTEN_BACKLOG)?;
         // Port 0: the others join the port the first one got.
@@ -413,13 +419,14 @@ async fn worker(
             return 0;
         }
     };
-    let pool = Arc::new(UpstreamPool::new(&state.config));
-    // One verifier per worker: its batches run on the worker's core.
-    let verifier = Verifier::spawn();
-    let mut connections = tokio::task::JoinSet::new();
+    let local = Arc::new(WorkerLocal {
+        pool: UpstreamPool::new(&state.config),
+        // One verifier per worker: its batches run on the worker's core.
+        verifier: Verifier::spawn(),
+        spares: Spares::default(),
+        live: Live::default(),
+    });
     loop {
-        // Reap finished connection tasks so the set stays small.
-        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => accepted,
@@ -439,21 +446,21 @@ async fn worker(
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         state.metrics.connection_accepted();
         let state = state.clone();
         let tls = tls.clone();
         let stop = stop.clone();
-        let pool = pool.clone();
-        let verifier = verifier.clone();
+        let live = Live::enter(&local);
         // Boxed where it is made: the connection future is large (its
         // request path state), and spawning moves it by value through
         // several calls, a full copy each time, per connection.
-        connections.spawn(Box::pin(async move {
+        tokio::spawn(Box::pin(async move {
+            let local = &live.0;
             let shared = Shared {
                 state: &state,
-                pool: &pool,
-                verifier: &verifier,
+                pool: &local.pool,
+                verifier: &local.verifier,
+                spares: &local.spares,
             };
             match tls {
                 None => serve_connection(shared, stream, peer, accepted_at, stop).await,
@@ -473,16 +480,70 @@ async fn worker(
             }
             state.metrics.connection_closed();
             drop(slot);
+            drop(live);
         }));
     }
     drop(listener);
-    let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS_MAX), async {
-        while connections.join_next().await.is_some() {}
-    })
+    let drained = tokio::time::timeout(
+        Duration::from_millis(SHUTDOWN_DRAIN_MS_MAX),
+        local.live.drained(),
+    )
     .await;
     match drained {
         Ok(()) => 0,
-        Err(_) => connections.len() as u32,
+        Err(_) => local.live.count(),
+    }
+}
+
+/// What a worker's connections share, only ever used on the worker's
+/// thread; one `Arc` per connection task holds all of it.
+struct WorkerLocal {
+    pool: UpstreamPool,
+    verifier: Verifier,
+    spares: Spares,
+    live: Live,
+}
+
+/// How many connection tasks a worker has, so it can wait for them to
+/// finish at shutdown. A `JoinSet` did this with a lock and list entry per
+/// task, maintained on every spawn and finish, and its handles were never
+/// otherwise used.
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+    none_left: tokio::sync::Notify,
+}
+
+/// One live connection task: counted from spawn until dropped (finished,
+/// panicked or cancelled with the runtime).
+struct LiveTask(Arc<WorkerLocal>);
+
+impl Live {
+    fn enter(local: &Arc<WorkerLocal>) -> LiveTask {
+        local.live.count.fetch_add(1, Ordering::Relaxed);
+        LiveTask(local.clone())
+    }
+
+    fn count(&self) -> u32 {
+        u32::try_from(self.count.load(Ordering::Acquire)).unwrap_or(u32::MAX)
+    }
+
+    /// Returns once no connection task is left. `notify_one` keeps a
+    /// permit when nobody waits yet, so a task finishing between the
+    /// count's load and the wait is not missed.
+    async fn drained(&self) {
+        while self.count.load(Ordering::Acquire) > 0 {
+            self.none_left.notified().await;
+        }
+    }
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        let live = &self.0.live;
+        if live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            live.none_left.notify_one();
+        }
     }
 }
 
@@ -696,6 +757,7 @@ struct Shared<'a> {
     state: &'a State,
     pool: &'a UpstreamPool,
     verifier: &'a Verifier,
+    spares: &'a Spares,
 }
 
 /// One client connection and its buffers, reused across its requests.
@@ -744,22 +806,43 @@ async fn serve_connection<S>(
         state,
         pool,
         verifier,
+        spares,
     } = shared;
     let peer_ip = peer.ip().to_canonical();
+    let ConnBuffers {
+        rbuf,
+        wbuf,
+        request_headers,
+        response_headers,
+        req_body,
+        req_hash_input,
+        up_body,
+        mut peer_ip_text,
+    } = spares.take();
+    {
+        use std::fmt::Write as _;
+        let _ = write!(peer_ip_text, "{peer_ip}");
+    }
     let mut c = Conn {
         state,
         pool,
         verifier,
         stream,
         peer_ip,
-        peer_ip_text: peer_ip.to_string(),
-        rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES),
-        wbuf: Vec::with_capacity(READ_CHUNK_BYTES),
-        head: RequestHead::default(),
-        resp: ResponseHead::default(),
-        req_body: Vec::new(),
-        req_hash_input: Vec::new(),
-        up_body: Vec::new(),
+        peer_ip_text,
+        rbuf,
+        wbuf,
+        head: RequestHead {
+            headers: request_headers,
+            ..RequestHead::default()
+        },
+        resp: ResponseHead {
+            headers: response_headers,
+            ..ResponseHead::default()
+        },
+        req_body,
+        req_hash_input,
+        up_body,
         upstream: None,
         dates: DateCache::default(),
         policy: (state.policy.generation(), state.policy.current()),
@@ -774,11 +857,13 @@ async fn serve_connection<S>(
             HeadRead::Ready => {}
             HeadRead::Closed => {
                 pool.put(c.upstream.take(), Instant::now());
+                c.recycle(spares);
                 return;
             }
             HeadRead::Timeout { bytes_seen } => {
                 state.metrics.header_timeout();
                 pool.put(c.upstream.take(), Instant::now());
+                c.recycle(spares);
                 // Close first: the receipt pipeline may make us wait.
                 drop(c.stream);
                 if bytes_seen {
@@ -796,6 +881,7 @@ async fn serve_connection<S>(
             }
             HeadRead::Malformed(e) => {
                 c.malformed(e).await;
+                c.recycle(spares);
                 return;
             }
         }
@@ -804,11 +890,13 @@ async fn serve_connection<S>(
             Next::KeepAlive => {}
             Next::Close => {
                 pool.put(c.upstream.take(), Instant::now());
+                c.recycle(spares);
                 return;
             }
             Next::Linger => {
                 pool.put(c.upstream.take(), Instant::now());
                 c.linger().await;
+                c.recycle(spares);
                 return;
             }
         }
@@ -858,6 +946,24 @@ async fn read_more<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut BytesMut) -> 
         buf.reserve(READ_CHUNK_BYTES);
     }
     Ok(stream.read_buf(buf).await? > 0)
+}
+
+impl<S> Conn<'_, S> {
+    /// Hands the connection's buffers to its worker for a later connection
+    /// (the connection reads and writes nothing more).
+    fn recycle(&mut self, spares: &Spares) {
+        use std::mem::take;
+        spares.put(ConnBuffers {
+            rbuf: take(&mut self.rbuf),
+            wbuf: take(&mut self.wbuf),
+            request_headers: take(&mut self.head.headers),
+            response_headers: take(&mut self.resp.headers),
+            req_body: take(&mut self.req_body),
+            req_hash_input: take(&mut self.req_hash_input),
+            up_body: take(&mut self.up_body),
+            peer_ip_text: take(&mut self.peer_ip_text),
+        });
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
@@ -1950,5 +2056,31 @@ impl State {
         if let Err(e) = self.receipts.record(receipt).await {
             tracing::error!(error = %e, "cannot record receipt");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-connection `set_nodelay` was dropped for the listener's
+    /// option, which accepted sockets inherit; a kernel that stopped
+    /// copying it would bring Nagle's delay back to every small response.
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        let [a, b] = listeners
+            .try_into()
+            .map(|ls: [std::net::TcpListener; 2]| ls.map(|l| TcpListener::from_std(l).unwrap()))
+            .unwrap();
+        assert_eq!(b.local_addr().unwrap(), addr, "one shared port");
+        let _client = TcpStream::connect(addr).await.unwrap();
+        // SO_REUSEPORT hands the connection to one of the two listeners.
+        let (accepted, _) = tokio::select! {
+            r = a.accept() => r.unwrap(),
+            r = b.accept() => r.unwrap(),
+        };
+        assert!(accepted.nodelay().unwrap());
     }
 }

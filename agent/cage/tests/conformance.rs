@@ -39,6 +39,10 @@ const RED_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const YELLOW_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const YELLOW_BURST: u32 = 2;
 const UPSTREAM_SLOW_MS: u64 = 3_000;
+/// Requests for this path the upstream has received (only the drain test
+/// sends it), so the test knows its request is in flight.
+const DRAIN_PATH: &str = "/open/slow-drain";
+static DRAIN_REQUESTS_SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 // ------------------------------------------------------------ upstream
 
@@ -64,6 +68,9 @@ async fn start_upstream() -> SocketAddr {
                         .to_owned();
                     let body = req.into_body().collect().await.map(|c| c.to_bytes());
                     let len = body.map_or(0, |b| b.len());
+                    if path == DRAIN_PATH {
+                        DRAIN_REQUESTS_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     if path.starts_with("/open/slow") {
                         tokio::time::sleep(Duration::from_millis(UPSTREAM_SLOW_MS)).await;
                     }
@@ -1070,4 +1077,109 @@ async fn stray_upstream_bytes_never_become_the_next_response() {
     let (receipts, _report) = h.finish().await;
     assert_eq!(receipts.len(), 2);
     assert!(receipts.iter().all(|r| r.decision == Decision::Forwarded));
+}
+
+/// Workers keep the buffers of finished connections for the next ones:
+/// short connections alternating a large chunked upload with many headers
+/// (buffers grow, some past what a worker keeps) and a bare GET each get
+/// exactly their own answer.
+#[tokio::test]
+async fn reused_connection_buffers_never_mix_connections() {
+    const CONNECTIONS: usize = 24;
+    let h = Harness::start("").await;
+    for i in 0..CONNECTIONS {
+        let mut conn = TcpStream::connect(h.addr).await.unwrap();
+        let body_len = [20_000, 0, 40_000, 0][i % 4];
+        let (request, expected) = if body_len > 0 {
+            let mut r = format!(
+                "POST /open/big{i} HTTP/1.1\r\nHost: cage\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+            );
+            for n in 0..40 {
+                r.push_str(&format!("X-Filler-{n}: {}\r\n", "v".repeat(100)));
+            }
+            r.push_str(&format!(
+                "\r\n{body_len:x}\r\n{}\r\n0\r\n\r\n",
+                "b".repeat(body_len)
+            ));
+            (
+                r,
+                format!("upstream POST /open/big{i} key=none len={body_len}"),
+            )
+        } else {
+            (
+                format!("GET /open/small{i} HTTP/1.1\r\nHost: cage\r\nConnection: close\r\n\r\n"),
+                format!("upstream GET /open/small{i} key=none len=0"),
+            )
+        };
+        let text = requests_on_one_connection(&mut conn, request.as_bytes()).await;
+        assert_eq!(
+            text.matches("HTTP/1.1 ").count(),
+            1,
+            "connection {i}: {text}"
+        );
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK"),
+            "connection {i}: {text}"
+        );
+        assert!(text.ends_with(&expected), "connection {i}: {text}");
+    }
+    let (receipts, report) = h.finish().await;
+    assert_eq!(receipts.len(), CONNECTIONS);
+    assert!(receipts.iter().all(|r| r.decision == Decision::Forwarded));
+    assert_eq!(report.metrics.connections_accepted, CONNECTIONS as u64);
+}
+
+/// Shutdown lets a request in flight finish and closes an idle keep-alive
+/// connection at once; no connection is reported dropped.
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight_and_closes_idle_connections() {
+    let h = Harness::start("").await;
+    let a = h.addr;
+    let mut idle = TcpStream::connect(a).await.unwrap();
+    idle.write_all(b"GET /open/first HTTP/1.1\r\nHost: cage\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !first.ends_with(b"upstream GET /open/first key=none len=0") {
+        let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+            .await
+            .expect("the first answer in time")
+            .unwrap();
+        assert!(n > 0, "the cage kept the connection open");
+        first.extend_from_slice(&buf[..n]);
+    }
+    let in_flight = tokio::spawn(async move {
+        let reply = send(a, plain(a, "GET", DRAIN_PATH, b"")).await;
+        (reply, Instant::now())
+    });
+    let waited = Instant::now();
+    while DRAIN_REQUESTS_SEEN.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the slow request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let finished = tokio::spawn(h.finish());
+    let (rest, idle_closed) = read_until_closed(&mut idle, Duration::from_secs(30)).await;
+    let idle_closed = idle_closed.expect("shutdown closes the idle connection");
+    assert!(rest.is_empty(), "nothing more on the idle connection");
+    let (reply, answered) = in_flight.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.body,
+        format!("upstream GET {DRAIN_PATH} key=none len=0")
+    );
+    assert!(
+        idle_closed < answered,
+        "the idle connection closed before the request in flight was answered"
+    );
+    let (receipts, report) = tokio::time::timeout(Duration::from_secs(60), finished)
+        .await
+        .expect("the drain ends once the request in flight is answered")
+        .unwrap();
+    assert_eq!(report.connections_dropped, 0);
+    assert_eq!(receipts.len(), 2, "both requests have their receipt");
 }
