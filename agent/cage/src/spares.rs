@@ -56,8 +56,7 @@ impl ConnBuffers {
     }
 
     /// Empties every buffer and frees the ones over the bound; false when
-    /// the read buffer is not worth keeping (over the bound, or its storage
-    /// still shared with bytes handed out of it).
+    /// the read buffer is over the bound (the spare is then not kept).
     fn reset(&mut self) -> bool {
         fn bound<T>(v: &mut Vec<T>) {
             v.clear();
@@ -76,8 +75,12 @@ impl ConnBuffers {
             self.peer_ip_text = String::new();
         }
         self.rbuf.clear();
-        // `try_reclaim` succeeds only when the storage is this buffer's
-        // alone and can hold a read chunk without growing.
+        // After `advance`, `capacity()` leaves out the consumed front of the
+        // storage (a large body read earlier on a kept-alive connection):
+        // move the empty view back to the start first, so the bound is
+        // checked against the whole allocation. (The proxy never splits the
+        // read buffer, so its storage is its own.)
+        let _ = self.rbuf.try_reclaim(self.rbuf.capacity() + 1);
         self.rbuf.capacity() <= CONN_SPARE_BUFFER_BYTES_MAX
             && self.rbuf.try_reclaim(READ_CHUNK_BYTES)
     }
@@ -117,6 +120,7 @@ impl Spares {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     #[test]
     fn a_spare_comes_back_empty_with_its_capacity() {
@@ -152,12 +156,26 @@ mod tests {
         spares.put(big);
         assert_eq!(spares.len(), 0, "a grown read buffer is not kept");
 
-        let mut shared = spares.take();
-        shared.rbuf.extend_from_slice(b"abc");
-        let handed_out = shared.rbuf.split_to(1).freeze();
-        spares.put(shared);
-        assert_eq!(spares.len(), 0, "a read buffer still shared is not kept");
-        drop(handed_out);
+        // A large body read and consumed (`advance`) on a kept-alive
+        // connection leaves a small view of a large storage.
+        let mut consumed = spares.take();
+        consumed.rbuf.resize(1024 * 1024, b'x');
+        consumed.rbuf.advance(1024 * 1024 - 20 * 1024);
+        assert!(consumed.rbuf.capacity() <= CONN_SPARE_BUFFER_BYTES_MAX);
+        spares.put(consumed);
+        assert_eq!(
+            spares.len(),
+            0,
+            "the storage behind a consumed body is not kept"
+        );
+
+        // A read buffer advanced within the bound is kept, from its start.
+        let mut small = spares.take();
+        small.rbuf.extend_from_slice(&[b'y'; 1000]);
+        small.rbuf.advance(1000);
+        spares.put(small);
+        assert_eq!(spares.len(), 1);
+        assert!(spares.take().rbuf.capacity() >= READ_CHUNK_BYTES);
 
         for _ in 0..CONN_SPARES_COUNT_MAX + 5 {
             spares.put(ConnBuffers::new());

@@ -1080,52 +1080,98 @@ async fn stray_upstream_bytes_never_become_the_next_response() {
 }
 
 /// Workers keep the buffers of finished connections for the next ones:
-/// short connections alternating a large chunked upload with many headers
-/// (buffers grow, some past what a worker keeps) and a bare GET each get
-/// exactly their own answer.
+/// connections alternating a large chunked upload with many headers, a
+/// bare GET, and a kept-alive connection whose large body is followed by
+/// small requests (its read buffer consumed past a big storage) each get
+/// exactly their own answers, and every receipt hashes its own request
+/// and response.
 #[tokio::test]
 async fn reused_connection_buffers_never_mix_connections() {
     const CONNECTIONS: usize = 24;
     let h = Harness::start("").await;
+    let mut expected = Vec::new();
     for i in 0..CONNECTIONS {
-        let mut conn = TcpStream::connect(h.addr).await.unwrap();
-        let body_len = [20_000, 0, 40_000, 0][i % 4];
-        let (request, expected) = if body_len > 0 {
-            let mut r = format!(
-                "POST /open/big{i} HTTP/1.1\r\nHost: cage\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
-            );
-            for n in 0..40 {
-                r.push_str(&format!("X-Filler-{n}: {}\r\n", "v".repeat(100)));
-            }
-            r.push_str(&format!(
-                "\r\n{body_len:x}\r\n{}\r\n0\r\n\r\n",
-                "b".repeat(body_len)
-            ));
-            (
-                r,
-                format!("upstream POST /open/big{i} key=none len={body_len}"),
-            )
-        } else {
-            (
-                format!("GET /open/small{i} HTTP/1.1\r\nHost: cage\r\nConnection: close\r\n\r\n"),
-                format!("upstream GET /open/small{i} key=none len=0"),
-            )
+        // (method, path, body, chunked) of this connection's requests.
+        let requests: Vec<(&str, String, Vec<u8>, bool)> = match i % 4 {
+            0 => vec![("POST", format!("/open/big{i}"), vec![b'b'; 20_000], true)],
+            2 => vec![
+                (
+                    "POST",
+                    format!("/open/large{i}"),
+                    vec![b'c'; 300_000],
+                    false,
+                ),
+                ("GET", format!("/open/after{i}"), Vec::new(), false),
+                ("GET", format!("/open/last{i}"), Vec::new(), false),
+            ],
+            _ => vec![("GET", format!("/open/small{i}"), Vec::new(), false)],
         };
-        let text = requests_on_one_connection(&mut conn, request.as_bytes()).await;
-        assert_eq!(
-            text.matches("HTTP/1.1 ").count(),
-            1,
-            "connection {i}: {text}"
-        );
-        assert!(
-            text.starts_with("HTTP/1.1 200 OK"),
-            "connection {i}: {text}"
-        );
-        assert!(text.ends_with(&expected), "connection {i}: {text}");
+        let mut raw = Vec::new();
+        let mut answers = Vec::new();
+        for (n, (method, path, body, chunked)) in requests.iter().enumerate() {
+            raw.extend_from_slice(format!("{method} {path} HTTP/1.1\r\nHost: cage\r\n").as_bytes());
+            if n == 0 && !body.is_empty() {
+                for f in 0..40 {
+                    raw.extend_from_slice(
+                        format!("X-Filler-{f}: {}\r\n", "v".repeat(100)).as_bytes(),
+                    );
+                }
+            }
+            if n + 1 == requests.len() {
+                raw.extend_from_slice(b"Connection: close\r\n");
+            }
+            if *chunked {
+                raw.extend_from_slice(
+                    format!("Transfer-Encoding: chunked\r\n\r\n{:x}\r\n", body.len()).as_bytes(),
+                );
+                raw.extend_from_slice(body);
+                raw.extend_from_slice(b"\r\n0\r\n\r\n");
+            } else {
+                if !body.is_empty() {
+                    raw.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+                }
+                raw.extend_from_slice(b"\r\n");
+                raw.extend_from_slice(body);
+            }
+            let answer = format!("upstream {method} {path} key=none len={}", body.len());
+            let request_hash = metanode_cage::receipt::request_hash(
+                method,
+                "cage",
+                path,
+                Some(&metanode_core::hash::blake3_256(body)),
+            );
+            expected.push((
+                request_hash,
+                metanode_core::hash::blake3_256(answer.as_bytes()),
+            ));
+            answers.push(answer);
+        }
+        let mut conn = TcpStream::connect(h.addr).await.unwrap();
+        let text = requests_on_one_connection(&mut conn, &raw).await;
+        let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+        assert_eq!(responses.len(), answers.len(), "connection {i}: {text}");
+        for (response, answer) in responses.iter().zip(&answers) {
+            assert!(response.starts_with("200 OK"), "connection {i}: {response}");
+            assert!(
+                response.ends_with(answer.as_str()),
+                "connection {i}: {response}"
+            );
+        }
     }
     let (receipts, report) = h.finish().await;
-    assert_eq!(receipts.len(), CONNECTIONS);
-    assert!(receipts.iter().all(|r| r.decision == Decision::Forwarded));
+    let mut got: Vec<(Hash32, Hash32)> = receipts
+        .iter()
+        .map(|r| {
+            assert_eq!(r.decision, Decision::Forwarded);
+            (r.request_hash, r.response_hash)
+        })
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(
+        got, expected,
+        "each receipt names its own request and response"
+    );
     assert_eq!(report.metrics.connections_accepted, CONNECTIONS as u64);
 }
 
