@@ -20,8 +20,9 @@
 //!    connections, keep-alive and then `Connection: close`; then our open-loop
 //!    generator (perf's http-load, wrk2's method: latency from the intended
 //!    send time) at 50/80/95 % of the lower of the two maxima the same
-//!    generator reaches closed-loop, so both proxies see the same offered
-//!    load and the generator can keep its schedule.
+//!    generator reaches closed-loop (each the median of alternating rounds),
+//!    so both proxies see the same offered load and the generator can keep
+//!    its schedule.
 //! 4. Signed requests: the cage on one core (taskset) verifying RFC 9421
 //!    ed25519 signatures with Content-Digest and nonces, fed pre-signed
 //!    requests from the other core; requests per second per core.
@@ -80,6 +81,12 @@ const LOAD_PERCENTS: [u32; 3] = [50, 80, 95];
 /// single window's p99 says more about the host than about the proxy.
 const OPEN_LOOP_ROUNDS_FULL: usize = 3;
 const OPEN_LOOP_ROUNDS_QUICK: usize = 1;
+/// Closed-loop rounds per proxy that set the open-loop base (median of
+/// each, alternating which goes first). One round each could land on a fast
+/// moment of the host: on 2026-12-02T17:21Z the base came out 15 % above
+/// wrk's rates and "80 %" overloaded both proxies.
+const BASE_ROUNDS_FULL: usize = 3;
+const BASE_ROUNDS_QUICK: usize = 1;
 
 pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
     crate::chain_net::ensure_root("cargo xtask bench cage (XDP, network namespaces)")?;
@@ -216,10 +223,11 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
             "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, \
                               {} alternating rounds of {}s per proxy and mode (median); open loop \
                               {OPEN_LOOP_CONNECTIONS} connections for {}s at {LOAD_PERCENTS:?} % of \
-                              min(http-load closed-loop max ours, max nginx), {} alternating rounds (median p99)",
+                              min(median of {} alternating http-load closed-loop rounds per proxy), {} alternating rounds (median p99)",
                               if quick { WRK_ROUNDS_QUICK } else { WRK_ROUNDS_FULL },
                               if quick { WRK_DURATION_QUICK.as_secs() } else { WRK_ROUND_DURATION_FULL.as_secs() },
                               duration.as_secs(),
+                              if quick { BASE_ROUNDS_QUICK } else { BASE_ROUNDS_FULL },
                               if quick { OPEN_LOOP_ROUNDS_QUICK } else { OPEN_LOOP_ROUNDS_FULL }),
         }),
         rows,
@@ -407,19 +415,47 @@ fn proxies(
         "--connections".to_string(),
         OPEN_LOOP_CONNECTIONS.to_string(),
     ];
-    let ours_closed = peers::http_load(http_load, dir, cage.port, &closed_args, duration, None)?;
-    let nginx_closed = peers::http_load(
-        http_load,
-        dir,
-        nginx_proxy.port,
-        &closed_args,
-        duration,
-        None,
-    )?;
-    let base_rps = ours_closed.rps.min(nginx_closed.rps);
+    let base_rounds = if quick {
+        BASE_ROUNDS_QUICK
+    } else {
+        BASE_ROUNDS_FULL
+    };
+    let (mut ours_closed, mut nginx_closed) = (Vec::new(), Vec::new());
+    for round in 0..base_rounds {
+        let run = |port| peers::http_load(http_load, dir, port, &closed_args, duration, None);
+        let order = if round % 2 == 0 {
+            [cage.port, nginx_proxy.port]
+        } else {
+            [nginx_proxy.port, cage.port]
+        };
+        for port in order {
+            let result = run(port)?;
+            if port == cage.port {
+                ours_closed.push(result);
+            } else {
+                nginx_closed.push(result);
+            }
+        }
+    }
+    let median_rps = |rounds: &[LoadResult]| {
+        let mut rps: Vec<f64> = rounds.iter().map(|r| r.rps).collect();
+        rps.sort_by(f64::total_cmp);
+        rps.get(rps.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (ours_base, nginx_base) = (median_rps(&ours_closed), median_rps(&nginx_closed));
+    let base_rps = ours_base.min(nginx_base);
+    let rates = |rounds: &[LoadResult]| {
+        rounds
+            .iter()
+            .map(|r| format!("{:.0}", r.rps))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     eprintln!(
-        "    http-load closed loop: ours {:.0} req/s, nginx {:.0} req/s → base {base_rps:.0}",
-        ours_closed.rps, nginx_closed.rps
+        "    http-load closed loop, median of {base_rounds}: ours {ours_base:.0} req/s ({}), \
+         nginx {nginx_base:.0} req/s ({}) → base {base_rps:.0}",
+        rates(&ours_closed),
+        rates(&nginx_closed)
     );
     let mut open_loop = Vec::new();
     let open_rounds = if quick {
@@ -479,7 +515,10 @@ fn proxies(
                    "wrk": {"rounds": rounds, "round_duration_s": round_duration.as_secs(),
                            "ours_keepalive": ours_ka.all, "nginx_keepalive": nginx_ka.all,
                            "ours_new_connections": ours_close.all, "nginx_new_connections": nginx_close.all},
-                   "http_load_closed_loop": {"ours": ours_closed.raw, "nginx": nginx_closed.raw},
+                   "http_load_closed_loop": {
+                       "ours": ours_closed.iter().map(|r| r.raw.clone()).collect::<Vec<_>>(),
+                       "nginx": nginx_closed.iter().map(|r| r.raw.clone()).collect::<Vec<_>>(),
+                       "base_rps": base_rps},
                    "open_loop": open_loop,
                    "cage_log": cage.log.display().to_string()});
     Ok((rows, v))
