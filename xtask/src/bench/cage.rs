@@ -78,8 +78,11 @@ const LOAD_PERCENTS: [u32; 3] = [50, 80, 95];
 /// Open-loop rounds per load level in a full run, alternating which proxy
 /// goes first; a row is the round with the median p99 of each side. One
 /// 100 ms stall of this VM delays ~2 % of a 10 s window's requests, so a
-/// single window's p99 says more about the host than about the proxy.
-const OPEN_LOOP_ROUNDS_FULL: usize = 3;
+/// single window's p99 says more about the host than about the proxy; with
+/// 3 rounds a full run's rows still flipped either way between runs, so the
+/// note also gives the median of each round's ours/nginx ratio (the two
+/// sides of a round run back to back, so a slow spell hits both).
+const OPEN_LOOP_ROUNDS_FULL: usize = 5;
 const OPEN_LOOP_ROUNDS_QUICK: usize = 1;
 /// Closed-loop rounds per proxy that set the open-loop base (median of
 /// each, alternating which goes first). One round each could land on a fast
@@ -491,8 +494,16 @@ fn proxies(
             peer_rounds.push(peer);
         }
         let raw = |rounds: &[LoadResult]| rounds.iter().map(|r| r.raw.clone()).collect::<Vec<_>>();
+        let mut ratios: Vec<f64> = ours_rounds
+            .iter()
+            .zip(&peer_rounds)
+            .map(|(o, p)| o.latency_us.p99 / p.latency_us.p99.max(1.0))
+            .collect();
         open_loop.push(json!({"percent": pct, "rate_per_s": rate,
-                              "ours": raw(&ours_rounds), "nginx": raw(&peer_rounds)}));
+                              "ours": raw(&ours_rounds), "nginx": raw(&peer_rounds),
+                              "paired_p99_ratios": ratios}));
+        ratios.sort_by(f64::total_cmp);
+        let paired_ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
         let (ours, ours_range) = median_p99(ours_rounds);
         let (peer, peer_range) = median_p99(peer_rounds);
         let mut row = open_loop_row(pct, rate, &ours, &peer);
@@ -507,6 +518,11 @@ fn proxies(
                         range.0, range.1
                     ));
                 }
+            }
+            if let Some(n) = row.ours_note.as_mut() {
+                n.push_str(&format!(
+                    "; paired rounds: median ours/nginx p99 {paired_ratio:.2}x"
+                ));
             }
         }
         rows.push(row);
