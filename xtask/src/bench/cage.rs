@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 
 use super::cage_peers::{self as peers, DropRig, LoadResult, RIG_TX_ADDR, WrkResult, WrkRun};
 use super::chart;
-use super::results::{Better, Report, Row, fmt_num, panels_from_rows};
+use super::results::{Better, Report, Row, fmt_num, median, panels_from_rows};
 use crate::workspace_root;
 
 #[derive(Debug, Args)]
@@ -440,11 +440,8 @@ fn proxies(
             }
         }
     }
-    let median_rps = |rounds: &[LoadResult]| {
-        let mut rps: Vec<f64> = rounds.iter().map(|r| r.rps).collect();
-        rps.sort_by(f64::total_cmp);
-        rps.get(rps.len() / 2).copied().unwrap_or(0.0)
-    };
+    let median_rps =
+        |rounds: &[LoadResult]| median(rounds.iter().map(|r| r.rps).collect()).unwrap_or(0.0);
     let (ours_base, nginx_base) = (median_rps(&ours_closed), median_rps(&nginx_closed));
     let base_rps = ours_base.min(nginx_base);
     let rates = |rounds: &[LoadResult]| {
@@ -460,6 +457,7 @@ fn proxies(
         rates(&ours_closed),
         rates(&nginx_closed)
     );
+    let raw = |rounds: &[LoadResult]| rounds.iter().map(|r| r.raw.clone()).collect::<Vec<_>>();
     let mut open_loop = Vec::new();
     let open_rounds = if quick {
         OPEN_LOOP_ROUNDS_QUICK
@@ -493,8 +491,7 @@ fn proxies(
             ours_rounds.push(ours);
             peer_rounds.push(peer);
         }
-        let raw = |rounds: &[LoadResult]| rounds.iter().map(|r| r.raw.clone()).collect::<Vec<_>>();
-        let mut ratios: Vec<f64> = ours_rounds
+        let ratios: Vec<f64> = ours_rounds
             .iter()
             .zip(&peer_rounds)
             .map(|(o, p)| o.latency_us.p99 / p.latency_us.p99.max(1.0))
@@ -502,8 +499,7 @@ fn proxies(
         open_loop.push(json!({"percent": pct, "rate_per_s": rate,
                               "ours": raw(&ours_rounds), "nginx": raw(&peer_rounds),
                               "paired_p99_ratios": ratios}));
-        ratios.sort_by(f64::total_cmp);
-        let paired_ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+        let paired_ratio = median(ratios).unwrap_or(0.0);
         let (ours, ours_range) = median_p99(ours_rounds);
         let (peer, peer_range) = median_p99(peer_rounds);
         let mut row = open_loop_row(pct, rate, &ours, &peer);
@@ -532,8 +528,8 @@ fn proxies(
                            "ours_keepalive": ours_ka.all, "nginx_keepalive": nginx_ka.all,
                            "ours_new_connections": ours_close.all, "nginx_new_connections": nginx_close.all},
                    "http_load_closed_loop": {
-                       "ours": ours_closed.iter().map(|r| r.raw.clone()).collect::<Vec<_>>(),
-                       "nginx": nginx_closed.iter().map(|r| r.raw.clone()).collect::<Vec<_>>(),
+                       "ours": raw(&ours_closed),
+                       "nginx": raw(&nginx_closed),
                        "base_rps": base_rps},
                    "open_loop": open_loop,
                    "cage_log": cage.log.display().to_string()});

@@ -19,7 +19,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::chart;
-use super::results::{Better, Panel, Report, Row};
+use super::results::{Better, Panel, Report, Row, median};
 use crate::image::{self, disk, initramfs, keys, policy, uki};
 use crate::vm::{Mode, Spec, Vm};
 
@@ -155,14 +155,6 @@ fn prepare_peer(cache: &Path, keys: &keys::Keys) -> anyhow::Result<PathBuf> {
     }
     let _ = std::fs::remove_dir_all(root);
     Ok(dir)
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
 }
 
 struct Booter<'a> {

@@ -520,6 +520,15 @@ pub fn panels_from_rows(rows: &[Row]) -> Vec<Panel> {
     panels
 }
 
+/// The middle value (the upper one of an even count); `None` when empty.
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
