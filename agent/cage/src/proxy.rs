@@ -2108,9 +2108,6 @@ impl State {
 mod tests {
     use super::*;
 
-    /// The per-connection `set_nodelay` was dropped for the listener's
-    /// option, which accepted sockets inherit; a kernel that stopped
-    /// copying it would bring Nagle's delay back to every small response.
     /// The map built from shared head bytes and static names equals the
     /// one a copy per name and value gives, whatever the names' case.
     #[test]
@@ -2139,6 +2136,9 @@ mod tests {
         assert_eq!(parts.version, Version::HTTP_11);
     }
 
+    /// The per-connection `set_nodelay` was dropped for the listener's
+    /// option, which accepted sockets inherit; a kernel that stopped
+    /// copying it would bring Nagle's delay back to every small response.
     #[tokio::test]
     async fn accepted_connections_inherit_nodelay_from_the_listener() {
         let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
