@@ -334,8 +334,12 @@ impl Vm {
         s
     }
 
-    /// Waits until the serial log contains `needle` `count` times; returns
-    /// the time since start. Fails early if QEMU exits.
+    /// Waits until the serial log holds `count` complete lines containing
+    /// `needle`; returns the time since start. Fails early if QEMU exits.
+    ///
+    /// Only lines that have ended count: the serial file is read while the
+    /// guest writes it, and a line seen half-written (`metanode: ready
+    /// version=0.1.0 ` without its `slot=`) once failed a CI run.
     pub fn wait_for_count(
         &mut self,
         needle: &str,
@@ -345,7 +349,7 @@ impl Vm {
         let deadline = Instant::now() + timeout;
         loop {
             let log = self.log();
-            if log.matches(needle).count() >= count {
+            if complete_lines(&log).matches(needle).count() >= count {
                 return Ok(self.started.elapsed());
             }
             if let Some(status) = self.child.try_wait()? {
@@ -451,7 +455,32 @@ impl Drop for Vm {
     }
 }
 
+/// `text` up to and including its last newline: the lines the guest has
+/// finished writing.
+fn complete_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |end| &text[..=end])
+}
+
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_counts_only_once_it_has_ended() {
+        assert_eq!(complete_lines(""), "");
+        assert_eq!(complete_lines("metanode: ready version=0.1.0 "), "");
+        assert_eq!(
+            complete_lines("boot\nmetanode: ready version=0.1.0 sl"),
+            "boot\n"
+        );
+        assert_eq!(
+            complete_lines("boot\r\nmetanode: ready slot=a\r\n"),
+            "boot\r\nmetanode: ready slot=a\r\n"
+        );
+    }
 }

@@ -275,7 +275,8 @@ fn uefi(ctx: &Ctx, boot: Mode) -> anyhow::Result<f64> {
     let slot = ready_field(&log, "slot");
     anyhow::ensure!(
         slot.as_deref() == Some("a"),
-        "booted slot {slot:?}, expected a"
+        "booted slot {slot:?}, expected a; the ready line: {:?}",
+        log.lines().rev().find(|l| l.contains(READY))
     );
     if boot == Mode::SecureBoot {
         anyhow::ensure!(
