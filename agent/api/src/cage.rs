@@ -49,6 +49,9 @@ fn map(err: LookupError) -> ApiError {
         LookupError::BatchNotWritten { .. } | LookupError::ReceiptNotInBatch { .. } => {
             ApiError::not_found(err.to_string())
         }
+        // Written once, deleted by the operator's retention setting: it
+        // existed, so not 404.
+        LookupError::BatchDeleted { .. } => ApiError::new(StatusCode::GONE, err.to_string()),
         LookupError::Read { .. } | LookupError::Truncated { .. } | LookupError::Invalid { .. } => {
             ApiError::internal(err.to_string())
         }
@@ -93,6 +96,7 @@ pub(crate) async fn info(
     Ok(Json(wire::CageReceiptsInfo {
         signer: reader.signer().to_string(),
         batches_count: reader.batches_count(),
+        first_batch_index: reader.first_batch_index(),
     }))
 }
 

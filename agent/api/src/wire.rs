@@ -703,8 +703,11 @@ impl From<&metanode_cage::receipt::BatchHeader> for CageBatchHeaderInfo {
 pub struct CageReceiptsInfo {
     /// The node key that signs every batch.
     pub signer: String,
-    /// Batches durably in the receipt file.
+    /// Batches written durably: numbered `0..batches_count`.
     pub batches_count: u64,
+    /// The oldest batch still on disk: 0 unless old receipt log segments
+    /// were deleted (`receipts.segments_kept_max`); older ones answer 410.
+    pub first_batch_index: u64,
 }
 
 /// `GET /api/v1/cage/receipts/batches/{batch}`: one signed batch, checked

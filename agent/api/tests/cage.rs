@@ -100,9 +100,11 @@ async fn batches_are_served_verified_with_their_store_cid() {
         serde_json::from_value(get(&app, "/api/v1/cage/receipts").await.json()).unwrap();
     assert_eq!(info.signer, key.public_key().to_string());
     assert_eq!(info.batches_count, 3);
+    assert_eq!(info.first_batch_index, 0);
 
     let on_disk: Vec<Vec<u8>> = read_signed_batches(&path)
         .unwrap()
+        .map(|frame| frame.map(|(_, bytes)| bytes))
         .collect::<Result<_, _>>()
         .unwrap();
     let mut seq = 0;
@@ -252,4 +254,75 @@ async fn bad_lookups_are_named() {
         get(&app, "/api/v1/cage/receipts/batches/0").await.status,
         StatusCode::OK
     );
+}
+
+/// A receipt log that rotated and deleted its oldest segments: batches in
+/// any kept segment are served and proven, deleted ones answer 410 naming
+/// the first batch kept, and the info route says where the log starts.
+#[tokio::test]
+async fn batches_of_deleted_segments_answer_410_and_kept_ones_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_seed(&[5; 32]);
+    let path = dir.path().join("receipts.log");
+    let policy = metanode_cage::SegmentPolicy {
+        segment_bytes_max: 2_000,
+        segments_kept_max: 2,
+    };
+    let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy).unwrap();
+    let mut all = Vec::new();
+    for b in 0..24u64 {
+        let batch: Vec<Receipt> = (2 * b..2 * b + 2).map(receipt).collect();
+        let hashes: Vec<Hash32> = batch.iter().map(|r| r.hash().unwrap()).collect();
+        let signed =
+            SignedBatch::seal(&sink.tip(), batch.clone(), &hashes, &key, 1_700_000_001_000);
+        sink.append(&signed.to_encoded().unwrap()).unwrap();
+        all.push(batch);
+    }
+    let offsets = sink.batch_offsets();
+    let first = offsets.first();
+    assert!(first > 0, "segments were deleted");
+    let reader = ReceiptReader::new(path, key.public_key(), offsets);
+    let app = app(dir.path(), Some(reader));
+
+    let info: wire::CageReceiptsInfo =
+        serde_json::from_value(get(&app, "/api/v1/cage/receipts").await.json()).unwrap();
+    assert_eq!(info.batches_count, 24);
+    assert_eq!(info.first_batch_index, first);
+
+    let gone = get(
+        &app,
+        &format!("/api/v1/cage/receipts/batches/{}", first - 1),
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert!(
+        gone.error().contains("segments_kept_max"),
+        "{}",
+        gone.error()
+    );
+    assert!(
+        gone.error()
+            .contains(&format!("oldest batch kept is {first}")),
+        "{}",
+        gone.error()
+    );
+    let hash = all[0][0].hash().unwrap().to_hex();
+    let gone = get(&app, &format!("/api/v1/cage/receipts/{hash}?batch=0")).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+
+    for b in [first, 23] {
+        let a = get(&app, &format!("/api/v1/cage/receipts/batches/{b}")).await;
+        assert_eq!(a.status, StatusCode::OK, "batch {b}: {}", a.error());
+        let r = &all[b as usize][1];
+        let hash = r.hash().unwrap().to_hex();
+        let a = get(
+            &app,
+            &format!("/api/v1/cage/receipts/{hash}?batch={b}&format=bin"),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "proof in batch {b}");
+        let proof = ReceiptProof::from_canonical_bytes(&a.body).unwrap();
+        assert_eq!(proof.verify(&key.public_key()).unwrap(), r.hash().unwrap());
+        assert_eq!(proof.receipt, *r);
+    }
 }

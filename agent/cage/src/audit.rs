@@ -26,9 +26,10 @@ use metanode_core::keys::{PublicKey, Signature};
 use metanode_core::merkle::{InclusionProof, MerkleTree, ProofError, leaf_hash};
 
 use crate::receipt::{
-    BatchError, BatchHeader, BatchOffsets, ChainTip, RawFrame, Receipt, SignedBatch,
+    BatchError, BatchHeader, BatchLocation, BatchOffsets, ChainTip, RawFrame, Receipt, SignedBatch,
     VerifyReceiptsError, decode_frame, read_raw_frame,
 };
+use crate::receipt_file::segment_path;
 
 pub const RECEIPT_PROOF_ENCODING_VERSION: u8 = 1;
 const PROOF_VERSIONS: &[u8] = &[RECEIPT_PROOF_ENCODING_VERSION];
@@ -50,7 +51,10 @@ pub struct StoredBatch {
     pub receipt_hashes: Vec<Hash32>,
     /// Its canonical `SignedBatch` bytes: the blob the agent stores it as.
     pub signed_batch_bytes: Vec<u8>,
-    /// Where its frame starts in the receipt file.
+    /// The receipt log segment holding it (0: the file at the log's path,
+    /// N: `<path>.N`).
+    pub segment: u32,
+    /// Where its frame starts in that segment.
     pub offset_bytes: u64,
 }
 
@@ -72,6 +76,14 @@ pub enum LookupError {
     BatchNotWritten {
         batch_index: u64,
         batches_count: u64,
+    },
+    #[error(
+        "receipt batch {batch_index} was deleted with its receipt log segment \
+         (receipts.segments_kept_max); the oldest batch kept is {first_batch_index}"
+    )]
+    BatchDeleted {
+        batch_index: u64,
+        first_batch_index: u64,
     },
     #[error("receipt {receipt_hash} is not in receipt batch {batch_index}")]
     ReceiptNotInBatch {
@@ -124,9 +136,15 @@ impl ReceiptReader {
         self.signer
     }
 
-    /// Batches durably in the file now.
+    /// Batches written so far, durably: numbered `0..batches_count()`.
     pub fn batches_count(&self) -> u64 {
         self.offsets.len()
+    }
+
+    /// The oldest batch still on disk: 0 unless old segments were deleted
+    /// (`receipts.segments_kept_max`).
+    pub fn first_batch_index(&self) -> u64 {
+        self.offsets.first()
     }
 
     /// Batch `batch_index`, read from the file and verified (signer,
@@ -134,38 +152,53 @@ impl ReceiptReader {
     /// a batch changed on disk since it was written is reported, not served.
     /// Blocking file I/O: call it off an async runtime's workers.
     pub fn batch(&self, batch_index: u64) -> Result<StoredBatch, LookupError> {
-        let offset = self
+        let deleted = || LookupError::BatchDeleted {
+            batch_index,
+            first_batch_index: self.offsets.first(),
+        };
+        if batch_index < self.offsets.first() {
+            return Err(deleted());
+        }
+        let BatchLocation {
+            segment,
+            offset_bytes: offset,
+        } = self
             .offsets
             .get(batch_index)
             .ok_or_else(|| LookupError::BatchNotWritten {
                 batch_index,
                 batches_count: self.offsets.len(),
             })?;
+        let path = segment_path(&self.path, segment);
         let read_err = |source| LookupError::Read {
             batch_index,
             source,
         };
         let io_err = |source: io::Error| {
             read_err(VerifyReceiptsError::Io {
-                path: self.path.clone(),
+                path: path.clone(),
                 source,
             })
         };
-        let mut file = File::open(&self.path).map_err(io_err)?;
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            // Its segment was deleted since the lookup above.
+            Err(_) if batch_index < self.offsets.first() => return Err(deleted()),
+            Err(e) => return Err(io_err(e)),
+        };
         file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
         // The stored bytes are kept (the blob's bytes) and decoded once.
-        let signed_batch_bytes =
-            match read_raw_frame(&mut file, &self.path, offset).map_err(read_err)? {
-                RawFrame::Body(body) => body,
-                RawFrame::End | RawFrame::Torn => {
-                    return Err(LookupError::Truncated {
-                        path: self.path.clone(),
-                        batch_index,
-                        offset,
-                    });
-                }
-            };
-        let batch = decode_frame(&signed_batch_bytes, &self.path, offset).map_err(read_err)?;
+        let signed_batch_bytes = match read_raw_frame(&mut file, &path, offset).map_err(read_err)? {
+            RawFrame::Body(body) => body,
+            RawFrame::End | RawFrame::Torn => {
+                return Err(LookupError::Truncated {
+                    path: path.clone(),
+                    batch_index,
+                    offset,
+                });
+            }
+        };
+        let batch = decode_frame(&signed_batch_bytes, &path, offset).map_err(read_err)?;
         // Its place in the chain was checked when the file was opened or
         // the batch appended; here only what one batch can show.
         let own_place = ChainTip {
@@ -176,7 +209,7 @@ impl ReceiptReader {
         let receipt_hashes = batch
             .verify_hashes(&self.signer, &own_place)
             .map_err(|source| LookupError::Invalid {
-                path: self.path.clone(),
+                path: path.clone(),
                 batch_index,
                 offset,
                 source,
@@ -185,6 +218,7 @@ impl ReceiptReader {
             batch,
             receipt_hashes,
             signed_batch_bytes,
+            segment,
             offset_bytes: offset,
         })
     }
@@ -351,6 +385,7 @@ mod tests {
         assert_eq!(reader.batches_count(), 5);
         let on_disk: Vec<Vec<u8>> = read_signed_batches(&path)
             .unwrap()
+            .map(|frame| frame.map(|(_, bytes)| bytes))
             .collect::<Result<_, _>>()
             .unwrap();
         let mut seq = 0;
@@ -390,7 +425,7 @@ mod tests {
         let key = SigningKey::from_seed(&[3; 32]);
         let (sink, _) = write_batches(&path, &key);
         let before: Vec<u64> = (0..5)
-            .map(|b| sink.batch_offsets().get(b).unwrap())
+            .map(|b| sink.batch_offsets().get(b).unwrap().offset_bytes)
             .collect();
         let file_len = std::fs::metadata(&path).unwrap().len();
         drop(sink);
@@ -405,14 +440,16 @@ mod tests {
         let offsets = sink.batch_offsets();
         assert_eq!(offsets.len(), 5);
         assert_eq!(
-            (0..5).map(|b| offsets.get(b).unwrap()).collect::<Vec<_>>(),
+            (0..5)
+                .map(|b| offsets.get(b).unwrap().offset_bytes)
+                .collect::<Vec<_>>(),
             before
         );
         let receipts = vec![sample(99)];
         let hashes = vec![receipts[0].hash().unwrap()];
         let batch = SignedBatch::seal(&sink.tip(), receipts.clone(), &hashes, &key, 9);
         sink.append(&batch.to_encoded().unwrap()).unwrap();
-        assert_eq!(offsets.get(5), Some(file_len));
+        assert_eq!(offsets.get(5).unwrap().offset_bytes, file_len);
         let reader = ReceiptReader::new(path, key.public_key(), offsets);
         assert_eq!(reader.batch(5).unwrap().batch.receipts, receipts);
     }
@@ -511,7 +548,7 @@ mod tests {
         let offsets = sink.batch_offsets();
         let reader = ReceiptReader::new(path.clone(), key.public_key(), offsets.clone());
         // Flip the last byte of batch 1's signature.
-        let end_of_1 = offsets.get(2).unwrap();
+        let end_of_1 = offsets.get(2).unwrap().offset_bytes;
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[end_of_1 as usize - 1] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
@@ -525,7 +562,7 @@ mod tests {
         }
         assert!(reader.batch(0).is_ok());
         // Cut the file inside batch 4.
-        let start_of_4 = offsets.get(4).unwrap();
+        let start_of_4 = offsets.get(4).unwrap().offset_bytes;
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(start_of_4 + 10).unwrap();
         match reader.batch(4) {

@@ -21,7 +21,9 @@
 //!             upstream_timeout_ms: 30000, upstream_idle_timeout_ms: 90000 }
 //! receipts: { path: /var/lib/metanode/cage/receipts.log, batch_count_max: 4096,
 //!             flush_interval_ms: 200, response_header: false,
-//!             store_pinned_batches_max: 0 }   # agent only: newest N batches pinned in the store; 0 = all
+//!             store_pinned_batches_max: 0,    # agent only: newest N batches pinned in the store; 0 = all
+//!             segment_bytes_max: 67108864,   # new segment <path>.N past this size; 0 = one file
+//!             segments_kept_max: 0 }         # delete the oldest segments past N; 0 = keep all
 //! ```
 //!
 //! Every section but `listen`, `routes` and `receipts.path` has defaults
@@ -289,8 +291,21 @@ pub struct ReceiptsConfig {
     /// the API serves batches from it). 0 keeps every batch pinned.
     #[serde(default)]
     pub store_pinned_batches_max: u64,
+    /// The receipt log starts a new segment (`<path>.1`, `<path>.2`, …)
+    /// before a batch that would take the current one past this size;
+    /// 0 = one file, never rotated. Segments are never renamed.
+    #[serde(default = "default_segment_bytes_max")]
+    pub segment_bytes_max: u64,
+    /// Delete the oldest segments past this many; 0 = keep every segment.
+    /// Deleted batches stay verifiable only where they were copied (the
+    /// store, an archive); the log verifies from its first kept segment.
+    #[serde(default)]
+    pub segments_kept_max: u32,
 }
 
+fn default_segment_bytes_max() -> u64 {
+    DEFAULT_RECEIPT_SEGMENT_BYTES_MAX
+}
 fn default_batch_count_max() -> u32 {
     DEFAULT_RECEIPT_BATCH_COUNT_MAX
 }
@@ -301,6 +316,14 @@ fn default_flush_interval_ms() -> u64 {
 impl ReceiptsConfig {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// The receipt log's segment policy.
+    pub fn segment_policy(&self) -> crate::receipt_file::SegmentPolicy {
+        crate::receipt_file::SegmentPolicy {
+            segment_bytes_max: self.segment_bytes_max,
+            segments_kept_max: self.segments_kept_max,
+        }
     }
 }
 
@@ -520,6 +543,29 @@ impl CageConfig {
             rc.flush_interval_ms,
             &RECEIPT_FLUSH_INTERVAL_MS_RANGE,
         )?;
+        if rc.segment_bytes_max != 0 {
+            check_u64(
+                "receipts.segment_bytes_max",
+                rc.segment_bytes_max,
+                &RECEIPT_SEGMENT_BYTES_RANGE,
+            )
+            .map_err(|_| {
+                invalid(
+                    "receipts.segment_bytes_max",
+                    format!(
+                        "{} is outside {}..={} (or 0: never rotate)",
+                        rc.segment_bytes_max,
+                        RECEIPT_SEGMENT_BYTES_RANGE.start(),
+                        RECEIPT_SEGMENT_BYTES_RANGE.end()
+                    ),
+                )
+            })?;
+        }
+        check_u32(
+            "receipts.segments_kept_max",
+            rc.segments_kept_max,
+            &RECEIPT_SEGMENTS_KEPT_RANGE,
+        )?;
         Ok(())
     }
 
@@ -693,6 +739,42 @@ mod tests {
         let text = minimal() + "rate_limits: { per_key: { rate_per_s: 1, burst: 0 } }\n";
         let err = CageConfig::from_yaml_str(&text).unwrap_err().to_string();
         assert!(err.contains("rate_limits.per_key.burst"), "{err}");
+    }
+
+    #[test]
+    fn receipt_segments_default_to_64_mib_kept_all_and_bounds_are_named() {
+        let c = CageConfig::from_yaml_str(&minimal()).unwrap();
+        assert_eq!(
+            c.receipts.segment_policy(),
+            crate::receipt_file::SegmentPolicy {
+                segment_bytes_max: 64 << 20,
+                segments_kept_max: 0,
+            }
+        );
+        let with = |receipts: &str| {
+            let text = format!(
+                "listen: 127.0.0.1:0\nroutes:\n  - {{ path_prefix: /, upstream: \"h:1\" }}\nreceipts: {receipts}\n"
+            );
+            CageConfig::from_yaml_str(&text)
+        };
+        let c = with("{ path: /r, segment_bytes_max: 0, segments_kept_max: 8 }").unwrap();
+        assert_eq!(c.receipts.segment_bytes_max, 0);
+        assert_eq!(c.receipts.segments_kept_max, 8);
+        let err = with("{ path: /r, segment_bytes_max: 4096 }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("receipts.segment_bytes_max") && err.contains("0: never rotate"),
+            "{err}"
+        );
+        let err = with("{ path: /r, segments_kept_max: 2000000 }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("receipts.segments_kept_max"), "{err}");
+        let err = with("{ path: /r, segments_kept_max: -1 }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("segments_kept_max"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod receipt;
+pub mod receipt_file;
 mod spares;
 pub mod verifier;
 
@@ -38,7 +39,10 @@ pub use lights::{PolicyHandle, allow_all_policy};
 pub use metrics::{Metrics, MetricsSnapshot, render_prometheus};
 pub use proxy::{KEY_ID_HEADER, RECEIPT_HEADER, ServeError, ServeReport, Server, serve};
 pub use receipt::{
-    BatchOffsets, BatchReplica, BatchReplicaError, Decision, EncodedBatch, FileSink, Receipt,
-    ReceiptSink, ReceiptView, ReplicatedSink, SignedBatch, VerifyReport, read_receipts,
+    BatchReplica, BatchReplicaError, Decision, EncodedBatch, Receipt, ReceiptSink, ReceiptView,
+    ReplicatedSink, SignedBatch,
+};
+pub use receipt_file::{
+    BatchLocation, BatchOffsets, FileSink, SegmentPolicy, VerifyReport, read_receipts,
     read_signed_batches, verify_receipts,
 };

@@ -172,6 +172,16 @@ pub const RECEIPT_ENCODED_BYTES_MAX: u32 =
 /// Largest batch frame in a receipt file.
 pub const RECEIPT_FRAME_BYTES_MAX: u32 =
     512 + *RECEIPT_BATCH_COUNT_RANGE.end() * RECEIPT_ENCODED_BYTES_MAX;
+/// `receipts.segment_bytes_max`: a receipt log segment's size before the
+/// next batch starts a new one (0 = never). At least 1 MiB, so rotation
+/// stays rare next to the fsync per batch; at most 64 GiB.
+pub const RECEIPT_SEGMENT_BYTES_RANGE: RangeInclusive<u64> = (1 << 20)..=(64 << 30);
+/// 64 MiB: at ~300 bytes per receipt, ~220k receipts, or about 11 s of
+/// 20k signed requests/s, per segment.
+pub const DEFAULT_RECEIPT_SEGMENT_BYTES_MAX: u64 = 64 << 20;
+/// `receipts.segments_kept_max`: the oldest segments past this count are
+/// deleted (0 = keep all; the default, as the audit trail is the point).
+pub const RECEIPT_SEGMENTS_KEPT_RANGE: RangeInclusive<u32> = 0..=1_000_000;
 
 // ---- compile-time checks ----
 
@@ -228,6 +238,10 @@ const _: () = assert!(in_u32(
 const _: () = assert!(in_u64(
     DEFAULT_RECEIPT_FLUSH_INTERVAL_MS,
     &RECEIPT_FLUSH_INTERVAL_MS_RANGE
+));
+const _: () = assert!(in_u64(
+    DEFAULT_RECEIPT_SEGMENT_BYTES_MAX,
+    &RECEIPT_SEGMENT_BYTES_RANGE
 ));
 // A whole batch must be one canonical byte string and one vector.
 const _: () = assert!(RECEIPT_FRAME_BYTES_MAX <= ENCODING_BYTES_LEN_MAX);

@@ -249,7 +249,11 @@ impl Server {
             n => n as usize,
         };
         let metrics = Arc::new(Metrics::new());
-        let file = FileSink::open(&config.receipts.path, &signing_key.public_key())?;
+        let file = FileSink::open_segmented(
+            &config.receipts.path,
+            &signing_key.public_key(),
+            config.receipts.segment_policy(),
+        )?;
         let receipt_reader = ReceiptReader::new(
             config.receipts.path.clone(),
             signing_key.public_key(),

@@ -39,8 +39,7 @@
 //! also put into the node's content store, pinned ([`ReplicatedSink`]): a
 //! batch is one canonical byte string, so its CID names it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,11 +65,13 @@ use crate::limits::{
     RECEIPT_REPLICA_CLOSE_WAIT_MS, RECEIPT_REPLICA_RETRY_MS,
 };
 use crate::metrics::Metrics;
+pub use crate::receipt_file::{
+    BatchLocation, BatchOffsets, FileSink, OpenSinkError, RECEIPT_FILE_MAGIC, SegmentPolicy,
+    VerifyReceiptsError, VerifyReport, read_receipts, read_signed_batches, verify_receipts,
+};
 
 pub const RECEIPT_ENCODING_VERSION: u8 = 1;
 const VERSIONS: &[u8] = &[RECEIPT_ENCODING_VERSION];
-/// First bytes of a receipt file.
-pub const RECEIPT_FILE_MAGIC: &[u8; 8] = b"MNCAGER1";
 
 const KIND_REQUEST: u8 = 1;
 const KIND_RECEIPT: u8 = 2;
@@ -826,53 +827,6 @@ pub enum BatchError {
     BadSignature,
 }
 
-/// Why a receipt file does not verify.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyReceiptsError {
-    #[error("cannot read receipt file {}: {source}", .path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("receipt file {} does not start with the cage receipt magic", .path.display())]
-    BadMagic { path: PathBuf },
-    #[error("receipt file {}: frame at offset {offset} is truncated (torn write?)", .path.display())]
-    Truncated { path: PathBuf, offset: u64 },
-    #[error("receipt file {}: frame at offset {offset} declares {len} bytes, more than {max}", .path.display())]
-    FrameTooLarge {
-        path: PathBuf,
-        offset: u64,
-        len: u32,
-        max: u32,
-    },
-    #[error("receipt file {}: batch at offset {offset} does not decode: {source}", .path.display())]
-    Decode {
-        path: PathBuf,
-        offset: u64,
-        source: DecodeError,
-    },
-    #[error("receipt file {}: batch {batch_index} at offset {offset}: {source}", .path.display())]
-    Batch {
-        path: PathBuf,
-        offset: u64,
-        batch_index: u64,
-        source: BatchError,
-    },
-}
-
-/// What a verified receipt file holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub batches_count: u64,
-    pub receipts_count: u64,
-    pub tip: ChainTip,
-    /// Bytes of the file that verified (all of it for [`verify_receipts`]).
-    pub verified_len_bytes: u64,
-}
-
-enum Frame {
-    Batch(Box<SignedBatch>, u64),
-    End,
-    Torn,
-}
-
 /// One frame of a receipt file, as stored: its `SignedBatch` bytes (the
 /// frame without its length). Read without growing a buffer past the bytes
 /// really there, so a torn frame claiming a huge length allocates nothing.
@@ -919,22 +873,6 @@ pub(crate) fn read_raw_frame(
     Ok(RawFrame::Body(body))
 }
 
-/// One frame of a receipt file, decoded.
-fn read_frame(
-    reader: &mut impl Read,
-    path: &Path,
-    offset: u64,
-) -> Result<Frame, VerifyReceiptsError> {
-    let body = match read_raw_frame(reader, path, offset)? {
-        RawFrame::Body(body) => body,
-        RawFrame::End => return Ok(Frame::End),
-        RawFrame::Torn => return Ok(Frame::Torn),
-    };
-    let frame_len = 4 + body.len() as u64;
-    let batch = decode_frame(&body, path, offset)?;
-    Ok(Frame::Batch(Box::new(batch), frame_len))
-}
-
 /// A frame's body (its `SignedBatch` bytes) decoded; the error names the
 /// file and the frame's offset.
 pub(crate) fn decode_frame(
@@ -949,7 +887,7 @@ pub(crate) fn decode_frame(
     })
 }
 
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(buf.get_mut(filled..).unwrap_or_default()) {
@@ -960,100 +898,6 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// Walks a receipt file; `allow_torn_tail` accepts an incomplete last frame
-/// (what a crash mid-append leaves) and reports where the good part ends.
-/// With `offsets`, also collects where each verified batch's frame starts.
-fn scan(
-    path: &Path,
-    key: &PublicKey,
-    allow_torn_tail: bool,
-    mut offsets: Option<&mut Vec<u64>>,
-) -> Result<VerifyReport, VerifyReceiptsError> {
-    let io_err = |source| VerifyReceiptsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
-    let mut magic = [0u8; 8];
-    let got = read_full(&mut reader, &mut magic).map_err(io_err)?;
-    if got == 0 && allow_torn_tail {
-        return Ok(VerifyReport {
-            batches_count: 0,
-            receipts_count: 0,
-            tip: ChainTip::GENESIS,
-            verified_len_bytes: 0,
-        });
-    }
-    if got < 8 || &magic != RECEIPT_FILE_MAGIC {
-        return Err(VerifyReceiptsError::BadMagic {
-            path: path.to_path_buf(),
-        });
-    }
-    let mut offset = 8u64;
-    let mut tip = ChainTip::GENESIS;
-    let mut batches_count = 0u64;
-    loop {
-        match read_frame(&mut reader, path, offset)? {
-            Frame::End => break,
-            Frame::Torn if allow_torn_tail => break,
-            Frame::Torn => {
-                return Err(VerifyReceiptsError::Truncated {
-                    path: path.to_path_buf(),
-                    offset,
-                });
-            }
-            Frame::Batch(batch, frame_len) => {
-                batch
-                    .verify(key, &tip)
-                    .map_err(|source| VerifyReceiptsError::Batch {
-                        path: path.to_path_buf(),
-                        offset,
-                        batch_index: tip.next_batch_index,
-                        source,
-                    })?;
-                tip = batch.next_tip();
-                batches_count += 1;
-                if let Some(offsets) = offsets.as_deref_mut() {
-                    offsets.push(offset);
-                }
-                offset += frame_len;
-            }
-        }
-    }
-    Ok(VerifyReport {
-        batches_count,
-        receipts_count: tip.next_receipt_seq,
-        tip,
-        verified_len_bytes: offset,
-    })
-}
-
-/// Verifies every batch of a receipt file: decoding, signer, signature,
-/// Merkle root, chain and sequence numbers. The first bad batch is named by
-/// index and byte offset.
-pub fn verify_receipts(path: &Path, key: &PublicKey) -> Result<VerifyReport, VerifyReceiptsError> {
-    scan(path, key, false, None)
-}
-
-/// Every receipt in a receipt file, in order, after verifying the file.
-pub fn read_receipts(path: &Path, key: &PublicKey) -> Result<Vec<Receipt>, VerifyReceiptsError> {
-    verify_receipts(path, key)?;
-    let io_err = |source| VerifyReceiptsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
-    let mut magic = [0u8; 8];
-    read_full(&mut reader, &mut magic).map_err(io_err)?;
-    let mut offset = 8u64;
-    let mut out = Vec::new();
-    while let Frame::Batch(batch, len) = read_frame(&mut reader, path, offset)? {
-        out.extend(batch.receipts);
-        offset += len;
-    }
-    Ok(out)
 }
 
 /// Why a batch could not be stored.
@@ -1078,175 +922,6 @@ pub trait ReceiptSink: Send + 'static {
     fn tip(&self) -> ChainTip;
     /// Stores `batch` durably before returning.
     fn append(&mut self, batch: &EncodedBatch) -> Result<(), SinkError>;
-}
-
-/// Append-only receipt file; write + fsync per batch.
-#[derive(Debug)]
-pub struct FileSink {
-    file: File,
-    path: PathBuf,
-    tip: ChainTip,
-    /// Frame buffer reused across batches.
-    frame: Vec<u8>,
-    /// Where the next frame starts (the file's verified length).
-    end_bytes: u64,
-    offsets: BatchOffsets,
-}
-
-/// Where each durable batch's frame starts in a receipt file, by batch
-/// index (batches are numbered 0, 1, 2, … in file order), shared between
-/// the [`FileSink`] that fills it and the readers that look batches up
-/// ([`crate::audit::ReceiptReader`]).
-///
-/// It is filled from the file's scan when the sink opens and after each
-/// append's fsync, so it only ever names acknowledged batches. Cost: 8
-/// bytes per batch, against a frame of at least ~300 bytes (header,
-/// signature, one receipt), so under 3 % of the file it indexes.
-#[derive(Clone, Debug, Default)]
-pub struct BatchOffsets(Arc<parking_lot::RwLock<Vec<u64>>>);
-
-impl BatchOffsets {
-    /// Byte offset of batch `batch_index`'s frame, if it is in the file.
-    pub fn get(&self, batch_index: u64) -> Option<u64> {
-        let index = usize::try_from(batch_index).ok()?;
-        self.0.read().get(index).copied()
-    }
-
-    /// Batches in the file.
-    pub fn len(&self) -> u64 {
-        self.0.read().len() as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn push(&self, offset: u64) {
-        self.0.write().push(offset);
-    }
-}
-
-/// Why a receipt file could not be opened for appending.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenSinkError {
-    #[error("cannot {action} receipt file {}: {source}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    /// The existing file does not verify with this node's key; it is left
-    /// untouched (an audit trail is never rewritten).
-    #[error("existing receipt file does not verify, refusing to append: {0}")]
-    Existing(#[from] VerifyReceiptsError),
-}
-
-impl FileSink {
-    /// Opens (or creates) `path`. An existing file is verified with `key`
-    /// and continued; a torn last frame (crash during an append) is cut off.
-    pub fn open(path: &Path, key: &PublicKey) -> Result<FileSink, OpenSinkError> {
-        let io_err = |action: &'static str| {
-            move |source| OpenSinkError::Io {
-                action,
-                path: path.to_path_buf(),
-                source,
-            }
-        };
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(io_err("create the directory of"))?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err("open"))?;
-        let mut offsets = Vec::new();
-        let mut report = scan(path, key, true, Some(&mut offsets))?;
-        if report.verified_len_bytes == 0 {
-            file.set_len(0).map_err(io_err("truncate"))?;
-            file.write_all(RECEIPT_FILE_MAGIC)
-                .map_err(io_err("write the header of"))?;
-            file.sync_all().map_err(io_err("sync"))?;
-            report.verified_len_bytes = RECEIPT_FILE_MAGIC.len() as u64;
-        } else {
-            let len = file.metadata().map_err(io_err("stat"))?.len();
-            if len > report.verified_len_bytes {
-                tracing::warn!(
-                    path = %path.display(),
-                    torn_bytes = len - report.verified_len_bytes,
-                    "cutting off a torn last receipt batch"
-                );
-                file.set_len(report.verified_len_bytes)
-                    .map_err(io_err("truncate the torn tail of"))?;
-                file.sync_all().map_err(io_err("sync"))?;
-            }
-        }
-        file.seek(SeekFrom::End(0)).map_err(io_err("seek"))?;
-        Ok(FileSink {
-            file,
-            path: path.to_path_buf(),
-            tip: report.tip,
-            frame: Vec::new(),
-            end_bytes: report.verified_len_bytes,
-            offsets: BatchOffsets(Arc::new(parking_lot::RwLock::new(offsets))),
-        })
-    }
-}
-
-impl FileSink {
-    /// The file's batch index; readers keep a clone while the sink appends.
-    pub fn batch_offsets(&self) -> BatchOffsets {
-        self.offsets.clone()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl ReceiptSink for FileSink {
-    fn tip(&self) -> ChainTip {
-        self.tip
-    }
-
-    fn append(&mut self, batch: &EncodedBatch) -> Result<(), SinkError> {
-        self.frame.clear();
-        batch
-            .write_frame(&mut self.frame)
-            .map_err(|source| SinkError::Encode {
-                batch_index: batch.header.batch_index,
-                source,
-            })?;
-        let io_err = |action: &'static str| {
-            let path = self.path.clone();
-            move |source| SinkError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        // Batch i is the i-th frame: the writer appends in index order from
-        // the tip. Checked before writing, so a violation never leaves a
-        // batch on disk that the index does not name.
-        assert_eq!(
-            self.offsets.len(),
-            batch.header.batch_index,
-            "receipt batches are appended in index order"
-        );
-        self.file
-            .write_all(&self.frame)
-            .map_err(io_err("append to"))?;
-        self.file.sync_data().map_err(io_err("sync"))?;
-        self.tip = batch.header.next_tip();
-        // Only now (durable) may a reader find the batch.
-        self.offsets.push(self.end_bytes);
-        self.end_bytes += self.frame.len() as u64;
-        Ok(())
-    }
 }
 
 /// A second home for sealed batches: the agent stores each one in its
@@ -1499,18 +1174,17 @@ fn resync(
         }
     };
     let mut stored = 0u64;
-    for (index, signed_batch) in frames.enumerate() {
+    for frame in frames {
         if queue.state.lock().closing {
             return;
         }
-        let signed_batch = match signed_batch {
-            Ok(b) => b,
+        let (index, signed_batch) = match frame {
+            Ok(frame) => frame,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "stopped re-storing receipt batches");
                 return;
             }
         };
-        let index = index as u64;
         if index < keep_from {
             let cid = ContentId::raw_blake3_of(&signed_batch);
             unpin_once(replica, index, &cid, metrics);
@@ -1532,42 +1206,6 @@ fn resync(
             "receipt file's batches are in the content store"
         );
     }
-}
-
-/// The signed batches (frames without their length) of a receipt file, up
-/// to its length when called, streamed; a torn last frame ends them. Each is
-/// one canonical `SignedBatch`, the bytes the agent stores as a blob.
-/// Unverified: [`verify_receipts`] checks the file.
-pub fn read_signed_batches(
-    path: &Path,
-) -> Result<impl Iterator<Item = Result<Vec<u8>, VerifyReceiptsError>> + use<>, VerifyReceiptsError>
-{
-    let io_err = |source| VerifyReceiptsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    let mut reader = BufReader::new(file.take(len));
-    let mut magic = [0u8; 8];
-    let got = read_full(&mut reader, &mut magic).map_err(io_err)?;
-    if got > 0 && (got < 8 || &magic != RECEIPT_FILE_MAGIC) {
-        return Err(VerifyReceiptsError::BadMagic {
-            path: path.to_path_buf(),
-        });
-    }
-    let path = path.to_path_buf();
-    let mut offset = 8u64;
-    Ok(std::iter::from_fn(move || {
-        match read_raw_frame(&mut reader, &path, offset) {
-            Ok(RawFrame::Body(body)) => {
-                offset += 4 + body.len() as u64;
-                Some(Ok(body))
-            }
-            Ok(RawFrame::End | RawFrame::Torn) => None,
-            Err(e) => Some(Err(e)),
-        }
-    }))
 }
 
 /// The replica thread: puts queued batches in order until closing.
@@ -2294,6 +1932,8 @@ pub(crate) mod tests {
             flush_interval_ms,
             response_header: false,
             store_pinned_batches_max: 0,
+            segment_bytes_max: 0,
+            segments_kept_max: 0,
         }
     }
 

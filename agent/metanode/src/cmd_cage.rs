@@ -80,7 +80,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The receipt file (receipts.path of the cage config).
+    /// The receipt log (receipts.path of the cage config); its segments
+    /// `<path>.1`, `<path>.2`, … are verified with it, as one chain.
     receipts: PathBuf,
     /// The node's public key, 64 hex digits.
     #[arg(long, value_name = "HEX64")]
@@ -192,6 +193,27 @@ async fn stop_signal() {
     }
 }
 
+/// What a rotated log's report adds to the summary line: its segments and
+/// batch range, and, when the oldest segments were deleted, that the chain
+/// is checked from an anchored start, so the count is not read as the
+/// whole history. Empty for a log that never rotated.
+fn report_span(report: &metanode_cage::VerifyReport) -> String {
+    if report.segments_count <= 1 && report.first_batch_index == 0 {
+        return String::new();
+    }
+    format!(
+        ", {} segments, batches {}..{}{}",
+        report.segments_count,
+        report.first_batch_index,
+        report.tip.next_batch_index,
+        if report.first_batch_index > 0 {
+            " (older segments deleted; the chain is checked from the first kept one)"
+        } else {
+            ""
+        }
+    )
+}
+
 fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
     let path = &args.receipts;
     let key = parse_public_key(&args.signer)?;
@@ -202,23 +224,23 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
         let mut cids = Vec::new();
         let batches =
             read_signed_batches(path).with_context(|| format!("read {}", path.display()))?;
-        for (index, batch) in batches.take(report.batches_count as usize).enumerate() {
-            let batch =
-                batch.with_context(|| format!("read batch {index} of {}", path.display()))?;
-            cids.push(ContentId::raw_blake3_of(&batch).to_string());
-        }
-        if !out.is_json() {
-            for (index, cid) in cids.iter().enumerate() {
+        for frame in batches.take(report.batches_count as usize) {
+            let (index, batch) =
+                frame.with_context(|| format!("read the batches of {}", path.display()))?;
+            let cid = ContentId::raw_blake3_of(&batch).to_string();
+            if !out.is_json() {
                 crate::output::print_line(&format!("batch {index}: {cid}"));
             }
+            cids.push(cid);
         }
         Some(cids)
     } else {
         None
     };
+    let span = report_span(&report);
     out.emit(
         &format!(
-            "{}: {} receipts in {} batches verify ({} bytes)",
+            "{}: {} receipts in {} batches verify ({} bytes{span})",
             path.display(),
             report.receipts_count,
             report.batches_count,
@@ -226,6 +248,7 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
         ),
         &json!({"receipts_file": path.display().to_string(), "receipts": report.receipts_count,
                 "batches": report.batches_count, "bytes": report.verified_len_bytes,
+                "segments": report.segments_count, "first_batch": report.first_batch_index,
                 "batch_cids": cids}),
     );
     Ok(())
@@ -474,6 +497,45 @@ mod tests {
                 refused(&bytes[..cut], &signer, &hashes[1], None).contains("not a receipt proof")
             );
         }
+    }
+
+    #[test]
+    fn a_rotated_log_reports_its_segments_and_an_anchored_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.log");
+        let key = SigningKey::from_seed(&[4; 32]);
+        let policy = metanode_cage::SegmentPolicy {
+            segment_bytes_max: 2_000,
+            segments_kept_max: 0,
+        };
+        let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy).unwrap();
+        let one_file = |sink: &FileSink| {
+            report_span(&verify_receipts(sink.path(), &key.public_key()).unwrap())
+        };
+        assert_eq!(one_file(&sink), "");
+        for b in 0..12u64 {
+            let receipts: Vec<_> = (2 * b..2 * b + 2).map(receipt).collect();
+            let hashes: Vec<_> = receipts.iter().map(|r| r.hash().unwrap()).collect();
+            let batch = SignedBatch::seal(&sink.tip(), receipts, &hashes, &key, b);
+            sink.append(&batch.to_encoded().unwrap()).unwrap();
+        }
+        let segments = sink.segment() + 1;
+        assert!(segments > 2);
+        assert_eq!(
+            one_file(&sink),
+            format!(", {segments} segments, batches 0..12")
+        );
+        std::fs::remove_file(&path).unwrap();
+        let report = verify_receipts(&path, &key.public_key()).unwrap();
+        assert!(report.first_batch_index > 0);
+        assert_eq!(
+            report_span(&report),
+            format!(
+                ", {} segments, batches {}..12 (older segments deleted; the chain is checked from the first kept one)",
+                segments - 1,
+                report.first_batch_index
+            )
+        );
     }
 
     #[test]
