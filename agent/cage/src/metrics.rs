@@ -51,6 +51,9 @@ pub struct Metrics {
     receipt_replica_errors: AtomicU64,
     receipt_batches_replica_dropped: AtomicU64,
     receipt_batches_unpinned: AtomicU64,
+    receipt_segments_started: AtomicU64,
+    receipt_segments_deleted: AtomicU64,
+    receipt_segment_delete_errors: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -80,6 +83,12 @@ pub struct MetricsSnapshot {
     pub receipt_batches_replica_dropped: u64,
     /// Batches unpinned in the store past `receipts.store_pinned_batches_max`.
     pub receipt_batches_unpinned: u64,
+    /// Receipt log segments started (rotation at `receipts.segment_bytes_max`).
+    pub receipt_segments_started: u64,
+    /// Receipt log segments deleted past `receipts.segments_kept_max`.
+    pub receipt_segments_deleted: u64,
+    /// Old receipt log segments that could not be deleted (left on disk).
+    pub receipt_segment_delete_errors: u64,
 }
 
 impl MetricsSnapshot {
@@ -157,6 +166,15 @@ impl Metrics {
     pub(crate) fn receipt_batch_unpinned(&self) {
         inc(&self.receipt_batches_unpinned);
     }
+    pub(crate) fn receipt_segment_started(&self) {
+        inc(&self.receipt_segments_started);
+    }
+    pub(crate) fn receipt_segment_deleted(&self) {
+        inc(&self.receipt_segments_deleted);
+    }
+    pub(crate) fn receipt_segment_delete_failed(&self) {
+        inc(&self.receipt_segment_delete_errors);
+    }
     pub(crate) fn receipt_replica_failed(&self) {
         inc(&self.receipt_replica_errors);
     }
@@ -199,6 +217,9 @@ impl Metrics {
             receipt_replica_errors: get(&self.receipt_replica_errors),
             receipt_batches_replica_dropped: get(&self.receipt_batches_replica_dropped),
             receipt_batches_unpinned: get(&self.receipt_batches_unpinned),
+            receipt_segments_started: get(&self.receipt_segments_started),
+            receipt_segments_deleted: get(&self.receipt_segments_deleted),
+            receipt_segment_delete_errors: get(&self.receipt_segment_delete_errors),
         }
     }
 }
@@ -296,8 +317,26 @@ pub fn render_prometheus(s: &MetricsSnapshot, out: &mut String) {
         (
             "receipt_batches_unpinned_total",
             "counter",
-            "Receipt batches unpinned in the content store past receipts.store_pinned_batches_max (the receipt file keeps them).",
+            "Receipt batches unpinned in the content store past receipts.store_pinned_batches_max (the receipt log keeps them, unless their segment is deleted).",
             s.receipt_batches_unpinned,
+        ),
+        (
+            "receipt_segments_started_total",
+            "counter",
+            "Receipt log segments started (rotation at receipts.segment_bytes_max).",
+            s.receipt_segments_started,
+        ),
+        (
+            "receipt_segments_deleted_total",
+            "counter",
+            "Oldest receipt log segments deleted past receipts.segments_kept_max.",
+            s.receipt_segments_deleted,
+        ),
+        (
+            "receipt_segment_delete_errors_total",
+            "counter",
+            "Old receipt log segments that could not be deleted (left on disk; the next start tries again).",
+            s.receipt_segment_delete_errors,
         ),
         (
             "receipt_replica_errors_total",

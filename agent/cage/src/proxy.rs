@@ -253,7 +253,8 @@ impl Server {
             &config.receipts.path,
             &signing_key.public_key(),
             config.receipts.segment_policy(),
-        )?;
+        )?
+        .with_metrics(metrics.clone());
         let receipt_reader = ReceiptReader::new(
             config.receipts.path.clone(),
             signing_key.public_key(),

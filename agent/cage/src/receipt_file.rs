@@ -39,6 +39,7 @@ use std::sync::Arc;
 use metanode_core::hash::Hash32;
 use metanode_core::keys::PublicKey;
 
+use crate::metrics::Metrics;
 use crate::receipt::{
     BatchError, ChainTip, EncodedBatch, RawFrame, Receipt, ReceiptSink, SignedBatch, SinkError,
     decode_frame, read_full, read_raw_frame,
@@ -634,21 +635,32 @@ impl BatchOffsets {
         index.segments.push_back((segment, first_batch_index));
     }
 
-    /// Forgets the oldest segment and its batches; returns its number.
-    /// Never the newest (the sink is appending to it).
-    fn drop_oldest_segment(&self) -> Option<u32> {
+    /// Deletes the oldest segment with `delete` (given its number) and, if
+    /// that succeeds, forgets it and its batches; returns its number and
+    /// what `delete` said, or None when only the newest is left (the sink
+    /// is appending to it). The index stays locked across `delete`, so a
+    /// reader never finds a batch whose file is gone and, once the file is
+    /// gone, sees `first()` past it. A failed delete changes nothing: the
+    /// segments on disk stay contiguous with the index.
+    fn delete_oldest_segment(
+        &self,
+        delete: impl FnOnce(u32) -> io::Result<()>,
+    ) -> Option<(u32, io::Result<()>)> {
         let mut index = self.0.write();
         if index.segments.len() < 2 {
             return None;
         }
-        let (segment, first) = index.segments.pop_front()?;
+        let &(segment, first) = index.segments.front()?;
+        if let Err(e) = delete(segment) {
+            return Some((segment, Err(e)));
+        }
+        index.segments.pop_front();
         let next_first = index.segments.front().map_or(first, |&(_, f)| f);
-        let count = next_first - first;
-        for _ in 0..count {
+        for _ in first..next_first {
             index.offsets.pop_front();
         }
         index.first_batch_index = next_first;
-        Some(segment)
+        Some((segment, Ok(())))
     }
 }
 
@@ -683,6 +695,8 @@ pub struct FileSink {
     /// Where the next frame starts in the current segment.
     end_bytes: u64,
     offsets: BatchOffsets,
+    /// Rotation and deletion counters, when the sink serves a cage.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl FileSink {
@@ -785,9 +799,16 @@ impl FileSink {
             frame: Vec::new(),
             end_bytes,
             offsets,
+            metrics: None,
         };
         sink.delete_old_segments();
         Ok(sink)
+    }
+
+    /// Counts rotations and deletions from now on in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> FileSink {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The log's batch index; readers keep a clone while the sink appends.
@@ -847,14 +868,18 @@ impl FileSink {
         self.segment_path = path;
         self.end_bytes = RECEIPT_SEGMENT_HEADER_BYTES;
         self.offsets.start_segment(next, self.tip.next_batch_index);
+        if let Some(m) = &self.metrics {
+            m.receipt_segment_started();
+        }
         self.delete_old_segments();
         Ok(())
     }
 
-    /// Deletes the oldest segments past `segments_kept_max`: out of the
-    /// index first (readers stop finding their batches), then off disk. A
-    /// failed delete is logged; the file stays, and the next open indexes
-    /// it again.
+    /// Deletes the oldest segments past `segments_kept_max`, oldest first,
+    /// each off disk and out of the index together. A failed delete is
+    /// counted and logged and stops the round (deleting a newer one would
+    /// leave a gap that no open accepts); the next rotation or open tries
+    /// again.
     fn delete_old_segments(&mut self) {
         let kept_max = self.policy.segments_kept_max as usize;
         if kept_max == 0 {
@@ -862,24 +887,37 @@ impl FileSink {
         }
         let mut deleted = false;
         while self.offsets.segments_count() > kept_max {
-            let Some(oldest) = self.offsets.drop_oldest_segment() else {
+            let base = &self.base;
+            let Some((oldest, result)) = self
+                .offsets
+                .delete_oldest_segment(|segment| std::fs::remove_file(segment_path(base, segment)))
+            else {
                 break;
             };
             let path = segment_path(&self.base, oldest);
-            match std::fs::remove_file(&path) {
+            match result {
                 Ok(()) => {
                     deleted = true;
+                    if let Some(m) = &self.metrics {
+                        m.receipt_segment_deleted();
+                    }
                     tracing::info!(
                         path = %path.display(),
                         first_batch_kept = self.offsets.first(),
                         "receipt log: deleted the oldest segment (receipts.segments_kept_max)"
                     );
                 }
-                Err(e) => tracing::warn!(
-                    path = %path.display(),
-                    error = %e,
-                    "receipt log: cannot delete an old segment"
-                ),
+                Err(e) => {
+                    if let Some(m) = &self.metrics {
+                        m.receipt_segment_delete_failed();
+                    }
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "receipt log: cannot delete the oldest segment; it stays, and the next rotation tries again"
+                    );
+                    break;
+                }
             }
         }
         if deleted && let Err(e) = sync_parent_dir(&self.segment_path) {
@@ -1120,6 +1158,51 @@ mod tests {
         assert_eq!(report.first_batch_index, sink.batch_offsets().first());
     }
 
+    /// A segment that cannot be deleted stays, and no newer one is deleted
+    /// past it (that would leave a gap no open accepts); once it can go,
+    /// the next open trims to the bound.
+    #[test]
+    fn a_failed_delete_never_leaves_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.log");
+        let key = key();
+        let policy = SegmentPolicy {
+            segments_kept_max: 3,
+            ..SMALL
+        };
+        let metrics = Arc::new(Metrics::new());
+        let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy)
+            .unwrap()
+            .with_metrics(metrics.clone());
+        while sink.segment() < 2 {
+            append(&mut sink, &key, 1);
+        }
+        // Segment 0 becomes undeletable by remove_file: a directory.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), b"x").unwrap();
+        while sink.segment() < 5 {
+            append(&mut sink, &key, 1);
+        }
+        let m = metrics.snapshot();
+        assert_eq!(m.receipt_segments_started, 5);
+        assert_eq!(m.receipt_segments_deleted, 0);
+        assert_eq!(m.receipt_segment_delete_errors, 3);
+        for s in 1..=5 {
+            assert!(segment_path(&path, s).exists(), "segment {s} kept");
+        }
+        assert_eq!(sink.batch_offsets().first(), 0);
+        let last = sink.tip();
+        drop(sink);
+        std::fs::remove_dir_all(&path).unwrap();
+        let sink = FileSink::open_segmented(&path, &key.public_key(), policy).unwrap();
+        assert_eq!(list_segments(&path).unwrap(), vec![3, 4, 5]);
+        assert_eq!(sink.tip(), last);
+        let report = verify_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!(report.first_batch_index, sink.batch_offsets().first());
+        assert_eq!(report.tip, last);
+    }
+
     #[test]
     fn a_torn_segment_header_is_repaired_at_open_and_named_by_verify() {
         let dir = tempfile::tempdir().unwrap();
@@ -1284,13 +1367,24 @@ mod tests {
         assert_eq!(at(2), Some((2, 64)));
         assert_eq!(at(3), None);
         assert_eq!(offsets.len(), 3);
-        assert_eq!(offsets.drop_oldest_segment(), Some(0));
+        let ok = |_| Ok(());
+        // A failed delete changes nothing.
+        let failed = offsets.delete_oldest_segment(|_| Err(io::Error::other("busy")));
+        assert!(matches!(failed, Some((0, Err(_)))));
+        assert_eq!((offsets.first(), at(0)), (0, Some((0, 8))));
+        assert!(matches!(
+            offsets.delete_oldest_segment(ok),
+            Some((0, Ok(())))
+        ));
         assert_eq!(offsets.first(), 2);
         assert_eq!(at(1), None);
-        assert_eq!(offsets.drop_oldest_segment(), Some(1));
+        assert!(matches!(
+            offsets.delete_oldest_segment(ok),
+            Some((1, Ok(())))
+        ));
         assert_eq!(at(2), Some((2, 64)));
-        // The newest is never dropped.
-        assert_eq!(offsets.drop_oldest_segment(), None);
+        // The newest is never deleted.
+        assert!(offsets.delete_oldest_segment(ok).is_none());
         assert_eq!(offsets.len(), 3);
     }
 }
