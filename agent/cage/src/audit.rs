@@ -162,13 +162,17 @@ impl ReceiptReader {
         let BatchLocation {
             segment,
             offset_bytes: offset,
-        } = self
-            .offsets
-            .get(batch_index)
-            .ok_or_else(|| LookupError::BatchNotWritten {
-                batch_index,
-                batches_count: self.offsets.len(),
-            })?;
+        } = self.offsets.get(batch_index).ok_or_else(|| {
+            // Its segment may have been deleted since the check above.
+            if batch_index < self.offsets.first() {
+                deleted()
+            } else {
+                LookupError::BatchNotWritten {
+                    batch_index,
+                    batches_count: self.offsets.len(),
+                }
+            }
+        })?;
         let path = segment_path(&self.path, segment);
         let read_err = |source| LookupError::Read {
             batch_index,

@@ -561,11 +561,24 @@ impl CageConfig {
                 )
             })?;
         }
-        check_u32(
-            "receipts.segments_kept_max",
-            rc.segments_kept_max,
-            &RECEIPT_SEGMENTS_KEPT_RANGE,
-        )?;
+        if rc.segments_kept_max != 0 {
+            check_u32(
+                "receipts.segments_kept_max",
+                rc.segments_kept_max,
+                &RECEIPT_SEGMENTS_KEPT_RANGE,
+            )
+            .map_err(|_| {
+                invalid(
+                    "receipts.segments_kept_max",
+                    format!(
+                        "{} is outside {}..={} (or 0: keep every segment)",
+                        rc.segments_kept_max,
+                        RECEIPT_SEGMENTS_KEPT_RANGE.start(),
+                        RECEIPT_SEGMENTS_KEPT_RANGE.end()
+                    ),
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -767,10 +780,15 @@ mod tests {
             err.contains("receipts.segment_bytes_max") && err.contains("0: never rotate"),
             "{err}"
         );
-        let err = with("{ path: /r, segments_kept_max: 2000000 }")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("receipts.segments_kept_max"), "{err}");
+        for bad in [1, 2_000_000] {
+            let err = with(&format!("{{ path: /r, segments_kept_max: {bad} }}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("receipts.segments_kept_max") && err.contains("0: keep every"),
+                "{err}"
+            );
+        }
         let err = with("{ path: /r, segments_kept_max: -1 }")
             .unwrap_err()
             .to_string();

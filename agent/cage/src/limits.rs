@@ -181,7 +181,9 @@ pub const RECEIPT_SEGMENT_BYTES_RANGE: RangeInclusive<u64> = (1 << 20)..=(64 << 
 pub const DEFAULT_RECEIPT_SEGMENT_BYTES_MAX: u64 = 64 << 20;
 /// `receipts.segments_kept_max`: the oldest segments past this count are
 /// deleted (0 = keep all; the default, as the audit trail is the point).
-pub const RECEIPT_SEGMENTS_KEPT_RANGE: RangeInclusive<u32> = 0..=1_000_000;
+/// At least 2 otherwise: with 1, every rotation would delete the batches
+/// that responses named seconds before.
+pub const RECEIPT_SEGMENTS_KEPT_RANGE: RangeInclusive<u32> = 2..=1_000_000;
 
 // ---- compile-time checks ----
 

@@ -1145,10 +1145,12 @@ fn put_once(replica: &mut dyn BatchReplica, signed_batch: &[u8]) -> Result<Strin
     }
 }
 
-/// Puts every batch of the receipt file (up to its length now); stops at
-/// the first failure or when closing (the next start tries again). New
-/// batches queue meanwhile; any the queue's bound drops are in the file, so
-/// the next start puts them too.
+/// Puts every batch of the receipt log that was there at open (the first
+/// `file_batches`, in the segments still on disk; a segment deleted
+/// meanwhile is skipped); stops at the first failure or when closing (the
+/// next start tries again). New batches queue meanwhile; any the queue's
+/// bound drops are in the log, so the next start puts them too, unless
+/// `receipts.segments_kept_max` deleted their segment first.
 ///
 /// With a retention window, batches older than the file's newest
 /// `pinned_max` (of `file_batches` in the file at open) are not stored
@@ -1185,6 +1187,11 @@ fn resync(
                 return;
             }
         };
+        // Batches appended since the open reach the store through the
+        // queue; putting them here too would track them twice.
+        if index >= file_batches {
+            break;
+        }
         if index < keep_from {
             let cid = ContentId::raw_blake3_of(&signed_batch);
             unpin_once(replica, index, &cid, metrics);

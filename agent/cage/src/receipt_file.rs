@@ -32,7 +32,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,6 +51,10 @@ pub const RECEIPT_FILE_MAGIC: &[u8; 8] = b"MNCAGER1";
 pub const RECEIPT_SEGMENT_MAGIC: &[u8; 8] = b"MNCAGES1";
 /// A later segment's header: magic, segment number, the tip it continues.
 pub const RECEIPT_SEGMENT_HEADER_BYTES: u64 = 8 + 8 + 8 + 8 + 32;
+
+/// The largest batch index or receipt sequence a segment header may start
+/// at.
+const SEGMENT_START_NUMBER_MAX: u64 = 1 << 62;
 
 /// When the sink starts a new segment and how many it keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,8 +145,6 @@ pub enum VerifyReceiptsError {
         expected_receipt_seq: u64,
         same_numbers: bool,
     },
-    #[error("receipt file {} has no segment {segment}+1: the segment count is at its bound", .path.display())]
-    SegmentCountOverflow { path: PathBuf, segment: u32 },
 }
 
 /// What a verified receipt log holds.
@@ -272,6 +274,18 @@ fn decode_segment_header(
             "names segment {named}, but the file is segment {segment}"
         )));
     }
+    // Far beyond any real log (2^62 batches), so `next_tip` arithmetic on
+    // what follows can never overflow.
+    for (what, value) in [
+        ("batch index", u64_at(16)),
+        ("receipt sequence", u64_at(24)),
+    ] {
+        if value > SEGMENT_START_NUMBER_MAX {
+            return Err(bad(format!(
+                "starts at {what} {value}, past {SEGMENT_START_NUMBER_MAX}"
+            )));
+        }
+    }
     let mut hash = [0u8; 32];
     hash.copy_from_slice(bytes.get(32..64).unwrap_or(&[0; 32]));
     Ok(ChainTip {
@@ -342,7 +356,23 @@ fn scan_segment(
                 }),
             };
         }
-        decode_segment_header(&header, segment, path)?
+        match decode_segment_header(&header, segment, path) {
+            Ok(start) => start,
+            // A last segment holding only a bad header: a crash after the
+            // file grew but before the header's bytes were on disk. No
+            // batch is in it, so the opener rewrites it.
+            Err(e) => match expected_start {
+                Some(start) if allow_torn_tail && reader.fill_buf().map_err(io_err)?.is_empty() => {
+                    tracing::warn!(path = %path.display(), error = %e, "receipt segment without batches has a bad header; rewriting it");
+                    return Ok(SegmentScan {
+                        start,
+                        end: start,
+                        verified_len_bytes: 0,
+                    });
+                }
+                _ => return Err(e),
+            },
+        }
     };
     if let Some(expected) = expected_start
         && start != expected
@@ -471,8 +501,9 @@ pub fn read_signed_batches(
     VerifyReceiptsError,
 > {
     let base = path.to_path_buf();
-    let mut segments = list_segments(path)?.into_iter();
-    let mut current: Option<(PathBuf, BufReader<io::Take<File>>, u64)> = None;
+    let mut segments = list_segments(path)?.into_iter().peekable();
+    // (path, reader, offset, is the last segment listed)
+    let mut current: Option<(PathBuf, BufReader<io::Take<File>>, u64, bool)> = None;
     let mut next_index = 0u64;
     let mut failed = false;
     Ok(std::iter::from_fn(move || {
@@ -482,20 +513,38 @@ pub fn read_signed_batches(
             }
             if current.is_none() {
                 let segment = segments.next()?;
+                let last = segments.peek().is_none();
                 match open_segment_for_reading(&base, segment) {
                     Ok(Some((reader, start))) => {
                         next_index = start.next_batch_index;
-                        current =
-                            Some((segment_path(&base, segment), reader, header_bytes(segment)));
+                        current = Some((
+                            segment_path(&base, segment),
+                            reader,
+                            header_bytes(segment),
+                            last,
+                        ));
                     }
-                    Ok(None) => return None,
+                    // A crash mid-rotation: nothing was written there yet.
+                    Ok(None) if last => return None,
+                    Ok(None) => {
+                        failed = true;
+                        return Some(Err(VerifyReceiptsError::SegmentHeader {
+                            path: segment_path(&base, segment),
+                            reason: "torn, in a segment that is not the last".into(),
+                        }));
+                    }
+                    // Deleted (oldest first) since it was listed: its
+                    // batches are gone; the next segment continues.
+                    Err(VerifyReceiptsError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => {
                         failed = true;
                         return Some(Err(e));
                     }
                 }
+                continue;
             }
-            let (seg_path, reader, offset) = current.as_mut()?;
+            let (seg_path, reader, offset, last) = current.as_mut()?;
             match read_raw_frame(reader, seg_path, *offset) {
                 Ok(RawFrame::Body(body)) => {
                     *offset += 4 + body.len() as u64;
@@ -504,7 +553,14 @@ pub fn read_signed_batches(
                     return Some(Ok((index, body)));
                 }
                 Ok(RawFrame::End) => current = None,
-                Ok(RawFrame::Torn) => return None,
+                Ok(RawFrame::Torn) if *last => return None,
+                Ok(RawFrame::Torn) => {
+                    failed = true;
+                    return Some(Err(VerifyReceiptsError::Truncated {
+                        path: seg_path.clone(),
+                        offset: *offset,
+                    }));
+                }
                 Err(e) => {
                     failed = true;
                     return Some(Err(e));
@@ -595,7 +651,8 @@ impl BatchOffsets {
         })
     }
 
-    /// Batches written so far: they are numbered `0..len()`.
+    /// Batches written so far (the next batch's index); those still on
+    /// disk are `first()..len()`.
     pub fn len(&self) -> u64 {
         let index = self.0.read();
         index.first_batch_index + index.offsets.len() as u64
@@ -1239,6 +1296,22 @@ mod tests {
         let sink = FileSink::open_segmented(&path, &key.public_key(), SMALL).unwrap();
         assert_eq!(sink.segment(), last + 2);
         assert!(verify_receipts(&path, &key.public_key()).is_ok());
+        // A whole header of zeros (the file grew, its bytes never landed)
+        // in a segment without batches: rewritten too.
+        drop(sink);
+        let zeros = segment_path(&path, last + 3);
+        std::fs::write(&zeros, [0u8; RECEIPT_SEGMENT_HEADER_BYTES as usize]).unwrap();
+        assert!(verify_receipts(&path, &key.public_key()).is_err());
+        let sink = FileSink::open_segmented(&path, &key.public_key(), SMALL).unwrap();
+        assert_eq!(sink.segment(), last + 3);
+        assert_eq!(
+            std::fs::read(&zeros).unwrap(),
+            encode_segment_header(last + 3, &sink.tip())
+        );
+        assert_eq!(
+            verify_receipts(&path, &key.public_key()).unwrap().tip,
+            sink.tip()
+        );
     }
 
     #[test]
@@ -1297,6 +1370,15 @@ mod tests {
             other => panic!("expected SegmentDoesNotContinue, got {other:?}"),
         }
         bytes[40] ^= 1;
+        let mut huge = bytes.clone();
+        huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&seg2, &huge).unwrap();
+        match verify_receipts(&path, &key.public_key()) {
+            Err(VerifyReceiptsError::SegmentHeader { reason, .. }) => {
+                assert!(reason.contains("past"), "{reason}");
+            }
+            other => panic!("expected SegmentHeader, got {other:?}"),
+        }
         bytes[8] = 7; // names segment 7
         std::fs::write(&seg2, &bytes).unwrap();
         match verify_receipts(&path, &key.public_key()) {
@@ -1321,6 +1403,12 @@ mod tests {
             Err(VerifyReceiptsError::Truncated { path: p, .. }) => assert_eq!(p, seg1),
             other => panic!("expected Truncated, got {other:?}"),
         }
+        // Resync's reader names it too, rather than stopping quietly.
+        let last = read_signed_batches(&path).unwrap().last().unwrap();
+        assert!(
+            matches!(&last, Err(VerifyReceiptsError::Truncated { path: p, .. }) if *p == seg1),
+            "{last:?}"
+        );
         assert!(FileSink::open_segmented(&path, &key.public_key(), SMALL).is_err());
         assert_eq!(std::fs::metadata(&seg1).unwrap().len(), len - 5);
     }

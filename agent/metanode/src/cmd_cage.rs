@@ -224,9 +224,18 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
         let mut cids = Vec::new();
         let batches =
             read_signed_batches(path).with_context(|| format!("read {}", path.display()))?;
-        for frame in batches.take(report.batches_count as usize) {
+        // The verified range only: a live log may have rotated or deleted
+        // segments since.
+        let verified = report.first_batch_index..report.tip.next_batch_index;
+        for frame in batches {
             let (index, batch) =
                 frame.with_context(|| format!("read the batches of {}", path.display()))?;
+            if index >= verified.end {
+                break;
+            }
+            if index < verified.start {
+                continue;
+            }
             let cid = ContentId::raw_blake3_of(&batch).to_string();
             if !out.is_json() {
                 crate::output::print_line(&format!("batch {index}: {cid}"));
