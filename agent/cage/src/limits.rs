@@ -173,9 +173,10 @@ pub const RECEIPT_ENCODED_BYTES_MAX: u32 =
 pub const RECEIPT_FRAME_BYTES_MAX: u32 =
     512 + *RECEIPT_BATCH_COUNT_RANGE.end() * RECEIPT_ENCODED_BYTES_MAX;
 /// `receipts.segment_bytes_max`: a receipt log segment's size before the
-/// next batch starts a new one (0 = never). At least 1 MiB, so rotation
-/// stays rare next to the fsync per batch; at most 64 GiB.
-pub const RECEIPT_SEGMENT_BYTES_RANGE: RangeInclusive<u64> = (1 << 20)..=(64 << 30);
+/// next batch starts a new one (0 = never). At least 64 KiB (~500
+/// receipts), so a rotation (a create and two fsyncs) stays rare next to
+/// the fsync per batch; at most 64 GiB.
+pub const RECEIPT_SEGMENT_BYTES_RANGE: RangeInclusive<u64> = (64 << 10)..=(64 << 30);
 /// 64 MiB: at ~300 bytes per receipt, ~220k receipts, or about 11 s of
 /// 20k signed requests/s, per segment.
 pub const DEFAULT_RECEIPT_SEGMENT_BYTES_MAX: u64 = 64 << 20;

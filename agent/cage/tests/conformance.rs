@@ -176,6 +176,15 @@ struct Harness {
 
 impl Harness {
     async fn start(extra_yaml: &str) -> Harness {
+        Harness::start_with(
+            "batch_count_max: 3, flush_interval_ms: 50, response_header: true",
+            extra_yaml,
+        )
+        .await
+    }
+
+    /// [`Harness::start`] with these `receipts:` fields (besides `path`).
+    async fn start_with(receipts_fields: &str, extra_yaml: &str) -> Harness {
         let upstream = start_upstream().await;
         let sloppy = start_sloppy_upstream().await;
         let down = closed_port().await;
@@ -190,7 +199,7 @@ impl Harness {
              \x20 - {{ path_prefix: /down, upstream: \"127.0.0.1:{down}\", unsigned: allow-with-receipt }}\n\
              \x20 - {{ path_prefix: /sloppy, upstream: \"{sloppy}\", unsigned: allow-with-receipt }}\n\
              keys: {{ inline: {{ client-1: {client_pub} }} }}\n\
-             receipts: {{ path: {}, batch_count_max: 3, flush_interval_ms: 50, response_header: true }}\n\
+             receipts: {{ path: {}, {receipts_fields} }}\n\
              {extra_yaml}",
             receipts_path.display()
         );
@@ -928,6 +937,85 @@ async fn slowloris_and_idle_connections_are_closed() {
     assert_eq!(malformed[0].status, 400);
     assert_eq!(report.metrics.connections_closed_header_timeout, 2);
     assert!(report.metrics.connections_closed_idle >= 1);
+}
+
+/// The running cage rotates its receipt log at `receipts.segment_bytes_max`
+/// and deletes the oldest segments past `receipts.segments_kept_max`: the
+/// log left verifies from its first kept segment up to every receipt
+/// written, and each response's receipt in a kept batch is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_log_rotates_and_keeps_its_newest_segments() {
+    const CONNECTIONS: usize = 6;
+    const PER_CONNECTION: usize = 400;
+    let mut h = Harness::start_with(
+        "batch_count_max: 64, flush_interval_ms: 20, response_header: true, \
+         segment_bytes_max: 65536, segments_kept_max: 2",
+        "",
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let addr = h.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut raw = Vec::new();
+            for n in 0..PER_CONNECTION {
+                let close = if n + 1 == PER_CONNECTION {
+                    "Connection: close\r\n"
+                } else {
+                    ""
+                };
+                raw.extend_from_slice(
+                    format!("GET /open/r{c}-{n} HTTP/1.1\r\nHost: cage\r\n{close}\r\n").as_bytes(),
+                );
+            }
+            let mut conn = TcpStream::connect(addr).await.unwrap();
+            requests_on_one_connection(&mut conn, &raw).await
+        }));
+    }
+    // (receipt hash, batch) of every response.
+    let mut named = Vec::new();
+    for task in tasks {
+        let text = task.await.unwrap();
+        assert_eq!(text.matches("HTTP/1.1 200").count(), PER_CONNECTION);
+        for line in text.lines() {
+            if let Some(value) = line.strip_prefix(&format!("{RECEIPT_HEADER}: ")) {
+                let (hash, batch) = value.split_once("; batch=").unwrap();
+                named.push((
+                    hash.parse::<Hash32>().unwrap(),
+                    batch.parse::<u64>().unwrap(),
+                ));
+            }
+        }
+    }
+    assert_eq!(named.len(), CONNECTIONS * PER_CONNECTION);
+    let _ = h.stop.take().unwrap().send(());
+    let report = (&mut h.task).await.unwrap();
+    assert_eq!(report.receipts.error, None);
+    assert_eq!(report.receipts.receipts_written, named.len() as u64);
+
+    let node = SigningKey::from_seed(&NODE_SEED).public_key();
+    let verified = verify_receipts(&h.receipts_path, &node).unwrap();
+    assert_eq!(verified.segments_count, 2);
+    assert!(
+        verified.first_batch_index > 0,
+        "the oldest segments were deleted"
+    );
+    assert_eq!(verified.tip, report.receipts.tip);
+    assert!(!h.receipts_path.exists(), "segment 0 was deleted");
+    let kept = read_receipts(&h.receipts_path, &node).unwrap();
+    let kept_hashes: std::collections::HashSet<Hash32> =
+        kept.iter().map(|r| r.hash().unwrap()).collect();
+    let (in_kept, in_deleted): (Vec<_>, Vec<_>) = named
+        .iter()
+        .partition(|(_, batch)| *batch >= verified.first_batch_index);
+    assert!(!in_deleted.is_empty() && !in_kept.is_empty());
+    assert_eq!(in_kept.len() as u64, verified.receipts_count);
+    for (hash, batch) in in_kept {
+        assert!(
+            kept_hashes.contains(&hash),
+            "receipt of batch {batch} is kept"
+        );
+    }
 }
 
 #[tokio::test]
