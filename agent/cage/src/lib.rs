@@ -44,5 +44,5 @@ pub use receipt::{
 };
 pub use receipt_file::{
     BatchLocation, BatchOffsets, FileSink, SegmentPolicy, VerifyReport, read_receipts,
-    read_signed_batches, verify_receipts,
+    read_signed_batches, verify_receipts, verify_receipts_with_progress,
 };

@@ -480,6 +480,30 @@ pub fn verify_receipts(path: &Path, key: &PublicKey) -> Result<VerifyReport, Ver
     Ok(scan_log(path, key, false, &mut |_, _, _| {})?.report)
 }
 
+/// [`verify_receipts`], calling `progress(bytes_done, bytes_total)` after
+/// each batch (a log of many segments takes a while). The total is the
+/// segments' size when verification starts.
+pub fn verify_receipts_with_progress(
+    path: &Path,
+    key: &PublicKey,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, VerifyReceiptsError> {
+    // Bytes before each segment, by segment number.
+    let mut before = std::collections::HashMap::new();
+    let mut total = 0u64;
+    for segment in list_segments(path)? {
+        before.insert(segment, total);
+        total += std::fs::metadata(segment_path(path, segment)).map_or(0, |m| m.len());
+    }
+    let report = scan_log(path, key, false, &mut |segment, offset, _| {
+        let done = before.get(&segment).map_or(total, |b| b + offset);
+        progress(done.min(total), total);
+    })?
+    .report;
+    progress(total, total);
+    Ok(report)
+}
+
 /// Every receipt of a receipt log, in order, if the whole log verifies.
 pub fn read_receipts(path: &Path, key: &PublicKey) -> Result<Vec<Receipt>, VerifyReceiptsError> {
     let mut out = Vec::new();
@@ -1106,6 +1130,22 @@ mod tests {
             assert!(len <= SMALL.segment_bytes_max, "segment {s}: {len} bytes");
         }
         let report = verify_receipts(&path, &key.public_key()).unwrap();
+        let mut seen = Vec::new();
+        let same = verify_receipts_with_progress(&path, &key.public_key(), &mut |done, total| {
+            seen.push((done, total))
+        })
+        .unwrap();
+        assert_eq!(same, report);
+        // One call per batch and one at the end, never backwards, ending
+        // at the log's size.
+        assert_eq!(seen.len(), 21);
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+        let size: u64 = segments
+            .iter()
+            .map(|&s| std::fs::metadata(segment_path(&path, s)).unwrap().len())
+            .sum();
+        assert_eq!(*seen.last().unwrap(), (size, size));
+        assert_eq!(report.verified_len_bytes, size);
         assert_eq!(report.batches_count, 20);
         assert_eq!(report.receipts_count, 40);
         assert_eq!(report.first_batch_index, 0);

@@ -1,12 +1,14 @@
 //! `metanode cage …`: run the HTTP Cage on its own (the agent runs it from
 //! the node config's `traffic.cage`), and verify its receipt file.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use metanode_cage::{
-    CageConfig, PolicyHandle, ReceiptProof, allow_all_policy, read_signed_batches, verify_receipts,
+    CageConfig, PolicyHandle, ReceiptProof, allow_all_policy, read_signed_batches,
+    verify_receipts_with_progress,
 };
 use metanode_core::cid::ContentId;
 use metanode_core::encoding::Decode as _;
@@ -217,7 +219,29 @@ fn report_span(report: &metanode_cage::VerifyReport) -> String {
 fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
     let path = &args.receipts;
     let key = parse_public_key(&args.signer)?;
-    let report = verify_receipts(path, &key).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    // A byte bar on a terminal: a log of many 64 MiB segments takes a while.
+    let bar = (!out.is_json() && std::io::stderr().is_terminal()).then(|| {
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        )
+    });
+    if let Some(bar) = &bar {
+        bar.set_message("verifying");
+    }
+    let verified = verify_receipts_with_progress(path, &key, &mut |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = verified.map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let cids = if args.cids {
         // The file verified; its batches, up to the verified length, are
         // the blobs. A batch appended since is left out.
@@ -419,7 +443,7 @@ fn format_unix_ms(ms: u64) -> String {
 mod tests {
     use metanode_cage::receipt::request_hash;
     use metanode_cage::{
-        Decision, FileSink, Receipt, ReceiptReader, ReceiptSink as _, SignedBatch,
+        Decision, FileSink, Receipt, ReceiptReader, ReceiptSink as _, SignedBatch, verify_receipts,
     };
     use metanode_core::encoding::Encode as _;
 
