@@ -299,6 +299,9 @@ pub struct ReceiptsConfig {
     /// Delete the oldest segments past this many; 0 = keep every segment.
     /// Deleted batches stay verifiable only where they were copied (the
     /// store, an archive); the log verifies from its first kept segment.
+    /// Deleting happens at rotation and when the cage starts, before the
+    /// store's resync, so batches of a deleted segment that never reached
+    /// the store (a failing store, a crash) are gone.
     #[serde(default)]
     pub segments_kept_max: u32,
 }

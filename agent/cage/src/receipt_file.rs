@@ -449,14 +449,25 @@ fn scan_log(
     for (i, &segment) in numbers.iter().enumerate() {
         let last = i + 1 == numbers.len();
         let expected = segments.last().map(|(_, s)| s.end);
-        let scan = scan_segment(
+        let scan = match scan_segment(
             &segment_path(base, segment),
             segment,
             key,
             expected,
             allow_torn_tail && last,
             &mut |offset, batch| on_batch(segment, offset, batch),
-        )?;
+        ) {
+            Ok(scan) => scan,
+            // A live log deleted its oldest segment since the listing
+            // (oldest first, so only while nothing is scanned yet): the
+            // log now starts at the next one.
+            Err(VerifyReceiptsError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound && segments.is_empty() && !last =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         segments.push((segment, scan));
     }
     let start = segments.first().map_or(ChainTip::GENESIS, |(_, s)| s.start);
@@ -515,7 +526,9 @@ pub fn read_receipts(path: &Path, key: &PublicKey) -> Result<Vec<Receipt>, Verif
 
 /// The signed batches (frames without their length) of a receipt log with
 /// their batch indexes, over all segments, up to each segment's length when
-/// it is reached; a torn frame or header ends them. Each is one canonical
+/// it is reached. A torn frame or header ends them in the last segment (a
+/// crash) and is an error in any other; a segment deleted since the listing
+/// is skipped. Each is one canonical
 /// `SignedBatch`, the bytes the agent stores as a blob. Unverified:
 /// [`verify_receipts`] checks the log.
 pub fn read_signed_batches(

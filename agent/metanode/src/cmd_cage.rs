@@ -266,6 +266,17 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
             }
             cids.push(cid);
         }
+        // Segments the cage deleted between the two reads take their
+        // batches with them: say so rather than list fewer.
+        if cids.len() as u64 != report.batches_count {
+            bail!(
+                "{}: {} of the {} verified batches were still there to list; the cage deleted \
+                 old segments meanwhile (receipts.segments_kept_max): run it again",
+                path.display(),
+                cids.len(),
+                report.batches_count
+            );
+        }
         Some(cids)
     } else {
         None
