@@ -295,6 +295,48 @@ fn decode_segment_header(
     })
 }
 
+/// What a segment's first bytes say.
+enum SegmentStart {
+    /// The header is whole: the chain tip the segment continues.
+    Tip(ChainTip),
+    /// Shorter than its header, and (segment 0) a prefix of its magic: a
+    /// crash came while the file was being created. `got` bytes are there.
+    Torn { got: usize },
+}
+
+/// Reads segment `segment`'s magic (segment 0) or header (later ones) from
+/// the start of `reader`. A wrong magic or a header that does not decode is
+/// an error; the callers decide what a torn start means where they are.
+fn read_segment_start(
+    reader: &mut impl Read,
+    segment: u32,
+    path: &Path,
+) -> Result<SegmentStart, VerifyReceiptsError> {
+    let io_err = |source| VerifyReceiptsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if segment == 0 {
+        let mut magic = [0u8; 8];
+        let got = read_full(reader, &mut magic).map_err(io_err)?;
+        if got < 8 && RECEIPT_FILE_MAGIC.starts_with(magic.get(..got).unwrap_or_default()) {
+            return Ok(SegmentStart::Torn { got });
+        }
+        if &magic != RECEIPT_FILE_MAGIC {
+            return Err(VerifyReceiptsError::BadMagic {
+                path: path.to_path_buf(),
+            });
+        }
+        return Ok(SegmentStart::Tip(ChainTip::GENESIS));
+    }
+    let mut header = [0u8; RECEIPT_SEGMENT_HEADER_BYTES as usize];
+    let got = read_full(reader, &mut header).map_err(io_err)?;
+    if (got as u64) < RECEIPT_SEGMENT_HEADER_BYTES {
+        return Ok(SegmentStart::Torn { got });
+    }
+    decode_segment_header(&header, segment, path).map(SegmentStart::Tip)
+}
+
 /// One segment as scanned.
 #[derive(Clone, Copy, Debug)]
 struct SegmentScan {
@@ -321,58 +363,42 @@ fn scan_segment(
         source,
     };
     let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
-    let start = if segment == 0 {
-        let mut magic = [0u8; 8];
-        let got = read_full(&mut reader, &mut magic).map_err(io_err)?;
-        let prefix = magic.get(..got).unwrap_or_default();
-        if got < 8 && allow_torn_tail && RECEIPT_FILE_MAGIC.starts_with(prefix) {
-            // Created, and the crash came before its magic was whole.
-            return Ok(SegmentScan {
-                start: ChainTip::GENESIS,
-                end: ChainTip::GENESIS,
-                verified_len_bytes: 0,
-            });
-        }
-        if got < 8 || &magic != RECEIPT_FILE_MAGIC {
-            return Err(VerifyReceiptsError::BadMagic {
-                path: path.to_path_buf(),
-            });
-        }
-        ChainTip::GENESIS
-    } else {
-        let mut header = [0u8; RECEIPT_SEGMENT_HEADER_BYTES as usize];
-        let got = read_full(&mut reader, &mut header).map_err(io_err)?;
-        if (got as u64) < RECEIPT_SEGMENT_HEADER_BYTES {
-            return match expected_start {
-                // The crash came mid-rotation: the opener rewrites it.
-                Some(start) if allow_torn_tail => Ok(SegmentScan {
-                    start,
-                    end: start,
-                    verified_len_bytes: 0,
+    // A last segment whose start is torn, or (a later one) holds only a
+    // header that does not decode: a crash while it was being created,
+    // before the header's bytes were on disk. No batch is in it, so the
+    // opener rewrites it from the end of the segment before.
+    let unwritten = match expected_start {
+        Some(start) if allow_torn_tail => Some(start),
+        None if allow_torn_tail && segment == 0 => Some(ChainTip::GENESIS),
+        _ => None,
+    };
+    let empty = |start| SegmentScan {
+        start,
+        end: start,
+        verified_len_bytes: 0,
+    };
+    let start = match read_segment_start(&mut reader, segment, path) {
+        Ok(SegmentStart::Tip(start)) => start,
+        Ok(SegmentStart::Torn { got }) => {
+            return match unwritten {
+                Some(start) => Ok(empty(start)),
+                None if segment == 0 => Err(VerifyReceiptsError::BadMagic {
+                    path: path.to_path_buf(),
                 }),
-                _ => Err(VerifyReceiptsError::SegmentHeader {
+                None => Err(VerifyReceiptsError::SegmentHeader {
                     path: path.to_path_buf(),
                     reason: format!("torn: {got} of {RECEIPT_SEGMENT_HEADER_BYTES} bytes"),
                 }),
             };
         }
-        match decode_segment_header(&header, segment, path) {
-            Ok(start) => start,
-            // A last segment holding only a bad header: a crash after the
-            // file grew but before the header's bytes were on disk. No
-            // batch is in it, so the opener rewrites it.
-            Err(e) => match expected_start {
-                Some(start) if allow_torn_tail && reader.fill_buf().map_err(io_err)?.is_empty() => {
-                    tracing::warn!(path = %path.display(), error = %e, "receipt segment without batches has a bad header; rewriting it");
-                    return Ok(SegmentScan {
-                        start,
-                        end: start,
-                        verified_len_bytes: 0,
-                    });
-                }
-                _ => return Err(e),
-            },
-        }
+        Err(e @ VerifyReceiptsError::SegmentHeader { .. }) => match unwritten {
+            Some(start) if segment > 0 && reader.fill_buf().map_err(io_err)?.is_empty() => {
+                tracing::warn!(path = %path.display(), error = %e, "receipt segment without batches has a bad header; rewriting it");
+                return Ok(empty(start));
+            }
+            _ => return Err(e),
+        },
+        Err(e) => return Err(e),
     };
     if let Some(expected) = expected_start
         && start != expected
@@ -622,24 +648,10 @@ fn open_segment_for_reading(
     let file = File::open(&path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     let mut reader = BufReader::new(file.take(len));
-    if segment == 0 {
-        let mut magic = [0u8; 8];
-        let got = read_full(&mut reader, &mut magic).map_err(io_err)?;
-        if got < 8 && RECEIPT_FILE_MAGIC.starts_with(magic.get(..got).unwrap_or_default()) {
-            return Ok(None);
-        }
-        if &magic != RECEIPT_FILE_MAGIC {
-            return Err(VerifyReceiptsError::BadMagic { path });
-        }
-        return Ok(Some((reader, ChainTip::GENESIS)));
-    }
-    let mut header = [0u8; RECEIPT_SEGMENT_HEADER_BYTES as usize];
-    let got = read_full(&mut reader, &mut header).map_err(io_err)?;
-    if (got as u64) < RECEIPT_SEGMENT_HEADER_BYTES {
-        return Ok(None);
-    }
-    let start = decode_segment_header(&header, segment, &path)?;
-    Ok(Some((reader, start)))
+    Ok(match read_segment_start(&mut reader, segment, &path)? {
+        SegmentStart::Tip(start) => Some((reader, start)),
+        SegmentStart::Torn { .. } => None,
+    })
 }
 
 /// Where one batch's frame is.
