@@ -58,7 +58,7 @@ impl Output {
 
     /// Report an error with its whole cause chain; exit code 1.
     pub fn fail(&self, err: &anyhow::Error) -> ExitCode {
-        let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+        let chain = cause_chain(err);
         if self.json {
             let value = serde_json::json!({ "error": chain.join(": "), "causes": chain });
             eprintln!("{value}");
@@ -67,6 +67,22 @@ impl Output {
         }
         ExitCode::from(1)
     }
+}
+
+/// The messages of `err` and its causes, outermost first, without a cause
+/// that the message before it already ends with: many error types print
+/// their source in their own message (`cannot open key file X: No such
+/// file`) and also return it from `source()`, which would say it twice.
+pub fn cause_chain(err: &anyhow::Error) -> Vec<String> {
+    let mut chain: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if chain.last().is_some_and(|prev| prev.ends_with(&text)) {
+            continue;
+        }
+        chain.push(text);
+    }
+    chain
 }
 
 #[derive(Debug, Subcommand)]
@@ -713,4 +729,29 @@ fn replay_cmd(args: &ReplayArgs, out: &Output) -> anyhow::Result<()> {
         bail!("the workload is not deterministic under perturbation");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open key file k: {source}")]
+    struct OpenError {
+        source: std::io::Error,
+    }
+
+    /// A cause printed inside its parent's message is said once; a cause
+    /// the parent does not print is kept.
+    #[test]
+    fn a_cause_already_in_its_parent_message_is_said_once() {
+        let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let err = anyhow::Error::new(OpenError { source: gone }).context("load key k");
+        assert_eq!(
+            cause_chain(&err),
+            ["load key k", "cannot open key file k: gone"]
+        );
+        let plain = anyhow::Error::new(std::io::Error::other("disk on fire")).context("write x");
+        assert_eq!(cause_chain(&plain), ["write x", "disk on fire"]);
+    }
 }

@@ -134,7 +134,8 @@ impl DocklockService {
                     .into(),
             ));
         }
-        let failed = |e: anyhow::Error| CageRunError::Failed(format!("{e:#}"));
+        let failed =
+            |e: anyhow::Error| CageRunError::Failed(crate::output::cause_chain(&e).join(": "));
         let run_dir = tempfile::Builder::new()
             .prefix("run-")
             .tempdir_in(&self.runs_dir)

@@ -5,4 +5,4 @@
 //! because the thin `metanode-docklock` launcher must not depend on this
 //! crate (its start-up cost is the reason it exists).
 
-pub use metanode_docklock::cli::{Output, print_line};
+pub use metanode_docklock::cli::{Output, cause_chain, print_line};

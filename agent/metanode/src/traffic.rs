@@ -304,7 +304,10 @@ async fn reload_on_sighup(mut reload: Reload, mut hangups: tokio::signal::unix::
         match outcome {
             Ok(Some(version)) => tracing::info!(version, "traffic policy reloaded"),
             Ok(None) => tracing::info!("traffic policy unchanged"),
-            Err(e) => tracing::error!(error = format!("{e:#}"), "traffic policy reload refused"),
+            Err(e) => tracing::error!(
+                error = crate::output::cause_chain(&e).join(": "),
+                "traffic policy reload refused"
+            ),
         }
     }
 }
