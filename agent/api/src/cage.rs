@@ -26,9 +26,11 @@ use metanode_cage::{LookupError, ReceiptReader, StoredBatch};
 use metanode_core::encoding::Encode;
 use metanode_core::hash::Hash32;
 
-use crate::chain::{
-    Format, binary, encoding_failed, format_param, no_params, parse_format, path_param,
+use metanode_core::limits::{
+    API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_DEFAULT, API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_MAX,
 };
+
+use crate::chain::{Format, binary, encoding_failed, no_params, parse_format, path_param};
 use crate::error::{ApiError, quote};
 use crate::gateway::parse_query;
 use crate::{AppState, wire};
@@ -100,6 +102,52 @@ pub(crate) async fn info(
     }))
 }
 
+/// A `?offset=` or `?limit=` value: a receipt count.
+fn receipt_count_param(key: &str, value: &str) -> Result<u32, ApiError> {
+    value.parse::<u32>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{key} {} is not a receipt count (0, 1, 2, …)",
+            quote(value)
+        ))
+    })
+}
+
+/// The page `?offset=K&limit=M` asks for, and the format.
+fn batch_params(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<(Format, Option<u32>, Option<u32>), ApiError> {
+    let (mut format, mut offset, mut limit) = (Format::Json, None, None);
+    for (key, value) in parse_query(query)? {
+        match key.as_str() {
+            "format" => format = parse_format(&value)?,
+            "offset" => offset = Some(receipt_count_param("offset", &value)?),
+            "limit" => limit = Some(receipt_count_param("limit", &value)?),
+            other => return Err(crate::blobs::unknown_param(other, "format, offset, limit")),
+        }
+    }
+    if let Some(0) = limit {
+        return Err(ApiError::bad_request(
+            "limit 0 asks for no receipts: use 1 or more",
+        ));
+    }
+    if let Some(l) = limit
+        && l > API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_MAX
+    {
+        return Err(ApiError::bad_request(format!(
+            "limit {l} is more receipts than a page holds (at most \
+             {API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_MAX}): page with offset= and the answer's \
+             next_offset"
+        )));
+    }
+    if format == Format::Bin && (offset.is_some() || limit.is_some()) {
+        return Err(ApiError::bad_request(
+            "offset and limit page the JSON receipts; format=bin is the whole signed batch, \
+             the bytes its signature covers",
+        ));
+    }
+    Ok((format, offset, limit))
+}
+
 pub(crate) async fn batch(
     State(st): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -107,9 +155,20 @@ pub(crate) async fn batch(
 ) -> Result<Response, ApiError> {
     let reader = reader(&st)?;
     let batch_index = batch_number(&path_param(path)?)?;
-    let format = format_param(query)?;
+    let (format, offset, limit) = batch_params(query)?;
+    let offset = offset.unwrap_or(0);
+    let limit = limit.unwrap_or(API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_DEFAULT);
     with_batch(&st, reader, batch_index, move |stored| match format {
-        Format::Json => Ok(Json(wire::CageBatchResponse::new(&stored)).into_response()),
+        Format::Json => {
+            let count = stored.batch.header.receipts_count;
+            if offset > count {
+                return Err(ApiError::bad_request(format!(
+                    "offset {offset} is past the end of batch {batch_index}, which holds \
+                     {count} receipts"
+                )));
+            }
+            Ok(Json(wire::CageBatchResponse::page(&stored, offset, limit)).into_response())
+        }
         Format::Bin => Ok(binary(stored.signed_batch_bytes)),
     })
     .await

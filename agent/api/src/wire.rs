@@ -710,30 +710,45 @@ pub struct CageReceiptsInfo {
     pub first_batch_index: u64,
 }
 
-/// `GET /api/v1/cage/receipts/batches/{batch}`: one signed batch, checked
-/// against the node key before it is served.
+/// `GET /api/v1/cage/receipts/batches/{batch}[?offset=K&limit=M]`: one
+/// signed batch, checked against the node key before it is served (the
+/// whole batch, whichever page is asked for), with one page of its
+/// receipts: `receipts[i]` is the batch's receipt `receipts_offset + i`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CageBatchResponse {
     /// The blob the node stores the batch as (pinned): its canonical
     /// `SignedBatch` bytes, which `?format=bin` returns.
     pub cid: String,
+    /// `header.receipts_count` is the whole batch's count.
     pub header: CageBatchHeaderInfo,
     pub signature: String,
+    /// Where this page starts in the batch.
+    pub receipts_offset: u32,
     pub receipts: Vec<CageReceiptInfo>,
+    /// The `offset=` of the next page, or null on the last one.
+    pub next_offset: Option<u32>,
 }
 
 impl CageBatchResponse {
-    pub fn new(b: &metanode_cage::StoredBatch) -> Self {
+    /// The receipts `offset..offset + limit` of `b` (fewer at its end).
+    pub fn page(b: &metanode_cage::StoredBatch, offset: u32, limit: u32) -> Self {
         let h = &b.batch.header;
+        let end = offset.saturating_add(limit).min(h.receipts_count);
+        let skip = offset as usize;
+        let take = end.saturating_sub(offset) as usize;
         let receipts = (h.first_receipt_seq..)
             .zip(b.receipt_hashes.iter().zip(&b.batch.receipts))
+            .skip(skip)
+            .take(take)
             .map(|(seq, (hash, r))| CageReceiptInfo::new(seq, hash, r))
             .collect();
         Self {
             cid: b.cid().to_string(),
             header: CageBatchHeaderInfo::from(h),
             signature: hex_bytes(&b.batch.signature),
+            receipts_offset: offset.min(h.receipts_count),
             receipts,
+            next_offset: (end < h.receipts_count).then_some(end),
         }
     }
 }

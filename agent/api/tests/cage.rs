@@ -117,6 +117,10 @@ async fn batches_are_served_verified_with_their_store_cid() {
         assert_eq!(batch.header.first_receipt_seq, seq);
         assert_eq!(batch.header.receipts_count as usize, receipts.len());
         assert_eq!(batch.header.signer, key.public_key().to_string());
+        // Small batches fit one default page.
+        assert_eq!(batch.receipts_offset, 0);
+        assert_eq!(batch.receipts.len(), receipts.len());
+        assert_eq!(batch.next_offset, None);
         for (r, shown) in receipts.iter().zip(&batch.receipts) {
             assert_eq!(shown.seq, seq);
             assert_eq!(shown.receipt_hash, r.hash().unwrap().to_hex());
@@ -235,6 +239,31 @@ async fn bad_lookups_are_named() {
             StatusCode::BAD_REQUEST,
             "unknown query parameter",
         ),
+        (
+            "/api/v1/cage/receipts/batches/1?offset=4".to_string(),
+            StatusCode::BAD_REQUEST,
+            "offset 4 is past the end of batch 1, which holds 3 receipts",
+        ),
+        (
+            "/api/v1/cage/receipts/batches/1?offset=-1".to_string(),
+            StatusCode::BAD_REQUEST,
+            "offset \"-1\" is not a receipt count",
+        ),
+        (
+            "/api/v1/cage/receipts/batches/1?limit=0".to_string(),
+            StatusCode::BAD_REQUEST,
+            "limit 0 asks for no receipts",
+        ),
+        (
+            "/api/v1/cage/receipts/batches/1?limit=10001".to_string(),
+            StatusCode::BAD_REQUEST,
+            "at most 10000",
+        ),
+        (
+            "/api/v1/cage/receipts/batches/1?format=bin&limit=2".to_string(),
+            StatusCode::BAD_REQUEST,
+            "format=bin is the whole signed batch",
+        ),
     ];
     for (uri, status, says) in cases {
         let a = get(&app, &uri).await;
@@ -325,4 +354,59 @@ async fn batches_of_deleted_segments_answer_410_and_kept_ones_are_served() {
         assert_eq!(proof.verify(&key.public_key()).unwrap(), r.hash().unwrap());
         assert_eq!(proof.receipt, *r);
     }
+}
+
+/// `?offset=&limit=` pages a batch's receipts: the pages, followed by
+/// `next_offset`, give every receipt once and in order, each with the
+/// batch's header; an offset at the end is an empty last page.
+#[tokio::test]
+async fn a_batch_is_paged_by_offset_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_seed(&[6; 32]);
+    let (reader, all) = receipts(dir.path(), &key);
+    let app = app(dir.path(), Some(reader));
+    let whole: wire::CageBatchResponse =
+        serde_json::from_value(get(&app, "/api/v1/cage/receipts/batches/1").await.json()).unwrap();
+    assert_eq!(whole.receipts.len(), 3);
+    let mut offset = Some(0);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    while let Some(at) = offset {
+        let a = get(
+            &app,
+            &format!("/api/v1/cage/receipts/batches/1?offset={at}&limit=2"),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "offset {at}: {}", a.error());
+        let page: wire::CageBatchResponse = serde_json::from_value(a.json()).unwrap();
+        assert_eq!(page.receipts_offset, at);
+        assert_eq!(page.header, whole.header);
+        assert_eq!(page.cid, whole.cid);
+        assert!(!page.receipts.is_empty() && page.receipts.len() <= 2);
+        seen.extend(page.receipts);
+        offset = page.next_offset;
+        pages += 1;
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen, whole.receipts);
+    let hashes: Vec<String> = all[1].iter().map(|r| r.hash().unwrap().to_hex()).collect();
+    let shown: Vec<String> = seen.iter().map(|r| r.receipt_hash.clone()).collect();
+    assert_eq!(shown, hashes);
+    // The middle receipt alone, and an empty page at the end.
+    let one: wire::CageBatchResponse = serde_json::from_value(
+        get(&app, "/api/v1/cage/receipts/batches/1?limit=1&offset=1")
+            .await
+            .json(),
+    )
+    .unwrap();
+    assert_eq!(one.receipts, whole.receipts[1..2]);
+    assert_eq!(one.next_offset, Some(2));
+    let end: wire::CageBatchResponse = serde_json::from_value(
+        get(&app, "/api/v1/cage/receipts/batches/1?offset=3")
+            .await
+            .json(),
+    )
+    .unwrap();
+    assert!(end.receipts.is_empty());
+    assert_eq!((end.receipts_offset, end.next_offset), (3, None));
 }
