@@ -296,6 +296,7 @@ async fn batches_of_deleted_segments_answer_410_and_kept_ones_are_served() {
     let policy = metanode_cage::SegmentPolicy {
         segment_bytes_max: 2_000,
         segments_kept_max: 2,
+        archive_dir: None,
     };
     let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy).unwrap();
     let mut all = Vec::new();

@@ -23,7 +23,8 @@
 //!             flush_interval_ms: 200, response_header: false,
 //!             store_pinned_batches_max: 0,    # agent only: newest N batches pinned in the store; 0 = all
 //!             segment_bytes_max: 67108864,   # new segment <path>.N past this size; 0 = one file
-//!             segments_kept_max: 0 }         # delete the oldest segments past N; 0 = keep all
+//!             segments_kept_max: 0,          # remove the oldest segments past N; 0 = keep all
+//!             archive_dir: null }            # move removed segments here (same filesystem) instead of deleting
 //! ```
 //!
 //! Every section but `listen`, `routes` and `receipts.path` has defaults
@@ -304,6 +305,13 @@ pub struct ReceiptsConfig {
     /// the store (a failing store, a crash) are gone.
     #[serde(default)]
     pub segments_kept_max: u32,
+    /// Move the segments past `segments_kept_max` here instead of deleting
+    /// them, under their own names, so the directory is a receipt log of
+    /// its own (`metanode cage verify-receipts <dir>/<log name>`) whose tip
+    /// is where the live log's first kept segment starts. Another
+    /// directory on the log's filesystem; created if missing.
+    #[serde(default)]
+    pub archive_dir: Option<PathBuf>,
 }
 
 fn default_segment_bytes_max() -> u64 {
@@ -326,6 +334,7 @@ impl ReceiptsConfig {
         crate::receipt_file::SegmentPolicy {
             segment_bytes_max: self.segment_bytes_max,
             segments_kept_max: self.segments_kept_max,
+            archive_dir: self.archive_dir.clone(),
         }
     }
 }
@@ -564,6 +573,25 @@ impl CageConfig {
                 )
             })?;
         }
+        if let Some(dir) = &rc.archive_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(invalid("receipts.archive_dir", "must not be empty"));
+            }
+            if rc.segments_kept_max == 0 {
+                return Err(invalid(
+                    "receipts.archive_dir",
+                    "takes the segments past receipts.segments_kept_max, which is 0 (keep \
+                     every segment): set segments_kept_max too",
+                ));
+            }
+            if rc.path.parent() == Some(dir.as_path()) {
+                return Err(invalid(
+                    "receipts.archive_dir",
+                    "is the receipt log's own directory; archived segments keep their names, \
+                     so they need another directory",
+                ));
+            }
+        }
         if rc.segments_kept_max != 0 {
             check_u32(
                 "receipts.segments_kept_max",
@@ -765,6 +793,7 @@ mod tests {
             crate::receipt_file::SegmentPolicy {
                 segment_bytes_max: 64 << 20,
                 segments_kept_max: 0,
+                archive_dir: None,
             }
         );
         let with = |receipts: &str| {
@@ -796,6 +825,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("segments_kept_max"), "{err}");
+        // An archive takes what retention removes, in another directory.
+        let c = with("{ path: /var/r/log, segments_kept_max: 4, archive_dir: /var/r-archive }")
+            .unwrap();
+        assert_eq!(
+            c.receipts.segment_policy().archive_dir.as_deref(),
+            Some(Path::new("/var/r-archive"))
+        );
+        for (bad, says) in [
+            (
+                "{ path: /var/r/log, archive_dir: /a }",
+                "set segments_kept_max too",
+            ),
+            (
+                "{ path: /var/r/log, segments_kept_max: 4, archive_dir: /var/r }",
+                "own directory",
+            ),
+            (
+                "{ path: /var/r/log, segments_kept_max: 4, archive_dir: \"\" }",
+                "must not be empty",
+            ),
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("receipts.archive_dir") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub struct MetricsSnapshot {
     pub receipt_batches_unpinned: u64,
     /// Receipt log segments started (rotation at `receipts.segment_bytes_max`).
     pub receipt_segments_started: u64,
-    /// Receipt log segments deleted past `receipts.segments_kept_max`.
+    /// Receipt log segments deleted (or moved to `receipts.archive_dir`)
+    /// past `receipts.segments_kept_max`.
     pub receipt_segments_deleted: u64,
     /// Old receipt log segments that could not be deleted (left on disk).
     pub receipt_segment_delete_errors: u64,
@@ -329,13 +330,13 @@ pub fn render_prometheus(s: &MetricsSnapshot, out: &mut String) {
         (
             "receipt_segments_deleted_total",
             "counter",
-            "Oldest receipt log segments deleted past receipts.segments_kept_max.",
+            "Oldest receipt log segments deleted (or archived) past receipts.segments_kept_max.",
             s.receipt_segments_deleted,
         ),
         (
             "receipt_segment_delete_errors_total",
             "counter",
-            "Old receipt log segments that could not be deleted (left on disk; the next start tries again).",
+            "Old receipt log segments that could not be deleted or archived (left in place; the next rotation or start tries again).",
             s.receipt_segment_delete_errors,
         ),
         (

@@ -1941,6 +1941,7 @@ pub(crate) mod tests {
             store_pinned_batches_max: 0,
             segment_bytes_max: 0,
             segments_kept_max: 0,
+            archive_dir: None,
         }
     }
 

@@ -56,14 +56,20 @@ pub const RECEIPT_SEGMENT_HEADER_BYTES: u64 = 8 + 8 + 8 + 8 + 32;
 /// at.
 const SEGMENT_START_NUMBER_MAX: u64 = 1 << 62;
 
-/// When the sink starts a new segment and how many it keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When the sink starts a new segment, how many it keeps, and where the
+/// older ones go.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentPolicy {
     /// Start a new segment before a batch that would take the current one
     /// past this size; 0 = one segment, never rotated.
     pub segment_bytes_max: u64,
-    /// Delete the oldest segments past this count; 0 = keep all.
+    /// Remove the oldest segments past this count; 0 = keep all.
     pub segments_kept_max: u32,
+    /// Where removed segments go, under the names they had (`<dir>/<log
+    /// name>`, `<dir>/<log name>.N`), so the archive is itself a log that
+    /// `verify-receipts` walks; `None` deletes them. Same filesystem as
+    /// the log (a segment moves by link and unlink, never by copy).
+    pub archive_dir: Option<PathBuf>,
 }
 
 impl SegmentPolicy {
@@ -71,7 +77,41 @@ impl SegmentPolicy {
     pub const ONE_FILE: SegmentPolicy = SegmentPolicy {
         segment_bytes_max: 0,
         segments_kept_max: 0,
+        archive_dir: None,
     };
+}
+
+/// Moves segment `segment` of the log at `base` to the same name under
+/// `archive_base` (the archived log's base path): a hard link, then the
+/// unlink of the live name. Never replaces a file: an archive that already
+/// holds that name (another log's segment) refuses, unless it is this very
+/// file (linked by a round that crashed or failed before its unlink).
+fn archive_segment(base: &Path, archive_base: &Path, segment: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let from = segment_path(base, segment);
+    let to = segment_path(archive_base, segment);
+    match std::fs::hard_link(&from, &to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let (a, b) = (std::fs::metadata(&from)?, std::fs::metadata(&to)?);
+            if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "the archive already holds {}, a different file; refusing to replace it",
+                        to.display()
+                    ),
+                ));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    std::fs::remove_file(&from)
+}
+
+/// The archived log's base path for the log at `base`.
+fn archive_base(archive_dir: &Path, base: &Path) -> PathBuf {
+    archive_dir.join(base.file_name().unwrap_or_default())
 }
 
 /// Segment `segment` of the receipt log at `base`: `base` itself for 0,
@@ -156,6 +196,10 @@ pub struct VerifyReport {
     pub receipts_count: u64,
     /// Where the chain ends (the next batch continues it).
     pub tip: ChainTip,
+    /// Where the first segment on disk starts: genesis, or, when early
+    /// segments were removed, the tip its header continues (an archive of
+    /// them ends there).
+    pub start: ChainTip,
     /// Bytes that verified, over all segments (all of them for
     /// [`verify_receipts`]).
     pub verified_len_bytes: u64,
@@ -502,6 +546,7 @@ fn scan_log(
         batches_count: tip.next_batch_index - start.next_batch_index,
         receipts_count: tip.next_receipt_seq - start.next_receipt_seq,
         tip,
+        start,
         verified_len_bytes: segments.iter().map(|(_, s)| s.verified_len_bytes).sum(),
         first_batch_index: start.next_batch_index,
         segments_count: segments.len() as u32,
@@ -783,6 +828,8 @@ pub enum OpenSinkError {
     /// untouched (an audit trail is never rewritten).
     #[error("existing receipt file does not verify, refusing to append: {0}")]
     Existing(#[from] VerifyReceiptsError),
+    #[error("receipts.archive_dir {}: {reason}", .dir.display())]
+    Archive { dir: PathBuf, reason: String },
 }
 
 /// Append-only receipt log; write + fsync per batch, segments per
@@ -832,6 +879,9 @@ impl FileSink {
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(io_err("create the directory of", path))?;
+        }
+        if let Some(dir) = &policy.archive_dir {
+            check_archive_dir(path, dir)?;
         }
         let offsets = BatchOffsets::default();
         let mut frames: Vec<(u32, u64)> = Vec::new();
@@ -981,22 +1031,30 @@ impl FileSink {
         Ok(())
     }
 
-    /// Deletes the oldest segments past `segments_kept_max`, oldest first,
-    /// each off disk and out of the index together. A failed delete is
-    /// counted and logged and stops the round (deleting a newer one would
-    /// leave a gap that no open accepts); the next rotation or open tries
-    /// again.
+    /// Removes the oldest segments past `segments_kept_max`, oldest first,
+    /// each off disk (deleted, or moved to `archive_dir`) and out of the
+    /// index together. A failed removal is counted and logged and stops
+    /// the round (removing a newer one would leave a gap that no open
+    /// accepts); the next rotation or open tries again.
     fn delete_old_segments(&mut self) {
         let kept_max = self.policy.segments_kept_max as usize;
         if kept_max == 0 {
             return;
         }
+        let archive = self
+            .policy
+            .archive_dir
+            .as_deref()
+            .map(|dir| archive_base(dir, &self.base));
         let mut deleted = false;
         while self.offsets.segments_count() > kept_max {
             let base = &self.base;
-            let Some((oldest, result)) = self
-                .offsets
-                .delete_oldest_segment(|segment| std::fs::remove_file(segment_path(base, segment)))
+            let Some((oldest, result)) =
+                self.offsets
+                    .delete_oldest_segment(|segment| match &archive {
+                        Some(to) => archive_segment(base, to, segment),
+                        None => std::fs::remove_file(segment_path(base, segment)),
+                    })
             else {
                 break;
             };
@@ -1007,11 +1065,19 @@ impl FileSink {
                     if let Some(m) = &self.metrics {
                         m.receipt_segment_deleted();
                     }
-                    tracing::info!(
-                        path = %path.display(),
-                        first_batch_kept = self.offsets.first(),
-                        "receipt log: deleted the oldest segment (receipts.segments_kept_max)"
-                    );
+                    match &archive {
+                        Some(to) => tracing::info!(
+                            path = %path.display(),
+                            archived_as = %segment_path(to, oldest).display(),
+                            first_batch_kept = self.offsets.first(),
+                            "receipt log: archived the oldest segment (receipts.segments_kept_max)"
+                        ),
+                        None => tracing::info!(
+                            path = %path.display(),
+                            first_batch_kept = self.offsets.first(),
+                            "receipt log: deleted the oldest segment (receipts.segments_kept_max)"
+                        ),
+                    }
                 }
                 Err(e) => {
                     if let Some(m) = &self.metrics {
@@ -1026,8 +1092,17 @@ impl FileSink {
                 }
             }
         }
-        if deleted && let Err(e) = sync_parent_dir(&self.segment_path) {
-            tracing::warn!(error = %e, "receipt log: cannot sync the directory after deleting segments");
+        if deleted {
+            // The archive's new names first: a crash between the two syncs
+            // then leaves a segment under both names, never under none.
+            if let Some(to) = &archive
+                && let Err(e) = sync_parent_dir(to)
+            {
+                tracing::warn!(error = %e, "receipt log: cannot sync the archive directory");
+            }
+            if let Err(e) = sync_parent_dir(&self.segment_path) {
+                tracing::warn!(error = %e, "receipt log: cannot sync the directory after removing segments");
+            }
         }
     }
 }
@@ -1040,6 +1115,42 @@ fn write_header(file: &mut File, segment: u32, start: &ChainTip) -> io::Result<(
         file.write_all(&encode_segment_header(segment, start))?;
     }
     file.sync_all()
+}
+
+/// Creates the archive directory and checks that segments can move there
+/// by link: the same filesystem as the log, and not the log's own
+/// directory (the archived names would be the live ones).
+fn check_archive_dir(path: &Path, dir: &Path) -> Result<(), OpenSinkError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let archive_err = |reason: String| OpenSinkError::Archive {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| archive_err(format!("cannot create it: {e}")))?;
+    let log_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (a, l) = (
+        std::fs::metadata(dir).map_err(|e| archive_err(format!("cannot stat it: {e}")))?,
+        std::fs::metadata(log_dir)
+            .map_err(|e| archive_err(format!("cannot stat {}: {e}", log_dir.display())))?,
+    );
+    if (a.dev(), a.ino()) == (l.dev(), l.ino()) {
+        return Err(archive_err(format!(
+            "it is the receipt log's own directory; archived segments keep their names, so \
+             they need another directory on the same filesystem as {}",
+            log_dir.display()
+        )));
+    }
+    if a.dev() != l.dev() {
+        return Err(archive_err(format!(
+            "it is on another filesystem than the receipt log ({}); segments move there by \
+             hard link, so it must be on the same one",
+            log_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Makes a created or deleted name in `path`'s directory durable.
@@ -1111,6 +1222,7 @@ mod tests {
     const SMALL: SegmentPolicy = SegmentPolicy {
         segment_bytes_max: 2_000,
         segments_kept_max: 0,
+        archive_dir: None,
     };
 
     fn key() -> SigningKey {
@@ -1280,6 +1392,102 @@ mod tests {
         assert_eq!(report.first_batch_index, sink.batch_offsets().first());
     }
 
+    /// With an archive, the segments retention removes move there under
+    /// their names: the archive verifies as a log from genesis, its tip is
+    /// where the live log's first kept segment starts, and the two hold
+    /// every receipt once. A name the archive already holds for another
+    /// file is never replaced: that segment stays live, counted.
+    #[test]
+    fn an_archive_takes_the_removed_segments_and_continues_into_the_live_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live").join("receipts.log");
+        let archive_dir = dir.path().join("archive");
+        let key = key();
+        let policy = SegmentPolicy {
+            segments_kept_max: 2,
+            archive_dir: Some(archive_dir.clone()),
+            ..SMALL
+        };
+        let metrics = Arc::new(Metrics::new());
+        let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy.clone())
+            .unwrap()
+            .with_metrics(metrics.clone());
+        let receipts = append(&mut sink, &key, 30);
+        let archived_base = archive_dir.join("receipts.log");
+        let archived = list_segments(&archived_base).unwrap();
+        let live = list_segments(&path).unwrap();
+        assert_eq!(live.len(), 2);
+        assert_eq!(archived.first(), Some(&0));
+        assert_eq!(archived.last().map(|s| s + 1), live.first().copied());
+        assert_eq!(
+            metrics.snapshot().receipt_segments_deleted,
+            archived.len() as u64
+        );
+        let old = verify_receipts(&archived_base, &key.public_key()).unwrap();
+        let new = verify_receipts(&path, &key.public_key()).unwrap();
+        assert_eq!(old.first_batch_index, 0);
+        assert_eq!(old.tip.next_batch_index, new.first_batch_index);
+        // The live log's first header names the archive's tip: one chain.
+        assert_eq!(new.start, old.tip, "the live log continues the archive");
+        assert_eq!(old.start, ChainTip::GENESIS);
+        let mut all = read_receipts(&archived_base, &key.public_key()).unwrap();
+        all.extend(read_receipts(&path, &key.public_key()).unwrap());
+        assert_eq!(all, receipts);
+
+        // Another log's segment under the next name to archive: refused,
+        // the live segment stays, nothing is lost; once it is gone, the
+        // next open archives down to the bound.
+        drop(sink);
+        let next = live[0];
+        std::fs::write(segment_path(&archived_base, next), b"another log").unwrap();
+        let one = SegmentPolicy {
+            segments_kept_max: 1,
+            ..policy
+        };
+        let sink = FileSink::open_segmented(&path, &key.public_key(), one.clone()).unwrap();
+        assert_eq!(list_segments(&path).unwrap(), live, "nothing moved");
+        assert_eq!(
+            std::fs::read(segment_path(&archived_base, next)).unwrap(),
+            b"another log"
+        );
+        drop(sink);
+        std::fs::remove_file(segment_path(&archived_base, next)).unwrap();
+        let sink = FileSink::open_segmented(&path, &key.public_key(), one).unwrap();
+        assert_eq!(list_segments(&path).unwrap(), live[1..]);
+        let old = verify_receipts(&archived_base, &key.public_key()).unwrap();
+        assert_eq!(old.tip.next_batch_index, sink.batch_offsets().first());
+        let mut all = read_receipts(&archived_base, &key.public_key()).unwrap();
+        all.extend(read_receipts(&path, &key.public_key()).unwrap());
+        assert_eq!(all, receipts);
+
+        // A segment linked into the archive by a round that stopped before
+        // its unlink is finished, not refused: the archive then holds the
+        // whole chain.
+        drop(sink);
+        let last = live[1];
+        std::fs::hard_link(
+            segment_path(&path, last),
+            segment_path(&archived_base, last),
+        )
+        .unwrap();
+        archive_segment(&path, &archived_base, last).unwrap();
+        assert!(!segment_path(&path, last).exists());
+        assert_eq!(
+            read_receipts(&archived_base, &key.public_key()).unwrap(),
+            receipts
+        );
+
+        // The archive may not be the log's own directory, nor elsewhere
+        // than its filesystem (not checkable here: one filesystem).
+        let own = SegmentPolicy {
+            segments_kept_max: 2,
+            archive_dir: Some(dir.path().join("live")),
+            ..SMALL
+        };
+        let err = FileSink::open_segmented(&path, &key.public_key(), own).unwrap_err();
+        assert!(err.to_string().contains("own directory"), "{err}");
+    }
+
     /// A segment that cannot be deleted stays, and no newer one is deleted
     /// past it (that would leave a gap no open accepts); once it can go,
     /// the next open trims to the bound.
@@ -1293,7 +1501,7 @@ mod tests {
             ..SMALL
         };
         let metrics = Arc::new(Metrics::new());
-        let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy)
+        let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy.clone())
             .unwrap()
             .with_metrics(metrics.clone());
         while sink.segment() < 2 {

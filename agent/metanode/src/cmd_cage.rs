@@ -209,9 +209,13 @@ fn report_span(report: &metanode_cage::VerifyReport) -> String {
         report.first_batch_index,
         report.tip.next_batch_index,
         if report.first_batch_index > 0 {
-            " (older segments deleted; the chain is checked from the first kept one)"
+            format!(
+                " (older segments removed; the chain is checked from the first kept one, which \
+                 continues batch hash {})",
+                report.start.prev_batch_hash.to_hex()
+            )
         } else {
-            ""
+            String::new()
         }
     )
 }
@@ -293,6 +297,8 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
         &json!({"receipts_file": path.display().to_string(), "receipts": report.receipts_count,
                 "batches": report.batches_count, "bytes": report.verified_len_bytes,
                 "segments": report.segments_count, "first_batch": report.first_batch_index,
+                "continues_batch_hash": report.start.prev_batch_hash.to_hex(),
+                "last_batch_hash": report.tip.prev_batch_hash.to_hex(),
                 "batch_cids": cids}),
     );
     Ok(())
@@ -551,6 +557,7 @@ mod tests {
         let policy = metanode_cage::SegmentPolicy {
             segment_bytes_max: 2_000,
             segments_kept_max: 0,
+            archive_dir: None,
         };
         let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy).unwrap();
         let one_file = |sink: &FileSink| {
@@ -572,12 +579,15 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let report = verify_receipts(&path, &key.public_key()).unwrap();
         assert!(report.first_batch_index > 0);
+        assert_ne!(report.start.prev_batch_hash, Hash32::ZERO);
         assert_eq!(
             report_span(&report),
             format!(
-                ", {} segments, batches {}..12 (older segments deleted; the chain is checked from the first kept one)",
+                ", {} segments, batches {}..12 (older segments removed; the chain is checked from \
+                 the first kept one, which continues batch hash {})",
                 segments - 1,
-                report.first_batch_index
+                report.first_batch_index,
+                report.start.prev_batch_hash.to_hex()
             )
         );
     }
