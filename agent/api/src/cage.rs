@@ -26,9 +26,7 @@ use metanode_cage::{LookupError, ReceiptReader, StoredBatch};
 use metanode_core::encoding::Encode;
 use metanode_core::hash::Hash32;
 
-use metanode_core::limits::{
-    API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_DEFAULT, API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_MAX,
-};
+use metanode_core::limits::API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_MAX;
 
 use crate::chain::{Format, binary, encoding_failed, no_params, parse_format, path_param};
 use crate::error::{ApiError, quote};
@@ -106,8 +104,9 @@ pub(crate) async fn info(
 fn receipt_count_param(key: &str, value: &str) -> Result<u32, ApiError> {
     value.parse::<u32>().map_err(|_| {
         ApiError::bad_request(format!(
-            "{key} {} is not a receipt count (0, 1, 2, …)",
-            quote(value)
+            "{key} {} is not a receipt count (a whole number, at most {})",
+            quote(value),
+            u32::MAX
         ))
     })
 }
@@ -157,7 +156,7 @@ pub(crate) async fn batch(
     let batch_index = batch_number(&path_param(path)?)?;
     let (format, offset, limit) = batch_params(query)?;
     let offset = offset.unwrap_or(0);
-    let limit = limit.unwrap_or(API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_DEFAULT);
+    let limit = limit.unwrap_or(API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_MAX);
     with_batch(&st, reader, batch_index, move |stored| match format {
         Format::Json => {
             let count = stored.batch.header.receipts_count;

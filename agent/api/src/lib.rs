@@ -31,7 +31,7 @@
 //! | `GET /api/v1/chain/accounts/{public_key}` | balance and next nonce as of the last finalized block |
 //! | `GET /api/v1/chain/heads` | finalized heads as NDJSON, one per line (`{"lagged": n}` when the reader fell behind) |
 //! | `GET /api/v1/cage/receipts` | the HTTP Cage's receipt signer and batches written (409 without a cage, as every cage route) |
-//! | `GET /api/v1/cage/receipts/batches/{n}[?offset=K&limit=M \| ?format=bin]` | signed receipt batch n, verified (whole) before it is served: header, its store CID and a page of its receipts (1,000 by default, at most 10,000; `next_offset` names the next page), or the canonical SignedBatch, the blob's bytes |
+//! | `GET /api/v1/cage/receipts/batches/{n}[?offset=K&limit=M \| ?format=bin]` | signed receipt batch n, verified (whole) before it is served: header, its store CID and a page of its receipts (at most 10,000, the default; `next_offset` names the next page), or the canonical SignedBatch, the blob's bytes |
 //! | `GET /api/v1/cage/receipts/{receipt_hash}?batch=N[&format=bin]` | a receipt from a `Metanode-Receipt` header with its batch's signed header and Merkle path (or the canonical ReceiptProof): checkable with the node key alone |
 //! | `POST /api/v1/docklock/runs` | JSON run request (`executable` path, `executable_cid` or `bundle`; inputs by CID): runs a DockLock cage; 200 exit, verdict, receipt and output CIDs, cgroup usage; 400 naming the field, 403 `executable_cid` on a node without `docklock.executables_by_cid`, 404 unknown input or executable CID, 409 without a `docklock:` section, 503 + `Retry-After` while another run is in progress |
 //!

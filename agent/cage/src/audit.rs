@@ -78,8 +78,9 @@ pub enum LookupError {
         batches_count: u64,
     },
     #[error(
-        "receipt batch {batch_index} was deleted with its receipt log segment \
-         (receipts.segments_kept_max); the oldest batch kept is {first_batch_index}"
+        "receipt batch {batch_index} left the receipt log with its segment \
+         (receipts.segments_kept_max: deleted, or moved to receipts.archive_dir if set); the \
+         oldest batch kept is {first_batch_index}"
     )]
     BatchDeleted {
         batch_index: u64,

@@ -308,8 +308,10 @@ pub struct ReceiptsConfig {
     /// Move the segments past `segments_kept_max` here instead of deleting
     /// them, under their own names, so the directory is a receipt log of
     /// its own (`metanode cage verify-receipts <dir>/<log name>`) whose tip
-    /// is where the live log's first kept segment starts. Another
-    /// directory on the log's filesystem; created if missing.
+    /// is where the live log's first kept segment starts. An absolute path
+    /// to another directory on the log's mount; created if missing. The
+    /// cage refuses to start if it holds segments the live log does not
+    /// continue (another log's, or with a gap).
     #[serde(default)]
     pub archive_dir: Option<PathBuf>,
 }
@@ -576,6 +578,14 @@ impl CageConfig {
         if let Some(dir) = &rc.archive_dir {
             if dir.as_os_str().is_empty() {
                 return Err(invalid("receipts.archive_dir", "must not be empty"));
+            }
+            if !dir.is_absolute() {
+                // Not next to the log, as one might read it: relative to
+                // the working directory, which for the agent is `/`.
+                return Err(invalid(
+                    "receipts.archive_dir",
+                    format!("\"{}\" must be an absolute path", dir.display()),
+                ));
             }
             if rc.segments_kept_max == 0 {
                 return Err(invalid(
@@ -844,6 +854,10 @@ mod tests {
             (
                 "{ path: /var/r/log, segments_kept_max: 4, archive_dir: \"\" }",
                 "must not be empty",
+            ),
+            (
+                "{ path: /var/r/log, segments_kept_max: 4, archive_dir: archive }",
+                "must be an absolute path",
             ),
         ] {
             let err = with(bad).unwrap_err().to_string();

@@ -14,8 +14,10 @@
 //! `n + 1` once the next batch would not fit in segment `n` (a segment
 //! holds at least one batch, so one may exceed the bound by one frame);
 //! with `receipts.segments_kept_max` the oldest segments are deleted
-//! past that count. Segments are never renamed, so a batch's (segment,
-//! offset) stays valid for as long as its segment exists.
+//! past that count, or moved to `receipts.archive_dir` under the same
+//! names (the archive is then a log of its own, ending where the live one
+//! starts). Segments are never renamed, so a batch's (segment, offset)
+//! stays valid for as long as its segment is in the log.
 //!
 //! A later segment's header carries the chain tip it continues, so
 //! verification checks each segment against the end of the one before it,
@@ -25,7 +27,9 @@
 //!
 //! Crash safety: a new segment's header is written and synced, and the
 //! directory synced, before a batch goes into it; old segments are deleted
-//! only after that. A crash mid-rotation leaves a last segment with a torn
+//! only after that, and an archived one leaves the log only once its
+//! archive name is synced (a crash may leave it under both names, which
+//! the next round finishes, never under none). A crash mid-rotation leaves a last segment with a torn
 //! header, which the next open rewrites from the previous segment's tip; a
 //! torn last frame is cut off as before. Anything torn in a segment that is
 //! not the last is damage and fails verification by name.
@@ -82,10 +86,11 @@ impl SegmentPolicy {
 }
 
 /// Moves segment `segment` of the log at `base` to the same name under
-/// `archive_base` (the archived log's base path): a hard link, then the
-/// unlink of the live name. Never replaces a file: an archive that already
-/// holds that name (another log's segment) refuses, unless it is this very
-/// file (linked by a round that crashed or failed before its unlink).
+/// `archive_base` (the archived log's base path): a hard link, the archive
+/// directory synced, then the unlink of the live name. Never replaces a
+/// name: an archive that already holds it refuses, unless it is this very
+/// file (linked by a round that crashed or failed before its unlink; a
+/// symlink to it is not: unlinking the live name would lose the data).
 fn archive_segment(base: &Path, archive_base: &Path, segment: u32) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let from = segment_path(base, segment);
@@ -93,8 +98,9 @@ fn archive_segment(base: &Path, archive_base: &Path, segment: u32) -> io::Result
     match std::fs::hard_link(&from, &to) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let (a, b) = (std::fs::metadata(&from)?, std::fs::metadata(&to)?);
-            if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            let a = std::fs::symlink_metadata(&from)?;
+            let b = std::fs::symlink_metadata(&to)?;
+            if !b.is_file() || (a.dev(), a.ino()) != (b.dev(), b.ino()) {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!(
@@ -106,6 +112,7 @@ fn archive_segment(base: &Path, archive_base: &Path, segment: u32) -> io::Result
         }
         Err(e) => return Err(e),
     }
+    sync_parent_dir(&to)?;
     std::fs::remove_file(&from)
 }
 
@@ -880,14 +887,15 @@ impl FileSink {
         {
             std::fs::create_dir_all(parent).map_err(io_err("create the directory of", path))?;
         }
-        if let Some(dir) = &policy.archive_dir {
-            check_archive_dir(path, dir)?;
-        }
         let offsets = BatchOffsets::default();
         let mut frames: Vec<(u32, u64)> = Vec::new();
         let scan = scan_log(path, key, true, &mut |segment, offset, _| {
             frames.push((segment, offset));
         })?;
+        if let Some(dir) = &policy.archive_dir {
+            let live_first = scan.segments.first().map_or(0, |&(segment, _)| segment);
+            check_archive_dir(path, dir, live_first)?;
+        }
         // Index the scan: segments in order, each batch's offset.
         let mut frames = frames.into_iter().peekable();
         for (segment, segment_scan) in &scan.segments {
@@ -1083,26 +1091,26 @@ impl FileSink {
                     if let Some(m) = &self.metrics {
                         m.receipt_segment_delete_failed();
                     }
-                    tracing::warn!(
-                        path = %path.display(),
-                        error = %e,
-                        "receipt log: cannot delete the oldest segment; it stays, and the next rotation tries again"
-                    );
+                    match &archive {
+                        Some(to) => tracing::warn!(
+                            path = %path.display(),
+                            archive_as = %segment_path(to, oldest).display(),
+                            error = %e,
+                            "receipt log: cannot archive the oldest segment; it stays, and the next rotation tries again"
+                        ),
+                        None => tracing::warn!(
+                            path = %path.display(),
+                            error = %e,
+                            "receipt log: cannot delete the oldest segment; it stays, and the next rotation tries again"
+                        ),
+                    }
                     break;
                 }
             }
         }
-        if deleted {
-            // The archive's new names first: a crash between the two syncs
-            // then leaves a segment under both names, never under none.
-            if let Some(to) = &archive
-                && let Err(e) = sync_parent_dir(to)
-            {
-                tracing::warn!(error = %e, "receipt log: cannot sync the archive directory");
-            }
-            if let Err(e) = sync_parent_dir(&self.segment_path) {
-                tracing::warn!(error = %e, "receipt log: cannot sync the directory after removing segments");
-            }
+        // (An archived segment's new name was synced before its unlink.)
+        if deleted && let Err(e) = sync_parent_dir(&self.segment_path) {
+            tracing::warn!(error = %e, "receipt log: cannot sync the directory after removing segments");
         }
     }
 }
@@ -1117,16 +1125,21 @@ fn write_header(file: &mut File, segment: u32, start: &ChainTip) -> io::Result<(
     file.sync_all()
 }
 
-/// Creates the archive directory and checks that segments can move there
-/// by link: the same filesystem as the log, and not the log's own
-/// directory (the archived names would be the live ones).
-fn check_archive_dir(path: &Path, dir: &Path) -> Result<(), OpenSinkError> {
+/// Creates the archive directory and checks, before anything moves, that
+/// segments can go there: not the log's own directory (the archived names
+/// would be the live ones); a hard link from the log's directory works (the
+/// same mount, writable), tried with a probe file; and the archive is a
+/// run of segments that the live log's first one continues (or it is
+/// empty), so archiving never mixes two logs or leaves a gap in the archive.
+fn check_archive_dir(path: &Path, dir: &Path, live_first: u32) -> Result<(), OpenSinkError> {
     use std::os::unix::fs::MetadataExt as _;
     let archive_err = |reason: String| OpenSinkError::Archive {
         dir: dir.to_path_buf(),
         reason,
     };
     std::fs::create_dir_all(dir).map_err(|e| archive_err(format!("cannot create it: {e}")))?;
+    // A directory just created is durable only once its parent is synced.
+    sync_parent_dir(dir).map_err(|e| archive_err(format!("cannot sync its parent: {e}")))?;
     let log_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -1143,11 +1156,45 @@ fn check_archive_dir(path: &Path, dir: &Path) -> Result<(), OpenSinkError> {
             log_dir.display()
         )));
     }
-    if a.dev() != l.dev() {
-        return Err(archive_err(format!(
-            "it is on another filesystem than the receipt log ({}); segments move there by \
-             hard link, so it must be on the same one",
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let probe_name = format!(".{name}.archive-probe");
+    let (probe, probe_to) = (log_dir.join(&probe_name), dir.join(&probe_name));
+    let linked = File::create(&probe).and_then(|_| {
+        let _ = std::fs::remove_file(&probe_to);
+        std::fs::hard_link(&probe, &probe_to)
+    });
+    let _ = std::fs::remove_file(&probe);
+    let _ = std::fs::remove_file(&probe_to);
+    linked.map_err(|e| {
+        archive_err(format!(
+            "cannot hard-link a file from {} into it ({e}); segments move there by hard link, \
+             so it must be a writable directory on the same mount as the receipt log",
             log_dir.display()
+        ))
+    })?;
+    let archived_base = archive_base(dir, path);
+    let archived = list_segments(&archived_base).map_err(|e| {
+        archive_err(format!(
+            "its log {} is not a run of consecutive segments: {e}",
+            archived_base.display()
+        ))
+    })?;
+    if let (Some(&first), Some(&last)) = (archived.first(), archived.last())
+        // `last == live_first`: linked by a round that stopped before its
+        // unlink; the next round finishes it (or refuses another file).
+        && live_first != last
+        && Some(live_first) != last.checked_add(1)
+    {
+        return Err(archive_err(format!(
+            "it holds segments {first}..={last} of {}, but the live log's first segment is \
+             {live_first}: archiving it would {}; move those segments elsewhere or choose \
+             another archive_dir",
+            archived_base.display(),
+            if live_first <= last {
+                "mix two logs under one name"
+            } else {
+                "leave a gap in the archive"
+            }
         )));
     }
     Ok(())
@@ -1477,8 +1524,8 @@ mod tests {
             receipts
         );
 
-        // The archive may not be the log's own directory, nor elsewhere
-        // than its filesystem (not checkable here: one filesystem).
+        // The archive may not be the log's own directory (another mount
+        // fails the link probe the same way; not made here).
         let own = SegmentPolicy {
             segments_kept_max: 2,
             archive_dir: Some(dir.path().join("live")),
@@ -1486,6 +1533,61 @@ mod tests {
         };
         let err = FileSink::open_segmented(&path, &key.public_key(), own).unwrap_err();
         assert!(err.to_string().contains("own directory"), "{err}");
+    }
+
+    /// An archive that the live log does not continue is refused at open,
+    /// before anything moves: another log's segments from 0 (a log reset)
+    /// or a gap; and a symlink under the name to archive is never taken
+    /// for the segment itself.
+    #[test]
+    fn an_archive_the_log_does_not_continue_is_refused_and_a_symlink_is_not_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key();
+        let path = dir.path().join("live").join("receipts.log");
+        let archive_dir = dir.path().join("archive");
+        let archived_base = archive_dir.join("receipts.log");
+        let policy = SegmentPolicy {
+            segments_kept_max: 2,
+            archive_dir: Some(archive_dir.clone()),
+            ..SMALL
+        };
+        // An old log's archive (segments 0..) and a new live log from 0.
+        let mut old = FileSink::open_segmented(&archived_base, &key.public_key(), SMALL).unwrap();
+        append(&mut old, &key, 10);
+        let old_last = old.segment();
+        drop(old);
+        let err = FileSink::open_segmented(&path, &key.public_key(), policy.clone()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("receipts.archive_dir")
+                && text.contains(&format!("segments 0..={old_last}"))
+                && text.contains("mix two logs"),
+            "{text}"
+        );
+        assert!(!path.exists(), "nothing was created in the live log");
+
+        // A live log that starts past the archive's end: a gap.
+        let mut live = FileSink::open_segmented(&path, &key.public_key(), SMALL).unwrap();
+        append(&mut live, &key, 30);
+        drop(live);
+        for segment in 0..=old_last + 1 {
+            let _ = std::fs::remove_file(segment_path(&path, segment));
+        }
+        let err = FileSink::open_segmented(&path, &key.public_key(), policy.clone()).unwrap_err();
+        assert!(err.to_string().contains("leave a gap"), "{err}");
+
+        // A symlink in the archive pointing at the live segment: refused,
+        // the live segment stays.
+        let live_first = list_segments(&path).unwrap()[0];
+        std::os::unix::fs::symlink(
+            segment_path(&path, live_first),
+            segment_path(&archived_base, live_first),
+        )
+        .unwrap();
+        let err = archive_segment(&path, &archived_base, live_first).unwrap_err();
+        assert!(err.to_string().contains("refusing to replace it"), "{err}");
+        assert!(segment_path(&path, live_first).is_file());
+        verify_receipts(&path, &key.public_key()).unwrap();
     }
 
     /// A segment that cannot be deleted stays, and no newer one is deleted

@@ -114,11 +114,11 @@ pub const API_CONFIG_SIZE_BYTES_MAX: u64 = 1024 * 1024;
 /// wait. One read holds a batch (up to ~50 MB at the largest batch size)
 /// in a few forms and hashes it, so the bound caps that memory and CPU.
 pub const API_CAGE_BATCH_READS_COUNT_MAX: usize = 2;
-/// Receipts in one page of a batch's JSON (`?offset=&limit=`) when the
-/// request names no limit, and the most it may name: a page of the largest
-/// receipts stays a few MB of JSON where a whole 65,536-receipt batch is
-/// tens of MB. `format=bin` is always the whole signed batch.
-pub const API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_DEFAULT: u32 = 1000;
+/// Receipts in one page of a batch's JSON (`?offset=&limit=`), when the
+/// request names no limit and at most: a page of the largest receipts
+/// stays a few MB of JSON where a whole 65,536-receipt batch is tens of
+/// MB, and a batch of the default size (4,096) still comes whole.
+/// `format=bin` is always the whole signed batch.
 pub const API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_MAX: u32 = 10_000;
 /// Bounds of a config trial's confirmation window.
 pub const CONFIG_TRY_TIMEOUT_S_MIN: u64 = 10;

@@ -56,7 +56,9 @@ impl Output {
         }
     }
 
-    /// Report an error with its whole cause chain; exit code 1.
+    /// Report an error with its cause chain ([`cause_chain`]: a cause its
+    /// parent already printed is not repeated, in the text or in the JSON
+    /// `causes`); exit code 1.
     pub fn fail(&self, err: &anyhow::Error) -> ExitCode {
         let chain = cause_chain(err);
         if self.json {
@@ -70,17 +72,23 @@ impl Output {
 }
 
 /// The messages of `err` and its causes, outermost first, without a cause
-/// that the message before it already ends with: many error types print
-/// their source in their own message (`cannot open key file X: No such
-/// file`) and also return it from `source()`, which would say it twice.
+/// that the message before it already ends with after a `: ` (or equals):
+/// many error types print their source in their own message (`cannot open
+/// key file X: No such file`) and also return it from `source()`, which
+/// would say it twice.
 pub fn cause_chain(err: &anyhow::Error) -> Vec<String> {
     let mut chain: Vec<String> = Vec::new();
     for cause in err.chain() {
         let text = cause.to_string();
-        if chain.last().is_some_and(|prev| prev.ends_with(&text)) {
-            continue;
+        let said = chain.last().is_some_and(|prev| {
+            *prev == text
+                || prev
+                    .strip_suffix(text.as_str())
+                    .is_some_and(|head| head.ends_with(": "))
+        });
+        if !said {
+            chain.push(text);
         }
-        chain.push(text);
     }
     chain
 }
@@ -753,5 +761,8 @@ mod tests {
         );
         let plain = anyhow::Error::new(std::io::Error::other("disk on fire")).context("write x");
         assert_eq!(cause_chain(&plain), ["write x", "disk on fire"]);
+        // The parent's wording ends like the cause, but does not print it.
+        let found = anyhow::Error::new(std::io::Error::other("found")).context("key not found");
+        assert_eq!(cause_chain(&found), ["key not found", "found"]);
     }
 }

@@ -45,8 +45,14 @@ With --cids, also list each batch's CID: the agent stores every batch as a pinne
 under it, so a response's `Metanode-Receipt: <hash>; batch=N` leads to
 `metanode store get --data-dir DIR <CID of batch N>`.
 
+A log whose oldest segments were removed (receipts.segments_kept_max) verifies from its first
+kept segment and names the batch hash that segment continues. With receipts.archive_dir the
+removed segments are a log of their own, under the same file name in that directory: verify it
+the same way; its last batch hash is the one the live log continues.
+
 Examples:
   metanode cage verify-receipts /var/lib/metanode/cage/receipts.log --signer 3b6a…9f
+  metanode cage verify-receipts /var/lib/metanode/cage-archive/receipts.log --signer 3b6a…9f
   metanode --json cage verify-receipts receipts.log --signer 3b6a…9f --cids")]
     VerifyReceipts(VerifyArgs),
     /// Verify one receipt from a `Metanode-Receipt` response header: fetch
@@ -274,7 +280,7 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
         // batches with them: say so rather than list fewer.
         if cids.len() as u64 != report.batches_count {
             bail!(
-                "{}: {} of the {} verified batches were still there to list; the cage deleted \
+                "{}: {} of the {} verified batches were still there to list; the cage removed \
                  old segments meanwhile (receipts.segments_kept_max): run it again",
                 path.display(),
                 cids.len(),
@@ -297,7 +303,9 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
         &json!({"receipts_file": path.display().to_string(), "receipts": report.receipts_count,
                 "batches": report.batches_count, "bytes": report.verified_len_bytes,
                 "segments": report.segments_count, "first_batch": report.first_batch_index,
-                "continues_batch_hash": report.start.prev_batch_hash.to_hex(),
+                // null for a log from genesis (it continues no batch).
+                "continues_batch_hash": (report.first_batch_index > 0)
+                    .then(|| report.start.prev_batch_hash.to_hex()),
                 "last_batch_hash": report.tip.prev_batch_hash.to_hex(),
                 "batch_cids": cids}),
     );
