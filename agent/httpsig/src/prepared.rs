@@ -119,13 +119,22 @@ impl FixedBaseTable {
 
     /// `[n] P` for the 256-bit little-endian integer `n` (not reduced).
     pub fn mul(&self, n: &[u8; 32]) -> EdwardsPoint {
+        let mut acc = None;
+        self.mul_add(n, &mut acc);
+        acc.unwrap_or_else(EdwardsPoint::identity)
+    }
+
+    /// Adds `[n] P` to `acc` (`None` is the identity). Why not `mul` and
+    /// one more addition: the first digit's point is taken as it is rather
+    /// than added to the identity, and two products share one accumulator,
+    /// so `[s]B + [k]A` costs two point additions fewer (of about 70).
+    pub fn mul_add(&self, n: &[u8; 32], acc: &mut Option<EdwardsPoint>) {
         let w = self.window_bits as usize;
         let half = 1i32 << (w - 1);
         let bit = |i: usize| -> i32 {
             n.get(i / 8)
                 .map_or(0, |byte| i32::from((byte >> (i % 8)) & 1))
         };
-        let mut acc = EdwardsPoint::identity();
         let mut carry = 0i32;
         for i in 0..self.digits {
             let mut digit = carry;
@@ -135,15 +144,18 @@ impl FixedBaseTable {
             // Signed digit in [−2^(w−1), 2^(w−1)).
             carry = i32::from(digit >= half);
             digit -= carry << w;
-            let row = i * half as usize;
-            if digit > 0 {
-                acc += &self.points[row + digit.unsigned_abs() as usize - 1];
-            } else if digit < 0 {
-                acc -= &self.points[row + digit.unsigned_abs() as usize - 1];
+            if digit == 0 {
+                continue;
             }
+            let point = &self.points[i * half as usize + digit.unsigned_abs() as usize - 1];
+            *acc = Some(match (acc.take(), digit > 0) {
+                (None, true) => *point,
+                (None, false) => -point,
+                (Some(a), true) => a + point,
+                (Some(a), false) => a - point,
+            });
         }
         assert_eq!(carry, 0, "the last digit absorbs every carry");
-        acc
     }
 }
 
@@ -205,7 +217,10 @@ impl PreparedKey {
         h.update(self.public.as_bytes());
         h.update(message);
         let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-        Some(BASEPOINT_TABLE.mul(s.as_bytes()) + self.minus_a.mul(k.as_bytes()))
+        let mut r = None;
+        BASEPOINT_TABLE.mul_add(s.as_bytes(), &mut r);
+        self.minus_a.mul_add(k.as_bytes(), &mut r);
+        Some(r.unwrap_or_else(EdwardsPoint::identity))
     }
 
     /// `verify_strict`'s decision for one signature (see the module docs).
@@ -394,6 +409,10 @@ mod tests {
             let expected = naive_mul(&p, &n);
             for table in &tables {
                 assert_eq!(table.mul(&n), expected, "{table:?} {}", hex::encode(n));
+                // Into an accumulator that already holds a point.
+                let mut acc = Some(p);
+                table.mul_add(&n, &mut acc);
+                assert_eq!(acc, Some(p + expected), "{table:?} {}", hex::encode(n));
             }
         }
     }
