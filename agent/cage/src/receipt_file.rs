@@ -857,6 +857,9 @@ pub struct FileSink {
     offsets: BatchOffsets,
     /// Rotation and deletion counters, when the sink serves a cage.
     metrics: Option<Arc<Metrics>>,
+    /// Segments removed, and removals failed, before `metrics` was attached
+    /// (at open): added to it when it is.
+    uncounted: (u64, u64),
 }
 
 impl FileSink {
@@ -964,13 +967,22 @@ impl FileSink {
             end_bytes,
             offsets,
             metrics: None,
+            uncounted: (0, 0),
         };
         sink.delete_old_segments();
         Ok(sink)
     }
 
-    /// Counts rotations and deletions from now on in `metrics`.
+    /// Counts rotations and removals in `metrics`: from now on, and the
+    /// removals (and failed ones) of the open that made this sink.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> FileSink {
+        let (removed, failed) = std::mem::take(&mut self.uncounted);
+        for _ in 0..removed {
+            metrics.receipt_segment_deleted();
+        }
+        for _ in 0..failed {
+            metrics.receipt_segment_delete_failed();
+        }
         self.metrics = Some(metrics);
         self
     }
@@ -1070,8 +1082,9 @@ impl FileSink {
             match result {
                 Ok(()) => {
                     deleted = true;
-                    if let Some(m) = &self.metrics {
-                        m.receipt_segment_deleted();
+                    match &self.metrics {
+                        Some(m) => m.receipt_segment_deleted(),
+                        None => self.uncounted.0 += 1,
                     }
                     match &archive {
                         Some(to) => tracing::info!(
@@ -1088,8 +1101,9 @@ impl FileSink {
                     }
                 }
                 Err(e) => {
-                    if let Some(m) = &self.metrics {
-                        m.receipt_segment_delete_failed();
+                    match &self.metrics {
+                        Some(m) => m.receipt_segment_delete_failed(),
+                        None => self.uncounted.1 += 1,
                     }
                     match &archive {
                         Some(to) => tracing::warn!(
@@ -1491,16 +1505,27 @@ mod tests {
             segments_kept_max: 1,
             ..policy
         };
-        let sink = FileSink::open_segmented(&path, &key.public_key(), one.clone()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let sink = FileSink::open_segmented(&path, &key.public_key(), one.clone())
+            .unwrap()
+            .with_metrics(metrics.clone());
         assert_eq!(list_segments(&path).unwrap(), live, "nothing moved");
+        // Refused at open, counted once the cage attaches its metrics.
+        let counted = metrics.snapshot();
+        assert_eq!(counted.receipt_segment_delete_errors, 1);
+        assert_eq!(counted.receipt_segments_deleted, 0);
         assert_eq!(
             std::fs::read(segment_path(&archived_base, next)).unwrap(),
             b"another log"
         );
         drop(sink);
         std::fs::remove_file(segment_path(&archived_base, next)).unwrap();
-        let sink = FileSink::open_segmented(&path, &key.public_key(), one).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let sink = FileSink::open_segmented(&path, &key.public_key(), one)
+            .unwrap()
+            .with_metrics(metrics.clone());
         assert_eq!(list_segments(&path).unwrap(), live[1..]);
+        assert_eq!(metrics.snapshot().receipt_segments_deleted, 1);
         let old = verify_receipts(&archived_base, &key.public_key()).unwrap();
         assert_eq!(old.tip.next_batch_index, sink.batch_offsets().first());
         let mut all = read_receipts(&archived_base, &key.public_key()).unwrap();
