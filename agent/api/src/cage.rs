@@ -100,13 +100,13 @@ pub(crate) async fn info(
     }))
 }
 
-/// A `?offset=` or `?limit=` value: a receipt count.
-fn receipt_count_param(key: &str, value: &str) -> Result<u32, ApiError> {
+/// A `?offset=` or `?limit=` value: a receipt count; `range` says which
+/// counts the parameter takes.
+fn receipt_count_param(key: &str, value: &str, range: &str) -> Result<u32, ApiError> {
     value.parse::<u32>().map_err(|_| {
         ApiError::bad_request(format!(
-            "{key} {} is not a receipt count (a whole number, at most {})",
-            quote(value),
-            u32::MAX
+            "{key} {} is not a receipt count ({range})",
+            quote(value)
         ))
     })
 }
@@ -119,8 +119,17 @@ fn batch_params(
     for (key, value) in parse_query(query)? {
         match key.as_str() {
             "format" => format = parse_format(&value)?,
-            "offset" => offset = Some(receipt_count_param("offset", &value)?),
-            "limit" => limit = Some(receipt_count_param("limit", &value)?),
+            "offset" => {
+                offset = Some(receipt_count_param(
+                    "offset",
+                    &value,
+                    "0 up to the batch's count",
+                )?)
+            }
+            "limit" => {
+                let range = format!("1 to {API_CAGE_BATCH_PAGE_RECEIPTS_COUNT_MAX}");
+                limit = Some(receipt_count_param("limit", &value, &range)?)
+            }
             other => return Err(crate::blobs::unknown_param(other, "format, offset, limit")),
         }
     }

@@ -896,8 +896,11 @@ impl FileSink {
             frames.push((segment, offset));
         })?;
         if let Some(dir) = &policy.archive_dir {
-            let live_first = scan.segments.first().map_or(0, |&(segment, _)| segment);
-            check_archive_dir(path, dir, live_first)?;
+            let live_first = scan
+                .segments
+                .first()
+                .map(|&(segment, first)| (segment, first.start));
+            check_archive_dir(path, key, dir, live_first)?;
         }
         // Index the scan: segments in order, each batch's offset.
         let mut frames = frames.into_iter().peekable();
@@ -1142,18 +1145,26 @@ fn write_header(file: &mut File, segment: u32, start: &ChainTip) -> io::Result<(
 /// Creates the archive directory and checks, before anything moves, that
 /// segments can go there: not the log's own directory (the archived names
 /// would be the live ones); a hard link from the log's directory works (the
-/// same mount, writable), tried with a probe file; and the archive is a
-/// run of segments that the live log's first one continues (or it is
-/// empty), so archiving never mixes two logs or leaves a gap in the archive.
-fn check_archive_dir(path: &Path, dir: &Path, live_first: u32) -> Result<(), OpenSinkError> {
+/// same mount, writable), tried with a probe file; and the archive is empty
+/// or ends where the live log starts (`live_first`: its first segment and
+/// the tip that segment continues), so archiving never mixes two logs or
+/// leaves a gap in the archive.
+fn check_archive_dir(
+    path: &Path,
+    key: &PublicKey,
+    dir: &Path,
+    live_first: Option<(u32, ChainTip)>,
+) -> Result<(), OpenSinkError> {
     use std::os::unix::fs::MetadataExt as _;
     let archive_err = |reason: String| OpenSinkError::Archive {
         dir: dir.to_path_buf(),
         reason,
     };
-    std::fs::create_dir_all(dir).map_err(|e| archive_err(format!("cannot create it: {e}")))?;
-    // A directory just created is durable only once its parent is synced.
-    sync_parent_dir(dir).map_err(|e| archive_err(format!("cannot sync its parent: {e}")))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| archive_err(format!("cannot create it: {e}")))?;
+        // A directory just created is durable once its parent is synced.
+        sync_parent_dir(dir).map_err(|e| archive_err(format!("cannot sync its parent: {e}")))?;
+    }
     let log_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -1170,13 +1181,25 @@ fn check_archive_dir(path: &Path, dir: &Path, live_first: u32) -> Result<(), Ope
             log_dir.display()
         )));
     }
+    // The probe: created new (O_EXCL, so a symlink of that name is never
+    // followed), linked into the archive, both names removed.
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let probe_name = format!(".{name}.archive-probe");
     let (probe, probe_to) = (log_dir.join(&probe_name), dir.join(&probe_name));
-    let linked = File::create(&probe).and_then(|_| {
-        let _ = std::fs::remove_file(&probe_to);
-        std::fs::hard_link(&probe, &probe_to)
-    });
+    let _ = std::fs::remove_file(&probe);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| {
+            archive_err(format!(
+                "cannot create a probe file in the receipt log's directory {} ({e}); moving \
+                 segments out needs it writable",
+                log_dir.display()
+            ))
+        })?;
+    let _ = std::fs::remove_file(&probe_to);
+    let linked = std::fs::hard_link(&probe, &probe_to);
     let _ = std::fs::remove_file(&probe);
     let _ = std::fs::remove_file(&probe_to);
     linked.map_err(|e| {
@@ -1193,22 +1216,59 @@ fn check_archive_dir(path: &Path, dir: &Path, live_first: u32) -> Result<(), Ope
             archived_base.display()
         ))
     })?;
-    if let (Some(&first), Some(&last)) = (archived.first(), archived.last())
-        // `last == live_first`: linked by a round that stopped before its
-        // unlink; the next round finishes it (or refuses another file).
-        && live_first != last
-        && Some(live_first) != last.checked_add(1)
-    {
-        return Err(archive_err(format!(
-            "it holds segments {first}..={last} of {}, but the live log's first segment is \
-             {live_first}: archiving it would {}; move those segments elsewhere or choose \
-             another archive_dir",
-            archived_base.display(),
-            if live_first <= last {
+    let (Some(&first), Some(&last)) = (archived.first(), archived.last()) else {
+        return Ok(());
+    };
+    let not_continued = |why: String| {
+        archive_err(format!(
+            "it holds segments {first}..={last} of {}, which the live log does not continue \
+             ({why}); move them elsewhere or choose another archive_dir",
+            archived_base.display()
+        ))
+    };
+    let Some((live_segment, live_start)) = live_first else {
+        return Err(not_continued("the live log is new".into()));
+    };
+    let archived_last = segment_path(&archived_base, last);
+    if live_segment == last {
+        // Linked by a round that stopped before its unlink: the very file.
+        let same = match (
+            std::fs::symlink_metadata(segment_path(path, live_segment)),
+            std::fs::symlink_metadata(&archived_last),
+        ) {
+            (Ok(x), Ok(y)) => y.is_file() && (x.dev(), x.ino()) == (y.dev(), y.ino()),
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        return Err(not_continued(format!(
+            "its segment {last} is another file than the live log's"
+        )));
+    }
+    if Some(live_segment) != last.checked_add(1) {
+        return Err(not_continued(format!(
+            "the live log's first segment is {live_segment}: archiving it would {}",
+            if live_segment < last {
                 "mix two logs under one name"
             } else {
                 "leave a gap in the archive"
             }
+        )));
+    }
+    // Numbers in sequence: the archive's last segment must also end where
+    // the live log's first one starts, signed by this key.
+    let end = scan_segment(&archived_last, last, key, None, false, &mut |_, _| {})
+        .map_err(|e| not_continued(format!("its last segment does not verify: {e}")))?
+        .end;
+    if end != live_start {
+        return Err(not_continued(format!(
+            "its last segment ends at batch {} (hash {}), the live log starts at batch {} after \
+             hash {}",
+            end.next_batch_index,
+            end.prev_batch_hash.to_hex(),
+            live_start.next_batch_index,
+            live_start.prev_batch_hash.to_hex()
         )));
     }
     Ok(())
@@ -1495,9 +1555,9 @@ mod tests {
         all.extend(read_receipts(&path, &key.public_key()).unwrap());
         assert_eq!(all, receipts);
 
-        // Another log's segment under the next name to archive: refused,
-        // the live segment stays, nothing is lost; once it is gone, the
-        // next open archives down to the bound.
+        // Another file under the name of the live log's first segment in
+        // the archive: the cage refuses to start, nothing moves, nothing is
+        // lost; once it is gone, the next open archives down to the bound.
         drop(sink);
         let next = live[0];
         std::fs::write(segment_path(&archived_base, next), b"another log").unwrap();
@@ -1505,20 +1565,16 @@ mod tests {
             segments_kept_max: 1,
             ..policy
         };
-        let metrics = Arc::new(Metrics::new());
-        let sink = FileSink::open_segmented(&path, &key.public_key(), one.clone())
-            .unwrap()
-            .with_metrics(metrics.clone());
+        let err = FileSink::open_segmented(&path, &key.public_key(), one.clone()).unwrap_err();
+        assert!(
+            err.to_string().contains("another file than the live log's"),
+            "{err}"
+        );
         assert_eq!(list_segments(&path).unwrap(), live, "nothing moved");
-        // Refused at open, counted once the cage attaches its metrics.
-        let counted = metrics.snapshot();
-        assert_eq!(counted.receipt_segment_delete_errors, 1);
-        assert_eq!(counted.receipt_segments_deleted, 0);
         assert_eq!(
             std::fs::read(segment_path(&archived_base, next)).unwrap(),
             b"another log"
         );
-        drop(sink);
         std::fs::remove_file(segment_path(&archived_base, next)).unwrap();
         let metrics = Arc::new(Metrics::new());
         let sink = FileSink::open_segmented(&path, &key.public_key(), one)
@@ -1586,7 +1642,7 @@ mod tests {
         assert!(
             text.contains("receipts.archive_dir")
                 && text.contains(&format!("segments 0..={old_last}"))
-                && text.contains("mix two logs"),
+                && text.contains("the live log is new"),
             "{text}"
         );
         assert!(!path.exists(), "nothing was created in the live log");
@@ -1601,8 +1657,31 @@ mod tests {
         let err = FileSink::open_segmented(&path, &key.public_key(), policy.clone()).unwrap_err();
         assert!(err.to_string().contains("leave a gap"), "{err}");
 
+        // Numbers in sequence but another chain: the old log's segments up
+        // to just before the live log's first, which does not continue them.
+        // (Three receipts a batch: the same key, another chain.)
+        let live_first = list_segments(&path).unwrap()[0];
+        std::fs::remove_dir_all(&archive_dir).unwrap();
+        let mut other = FileSink::open_segmented(&archived_base, &key.public_key(), SMALL).unwrap();
+        while other.segment() < live_first {
+            let seq = other.tip().next_receipt_seq;
+            let receipts: Vec<Receipt> = (seq..seq + 3).map(sample).collect();
+            let hashes: Vec<Hash32> = receipts.iter().map(|r| r.hash().unwrap()).collect();
+            let batch = SignedBatch::seal(&other.tip(), receipts, &hashes, &key, seq);
+            other.append(&batch.to_encoded().unwrap()).unwrap();
+        }
+        drop(other);
+        std::fs::remove_file(segment_path(&archived_base, live_first)).unwrap();
+        let err = FileSink::open_segmented(&path, &key.public_key(), policy.clone()).unwrap_err();
+        assert!(
+            err.to_string().contains("the live log starts at batch"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&archive_dir);
+
         // A symlink in the archive pointing at the live segment: refused,
         // the live segment stays.
+        std::fs::create_dir_all(&archive_dir).unwrap();
         let live_first = list_segments(&path).unwrap()[0];
         std::os::unix::fs::symlink(
             segment_path(&path, live_first),
@@ -1652,8 +1731,13 @@ mod tests {
         let last = sink.tip();
         drop(sink);
         std::fs::remove_dir_all(&path).unwrap();
-        let sink = FileSink::open_segmented(&path, &key.public_key(), policy).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let sink = FileSink::open_segmented(&path, &key.public_key(), policy)
+            .unwrap()
+            .with_metrics(metrics.clone());
         assert_eq!(list_segments(&path).unwrap(), vec![3, 4, 5]);
+        // Removed while opening, counted once the metrics are attached.
+        assert_eq!(metrics.snapshot().receipt_segments_deleted, 2);
         assert_eq!(sink.tip(), last);
         let report = verify_receipts(&path, &key.public_key()).unwrap();
         assert_eq!(report.first_batch_index, sink.batch_offsets().first());

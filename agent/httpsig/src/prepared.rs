@@ -127,7 +127,8 @@ impl FixedBaseTable {
     /// Adds `[n] P` to `acc` (`None` is the identity). Why not `mul` and
     /// one more addition: the first digit's point is taken as it is rather
     /// than added to the identity, and two products share one accumulator,
-    /// so `[s]B + [k]A` costs two point additions fewer (of about 70).
+    /// so `[s]B + [k](−A)` costs two point additions fewer (of about 70):
+    /// the first table's first point, and the final sum of two products.
     pub fn mul_add(&self, n: &[u8; 32], acc: &mut Option<EdwardsPoint>) {
         let w = self.window_bits as usize;
         let half = 1i32 << (w - 1);
