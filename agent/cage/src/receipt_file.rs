@@ -85,13 +85,14 @@ impl SegmentPolicy {
     };
 }
 
-/// Moves segment `segment` of the log at `base` to the same name under
-/// `archive_base` (the archived log's base path): a hard link, the archive
-/// directory synced, then the unlink of the live name. Never replaces a
-/// name: an archive that already holds it refuses, unless it is this very
-/// file (linked by a round that crashed or failed before its unlink; a
-/// symlink to it is not: unlinking the live name would lose the data).
-fn archive_segment(base: &Path, archive_base: &Path, segment: u32) -> io::Result<()> {
+/// Gives segment `segment` of the log at `base` its archive name, the same
+/// name under `archive_base` (the archived log's base path): a hard link,
+/// then the archive directory synced, so the live name may go (the caller
+/// unlinks it). Never replaces a name: an archive that already holds it
+/// refuses, unless it is this very file (linked by a round that crashed or
+/// failed before its unlink; a symlink to it is not: unlinking the live
+/// name would lose the data).
+fn link_into_archive(base: &Path, archive_base: &Path, segment: u32) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let from = segment_path(base, segment);
     let to = segment_path(archive_base, segment);
@@ -112,8 +113,7 @@ fn archive_segment(base: &Path, archive_base: &Path, segment: u32) -> io::Result
         }
         Err(e) => return Err(e),
     }
-    sync_parent_dir(&to)?;
-    std::fs::remove_file(&from)
+    sync_parent_dir(&to)
 }
 
 /// The archived log's base path for the log at `base`.
@@ -793,6 +793,15 @@ impl BatchOffsets {
         index.segments.push_back((segment, first_batch_index));
     }
 
+    /// The oldest segment, if it may be removed (it is not the one the sink
+    /// appends to).
+    fn oldest_removable(&self) -> Option<u32> {
+        let index = self.0.read();
+        (index.segments.len() >= 2)
+            .then(|| index.segments.front().map(|&(segment, _)| segment))
+            .flatten()
+    }
+
     /// Deletes the oldest segment with `delete` (given its number) and, if
     /// that succeeds, forgets it and its batches; returns its number and
     /// what `delete` said, or None when only the newest is left (the sink
@@ -1072,15 +1081,26 @@ impl FileSink {
         let mut deleted = false;
         while self.offsets.segments_count() > kept_max {
             let base = &self.base;
-            let Some((oldest, result)) =
-                self.offsets
-                    .delete_oldest_segment(|segment| match &archive {
-                        Some(to) => archive_segment(base, to, segment),
-                        None => std::fs::remove_file(segment_path(base, segment)),
-                    })
-            else {
+            let Some(oldest) = self.offsets.oldest_removable() else {
                 break;
             };
+            // The archive name is made durable before the index is locked,
+            // so lookups never wait for a directory sync; only the unlink
+            // runs under the lock. The sink is the only remover, so the
+            // oldest segment is the same one then.
+            let mut result = match &archive {
+                Some(to) => link_into_archive(base, to, oldest),
+                None => Ok(()),
+            };
+            if result.is_ok() {
+                let Some((_, removed)) = self.offsets.delete_oldest_segment(|segment| {
+                    assert_eq!(segment, oldest, "only the sink removes segments");
+                    std::fs::remove_file(segment_path(base, segment))
+                }) else {
+                    break;
+                };
+                result = removed;
+            }
             let path = segment_path(&self.base, oldest);
             match result {
                 Ok(()) => {
@@ -1598,7 +1618,8 @@ mod tests {
             segment_path(&archived_base, last),
         )
         .unwrap();
-        archive_segment(&path, &archived_base, last).unwrap();
+        link_into_archive(&path, &archived_base, last).unwrap();
+        std::fs::remove_file(segment_path(&path, last)).unwrap();
         assert!(!segment_path(&path, last).exists());
         assert_eq!(
             read_receipts(&archived_base, &key.public_key()).unwrap(),
@@ -1688,7 +1709,7 @@ mod tests {
             segment_path(&archived_base, live_first),
         )
         .unwrap();
-        let err = archive_segment(&path, &archived_base, live_first).unwrap_err();
+        let err = link_into_archive(&path, &archived_base, live_first).unwrap_err();
         assert!(err.to_string().contains("refusing to replace it"), "{err}");
         assert!(segment_path(&path, live_first).is_file());
         verify_receipts(&path, &key.public_key()).unwrap();
