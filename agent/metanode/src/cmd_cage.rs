@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use metanode_cage::{
-    CageConfig, PolicyHandle, ReceiptProof, allow_all_policy, read_signed_batches,
+    CageConfig, PolicyHandle, ReceiptProof, allow_all_policy, read_signed_batches, verify_receipts,
     verify_receipts_with_progress,
 };
 use metanode_core::cid::ContentId;
@@ -47,12 +47,13 @@ under it, so a response's `Metanode-Receipt: <hash>; batch=N` leads to
 
 A log whose oldest segments were removed (receipts.segments_kept_max) verifies from its first
 kept segment and names the batch hash that segment continues. With receipts.archive_dir the
-removed segments are a log of their own, under the same file name in that directory: verify it
-the same way; its last batch hash is the one the live log continues.
+removed segments are a log of their own, under the same file name in that directory: --archive
+DIR verifies it too, and that the live log continues it, as one chain.
 
 Examples:
   metanode cage verify-receipts /var/lib/metanode/cage/receipts.log --signer 3b6a…9f
-  metanode cage verify-receipts /var/lib/metanode/cage-archive/receipts.log --signer 3b6a…9f
+  metanode cage verify-receipts /var/lib/metanode/cage/receipts.log --signer 3b6a…9f \\
+      --archive /var/lib/metanode/cage-archive
   metanode --json cage verify-receipts receipts.log --signer 3b6a…9f --cids")]
     VerifyReceipts(VerifyArgs),
     /// Verify one receipt from a `Metanode-Receipt` response header: fetch
@@ -94,9 +95,15 @@ pub struct VerifyArgs {
     /// The node's public key, 64 hex digits.
     #[arg(long, value_name = "HEX64")]
     signer: String,
-    /// Also print each batch's CID (the blob the agent stored it as).
+    /// Also print each batch's CID (the blob the agent stored it as; the
+    /// receipt log's batches, not the archive's).
     #[arg(long)]
     cids: bool,
+    /// The cage's receipts.archive_dir: also verify the archived log there
+    /// (`DIR/<the log's file name>`) and that the receipt log continues it,
+    /// so the two verify as one chain.
+    #[arg(long, value_name = "DIR")]
+    archive: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +208,39 @@ async fn stop_signal() {
     }
 }
 
+/// Whether the live receipt log continues the archived one: its first kept
+/// segment starts exactly where the archive ends. An empty archive is
+/// continued by anything.
+fn joins_archive(
+    archive: &metanode_cage::VerifyReport,
+    live: &metanode_cage::VerifyReport,
+) -> Result<(), String> {
+    if archive.segments_count == 0 || archive.tip == live.start {
+        return Ok(());
+    }
+    if live.first_batch_index == 0 {
+        return Err(format!(
+            "it starts from genesis, so the archive's batches {}..{} are another log's",
+            archive.first_batch_index, archive.tip.next_batch_index
+        ));
+    }
+    if archive.tip.next_batch_index > live.start.next_batch_index {
+        return Err(format!(
+            "the cage archived segments while they were verified (the archive now ends at batch \
+             {}, past the log's start at {}): run it again",
+            archive.tip.next_batch_index, live.start.next_batch_index
+        ));
+    }
+    Err(format!(
+        "it does not continue the archive: the archive ends at batch {} (hash {}), the log \
+         starts at batch {} after hash {}",
+        archive.tip.next_batch_index,
+        archive.tip.prev_batch_hash.to_hex(),
+        live.start.next_batch_index,
+        live.start.prev_batch_hash.to_hex()
+    ))
+}
+
 /// What a rotated log's report adds to the summary line: its segments and
 /// batch range, and, when the oldest segments were deleted, that the chain
 /// is checked from an anchored start, so the count is not read as the
@@ -252,6 +292,18 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     let report = verified.map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    // After the live log: segments the cage archives meanwhile are then in
+    // the archive when it is read (and named as an overlap, not a gap).
+    let archived = match &args.archive {
+        Some(dir) => {
+            let base = dir.join(path.file_name().unwrap_or_default());
+            let archive = verify_receipts(&base, &key)
+                .map_err(|e| anyhow!("archive {}: {e}", base.display()))?;
+            joins_archive(&archive, &report).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            Some((base, archive))
+        }
+        None => None,
+    };
     let cids = if args.cids {
         // The file verified; its batches, up to the verified length, are
         // the blobs. A batch appended since is left out.
@@ -292,14 +344,33 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
         None
     };
     let span = report_span(&report);
+    let mut human = format!(
+        "{}: {} receipts in {} batches verify ({} bytes{span})",
+        path.display(),
+        report.receipts_count,
+        report.batches_count,
+        report.verified_len_bytes
+    );
+    let archive_json = archived.as_ref().map(|(base, a)| {
+        human = format!(
+            "{}: {} receipts in {} batches verify ({} bytes{})\n{human}\none chain: batches \
+             {}..{}, {} receipts",
+            base.display(),
+            a.receipts_count,
+            a.batches_count,
+            a.verified_len_bytes,
+            report_span(a),
+            a.first_batch_index,
+            report.tip.next_batch_index,
+            a.receipts_count + report.receipts_count
+        );
+        json!({"receipts_file": base.display().to_string(), "receipts": a.receipts_count,
+               "batches": a.batches_count, "bytes": a.verified_len_bytes,
+               "segments": a.segments_count, "first_batch": a.first_batch_index,
+               "last_batch_hash": a.tip.prev_batch_hash.to_hex()})
+    });
     out.emit(
-        &format!(
-            "{}: {} receipts in {} batches verify ({} bytes{span})",
-            path.display(),
-            report.receipts_count,
-            report.batches_count,
-            report.verified_len_bytes
-        ),
+        &human,
         &json!({"receipts_file": path.display().to_string(), "receipts": report.receipts_count,
                 "batches": report.batches_count, "bytes": report.verified_len_bytes,
                 "segments": report.segments_count, "first_batch": report.first_batch_index,
@@ -307,7 +378,7 @@ fn verify(args: &VerifyArgs, out: &Output) -> anyhow::Result<()> {
                 "continues_batch_hash": (report.first_batch_index > 0)
                     .then(|| report.start.prev_batch_hash.to_hex()),
                 "last_batch_hash": report.tip.prev_batch_hash.to_hex(),
-                "batch_cids": cids}),
+                "batch_cids": cids, "archive": archive_json}),
     );
     Ok(())
 }
@@ -598,6 +669,55 @@ mod tests {
                 report.start.prev_batch_hash.to_hex()
             )
         );
+    }
+
+    /// `--archive`: a log whose removed segments went to the archive
+    /// continues it; another chain, a log from genesis, and an archive that
+    /// grew past the log's start while it was read are each named.
+    #[test]
+    fn the_live_log_joins_its_archive_or_the_break_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live").join("receipts.log");
+        let archive_dir = dir.path().join("archive");
+        let key = SigningKey::from_seed(&[4; 32]);
+        let policy = metanode_cage::SegmentPolicy {
+            segment_bytes_max: 2_000,
+            segments_kept_max: 2,
+            archive_dir: Some(archive_dir.clone()),
+        };
+        let mut sink = FileSink::open_segmented(&path, &key.public_key(), policy).unwrap();
+        for b in 0..12u64 {
+            let receipts: Vec<_> = (2 * b..2 * b + 2).map(receipt).collect();
+            let hashes: Vec<_> = receipts.iter().map(|r| r.hash().unwrap()).collect();
+            let batch = SignedBatch::seal(&sink.tip(), receipts, &hashes, &key, b);
+            sink.append(&batch.to_encoded().unwrap()).unwrap();
+        }
+        let live = verify_receipts(&path, &key.public_key()).unwrap();
+        let archive =
+            verify_receipts(&archive_dir.join("receipts.log"), &key.public_key()).unwrap();
+        assert!(live.first_batch_index > 0 && archive.segments_count > 0);
+        assert_eq!(joins_archive(&archive, &live), Ok(()));
+        let empty = metanode_cage::VerifyReport {
+            segments_count: 0,
+            ..archive.clone()
+        };
+        assert_eq!(joins_archive(&empty, &live), Ok(()));
+
+        let mut other = archive.clone();
+        other.tip.prev_batch_hash = Hash32::from_bytes([9; 32]);
+        let err = joins_archive(&other, &live).unwrap_err();
+        assert!(err.contains("does not continue the archive"), "{err}");
+        let genesis = metanode_cage::VerifyReport {
+            first_batch_index: 0,
+            start: metanode_cage::receipt::ChainTip::GENESIS,
+            ..live.clone()
+        };
+        let err = joins_archive(&archive, &genesis).unwrap_err();
+        assert!(err.contains("another log's"), "{err}");
+        let mut grown = archive.clone();
+        grown.tip.next_batch_index = live.start.next_batch_index + 3;
+        let err = joins_archive(&grown, &live).unwrap_err();
+        assert!(err.contains("run it again"), "{err}");
     }
 
     #[test]
