@@ -504,6 +504,9 @@ mod tests {
         let src = dir.join(format!("{name}.c"));
         fs::write(&src, source).expect("write C source");
         let out = dir.join(name);
+        // Spawning forks: held so that a store test beside it never sees its
+        // LOCK fd kept open by this child until its exec (see lib.rs).
+        let _forking = crate::test_fork_guard();
         let status = std::process::Command::new("cc")
             .arg(&src)
             .arg("-o")
