@@ -93,15 +93,12 @@ impl SegmentPolicy {
 /// failed before its unlink; a symlink to it is not: unlinking the live
 /// name would lose the data).
 fn link_into_archive(base: &Path, archive_base: &Path, segment: u32) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
     let from = segment_path(base, segment);
     let to = segment_path(archive_base, segment);
     match std::fs::hard_link(&from, &to) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let a = std::fs::symlink_metadata(&from)?;
-            let b = std::fs::symlink_metadata(&to)?;
-            if !b.is_file() || (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            if !is_hard_link_of(&from, &to)? {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!(
@@ -230,10 +227,7 @@ pub fn list_segments(base: &Path) -> Result<Vec<u32>, VerifyReceiptsError> {
             "the receipt path has no UTF-8 file name",
         ))
     })?;
-    let dir = match base.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(base);
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -1185,10 +1179,7 @@ fn check_archive_dir(
         // A directory just created is durable once its parent is synced.
         sync_parent_dir(dir).map_err(|e| archive_err(format!("cannot sync its parent: {e}")))?;
     }
-    let log_dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let log_dir = dir_of(path);
     let (a, l) = (
         std::fs::metadata(dir).map_err(|e| archive_err(format!("cannot stat it: {e}")))?,
         std::fs::metadata(log_dir)
@@ -1252,14 +1243,7 @@ fn check_archive_dir(
     let archived_last = segment_path(&archived_base, last);
     if live_segment == last {
         // Linked by a round that stopped before its unlink: the very file.
-        let same = match (
-            std::fs::symlink_metadata(segment_path(path, live_segment)),
-            std::fs::symlink_metadata(&archived_last),
-        ) {
-            (Ok(x), Ok(y)) => y.is_file() && (x.dev(), x.ino()) == (y.dev(), y.ino()),
-            _ => false,
-        };
-        if same {
+        if is_hard_link_of(&segment_path(path, live_segment), &archived_last).unwrap_or(false) {
             return Ok(());
         }
         return Err(not_continued(format!(
@@ -1294,12 +1278,26 @@ fn check_archive_dir(
     Ok(())
 }
 
-/// Makes a created or deleted name in `path`'s directory durable.
-fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
+/// The directory `path` names a file in (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
+    }
+}
+
+/// Whether `archived` is the very file `live` (a hard link of it), not a
+/// symlink to it nor another file.
+fn is_hard_link_of(live: &Path, archived: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let a = std::fs::symlink_metadata(live)?;
+    let b = std::fs::symlink_metadata(archived)?;
+    Ok(b.is_file() && (a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
+
+/// Makes a created or deleted name in `path`'s directory durable.
+fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    let dir = dir_of(path);
     File::open(dir)?.sync_all()
 }
 
