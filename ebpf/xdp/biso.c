@@ -67,10 +67,35 @@ BISO_LPM(biso_v6_0, struct biso_lpm_v6);
 BISO_LPM(biso_v6_1, struct biso_lpm_v6);
 
 /* Per-CPU verdict caches in front of the tries (and the yellow buckets),
- * one per family. A deep policy makes the LPM lookup the costliest step (a
- * few ns per trie level); one hash lookup replaces it for every source seen
- * before under the live policy generation. Separate maps also keep a flood
- * of spoofed IPv6 sources from evicting IPv4 buckets. */
+ * one pair per family. A deep policy makes the LPM lookup the costliest step
+ * (a few ns per trie level); the front array answers for every source seen
+ * before under the live policy generation in a few instructions. Separate
+ * maps per family keep a flood of spoofed IPv6 sources from evicting IPv4
+ * entries.
+ *
+ * The front (biso.h: struct biso_front) is direct-mapped, so two sources
+ * can share a slot; the one that arrives takes the slot. A green or red
+ * entry pushed out is simply dropped (the next packet re-reads the tries).
+ * A used yellow bucket pushed out moves to the LRU hash behind it and moves
+ * back when its source is yellow in the slot again, so a collision never
+ * resets a bucket. Only
+ * such buckets enter the LRU: a flood of green or red sources, however many,
+ * never evicts a yellow bucket there. The front is sized here (not by the
+ * loader) because its index is computed from BISO_FRONT_*_BITS. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << BISO_FRONT_V4_BITS);
+	__type(key, __u32);
+	__type(value, struct biso_front);
+} biso_front_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << BISO_FRONT_V6_BITS);
+	__type(key, __u32);
+	__type(value, struct biso_front);
+} biso_front_v6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 1);
@@ -323,6 +348,71 @@ static __always_inline const struct biso_rule *trie_rule(const struct pkt_meta *
 	return rule ? rule : &s->default_rule;
 }
 
+/* The source's front slot (biso.h explains the index). */
+static __always_inline struct biso_front *front_slot(int v4, const __u8 *src)
+{
+	__u32 idx;
+	if (v4) {
+		__u32 w;
+		__builtin_memcpy(&w, src, 4);
+		idx = (w * BISO_FRONT_HASH_MUL) >> (32 - BISO_FRONT_V4_BITS);
+		return bpf_map_lookup_elem(&biso_front_v4, &idx);
+	}
+	__u32 w[4];
+	__builtin_memcpy(w, src, 16);
+	idx = ((w[0] ^ w[1] ^ w[2] ^ w[3]) * BISO_FRONT_HASH_MUL) >> (32 - BISO_FRONT_V6_BITS);
+	return bpf_map_lookup_elem(&biso_front_v6, &idx);
+}
+
+/* A yellow bucket that was used moves from a value (a front slot being
+ * taken, or the stack copy of the fallback) to the LRU. Green and red
+ * entries, and unused buckets (full, as a new entry starts), go nowhere. */
+static __always_inline void bucket_to_lru(int v4, const __u8 *src, const struct biso_verdict *v)
+{
+	if (v->last_ns == 0)
+		return;
+	if (v4) {
+		__u32 k;
+		__builtin_memcpy(&k, src, 4);
+		bpf_map_update_elem(&biso_verdicts_v4, &k, v, BPF_ANY);
+	} else {
+		struct biso_src6 k;
+		__builtin_memcpy(k.addr, src, 16);
+		bpf_map_update_elem(&biso_verdicts_v6, &k, v, BPF_ANY);
+	}
+}
+
+/* Empties this CPU's value of an LRU entry that moved to a front slot. Not
+ * a delete: that would take every CPU's value of the key with it. */
+static __always_inline void lru_value_taken(struct biso_verdict *lv)
+{
+	lv->generation = 0;
+	lv->credit = 0;
+	lv->last_ns = 0;
+}
+
+/* Moves the source's entry on this CPU out of the LRU into `out`; 0 if it
+ * has none (a value another CPU's update zero-filled is none: generation 0,
+ * last_ns 0, as a new entry). */
+static __always_inline int bucket_from_lru(int v4, const __u8 *src, struct biso_verdict *out)
+{
+	struct biso_verdict *lv;
+	if (v4) {
+		__u32 k;
+		__builtin_memcpy(&k, src, 4);
+		lv = bpf_map_lookup_elem(&biso_verdicts_v4, &k);
+	} else {
+		struct biso_src6 k;
+		__builtin_memcpy(k.addr, src, 16);
+		lv = bpf_map_lookup_elem(&biso_verdicts_v6, &k);
+	}
+	if (!lv || lv->generation == 0)
+		return 0;
+	*out = *lv;
+	lru_value_taken(lv);
+	return 1;
+}
+
 /* The verdict for one parsed IP packet. Inlined into the untagged IPv4 fast
  * path; every other shape goes through the out-of-line biso_judge. */
 static __always_inline int judge(struct biso_counters *cnt, const struct pkt_meta *m)
@@ -344,39 +434,65 @@ static __always_inline int judge(struct biso_counters *cnt, const struct pkt_met
 	__u64 generation = s->generation;
 
 	int v4 = m->family == 4 || m->v4_mapped;
-	__u32 src4;
-	struct biso_src6 src6;
-	struct biso_verdict *v;
-	if (v4) {
-		__builtin_memcpy(&src4, m->v4_mapped ? &m->saddr[12] : m->saddr, 4);
-		v = bpf_map_lookup_elem(&biso_verdicts_v4, &src4);
-	} else {
-		__builtin_memcpy(src6.addr, m->saddr, 16);
-		v = bpf_map_lookup_elem(&biso_verdicts_v6, &src6);
-	}
+	/* The cache key: 4 bytes and 12 zeros for IPv4, the front's layout. */
+	__u8 src[16] = {};
+	if (v4)
+		__builtin_memcpy(src, m->v4_mapped ? &m->saddr[12] : m->saddr, 4);
+	else
+		__builtin_memcpy(src, m->saddr, 16);
+	__u64 src_lo, src_hi;
+	__builtin_memcpy(&src_lo, src, 8);
+	__builtin_memcpy(&src_hi, &src[8], 8);
+
+	struct biso_front *f = front_slot(v4, src);
 	struct biso_verdict fresh;
-	int insert = 0;
-	if (v) {
-		/* Keeps clang from forming &v->rule before the null check,
-		 * which the verifier rejects. */
-		asm volatile("" : "+r"(v));
-		if (v->generation != generation || ctl->verdict_cache_off) {
-			/* Refreshed in place; the bucket (credit, last_ns)
-			 * stays: a swap is no reason for a fresh burst. It is
-			 * settled only when the policy changed: with the cache
-			 * switched off the same rule is re-read each packet. */
-			if (v->generation != generation)
-				bucket_settle(v);
-			v->rule = *trie_rule(m, slot, s);
-			v->generation = generation;
+	struct biso_verdict *v;
+	int fallback = 0;
+	if (f) {
+		/* Keeps clang from forming &f->v before the null check, which
+		 * the verifier rejects. */
+		asm volatile("" : "+r"(f));
+		__u64 f_lo, f_hi;
+		__builtin_memcpy(&f_lo, f->src, 8);
+		__builtin_memcpy(&f_hi, &f->src[8], 8);
+		if (f->v.generation != 0 && (f_lo != src_lo || f_hi != src_hi)) {
+			/* Another source's slot: this one takes it. */
+			bucket_to_lru(v4, f->src, &f->v);
+			f->v.generation = 0;
 		}
+		v = &f->v;
 	} else {
-		fresh.generation = generation;
-		fresh.rule = *trie_rule(m, slot, s);
-		fresh.credit = 0;
-		fresh.last_ns = 0;
+		/* Unreachable (the index is below the array's size, which the
+		 * loader checks); judged correctly anyway, through the LRU. */
 		v = &fresh;
-		insert = 1;
+		fallback = 1;
+	}
+	if (fallback || v->generation == 0) {
+		/* New to the slot. */
+		v->generation = 0;
+		v->credit = 0;
+		v->last_ns = 0;
+		if (f)
+			__builtin_memcpy(f->src, src, 16);
+	}
+	if (v->generation != generation || ctl->verdict_cache_off) {
+		/* A new entry, or one cached under another policy: the tries
+		 * decide. */
+		const struct biso_rule *rule = trie_rule(m, slot, s);
+		/* A yellow source with no used bucket here may have left one
+		 * in the LRU when it lost its slot, maybe while it was green or
+		 * red: it comes back. Only yellow sources pay for this lookup,
+		 * so a flood of new green or red sources never touches the
+		 * LRU. */
+		if (rule->verdict == BISO_YELLOW && v->last_ns == 0)
+			bucket_from_lru(v4, src, v);
+		/* The bucket (credit, last_ns) stays: a swap is no reason for a
+		 * fresh burst. It is settled only when the policy changed: with
+		 * the cache switched off the same rule is re-read each packet. */
+		if (v->generation != 0 && v->generation != generation)
+			bucket_settle(v);
+		v->rule = *rule;
+		v->generation = generation;
 	}
 
 	int action;
@@ -394,15 +510,10 @@ static __always_inline int judge(struct biso_counters *cnt, const struct pkt_met
 		cnt->c[BISO_C_RED_BYTES] += m->bytes;
 		action = XDP_DROP;
 	}
-	/* After the bucket took this packet, so the new entry holds it. A full
-	 * LRU evicts the least recently seen source; its bucket, if yellow,
-	 * restarts full, which errs towards passing yellow (not red) traffic. */
-	if (insert) {
-		if (v4)
-			bpf_map_update_elem(&biso_verdicts_v4, &src4, &fresh, BPF_ANY);
-		else
-			bpf_map_update_elem(&biso_verdicts_v6, &src6, &fresh, BPF_ANY);
-	}
+	/* Without a front slot the entry goes back where it came from, after
+	 * the bucket took this packet. */
+	if (fallback)
+		bucket_to_lru(v4, src, v);
 	return action;
 }
 

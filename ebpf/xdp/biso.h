@@ -110,6 +110,30 @@ struct biso_verdict {
 	__u64 last_ns; /* 0: bucket never used on this CPU, so full */
 };
 
+/* The front of the verdict cache: a direct-mapped per-CPU array per family
+ * (biso_front_v4, biso_front_v6), 2^BITS entries. Its lookup is inlined by
+ * the JIT, where the LRU hash behind it is a kernel call with jhash, so a
+ * hit costs a few instructions. A source's slot is
+ *   (word * BISO_FRONT_HASH_MUL) >> (32 - BITS)
+ * where word is the 4 source bytes loaded as a native u32 (IPv4) or the XOR
+ * of the 16 bytes' four native u32s (IPv6): the top bits of a multiplicative
+ * hash depend on every input bit, so the sources of one /24 spread out.
+ * ebpf/loader/src/abi.rs mirrors the constants and the index. */
+#define BISO_FRONT_V4_BITS 16
+#define BISO_FRONT_V6_BITS 14
+#define BISO_FRONT_HASH_MUL 0x9E3779B1u
+
+/* One front slot: the verdict cache value of `src` (IPv4: the first 4
+ * bytes, the rest 0). v.generation 0 marks an empty slot. A used yellow
+ * bucket (last_ns != 0) lives in exactly one place per CPU, its source's
+ * front slot or the LRU (biso_verdicts_v4/_v6): a source losing its slot
+ * puts a used bucket into the LRU, and a yellow source whose slot has no
+ * used bucket takes its bucket out of the LRU. */
+struct biso_front {
+	struct biso_verdict v;
+	__u8 src[16];
+};
+
 /* A yellow packet's headers, copied to user space. */
 struct biso_sample {
 	__u64 ts_ns;

@@ -52,6 +52,41 @@ pub(crate) struct VerdictAbi {
     pub(crate) last_ns: u64,
 }
 
+/// `struct biso_front`: one slot of the direct-mapped front of the verdict
+/// cache. IPv4 sources fill `src[..4]`, the rest 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FrontAbi {
+    /// `v.generation == 0`: the slot is empty on this CPU.
+    pub(crate) v: VerdictAbi,
+    pub(crate) src: [u8; 16],
+}
+
+/// `BISO_FRONT_V4_BITS`, `BISO_FRONT_V6_BITS`, `BISO_FRONT_HASH_MUL`: the
+/// front arrays hold `1 << bits` slots; `TrafficLights::load` refuses maps
+/// of another size, since the program's index assumes these.
+pub(crate) const FRONT_V4_BITS: u32 = 16;
+pub(crate) const FRONT_V6_BITS: u32 = 14;
+#[cfg(test)]
+const FRONT_HASH_MUL: u32 = 0x9E37_79B1;
+
+/// The front slot of an IPv4 source (IPv4-mapped IPv6 included), as the
+/// program computes it: the address bytes as a native u32.
+#[cfg(test)]
+pub(crate) fn front_index_v4(src: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(src).wrapping_mul(FRONT_HASH_MUL) >> (32 - FRONT_V4_BITS)
+}
+
+/// The front slot of an IPv6 source: its four native u32s folded by XOR.
+#[cfg(test)]
+pub(crate) fn front_index_v6(src: [u8; 16]) -> u32 {
+    let word = src
+        .chunks_exact(4)
+        .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+        .fold(0, |a, w| a ^ w);
+    word.wrapping_mul(FRONT_HASH_MUL) >> (32 - FRONT_V6_BITS)
+}
+
 pub(crate) const SAMPLE_BYTES: usize = 64;
 
 /// `enum biso_counter`: indices into the per-CPU counters array.
@@ -90,6 +125,7 @@ const _: () = assert!(size_of::<RuleAbi>() == 40);
 const _: () = assert!(size_of::<SlotAbi>() == 64);
 const _: () = assert!(size_of::<CtlAbi>() == 8);
 const _: () = assert!(size_of::<VerdictAbi>() == 64);
+const _: () = assert!(size_of::<FrontAbi>() == 80);
 const _: () = assert!(size_of::<CountersAbi>() == 200);
 
 // SAFETY: repr(C) structs of integers and byte arrays whose padding is spelled
@@ -102,6 +138,8 @@ unsafe impl aya::Pod for SlotAbi {}
 unsafe impl aya::Pod for CtlAbi {}
 // SAFETY: as for RuleAbi.
 unsafe impl aya::Pod for VerdictAbi {}
+// SAFETY: as for RuleAbi.
+unsafe impl aya::Pod for FrontAbi {}
 
 impl RuleAbi {
     /// The kernel form of a rule for a machine with `possible_cpus` CPUs.

@@ -23,7 +23,9 @@ use aya::{
 use metanode_biso::compiled::CompiledPolicy;
 
 use crate::{
-    abi::{CountersAbi, CtlAbi, RuleAbi, SlotAbi, VerdictAbi},
+    abi::{
+        CountersAbi, CtlAbi, FRONT_V4_BITS, FRONT_V6_BITS, FrontAbi, RuleAbi, SlotAbi, VerdictAbi,
+    },
     counters::Counters,
     limits::{
         COARSE_TICK_NS_FALLBACK, NS_PER_S, SAMPLES_DRAIN_MAX, SAMPLES_RING_BYTES,
@@ -43,6 +45,8 @@ pub(crate) const MAP_V4: [&str; 2] = ["biso_v4_0", "biso_v4_1"];
 pub(crate) const MAP_V6: [&str; 2] = ["biso_v6_0", "biso_v6_1"];
 pub(crate) const MAP_VERDICTS_V4: &str = "biso_verdicts_v4";
 pub(crate) const MAP_VERDICTS_V6: &str = "biso_verdicts_v6";
+pub(crate) const MAP_FRONT_V4: &str = "biso_front_v4";
+pub(crate) const MAP_FRONT_V6: &str = "biso_front_v6";
 pub(crate) const MAP_COUNTERS: &str = "biso_counters";
 const MAP_SAMPLES: &str = "biso_samples";
 const MAP_GRACE: &str = "biso_grace";
@@ -51,13 +55,15 @@ const MAP_GRACE_INNER: &str = "biso_grace_inner";
 /// Maps that hold policy, cached verdicts (with the token buckets), counters
 /// and samples: pinned so a new agent process (and the still-attached
 /// program) share them.
-const PINNED_MAPS: [&str; 10] = [
+const PINNED_MAPS: [&str; 12] = [
     MAP_CTL,
     MAP_SLOTS,
     MAP_V4[0],
     MAP_V4[1],
     MAP_V6[0],
     MAP_V6[1],
+    MAP_FRONT_V4,
+    MAP_FRONT_V6,
     MAP_VERDICTS_V4,
     MAP_VERDICTS_V6,
     MAP_COUNTERS,
@@ -167,6 +173,14 @@ pub enum LoadError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error(
+        "map {name} has {slots} slots, the program indexes {expected} (a pinned map from another version?)"
+    )]
+    FrontSlots {
+        name: &'static str,
+        slots: u32,
+        expected: u32,
     },
     #[error("loading program {PROGRAM} into the kernel (verifier)")]
     Program {
@@ -844,6 +858,22 @@ fn check_map_layouts(ebpf: &Ebpf) -> Result<(), LoadError> {
         .map_err(bad(MAP_VERDICTS_V6))?;
     PerCpuArray::<&MapData, CountersAbi>::try_from(get(ebpf, MAP_COUNTERS)?)
         .map_err(bad(MAP_COUNTERS))?;
+    for (name, bits) in [(MAP_FRONT_V4, FRONT_V4_BITS), (MAP_FRONT_V6, FRONT_V6_BITS)] {
+        let map = get(ebpf, name)?;
+        PerCpuArray::<&MapData, FrontAbi>::try_from(map).map_err(bad(name))?;
+        // The program's index assumes this size (a pinned map of another
+        // size would leave sources without a slot).
+        if let Map::PerCpuArray(data) = map {
+            let slots = data.info().map_err(bad(name))?.max_entries();
+            if slots != 1 << bits {
+                return Err(LoadError::FrontSlots {
+                    name,
+                    slots,
+                    expected: 1 << bits,
+                });
+            }
+        }
+    }
     Ok(())
 }
 

@@ -2,13 +2,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::maps::{PerCpuHashMap, PerCpuValues};
+use aya::maps::{PerCpuArray, PerCpuHashMap, PerCpuValues};
 use metanode_biso::compiled::{CompiledPolicy, RateLimit, Rule, Verdict};
 
 use crate::{
     AttachMode, Counters, FloorProgram, FloorRunError, TestRunError, TrafficLights, XdpAction,
-    abi::{SAMPLE_BYTES, VerdictAbi},
-    lights::MAP_VERDICTS_V4,
+    abi::{FrontAbi, SAMPLE_BYTES, VerdictAbi, front_index_v4},
+    lights::{MAP_FRONT_V4, MAP_VERDICTS_V4},
     limits::{SAMPLES_RING_BYTES, V4_PREFIXES_MAX},
     render_prometheus,
     test_packets::*,
@@ -509,26 +509,84 @@ fn src4(s: &str) -> [u8; 4] {
     v4(s).octets()
 }
 
-/// The per-CPU verdict cache values of `key` (index = CPU), if cached.
+/// The per-CPU verdict cache values of `key` (index = CPU) in its front
+/// slot, if CPU 0's slot holds it; another CPU's value is the default there
+/// unless its slot holds `key` too.
 fn cache_entry(lights: &mut TrafficLights, key: &[u8; 4]) -> Option<Vec<VerdictAbi>> {
+    let slots = front_slot(lights, *key);
+    let holds = |f: &FrontAbi| f.v.generation != 0 && f.src == front_src(*key);
+    if !holds(slots.first()?) {
+        return None;
+    }
+    Some(
+        slots
+            .iter()
+            .map(|f| if holds(f) { f.v } else { VerdictAbi::default() })
+            .collect(),
+    )
+}
+
+/// Writes `values` (index = CPU) into the front slot of `key`.
+fn set_cache_entry(lights: &mut TrafficLights, key: &[u8; 4], values: Vec<VerdictAbi>) {
+    let map = lights.ebpf_mut().map_mut(MAP_FRONT_V4).expect("front map");
+    let mut front: PerCpuArray<_, FrontAbi> = PerCpuArray::try_from(map).expect("front map type");
+    let slots: Vec<FrontAbi> = values
+        .into_iter()
+        .map(|v| FrontAbi {
+            v,
+            src: front_src(*key),
+        })
+        .collect();
+    let slots = PerCpuValues::try_from(slots).expect("per-cpu values");
+    front
+        .set(front_index_v4(*key), slots, 0)
+        .expect("write front slot");
+}
+
+/// The per-CPU values of the front slot `key` maps to, whoever holds it.
+fn front_slot(lights: &mut TrafficLights, key: [u8; 4]) -> Vec<FrontAbi> {
+    let map = lights.ebpf_mut().map_mut(MAP_FRONT_V4).expect("front map");
+    let front: PerCpuArray<_, FrontAbi> = PerCpuArray::try_from(map).expect("front map type");
+    front
+        .get(&front_index_v4(key), 0)
+        .expect("read front slot")
+        .to_vec()
+}
+
+fn front_src(key: [u8; 4]) -> [u8; 16] {
+    let mut src = [0; 16];
+    src[..4].copy_from_slice(&key);
+    src
+}
+
+/// The IPv4 sources in the LRU behind the front, with CPU 0's value.
+fn lru_entries(lights: &mut TrafficLights) -> Vec<([u8; 4], VerdictAbi)> {
     let map = lights
         .ebpf_mut()
         .map_mut(MAP_VERDICTS_V4)
         .expect("cache map");
     let cache: PerCpuHashMap<_, [u8; 4], VerdictAbi> =
         PerCpuHashMap::try_from(map).expect("cache map type");
-    cache.get(key, 0).ok().map(|values| values.to_vec())
+    cache
+        .iter()
+        .map(|entry| {
+            let (key, values) = entry.expect("read LRU entry");
+            (key, values[0])
+        })
+        .collect()
 }
 
-fn set_cache_entry(lights: &mut TrafficLights, key: &[u8; 4], values: Vec<VerdictAbi>) {
-    let map = lights
-        .ebpf_mut()
-        .map_mut(MAP_VERDICTS_V4)
-        .expect("cache map");
-    let mut cache: PerCpuHashMap<_, [u8; 4], VerdictAbi> =
-        PerCpuHashMap::try_from(map).expect("cache map type");
-    let values = PerCpuValues::try_from(values).expect("per-cpu values");
-    cache.insert(key, values, 0).expect("write cache entry");
+/// The first address after `after` in `net` whose front slot is `of`'s.
+/// The addresses of one /16 all map to distinct slots (the varying bytes
+/// are the top 16 bits of the word, times an odd number), so `net` must be
+/// wider.
+fn colliding_v4(of: Ipv4Addr, net: &str, after: Ipv4Addr) -> Ipv4Addr {
+    let net: ipnet::Ipv4Net = net.parse().expect("test prefix");
+    let slot = front_index_v4(of.octets());
+    net.hosts()
+        .skip_while(|a| *a <= after)
+        .find(|a| *a != of && front_index_v4(a.octets()) == slot)
+        .expect("a colliding address in the prefix")
 }
 
 /// Makes the cache entry of `key` say `verdict` under its current
@@ -668,6 +726,123 @@ fn a_swap_keeps_a_limited_sources_bucket() {
         run(&lights, &udp4(v4("198.51.100.41"), v4("10.9.9.9"))),
         XdpAction::Pass
     );
+}
+
+#[test]
+fn a_source_sharing_a_front_slot_never_resets_a_yellow_bucket() {
+    pin_to_cpu0();
+    let mut lights = TrafficLights::load(None).expect("load");
+    let cpus = lights.possible_cpus();
+    // No refill: each CPU's bucket holds 2 packets, then stays empty.
+    let yellow = rule(Verdict::Yellow, 0, 2 * cpus, 0, 2);
+    lights
+        .apply(&policy(1, green(), &[("10.0.0.0/8", yellow)], &[]))
+        .expect("apply");
+    let a = v4("10.0.0.7");
+    let b = colliding_v4(a, "10.0.0.0/8", a);
+    let c = colliding_v4(a, "10.0.0.0/8", b);
+    let from = |s: Ipv4Addr| udp4(s, v4("192.0.2.9"));
+    let actions: Vec<_> = (0..3).map(|_| run(&lights, &from(a))).collect();
+    assert_eq!(actions, [XdpAction::Pass, XdpAction::Pass, XdpAction::Drop]);
+    assert!(
+        lru_entries(&mut lights).is_empty(),
+        "a hot source stays out"
+    );
+    // b takes a's slot: a's drained bucket moves to the LRU...
+    assert_eq!(run(&lights, &from(b)), XdpAction::Pass);
+    let lru = lru_entries(&mut lights);
+    assert_eq!(lru.len(), 1);
+    assert_eq!((lru[0].0, lru[0].1.credit), (a.octets(), 0));
+    // ...and comes back with it, drained: no fresh burst for a.
+    assert_eq!(run(&lights, &from(a)), XdpAction::Drop);
+    assert_eq!(
+        cache_entry(&mut lights, &a.octets()).expect("a in its slot")[0].credit,
+        0
+    );
+    // b's bucket went the same way and still holds its second packet.
+    assert_eq!(run(&lights, &from(b)), XdpAction::Pass);
+    assert_eq!(run(&lights, &from(b)), XdpAction::Drop);
+    // A third source in the slot, then a and b again: still drained.
+    assert_eq!(run(&lights, &from(c)), XdpAction::Pass);
+    assert_eq!(run(&lights, &from(a)), XdpAction::Drop);
+    assert_eq!(run(&lights, &from(b)), XdpAction::Drop);
+    let counted = lights.counters().expect("counters");
+    assert_eq!(
+        (counted.yellow_pass_packets, counted.yellow_limited_packets),
+        (5, 5)
+    );
+    // Across a swap too: the bucket in the LRU keeps its credit and takes
+    // the new rule when its source returns.
+    lights
+        .apply(&policy(2, green(), &[("10.0.0.0/8", yellow)], &[]))
+        .expect("apply v2");
+    assert_eq!(run(&lights, &from(c)), XdpAction::Pass);
+    assert_eq!(run(&lights, &from(a)), XdpAction::Drop);
+    // a lost its slot to c with a drained bucket, comes back green (a new
+    // slot entry with no bucket), then turns yellow again: the bucket in the
+    // LRU is still a's.
+    lights
+        .apply(&policy(3, green(), &[], &[]))
+        .expect("apply v3");
+    assert_eq!(run(&lights, &from(c)), XdpAction::Pass);
+    assert_eq!(run(&lights, &from(a)), XdpAction::Pass);
+    lights
+        .apply(&policy(4, green(), &[("10.0.0.0/8", yellow)], &[]))
+        .expect("apply v4");
+    assert_eq!(run(&lights, &from(a)), XdpAction::Drop, "no fresh burst");
+}
+
+#[test]
+fn green_and_red_sources_never_enter_the_lru() {
+    pin_to_cpu0();
+    let mut lights = loaded(&standard(1, green()));
+    // 512 green (10/8) and 256 red (203.0.113/24) sources, twice each:
+    // in the front only, and some share slots.
+    for round in 0..2 {
+        for i in 0..512u32 {
+            let green_source = Ipv4Addr::from(u32::from(v4("10.20.0.0")) + i * 7);
+            assert_eq!(
+                run(&lights, &udp4(green_source, v4("10.9.9.9"))),
+                XdpAction::Pass
+            );
+        }
+        for i in 0..256u32 {
+            let red_source = Ipv4Addr::from(u32::from(v4("203.0.113.0")) + i);
+            assert_eq!(
+                run(&lights, &udp4(red_source, v4("10.9.9.9"))),
+                XdpAction::Drop,
+                "round {round}"
+            );
+        }
+    }
+    assert!(lru_entries(&mut lights).is_empty());
+    let c = lights.counters().expect("counters");
+    assert_eq!((c.green_packets, c.red_packets), (1024, 512));
+}
+
+#[test]
+fn an_ipv6_source_sharing_a_front_slot_never_resets_a_yellow_bucket() {
+    pin_to_cpu0();
+    let mut lights = TrafficLights::load(None).expect("load");
+    let cpus = lights.possible_cpus();
+    let yellow = rule(Verdict::Yellow, 0, cpus, 0, 2);
+    lights
+        .apply(&policy(1, green(), &[], &[("2001:db8::/32", yellow)]))
+        .expect("apply");
+    // Two of the four words swapped: the same XOR fold, the same slot.
+    let a = v6("2001:db8::1:0:2");
+    let b = v6("2001:db8::2:0:1");
+    assert_eq!(
+        crate::abi::front_index_v6(a.octets()),
+        crate::abi::front_index_v6(b.octets())
+    );
+    let from = |s: Ipv6Addr| udp6(s, v6("2001:db8::ff"));
+    assert_eq!(run(&lights, &from(a)), XdpAction::Pass);
+    assert_eq!(run(&lights, &from(a)), XdpAction::Drop);
+    assert_eq!(run(&lights, &from(b)), XdpAction::Pass);
+    assert_eq!(run(&lights, &from(a)), XdpAction::Drop, "no fresh burst");
+    assert_eq!(run(&lights, &from(b)), XdpAction::Drop);
+    let _ = &mut lights;
 }
 
 #[test]

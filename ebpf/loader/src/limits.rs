@@ -5,13 +5,17 @@
 pub const V4_PREFIXES_MAX: u32 = 65_536;
 /// IPv6 prefixes per policy slot.
 pub const V6_PREFIXES_MAX: u32 = 65_536;
-/// IPv4 sources in the per-CPU verdict cache (which also holds yellow
-/// sources' token buckets); the least recently seen is evicted beyond.
-/// Memory: about entries x possible CPUs x 64 bytes (per-CPU values), i.e.
-/// 4 MiB per possible CPU.
+/// IPv4 yellow buckets in the LRU behind the verdict cache's front array
+/// (buckets whose source lost its front slot to another); the least
+/// recently used is evicted beyond, and restarts full. Memory: about entries
+/// x possible CPUs x 64 bytes (per-CPU values), i.e. 4 MiB per possible CPU.
+/// The front arrays are sized in biso.h (`BISO_FRONT_V4_BITS`, 2^16 slots of
+/// 80 bytes: 5 MiB per possible CPU; `BISO_FRONT_V6_BITS`, 2^14: 1.25 MiB),
+/// since the program's index depends on them; abi.rs mirrors them and
+/// `TrafficLights::load` checks the maps.
 pub const VERDICT_CACHE_V4_SOURCES_MAX: u32 = 65_536;
-/// IPv6 sources in their own verdict cache, so a flood of spoofed IPv6
-/// sources cannot evict IPv4 buckets. Memory as for IPv4.
+/// IPv6 yellow buckets in their own LRU, so a flood of spoofed IPv6 sources
+/// cannot evict IPv4 buckets. Memory as for IPv4.
 pub const VERDICT_CACHE_V6_SOURCES_MAX: u32 = 65_536;
 /// Ring buffer for yellow samples (a power of two, a multiple of the page).
 pub const SAMPLES_RING_BYTES: u32 = 256 * 1024;

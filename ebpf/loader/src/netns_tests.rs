@@ -149,7 +149,12 @@ impl Senders {
         let mut arrived = BTreeMap::new();
         let mut buf = [0u8; 64];
         loop {
-            let (len, from) = self.rx.recv_from(&mut buf).expect("receive (marker lost?)");
+            let (len, from) = self.rx.recv_from(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "no marker from {marker_src} within {RECV_TIMEOUT:?} ({e}); \
+                     arrived before it: {arrived:?}"
+                )
+            });
             let SocketAddr::V4(from) = from else { continue };
             if &buf[..len] == MARKER {
                 return arrived;
