@@ -74,14 +74,16 @@ BISO_LPM(biso_v6_1, struct biso_lpm_v6);
  * entries.
  *
  * The front (biso.h: struct biso_front) is direct-mapped, so two sources
- * can share a slot; the one that arrives takes the slot. A green or red
- * entry pushed out is simply dropped (the next packet re-reads the tries).
- * A used yellow bucket pushed out moves to the LRU hash behind it and moves
- * back when its source is yellow in the slot again, so a collision never
- * resets a bucket. Only
- * such buckets enter the LRU: a flood of green or red sources, however many,
- * never evicts a yellow bucket there. The front is sized here (not by the
- * loader) because its index is computed from BISO_FRONT_*_BITS. */
+ * can share a slot; the one that arrives takes the slot. An entry pushed
+ * out whose bucket was never used (green and red sources, fresh yellow ones)
+ * is simply dropped: the next packet re-reads the tries. A used bucket
+ * (yellow now, or before a swap) moves to the LRU hash behind it and moves
+ * back when its source is yellow in the slot again, so sharing a slot never
+ * resets a bucket. Only such buckets enter the LRU, one per source pushed
+ * out: new green or red sources never do, however many, though a flood that
+ * lands on slots of yellow sources does push their buckets there, and the LRU
+ * evicts once more of them are out than it holds. The front is sized here
+ * (not by the loader) because its index is computed from BISO_FRONT_*_BITS. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1 << BISO_FRONT_V4_BITS);
@@ -358,28 +360,46 @@ static __always_inline struct biso_front *front_slot(int v4, const __u8 *src)
 		idx = (w * BISO_FRONT_HASH_MUL) >> (32 - BISO_FRONT_V4_BITS);
 		return bpf_map_lookup_elem(&biso_front_v4, &idx);
 	}
-	__u32 w[4];
-	__builtin_memcpy(w, src, 16);
-	idx = ((w[0] ^ w[1] ^ w[2] ^ w[3]) * BISO_FRONT_HASH_MUL) >> (32 - BISO_FRONT_V6_BITS);
+	__u64 lo, hi;
+	__builtin_memcpy(&lo, src, 8);
+	__builtin_memcpy(&hi, &src[8], 8);
+	idx = ((lo * BISO_FRONT_HASH_MUL64 + hi) * BISO_FRONT_HASH_MUL64) >> (64 - BISO_FRONT_V6_BITS);
 	return bpf_map_lookup_elem(&biso_front_v6, &idx);
 }
 
-/* A yellow bucket that was used moves from a value (a front slot being
- * taken, or the stack copy of the fallback) to the LRU. Green and red
- * entries, and unused buckets (full, as a new entry starts), go nowhere. */
-static __always_inline void bucket_to_lru(int v4, const __u8 *src, const struct biso_verdict *v)
+/* A used bucket (last_ns != 0: yellow now or before a swap) moves from a
+ * value (a front slot being taken, or the stack copy of the fallback) to the
+ * LRU; unused ones (full, as a new entry starts) go nowhere. An existing key
+ * (its value on this CPU emptied when the bucket moved out) is written in
+ * place: an update would take a free element first, and once the LRU is
+ * full that evicts another source's bucket even though the key exists. */
+static __always_inline void bucket_to_lru(struct biso_counters *cnt, int v4, const __u8 *src,
+					  const struct biso_verdict *v)
 {
 	if (v->last_ns == 0)
 		return;
+	struct biso_verdict *lv;
+	long rc = 0;
 	if (v4) {
 		__u32 k;
 		__builtin_memcpy(&k, src, 4);
-		bpf_map_update_elem(&biso_verdicts_v4, &k, v, BPF_ANY);
+		lv = bpf_map_lookup_elem(&biso_verdicts_v4, &k);
+		if (lv)
+			*lv = *v;
+		else
+			rc = bpf_map_update_elem(&biso_verdicts_v4, &k, v, BPF_ANY);
 	} else {
 		struct biso_src6 k;
 		__builtin_memcpy(k.addr, src, 16);
-		bpf_map_update_elem(&biso_verdicts_v6, &k, v, BPF_ANY);
+		lv = bpf_map_lookup_elem(&biso_verdicts_v6, &k);
+		if (lv)
+			*lv = *v;
+		else
+			rc = bpf_map_update_elem(&biso_verdicts_v6, &k, v, BPF_ANY);
 	}
+	cnt->c[BISO_C_BUCKETS_PARKED] += 1;
+	if (rc)
+		cnt->c[BISO_C_BUCKETS_LOST] += 1;
 }
 
 /* Empties this CPU's value of an LRU entry that moved to a front slot. Not
@@ -457,7 +477,7 @@ static __always_inline int judge(struct biso_counters *cnt, const struct pkt_met
 		__builtin_memcpy(&f_hi, &f->src[8], 8);
 		if (f->v.generation != 0 && (f_lo != src_lo || f_hi != src_hi)) {
 			/* Another source's slot: this one takes it. */
-			bucket_to_lru(v4, f->src, &f->v);
+			bucket_to_lru(cnt, v4, f->src, &f->v);
 			f->v.generation = 0;
 		}
 		v = &f->v;
@@ -513,7 +533,7 @@ static __always_inline int judge(struct biso_counters *cnt, const struct pkt_met
 	/* Without a front slot the entry goes back where it came from, after
 	 * the bucket took this packet. */
 	if (fallback)
-		bucket_to_lru(v4, src, v);
+		bucket_to_lru(cnt, v4, src, v);
 	return action;
 }
 

@@ -112,16 +112,19 @@ struct biso_verdict {
 
 /* The front of the verdict cache: a direct-mapped per-CPU array per family
  * (biso_front_v4, biso_front_v6), 2^BITS entries. Its lookup is inlined by
- * the JIT, where the LRU hash behind it is a kernel call with jhash, so a
- * hit costs a few instructions. A source's slot is
- *   (word * BISO_FRONT_HASH_MUL) >> (32 - BITS)
- * where word is the 4 source bytes loaded as a native u32 (IPv4) or the XOR
- * of the 16 bytes' four native u32s (IPv6): the top bits of a multiplicative
- * hash depend on every input bit, so the sources of one /24 spread out.
+ * the JIT (kernel 6.10 and later), where the LRU hash behind it is a kernel
+ * call with jhash, so a hit costs a few instructions. A source's slot is the
+ * top BITS bits of a multiplicative hash, which depend on every input bit:
+ *   IPv4: (w * BISO_FRONT_HASH_MUL) >> (32 - BITS), w the 4 source bytes
+ *         loaded as a native u32, so the sources of one /16 all differ;
+ *   IPv6: ((lo * BISO_FRONT_HASH_MUL64 + hi) * BISO_FRONT_HASH_MUL64)
+ *         >> (64 - BITS), lo and hi the two halves as native u64s, so
+ *         addresses differing in one half never share a slot.
  * ebpf/loader/src/abi.rs mirrors the constants and the index. */
 #define BISO_FRONT_V4_BITS 16
 #define BISO_FRONT_V6_BITS 14
 #define BISO_FRONT_HASH_MUL 0x9E3779B1u
+#define BISO_FRONT_HASH_MUL64 0x9E3779B97F4A7C15ull
 
 /* One front slot: the verdict cache value of `src` (IPv4: the first 4
  * bytes, the rest 0). v.generation 0 marks an empty slot. A used yellow
@@ -178,6 +181,8 @@ enum biso_counter {
 	BISO_C_IPV6_BAD_PAYLOAD_LEN,
 	BISO_C_IPV6_EXT_TRUNCATED,
 	BISO_C_IPV6_EXT_TOO_MANY,
+	BISO_C_BUCKETS_PARKED, /* used buckets moved to the LRU by a source taking their slot */
+	BISO_C_BUCKETS_LOST,   /* ...of which the LRU refused one: it restarts full */
 	BISO_C_COUNT,
 };
 

@@ -62,13 +62,16 @@ pub(crate) struct FrontAbi {
     pub(crate) src: [u8; 16],
 }
 
-/// `BISO_FRONT_V4_BITS`, `BISO_FRONT_V6_BITS`, `BISO_FRONT_HASH_MUL`: the
-/// front arrays hold `1 << bits` slots; `TrafficLights::load` refuses maps
-/// of another size, since the program's index assumes these.
+/// `BISO_FRONT_V4_BITS`, `BISO_FRONT_V6_BITS`: the front arrays hold
+/// `1 << bits` slots; `TrafficLights::load` refuses maps of another size,
+/// since the program's index assumes these.
 pub(crate) const FRONT_V4_BITS: u32 = 16;
 pub(crate) const FRONT_V6_BITS: u32 = 14;
+/// `BISO_FRONT_HASH_MUL`, `BISO_FRONT_HASH_MUL64`.
 #[cfg(test)]
 const FRONT_HASH_MUL: u32 = 0x9E37_79B1;
+#[cfg(test)]
+const FRONT_HASH_MUL64: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The front slot of an IPv4 source (IPv4-mapped IPv6 included), as the
 /// program computes it: the address bytes as a native u32.
@@ -77,14 +80,17 @@ pub(crate) fn front_index_v4(src: [u8; 4]) -> u32 {
     u32::from_ne_bytes(src).wrapping_mul(FRONT_HASH_MUL) >> (32 - FRONT_V4_BITS)
 }
 
-/// The front slot of an IPv6 source: its four native u32s folded by XOR.
+/// The front slot of an IPv6 source: its halves as native u64s, mixed.
 #[cfg(test)]
 pub(crate) fn front_index_v6(src: [u8; 16]) -> u32 {
-    let word = src
-        .chunks_exact(4)
-        .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
-        .fold(0, |a, w| a ^ w);
-    word.wrapping_mul(FRONT_HASH_MUL) >> (32 - FRONT_V6_BITS)
+    let half = |i: usize| {
+        let mut b = [0; 8];
+        b.copy_from_slice(&src[i..i + 8]);
+        u64::from_ne_bytes(b)
+    };
+    let x = half(0).wrapping_mul(FRONT_HASH_MUL64).wrapping_add(half(8));
+    // The shift leaves FRONT_V6_BITS (< 32) bits.
+    (x.wrapping_mul(FRONT_HASH_MUL64) >> (64 - FRONT_V6_BITS)) as u32
 }
 
 pub(crate) const SAMPLE_BYTES: usize = 64;
@@ -116,7 +122,9 @@ pub(crate) mod counter {
     pub(crate) const IPV6_BAD_PAYLOAD_LEN: usize = 22;
     pub(crate) const IPV6_EXT_TRUNCATED: usize = 23;
     pub(crate) const IPV6_EXT_TOO_MANY: usize = 24;
-    pub(crate) const COUNT: usize = 25;
+    pub(crate) const BUCKETS_PARKED: usize = 25;
+    pub(crate) const BUCKETS_LOST: usize = 26;
+    pub(crate) const COUNT: usize = 27;
 }
 
 pub(crate) type CountersAbi = [u64; counter::COUNT];
@@ -126,7 +134,7 @@ const _: () = assert!(size_of::<SlotAbi>() == 64);
 const _: () = assert!(size_of::<CtlAbi>() == 8);
 const _: () = assert!(size_of::<VerdictAbi>() == 64);
 const _: () = assert!(size_of::<FrontAbi>() == 80);
-const _: () = assert!(size_of::<CountersAbi>() == 200);
+const _: () = assert!(size_of::<CountersAbi>() == 216);
 
 // SAFETY: repr(C) structs of integers and byte arrays whose padding is spelled
 // out as fields (sizes asserted above), so every bit pattern is a valid value

@@ -81,6 +81,11 @@ pub struct Counters {
     pub samples: u64,
     /// Yellow samples lost because the ring buffer was full.
     pub samples_lost: u64,
+    /// Used token buckets moved from the verdict cache's front array to the
+    /// LRU behind it, because another source took their slot.
+    pub buckets_parked: u64,
+    /// Buckets the LRU refused while being parked; each restarts full.
+    pub buckets_lost: u64,
     pub malformed: MalformedCounters,
 }
 
@@ -107,6 +112,8 @@ impl Counters {
             fragment_packets: sum[c::FRAGMENT_PACKETS],
             samples: sum[c::SAMPLES],
             samples_lost: sum[c::SAMPLES_LOST],
+            buckets_parked: sum[c::BUCKETS_PARKED],
+            buckets_lost: sum[c::BUCKETS_LOST],
             malformed: MalformedCounters {
                 eth_truncated: sum[c::ETH_TRUNCATED],
                 vlan_truncated: sum[c::VLAN_TRUNCATED],
@@ -208,6 +215,16 @@ pub fn render_prometheus(counters: &Counters, out: &mut String) {
             "metanode_xdp_samples_lost_total",
             "Yellow packet samples lost to a full ring buffer.",
             counters.samples_lost,
+        ),
+        (
+            "metanode_xdp_buckets_parked_total",
+            "Used yellow token buckets moved from the per-CPU front cache to the LRU behind it (their slot taken by another source).",
+            counters.buckets_parked,
+        ),
+        (
+            "metanode_xdp_buckets_lost_total",
+            "Yellow token buckets the LRU refused while being parked; each restarted full.",
+            counters.buckets_lost,
         ),
     ];
     for (name, help, value) in singles {

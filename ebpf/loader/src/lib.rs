@@ -24,7 +24,7 @@ pub use counters::{Counters, MalformedCounters, render_prometheus};
 pub use floor::{FloorProgram, FloorRunError, test_run_floor};
 pub use lights::{
     ApplyError, ApplyReport, AttachError, AttachMode, CountersError, DetachError, LoadError,
-    TestRun, TestRunError, TrafficLights, VerdictCacheError, XdpAction,
+    MapLayout, TestRun, TestRunError, TrafficLights, VerdictCacheError, XdpAction,
 };
 pub use sample::Sample;
 

@@ -11,7 +11,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, ArrayOfMaps, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf,
+        Array, ArrayOfMaps, Map, MapData, MapError, MapType, PerCpuArray, PerCpuHashMap, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -175,13 +175,16 @@ pub enum LoadError {
         source: MapError,
     },
     #[error(
-        "map {name} has {slots} slots, the program indexes {expected} (a pinned map from another version?)"
+        "map {name} is a {found}; the program needs a {expected} (a map pinned by another version? \
+         removing the pin directory's maps/ starts afresh, losing counters and buckets)"
     )]
-    FrontSlots {
+    Layout {
         name: &'static str,
-        slots: u32,
-        expected: u32,
+        found: MapLayout,
+        expected: MapLayout,
     },
+    #[error("map {name} in the BISO object has a map type this loader does not handle")]
+    UnexpectedMapType { name: &'static str },
     #[error("loading program {PROGRAM} into the kernel (verifier)")]
     Program {
         #[source]
@@ -858,20 +861,111 @@ fn check_map_layouts(ebpf: &Ebpf) -> Result<(), LoadError> {
         .map_err(bad(MAP_VERDICTS_V6))?;
     PerCpuArray::<&MapData, CountersAbi>::try_from(get(ebpf, MAP_COUNTERS)?)
         .map_err(bad(MAP_COUNTERS))?;
-    for (name, bits) in [(MAP_FRONT_V4, FRONT_V4_BITS), (MAP_FRONT_V6, FRONT_V6_BITS)] {
-        let map = get(ebpf, name)?;
-        PerCpuArray::<&MapData, FrontAbi>::try_from(map).map_err(bad(name))?;
-        // The program's index assumes this size (a pinned map of another
-        // size would leave sources without a slot).
-        if let Map::PerCpuArray(data) = map {
-            let slots = data.info().map_err(bad(name))?.max_entries();
-            if slots != 1 << bits {
-                return Err(LoadError::FrontSlots {
-                    name,
-                    slots,
-                    expected: 1 << bits,
-                });
+    check_kernel_layouts(ebpf)
+}
+
+/// A map as the kernel holds it: what `check_kernel_layouts` compares.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MapLayout {
+    pub map_type: MapType,
+    pub key_bytes: u32,
+    pub value_bytes: u32,
+    pub entries: u32,
+}
+
+impl fmt::Display for MapLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} with {}-byte keys, {}-byte values and {} entries",
+            self.map_type, self.key_bytes, self.value_bytes, self.entries
+        )
+    }
+}
+
+/// The layout the program and this loader expect of every pinned map.
+fn expected_layouts() -> [(&'static str, MapLayout); PINNED_MAPS.len()] {
+    const U32: u32 = size_of::<u32>() as u32;
+    let layout = |map_type, key_bytes: usize, value_bytes: usize, entries| MapLayout {
+        map_type,
+        key_bytes: key_bytes as u32,
+        value_bytes: value_bytes as u32,
+        entries,
+    };
+    let trie = |addr_bytes: usize, entries| {
+        layout(
+            MapType::LpmTrie,
+            U32 as usize + addr_bytes,
+            size_of::<RuleAbi>(),
+            entries,
+        )
+    };
+    let front = |bits: u32| layout(MapType::PerCpuArray, 4, size_of::<FrontAbi>(), 1 << bits);
+    let lru = |key_bytes, entries| {
+        layout(
+            MapType::LruPerCpuHash,
+            key_bytes,
+            size_of::<VerdictAbi>(),
+            entries,
+        )
+    };
+    [
+        (MAP_CTL, layout(MapType::Array, 4, size_of::<CtlAbi>(), 1)),
+        (
+            MAP_SLOTS,
+            layout(MapType::Array, 4, size_of::<SlotAbi>(), 2),
+        ),
+        (MAP_V4[0], trie(4, V4_PREFIXES_MAX)),
+        (MAP_V4[1], trie(4, V4_PREFIXES_MAX)),
+        (MAP_V6[0], trie(16, V6_PREFIXES_MAX)),
+        (MAP_V6[1], trie(16, V6_PREFIXES_MAX)),
+        (MAP_FRONT_V4, front(FRONT_V4_BITS)),
+        (MAP_FRONT_V6, front(FRONT_V6_BITS)),
+        (MAP_VERDICTS_V4, lru(4, VERDICT_CACHE_V4_SOURCES_MAX)),
+        (MAP_VERDICTS_V6, lru(16, VERDICT_CACHE_V6_SOURCES_MAX)),
+        (
+            MAP_COUNTERS,
+            layout(MapType::PerCpuArray, 4, size_of::<CountersAbi>(), 1),
+        ),
+        (
+            MAP_SAMPLES,
+            layout(MapType::RingBuf, 0, 0, SAMPLES_RING_BYTES),
+        ),
+    ]
+}
+
+/// Compares every pinned map as the kernel holds it with what the program
+/// expects. aya reuses a pinned map by its path and checks typed views
+/// against the ELF's definition, not the map it opened, so a map pinned by a
+/// build with another layout would otherwise reach the verifier (an
+/// unhelpful error) or, with larger values, go unnoticed.
+fn check_kernel_layouts(ebpf: &Ebpf) -> Result<(), LoadError> {
+    for (name, expected) in expected_layouts() {
+        let map = ebpf.map(name).ok_or(LoadError::MissingMap { name })?;
+        let data = match map {
+            Map::Array(d)
+            | Map::LpmTrie(d)
+            | Map::PerCpuArray(d)
+            | Map::PerCpuLruHashMap(d)
+            | Map::RingBuf(d) => d,
+            _ => {
+                return Err(LoadError::UnexpectedMapType { name });
             }
+        };
+        let bad = |source| LoadError::Map { name, source };
+        let info = data.info().map_err(bad)?;
+        let found = MapLayout {
+            map_type: info.map_type().map_err(bad)?,
+            key_bytes: info.key_size(),
+            value_bytes: info.value_size(),
+            entries: info.max_entries(),
+        };
+        if found != expected {
+            return Err(LoadError::Layout {
+                name,
+                found,
+                expected,
+            });
         }
     }
     Ok(())

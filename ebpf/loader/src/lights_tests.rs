@@ -653,7 +653,7 @@ fn a_cached_red_source_turns_green_right_after_a_swap() {
 
 #[test]
 fn a_source_cached_on_one_cpu_is_judged_afresh_on_another() {
-    // Another CPU's value of a cache entry is zero-filled by the kernel:
+    // Another CPU's front slot is its own, zero until that CPU fills it:
     // generation 0, verdict byte 0 (green). It must be a miss, not green.
     let lights = loaded(&standard(1, green()));
     if lights.possible_cpus() < 2 {
@@ -753,12 +753,16 @@ fn a_source_sharing_a_front_slot_never_resets_a_yellow_bucket() {
     let lru = lru_entries(&mut lights);
     assert_eq!(lru.len(), 1);
     assert_eq!((lru[0].0, lru[0].1.credit), (a.octets(), 0));
-    // ...and comes back with it, drained: no fresh burst for a.
+    // ...and comes back with it, drained: no fresh burst for a. Its value
+    // in the LRU is emptied (on this CPU), so the bucket is in one place.
     assert_eq!(run(&lights, &from(a)), XdpAction::Drop);
     assert_eq!(
         cache_entry(&mut lights, &a.octets()).expect("a in its slot")[0].credit,
         0
     );
+    let lru = lru_entries(&mut lights);
+    let a_in_lru = lru.iter().find(|(k, _)| *k == a.octets()).expect("a's key");
+    assert_eq!((a_in_lru.1.generation, a_in_lru.1.last_ns), (0, 0));
     // b's bucket went the same way and still holds its second packet.
     assert_eq!(run(&lights, &from(b)), XdpAction::Pass);
     assert_eq!(run(&lights, &from(b)), XdpAction::Drop);
@@ -771,6 +775,9 @@ fn a_source_sharing_a_front_slot_never_resets_a_yellow_bucket() {
         (counted.yellow_pass_packets, counted.yellow_limited_packets),
         (5, 5)
     );
+    // Each packet from a source not in the slot parked the one there: b,
+    // a, b, c, a, b arrived that way.
+    assert_eq!((counted.buckets_parked, counted.buckets_lost), (6, 0));
     // Across a swap too: the bucket in the LRU keeps its credit and takes
     // the new rule when its source returns.
     lights
@@ -796,28 +803,55 @@ fn a_source_sharing_a_front_slot_never_resets_a_yellow_bucket() {
 fn green_and_red_sources_never_enter_the_lru() {
     pin_to_cpu0();
     let mut lights = loaded(&standard(1, green()));
-    // 512 green (10/8) and 256 red (203.0.113/24) sources, twice each:
-    // in the front only, and some share slots.
-    for round in 0..2 {
-        for i in 0..512u32 {
-            let green_source = Ipv4Addr::from(u32::from(v4("10.20.0.0")) + i * 7);
-            assert_eq!(
-                run(&lights, &udp4(green_source, v4("10.9.9.9"))),
+    // Green (10/8) and red (203.0.113/24) sources that keep taking each
+    // other's slots: each packet pushes the other out.
+    let red_source = v4("203.0.113.5");
+    let mut sharing = vec![red_source];
+    for _ in 0..3 {
+        let last = *sharing.last().expect("non-empty");
+        let after = if last.octets()[0] == 10 {
+            last
+        } else {
+            v4("10.0.0.0")
+        };
+        sharing.push(colliding_v4(red_source, "10.0.0.0/8", after));
+    }
+    for _ in 0..4 {
+        for source in &sharing {
+            let expected = if *source == red_source {
+                XdpAction::Drop
+            } else {
                 XdpAction::Pass
-            );
-        }
-        for i in 0..256u32 {
-            let red_source = Ipv4Addr::from(u32::from(v4("203.0.113.0")) + i);
-            assert_eq!(
-                run(&lights, &udp4(red_source, v4("10.9.9.9"))),
-                XdpAction::Drop,
-                "round {round}"
-            );
+            };
+            assert_eq!(run(&lights, &udp4(*source, v4("10.9.9.9"))), expected);
         }
     }
     assert!(lru_entries(&mut lights).is_empty());
     let c = lights.counters().expect("counters");
-    assert_eq!((c.green_packets, c.red_packets), (1024, 512));
+    assert_eq!((c.green_packets, c.red_packets), (12, 4));
+    assert_eq!(c.buckets_parked, 0);
+
+    // A yellow source's used bucket is parked even when the source has
+    // turned green since: it was limited, and may be yellow again.
+    let yellow_source = v4("198.51.100.9");
+    assert_eq!(
+        run(&lights, &udp4(yellow_source, v4("10.9.9.9"))),
+        XdpAction::Pass
+    );
+    let mut greener = standard(2, green());
+    greener.v4.retain(|(_, r)| r.verdict != Verdict::Yellow);
+    lights.apply(&greener).expect("apply v2");
+    assert_eq!(
+        run(&lights, &udp4(yellow_source, v4("10.9.9.9"))),
+        XdpAction::Pass
+    );
+    let taker = colliding_v4(yellow_source, "10.0.0.0/8", v4("10.0.0.0"));
+    assert_eq!(run(&lights, &udp4(taker, v4("10.9.9.9"))), XdpAction::Pass);
+    let lru = lru_entries(&mut lights);
+    assert_eq!(lru.len(), 1);
+    assert_eq!(lru[0].0, yellow_source.octets());
+    assert_ne!(lru[0].1.last_ns, 0, "the used bucket");
+    assert_eq!(lights.counters().expect("counters").buckets_parked, 1);
 }
 
 #[test]
@@ -829,20 +863,20 @@ fn an_ipv6_source_sharing_a_front_slot_never_resets_a_yellow_bucket() {
     lights
         .apply(&policy(1, green(), &[], &[("2001:db8::/32", yellow)]))
         .expect("apply");
-    // Two of the four words swapped: the same XOR fold, the same slot.
     let a = v6("2001:db8::1:0:2");
-    let b = v6("2001:db8::2:0:1");
-    assert_eq!(
-        crate::abi::front_index_v6(a.octets()),
-        crate::abi::front_index_v6(b.octets())
-    );
+    let slot = crate::abi::front_index_v6(a.octets());
+    let b = (1..1u128 << 24)
+        .map(|i| Ipv6Addr::from(u128::from(v6("2001:db8:0:7::")) + i))
+        .find(|b| crate::abi::front_index_v6(b.octets()) == slot)
+        .expect("an address sharing a's slot");
     let from = |s: Ipv6Addr| udp6(s, v6("2001:db8::ff"));
     assert_eq!(run(&lights, &from(a)), XdpAction::Pass);
     assert_eq!(run(&lights, &from(a)), XdpAction::Drop);
     assert_eq!(run(&lights, &from(b)), XdpAction::Pass);
     assert_eq!(run(&lights, &from(a)), XdpAction::Drop, "no fresh burst");
     assert_eq!(run(&lights, &from(b)), XdpAction::Drop);
-    let _ = &mut lights;
+    // b, a and b each parked the bucket in the slot.
+    assert_eq!(lights.counters().expect("counters").buckets_parked, 3);
 }
 
 #[test]
@@ -1222,6 +1256,74 @@ fn policy_swap_changes_verdicts_and_counters_keep_counting() {
     assert_eq!(c.green_packets, 3);
 }
 
+/// A pin directory under /sys/fs/bpf, removed when dropped.
+struct PinDir(std::path::PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Pins a map the way another build might have left it (bpftool, which
+/// bootstrap installs).
+fn bpftool_pin_map(path: &std::path::Path, kind: &str, key: u32, value: u32, entries: u32) {
+    let name = path.file_name().and_then(|n| n.to_str()).expect("map name");
+    let status = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(path)
+        .args(["type", kind, "key", &key.to_string(), "value"])
+        .args([
+            &value.to_string(),
+            "entries",
+            &entries.to_string(),
+            "name",
+            name,
+        ])
+        .status()
+        .expect("run bpftool (apt-get install bpftool)");
+    assert!(status.success(), "bpftool map create {}", path.display());
+}
+
+#[test]
+fn a_pinned_map_of_another_layout_is_refused_by_name() {
+    let dir = PinDir(std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/metanode-test-layout-{}",
+        std::process::id()
+    )));
+    let maps = dir.0.join("maps");
+    std::fs::create_dir_all(&maps).expect("pin dir on bpffs");
+    // The front array with a size the program's index does not assume.
+    let front = maps.join("biso_front_v4");
+    bpftool_pin_map(&front, "percpu_array", 4, 80, 1024);
+    let err = TrafficLights::load(Some(&dir.0)).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        matches!(&err, crate::LoadError::Layout { name: "biso_front_v4", found, expected }
+            if found.entries == 1024 && expected.entries == 65_536),
+        "{text}"
+    );
+    assert!(
+        text.contains("biso_front_v4") && text.contains("1024 entries"),
+        "{text}"
+    );
+    // (The refused load pinned the maps it created; start again.)
+    std::fs::remove_dir_all(&maps).expect("unpin");
+    std::fs::create_dir_all(&maps).expect("pin dir");
+    // The counters with the value size of an older build (25 counters).
+    let counters = maps.join("biso_counters");
+    bpftool_pin_map(&counters, "percpu_array", 4, 200, 1);
+    let err = TrafficLights::load(Some(&dir.0)).expect_err("refused");
+    assert!(
+        matches!(&err, crate::LoadError::Layout { name: "biso_counters", found, .. }
+            if found.value_bytes == 200),
+        "{err}"
+    );
+    std::fs::remove_file(&counters).expect("unpin");
+    // With it gone, the maps the refused load pinned are right.
+    TrafficLights::load(Some(&dir.0)).expect("load");
+}
+
 #[test]
 fn too_many_prefixes_is_refused_naming_the_family() {
     let mut lights = TrafficLights::load(None).expect("load");
@@ -1274,8 +1376,10 @@ fn prometheus_text_names_every_counter() {
         "metanode_xdp_bytes_total{{light=\"red\",outcome=\"drop\"}} {}\n",
         c.red_bytes
     )));
+    assert!(text.contains("metanode_xdp_buckets_parked_total 0\n"));
+    assert!(text.contains("metanode_xdp_buckets_lost_total 0\n"));
     let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-    assert_eq!(families, 8);
+    assert_eq!(families, 10);
 }
 
 #[test]

@@ -329,7 +329,8 @@ pub fn test_run_costs(red_count: u32, repeats: u32, rounds: usize) -> anyhow::Re
     // The first set repeats one source per row, so after the first packet
     // it measures the per-CPU verdict cache's hit path. The same frames
     // with the cache switched off give the trie path every new source pays
-    // (plus an LRU insert, reported by the loader's tests, not here).
+    // (plus first touches of cold memory, reported by the loader's tests,
+    // not here).
     let hits = [
         ("green", GREEN_SOURCE),
         ("yellow", YELLOW_SOURCE),
