@@ -55,10 +55,11 @@ ensure_rust() {
 
 # The BISO traffic lights (#7): clang-14 compiles ebpf/xdp/*.c (ebpf/loader's
 # build script) against libbpf's headers; bpftool to inspect what is loaded.
-# The cage bench's peers and load: nginx, wrk (the drop-rate packet generator
-# is our own AF_PACKET sender in xtask).
+# The cage bench's peers and load: nginx, wrk (the drop-rate packet generators
+# are ours: an AF_PACKET sender in xtask and ebpf/xdp/gen.c); ethtool turns on
+# GRO on a veth so it takes the XDP generator's frames without XDP.
 traffic_deps() {
-    apt_install clang-14 llvm-14 libbpf-dev bpftool nftables nginx wrk
+    apt_install clang-14 llvm-14 libbpf-dev bpftool nftables nginx wrk ethtool
 }
 
 # Everything `cargo xtask image` and the QEMU system tests need: the kernel

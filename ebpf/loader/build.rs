@@ -1,5 +1,6 @@
-//! Compiles ebpf/xdp/biso.c and ebpf/xdp/floor.c with clang-14 into
-//! OUT_DIR/{biso,floor}.o, which src/lights.rs and src/floor.rs embed with
+//! Compiles ebpf/xdp/biso.c, floor.c and gen.c with clang-14 into
+//! OUT_DIR/{biso,floor,gen}.o, which src/lights.rs, src/floor.rs and
+//! src/traffic_gen.rs embed with
 //! `aya::include_bytes_aligned!`.
 
 use std::{
@@ -10,7 +11,11 @@ use std::{
 
 const CLANG: &str = "clang-14";
 /// (source in ebpf/xdp/, object in OUT_DIR)
-const OBJECTS: [(&str, &str); 2] = [("biso.c", "biso.o"), ("floor.c", "floor.o")];
+const OBJECTS: [(&str, &str); 3] = [
+    ("biso.c", "biso.o"),
+    ("floor.c", "floor.o"),
+    ("gen.c", "gen.o"),
+];
 
 fn main() {
     let manifest_dir =

@@ -7,9 +7,10 @@
 //! (double-buffered tries, one flip). Token buckets are per CPU: each CPU gets
 //! `rate_per_s / possible_cpus` and `burst / possible_cpus` (at least one
 //! packet), so the node as a whole admits at most the policy's rate and burst
-//! (see `abi::RuleAbi::from_rule`). A per-CPU verdict cache (LRU, per family)
-//! sits in front of the tries and also holds the buckets; every `apply` bumps
-//! a policy generation, so no cached verdict outlives a swap.
+//! (see `abi::RuleAbi::from_rule`). A per-CPU verdict cache sits in front of
+//! the tries and also holds the buckets: a direct-mapped array per family,
+//! with an LRU behind it for buckets pushed out of their slot; every `apply`
+//! bumps a policy generation, so no cached verdict outlives a swap.
 //! [`TrafficLights::set_verdict_cache`] switches it off to measure misses.
 
 mod abi;
@@ -19,6 +20,7 @@ mod lights;
 pub mod limits;
 mod sample;
 mod sys;
+mod traffic_gen;
 
 pub use counters::{Counters, MalformedCounters, render_prometheus};
 pub use floor::{FloorProgram, FloorRunError, test_run_floor};
@@ -27,6 +29,7 @@ pub use lights::{
     MapLayout, TestRun, TestRunError, TrafficLights, VerdictCacheError, XdpAction,
 };
 pub use sample::Sample;
+pub use traffic_gen::{GenerateError, generate_live};
 
 #[cfg(test)]
 mod lights_tests;

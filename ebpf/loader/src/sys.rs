@@ -82,6 +82,46 @@ pub(crate) fn prog_test_run(
     })
 }
 
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: frames the program redirects really leave.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// Runs XDP `prog` `repeat` times in live-frames mode, `batch_size` frames
+/// per batch: each run gets a fresh frame holding `packet`, and what the
+/// program redirects is sent out of the target device.
+pub(crate) fn prog_test_run_live(
+    prog: BorrowedFd<'_>,
+    packet: &[u8],
+    repeat: u32,
+    batch_size: u32,
+) -> io::Result<()> {
+    let data_size_in =
+        u32::try_from(packet.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in,
+        data_in: packet.as_ptr() as u64,
+        repeat,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: as in prog_test_run: a valid prefix of `union bpf_attr` that
+    // lives across the call, `data_in` points at `packet` (only read), and
+    // no output buffers are given.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether `path` lies on a bpffs.
 pub(crate) fn is_bpffs(path: &Path) -> io::Result<bool> {
     let c_path = CString::new(path.as_os_str().as_bytes())

@@ -550,6 +550,72 @@ impl DropRig {
     }
 }
 
+impl DropRig {
+    /// Sends `packets` frames with the XDP live-frames generator
+    /// (`metanode_ebpf::generate_live`): one thread per CPU in the sending
+    /// namespace, sources cycling over host .9 of `sources_count` /24s from
+    /// `base`. Returns the wall time from the threads' common start to the
+    /// last one's end. Frames reach the receiving veth as xdp_frames; count
+    /// what the filter saw (a full ring there loses frames).
+    pub fn send_live(
+        &self,
+        base: Ipv4Addr,
+        sources_count: u32,
+        packets: u64,
+    ) -> anyhow::Result<Duration> {
+        let frame = ethernet_udp_frame(&self.rx_mac, base)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let start = std::sync::Arc::new(std::sync::Barrier::new(threads as usize + 1));
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let share = packets / threads + u64::from(i < packets % threads);
+                let share = u32::try_from(share).context("more than 2^32 frames per thread")?;
+                let ns_path = format!("/var/run/netns/{}", self.tx_ns);
+                let (ifname, frame, start) = (self.tx_if.clone(), frame.clone(), start.clone());
+                Ok(std::thread::spawn(move || -> anyhow::Result<()> {
+                    let ready = enter_netns(&ns_path).and_then(|()| ifindex_of(&ifname));
+                    start.wait();
+                    let ifindex = ready?;
+                    metanode_ebpf::generate_live(ifindex, &frame, base, sources_count, share)
+                        .with_context(|| format!("XDP live-frames generator on {ifname}"))
+                }))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        start.wait();
+        let started = Instant::now();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// GRO (and with it NAPI) on the receiving veth: without an XDP program
+    /// there, veth accepts redirected frames only with NAPI on.
+    pub fn rx_gro(&self, on: bool) -> anyhow::Result<()> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.rx_ns,
+                "ethtool",
+                "-K",
+                &self.rx_if,
+                "gro",
+            ])
+            .arg(if on { "on" } else { "off" })
+            .output()
+            .context("run ethtool (apt-get install ethtool)")?;
+        ensure!(
+            out.status.success(),
+            "ethtool -K {} gro: {}",
+            self.rx_if,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    }
+}
+
 /// Ethernet + IPv4 + UDP, 60 bytes (64 on the wire with the FCS): the
 /// small-packet case where per-packet cost is everything.
 fn ethernet_udp_frame(dest_mac: &str, source: Ipv4Addr) -> anyhow::Result<Vec<u8>> {
@@ -564,10 +630,10 @@ fn ethernet_udp_frame(dest_mac: &str, source: Ipv4Addr) -> anyhow::Result<Vec<u8
     Ok(f)
 }
 
-/// Sends `count` frames cycling through `frames` (one source address each).
-fn raw_send(ns_path: &str, ifname: &str, frames: &[Vec<u8>], count: u64) -> anyhow::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    const BATCH: usize = 64;
+/// Moves the calling thread into the network namespace at `ns_path`
+/// (network namespaces are per thread).
+pub fn enter_netns(ns_path: &str) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
     let ns = std::fs::File::open(ns_path).with_context(|| format!("open {ns_path}"))?;
     // SAFETY: setns(2) on a namespace fd we own; affects this thread only.
     let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -576,10 +642,27 @@ fn raw_send(ns_path: &str, ifname: &str, frames: &[Vec<u8>], count: u64) -> anyh
         "setns {ns_path}: {}",
         std::io::Error::last_os_error()
     );
+    Ok(())
+}
+
+/// The index of `ifname` in the calling thread's network namespace.
+fn ifindex_of(ifname: &str) -> anyhow::Result<u32> {
     let name = std::ffi::CString::new(ifname)?;
     // SAFETY: if_nametoindex reads a NUL-terminated string we own.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    ensure!(ifindex != 0, "no interface {ifname} in {ns_path}");
+    ensure!(
+        ifindex != 0,
+        "no interface {ifname} in this network namespace"
+    );
+    Ok(ifindex)
+}
+
+/// Sends `count` frames cycling through `frames` (one source address each).
+fn raw_send(ns_path: &str, ifname: &str, frames: &[Vec<u8>], count: u64) -> anyhow::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const BATCH: usize = 64;
+    enter_netns(ns_path)?;
+    let ifindex = ifindex_of(ifname)?;
     // Protocol 0: a send-only packet socket. With ETH_P_ALL every sender
     // thread would also receive a copy of every other thread's frames.
     // SAFETY: socket(2) with constant arguments; the fd is owned below.

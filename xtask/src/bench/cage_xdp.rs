@@ -17,7 +17,9 @@ use super::results::{Better, Row};
 /// 100.64.0.0/10 (shared address space: never routed here), one /24 each.
 const GREEN_NET: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 0);
 const YELLOW_NET: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 0);
-const RED_BASE: u32 = u32::from_be_bytes([100, 64, 0, 0]);
+const RED_BASE_U32: u32 = u32::from_be_bytes([100, 64, 0, 0]);
+/// The first red /24.
+pub const RED_BASE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
 
 pub const GREEN_SOURCE: Ipv4Addr = RIG_TX_ADDR;
 pub const YELLOW_SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
@@ -68,7 +70,7 @@ pub fn bench_policy(red_count: u32) -> CompiledPolicy {
         ),
     ];
     for i in 0..red_count {
-        let net = Ipv4Addr::from(RED_BASE + (i << 8));
+        let net = Ipv4Addr::from(RED_BASE_U32 + (i << 8));
         v4.push((
             Ipv4Net::new(net, 24).expect("/24 is a valid prefix"),
             rule(Verdict::Red, 3),
@@ -91,13 +93,13 @@ pub fn bench_policy(red_count: u32) -> CompiledPolicy {
 
 /// A source inside the last red /24: the deepest the lookup goes.
 pub fn red_source(red_count: u32) -> Ipv4Addr {
-    Ipv4Addr::from(RED_BASE + ((red_count.max(1) - 1) << 8) + 9)
+    Ipv4Addr::from(RED_BASE_U32 + ((red_count.max(1) - 1) << 8) + 9)
 }
 
 /// One address in each red /24.
 pub fn red_sources(red_count: u32) -> Vec<Ipv4Addr> {
     (0..red_count.max(1))
-        .map(|i| Ipv4Addr::from(RED_BASE + (i << 8) + 9))
+        .map(|i| Ipv4Addr::from(RED_BASE_U32 + (i << 8) + 9))
         .collect()
 }
 
@@ -376,7 +378,6 @@ pub fn attach_and_count(
     send: impl FnOnce() -> anyhow::Result<Duration>,
 ) -> anyhow::Result<AttachedDrops> {
     use anyhow::Context as _;
-    use std::os::fd::AsRawFd;
     let mut lights = metanode_ebpf::TrafficLights::load(None).context("load the XDP program")?;
     lights.apply(policy).context("apply the bench policy")?;
     let ns_path = format!("/var/run/netns/{}", rig.rx_ns);
@@ -384,14 +385,7 @@ pub fn attach_and_count(
     // Network namespaces are per thread: attach from one that entered the
     // receiving namespace (the interface name resolves there).
     let mut lights = std::thread::spawn(move || -> anyhow::Result<_> {
-        let ns = std::fs::File::open(&ns_path).with_context(|| format!("open {ns_path}"))?;
-        // SAFETY: setns(2) on a namespace fd we own; affects this thread only.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        anyhow::ensure!(
-            rc == 0,
-            "setns {ns_path}: {}",
-            std::io::Error::last_os_error()
-        );
+        super::cage_peers::enter_netns(&ns_path)?;
         lights
             .attach(&ifname, metanode_ebpf::AttachMode::Native)
             .with_context(|| format!("attach XDP (native) to {ifname}"))?;
