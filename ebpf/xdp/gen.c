@@ -20,7 +20,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Set by the loader (metanode_ebpf::generate_live) before load. */
+/* Set by the loader (metanode_ebpf::LiveGenerator) before load. */
 volatile const __u32 gen_ifindex = 0;
 volatile const __u32 gen_source_base = 0; /* host order, low byte 0 */
 volatile const __u32 gen_sources_count = 1;

@@ -29,7 +29,7 @@ pub use lights::{
     MapLayout, TestRun, TestRunError, TrafficLights, VerdictCacheError, XdpAction,
 };
 pub use sample::Sample;
-pub use traffic_gen::{GenerateError, generate_live};
+pub use traffic_gen::{GenerateError, LiveGenerator};
 
 #[cfg(test)]
 mod lights_tests;

@@ -86,8 +86,10 @@ pub(crate) fn prog_test_run(
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 /// Runs XDP `prog` `repeat` times in live-frames mode, `batch_size` frames
-/// per batch: each run gets a fresh frame holding `packet`, and what the
-/// program redirects is sent out of the target device.
+/// per batch; what the program redirects is sent out of the target device.
+/// Frames come from a page pool whose pages get `packet` copied in once and
+/// are then recycled with only their pointers reset, so a program that
+/// rewrites a field must write it every time.
 pub(crate) fn prog_test_run_live(
     prog: BorrowedFd<'_>,
     packet: &[u8],

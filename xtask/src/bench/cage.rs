@@ -16,12 +16,16 @@
 //!    Mpps = packets dropped / wall time of the send. The generator shares
 //!    the two cores with the filter, equally for both. Then the same again
 //!    with a second generator, ebpf/xdp/gen.c in BPF_PROG_TEST_RUN's
-//!    live-frames mode (xdp-trafficgen's method): frames reach the receiving
-//!    veth as xdp_frames, so XDP judges them before any skb exists, as
-//!    behind a NIC driver, while nftables gets skbs built from them (GRO on
-//!    the veth). The AF_PACKET path instead makes veth copy every skb into a
-//!    fresh page before XDP may see it, and the generator's own cost bounds
-//!    both filters; the second row shows what each filter sustains.
+//!    live-frames mode (xdp-trafficgen's method), one thread pinned to each
+//!    CPU: frames reach the receiving veth as xdp_frames in that CPU's queue
+//!    (the veth has a queue pair per CPU, like a NIC with RSS), whose NAPI
+//!    runs the filter on the same CPU after each batch of 64. XDP judges
+//!    them before any skb exists, as behind a NIC driver; nftables gets skbs
+//!    built from them (GRO on the veth, which real NICs have on too). The
+//!    AF_PACKET path instead makes veth copy every skb into a fresh page
+//!    before XDP may see it, and its generator's ~1 µs per frame bounds both
+//!    filters; the second row's generator costs far less, so the filter's
+//!    own cost shows. Frames a full ring loses are named in the notes.
 //! 3. Reverse proxy: an nginx upstream answering `ok`; nginx (the peer) and
 //!    our cage (`metanode cage serve`) both proxy to it. wrk, 2 threads 64
 //!    connections, keep-alive and then `Connection: close`; then our open-loop
@@ -229,7 +233,7 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
         ]),
         workload: json!({
             "xdp": format!("60-byte UDP/IPv4 frames, BPF_PROG_TEST_RUN repeat {repeats}, {RULES_RED_COUNT} red /24s"),
-            "drop": format!("{packets} 60-byte UDP frames cycling over {RULES_RED_COUNT} red sources (one per red /24), AF_PACKET sendmmsg (64 per call, one thread per CPU, pfifo on the sending veth), wall time of the send; `_xdp_frames` row: the same frames from ebpf/xdp/gen.c in BPF_PROG_TEST_RUN live-frames mode (one thread per CPU, batches of 64, redirected out of the sending veth; the receiving veth's ring drops what its filter cannot take, so Mpps = dropped by the filter / wall time)"),
+            "drop": format!("{packets} 60-byte UDP frames cycling over {RULES_RED_COUNT} red sources (one per red /24), AF_PACKET sendmmsg (64 per call, one thread per CPU, pfifo on the sending veth), wall time of the send; `_xdp_frames` row: the same frames from ebpf/xdp/gen.c in BPF_PROG_TEST_RUN live-frames mode (one thread pinned per CPU, batches of 64, redirected out of the sending veth into the queue of the sending CPU: veth with a queue pair per CPU; nftables side with GRO on; Mpps = dropped by the filter / wall time, frames a full ring lost named in the notes)"),
             "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, \
                               {} alternating rounds of {}s per proxy and mode (median); open loop \
                               {OPEN_LOOP_CONNECTIONS} connections for {}s at {LOAD_PERCENTS:?} % of \
@@ -303,6 +307,19 @@ fn drop_rates(packets: u64) -> anyhow::Result<(Vec<Row>, Value)> {
     let nft_live_dropped = rig.nft_counter_packets()? - nft_dropped;
     rig.nft_flush()?;
     let mpps = |dropped: u64, wall: Duration| dropped as f64 / wall.as_secs_f64() / 1e6;
+    // Every frame is red, so one not counted never reached the filter (a
+    // full veth ring); none counted means the setup is broken, not slow.
+    ensure!(
+        xdp.dropped > 0 && xdp_live.dropped > 0 && nft_dropped > 0 && nft_live_dropped > 0,
+        "a filter dropped nothing: XDP {} / {}, nftables {nft_dropped} / {nft_live_dropped} \
+         (AF_PACKET / XDP generator)",
+        xdp.dropped,
+        xdp_live.dropped
+    );
+    let lost = |dropped: u64| match packets.saturating_sub(dropped) {
+        0 => String::new(),
+        n => format!("; {n} lost before the filter (veth ring full)"),
+    };
     let drop_row = |metric: &str, ours: &super::cage_xdp::AttachedDrops, nft: (u64, Duration)| {
         let mut r = row(
             metric,
@@ -312,14 +329,16 @@ fn drop_rates(packets: u64) -> anyhow::Result<(Vec<Row>, Value)> {
             Better::Higher,
         );
         r.ours_note = Some(format!(
-            "{} of {packets} dropped by XDP in {:.3} s",
+            "{} of {packets} dropped by XDP in {:.3} s{}",
             ours.dropped,
-            ours.wall.as_secs_f64()
+            ours.wall.as_secs_f64(),
+            lost(ours.dropped)
         ));
         r.peer_note = Some(format!(
-            "{} of {packets} dropped by nftables in {:.3} s",
+            "{} of {packets} dropped by nftables in {:.3} s{}",
             nft.0,
-            nft.1.as_secs_f64()
+            nft.1.as_secs_f64(),
+            lost(nft.0)
         ));
         r
     };

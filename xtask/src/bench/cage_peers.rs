@@ -429,9 +429,21 @@ impl DropRig {
         // From here on, Drop cleans up whatever exists.
         let mut rig = rig;
         ip(&["netns", "add", &rig.rx_ns])?;
+        // One queue pair per CPU, like a NIC with RSS: the XDP generator on
+        // each CPU redirects into the queue of that CPU, whose NAPI (and so
+        // the filter, XDP or nftables) then runs on the same CPU. With one
+        // queue every frame would meet at one NAPI on one CPU at a time.
+        let queues = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .to_string();
+        let q = ["numtxqueues", &queues, "numrxqueues", &queues];
         ip(&[
-            "link", "add", &rig.tx_if, "type", "veth", "peer", "name", &rig.rx_if,
-        ])?;
+            &["link", "add", &rig.tx_if][..],
+            &q,
+            &["type", "veth", "peer", "name", &rig.rx_if],
+            &q,
+        ]
+        .concat())?;
         ip(&["link", "set", &rig.tx_if, "netns", &rig.tx_ns])?;
         ip(&["link", "set", &rig.rx_if, "netns", &rig.rx_ns])?;
         let tx_cidr = format!("{RIG_TX_ADDR}/24");
@@ -552,11 +564,12 @@ impl DropRig {
 
 impl DropRig {
     /// Sends `packets` frames with the XDP live-frames generator
-    /// (`metanode_ebpf::generate_live`): one thread per CPU in the sending
-    /// namespace, sources cycling over host .9 of `sources_count` /24s from
-    /// `base`. Returns the wall time from the threads' common start to the
-    /// last one's end. Frames reach the receiving veth as xdp_frames; count
-    /// what the filter saw (a full ring there loses frames).
+    /// (`metanode_ebpf::LiveGenerator`): one thread pinned to each CPU in
+    /// the sending namespace, sources cycling over host .9 of
+    /// `sources_count` /24s from `base`. Returns the wall time from the
+    /// threads' common start (generators loaded) to the last one's end.
+    /// Frames reach the receiving veth as xdp_frames in the queue of the
+    /// sending CPU; count what the filter saw (a full ring loses frames).
     pub fn send_live(
         &self,
         base: Ipv4Addr,
@@ -573,10 +586,18 @@ impl DropRig {
                 let ns_path = format!("/var/run/netns/{}", self.tx_ns);
                 let (ifname, frame, start) = (self.tx_if.clone(), frame.clone(), start.clone());
                 Ok(std::thread::spawn(move || -> anyhow::Result<()> {
-                    let ready = enter_netns(&ns_path).and_then(|()| ifindex_of(&ifname));
+                    // Loaded before the common start: verifying and JITing
+                    // is not sending. Thread i on CPU i feeds queue i.
+                    let ready = pin_to_cpu(i as usize)
+                        .and_then(|()| enter_netns(&ns_path))
+                        .and_then(|()| ifindex_of(&ifname))
+                        .and_then(|ifindex| {
+                            metanode_ebpf::LiveGenerator::load(ifindex, &frame, base, sources_count)
+                                .with_context(|| format!("load the XDP generator for {ifname}"))
+                        });
                     start.wait();
-                    let ifindex = ready?;
-                    metanode_ebpf::generate_live(ifindex, &frame, base, sources_count, share)
+                    ready?
+                        .run(share)
                         .with_context(|| format!("XDP live-frames generator on {ifname}"))
                 }))
             })
@@ -640,6 +661,23 @@ pub fn enter_netns(ns_path: &str) -> anyhow::Result<()> {
     ensure!(
         rc == 0,
         "setns {ns_path}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// Keeps the calling thread on `cpu`.
+fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: cpu_set_t is plain data, valid zeroed; CPU_SET stays within it
+    // for cpu < CPU_SETSIZE, which the caller's CPU count is.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    ensure!(
+        rc == 0,
+        "pin to CPU {cpu}: {}",
         std::io::Error::last_os_error()
     );
     Ok(())
