@@ -60,22 +60,7 @@ pub(crate) fn prog_test_run(
         repeat,
         ..TestRunAttr::default()
     };
-    // SAFETY: `attr` is a properly initialised prefix of `union bpf_attr`
-    // for BPF_PROG_TEST_RUN that lives across the call; `data_in` points at
-    // `packet`, which the kernel only reads (`data_size_in` bytes), and
-    // `data_out`/`ctx_*` are null with zero sizes so the kernel writes only
-    // into `attr` itself. `prog` is a valid program fd borrowed for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            size_of::<TestRunAttr>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    test_run(&mut attr, packet)?;
     Ok(TestRunRaw {
         retval: attr.retval,
         duration_ns: attr.duration,
@@ -107,14 +92,25 @@ pub(crate) fn prog_test_run_live(
         batch_size,
         ..TestRunAttr::default()
     };
-    // SAFETY: as in prog_test_run: a valid prefix of `union bpf_attr` that
-    // lives across the call, `data_in` points at `packet` (only read), and
-    // no output buffers are given.
+    test_run(&mut attr, packet)
+}
+
+/// The BPF_PROG_TEST_RUN call for an `attr` whose `data_in` is `packet`.
+fn test_run(attr: &mut TestRunAttr, packet: &[u8]) -> io::Result<()> {
+    // Both callers set these from `packet`, which outlives the call.
+    assert!(attr.data_in == packet.as_ptr() as u64 && attr.data_size_in as usize == packet.len());
+    assert!(attr.data_out == 0 && attr.ctx_in == 0 && attr.ctx_out == 0);
+    // SAFETY: `attr` is a properly initialised prefix of `union bpf_attr`
+    // for BPF_PROG_TEST_RUN that lives across the call; `data_in` points at
+    // `packet` (asserted), which the kernel only reads (`data_size_in`
+    // bytes), and `data_out`/`ctx_*` are null (asserted) with zero sizes, so
+    // the kernel writes only into `attr` itself. `prog_fd` is a program fd
+    // the caller borrows for the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
+            attr as *mut TestRunAttr,
             size_of::<TestRunAttr>() as libc::c_uint,
         )
     };

@@ -400,19 +400,26 @@ pub struct DropRig {
 pub const RIG_TX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 pub const RIG_RX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
+/// Runs `cmd` to completion without stdin; an error names `what` and
+/// carries the command's stderr.
+fn run_ok(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
-        .context("run ip")?;
+        .with_context(|| format!("run {what}"))?;
     ensure!(
         out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run_ok(
+        Command::new("ip").args(args),
+        &format!("ip {}", args.join(" ")),
+    )
 }
 
 impl DropRig {
@@ -458,17 +465,12 @@ impl DropRig {
         // (stops its queue) when the peer's ring is full, and with the
         // default noqueue that back-pressure would turn into drops before
         // either filter saw the packet.
-        let out = Command::new("tc")
-            .args(["-n", &rig.tx_ns, "qdisc", "replace", "dev", &rig.tx_if])
-            .args(["root", "pfifo", "limit", "10000"])
-            .output()
-            .context("run tc")?;
-        ensure!(
-            out.status.success(),
-            "tc qdisc replace on {}: {}",
-            rig.tx_if,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        run_ok(
+            Command::new("tc")
+                .args(["-n", &rig.tx_ns, "qdisc", "replace", "dev", &rig.tx_if])
+                .args(["root", "pfifo", "limit", "10000"]),
+            &format!("tc qdisc replace on {}", rig.tx_if),
+        )?;
         let out = Command::new("ip")
             .args(["-n", &rig.rx_ns, "-j", "link", "show", &rig.rx_if])
             .output()?;
@@ -614,26 +616,16 @@ impl DropRig {
     /// GRO (and with it NAPI) on the receiving veth: without an XDP program
     /// there, veth accepts redirected frames only with NAPI on.
     pub fn rx_gro(&self, on: bool) -> anyhow::Result<()> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.rx_ns,
-                "ethtool",
-                "-K",
-                &self.rx_if,
-                "gro",
-            ])
-            .arg(if on { "on" } else { "off" })
-            .output()
-            .context("run ethtool (apt-get install ethtool)")?;
-        ensure!(
-            out.status.success(),
-            "ethtool -K {} gro: {}",
-            self.rx_if,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
+        let state = if on { "on" } else { "off" };
+        run_ok(
+            Command::new("ip")
+                .args(["netns", "exec", &self.rx_ns, "ethtool", "-K", &self.rx_if])
+                .args(["gro", state]),
+            &format!(
+                "ethtool -K {} gro {state} (apt-get install ethtool)",
+                self.rx_if
+            ),
+        )
     }
 }
 
