@@ -1506,11 +1506,12 @@ fn deep_policy(red_count: u32) -> CompiledPolicy {
 /// (`cargo test -p metanode-ebpf -- --nocapture deep_policy_ns`) for a
 /// cache hit (the same source repeated, as BPF_PROG_TEST_RUN repeats it), a
 /// miss of a cached source (cache switched off: tries + entry rewrite, as
-/// after a swap) and a cold miss (a source never seen: tries + LRU insert).
-/// Cold misses cannot be repeated, so 256 sources run once each, then once
-/// more as (warm-entry) misses with the cache off; the difference is the
-/// insert's cost with the per-run timer overhead and cache-cold effects
-/// cancelled: cold = miss + (mean once-cold - mean once-miss).
+/// after a swap) and a cold miss (a source never seen: tries + a front slot
+/// written, and for a yellow source an LRU lookup). Cold misses cannot be
+/// repeated, so 256 sources run once each, then once more as (warm-entry)
+/// misses with the cache off; the difference is the first packet's extra
+/// cost with the per-run timer overhead cancelled: cold = miss + (mean
+/// once-cold - mean once-miss).
 #[test]
 fn deep_policy_ns_per_packet() {
     const REPEAT: u32 = 1_000_000;
