@@ -112,7 +112,8 @@ struct biso_verdict {
 
 /* The front of the verdict cache: a direct-mapped per-CPU array per family
  * (biso_front_v4, biso_front_v6), 2^BITS entries. Its lookup is inlined by
- * the JIT (kernel 6.10 and later), where the LRU hash behind it is a kernel
+ * the verifier from about kernel 6.10 (on the image's 6.1 it is a call to a
+ * short function), where the LRU hash behind it is a kernel
  * call with jhash, so a hit costs a few instructions. A source's slot is the
  * top BITS bits of a multiplicative hash, which depend on every input bit:
  *   IPv4: (w * BISO_FRONT_HASH_MUL) >> (32 - BITS), w the 4 source bytes
