@@ -367,6 +367,27 @@ static __always_inline struct biso_front *front_slot(int v4, const __u8 *src)
 	return bpf_map_lookup_elem(&biso_front_v6, &idx);
 }
 
+/* This CPU's LRU value of the source, if the key exists. */
+static __always_inline struct biso_verdict *lru_value(int v4, const __u8 *src)
+{
+	if (v4) {
+		__u32 k;
+		__builtin_memcpy(&k, src, 4);
+		return bpf_map_lookup_elem(&biso_verdicts_v4, &k);
+	}
+	struct biso_src6 k;
+	__builtin_memcpy(k.addr, src, 16);
+	return bpf_map_lookup_elem(&biso_verdicts_v6, &k);
+}
+
+/* An empty value: no generation, no used bucket (as a new entry starts). */
+static __always_inline void verdict_clear(struct biso_verdict *v)
+{
+	v->generation = 0;
+	v->credit = 0;
+	v->last_ns = 0;
+}
+
 /* A used bucket (last_ns != 0: yellow now or before a swap) moves from a
  * value (a front slot being taken, or the stack copy of the fallback) to the
  * LRU; unused ones (full, as a new entry starts) go nowhere. An existing key
@@ -378,37 +399,22 @@ static __always_inline void bucket_to_lru(struct biso_counters *cnt, int v4, con
 {
 	if (v->last_ns == 0)
 		return;
-	struct biso_verdict *lv;
+	struct biso_verdict *lv = lru_value(v4, src);
 	long rc = 0;
-	if (v4) {
+	if (lv) {
+		*lv = *v;
+	} else if (v4) {
 		__u32 k;
 		__builtin_memcpy(&k, src, 4);
-		lv = bpf_map_lookup_elem(&biso_verdicts_v4, &k);
-		if (lv)
-			*lv = *v;
-		else
-			rc = bpf_map_update_elem(&biso_verdicts_v4, &k, v, BPF_ANY);
+		rc = bpf_map_update_elem(&biso_verdicts_v4, &k, v, BPF_ANY);
 	} else {
 		struct biso_src6 k;
 		__builtin_memcpy(k.addr, src, 16);
-		lv = bpf_map_lookup_elem(&biso_verdicts_v6, &k);
-		if (lv)
-			*lv = *v;
-		else
-			rc = bpf_map_update_elem(&biso_verdicts_v6, &k, v, BPF_ANY);
+		rc = bpf_map_update_elem(&biso_verdicts_v6, &k, v, BPF_ANY);
 	}
 	cnt->c[BISO_C_BUCKETS_PARKED] += 1;
 	if (rc)
 		cnt->c[BISO_C_BUCKETS_LOST] += 1;
-}
-
-/* Empties this CPU's value of an LRU entry that moved to a front slot. Not
- * a delete: that would take every CPU's value of the key with it. */
-static __always_inline void lru_value_taken(struct biso_verdict *lv)
-{
-	lv->generation = 0;
-	lv->credit = 0;
-	lv->last_ns = 0;
 }
 
 /* Moves the source's entry on this CPU out of the LRU into `out`; 0 if it
@@ -416,20 +422,13 @@ static __always_inline void lru_value_taken(struct biso_verdict *lv)
  * last_ns 0, as a new entry). */
 static __always_inline int bucket_from_lru(int v4, const __u8 *src, struct biso_verdict *out)
 {
-	struct biso_verdict *lv;
-	if (v4) {
-		__u32 k;
-		__builtin_memcpy(&k, src, 4);
-		lv = bpf_map_lookup_elem(&biso_verdicts_v4, &k);
-	} else {
-		struct biso_src6 k;
-		__builtin_memcpy(k.addr, src, 16);
-		lv = bpf_map_lookup_elem(&biso_verdicts_v6, &k);
-	}
+	struct biso_verdict *lv = lru_value(v4, src);
 	if (!lv || lv->generation == 0)
 		return 0;
 	*out = *lv;
-	lru_value_taken(lv);
+	/* Emptied on this CPU, not deleted: a delete would take every CPU's
+	 * value of the key with it. */
+	verdict_clear(lv);
 	return 1;
 }
 
@@ -489,9 +488,7 @@ static __always_inline int judge(struct biso_counters *cnt, const struct pkt_met
 	}
 	if (fallback || v->generation == 0) {
 		/* New to the slot. */
-		v->generation = 0;
-		v->credit = 0;
-		v->last_ns = 0;
+		verdict_clear(v);
 		if (f)
 			__builtin_memcpy(f->src, src, 16);
 	}

@@ -51,16 +51,7 @@ pub(crate) fn prog_test_run(
     packet: &[u8],
     repeat: u32,
 ) -> io::Result<TestRunRaw> {
-    let data_size_in =
-        u32::try_from(packet.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in,
-        data_in: packet.as_ptr() as u64,
-        repeat,
-        ..TestRunAttr::default()
-    };
-    test_run(&mut attr, packet)?;
+    let attr = test_run(prog, packet, repeat, 0, 0)?;
     Ok(TestRunRaw {
         retval: attr.retval,
         duration_ns: attr.duration,
@@ -81,6 +72,19 @@ pub(crate) fn prog_test_run_live(
     repeat: u32,
     batch_size: u32,
 ) -> io::Result<()> {
+    test_run(prog, packet, repeat, BPF_F_TEST_XDP_LIVE_FRAMES, batch_size).map(|_| ())
+}
+
+/// One BPF_PROG_TEST_RUN of `prog` on `packet` with `flags` and
+/// `batch_size` (0 for the kernel's default); returns the attr as the kernel
+/// left it (retval, duration).
+fn test_run(
+    prog: BorrowedFd<'_>,
+    packet: &[u8],
+    repeat: u32,
+    flags: u32,
+    batch_size: u32,
+) -> io::Result<TestRunAttr> {
     let data_size_in =
         u32::try_from(packet.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut attr = TestRunAttr {
@@ -88,36 +92,27 @@ pub(crate) fn prog_test_run_live(
         data_size_in,
         data_in: packet.as_ptr() as u64,
         repeat,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        flags,
         batch_size,
         ..TestRunAttr::default()
     };
-    test_run(&mut attr, packet)
-}
-
-/// The BPF_PROG_TEST_RUN call for an `attr` whose `data_in` is `packet`.
-fn test_run(attr: &mut TestRunAttr, packet: &[u8]) -> io::Result<()> {
-    // Both callers set these from `packet`, which outlives the call.
-    assert!(attr.data_in == packet.as_ptr() as u64 && attr.data_size_in as usize == packet.len());
-    assert!(attr.data_out == 0 && attr.ctx_in == 0 && attr.ctx_out == 0);
     // SAFETY: `attr` is a properly initialised prefix of `union bpf_attr`
     // for BPF_PROG_TEST_RUN that lives across the call; `data_in` points at
-    // `packet` (asserted), which the kernel only reads (`data_size_in`
-    // bytes), and `data_out`/`ctx_*` are null (asserted) with zero sizes, so
-    // the kernel writes only into `attr` itself. `prog_fd` is a program fd
-    // the caller borrows for the call.
+    // `packet`, which the kernel only reads (`data_size_in` bytes), and
+    // `data_out`/`ctx_*` are null with zero sizes, so the kernel writes only
+    // into `attr` itself. `prog` is a valid program fd borrowed for the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            attr as *mut TestRunAttr,
+            &mut attr as *mut TestRunAttr,
             size_of::<TestRunAttr>() as libc::c_uint,
         )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(attr)
 }
 
 /// Whether `path` lies on a bpffs.

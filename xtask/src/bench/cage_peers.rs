@@ -440,9 +440,7 @@ impl DropRig {
         // each CPU redirects into the queue of that CPU, whose NAPI (and so
         // the filter, XDP or nftables) then runs on the same CPU. With one
         // queue every frame would meet at one NAPI on one CPU at a time.
-        let queues = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .to_string();
+        let queues = cpu_count().to_string();
         let q = ["numtxqueues", &queues, "numrxqueues", &queues];
         ip(&[
             &["link", "add", &rig.tx_if][..],
@@ -545,13 +543,12 @@ impl DropRig {
             .iter()
             .map(|s| ethernet_udp_frame(&self.rx_mac, *s))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let ns_path = format!("/var/run/netns/{}", self.tx_ns);
         let ifname = self.tx_if.clone();
         let started = Instant::now();
-        let workers: Vec<_> = (0..threads)
-            .map(|i| {
-                let share = packets / threads + u64::from(i < packets % threads);
+        let workers: Vec<_> = shares_per_cpu(packets)
+            .into_iter()
+            .map(|share| {
                 let (ns_path, ifname, frames) = (ns_path.clone(), ifname.clone(), frames.clone());
                 std::thread::spawn(move || raw_send(&ns_path, &ifname, &frames, share))
             })
@@ -562,9 +559,7 @@ impl DropRig {
         }
         Ok(started.elapsed())
     }
-}
 
-impl DropRig {
     /// Sends `packets` frames with the XDP live-frames generator
     /// (`metanode_ebpf::LiveGenerator`): one thread pinned to each CPU in
     /// the sending namespace, sources cycling over host .9 of
@@ -579,18 +574,19 @@ impl DropRig {
         packets: u64,
     ) -> anyhow::Result<Duration> {
         let frame = ethernet_udp_frame(&self.rx_mac, base)?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-        let start = std::sync::Arc::new(std::sync::Barrier::new(threads as usize + 1));
-        let workers: Vec<_> = (0..threads)
-            .map(|i| {
-                let share = packets / threads + u64::from(i < packets % threads);
+        let shares = shares_per_cpu(packets);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(shares.len() + 1));
+        let workers: Vec<_> = shares
+            .into_iter()
+            .enumerate()
+            .map(|(i, share)| {
                 let share = u32::try_from(share).context("more than 2^32 frames per thread")?;
                 let ns_path = format!("/var/run/netns/{}", self.tx_ns);
                 let (ifname, frame, start) = (self.tx_if.clone(), frame.clone(), start.clone());
                 Ok(std::thread::spawn(move || -> anyhow::Result<()> {
                     // Loaded before the common start: verifying and JITing
                     // is not sending. Thread i on CPU i feeds queue i.
-                    let ready = pin_to_cpu(i as usize)
+                    let ready = pin_to_cpu(i)
                         .and_then(|()| enter_netns(&ns_path))
                         .and_then(|()| ifindex_of(&ifname))
                         .and_then(|ifindex| {
@@ -641,6 +637,20 @@ fn ethernet_udp_frame(dest_mac: &str, source: Ipv4Addr) -> anyhow::Result<Vec<u8
     let mut f = super::cage_xdp::udp_frame(source, RIG_RX_ADDR);
     f[..6].copy_from_slice(&mac);
     Ok(f)
+}
+
+/// The CPUs the senders run on, one thread each.
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `packets` split over one sender thread per CPU, the first ones taking
+/// the remainder.
+fn shares_per_cpu(packets: u64) -> Vec<u64> {
+    let threads = cpu_count() as u64;
+    (0..threads)
+        .map(|i| packets / threads + u64::from(i < packets % threads))
+        .collect()
 }
 
 /// Moves the calling thread into the network namespace at `ns_path`
