@@ -21,6 +21,7 @@
 //! [`Server::run`] to learn the bound address and metrics first.
 
 pub mod audit;
+mod client;
 pub mod config;
 pub mod h1;
 pub mod lights;

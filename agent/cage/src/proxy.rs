@@ -25,12 +25,13 @@ use metanode_core::hash::{Hash32, blake3_256};
 use metanode_core::keys::SigningKey;
 use metanode_httpsig::{KeyDirectory, ReplayCache, VerifyPolicy};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::ReceiptReader;
+use crate::client::LastWrite;
 use crate::config::{CageConfig, ConfigError, UnsignedPolicy};
 use crate::h1::{
     self, ChunkedDecoder, DateCache, Framing, HeadError, HeaderKind, RequestHead, ResponseHead,
@@ -131,7 +132,13 @@ impl std::fmt::Debug for Server {
 
 /// `count` listeners on `addr` sharing its port with SO_REUSEPORT, so the
 /// kernel spreads connections over the workers without a shared accept.
-fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+/// `defer_accept`: how long the kernel holds a connection that has sent
+/// nothing yet before handing it over anyway (TCP_DEFER_ACCEPT).
+fn bind_listeners(
+    addr: SocketAddr,
+    count: usize,
+    defer_accept: Duration,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let mut listeners = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
@@ -148,6 +155,13 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Tc
         socket.set_nodelay(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(LISTEN_BACKLOG)?;
+        // Delayed ACKs from the first byte (HAProxy's `tcp-smart-accept`):
+        // a new connection starts in quick-ACK mode, so its request would
+        // be acknowledged by a segment of its own; accepted sockets inherit
+        // this from the listener, and the ACK then rides on the response.
+        // Bulk uploads still get an ACK every second full segment.
+        rustix::net::sockopt::set_tcp_quickack(&listener, false)?;
+        crate::client::set_defer_accept(&listener, defer_accept)?;
         // Port 0: the others join the port the first one got.
         addr = listener.local_addr()?;
         listeners.push(listener.into_std()?);
@@ -285,7 +299,10 @@ impl Server {
             addr: config.listen,
             source,
         };
-        let listeners = bind_listeners(config.listen, workers).map_err(bind_err)?;
+        // A client has the header timeout for its whole head from accept,
+        // so the kernel may hold a silent one that long first.
+        let listeners = bind_listeners(config.listen, workers, config.timeouts.header_read())
+            .map_err(bind_err)?;
         let local_addr = listeners
             .first()
             .ok_or_else(|| bind_err(io::Error::other("no listener")))?
@@ -417,7 +434,7 @@ async fn worker(
     slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> u32 {
-    let listener = match TcpListener::from_std(listener) {
+    let listener = match crate::client::Listener::new(listener) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "cage worker cannot use its listener");
@@ -808,7 +825,7 @@ async fn serve_connection<S>(
     accepted_at: Instant,
     stop: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + LastWrite,
 {
     let Shared {
         state,
@@ -975,7 +992,7 @@ impl<S> Conn<'_, S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + LastWrite> Conn<'_, S> {
     /// Waits for a complete request head. `first`: the connection's
     /// accept time (the header clock runs from it); later heads start their
     /// clock at their first byte and are bounded by the idle timeout before.
@@ -1688,6 +1705,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 self.wbuf.extend_from_slice(body);
             }
         }
+        if close && !body_unread {
+            // Nothing follows this response but close(2): its last bytes
+            // can wait for the FIN and leave in one segment with it.
+            self.stream.last_write();
+        }
         let written = self.write_out().await;
         // Done with the upstream response: keep or drop its connection.
         if let Outcome::Forward(f) = &outcome {
@@ -2141,24 +2163,53 @@ mod tests {
         assert_eq!(parts.version, Version::HTTP_11);
     }
 
-    /// The per-connection `set_nodelay` was dropped for the listener's
-    /// option, which accepted sockets inherit; a kernel that stopped
-    /// copying it would bring Nagle's delay back to every small response.
+    /// The listener's tuning reaches every accepted socket without a
+    /// syscall per connection: TCP_NODELAY (a kernel that stopped copying
+    /// it would bring Nagle's delay back to every small response) and
+    /// delayed ACKs from the first byte; and TCP_DEFER_ACCEPT holds a
+    /// connection that has sent nothing, so what is accepted is readable.
     #[tokio::test]
-    async fn accepted_connections_inherit_nodelay_from_the_listener() {
-        let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    async fn accepted_connections_come_readable_with_the_listeners_tuning() {
+        let listeners =
+            bind_listeners("127.0.0.1:0".parse().unwrap(), 2, Duration::from_secs(1)).unwrap();
         let addr = listeners[0].local_addr().unwrap();
         let [a, b] = listeners
             .try_into()
-            .map(|ls: [std::net::TcpListener; 2]| ls.map(|l| TcpListener::from_std(l).unwrap()))
+            .map(|ls: [std::net::TcpListener; 2]| {
+                ls.map(|l| crate::client::Listener::new(l).unwrap())
+            })
             .unwrap();
-        assert_eq!(b.local_addr().unwrap(), addr, "one shared port");
-        let _client = TcpStream::connect(addr).await.unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
         // SO_REUSEPORT hands the connection to one of the two listeners.
-        let (accepted, _) = tokio::select! {
-            r = a.accept() => r.unwrap(),
-            r = b.accept() => r.unwrap(),
+        let accept = async {
+            tokio::select! {
+                r = a.accept() => r.unwrap(),
+                r = b.accept() => r.unwrap(),
+            }
         };
-        assert!(accepted.nodelay().unwrap());
+        let mut accept = std::pin::pin!(accept);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), accept.as_mut())
+                .await
+                .is_err(),
+            "a connection that sent nothing is held by the kernel"
+        );
+        client.write_all(b"G").await.unwrap();
+        let (mut accepted, _) = tokio::time::timeout(Duration::from_secs(5), accept)
+            .await
+            .expect("its first byte releases it");
+        let sock = accepted.plain().expect("not registered");
+        assert!(sock.nodelay().unwrap());
+        assert!(
+            !rustix::net::sockopt::tcp_quickack(sock).unwrap(),
+            "quick-ACK mode is off from the start"
+        );
+        let mut first = [0u8; 1];
+        accepted.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"G");
+        assert!(
+            accepted.plain().is_some(),
+            "the byte was there at accept: read without joining epoll"
+        );
     }
 }
