@@ -23,9 +23,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, SocketFlags};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// A worker's listener (non-blocking, registered once).
 pub(crate) struct Listener(AsyncFd<std::net::TcpListener>);
@@ -42,29 +42,28 @@ impl Listener {
 
     /// The next connection, not registered with the runtime.
     pub(crate) async fn accept(&self) -> io::Result<(ClientStream, SocketAddr)> {
-        loop {
-            let mut ready = self.0.readable().await?;
-            // `try_io` clears the readiness on EAGAIN, so the next wait
-            // waits for a new connection.
-            if let Ok(accepted) = ready.try_io(|l| accept_nonblocking(l.get_ref())) {
-                return accepted;
-            }
-        }
+        // `async_io` clears the readiness on EAGAIN (the next wait waits
+        // for a new connection) and spends the task's cooperative budget:
+        // the accept loop yields to the connections it spawned instead of
+        // emptying the whole backlog first.
+        self.0
+            .async_io(Interest::READABLE, accept_nonblocking)
+            .await
     }
 }
 
 /// Sets TCP_DEFER_ACCEPT on `listener`: a connection is handed to
 /// `accept` only once its first bytes are there (or, for a client that
-/// stays silent, after about `hold`), so an HTTP client's request is
-/// readable at accept and the worker wakes once, not twice. Clients that
-/// connect and send nothing never occupy a worker's connection slot while
-/// the kernel holds them. nginx offers the same as `listen … deferred`.
+/// stays silent, after about `hold_s` seconds), so an HTTP client's request
+/// is readable at accept and the worker wakes once, not twice. A client
+/// that connects and sends nothing takes no worker slot while the kernel
+/// holds it. nginx offers the same as `listen … deferred`.
 pub(crate) fn set_defer_accept(
     listener: &impl std::os::fd::AsRawFd,
-    hold: std::time::Duration,
+    hold_s: u32,
 ) -> io::Result<()> {
-    // Whole seconds, at least one (zero would turn it off).
-    let secs = libc::c_int::try_from(hold.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    // At least one second (zero would turn it off).
+    let secs = libc::c_int::try_from(hold_s.max(1)).unwrap_or(libc::c_int::MAX);
     // SAFETY: the descriptor is the caller's open listener; the option
     // value is a c_int that lives across the call, and its size is passed.
     let rc = unsafe {
@@ -162,6 +161,16 @@ impl ClientStream {
         }
     }
 
+    /// NOSIGNAL: a peer that reset gets EPIPE, not SIGPIPE. MORE once
+    /// closing: held back for the FIN (see the `Drop` impl).
+    fn send_flags(&self) -> SendFlags {
+        if self.closing {
+            SendFlags::NOSIGNAL | SendFlags::MORE
+        } else {
+            SendFlags::NOSIGNAL
+        }
+    }
+
     /// Whether the socket has joined the runtime's epoll set (tests).
     #[cfg(test)]
     pub(crate) fn is_registered(&self) -> bool {
@@ -193,6 +202,21 @@ fn attempt<T>(mut op: impl FnMut() -> rustix::io::Result<T>) -> Attempt<T> {
             Err(rustix::io::Errno::INTR) => {}
             Err(rustix::io::Errno::AGAIN) => return Attempt::Register,
             Err(e) => return Attempt::Done(Err(e.into())),
+        }
+    }
+}
+
+/// A closing socket ends with shutdown(SHUT_WR) before close(2): the FIN
+/// joins the bytes held back by MSG_MORE and both leave in one segment.
+/// close(2) alone would do the same, except when the client has sent bytes
+/// nobody read (a pipelined request after `Connection: close`, stray bytes
+/// after a body): then close(2) answers with a reset and drops what was
+/// never sent, the whole response. After shutdown the response and FIN
+/// are already on their way; a reset that follows does not take them back.
+impl Drop for ClientStream {
+    fn drop(&mut self) {
+        if let (true, Sock::Plain(s)) = (self.closing, &self.sock) {
+            let _ = s.shutdown(std::net::Shutdown::Write);
         }
     }
 }
@@ -240,12 +264,7 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Sock::Plain(s) = &this.sock {
-            // NOSIGNAL: a peer that reset gets EPIPE, not SIGPIPE.
-            let flags = if this.closing {
-                SendFlags::NOSIGNAL | SendFlags::MORE
-            } else {
-                SendFlags::NOSIGNAL
-            };
+            let flags = this.send_flags();
             match attempt(|| rustix::net::send(s, buf, flags)) {
                 Attempt::Done(r) => return Poll::Ready(r),
                 Attempt::Register => {}
@@ -256,6 +275,35 @@ impl AsyncWrite for ClientStream {
             Err(e) => return Poll::Ready(Err(e)),
         };
         Pin::new(s).poll_write(cx, buf)
+    }
+
+    /// rustls hands a TLS flight over as one slice per record: one
+    /// sendmsg, so they leave in one segment rather than one each.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Sock::Plain(s) = &this.sock {
+            let flags = this.send_flags();
+            let sent = attempt(|| {
+                rustix::net::sendmsg(s, bufs, &mut SendAncillaryBuffer::default(), flags)
+            });
+            match sent {
+                Attempt::Done(r) => return Poll::Ready(r),
+                Attempt::Register => {}
+            }
+        }
+        let s = match this.register() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        Pin::new(s).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

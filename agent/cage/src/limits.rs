@@ -80,6 +80,13 @@ pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
 pub const WORKERS_COUNT_MAX: u32 = 256;
 /// Accept backlog of each worker's listener.
 pub const LISTEN_BACKLOG: u32 = 4096;
+/// TCP_DEFER_ACCEPT on the listeners: how long the kernel holds a
+/// connection that has sent nothing before handing it over anyway (then
+/// the header timeout runs from accept). The kernel counts SYN-ACK
+/// retransmissions (1 s, then 3 s, 7 s, 15 s…), so 1 s is its shortest
+/// step; nginx and HAProxy use 1 s too. Longer would keep silent clients in
+/// the listener's SYN queue, past the header timeout.
+pub const LISTEN_DEFER_ACCEPT_S: u32 = 1;
 
 pub const CONNECTIONS_COUNT_MAX_RANGE: RangeInclusive<u32> = 1..=1_000_000;
 pub const DEFAULT_CONNECTIONS_COUNT_MAX: u32 = 16_384;

@@ -38,8 +38,9 @@ use crate::h1::{
 };
 use crate::lights::PolicyHandle;
 use crate::limits::{
-    CHUNKED_OVERHEAD_FACTOR, LINGER_BYTES_MAX, LINGER_MS, LISTEN_BACKLOG, READ_CHUNK_BYTES,
-    RECEIPT_DETAIL_LEN_BYTES_MAX, REQUEST_HEAD_BUF_BYTES_MAX, SHUTDOWN_DRAIN_MS_MAX,
+    CHUNKED_OVERHEAD_FACTOR, LINGER_BYTES_MAX, LINGER_MS, LISTEN_BACKLOG, LISTEN_DEFER_ACCEPT_S,
+    READ_CHUNK_BYTES, RECEIPT_DETAIL_LEN_BYTES_MAX, REQUEST_HEAD_BUF_BYTES_MAX,
+    SHUTDOWN_DRAIN_MS_MAX,
 };
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::ratelimit::{KeyedBuckets, Rate};
@@ -132,13 +133,7 @@ impl std::fmt::Debug for Server {
 
 /// `count` listeners on `addr` sharing its port with SO_REUSEPORT, so the
 /// kernel spreads connections over the workers without a shared accept.
-/// `defer_accept`: how long the kernel holds a connection that has sent
-/// nothing yet before handing it over anyway (TCP_DEFER_ACCEPT).
-fn bind_listeners(
-    addr: SocketAddr,
-    count: usize,
-    defer_accept: Duration,
-) -> io::Result<Vec<std::net::TcpListener>> {
+fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let mut listeners = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
@@ -158,10 +153,14 @@ fn bind_listeners(
         // Delayed ACKs from the first byte (HAProxy's `tcp-smart-accept`):
         // a new connection starts in quick-ACK mode, so its request would
         // be acknowledged by a segment of its own; accepted sockets inherit
-        // this from the listener, and the ACK then rides on the response.
-        // Bulk uploads still get an ACK every second full segment.
+        // this from the listener, and the ACK then rides on the response
+        // if that comes within the delayed-ACK time (40 ms; else the ACK
+        // goes alone and the socket returns to quick ACKs). Bulk uploads
+        // still get an ACK every second full segment. The cost: a client
+        // with Nagle on that writes a request in two small pieces waits up
+        // to 40 ms for its second piece to leave.
         rustix::net::sockopt::set_tcp_quickack(&listener, false)?;
-        crate::client::set_defer_accept(&listener, defer_accept)?;
+        crate::client::set_defer_accept(&listener, LISTEN_DEFER_ACCEPT_S)?;
         // Port 0: the others join the port the first one got.
         addr = listener.local_addr()?;
         listeners.push(listener.into_std()?);
@@ -299,10 +298,7 @@ impl Server {
             addr: config.listen,
             source,
         };
-        // A client has the header timeout for its whole head from accept,
-        // so the kernel may hold a silent one that long first.
-        let listeners = bind_listeners(config.listen, workers, config.timeouts.header_read())
-            .map_err(bind_err)?;
+        let listeners = bind_listeners(config.listen, workers).map_err(bind_err)?;
         let local_addr = listeners
             .first()
             .ok_or_else(|| bind_err(io::Error::other("no listener")))?
@@ -879,6 +875,12 @@ async fn serve_connection<S>(
     };
     let mut first = true;
     loop {
+        // A client socket that has never blocked is read and written
+        // directly (`client.rs`), outside tokio's cooperative budget: a
+        // client pipelining requests the cage answers itself (403, 404,
+        // 429…) would otherwise keep this task running and starve the
+        // worker's other connections. One unit per request.
+        tokio::task::consume_budget().await;
         match c.read_head(first.then_some(accepted_at)).await {
             HeadRead::Ready => {}
             HeadRead::Closed => {
@@ -2166,44 +2168,55 @@ mod tests {
     /// The listener's tuning reaches every accepted socket without a
     /// syscall per connection: TCP_NODELAY (a kernel that stopped copying
     /// it would bring Nagle's delay back to every small response) and
-    /// delayed ACKs from the first byte; and TCP_DEFER_ACCEPT holds a
-    /// connection that has sent nothing, so what is accepted is readable.
+    /// delayed ACKs from the first byte. TCP_DEFER_ACCEPT holds a
+    /// connection until its first bytes, so what is accepted is readable,
+    /// and a silent one only for the hold time.
     #[tokio::test]
     async fn accepted_connections_come_readable_with_the_listeners_tuning() {
-        let listeners =
-            bind_listeners("127.0.0.1:0".parse().unwrap(), 2, Duration::from_secs(1)).unwrap();
+        let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let addr = listeners[0].local_addr().unwrap();
+        assert_eq!(listeners[1].local_addr().unwrap(), addr, "one shared port");
         let [a, b] = listeners
             .try_into()
             .map(|ls: [std::net::TcpListener; 2]| {
                 ls.map(|l| crate::client::Listener::new(l).unwrap())
             })
             .unwrap();
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        // SO_REUSEPORT hands the connection to one of the two listeners.
-        let accept = async {
+        // SO_REUSEPORT hands a connection to one of the two listeners.
+        let accept = || async {
             tokio::select! {
                 r = a.accept() => r.unwrap(),
                 r = b.accept() => r.unwrap(),
             }
         };
-        let mut accept = std::pin::pin!(accept);
+
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let held_since = Instant::now();
+        let mut held = std::pin::pin!(accept());
         assert!(
-            tokio::time::timeout(Duration::from_millis(300), accept.as_mut())
+            tokio::time::timeout(Duration::from_millis(300), held.as_mut())
                 .await
                 .is_err(),
             "a connection that sent nothing is held by the kernel"
         );
-        client.write_all(b"G").await.unwrap();
-        let (mut accepted, _) = tokio::time::timeout(Duration::from_secs(5), accept)
+        let (silent, _) = tokio::time::timeout(Duration::from_secs(30), held)
             .await
-            .expect("its first byte releases it");
-        let sock = accepted.plain().expect("not registered");
+            .expect("a silent connection is handed over after the hold");
+        assert!(held_since.elapsed() >= Duration::from_secs(u64::from(LISTEN_DEFER_ACCEPT_S)));
+        // Checked on the silent one: no data came, so no delayed-ACK timer
+        // can have fired and put the socket back into quick-ACK mode.
+        let sock = silent.plain().expect("not registered");
         assert!(sock.nodelay().unwrap());
         assert!(
             !rustix::net::sockopt::tcp_quickack(sock).unwrap(),
             "quick-ACK mode is off from the start"
         );
+
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"G").await.unwrap();
+        let (mut accepted, _) = tokio::time::timeout(Duration::from_secs(30), accept())
+            .await
+            .expect("its first byte releases it");
         let mut first = [0u8; 1];
         accepted.read_exact(&mut first).await.unwrap();
         assert_eq!(&first, b"G");

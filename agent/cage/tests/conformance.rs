@@ -1145,6 +1145,139 @@ async fn pipelined_keep_alive_head_and_close_on_one_connection() {
     assert_eq!(report.metrics.connections_accepted, 1);
 }
 
+/// A closing response is held back for its FIN (MSG_MORE). A client that
+/// sent far more than the cage read leaves bytes queued in the cage's
+/// socket, and close(2) with unread bytes sends a reset and drops what was
+/// never sent: the response must be on its way before that.
+#[tokio::test]
+async fn a_closing_response_reaches_a_client_that_sent_more_than_was_read() {
+    let h = Harness::start("").await;
+    let conn = TcpStream::connect(h.addr).await.unwrap();
+    let mut bytes = b"GET /open/last HTTP/1.1\r\nHost: cage\r\nConnection: close\r\n\r\n".to_vec();
+    bytes.resize(bytes.len() + (512 << 10), b'x');
+    let (mut rd, mut wr) = conn.into_split();
+    // The cage stops reading after the closing request, so this write
+    // ends with an error once it closes.
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&bytes).await;
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the cage neither answered nor closed"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:?}");
+    assert!(
+        text.ends_with("upstream GET /open/last key=none len=0"),
+        "{text:?}"
+    );
+    writer.await.unwrap();
+    let (receipts, _) = h.finish().await;
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].decision, Decision::Forwarded);
+}
+
+/// Counts `HTTP/1.1 404` in a byte stream read in pieces.
+#[derive(Default)]
+struct NotFoundCounter {
+    tail: Vec<u8>,
+}
+
+impl NotFoundCounter {
+    const NEEDLE: &'static [u8] = b"HTTP/1.1 404";
+
+    fn feed(&mut self, bytes: &[u8]) -> usize {
+        self.tail.extend_from_slice(bytes);
+        let found = self
+            .tail
+            .windows(Self::NEEDLE.len())
+            .filter(|w| *w == Self::NEEDLE)
+            .count();
+        // Keep what could be the start of a match cut by the read.
+        let keep = self.tail.len().min(Self::NEEDLE.len() - 1);
+        self.tail.drain(..self.tail.len() - keep);
+        found
+    }
+}
+
+/// A client socket the cage has never had to wait on is read and written
+/// directly, outside tokio's cooperative budget. A client pipelining
+/// requests the cage answers itself (404s here), always a step ahead so
+/// its socket never runs dry, must still not keep the worker (one here)
+/// from accepting and serving another connection until the flood ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_client_does_not_starve_the_workers_other_connections() {
+    const FLOOD_REQUESTS: usize = 60_000;
+    let h = Harness::start_with(
+        "batch_count_max: 4096, flush_interval_ms: 50",
+        "workers: 1\n",
+    )
+    .await;
+    let flood = std::net::TcpStream::connect(h.addr).unwrap();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let mut flood = flood.try_clone().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let all = b"GET /nowhere HTTP/1.1\r\nHost: cage\r\n\r\n".repeat(FLOOD_REQUESTS);
+            flood.write_all(&all).unwrap();
+            flood.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let reader = {
+        let mut flood = flood;
+        let answered = answered.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut counter = NotFoundCounter::default();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match flood.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let found = counter.feed(&buf[..n]);
+                        answered.fetch_add(found, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 100 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the flood is never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let reply = tokio::time::timeout(
+        Duration::from_secs(120),
+        send(h.addr, plain(h.addr, "GET", "/open/other", b"")),
+    )
+    .await
+    .expect("the other connection is answered");
+    let flood_answered_then = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        flood_answered_then < FLOOD_REQUESTS,
+        "the other connection waited for the whole flood ({flood_answered_then} answered)"
+    );
+    writer.join().unwrap();
+    reader.join().unwrap();
+    assert_eq!(
+        answered.load(std::sync::atomic::Ordering::SeqCst),
+        FLOOD_REQUESTS,
+        "every flood request answered"
+    );
+    let (receipts, _) = h.finish().await;
+    assert_eq!(receipts.len(), FLOOD_REQUESTS + 1);
+}
+
 #[tokio::test]
 async fn stray_upstream_bytes_never_become_the_next_response() {
     let h = Harness::start("").await;
