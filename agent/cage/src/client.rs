@@ -36,7 +36,7 @@ impl Listener {
         // SAFETY: the std listener owns its descriptor, which stays open
         // and the same while the `AsyncFd` owns the listener (nothing here
         // replaces or closes it before the `AsyncFd` is dropped).
-        let registered = unsafe { AsyncFd::register(listener) };
+        let registered = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
         registered.map(Listener).map_err(io::Error::from)
     }
 
@@ -209,10 +209,12 @@ fn attempt<T>(mut op: impl FnMut() -> rustix::io::Result<T>) -> Attempt<T> {
 /// A closing socket ends with shutdown(SHUT_WR) before close(2): the FIN
 /// joins the bytes held back by MSG_MORE and both leave in one segment.
 /// close(2) alone would do the same, except when the client has sent bytes
-/// nobody read (a pipelined request after `Connection: close`, stray bytes
-/// after a body): then close(2) answers with a reset and drops what was
-/// never sent, the whole response. After shutdown the response and FIN
-/// are already on their way; a reset that follows does not take them back.
+/// nobody read: then close(2) answers with a reset and drops what was never
+/// sent, the whole response. Bytes already read past the request make the
+/// proxy linger instead; these are bytes that arrived after the last read.
+/// After shutdown, what the window lets leave at once (a small response:
+/// all of it) is on its way before the reset; a bigger response can still
+/// be cut short, as with any server that closes on unread input.
 impl Drop for ClientStream {
     fn drop(&mut self) {
         if let (true, Sock::Plain(s)) = (self.closing, &self.sock) {
@@ -310,7 +312,8 @@ impl AsyncWrite for ClientStream {
         match &mut self.get_mut().sock {
             Sock::Registered(s) => Pin::new(s).poll_flush(cx),
             // Nothing is buffered in user space; bytes held back for the
-            // FIN leave at close, which follows without a wait.
+            // FIN leave at the shutdown in `Drop`, which follows without a
+            // wait.
             Sock::Plain(_) => Poll::Ready(Ok(())),
             Sock::Failed => Poll::Ready(Err(failed())),
         }

@@ -452,9 +452,16 @@ async fn worker(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors or memory: back off instead of
+                // spinning. Anything else concerns that one connection.
+                let resources = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                if resources {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 continue;
             }
         };
@@ -1707,7 +1714,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + LastWrite> Conn<'_, S> {
                 self.wbuf.extend_from_slice(body);
             }
         }
-        if close && !body_unread {
+        // The request (head and raw body) in the read buffer; anything past
+        // it is the client's next request or stray bytes.
+        let consumed = match self.head.framing {
+            Some(Framing::Length(n)) => self.head.len + n as usize,
+            _ => self.head.len,
+        };
+        // Closing with bytes the client sent still unread would make
+        // close(2) reset the connection, which can take the response with
+        // it (RFC 9112 §9.6): linger instead, as nginx does.
+        let sent_past_request = self.rbuf.len() > consumed;
+        let linger = body_unread || sent_past_request;
+        if close && !linger {
             // Nothing follows this response but close(2): its last bytes
             // can wait for the FIN and leave in one segment with it.
             self.stream.last_write();
@@ -1733,17 +1751,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + LastWrite> Conn<'_, S> {
             return Next::Close;
         }
         if close {
-            return if body_unread {
-                Next::Linger
-            } else {
-                Next::Close
-            };
+            return if linger { Next::Linger } else { Next::Close };
         }
-        // Drop the request (head and raw body) from the read buffer.
-        let consumed = match self.head.framing {
-            Some(Framing::Length(n)) => self.head.len + n as usize,
-            _ => self.head.len,
-        };
         self.rbuf.advance(consumed.min(self.rbuf.len()));
         Next::KeepAlive
     }
@@ -2190,8 +2199,9 @@ mod tests {
             }
         };
 
-        let _silent = TcpStream::connect(addr).await.unwrap();
+        // Before connect: the kernel's SYN-ACK timer starts during it.
         let held_since = Instant::now();
+        let _silent = TcpStream::connect(addr).await.unwrap();
         let mut held = std::pin::pin!(accept());
         assert!(
             tokio::time::timeout(Duration::from_millis(300), held.as_mut())
