@@ -161,6 +161,29 @@ impl ClientStream {
         }
     }
 
+    /// One I/O call: `direct` on the plain socket while it has never had
+    /// to wait; at its first would-block (and from then on) `registered`
+    /// on the tokio stream, which waits for readiness. `arg` is the
+    /// buffer both need.
+    fn poll_io<A: ?Sized, T>(
+        &mut self,
+        arg: &mut A,
+        mut direct: impl FnMut(&std::net::TcpStream, SendFlags, &mut A) -> rustix::io::Result<T>,
+        registered: impl FnOnce(Pin<&mut tokio::net::TcpStream>, &mut A) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Sock::Plain(s) = &self.sock {
+            let flags = self.send_flags();
+            match attempt(|| direct(s, flags, arg)) {
+                Attempt::Done(r) => return Poll::Ready(r),
+                Attempt::Register => {}
+            }
+        }
+        match self.register() {
+            Ok(s) => registered(Pin::new(s), arg),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
     /// NOSIGNAL: a peer that reset gets EPIPE, not SIGPIPE. MORE once
     /// closing: held back for the FIN (see the `Drop` impl).
     fn send_flags(&self) -> SendFlags {
@@ -229,32 +252,22 @@ impl AsyncRead for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Sock::Plain(s) = &this.sock {
-            let received = attempt(|| {
+        self.get_mut().poll_io(
+            buf,
+            |s, _, buf| {
                 // SAFETY: recv only writes initialised bytes into the
                 // slice; it never de-initialises any.
                 let unfilled = unsafe { buf.unfilled_mut() };
-                rustix::net::recv(&*s, unfilled, RecvFlags::empty())
-                    .map(|((filled, _), _)| filled.len())
-            });
-            match received {
-                Attempt::Done(Ok(n)) => {
-                    // SAFETY: recv wrote `n` bytes at the start of the
-                    // unfilled part (rustix returns the written prefix).
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Attempt::Done(Err(e)) => return Poll::Ready(Err(e)),
-                Attempt::Register => {}
-            }
-        }
-        let s = match this.register() {
-            Ok(s) => s,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        Pin::new(s).poll_read(cx, buf)
+                let ((filled, _), _) = rustix::net::recv(s, unfilled, RecvFlags::empty())?;
+                let n = filled.len();
+                // SAFETY: recv wrote `n` bytes at the start of the
+                // unfilled part (rustix returns the written prefix).
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                Ok(())
+            },
+            |s, buf| s.poll_read(cx, buf),
+        )
     }
 }
 
@@ -264,19 +277,12 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Sock::Plain(s) = &this.sock {
-            let flags = this.send_flags();
-            match attempt(|| rustix::net::send(s, buf, flags)) {
-                Attempt::Done(r) => return Poll::Ready(r),
-                Attempt::Register => {}
-            }
-        }
-        let s = match this.register() {
-            Ok(s) => s,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        Pin::new(s).poll_write(cx, buf)
+        let mut buf = buf;
+        self.get_mut().poll_io(
+            &mut buf,
+            |s, flags, buf| rustix::net::send(s, buf, flags),
+            |s, buf| s.poll_write(cx, buf),
+        )
     }
 
     /// rustls hands a TLS flight over as one slice per record: one
@@ -286,22 +292,14 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Sock::Plain(s) = &this.sock {
-            let flags = this.send_flags();
-            let sent = attempt(|| {
+        let mut bufs = bufs;
+        self.get_mut().poll_io(
+            &mut bufs,
+            |s, flags, bufs| {
                 rustix::net::sendmsg(s, bufs, &mut SendAncillaryBuffer::default(), flags)
-            });
-            match sent {
-                Attempt::Done(r) => return Poll::Ready(r),
-                Attempt::Register => {}
-            }
-        }
-        let s = match this.register() {
-            Ok(s) => s,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        Pin::new(s).poll_write_vectored(cx, bufs)
+            },
+            |s, bufs| s.poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
