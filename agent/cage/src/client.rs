@@ -165,21 +165,37 @@ impl ClientStream {
     /// to wait; at its first would-block (and from then on) `registered`
     /// on the tokio stream, which waits for readiness. `arg` is the
     /// buffer both need.
+    ///
+    /// A direct call spends one unit of the task's cooperative budget, as
+    /// tokio's own sockets do: a socket that never has to wait would
+    /// otherwise let a connection task run on for as long as its client
+    /// keeps it fed (a flood of pipelined requests the cage answers
+    /// itself, a fast body) and starve the worker's other connections.
     fn poll_io<A: ?Sized, T>(
         &mut self,
+        cx: &mut Context<'_>,
         arg: &mut A,
         mut direct: impl FnMut(&std::net::TcpStream, SendFlags, &mut A) -> rustix::io::Result<T>,
-        registered: impl FnOnce(Pin<&mut tokio::net::TcpStream>, &mut A) -> Poll<io::Result<T>>,
+        registered: impl FnOnce(
+            Pin<&mut tokio::net::TcpStream>,
+            &mut Context<'_>,
+            &mut A,
+        ) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if let Sock::Plain(s) = &self.sock {
+            let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
             let flags = self.send_flags();
             match attempt(|| direct(s, flags, arg)) {
-                Attempt::Done(r) => return Poll::Ready(r),
+                Attempt::Done(r) => {
+                    budget.made_progress();
+                    return Poll::Ready(r);
+                }
+                // The unit goes back: the registered call spends its own.
                 Attempt::Register => {}
             }
         }
         match self.register() {
-            Ok(s) => registered(Pin::new(s), arg),
+            Ok(s) => registered(Pin::new(s), cx, arg),
             Err(e) => Poll::Ready(Err(e)),
         }
     }
@@ -253,6 +269,7 @@ impl AsyncRead for ClientStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.get_mut().poll_io(
+            cx,
             buf,
             |s, _, buf| {
                 // SAFETY: recv only writes initialised bytes into the
@@ -266,7 +283,7 @@ impl AsyncRead for ClientStream {
                 buf.advance(n);
                 Ok(())
             },
-            |s, buf| s.poll_read(cx, buf),
+            |s, cx, buf| s.poll_read(cx, buf),
         )
     }
 }
@@ -279,9 +296,10 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         let mut buf = buf;
         self.get_mut().poll_io(
+            cx,
             &mut buf,
             |s, flags, buf| rustix::net::send(s, buf, flags),
-            |s, buf| s.poll_write(cx, buf),
+            |s, cx, buf| s.poll_write(cx, buf),
         )
     }
 
@@ -294,11 +312,12 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         let mut bufs = bufs;
         self.get_mut().poll_io(
+            cx,
             &mut bufs,
             |s, flags, bufs| {
                 rustix::net::sendmsg(s, bufs, &mut SendAncillaryBuffer::default(), flags)
             },
-            |s, bufs| s.poll_write_vectored(cx, bufs),
+            |s, cx, bufs| s.poll_write_vectored(cx, bufs),
         )
     }
 

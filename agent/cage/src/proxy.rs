@@ -882,12 +882,6 @@ async fn serve_connection<S>(
     };
     let mut first = true;
     loop {
-        // A client socket that has never blocked is read and written
-        // directly (`client.rs`), outside tokio's cooperative budget: a
-        // client pipelining requests the cage answers itself (403, 404,
-        // 429…) would otherwise keep this task running and starve the
-        // worker's other connections. One unit per request.
-        tokio::task::consume_budget().await;
         match c.read_head(first.then_some(accepted_at)).await {
             HeadRead::Ready => {}
             HeadRead::Closed => {
