@@ -566,8 +566,13 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, struct biso_counters 
 		return malformed(cnt, BISO_C_IPV4_TRUNCATED);
 	__u32 total = bpf_ntohs(ip->tot_len);
 	/* Shorter than the frame is fine (Ethernet pads to 60 bytes); longer
-	 * means a truncated or lying packet. */
-	if (total < hlen || cur + total > data_end)
+	 * means a truncated or lying packet. Compared as lengths, not as
+	 * `cur + total > data_end`: the image's kernel (6.1) keeps no bounds
+	 * through a byte swap and refuses pointer arithmetic with the result
+	 * ("math between pkt pointer and register with unbounded min value");
+	 * newer verifiers track them, so only a 6.1 boot caught it. */
+	__u64 avail = data_end - cur;
+	if (total < hlen || total > avail)
 		return malformed(cnt, BISO_C_IPV4_BAD_TOTAL_LEN);
 
 	struct pkt_meta m = { .bytes = bytes, .family = 4, .proto = ip->protocol };

@@ -44,7 +44,9 @@ int floor_parse_ipv4(struct xdp_md *ctx)
 	if (hlen < sizeof(*ip) || (void *)ip + hlen > data_end)
 		return XDP_DROP;
 	__u32 total = bpf_ntohs(ip->tot_len);
-	if (total < hlen || (void *)ip + total > data_end)
+	/* Lengths, not pointers: see handle_ipv4 in biso.c (kernel 6.1). */
+	__u64 avail = data_end - (void *)ip;
+	if (total < hlen || total > avail)
 		return XDP_DROP;
 	return XDP_PASS;
 }
