@@ -19,6 +19,9 @@ pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// Port of the agent API inside the guest (the appliance default).
 pub const GUEST_API_PORT: u16 = 7878;
+/// Port the traffic scenario's HTTP Cage listens on inside the guest; the
+/// host forwards the API port + 1 to it.
+pub const GUEST_CAGE_PORT: u16 = 8080;
 /// init_on_free=1 makes the kernel wipe all of RAM at boot, which under TCG costs
 /// about 4.5 s per GiB; 512 MiB is plenty for the agent.
 const MEMORY_MIB: u32 = 512;
@@ -197,8 +200,10 @@ fn qemu_command(spec: &Spec) -> anyhow::Result<Command> {
         .args(["-device", "i6300esb", "-action", "watchdog=reset"])
         .arg("-netdev")
         .arg(format!(
-            "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT}",
-            spec.api_port
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT},\
+             hostfwd=tcp:127.0.0.1:{}-:{GUEST_CAGE_PORT}",
+            spec.api_port,
+            spec.api_port + 1
         ))
         .args(["-device", "virtio-net-pci,netdev=n0"])
         .arg("-drive")

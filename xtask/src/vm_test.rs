@@ -20,6 +20,13 @@
 //!   run by its CID through the API, reads the virtual clock and exits 0
 //!   with cgroup v2 accounting; a fork bomb hits the cage's pids limit and
 //!   the signed receipt records it.
+//! - `traffic`: one node config enforces a BISO policy at XDP (generic mode
+//!   on the guest's virtio NIC: the image kernel's verifier and bpffs) and
+//!   in the HTTP Cage, the policy and the cage config both store blobs
+//!   named by CID; the host's requests pass XDP (counted green) and reach
+//!   the API through the cage with a signed receipt header. Then a trial of
+//!   a policy that blocks the host: its packets are dropped at XDP (the API
+//!   stops answering, red drops counted), and the trial reverts by itself.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +51,7 @@ pub const SCENARIOS: &[&str] = &[
     "update",
     "config",
     "docklock",
+    "traffic",
 ];
 
 #[derive(Debug, Args, Clone)]
@@ -122,6 +130,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<Timings> {
             "update" => update(&ctx),
             "config" => config(&ctx),
             "docklock" => docklock(&ctx),
+            "traffic" => traffic(&ctx),
             _ => unreachable!("scenario list and match agree"),
         };
         match result {
@@ -634,6 +643,133 @@ fn apply_and_commit(ctx: &Ctx, vm: &mut Vm, yaml: &str) -> anyhow::Result<()> {
         r.status,
         r.text()
     );
+    Ok(())
+}
+
+/// The BISO policy of the traffic scenario: QEMU's user network (the host
+/// is 10.0.2.2) is one region, green, or blocked when `blocked`.
+fn traffic_policy(blocked: bool) -> String {
+    format!(
+        "version: 1\nmode: normal\n\
+         data: {{ class: General, purposes: [operations], \
+         encryption: {{ in_transit: true, at_rest: true }}, retention_days_max: 30 }}\n\
+         regions:\n  - {{ cidr: 10.0.2.0/24, region: qemu-host }}\n\
+         unknown_region: elsewhere\n\
+         blocked_regions: [{}]\n\
+         yellow: {{ rate_per_s: 1000, burst: 200, sample_one_in: 0 }}\n",
+        if blocked { "qemu-host" } else { "" }
+    )
+}
+
+/// The value of the Prometheus sample whose line starts with `series`.
+fn metric(text: &str, series: &str) -> anyhow::Result<u64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no metric {series} in:\n{text}"))
+}
+
+fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
+    let spec = ctx.spec(Mode::Direct, "traffic", true)?;
+    let mut vm = Vm::start(&spec, &ctx.work.join("traffic/boot"))?;
+    vm.wait_for(READY, BOOT_TIMEOUT)?;
+    let name = http::request(ctx.port, "GET", "/api/v1/system", b"")?.json()?["hostname"]
+        .as_str()
+        .unwrap_or("metanode")
+        .to_owned();
+    // The appliance has no shell: its traffic files go in as blobs.
+    let put = |what: &str, body: &str| -> anyhow::Result<String> {
+        let r = http::request(ctx.port, "POST", "/api/v1/blobs", body.as_bytes())?;
+        anyhow::ensure!(r.status == 201, "put {what}: {} {}", r.status, r.text());
+        Ok(r.json()?["cid"].as_str().context("cid")?.to_owned())
+    };
+    let green = put("green policy", &traffic_policy(false))?;
+    let red = put("red policy", &traffic_policy(true))?;
+    let cage = put(
+        "cage config",
+        &format!(
+            "listen: 0.0.0.0:{}\nroutes:\n  - {{ path_prefix: /, upstream: \"127.0.0.1:{}\", \
+             unsigned: allow-with-receipt }}\n\
+             receipts: {{ path: /var/lib/metanode/node/cage-receipts.log, response_header: true }}\n",
+            vm::GUEST_CAGE_PORT,
+            vm::GUEST_API_PORT
+        ),
+    )?;
+    let config = |policy: &str| {
+        format!(
+            "node:\n  name: {name}\n  data_dir: /var/lib/metanode/node\napi:\n  listen: 0.0.0.0:7878\n\
+             store:\n  segment_size_bytes_max: 67108864\nnetwork:\n  mode: dhcp\n\
+             traffic:\n  policy: /ipfs/{policy}\n  xdp_interfaces: [eth0]\n  xdp_mode: generic\n\
+             \x20 cage: /ipfs/{cage}\n"
+        )
+    };
+    const ENFORCED: &str = "enforced at XDP on [eth0] and in the cage";
+    apply_and_commit(ctx, &mut vm, &config(&green))?;
+    vm.wait_for(ENFORCED, Duration::from_secs(30))?;
+    // The host's request crosses XDP (green) and the cage, which forwards
+    // it to the node's own API and signs a receipt for it.
+    let through_cage = http::request(ctx.port + 1, "GET", "/health", b"")?;
+    anyhow::ensure!(
+        through_cage.status == 200 && through_cage.header("metanode-receipt").is_some(),
+        "GET /health through the cage: {} (receipt header {:?}) {}",
+        through_cage.status,
+        through_cage.header("metanode-receipt"),
+        through_cage.text()
+    );
+    let scrape = || -> anyhow::Result<String> {
+        let r = http::request(ctx.port, "GET", "/metrics/traffic", b"")?;
+        anyhow::ensure!(r.status == 200, "/metrics/traffic: {}", r.status);
+        Ok(r.text())
+    };
+    let text = scrape()?;
+    let passed = metric(
+        &text,
+        "metanode_xdp_packets_total{light=\"green\",outcome=\"pass\"}",
+    )?;
+    let forwarded = metric(
+        &text,
+        "metanode_cage_requests_total{decision=\"forwarded\"}",
+    )?;
+    anyhow::ensure!(
+        passed > 0 && forwarded > 0,
+        "green packets {passed}, forwarded requests {forwarded}"
+    );
+    eprintln!(
+        "    policy and cage config by CID: {passed} packets green at XDP, {forwarded} request(s) through the cage"
+    );
+
+    // A policy that blocks the host, as a trial: XDP drops its packets, so
+    // nothing can commit it, and the trial reverts to the green config.
+    let r = http::request(
+        ctx.port,
+        "POST",
+        "/api/v1/config?mode=try&timeout_s=30",
+        config(&red).as_bytes(),
+    )?;
+    anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
+    vm.wait_for_count(ENFORCED, 2, Duration::from_secs(30))
+        .context("the blocking policy did not take effect")?;
+    let blocked = http::request_within(ctx.port, "GET", "/health", b"", Duration::from_secs(5));
+    anyhow::ensure!(
+        blocked.as_ref().map(|r| r.status).unwrap_or(0) != 200,
+        "the API answered the host under a policy that blocks it: {blocked:?}"
+    );
+    wait_api(ctx.port, Duration::from_secs(90))
+        .context("the node did not come back after the blocking trial expired")?;
+    let trial = http::request(ctx.port, "GET", "/api/v1/config/trial", b"")?.json()?;
+    anyhow::ensure!(trial["state"] == "reverted", "trial state: {trial}");
+    let dropped = metric(
+        &scrape()?,
+        "metanode_xdp_packets_total{light=\"red\",outcome=\"drop\"}",
+    )?;
+    anyhow::ensure!(
+        dropped > 0,
+        "no packet dropped red under the blocking policy"
+    );
+    eprintln!("    blocking policy: {dropped} packets dropped red at XDP; the trial reverted");
+    vm.power_button()?;
+    vm.wait_exit(SHUTDOWN_TIMEOUT)?;
     Ok(())
 }
 

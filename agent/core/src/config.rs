@@ -507,8 +507,11 @@ pub enum XdpMode {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Traffic")]
 pub struct TrafficConfig {
-    /// Absolute path of the BISO policy (YAML: data class, regions, consent,
-    /// Bus BIOS mode). `metanode biso check FILE` shows the lights it gives.
+    /// The BISO policy (YAML: data class, regions, consent, Bus BIOS mode):
+    /// an absolute path, or `/ipfs/CID` for a blob in this node's store
+    /// (`POST /api/v1/blobs`), which is how an appliance with no shell gets
+    /// one; the agent pins a blob it enforces. `metanode biso check FILE`
+    /// shows the lights a policy gives.
     #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/biso.yaml")]
     pub policy: PathBuf,
     /// Interfaces the XDP traffic lights are attached to. Empty: no packet
@@ -531,8 +534,9 @@ pub struct TrafficConfig {
     #[serde(default = "default_xdp_pin_dir")]
     #[schemars(regex(pattern = "^/"), example = &"/sys/fs/bpf/metanode")]
     pub xdp_pin_dir: PathBuf,
-    /// Absolute path of the HTTP Cage config (listener, routes, keys,
-    /// limits). Unset: no cage.
+    /// The HTTP Cage config (listener, routes, keys, limits): an absolute
+    /// path, or `/ipfs/CID` for a blob in this node's store, as for
+    /// `policy`. Unset: no cage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/cage.yaml")]
     pub cage: Option<PathBuf>,
@@ -1299,11 +1303,17 @@ impl NodeConfig {
         for (path, file) in [
             ("traffic.policy", Some(&traffic.policy)),
             ("traffic.cage", traffic.cage.as_ref()),
-            ("traffic.xdp_pin_dir", Some(&traffic.xdp_pin_dir)),
         ] {
-            if let Some(message) = file.and_then(|f| path_problem(f)) {
+            let problem = file.and_then(|f| match store_blob(f) {
+                Some(cid) => cid.err(),
+                None => path_problem(f),
+            });
+            if let Some(message) = problem {
                 error(path.to_string(), message);
             }
+        }
+        if let Some(message) = path_problem(&traffic.xdp_pin_dir) {
+            error("traffic.xdp_pin_dir".to_string(), message);
         }
         if traffic.xdp_interfaces.len() > CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX {
             error(
@@ -1499,6 +1509,24 @@ fn node_name_problem(name: &str) -> Option<String> {
 /// `/` as its working directory, so a relative path would silently mean
 /// something else than the operator read, and `..` defeats reviewing where
 /// data actually goes.
+/// How a file setting names a blob of the node's own store instead of a
+/// file: `/ipfs/CID`, the path IPFS gateways and mounts use for content.
+pub const STORE_BLOB_PREFIX: &str = "/ipfs/";
+
+/// `Some` when `path` names a store blob (`/ipfs/CID`): its CID, or why the
+/// CID does not parse. `None` for an ordinary path.
+pub fn store_blob(path: &Path) -> Option<Result<crate::cid::ContentId, String>> {
+    let text = path.to_str()?;
+    let cid = text.strip_prefix(STORE_BLOB_PREFIX)?;
+    Some(cid.parse().map_err(|e| {
+        format!(
+            "\"{}\" names a store blob, but {:?} is not a CID: {e}",
+            shown_path(path),
+            yaml_tree::abbreviate(cid)
+        )
+    }))
+}
+
 fn path_problem(path: &Path) -> Option<String> {
     if !path.is_absolute() {
         return Some(format!("\"{}\" must be an absolute path", shown_path(path)));
@@ -1644,6 +1672,31 @@ mod tests {
                 && m.contains("absolute")),
             "{errors:?}"
         );
+        // A store blob by CID: the CID must parse; the blob itself is read
+        // (and must exist) when the agent starts.
+        let cid = crate::cid::ContentId::raw_blake3_of(b"policy");
+        let by_cid = NodeConfig::from_yaml_str(
+            &format!("node:\n  name: a\ntraffic:\n  policy: /ipfs/{cid}\n  cage: /ipfs/{cid}\n"),
+            "node.yaml",
+        )
+        .expect("valid");
+        let traffic = by_cid.traffic.expect("traffic section");
+        assert_eq!(store_blob(&traffic.policy), Some(Ok(cid)));
+        assert_eq!(store_blob(Path::new("/etc/biso.yaml")), None);
+        let errors = traffic_errors("  policy: /ipfs/not-a-cid\n  cage: /ipfs/\n");
+        assert!(
+            errors.iter().any(|(line, path, m)| *line == 4
+                && path == "traffic.policy"
+                && m.contains("not a CID")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|(line, path, m)| *line == 5
+                && path == "traffic.cage"
+                && m.contains("not a CID")),
+            "{errors:?}"
+        );
+
         let errors = traffic_errors("  policy: /etc/biso.yaml\n");
         assert!(
             errors

@@ -15,20 +15,19 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, anyhow};
 use metanode_api::TrafficMetricsSource;
-use metanode_biso::{CompiledPolicy, DecisionKind, DecisionLog, Policy, compile};
+use metanode_biso::{CompiledPolicy, DecisionKind, DecisionLog, Policy, compile, load_policy};
 use metanode_cage::{
     BatchReplica, BatchReplicaError, CageConfig, Metrics as CageMetrics, PolicyHandle,
     ReceiptReader, ServeReport,
 };
 use metanode_core::cid::ContentId;
-use metanode_core::config::{NodeConfig, TrafficConfig, XdpMode};
+use metanode_core::config::{NodeConfig, TrafficConfig, XdpMode, store_blob};
 use metanode_core::keys::SigningKey;
 use metanode_ebpf::{AttachMode, TrafficLights};
 use metanode_store::{PinError, Store};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::cmd_biso::read_policy;
 use crate::output::Output;
 
 /// The cage's receipt batches, each also a pinned blob of the node's store:
@@ -69,6 +68,7 @@ pub struct Traffic {
 #[derive(Debug)]
 struct Reload {
     policy_path: PathBuf,
+    store: Store,
     key: SigningKey,
     log: DecisionLog,
     /// Digest of the policy in force (not merely logged).
@@ -149,8 +149,7 @@ pub async fn start(
     // kill the agent, and a reload may come right after start.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP (policy reload)")?;
-    let policy = read_policy(&section.policy)
-        .with_context(|| format!("traffic.policy {}", section.policy.display()))?;
+    let policy = read_policy(&store, &section.policy)?;
     let compiled = record_policy(&mut log, &key, &policy)
         .with_context(|| format!("traffic.policy {}", section.policy.display()))?;
     let version = compiled.version;
@@ -185,12 +184,22 @@ pub async fn start(
     let cage = match &section.cage {
         None => None,
         Some(path) => {
-            let config = CageConfig::load(path).map_err(|e| anyhow!("traffic.cage: {e}"))?;
+            let config = match read_store_blob(
+                &store,
+                path,
+                metanode_cage::limits::CONFIG_FILE_SIZE_BYTES_MAX,
+            ) {
+                Some(text) => CageConfig::from_yaml_str(&text?),
+                None => CageConfig::load(path),
+            }
+            .map_err(|e| anyhow!("traffic.cage {}: {e}", path.display()))?;
             let server = metanode_cage::Server::bind_with_replica(
                 config,
                 PolicyHandle::new(compiled.clone()),
                 crate::cmd_agent::node_key(cfg)?,
-                Some(Box::new(StoreReplica { store })),
+                Some(Box::new(StoreReplica {
+                    store: store.clone(),
+                })),
             )
             .await
             .map_err(|e| anyhow!("starting the cage (traffic.cage): {e}"))?;
@@ -237,6 +246,7 @@ pub async fn start(
     };
     let reload = Reload {
         policy_path: section.policy.clone(),
+        store,
         key,
         log,
         applied_digest: compiled.policy_digest,
@@ -252,6 +262,72 @@ pub async fn start(
         },
         metrics,
     ))
+}
+
+/// The policy `traffic.policy` names: a file, or a blob of the store.
+fn read_policy(store: &Store, path: &Path) -> anyhow::Result<Policy> {
+    let context = || format!("traffic.policy {}", path.display());
+    match read_store_blob(
+        store,
+        path,
+        metanode_biso::limits::POLICY_SOURCE_LEN_BYTES_MAX as u64,
+    ) {
+        Some(text) => {
+            let text = text.with_context(context)?;
+            load_policy(&text).map_err(|e| anyhow!("{}: {e}", context()))
+        }
+        None => crate::cmd_biso::read_policy(path).with_context(context),
+    }
+}
+
+/// The text of the store blob `path` names (`/ipfs/CID`), or `None` when it
+/// names a file. The blob is pinned first: a policy or cage config in force
+/// must survive GC, or the next start could not find it. Bounded by
+/// `size_bytes_max` before it is read.
+fn read_store_blob(
+    store: &Store,
+    path: &Path,
+    size_bytes_max: u64,
+) -> Option<anyhow::Result<String>> {
+    let cid = store_blob(path)?;
+    Some((|| {
+        // Config validation already parsed it; this is the same parse.
+        let cid = cid.map_err(|e| anyhow!(e))?;
+        let missing = || {
+            anyhow!(
+                "{cid} is not in this node's store: put the file first \
+                 (`metanode store put --api URL FILE`, or POST /api/v1/blobs) \
+                 and name the CID it prints"
+            )
+        };
+        // `store add` makes a UnixFS DAG, whose root block is not the file.
+        anyhow::ensure!(
+            cid.codec() == metanode_core::cid::CODEC_RAW,
+            "{cid} is not a raw blob (a UnixFS root from `store add`?): \
+             put the file with `metanode store put` and name that CID"
+        );
+        let stat = store
+            .stat(&cid)
+            .with_context(|| format!("looking up {cid}"))?
+            .ok_or_else(missing)?;
+        anyhow::ensure!(
+            stat.size_bytes <= size_bytes_max,
+            "{cid} is {} bytes; at most {size_bytes_max}",
+            stat.size_bytes
+        );
+        match store.set_pinned(&cid, true) {
+            Ok(()) => {}
+            Err(PinError::NotFound(_)) => return Err(missing()),
+            Err(e) => return Err(anyhow!("pinning {cid}: {e}")),
+        }
+        let bytes = store.get(&cid).with_context(|| format!("reading {cid}"))?;
+        String::from_utf8(bytes).map_err(|e| {
+            anyhow!(
+                "{cid} is not UTF-8 text (byte {}): not a YAML file",
+                e.utf8_error().valid_up_to()
+            )
+        })
+    })())
 }
 
 /// Compiles `policy` with the version the decision log gives it and signs
@@ -313,7 +389,7 @@ async fn reload_on_sighup(mut reload: Reload, mut hangups: tokio::signal::unix::
 }
 
 fn reload_once(reload: &mut Reload) -> anyhow::Result<Option<u64>> {
-    let policy = read_policy(&reload.policy_path)?;
+    let policy = read_policy(&reload.store, &reload.policy_path)?;
     let digest = policy
         .digest()
         .map_err(|e| anyhow!("digest of the policy: {e}"))?;
@@ -392,5 +468,59 @@ mod tests {
         assert!(!store.stat(&cid).unwrap().unwrap().pinned);
         let never_stored = ContentId::raw_blake3_of(b"gone");
         replica.unpin(&never_stored).unwrap();
+    }
+
+    /// `/ipfs/CID` reads a blob of the node's store (pinning it, so GC
+    /// cannot take a config in force); every way it can be wrong is an
+    /// error naming the CID and what to do.
+    #[test]
+    fn traffic_files_can_be_store_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let text = "version: 1\nmode: emergency\ndata: { class: Public, purposes: [test], \
+                    encryption: { in_transit: true, at_rest: true }, retention_days_max: 30 }\n\
+                    regions: []\nunknown_region: anywhere\n\
+                    yellow: { rate_per_s: 1, burst: 1, sample_one_in: 0 }\n";
+        let put = store.put(text.as_bytes(), false).unwrap();
+        let path = PathBuf::from(format!("/ipfs/{}", put.cid));
+        assert!(!store.stat(&put.cid).unwrap().unwrap().pinned);
+        assert_eq!(read_store_blob(&store, &path, 1024).unwrap().unwrap(), text);
+        assert!(store.stat(&put.cid).unwrap().unwrap().pinned);
+        let policy = read_policy(&store, &path).unwrap();
+        assert_eq!(policy.mode, metanode_biso::Mode::Emergency);
+
+        assert!(read_store_blob(&store, Path::new("/etc/biso.yaml"), 1024).is_none());
+        let error = |path: &Path, max: u64| {
+            format!(
+                "{:#}",
+                read_store_blob(&store, path, max).unwrap().unwrap_err()
+            )
+        };
+        let absent = ContentId::raw_blake3_of(b"never put");
+        let e = error(Path::new(&format!("/ipfs/{absent}")), 1024);
+        assert!(
+            e.contains("not in this node's store") && e.contains("store put"),
+            "{e}"
+        );
+        let e = error(&path, 10);
+        assert!(e.contains("at most 10"), "{e}");
+        let binary = store.put(&[0xff, 0xfe, b'a'], false).unwrap();
+        let e = error(Path::new(&format!("/ipfs/{}", binary.cid)), 1024);
+        assert!(e.contains("not UTF-8"), "{e}");
+        let dag_pb = ContentId::from_key(
+            metanode_core::cid::CODEC_DAG_PB,
+            metanode_core::cid::BlockKey::blake3([7; 32]),
+        );
+        let e = error(Path::new(&format!("/ipfs/{dag_pb}")), 1024);
+        assert!(e.contains("not a raw blob"), "{e}");
+        let e = error(Path::new("/ipfs/nonsense"), 1024);
+        assert!(e.contains("not a CID"), "{e}");
+        // A policy blob that does not load names the setting.
+        let bad = store.put(b"version: 2\n", false).unwrap();
+        let e = format!(
+            "{:#}",
+            read_policy(&store, Path::new(&format!("/ipfs/{}", bad.cid))).unwrap_err()
+        );
+        assert!(e.contains("traffic.policy /ipfs/"), "{e}");
     }
 }

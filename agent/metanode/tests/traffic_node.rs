@@ -277,6 +277,23 @@ fn write_files(dir: &Path, ns: &Netns, cage_port: u16, upstream: SocketAddr) -> 
         ),
     )
     .expect("write cage config");
+    // The cage config goes in as a blob of the node's store, named by CID
+    // (how an appliance with no shell gets one); the policy stays a file,
+    // which the SIGHUP reload below rewrites.
+    let put = common::cli(
+        &[
+            "--json",
+            "store",
+            "put",
+            "--data-dir",
+            dir.join("data").to_str().expect("utf-8"),
+            cage.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert!(put.status.success(), "store put: {put:?}");
+    let put: serde_json::Value = serde_json::from_slice(&put.stdout).expect("store put JSON");
+    let cage = format!("/ipfs/{}", put["cid"].as_str().expect("cid"));
     let config = dir.join("node.yaml");
     std::fs::write(
         &config,
@@ -287,7 +304,7 @@ fn write_files(dir: &Path, ns: &Netns, cage_port: u16, upstream: SocketAddr) -> 
             policy.display(),
             ns.host_if,
             ns.pin_dir.display(),
-            cage.display()
+            cage
         ),
     )
     .expect("write node config");
