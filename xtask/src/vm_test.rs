@@ -24,9 +24,10 @@
 //!   on the guest's virtio NIC: the image kernel's verifier and bpffs) and
 //!   in the HTTP Cage, the policy and the cage config both store blobs
 //!   named by CID; the host's requests pass XDP (counted green) and reach
-//!   the API through the cage with a signed receipt header. Then a trial of
-//!   a policy that blocks the host: its packets are dropped at XDP (the API
-//!   stops answering, red drops counted), and the trial reverts by itself.
+//!   the API through the cage with a signed receipt header. Before that, a
+//!   trial of a policy that blocks the host: its packets are dropped at XDP
+//!   (the API stops answering, red drops counted) and the trial reverts by
+//!   itself to a config with no traffic section, which releases XDP.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -705,42 +706,11 @@ fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
         )
     };
     const ENFORCED: &str = "enforced at XDP on [eth0] and in the cage";
-    apply_and_commit(ctx, &mut vm, &config(&green))?;
-    vm.wait_for(ENFORCED, Duration::from_secs(30))?;
-    // The host's request crosses XDP (green) and the cage, which forwards
-    // it to the node's own API and signs a receipt for it.
-    let through_cage = http::request(ctx.port + 1, "GET", "/health", b"")?;
-    anyhow::ensure!(
-        through_cage.status == 200 && through_cage.header("metanode-receipt").is_some(),
-        "GET /health through the cage: {} (receipt header {:?}) {}",
-        through_cage.status,
-        through_cage.header("metanode-receipt"),
-        through_cage.text()
-    );
-    let scrape = || -> anyhow::Result<String> {
-        let r = http::request(ctx.port, "GET", "/metrics/traffic", b"")?;
-        anyhow::ensure!(r.status == 200, "/metrics/traffic: {}", r.status);
-        Ok(r.text())
-    };
-    let text = scrape()?;
-    let passed = metric(
-        &text,
-        "metanode_xdp_packets_total{light=\"green\",outcome=\"pass\"}",
-    )?;
-    let forwarded = metric(
-        &text,
-        "metanode_cage_requests_total{decision=\"forwarded\"}",
-    )?;
-    anyhow::ensure!(
-        passed > 0 && forwarded > 0,
-        "green packets {passed}, forwarded requests {forwarded}"
-    );
-    eprintln!(
-        "    policy and cage config by CID: {passed} packets green at XDP, {forwarded} request(s) through the cage"
-    );
-
-    // A policy that blocks the host, as a trial: XDP drops its packets, so
-    // nothing can commit it, and the trial reverts to the green config.
+    // First a trial of a policy that blocks the host, on a node with no
+    // traffic section yet: XDP drops the host's packets, so nothing can
+    // commit it, and the trial reverts to a config without XDP, whose start
+    // must release the pinned link the trial left (or the node would stay
+    // unreachable).
     let r = http::request(
         ctx.port,
         "POST",
@@ -748,7 +718,7 @@ fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
         config(&red).as_bytes(),
     )?;
     anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
-    vm.wait_for_count(ENFORCED, 2, Duration::from_secs(30))
+    vm.wait_for_count(ENFORCED, 1, Duration::from_secs(30))
         .context("the blocking policy did not take effect")?;
     let blocked = http::request_within(ctx.port, "GET", "/health", b"", Duration::from_secs(5));
     anyhow::ensure!(
@@ -759,15 +729,46 @@ fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
         .context("the node did not come back after the blocking trial expired")?;
     let trial = http::request(ctx.port, "GET", "/api/v1/config/trial", b"")?.json()?;
     anyhow::ensure!(trial["state"] == "reverted", "trial state: {trial}");
-    let dropped = metric(
-        &scrape()?,
-        "metanode_xdp_packets_total{light=\"red\",outcome=\"drop\"}",
+    eprintln!(
+        "    blocking policy: the host was cut off at XDP; the trial reverted and released XDP"
+    );
+
+    // Then the green policy, committed.
+    apply_and_commit(ctx, &mut vm, &config(&green))?;
+    vm.wait_for_count(ENFORCED, 2, Duration::from_secs(30))?;
+    // The host's request crosses XDP (green) and the cage, which forwards
+    // it to the node's own API and signs a receipt for it.
+    let through_cage = http::request(ctx.port + 1, "GET", "/health", b"")?;
+    anyhow::ensure!(
+        through_cage.status == 200 && through_cage.header("metanode-receipt").is_some(),
+        "GET /health through the cage: {} (receipt header {:?}) {}",
+        through_cage.status,
+        through_cage.header("metanode-receipt"),
+        through_cage.text()
+    );
+    let r = http::request(ctx.port, "GET", "/metrics/traffic", b"")?;
+    anyhow::ensure!(r.status == 200, "/metrics/traffic: {}", r.status);
+    let text = r.text();
+    let series = |light: &str, outcome: &str| {
+        metric(
+            &text,
+            &format!("metanode_xdp_packets_total{{light=\"{light}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    // The counters live in the pinned maps, so the trial's drops are there.
+    let (passed, dropped) = (series("green", "pass")?, series("red", "drop")?);
+    let forwarded = metric(
+        &text,
+        "metanode_cage_requests_total{decision=\"forwarded\"}",
     )?;
     anyhow::ensure!(
-        dropped > 0,
-        "no packet dropped red under the blocking policy"
+        passed > 0 && dropped > 0 && forwarded > 0,
+        "green packets {passed}, red drops {dropped}, forwarded requests {forwarded}"
     );
-    eprintln!("    blocking policy: {dropped} packets dropped red at XDP; the trial reverted");
+    eprintln!(
+        "    policy and cage config by CID: {passed} packets green and {dropped} dropped red at XDP, \
+         {forwarded} request(s) through the cage"
+    );
     vm.power_button()?;
     vm.wait_exit(SHUTDOWN_TIMEOUT)?;
     Ok(())

@@ -516,9 +516,11 @@ pub struct TrafficConfig {
     pub policy: PathBuf,
     /// Interfaces the XDP traffic lights are attached to. Empty: no packet
     /// filtering (the cage still applies the policy to requests). The links
-    /// are pinned: an interface removed from this list stays filtered until
-    /// its pin (`xdp_pin_dir`/links/NAME) is removed, and a pinned link keeps
-    /// the mode it was first attached with.
+    /// are pinned, so an agent restart keeps filtering, and a pinned link
+    /// keeps the mode it was first attached with. An interface taken off
+    /// this list is released at the next start, and so is every link in
+    /// the default `xdp_pin_dir` when a config has no `traffic:` section: a
+    /// reverted config trial leaves no filter behind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX),
@@ -756,7 +758,8 @@ fn default_docklock_run_timeout_s_max() -> u64 {
     limits::CONFIG_DOCKLOCK_RUN_TIMEOUT_S_DEFAULT
 }
 
-fn default_xdp_pin_dir() -> PathBuf {
+/// Where XDP maps and links are pinned unless `traffic.xdp_pin_dir` says.
+pub fn default_xdp_pin_dir() -> PathBuf {
     PathBuf::from("/sys/fs/bpf/metanode")
 }
 

@@ -314,7 +314,19 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
                 return Err(err);
             }
         },
-        None => None,
+        None => {
+            // No traffic section: no XDP link may be left filtering from an
+            // earlier config (its default pin directory; a custom one is
+            // released when a config names it again). Only root can have
+            // pinned one (or read bpffs); not fatal either way.
+            if metanode_docklock::cage::caller_is_root() {
+                let pin_dir = metanode_core::config::default_xdp_pin_dir();
+                if let Err(e) = crate::traffic::release_unlisted_links(&pin_dir, &[]) {
+                    tracing::warn!(error = %format!("{e:#}"), "checking for stale XDP links");
+                }
+            }
+            None
+        }
     };
     let (state, traffic) = match traffic {
         Some((traffic, metrics)) => {

@@ -154,6 +154,7 @@ pub async fn start(
         .with_context(|| format!("traffic.policy {}", section.policy.display()))?;
     let version = compiled.version;
     let lights = if section.xdp_interfaces.is_empty() {
+        release_unlisted_links(&section.xdp_pin_dir, &[])?;
         None
     } else {
         let compiled = compiled.clone();
@@ -164,6 +165,7 @@ pub async fn start(
             XdpMode::Generic => AttachMode::Generic,
         };
         let lights = tokio::task::spawn_blocking(move || -> anyhow::Result<TrafficLights> {
+            release_unlisted_links(&pin_dir, &interfaces)?;
             let mut lights =
                 TrafficLights::load(Some(&pin_dir)).context("loading the XDP traffic lights")?;
             lights
@@ -262,6 +264,23 @@ pub async fn start(
         },
         metrics,
     ))
+}
+
+/// Unpins the XDP links under `pin_dir` for interfaces not in `keep`: the
+/// config says where packets are filtered, so a link left by an earlier
+/// config (or by a config trial that was reverted, which could otherwise
+/// keep a policy that cut the operator off) stops filtering at this start.
+pub fn release_unlisted_links(pin_dir: &Path, keep: &[String]) -> anyhow::Result<()> {
+    let released = metanode_ebpf::unpin_links_except(pin_dir, keep)
+        .context("releasing XDP links no longer in traffic.xdp_interfaces")?;
+    for ifname in released {
+        tracing::warn!(
+            interface = %ifname,
+            pin_dir = %pin_dir.display(),
+            "XDP detached: the interface is not in this config's traffic.xdp_interfaces"
+        );
+    }
+    Ok(())
 }
 
 /// The policy `traffic.policy` names: a file, or a blob of the store.

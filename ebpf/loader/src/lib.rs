@@ -27,6 +27,7 @@ pub use floor::{FloorProgram, FloorRunError, test_run_floor};
 pub use lights::{
     ApplyError, ApplyReport, AttachError, AttachMode, CountersError, DetachError, LoadError,
     MapLayout, TestRun, TestRunError, TrafficLights, VerdictCacheError, XdpAction,
+    unpin_links_except,
 };
 pub use sample::Sample;
 pub use traffic_gen::{GenerateError, LiveGenerator};

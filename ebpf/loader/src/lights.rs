@@ -249,6 +249,12 @@ pub enum DetachError {
         #[source]
         source: io::Error,
     },
+    #[error("listing the pinned links in {path}")]
+    ListPins {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -381,6 +387,51 @@ impl fmt::Debug for TrafficLights {
             .field("coarse_tick_ns", &self.coarse_tick_ns)
             .finish_non_exhaustive()
     }
+}
+
+/// Removes every link pinned under `pin_dir/links/` whose interface is not
+/// in `keep`, returning those interfaces (sorted). A pinned link outlives
+/// the agent so that a restart keeps filtering; but the node config says
+/// where XDP runs, and a link no config names (an interface taken off the
+/// list, or left by a config trial that was reverted) must not go on
+/// filtering with whatever policy was last written. Unpinning releases the
+/// link unless a live process still holds it. No directory: nothing to do.
+pub fn unpin_links_except(pin_dir: &Path, keep: &[String]) -> Result<Vec<String>, DetachError> {
+    let links_dir = pin_dir.join("links");
+    let entries = match fs::read_dir(&links_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(DetachError::ListPins {
+                path: links_dir,
+                source,
+            });
+        }
+    };
+    let mut released = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| DetachError::ListPins {
+            path: links_dir.clone(),
+            source,
+        })?;
+        let ifname = entry.file_name().to_string_lossy().into_owned();
+        if keep.contains(&ifname) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => released.push(ifname),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DetachError::Unpin {
+                    ifname,
+                    path: entry.path(),
+                    source,
+                });
+            }
+        }
+    }
+    released.sort();
+    Ok(released)
 }
 
 impl TrafficLights {

@@ -187,6 +187,30 @@ impl Senders {
     }
 }
 
+/// Waits until no XDP program is attached to `ifname` (in the calling
+/// thread's namespace). The kernel frees a link whose last reference went
+/// (its pin unlinked, its fd closed) from a workqueue, so packets sent
+/// right after an unpin may still meet the program.
+fn wait_xdp_detached(ifname: &str) {
+    let deadline = std::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let out = Command::new("ip")
+            .args(["link", "show", "dev", ifname])
+            .output()
+            .expect("run ip");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "ip link show dev {ifname}: {text}");
+        if !text.contains("xdp") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "XDP still attached to {ifname} after {RECV_TIMEOUT:?}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn in_thread(f: impl FnOnce() + Send + 'static) {
     // A thread of its own: setns must not move the test harness's threads.
     std::thread::spawn(f)
@@ -321,9 +345,37 @@ fn pinned_program_keeps_enforcing_after_the_loader_is_dropped() {
 
         lights.detach(&ns.rx_if).expect("detach");
         assert!(!link_pin.exists());
+        wait_xdp_detached(&ns.rx_if);
         let got = senders.round(5, GREEN_SRC);
         assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 5, "{got:?}");
         assert!(Path::new(&pin_dir).join("maps").join("biso_ctl").exists());
+
+        // A link pinned by an earlier process whose interface is no longer
+        // wanted (a reverted config trial) is released without a loader.
+        lights
+            .attach(&ns.rx_if, AttachMode::Native)
+            .expect("attach again");
+        drop(lights);
+        // Policy v2 is live: green's source is the red one now.
+        let got = senders.round(5, RED_SRC);
+        assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 0, "{got:?}");
+        let released =
+            crate::unpin_links_except(&pin_dir, std::slice::from_ref(&ns.tx_if)).expect("unpin");
+        assert_eq!(released, vec![ns.rx_if.clone()]);
+        assert!(!link_pin.exists());
+        wait_xdp_detached(&ns.rx_if);
+        let got = senders.round(5, GREEN_SRC);
+        assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 5, "{got:?}");
+        assert_eq!(
+            crate::unpin_links_except(&pin_dir, &[]).expect("nothing left"),
+            Vec::<String>::new()
+        );
+        let absent = pin_dir.join("no-such-dir");
+        assert!(
+            crate::unpin_links_except(&absent, &[])
+                .expect("absent")
+                .is_empty()
+        );
     });
 }
 
