@@ -210,6 +210,30 @@ impl ClientStream {
         }
     }
 
+    /// Answers a connection the cage has no slot for with `response` and
+    /// closes it, without waiting and without joining epoll. The bytes the
+    /// client already sent (TCP_DEFER_ACCEPT hands a connection over with
+    /// its request) are read and dropped first, up to `drain_bytes_max`:
+    /// close(2) on unread bytes sends a reset, which can destroy the answer
+    /// before the client reads it; drained, the close sends the answer
+    /// with a FIN (`Drop`). Best effort: nothing here waits, so a client
+    /// still sending meets a reset as before.
+    pub(crate) fn refuse(mut self, response: &[u8], drain_bytes_max: usize) {
+        let Sock::Plain(s) = &self.sock else {
+            return;
+        };
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        while drained < drain_bytes_max {
+            match rustix::net::recv(s, &mut scratch[..], RecvFlags::DONTWAIT) {
+                Ok((0, _)) | Err(_) => break,
+                Ok((n, _)) => drained += n,
+            }
+        }
+        self.closing = true;
+        let _ = rustix::net::send(s, response, self.send_flags());
+    }
+
     /// Whether the socket has joined the runtime's epoll set (tests).
     #[cfg(test)]
     pub(crate) fn is_registered(&self) -> bool {

@@ -62,6 +62,11 @@ pub const CONN_SPARE_HEADERS_COUNT: usize = 32;
 /// this many bytes, so the client sees the response instead of a reset.
 pub const LINGER_MS: u64 = 1_000;
 pub const LINGER_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// A connection refused at `limits.connections_count_max` gets a 503; what
+/// its client already sent is read and dropped first (at most this much,
+/// without waiting) so the close does not reset the answer away: one
+/// request head at its largest.
+pub const REFUSED_DRAIN_BYTES_MAX: usize = REQUEST_HEAD_BUF_BYTES_MAX;
 
 // ---- config: timeouts ----
 

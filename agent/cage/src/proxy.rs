@@ -39,8 +39,8 @@ use crate::h1::{
 use crate::lights::PolicyHandle;
 use crate::limits::{
     CHUNKED_OVERHEAD_FACTOR, LINGER_BYTES_MAX, LINGER_MS, LISTEN_BACKLOG, LISTEN_DEFER_ACCEPT_S,
-    READ_CHUNK_BYTES, RECEIPT_DETAIL_LEN_BYTES_MAX, REQUEST_HEAD_BUF_BYTES_MAX,
-    SHUTDOWN_DRAIN_MS_MAX,
+    READ_CHUNK_BYTES, RECEIPT_DETAIL_LEN_BYTES_MAX, REFUSED_DRAIN_BYTES_MAX,
+    REQUEST_HEAD_BUF_BYTES_MAX, SHUTDOWN_DRAIN_MS_MAX,
 };
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::ratelimit::{KeyedBuckets, Rate};
@@ -423,6 +423,13 @@ impl Server {
 /// One worker: accepts on its listener and serves each connection in its
 /// own task until told to stop, then drains; returns how many connections
 /// were still open when the drain time ran out.
+/// The answer to a connection refused at `limits.connections_count_max`:
+/// no request was read, so no receipt (the refusal is counted in
+/// `metanode_cage_connections_refused_total`) and no date.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    content-type: text/plain; charset=utf-8\r\nretry-after: 1\r\ncontent-length: 21\r\n\
+    connection: close\r\n\r\n503 connection_limit\n";
+
 async fn worker(
     listener: std::net::TcpListener,
     state: Arc<State>,
@@ -468,7 +475,11 @@ async fn worker(
         let accepted_at = Instant::now();
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             state.metrics.connection_refused();
-            drop(stream);
+            // A plain client learns why and when to come back; a TLS one
+            // would read the answer as garbage, so it only sees the close.
+            if tls.is_none() {
+                stream.refuse(BUSY_RESPONSE, REFUSED_DRAIN_BYTES_MAX);
+            }
             continue;
         };
         state.metrics.connection_accepted();

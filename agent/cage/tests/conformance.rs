@@ -939,6 +939,69 @@ async fn slowloris_and_idle_connections_are_closed() {
     assert!(report.metrics.connections_closed_idle >= 1);
 }
 
+/// With `limits.connections_count_max` connections open, a new one is
+/// answered 503 with `retry-after` and closed cleanly (a FIN after the
+/// answer, not a reset that could destroy it), and counted; no receipt,
+/// since no request was read as one.
+#[tokio::test]
+async fn a_connection_over_the_limit_gets_503_and_a_clean_close() {
+    let h = Harness::start("limits: { connections_count_max: 1 }\n").await;
+    let mut held = TcpStream::connect(h.addr).await.unwrap();
+    held.write_all(b"GET /open/held HTTP/1.1\r\nHost: cage\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = held.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // `held` stays open (keep-alive): it has the one slot.
+    let mut over = TcpStream::connect(h.addr).await.unwrap();
+    over.write_all(b"GET /open/over HTTP/1.1\r\nHost: cage\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match over.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the cage closes a refused connection");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        ended.is_ok(),
+        "a reset, not a clean close: {ended:?}; read {text:?}"
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{text:?}"
+    );
+    assert!(text.contains("\r\nretry-after: 1\r\n"), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n503 connection_limit\n"), "{text:?}");
+    let length: usize = text
+        .split("content-length: ")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n").next())
+        .and_then(|v| v.parse().ok())
+        .expect("content-length");
+    assert_eq!(length, "503 connection_limit\n".len());
+    drop(held);
+    let (receipts, report) = h.finish().await;
+    assert_eq!(report.metrics.connections_refused, 1);
+    assert_eq!(
+        receipts.len(),
+        1,
+        "only the held connection's request: {receipts:?}"
+    );
+}
+
 /// The running cage rotates its receipt log at `receipts.segment_bytes_max`
 /// and deletes the oldest segments past `receipts.segments_kept_max`: the
 /// log left verifies from its first kept segment up to every receipt
