@@ -117,7 +117,7 @@ fn steps() -> Vec<(&'static str, StepFn)> {
             }),
         ),
         (
-            "cargo xtask vm-test (QEMU boots of the image: direct, UEFI, Secure Boot, update, config)",
+            "cargo xtask vm-test (QEMU boots of the image: direct, UEFI, Secure Boot, update, config, DockLock, traffic)",
             Box::new(|_| {
                 crate::vm_test::run(&crate::vm_test::VmTestArgs {
                     only: Vec::new(),

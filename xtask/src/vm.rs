@@ -19,8 +19,8 @@ pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// Port of the agent API inside the guest (the appliance default).
 pub const GUEST_API_PORT: u16 = 7878;
-/// Port the traffic scenario's HTTP Cage listens on inside the guest; the
-/// host forwards the API port + 1 to it.
+/// Port the traffic scenario's HTTP Cage listens on inside the guest
+/// ([`Spec::cage_port`] forwards a host port to it).
 pub const GUEST_CAGE_PORT: u16 = 8080;
 /// init_on_free=1 makes the kernel wipe all of RAM at boot, which under TCG costs
 /// about 4.5 s per GiB; 512 MiB is plenty for the agent.
@@ -69,6 +69,9 @@ pub struct Spec {
     pub append_extra: String,
     /// Exit QEMU instead of rebooting the guest.
     pub no_reboot: bool,
+    /// A second forward, host port → [`GUEST_CAGE_PORT`] (the traffic
+    /// scenario's cage).
+    pub cage_port: Option<u16>,
 }
 
 impl Spec {
@@ -101,6 +104,7 @@ impl Spec {
             api_port,
             append_extra: String::new(),
             no_reboot,
+            cage_port: None,
         })
     }
 }
@@ -200,10 +204,11 @@ fn qemu_command(spec: &Spec) -> anyhow::Result<Command> {
         .args(["-device", "i6300esb", "-action", "watchdog=reset"])
         .arg("-netdev")
         .arg(format!(
-            "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT},\
-             hostfwd=tcp:127.0.0.1:{}-:{GUEST_CAGE_PORT}",
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:{GUEST_API_PORT}{}",
             spec.api_port,
-            spec.api_port + 1
+            spec.cage_port
+                .map(|port| format!(",hostfwd=tcp:127.0.0.1:{port}-:{GUEST_CAGE_PORT}"))
+                .unwrap_or_default()
         ))
         .args(["-device", "virtio-net-pci,netdev=n0"])
         .arg("-drive")
@@ -281,6 +286,7 @@ pub fn run_interactive(args: &VmArgs) -> anyhow::Result<()> {
         api_port: args.api_port,
         append_extra: String::new(),
         no_reboot: false,
+        cage_port: None,
     };
     let mut cmd = qemu_command(&spec)?;
     cmd.args(["-nographic", "-serial", "mon:stdio"]);

@@ -672,7 +672,12 @@ fn metric(text: &str, series: &str) -> anyhow::Result<u64> {
 }
 
 fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
-    let spec = ctx.spec(Mode::Direct, "traffic", true)?;
+    let mut spec = ctx.spec(Mode::Direct, "traffic", true)?;
+    let cage_port = ctx
+        .port
+        .checked_add(1)
+        .context("--api-port 65535 leaves no port for the cage's forward")?;
+    spec.cage_port = Some(cage_port);
     let mut vm = Vm::start(&spec, &ctx.work.join("traffic/boot"))?;
     vm.wait_for(READY, BOOT_TIMEOUT)?;
     let name = http::request(ctx.port, "GET", "/api/v1/system", b"")?.json()?["hostname"]
@@ -718,8 +723,20 @@ fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
         config(&red).as_bytes(),
     )?;
     anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
+    let serving = |vm: &Vm| {
+        vm.log()
+            .matches("serving api on http://0.0.0.0:7878")
+            .count()
+    };
+    let restarts_before = serving(&vm);
     vm.wait_for_count(ENFORCED, 1, Duration::from_secs(30))
         .context("the blocking policy did not take effect")?;
+    // The API is up behind XDP: what the probe meets is the filter.
+    vm.wait_for_count(
+        "serving api on http://0.0.0.0:7878",
+        restarts_before + 1,
+        Duration::from_secs(30),
+    )?;
     let blocked = http::request_within(ctx.port, "GET", "/health", b"", Duration::from_secs(5));
     anyhow::ensure!(
         blocked.as_ref().map(|r| r.status).unwrap_or(0) != 200,
@@ -738,7 +755,7 @@ fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
     vm.wait_for_count(ENFORCED, 2, Duration::from_secs(30))?;
     // The host's request crosses XDP (green) and the cage, which forwards
     // it to the node's own API and signs a receipt for it.
-    let through_cage = http::request(ctx.port + 1, "GET", "/health", b"")?;
+    let through_cage = http::request(cage_port, "GET", "/health", b"")?;
     anyhow::ensure!(
         through_cage.status == 200 && through_cage.header("metanode-receipt").is_some(),
         "GET /health through the cage: {} (receipt header {:?}) {}",

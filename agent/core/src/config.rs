@@ -508,19 +508,20 @@ pub enum XdpMode {
 #[schemars(rename = "Traffic")]
 pub struct TrafficConfig {
     /// The BISO policy (YAML: data class, regions, consent, Bus BIOS mode):
-    /// an absolute path, or `/ipfs/CID` for a blob in this node's store
-    /// (`POST /api/v1/blobs`), which is how an appliance with no shell gets
-    /// one; the agent pins a blob it enforces. `metanode biso check FILE`
-    /// shows the lights a policy gives.
+    /// an absolute path, or `/ipfs/CID` for a raw blob in this node's store
+    /// (`metanode store put --api`, `POST /api/v1/blobs`), which is how an
+    /// appliance with no shell gets one; the agent keeps a checked copy in
+    /// `data_dir`, so the blob may be collected later. `metanode biso check
+    /// FILE` shows the lights a policy gives.
     #[schemars(regex(pattern = "^/"), example = &"/var/lib/metanode/biso.yaml")]
     pub policy: PathBuf,
     /// Interfaces the XDP traffic lights are attached to. Empty: no packet
     /// filtering (the cage still applies the policy to requests). The links
     /// are pinned, so an agent restart keeps filtering, and a pinned link
-    /// keeps the mode it was first attached with. An interface taken off
-    /// this list is released at the next start, and so is every link in
-    /// the default `xdp_pin_dir` when a config has no `traffic:` section: a
-    /// reverted config trial leaves no filter behind.
+    /// keeps the mode it was first attached with. The node records what it
+    /// pinned (`data_dir`/biso/xdp-links), and each start releases the
+    /// links its config no longer lists, also when it has no `traffic:`
+    /// section: a reverted config trial leaves no filter behind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = CONFIG_TRAFFIC_XDP_INTERFACES_COUNT_MAX),
@@ -1508,28 +1509,41 @@ fn node_name_problem(name: &str) -> Option<String> {
     None
 }
 
-/// Config paths are absolute and normalized: the agent runs as PID 1 with
-/// `/` as its working directory, so a relative path would silently mean
-/// something else than the operator read, and `..` defeats reviewing where
-/// data actually goes.
 /// How a file setting names a blob of the node's own store instead of a
 /// file: `/ipfs/CID`, the path IPFS gateways and mounts use for content.
 pub const STORE_BLOB_PREFIX: &str = "/ipfs/";
 
-/// `Some` when `path` names a store blob (`/ipfs/CID`): its CID, or why the
-/// CID does not parse. `None` for an ordinary path.
+/// `Some` when `path` names a store blob (`/ipfs/CID`, always the node's
+/// store, even where an IPFS mount exists at /ipfs): its CID, or why it is
+/// not a usable one (not a CID, or not a raw blob: a UnixFS root from
+/// `store add` is a DAG node, not the file). `None` for an ordinary path.
 pub fn store_blob(path: &Path) -> Option<Result<crate::cid::ContentId, String>> {
     let text = path.to_str()?;
     let cid = text.strip_prefix(STORE_BLOB_PREFIX)?;
-    Some(cid.parse().map_err(|e| {
+    let parsed: Result<crate::cid::ContentId, String> = cid.parse().map_err(|e| {
         format!(
             "\"{}\" names a store blob, but {:?} is not a CID: {e}",
             shown_path(path),
             yaml_tree::abbreviate(cid)
         )
+    });
+    Some(parsed.and_then(|cid| {
+        if cid.codec() == crate::cid::CODEC_RAW {
+            Ok(cid)
+        } else {
+            Err(format!(
+                "\"{}\" is not a raw blob (a UnixFS root from `store add`?): \
+                 put the file with `metanode store put` and name that CID",
+                shown_path(path)
+            ))
+        }
     }))
 }
 
+/// Config paths are absolute and normalized: the agent runs as PID 1 with
+/// `/` as its working directory, so a relative path would silently mean
+/// something else than the operator read, and `..` defeats reviewing where
+/// data actually goes.
 fn path_problem(path: &Path) -> Option<String> {
     if !path.is_absolute() {
         return Some(format!("\"{}\" must be an absolute path", shown_path(path)));
@@ -1686,6 +1700,19 @@ mod tests {
         let traffic = by_cid.traffic.expect("traffic section");
         assert_eq!(store_blob(&traffic.policy), Some(Ok(cid)));
         assert_eq!(store_blob(Path::new("/etc/biso.yaml")), None);
+        let dag_pb = crate::cid::ContentId::from_key(
+            crate::cid::CODEC_DAG_PB,
+            crate::cid::BlockKey::blake3([7; 32]),
+        );
+        let errors = traffic_errors(&format!(
+            "  policy: /ipfs/{dag_pb}\n  xdp_interfaces: [eth0]\n"
+        ));
+        assert!(
+            errors.iter().any(|(line, path, m)| *line == 4
+                && path == "traffic.policy"
+                && m.contains("not a raw blob")),
+            "{errors:?}"
+        );
         let errors = traffic_errors("  policy: /ipfs/not-a-cid\n  cage: /ipfs/\n");
         assert!(
             errors.iter().any(|(line, path, m)| *line == 4

@@ -221,6 +221,20 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
     let data_dir = cfg.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    if cfg.traffic.is_none() {
+        // First, before a chain replay or anything that may fail: an XDP
+        // link an earlier config of this node pinned (a reverted trial's,
+        // which may block the operator) stops filtering. Not fatal here: a
+        // node with no traffic section must still come up.
+        let none: &[String] = &[];
+        if let Err(e) = crate::traffic::reconcile_xdp_links(
+            &data_dir,
+            &metanode_core::config::default_xdp_pin_dir(),
+            none,
+        ) {
+            tracing::error!(error = %format!("{e:#}"), "releasing this node's earlier XDP links");
+        }
+    }
     let store = tokio::task::spawn_blocking(move || Store::open(opts))
         .await
         .context("opening the store panicked")?
@@ -314,19 +328,7 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
                 return Err(err);
             }
         },
-        None => {
-            // No traffic section: no XDP link may be left filtering from an
-            // earlier config (its default pin directory; a custom one is
-            // released when a config names it again). Only root can have
-            // pinned one (or read bpffs); not fatal either way.
-            if metanode_docklock::cage::caller_is_root() {
-                let pin_dir = metanode_core::config::default_xdp_pin_dir();
-                if let Err(e) = crate::traffic::release_unlisted_links(&pin_dir, &[]) {
-                    tracing::warn!(error = %format!("{e:#}"), "checking for stale XDP links");
-                }
-            }
-            None
-        }
+        None => None,
     };
     let (state, traffic) = match traffic {
         Some((traffic, metrics)) => {
@@ -339,7 +341,11 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
         None => (state, None),
     };
     let (signals_tx, signals_rx) = watch::channel(0u32);
-    let signals = tokio::spawn(count_signals(signals_tx));
+    // Installed here, before "serving" is announced: a handler installed
+    // inside the spawned task could come after a SIGTERM sent right after
+    // the announcement, which would then kill the agent outright.
+    let handlers = install_signal_handlers();
+    let signals = tokio::spawn(count_signals(handlers, signals_tx));
 
     out.emit(
         &format!(
@@ -474,19 +480,28 @@ async fn start_chain(
     Ok(node)
 }
 
-/// Count SIGTERM/SIGINT deliveries: the first starts a graceful shutdown,
-/// the second cuts the drain short.
-async fn count_signals(tx: watch::Sender<u32>) {
+type SignalHandlers = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+/// SIGTERM and SIGINT handlers (from here on, neither kills the process).
+fn install_signal_handlers() -> SignalHandlers {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(term), Ok(int)) => (term, int),
+        (Ok(term), Ok(int)) => Some((term, int)),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "cannot install signal handlers; stop the agent with SIGKILL");
-            return;
+            None
         }
+    }
+}
+
+/// Count SIGTERM/SIGINT deliveries: the first starts a graceful shutdown,
+/// the second cuts the drain short.
+async fn count_signals(handlers: SignalHandlers, tx: watch::Sender<u32>) {
+    let Some((mut term, mut int)) = handlers else {
+        return;
     };
     loop {
         let name = tokio::select! {

@@ -164,6 +164,7 @@ fn serve(args: &ServeArgs, out: &Output) -> anyhow::Result<()> {
         let server = metanode_cage::Server::bind(config, PolicyHandle::new(policy), key)
             .await
             .map_err(|e| anyhow!("{e}"))?;
+        let stop = stop_signal();
         out.emit(
             &format!(
                 "metanode: cage listening on {} (receipts signed by {public})",
@@ -172,7 +173,7 @@ fn serve(args: &ServeArgs, out: &Output) -> anyhow::Result<()> {
             &json!({"event": "cage_listening", "listen": server.local_addr().to_string(),
                     "signer": public.to_string()}),
         );
-        let report = server.run(stop_signal()).await;
+        let report = server.run(stop).await;
         let r = &report.receipts;
         out.emit(
             &format!(
@@ -196,15 +197,26 @@ fn serve(args: &ServeArgs, out: &Output) -> anyhow::Result<()> {
 
 /// SIGINT (Ctrl-C) or SIGTERM (a supervisor, `timeout`): drain and write
 /// the last receipt batch either way.
-async fn stop_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Installs the SIGTERM and SIGINT handlers now (before "listening" is
+/// announced, so a signal right after it is a graceful stop, not a kill)
+/// and returns what waits for either.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
+            }
+            (Err(_), Err(_)) => std::future::pending().await,
+        }
     }
 }
 

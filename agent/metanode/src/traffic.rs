@@ -68,7 +68,7 @@ pub struct Traffic {
 #[derive(Debug)]
 struct Reload {
     policy_path: PathBuf,
-    store: Store,
+    files: TrafficFiles,
     key: SigningKey,
     log: DecisionLog,
     /// Digest of the policy in force (not merely logged).
@@ -149,12 +149,19 @@ pub async fn start(
     // kill the agent, and a reload may come right after start.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP (policy reload)")?;
-    let policy = read_policy(&store, &section.policy)?;
+    // Before anything else may fail: links an earlier config pinned and
+    // this one does not name stop filtering (a reverted trial's, too).
+    reconcile_xdp_links(
+        &cfg.node.data_dir,
+        &section.xdp_pin_dir,
+        &section.xdp_interfaces,
+    )?;
+    let files = TrafficFiles::new(store.clone(), &cfg.node.data_dir);
+    let policy = read_policy(&files, &section.policy)?;
     let compiled = record_policy(&mut log, &key, &policy)
         .with_context(|| format!("traffic.policy {}", section.policy.display()))?;
     let version = compiled.version;
     let lights = if section.xdp_interfaces.is_empty() {
-        release_unlisted_links(&section.xdp_pin_dir, &[])?;
         None
     } else {
         let compiled = compiled.clone();
@@ -165,7 +172,6 @@ pub async fn start(
             XdpMode::Generic => AttachMode::Generic,
         };
         let lights = tokio::task::spawn_blocking(move || -> anyhow::Result<TrafficLights> {
-            release_unlisted_links(&pin_dir, &interfaces)?;
             let mut lights =
                 TrafficLights::load(Some(&pin_dir)).context("loading the XDP traffic lights")?;
             lights
@@ -186,15 +192,12 @@ pub async fn start(
     let cage = match &section.cage {
         None => None,
         Some(path) => {
-            let config = match read_store_blob(
-                &store,
-                path,
-                metanode_cage::limits::CONFIG_FILE_SIZE_BYTES_MAX,
-            ) {
-                Some(text) => CageConfig::from_yaml_str(&text?),
-                None => CageConfig::load(path),
-            }
-            .map_err(|e| anyhow!("traffic.cage {}: {e}", path.display()))?;
+            let context = || format!("traffic.cage {}", path.display());
+            let text = files
+                .read(path, metanode_cage::limits::CONFIG_FILE_SIZE_BYTES_MAX)
+                .with_context(context)?;
+            let config =
+                CageConfig::from_yaml_str(&text).map_err(|e| anyhow!("{}: {e}", context()))?;
             let server = metanode_cage::Server::bind_with_replica(
                 config,
                 PolicyHandle::new(compiled.clone()),
@@ -242,13 +245,16 @@ pub async fn start(
                 "policy_digest": hex::encode(compiled.policy_digest),
                 "xdp_interfaces": section.xdp_interfaces, "cage": cage.is_some()}),
     );
+    let mut named = vec![section.policy.as_path()];
+    named.extend(section.cage.as_deref());
+    files.keep_only(&named);
     let metrics = TrafficMetrics {
         lights: lights.clone(),
         cage: cage.as_ref().map(|c| c.metrics.clone()),
     };
     let reload = Reload {
         policy_path: section.policy.clone(),
-        store,
+        files: files.clone(),
         key,
         log,
         applied_digest: compiled.policy_digest,
@@ -266,87 +272,210 @@ pub async fn start(
     ))
 }
 
-/// Unpins the XDP links under `pin_dir` for interfaces not in `keep`: the
-/// config says where packets are filtered, so a link left by an earlier
-/// config (or by a config trial that was reverted, which could otherwise
-/// keep a policy that cut the operator off) stops filtering at this start.
-pub fn release_unlisted_links(pin_dir: &Path, keep: &[String]) -> anyhow::Result<()> {
-    let released = metanode_ebpf::unpin_links_except(pin_dir, keep)
-        .context("releasing XDP links no longer in traffic.xdp_interfaces")?;
-    for ifname in released {
-        tracing::warn!(
-            interface = %ifname,
-            pin_dir = %pin_dir.display(),
-            "XDP detached: the interface is not in this config's traffic.xdp_interfaces"
-        );
+/// Where this node pinned XDP links, one `PIN_DIR<TAB>IFNAME` per line,
+/// so that any later start, whatever its config, can release those it no
+/// longer names.
+fn xdp_record_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("biso").join("xdp-links")
+}
+
+/// Makes the links this node has pinned match `(pin_dir, wanted)`: every
+/// recorded link the config does not name is unpinned (a link outlives the
+/// agent so that a restart keeps filtering, but a link no config names,
+/// from an interface taken off the list or a config trial that was
+/// reverted, must not go on filtering with whatever policy it last had),
+/// and the record is rewritten, listing `wanted` before they are attached.
+/// Only links this node recorded are touched, in whichever directory. A
+/// link that cannot be released is logged and stays recorded for the next
+/// start; a record that cannot be written is an error, since links pinned
+/// without it could not be released later.
+pub fn reconcile_xdp_links(
+    data_dir: &Path,
+    pin_dir: &Path,
+    wanted: &[String],
+) -> anyhow::Result<()> {
+    let record = xdp_record_path(data_dir);
+    let text = match std::fs::read_to_string(&record) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(anyhow!("reading {}: {e}", record.display())),
+    };
+    let mut keep: Vec<(PathBuf, String)> = wanted
+        .iter()
+        .map(|ifname| (pin_dir.to_path_buf(), ifname.clone()))
+        .collect();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let Some((dir, ifname)) = line.split_once('\t') else {
+            tracing::warn!(record = %record.display(), line, "skipping a malformed XDP link record");
+            continue;
+        };
+        let recorded = (PathBuf::from(dir), ifname.to_string());
+        if keep.contains(&recorded) {
+            continue;
+        }
+        match metanode_ebpf::unpin_link(&recorded.0, &recorded.1) {
+            Ok(released) => {
+                if released {
+                    tracing::warn!(
+                        interface = ifname,
+                        pin_dir = dir,
+                        "XDP detached: this config does not list the interface"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    interface = ifname,
+                    pin_dir = dir,
+                    error = %crate::output::cause_chain(&anyhow::Error::new(e)).join(": "),
+                    "cannot release an XDP link this config does not list; retried at the next start"
+                );
+                keep.push(recorded);
+            }
+        }
     }
+    let mut out = String::new();
+    for (dir, ifname) in &keep {
+        let dir = dir
+            .to_str()
+            .ok_or_else(|| anyhow!("traffic.xdp_pin_dir {} is not UTF-8", dir.display()))?;
+        out.push_str(&format!("{dir}\t{ifname}\n"));
+    }
+    if out == text {
+        return Ok(());
+    }
+    if let Some(dir) = record.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = record.with_extension("tmp");
+    std::fs::write(&tmp, out.as_bytes())
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &record))
+        .with_context(|| format!("writing the XDP link record {}", record.display()))?;
     Ok(())
 }
 
-/// The policy `traffic.policy` names: a file, or a blob of the store.
-fn read_policy(store: &Store, path: &Path) -> anyhow::Result<Policy> {
-    let context = || format!("traffic.policy {}", path.display());
-    match read_store_blob(
-        store,
-        path,
-        metanode_biso::limits::POLICY_SOURCE_LEN_BYTES_MAX as u64,
-    ) {
-        Some(text) => {
-            let text = text.with_context(context)?;
-            load_policy(&text).map_err(|e| anyhow!("{}: {e}", context()))
-        }
-        None => crate::cmd_biso::read_policy(path).with_context(context),
-    }
+/// Reads the files the traffic section names: a path, or `/ipfs/CID` for a
+/// blob of the node's store. The agent keeps a copy of each blob it read
+/// under `<data_dir>/traffic-files/CID` and prefers it (after checking it
+/// against the CID), so a blob unpinned and collected later does not stop
+/// the next start; copies the config no longer names are removed
+/// ([`TrafficFiles::keep_only`]).
+#[derive(Debug, Clone)]
+struct TrafficFiles {
+    store: Store,
+    copies: PathBuf,
 }
 
-/// The text of the store blob `path` names (`/ipfs/CID`), or `None` when it
-/// names a file. The blob is pinned first: a policy or cage config in force
-/// must survive GC, or the next start could not find it. Bounded by
-/// `size_bytes_max` before it is read.
-fn read_store_blob(
-    store: &Store,
-    path: &Path,
-    size_bytes_max: u64,
-) -> Option<anyhow::Result<String>> {
-    let cid = store_blob(path)?;
-    Some((|| {
-        // Config validation already parsed it; this is the same parse.
-        let cid = cid.map_err(|e| anyhow!(e))?;
-        let missing = || {
-            anyhow!(
-                "{cid} is not in this node's store: put the file first \
-                 (`metanode store put --api URL FILE`, or POST /api/v1/blobs) \
-                 and name the CID it prints"
-            )
+impl TrafficFiles {
+    fn new(store: Store, data_dir: &Path) -> TrafficFiles {
+        TrafficFiles {
+            store,
+            copies: data_dir.join("traffic-files"),
+        }
+    }
+
+    /// The text of `path`, at most `size_bytes_max` bytes.
+    fn read(&self, path: &Path, size_bytes_max: u64) -> anyhow::Result<String> {
+        let bytes = match store_blob(path) {
+            None => read_bounded(path, size_bytes_max)?,
+            // Config validation already parsed it; this is the same parse.
+            Some(cid) => self.blob(&cid.map_err(|e| anyhow!(e))?, size_bytes_max)?,
         };
-        // `store add` makes a UnixFS DAG, whose root block is not the file.
-        anyhow::ensure!(
-            cid.codec() == metanode_core::cid::CODEC_RAW,
-            "{cid} is not a raw blob (a UnixFS root from `store add`?): \
-             put the file with `metanode store put` and name that CID"
-        );
-        let stat = store
-            .stat(&cid)
+        String::from_utf8(bytes).map_err(|e| {
+            anyhow!(
+                "not UTF-8 text (byte {}): not a YAML file",
+                e.utf8_error().valid_up_to()
+            )
+        })
+    }
+
+    fn blob(&self, cid: &ContentId, size_bytes_max: u64) -> anyhow::Result<Vec<u8>> {
+        // `store_blob` refused anything but a raw blob (a `store add`
+        // UnixFS root is a DAG node, not the file).
+        let copy = self.copies.join(cid.to_string());
+        if let Ok(bytes) = read_bounded(&copy, size_bytes_max)
+            && cid.key().matches(&bytes)
+        {
+            return Ok(bytes);
+        }
+        let stat = self
+            .store
+            .stat(cid)
             .with_context(|| format!("looking up {cid}"))?
-            .ok_or_else(missing)?;
+            .ok_or_else(|| {
+                anyhow!(
+                    "{cid} is not in this node's store: put the file first \
+                     (`metanode store put --api URL FILE`, or POST /api/v1/blobs) \
+                     and name the CID it prints"
+                )
+            })?;
         anyhow::ensure!(
             stat.size_bytes <= size_bytes_max,
             "{cid} is {} bytes; at most {size_bytes_max}",
             stat.size_bytes
         );
-        match store.set_pinned(&cid, true) {
-            Ok(()) => {}
-            Err(PinError::NotFound(_)) => return Err(missing()),
-            Err(e) => return Err(anyhow!("pinning {cid}: {e}")),
+        let bytes = self
+            .store
+            .get(cid)
+            .with_context(|| format!("reading {cid}"))?;
+        std::fs::create_dir_all(&self.copies)
+            .with_context(|| format!("creating {}", self.copies.display()))?;
+        let tmp = self.copies.join(format!("{cid}.tmp"));
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &copy))
+            .with_context(|| format!("keeping a copy of {cid} at {}", copy.display()))?;
+        Ok(bytes)
+    }
+
+    /// Removes the copies of blobs none of `paths` names.
+    fn keep_only(&self, paths: &[&Path]) {
+        let named: Vec<String> = paths
+            .iter()
+            .filter_map(|p| store_blob(p)?.ok())
+            .map(|cid| cid.to_string())
+            .collect();
+        let Ok(entries) = std::fs::read_dir(&self.copies) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !named.contains(&name)
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(copy = %entry.path().display(), error = %e, "cannot remove an old traffic file copy");
+            }
         }
-        let bytes = store.get(&cid).with_context(|| format!("reading {cid}"))?;
-        String::from_utf8(bytes).map_err(|e| {
-            anyhow!(
-                "{cid} is not UTF-8 text (byte {}): not a YAML file",
-                e.utf8_error().valid_up_to()
-            )
-        })
-    })())
+    }
+}
+
+/// A whole file, refused (before it is read) above `size_bytes_max`.
+fn read_bounded(path: &Path, size_bytes_max: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(size_bytes_max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= size_bytes_max,
+        "{} is over {size_bytes_max} bytes",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+/// The policy `traffic.policy` names: a file, or a blob of the store.
+fn read_policy(files: &TrafficFiles, path: &Path) -> anyhow::Result<Policy> {
+    let context = || format!("traffic.policy {}", path.display());
+    let text = files
+        .read(
+            path,
+            metanode_biso::limits::POLICY_SOURCE_LEN_BYTES_MAX as u64,
+        )
+        .with_context(context)?;
+    load_policy(&text).map_err(|e| anyhow!("{}: {e}", context()))
 }
 
 /// Compiles `policy` with the version the decision log gives it and signs
@@ -408,7 +537,7 @@ async fn reload_on_sighup(mut reload: Reload, mut hangups: tokio::signal::unix::
 }
 
 fn reload_once(reload: &mut Reload) -> anyhow::Result<Option<u64>> {
-    let policy = read_policy(&reload.store, &reload.policy_path)?;
+    let policy = read_policy(&reload.files, &reload.policy_path)?;
     let digest = policy
         .digest()
         .map_err(|e| anyhow!("digest of the policy: {e}"))?;
@@ -489,39 +618,43 @@ mod tests {
         replica.unpin(&never_stored).unwrap();
     }
 
-    /// `/ipfs/CID` reads a blob of the node's store (pinning it, so GC
-    /// cannot take a config in force); every way it can be wrong is an
-    /// error naming the CID and what to do.
+    /// `/ipfs/CID` reads a blob of the node's store and keeps a checked
+    /// copy, so the blob may be collected later; every way it can be wrong
+    /// is an error naming the CID and what to do.
     #[test]
     fn traffic_files_can_be_store_blobs() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let store = Store::open(StoreOptions::new(dir.path().join("store"))).unwrap();
+        let files = TrafficFiles::new(store.clone(), &dir.path().join("data"));
         let text = "version: 1\nmode: emergency\ndata: { class: Public, purposes: [test], \
                     encryption: { in_transit: true, at_rest: true }, retention_days_max: 30 }\n\
                     regions: []\nunknown_region: anywhere\n\
                     yellow: { rate_per_s: 1, burst: 1, sample_one_in: 0 }\n";
         let put = store.put(text.as_bytes(), false).unwrap();
         let path = PathBuf::from(format!("/ipfs/{}", put.cid));
-        assert!(!store.stat(&put.cid).unwrap().unwrap().pinned);
-        assert_eq!(read_store_blob(&store, &path, 1024).unwrap().unwrap(), text);
-        assert!(store.stat(&put.cid).unwrap().unwrap().pinned);
-        let policy = read_policy(&store, &path).unwrap();
+        assert_eq!(files.read(&path, 1024).unwrap(), text);
+        let policy = read_policy(&files, &path).unwrap();
         assert_eq!(policy.mode, metanode_biso::Mode::Emergency);
-
-        assert!(read_store_blob(&store, Path::new("/etc/biso.yaml"), 1024).is_none());
-        let error = |path: &Path, max: u64| {
-            format!(
-                "{:#}",
-                read_store_blob(&store, path, max).unwrap().unwrap_err()
-            )
-        };
-        let absent = ContentId::raw_blake3_of(b"never put");
-        let e = error(Path::new(&format!("/ipfs/{absent}")), 1024);
+        // Not pinned by the agent; collected, the copy still serves.
+        assert!(!store.stat(&put.cid).unwrap().unwrap().pinned);
+        store.remove(&put.cid).unwrap();
+        assert_eq!(files.read(&path, 1024).unwrap(), text);
+        // A copy that does not match its CID is not trusted.
+        let copy = dir
+            .path()
+            .join("data/traffic-files")
+            .join(put.cid.to_string());
+        std::fs::write(&copy, b"version: 1\nmode: normal\n").unwrap();
+        let e = format!("{:#}", files.read(&path, 1024).unwrap_err());
         assert!(
             e.contains("not in this node's store") && e.contains("store put"),
             "{e}"
         );
-        let e = error(&path, 10);
+
+        let error = |path: &Path, max: u64| format!("{:#}", files.read(path, max).unwrap_err());
+        let again = store.put(text.as_bytes(), false).unwrap();
+        std::fs::remove_file(&copy).unwrap();
+        let e = error(&PathBuf::from(format!("/ipfs/{}", again.cid)), 10);
         assert!(e.contains("at most 10"), "{e}");
         let binary = store.put(&[0xff, 0xfe, b'a'], false).unwrap();
         let e = error(Path::new(&format!("/ipfs/{}", binary.cid)), 1024);
@@ -534,12 +667,50 @@ mod tests {
         assert!(e.contains("not a raw blob"), "{e}");
         let e = error(Path::new("/ipfs/nonsense"), 1024);
         assert!(e.contains("not a CID"), "{e}");
-        // A policy blob that does not load names the setting.
+        // Files are bounded too, and errors name the setting once.
+        let file = dir.path().join("biso.yaml");
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(files.read(&file, 1024).unwrap(), text);
+        let e = error(&file, 10);
+        assert!(e.contains("over 10 bytes"), "{e}");
         let bad = store.put(b"version: 2\n", false).unwrap();
         let e = format!(
             "{:#}",
-            read_policy(&store, Path::new(&format!("/ipfs/{}", bad.cid))).unwrap_err()
+            read_policy(&files, Path::new(&format!("/ipfs/{}", bad.cid))).unwrap_err()
         );
-        assert!(e.contains("traffic.policy /ipfs/"), "{e}");
+        assert!(e.starts_with("traffic.policy /ipfs/"), "{e}");
+
+        // Copies the config no longer names go.
+        files.read(&path, 1024).unwrap();
+        files.keep_only(&[file.as_path()]);
+        assert!(!copy.exists());
+    }
+
+    /// The XDP link record: links this node pinned and the config no longer
+    /// lists are released (here: nothing is pinned, so nothing to unpin)
+    /// and dropped from the record; one that cannot be released stays
+    /// recorded for the next start.
+    #[test]
+    fn the_xdp_link_record_follows_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let record = || std::fs::read_to_string(xdp_record_path(&data)).unwrap_or_default();
+        let pins = Path::new("/sys/fs/bpf/metanode-unit-test-none");
+        reconcile_xdp_links(&data, pins, &["eth0".into(), "eth1".into()]).unwrap();
+        assert_eq!(record(), format!("{0}\teth0\n{0}\teth1\n", pins.display()));
+        reconcile_xdp_links(&data, pins, &["eth1".into()]).unwrap();
+        assert_eq!(record(), format!("{}\teth1\n", pins.display()));
+        // A "pin" that is no bpffs object is not removed, and stays listed.
+        let plain = dir.path().join("plain");
+        std::fs::create_dir_all(plain.join("links")).unwrap();
+        std::fs::write(plain.join("links/eth9"), b"x").unwrap();
+        std::fs::write(
+            xdp_record_path(&data),
+            format!("{}\teth9\nno tab here\n", plain.display()),
+        )
+        .unwrap();
+        reconcile_xdp_links(&data, pins, &[]).unwrap();
+        assert!(plain.join("links/eth9").exists());
+        assert_eq!(record(), format!("{}\teth9\n", plain.display()));
     }
 }

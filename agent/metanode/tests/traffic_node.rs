@@ -647,4 +647,36 @@ fn one_policy_enforced_at_xdp_and_in_the_cage() {
         ns.run(move || socket2_connect(GREEN, after)).is_some(),
         "green still passes"
     );
+
+    // The node starts again on a config without `traffic:` (a reverted
+    // trial's, say): it releases the link it recorded, and red connects.
+    let plain = tmp.path().join("node-plain.yaml");
+    std::fs::write(
+        &plain,
+        format!(
+            "node:\n  name: traffic-test\n  data_dir: {}\n",
+            data_dir.display()
+        ),
+    )
+    .expect("write plain config");
+    let agent = Agent::start_args(
+        &["agent", "--config", plain.to_str().expect("utf-8")],
+        &data_dir,
+    );
+    // The kernel frees an unpinned link from a workqueue: poll, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ns.run(move || socket2_connect(RED, after)).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "red is still dropped under a config without XDP; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!ns.pin_dir.join("links").join(&ns.host_if).exists());
+    let record = std::fs::read_to_string(data_dir.join("biso/xdp-links")).unwrap_or_default();
+    assert_eq!(record, "", "the record still lists links");
+    let log = agent.log();
+    let status = agent.stop();
+    assert!(status.success(), "{status:?}; log:\n{log}");
 }

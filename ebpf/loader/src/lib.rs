@@ -26,8 +26,7 @@ pub use counters::{Counters, MalformedCounters, render_prometheus};
 pub use floor::{FloorProgram, FloorRunError, test_run_floor};
 pub use lights::{
     ApplyError, ApplyReport, AttachError, AttachMode, CountersError, DetachError, LoadError,
-    MapLayout, TestRun, TestRunError, TrafficLights, VerdictCacheError, XdpAction,
-    unpin_links_except,
+    MapLayout, TestRun, TestRunError, TrafficLights, VerdictCacheError, XdpAction, unpin_link,
 };
 pub use sample::Sample;
 pub use traffic_gen::{GenerateError, LiveGenerator};

@@ -249,12 +249,6 @@ pub enum DetachError {
         #[source]
         source: io::Error,
     },
-    #[error("listing the pinned links in {path}")]
-    ListPins {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,49 +383,43 @@ impl fmt::Debug for TrafficLights {
     }
 }
 
-/// Removes every link pinned under `pin_dir/links/` whose interface is not
-/// in `keep`, returning those interfaces (sorted). A pinned link outlives
-/// the agent so that a restart keeps filtering; but the node config says
-/// where XDP runs, and a link no config names (an interface taken off the
-/// list, or left by a config trial that was reverted) must not go on
-/// filtering with whatever policy was last written. Unpinning releases the
-/// link unless a live process still holds it. No directory: nothing to do.
-pub fn unpin_links_except(pin_dir: &Path, keep: &[String]) -> Result<Vec<String>, DetachError> {
-    let links_dir = pin_dir.join("links");
-    let entries = match fs::read_dir(&links_dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(DetachError::ListPins {
-                path: links_dir,
-                source,
-            });
-        }
+/// Removes the link pinned at `pin_dir/links/IFNAME`, returning whether
+/// there was one. A pinned link outlives the agent so that a restart keeps
+/// filtering; the agent calls this for links it pinned under an earlier
+/// config that no longer names them, so that a config trial that was
+/// reverted leaves no filter behind. The kernel frees the link (detaching
+/// the program) once no process holds it, from a workqueue, so packets may
+/// meet it for a moment after this returns. Only a file on a bpffs is
+/// removed: the pin directory comes from a config.
+pub fn unpin_link(pin_dir: &Path, ifname: &str) -> Result<bool, DetachError> {
+    let not_attached = || DetachError::NotAttached {
+        ifname: ifname.to_owned(),
     };
-    let mut released = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| DetachError::ListPins {
-            path: links_dir.clone(),
-            source,
-        })?;
-        let ifname = entry.file_name().to_string_lossy().into_owned();
-        if keep.contains(&ifname) {
-            continue;
-        }
-        match fs::remove_file(entry.path()) {
-            Ok(()) => released.push(ifname),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(DetachError::Unpin {
-                    ifname,
-                    path: entry.path(),
-                    source,
-                });
-            }
-        }
+    if ifname.is_empty() || ifname.contains('/') || ifname == "." || ifname == ".." {
+        return Err(not_attached());
     }
-    released.sort();
-    Ok(released)
+    let path = pin_dir.join("links").join(ifname);
+    let unpin_error = |source| DetachError::Unpin {
+        ifname: ifname.to_owned(),
+        path: path.clone(),
+        source,
+    };
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(unpin_error(io::Error::other("not a pinned object"))),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(unpin_error(source)),
+    }
+    match sys::is_bpffs(&path) {
+        Ok(true) => {}
+        Ok(false) => return Err(unpin_error(io::Error::other("not on a bpffs"))),
+        Err(source) => return Err(unpin_error(source)),
+    }
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(unpin_error(source)),
+    }
 }
 
 impl TrafficLights {

@@ -359,23 +359,20 @@ fn pinned_program_keeps_enforcing_after_the_loader_is_dropped() {
         // Policy v2 is live: green's source is the red one now.
         let got = senders.round(5, RED_SRC);
         assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 0, "{got:?}");
-        let released =
-            crate::unpin_links_except(&pin_dir, std::slice::from_ref(&ns.tx_if)).expect("unpin");
-        assert_eq!(released, vec![ns.rx_if.clone()]);
+        assert!(crate::unpin_link(&pin_dir, &ns.rx_if).expect("unpin"));
         assert!(!link_pin.exists());
         wait_xdp_detached(&ns.rx_if);
         let got = senders.round(5, GREEN_SRC);
         assert_eq!(Senders::arrived_from(&got, GREEN_SRC), 5, "{got:?}");
-        assert_eq!(
-            crate::unpin_links_except(&pin_dir, &[]).expect("nothing left"),
-            Vec::<String>::new()
-        );
-        let absent = pin_dir.join("no-such-dir");
-        assert!(
-            crate::unpin_links_except(&absent, &[])
-                .expect("absent")
-                .is_empty()
-        );
+        assert!(!crate::unpin_link(&pin_dir, &ns.rx_if).expect("nothing left"));
+        assert!(!crate::unpin_link(&pin_dir.join("absent"), &ns.rx_if).expect("absent"));
+        assert!(crate::unpin_link(&pin_dir, "../maps").is_err());
+        // Only bpffs objects: a plain file in a plain directory stays.
+        let plain = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(plain.path().join("links")).expect("mkdir");
+        std::fs::write(plain.path().join("links").join("eth9"), b"x").expect("write");
+        assert!(crate::unpin_link(plain.path(), "eth9").is_err());
+        assert!(plain.path().join("links").join("eth9").exists());
     });
 }
 
