@@ -716,6 +716,11 @@ fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
     // commit it, and the trial reverts to a config without XDP, whose start
     // must release the pinned link the trial left (or the node would stay
     // unreachable).
+    // Counted before the trial: its agent's line must be a new one.
+    let restarts_before = vm
+        .log()
+        .matches("serving api on http://0.0.0.0:7878")
+        .count();
     let r = http::request(
         ctx.port,
         "POST",
@@ -723,12 +728,6 @@ fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
         config(&red).as_bytes(),
     )?;
     anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
-    let serving = |vm: &Vm| {
-        vm.log()
-            .matches("serving api on http://0.0.0.0:7878")
-            .count()
-    };
-    let restarts_before = serving(&vm);
     vm.wait_for_count(ENFORCED, 1, Duration::from_secs(30))
         .context("the blocking policy did not take effect")?;
     // The API is up behind XDP: what the probe meets is the filter.

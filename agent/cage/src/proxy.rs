@@ -420,9 +420,6 @@ impl Server {
     }
 }
 
-/// One worker: accepts on its listener and serves each connection in its
-/// own task until told to stop, then drains; returns how many connections
-/// were still open when the drain time ran out.
 /// The answer to a connection refused at `limits.connections_count_max`:
 /// no request was read, so no receipt (the refusal is counted in
 /// `metanode_cage_connections_refused_total`) and no date.
@@ -430,6 +427,9 @@ const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
     content-type: text/plain; charset=utf-8\r\nretry-after: 1\r\ncontent-length: 21\r\n\
     connection: close\r\n\r\n503 connection_limit\n";
 
+/// One worker: accepts on its listener and serves each connection in its
+/// own task until told to stop, then drains; returns how many connections
+/// were still open when the drain time ran out.
 async fn worker(
     listener: std::net::TcpListener,
     state: Arc<State>,

@@ -1551,6 +1551,12 @@ fn path_problem(path: &Path) -> Option<String> {
     if path.components().any(|c| c == Component::ParentDir) {
         return Some(format!("\"{}\" must not contain `..`", shown_path(path)));
     }
+    if path.to_string_lossy().chars().any(char::is_control) {
+        return Some(format!(
+            "{:?} contains a control character (a tab or newline in a path is almost surely a mistake)",
+            path.to_string_lossy()
+        ));
+    }
     None
 }
 
@@ -1711,6 +1717,15 @@ mod tests {
             errors.iter().any(|(line, path, m)| *line == 4
                 && path == "traffic.policy"
                 && m.contains("not a raw blob")),
+            "{errors:?}"
+        );
+        let errors = traffic_errors(
+            "  policy: /etc/biso.yaml\n  xdp_interfaces: [eth0]\n  xdp_pin_dir: \"/sys/fs/bpf/a\\tb\"\n",
+        );
+        assert!(
+            errors.iter().any(
+                |(_, path, m)| path == "traffic.xdp_pin_dir" && m.contains("control character")
+            ),
             "{errors:?}"
         );
         let errors = traffic_errors("  policy: /ipfs/not-a-cid\n  cage: /ipfs/\n");

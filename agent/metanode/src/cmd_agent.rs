@@ -221,24 +221,27 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
     let data_dir = cfg.node.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    if cfg.traffic.is_none() {
-        // First, before a chain replay or anything that may fail: an XDP
-        // link an earlier config of this node pinned (a reverted trial's,
-        // which may block the operator) stops filtering. Not fatal here: a
-        // node with no traffic section must still come up.
-        let none: &[String] = &[];
-        if let Err(e) = crate::traffic::reconcile_xdp_links(
-            &data_dir,
-            &metanode_core::config::default_xdp_pin_dir(),
-            none,
-        ) {
-            tracing::error!(error = %format!("{e:#}"), "releasing this node's earlier XDP links");
-        }
-    }
     let store = tokio::task::spawn_blocking(move || Store::open(opts))
         .await
         .context("opening the store panicked")?
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    // Right after the store took the data dir's lock (so no second agent on
+    // this dir can touch the record), before a chain replay or anything
+    // else that may fail: XDP links an earlier config of this node pinned
+    // and this one does not list (a reverted trial's, which may block the
+    // operator) stop filtering. With a traffic section a failure stops the
+    // node (links pinned unrecorded could never be released); without one
+    // the node must still come up.
+    let (pin_dir, interfaces) = match &cfg.traffic {
+        Some(t) => (t.xdp_pin_dir.clone(), t.xdp_interfaces.clone()),
+        None => (metanode_core::config::default_xdp_pin_dir(), Vec::new()),
+    };
+    if let Err(e) = crate::traffic::reconcile_xdp_links(&data_dir, &pin_dir, &interfaces) {
+        if cfg.traffic.is_some() {
+            return Err(e);
+        }
+        tracing::error!(error = %format!("{e:#}"), "releasing this node's earlier XDP links");
+    }
     let report = store.open_report();
     if report.torn_tail_bytes_truncated > 0 {
         tracing::warn!(
@@ -480,7 +483,10 @@ async fn start_chain(
     Ok(node)
 }
 
-type SignalHandlers = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+type SignalHandlers = Option<(
+    Option<tokio::signal::unix::Signal>,
+    Option<tokio::signal::unix::Signal>,
+)>;
 
 /// SIGTERM and SIGINT handlers (from here on, neither kills the process).
 fn install_signal_handlers() -> SignalHandlers {
@@ -489,8 +495,16 @@ fn install_signal_handlers() -> SignalHandlers {
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(term), Ok(int)) => Some((term, int)),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(term), Ok(int)) => Some((Some(term), Some(int))),
+        (Ok(term), Err(e)) => {
+            tracing::error!(error = %e, "cannot install the SIGINT handler; SIGTERM still stops the agent");
+            Some((Some(term), None))
+        }
+        (Err(e), Ok(int)) => {
+            tracing::error!(error = %e, "cannot install the SIGTERM handler; SIGINT still stops the agent");
+            Some((None, Some(int)))
+        }
+        (Err(e), Err(_)) => {
             tracing::error!(error = %e, "cannot install signal handlers; stop the agent with SIGKILL");
             None
         }
@@ -503,10 +517,19 @@ async fn count_signals(handlers: SignalHandlers, tx: watch::Sender<u32>) {
     let Some((mut term, mut int)) = handlers else {
         return;
     };
+    // A handler that could not be installed never fires.
+    async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+        match signal {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     loop {
         let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+            _ = next(&mut term) => "SIGTERM",
+            _ = next(&mut int) => "SIGINT",
         };
         let count = *tx.borrow() + 1;
         if count == 1 {

@@ -212,10 +212,14 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
                     _ = int.recv() => {}
                 }
             }
-            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+            (Ok(mut one), Err(e)) | (Err(e), Ok(mut one)) => {
+                tracing::error!(error = %e, "cannot install one of the SIGTERM/SIGINT handlers");
                 one.recv().await;
             }
-            (Err(_), Err(_)) => std::future::pending().await,
+            (Err(e), Err(_)) => {
+                tracing::error!(error = %e, "cannot install signal handlers; stop the cage with SIGKILL");
+                std::future::pending().await
+            }
         }
     }
 }

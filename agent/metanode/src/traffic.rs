@@ -149,13 +149,8 @@ pub async fn start(
     // kill the agent, and a reload may come right after start.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP (policy reload)")?;
-    // Before anything else may fail: links an earlier config pinned and
-    // this one does not name stop filtering (a reverted trial's, too).
-    reconcile_xdp_links(
-        &cfg.node.data_dir,
-        &section.xdp_pin_dir,
-        &section.xdp_interfaces,
-    )?;
+    // The XDP link record was reconciled with this config when the agent
+    // opened the data dir (cmd_agent), before anything that may fail.
     let files = TrafficFiles::new(store.clone(), &cfg.node.data_dir);
     let policy = read_policy(&files, &section.policy)?;
     let compiled = record_policy(&mut log, &key, &policy)
@@ -247,7 +242,7 @@ pub async fn start(
     );
     let mut named = vec![section.policy.as_path()];
     named.extend(section.cage.as_deref());
-    files.keep_only(&named);
+    files.prune(&named);
     let metrics = TrafficMetrics {
         lights: lights.clone(),
         cage: cage.as_ref().map(|c| c.metrics.clone()),
@@ -295,8 +290,10 @@ pub fn reconcile_xdp_links(
     wanted: &[String],
 ) -> anyhow::Result<()> {
     let record = xdp_record_path(data_dir);
-    let text = match std::fs::read_to_string(&record) {
-        Ok(text) => text,
+    // Lenient: a damaged line is skipped (and dropped when the record is
+    // rewritten) rather than stopping every start.
+    let text = match std::fs::read(&record) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(anyhow!("reading {}: {e}", record.display())),
     };
@@ -336,9 +333,17 @@ pub fn reconcile_xdp_links(
     }
     let mut out = String::new();
     for (dir, ifname) in &keep {
+        // Config validation refuses control characters in paths; a name
+        // with a tab or newline would break the record's lines.
         let dir = dir
             .to_str()
-            .ok_or_else(|| anyhow!("traffic.xdp_pin_dir {} is not UTF-8", dir.display()))?;
+            .filter(|d| !d.contains(['\t', '\n']) && !ifname.contains(['\t', '\n']))
+            .ok_or_else(|| {
+                anyhow!(
+                    "XDP link {} on {ifname:?}: not recordable (non-UTF-8, tab or newline)",
+                    dir.display()
+                )
+            })?;
         out.push_str(&format!("{dir}\t{ifname}\n"));
     }
     if out == text {
@@ -355,12 +360,15 @@ pub fn reconcile_xdp_links(
     Ok(())
 }
 
+/// Copies of traffic file blobs kept besides those the config names (at
+/// most 1 MiB for a policy, 4 MiB for a cage config: 64 MiB at worst).
+const TRAFFIC_FILE_COPIES_OTHERS_KEPT: usize = 16;
+
 /// Reads the files the traffic section names: a path, or `/ipfs/CID` for a
 /// blob of the node's store. The agent keeps a copy of each blob it read
 /// under `<data_dir>/traffic-files/CID` and prefers it (after checking it
 /// against the CID), so a blob unpinned and collected later does not stop
-/// the next start; copies the config no longer names are removed
-/// ([`TrafficFiles::keep_only`]).
+/// the next start; old copies are pruned ([`TrafficFiles::prune`]).
 #[derive(Debug, Clone)]
 struct TrafficFiles {
     store: Store,
@@ -419,18 +427,24 @@ impl TrafficFiles {
             .store
             .get(cid)
             .with_context(|| format!("reading {cid}"))?;
-        std::fs::create_dir_all(&self.copies)
-            .with_context(|| format!("creating {}", self.copies.display()))?;
+        // Without the copy the node still starts now; only a later start
+        // after the blob was collected would miss it.
         let tmp = self.copies.join(format!("{cid}.tmp"));
-        std::fs::write(&tmp, &bytes)
+        let kept = std::fs::create_dir_all(&self.copies)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
             .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &copy))
-            .with_context(|| format!("keeping a copy of {cid} at {}", copy.display()))?;
+            .and_then(|()| std::fs::rename(&tmp, &copy));
+        if let Err(e) = kept {
+            tracing::warn!(copy = %copy.display(), error = %e, "cannot keep a copy of a traffic file blob");
+        }
         Ok(bytes)
     }
 
-    /// Removes the copies of blobs none of `paths` names.
-    fn keep_only(&self, paths: &[&Path]) {
+    /// Removes old copies: those `paths` name stay, and so do the
+    /// [`TRAFFIC_FILE_COPIES_OTHERS_KEPT`] newest others, since the config
+    /// a trial reverts to (or an older one an operator goes back to) may
+    /// name a blob collected since.
+    fn prune(&self, paths: &[&Path]) {
         let named: Vec<String> = paths
             .iter()
             .filter_map(|p| store_blob(p)?.ok())
@@ -439,12 +453,21 @@ impl TrafficFiles {
         let Ok(entries) = std::fs::read_dir(&self.copies) else {
             return;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !named.contains(&name)
-                && let Err(e) = std::fs::remove_file(entry.path())
-            {
-                tracing::warn!(copy = %entry.path().display(), error = %e, "cannot remove an old traffic file copy");
+        let mut others: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter(|e| !named.contains(&e.file_name().to_string_lossy().into_owned()))
+            .map(|e| {
+                let modified = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (modified, e.path())
+            })
+            .collect();
+        others.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+        for (_, path) in others.into_iter().skip(TRAFFIC_FILE_COPIES_OTHERS_KEPT) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(copy = %path.display(), error = %e, "cannot remove an old traffic file copy");
             }
         }
     }
@@ -680,10 +703,23 @@ mod tests {
         );
         assert!(e.starts_with("traffic.policy /ipfs/"), "{e}");
 
-        // Copies the config no longer names go.
+        // Old copies are pruned, the newest few kept besides the named ones.
         files.read(&path, 1024).unwrap();
-        files.keep_only(&[file.as_path()]);
-        assert!(!copy.exists());
+        files.prune(&[file.as_path()]);
+        assert!(copy.exists(), "one other copy is within the kept few");
+        for i in 0..TRAFFIC_FILE_COPIES_OTHERS_KEPT + 3 {
+            let other = store.put(format!("other {i}").as_bytes(), false).unwrap();
+            files
+                .read(Path::new(&format!("/ipfs/{}", other.cid)), 1024)
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        files.prune(&[path.as_path()]);
+        let left = std::fs::read_dir(dir.path().join("data/traffic-files"))
+            .unwrap()
+            .count();
+        assert_eq!(left, TRAFFIC_FILE_COPIES_OTHERS_KEPT + 1);
+        assert!(copy.exists(), "the named copy stays");
     }
 
     /// The XDP link record: links this node pinned and the config no longer
@@ -695,7 +731,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let record = || std::fs::read_to_string(xdp_record_path(&data)).unwrap_or_default();
-        let pins = Path::new("/sys/fs/bpf/metanode-unit-test-none");
+        let pins_dir = dir.path().join("pins");
+        let pins = pins_dir.as_path();
         reconcile_xdp_links(&data, pins, &["eth0".into(), "eth1".into()]).unwrap();
         assert_eq!(record(), format!("{0}\teth0\n{0}\teth1\n", pins.display()));
         reconcile_xdp_links(&data, pins, &["eth1".into()]).unwrap();
