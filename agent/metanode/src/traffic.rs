@@ -173,7 +173,7 @@ pub async fn start(
                 .apply(&compiled)
                 .context("writing the policy into the XDP maps")?;
             for ifname in &interfaces {
-                lights.attach(ifname, mode).with_context(|| {
+                attach_retrying(&mut lights, ifname, mode).with_context(|| {
                     format!("attaching XDP to {ifname} (traffic.xdp_interfaces)")
                 })?;
             }
@@ -265,6 +265,33 @@ pub async fn start(
         },
         metrics,
     ))
+}
+
+/// How long an attach that the kernel refuses is retried (see
+/// [`attach_retrying`]).
+const XDP_ATTACH_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Attaches, retrying a refused attach for up to [`XDP_ATTACH_RETRY`]: a
+/// link released at this start on the same interface (its pin directory
+/// changed) is freed by the kernel from a workqueue, and until then the
+/// interface still has a program. A real refusal (no such interface, no
+/// XDP support) fails after the bound, naming the kernel's reason.
+fn attach_retrying(
+    lights: &mut TrafficLights,
+    ifname: &str,
+    mode: AttachMode,
+) -> Result<(), metanode_ebpf::AttachError> {
+    let deadline = std::time::Instant::now() + XDP_ATTACH_RETRY;
+    loop {
+        match lights.attach(ifname, mode) {
+            Err(metanode_ebpf::AttachError::Attach { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Where this node pinned XDP links, one `PIN_DIR<TAB>IFNAME` per line,

@@ -680,3 +680,53 @@ fn one_policy_enforced_at_xdp_and_in_the_cage() {
     let status = agent.stop();
     assert!(status.success(), "{status:?}; log:\n{log}");
 }
+
+/// A listed interface that does not exist stops the node with an error
+/// naming it (after the bounded attach retry), and nothing is left pinned.
+#[test]
+fn an_interface_that_does_not_exist_is_named() {
+    if !is_root() {
+        eprintln!("skipped: needs root (bpffs)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = tmp.path().join("biso.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\nmode: normal\n\
+         data: { class: General, purposes: [test], encryption: { in_transit: true, at_rest: true }, retention_days_max: 30 }\n\
+         regions: []\nunknown_region: anywhere\n\
+         yellow: { rate_per_s: 1, burst: 1, sample_one_in: 0 }\n",
+    )
+    .expect("write policy");
+    let pin_dir = format!("/sys/fs/bpf/metanode-test-noif-{}", std::process::id());
+    let config = tmp.path().join("node.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node:\n  name: noif\n  data_dir: {}\n\
+             traffic:\n  policy: {}\n  xdp_interfaces: [mnt-no-such0]\n  xdp_pin_dir: {pin_dir}\n",
+            tmp.path().join("data").display(),
+            policy.display()
+        ),
+    )
+    .expect("write config");
+    let out = common::cli(
+        &[
+            "agent",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--api-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the node started: {stderr}");
+    assert!(
+        stderr.contains("attaching XDP to mnt-no-such0 (traffic.xdp_interfaces)"),
+        "{stderr}"
+    );
+    assert!(!Path::new(&pin_dir).join("links/mnt-no-such0").exists());
+    let _ = std::fs::remove_dir_all(&pin_dir);
+}
