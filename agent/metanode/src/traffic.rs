@@ -379,12 +379,8 @@ pub fn reconcile_xdp_links(
     if let Some(dir) = record.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = record.with_extension("tmp");
-    std::fs::write(&tmp, out.as_bytes())
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &record))
-        .with_context(|| format!("writing the XDP link record {}", record.display()))?;
-    Ok(())
+    write_whole(&record, out.as_bytes())
+        .with_context(|| format!("writing the XDP link record {}", record.display()))
 }
 
 /// Copies of traffic file blobs kept besides those the config names (at
@@ -456,13 +452,11 @@ impl TrafficFiles {
             .with_context(|| format!("reading {cid}"))?;
         // Without the copy the node still starts now; only a later start
         // after the blob was collected would miss it.
-        let tmp = self.copies.join(format!("{cid}.tmp"));
         let kept = std::fs::create_dir_all(&self.copies)
-            .and_then(|()| std::fs::write(&tmp, &bytes))
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &copy));
+            .map_err(anyhow::Error::from)
+            .and_then(|()| write_whole(&copy, &bytes));
         if let Err(e) = kept {
-            tracing::warn!(copy = %copy.display(), error = %e, "cannot keep a copy of a traffic file blob");
+            tracing::warn!(copy = %copy.display(), error = %format!("{e:#}"), "cannot keep a copy of a traffic file blob");
         }
         Ok(bytes)
     }
@@ -498,6 +492,12 @@ impl TrafficFiles {
             }
         }
     }
+}
+
+/// `bytes` as the whole of `path`, synced, replacing it in one rename (the
+/// store CLI's `write_atomically`, which removes its partial file on error).
+fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::cmd_store::write_atomically(path, |sink| Ok(sink.write_all(bytes)?))
 }
 
 /// A whole file, refused (before it is read) above `size_bytes_max`.
