@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::genesis_file;
 use crate::output::Output;
+use crate::stop_signals::StopSignals;
 
 /// File in the data dir naming the URL of the agent serving it, so
 /// `metanode store` can point at it when the store is locked.
@@ -347,7 +348,7 @@ async fn serve_node(cfg: NodeConfig, appliance: bool, out: &Output) -> anyhow::R
     // Installed here, before "serving" is announced: a handler installed
     // inside the spawned task could come after a SIGTERM sent right after
     // the announcement, which would then kill the agent outright.
-    let handlers = install_signal_handlers();
+    let handlers = StopSignals::install();
     let signals = tokio::spawn(count_signals(handlers, signals_tx));
 
     out.emit(
@@ -483,54 +484,11 @@ async fn start_chain(
     Ok(node)
 }
 
-type SignalHandlers = Option<(
-    Option<tokio::signal::unix::Signal>,
-    Option<tokio::signal::unix::Signal>,
-)>;
-
-/// SIGTERM and SIGINT handlers (from here on, neither kills the process).
-fn install_signal_handlers() -> SignalHandlers {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(term), Ok(int)) => Some((Some(term), Some(int))),
-        (Ok(term), Err(e)) => {
-            tracing::error!(error = %e, "cannot install the SIGINT handler; SIGTERM still stops the agent");
-            Some((Some(term), None))
-        }
-        (Err(e), Ok(int)) => {
-            tracing::error!(error = %e, "cannot install the SIGTERM handler; SIGINT still stops the agent");
-            Some((None, Some(int)))
-        }
-        (Err(e), Err(_)) => {
-            tracing::error!(error = %e, "cannot install signal handlers; stop the agent with SIGKILL");
-            None
-        }
-    }
-}
-
 /// Count SIGTERM/SIGINT deliveries: the first starts a graceful shutdown,
 /// the second cuts the drain short.
-async fn count_signals(handlers: SignalHandlers, tx: watch::Sender<u32>) {
-    let Some((mut term, mut int)) = handlers else {
-        return;
-    };
-    // A handler that could not be installed never fires.
-    async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
-        match signal {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
+async fn count_signals(mut signals: StopSignals, tx: watch::Sender<u32>) {
     loop {
-        let name = tokio::select! {
-            _ = next(&mut term) => "SIGTERM",
-            _ = next(&mut int) => "SIGINT",
-        };
+        let name = signals.next().await;
         let count = *tx.borrow() + 1;
         if count == 1 {
             tracing::info!(

@@ -198,29 +198,11 @@ fn serve(args: &ServeArgs, out: &Output) -> anyhow::Result<()> {
 /// SIGINT (Ctrl-C) or SIGTERM (a supervisor, `timeout`): drain and write
 /// the last receipt batch either way.
 /// Installs the SIGTERM and SIGINT handlers now (before "listening" is
-/// announced, so a signal right after it is a graceful stop, not a kill)
-/// and returns what waits for either.
+/// announced) and returns what waits for either.
 fn stop_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
+    let mut signals = crate::stop_signals::StopSignals::install();
     async move {
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            (Ok(mut one), Err(e)) | (Err(e), Ok(mut one)) => {
-                tracing::error!(error = %e, "cannot install one of the SIGTERM/SIGINT handlers");
-                one.recv().await;
-            }
-            (Err(e), Err(_)) => {
-                tracing::error!(error = %e, "cannot install signal handlers; stop the cage with SIGKILL");
-                std::future::pending().await
-            }
-        }
+        signals.next().await;
     }
 }
 

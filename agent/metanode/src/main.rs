@@ -15,6 +15,7 @@ mod cmd_system;
 mod docklock_service;
 mod genesis_file;
 mod output;
+mod stop_signals;
 mod traffic;
 
 use clap::{CommandFactory, Parser, Subcommand};
