@@ -41,6 +41,8 @@ use crate::image::{self, initramfs, keys, uki};
 use crate::vm::{self, Mode, Spec, Vm};
 
 const READY: &str = "metanode: ready";
+/// What the agent prints each time it (re)starts serving the guest API.
+const SERVING_API: &str = "serving api on http://0.0.0.0:7878";
 /// TCG boots take seconds; these bound a hung boot, they are not targets.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -588,10 +590,7 @@ fn config(ctx: &Ctx) -> anyhow::Result<()> {
         "node:\n  name: {name}\n  data_dir: /var/lib/metanode/node\napi:\n  listen: 0.0.0.0:7878\n\
          store:\n  segment_size_bytes_max: 67108864\nnetwork:\n  mode: dhcp\nlog:\n  level: debug\n"
     );
-    let restarts_before = vm
-        .log()
-        .matches("serving api on http://0.0.0.0:7878")
-        .count();
+    let restarts_before = vm.log().matches(SERVING_API).count();
     // Through the operator CLI this time.
     let api = format!("http://127.0.0.1:{}", ctx.port);
     let file = ctx.work.join("config/good.yaml");
@@ -599,11 +598,7 @@ fn config(ctx: &Ctx) -> anyhow::Result<()> {
     let file = file.to_string_lossy().into_owned();
     cli(&["config", "apply", &file, "--api", &api, "--timeout-s", "30"])?;
     // Wait for the agent restarted on the trial config before committing.
-    vm.wait_for_count(
-        "serving api on http://0.0.0.0:7878",
-        restarts_before + 1,
-        Duration::from_secs(30),
-    )?;
+    vm.wait_for_count(SERVING_API, restarts_before + 1, Duration::from_secs(30))?;
     wait_api(ctx.port, Duration::from_secs(30))?;
     cli(&["config", "commit", "--api", &api])?;
     let trial = http::request(ctx.port, "GET", "/api/v1/config/trial", b"")?.json()?;
@@ -617,25 +612,26 @@ fn config(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies `yaml` as a config trial, waits for the agent restarted on it and
-/// commits it (the operator's `config apply` + `config commit`, over HTTP).
-fn apply_and_commit(ctx: &Ctx, vm: &mut Vm, yaml: &str) -> anyhow::Result<()> {
-    let restarts_before = vm
-        .log()
-        .matches("serving api on http://0.0.0.0:7878")
-        .count();
+/// Starts `yaml` as a config trial that reverts after `timeout_s` unless
+/// committed, and waits until the agent restarted on it serves the API
+/// (counted from before the request, so the line must be a new one).
+fn try_config(ctx: &Ctx, vm: &mut Vm, yaml: &str, timeout_s: u32) -> anyhow::Result<()> {
+    let restarts_before = vm.log().matches(SERVING_API).count();
     let r = http::request(
         ctx.port,
         "POST",
-        "/api/v1/config?mode=try&timeout_s=60",
+        &format!("/api/v1/config?mode=try&timeout_s={timeout_s}"),
         yaml.as_bytes(),
     )?;
     anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
-    vm.wait_for_count(
-        "serving api on http://0.0.0.0:7878",
-        restarts_before + 1,
-        Duration::from_secs(30),
-    )?;
+    vm.wait_for_count(SERVING_API, restarts_before + 1, Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Applies `yaml` as a config trial, waits for the agent restarted on it and
+/// commits it (the operator's `config apply` + `config commit`, over HTTP).
+fn apply_and_commit(ctx: &Ctx, vm: &mut Vm, yaml: &str) -> anyhow::Result<()> {
+    try_config(ctx, vm, yaml, 60)?;
     wait_api(ctx.port, Duration::from_secs(30))?;
     let r = http::request(ctx.port, "POST", "/api/v1/config/commit", b"")?;
     anyhow::ensure!(
@@ -716,26 +712,11 @@ fn traffic(ctx: &Ctx) -> anyhow::Result<()> {
     // commit it, and the trial reverts to a config without XDP, whose start
     // must release the pinned link the trial left (or the node would stay
     // unreachable).
-    // Counted before the trial: its agent's line must be a new one.
-    let restarts_before = vm
-        .log()
-        .matches("serving api on http://0.0.0.0:7878")
-        .count();
-    let r = http::request(
-        ctx.port,
-        "POST",
-        "/api/v1/config?mode=try&timeout_s=30",
-        config(&red).as_bytes(),
-    )?;
-    anyhow::ensure!(r.status == 202, "config try: {} {}", r.status, r.text());
+    // Once the trial's agent serves, the API is up behind XDP: what the
+    // probe meets is the filter.
+    try_config(ctx, &mut vm, &config(&red), 30)?;
     vm.wait_for_count(ENFORCED, 1, Duration::from_secs(30))
         .context("the blocking policy did not take effect")?;
-    // The API is up behind XDP: what the probe meets is the filter.
-    vm.wait_for_count(
-        "serving api on http://0.0.0.0:7878",
-        restarts_before + 1,
-        Duration::from_secs(30),
-    )?;
     let blocked = http::request_within(ctx.port, "GET", "/health", b"", Duration::from_secs(5));
     anyhow::ensure!(
         blocked.as_ref().map(|r| r.status).unwrap_or(0) != 200,
