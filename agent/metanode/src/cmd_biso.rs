@@ -75,8 +75,21 @@ pub fn run(cmd: BisoCommand, out: &Output) -> anyhow::Result<()> {
 /// Reads and validates a policy file; the error names the file, line and
 /// field.
 pub fn read_policy(path: &Path) -> anyhow::Result<Policy> {
-    let yaml =
-        std::fs::read_to_string(path).with_context(|| format!("read policy {}", path.display()))?;
+    // Bounded before it is read: the parser refuses a longer source anyway,
+    // and a path to something endless (a device, a FIFO) must not hang or
+    // fill memory first.
+    let bytes = crate::traffic::read_bounded(
+        path,
+        metanode_biso::limits::POLICY_SOURCE_LEN_BYTES_MAX as u64,
+    )
+    .context("read policy")?;
+    let yaml = String::from_utf8(bytes).map_err(|e| {
+        anyhow!(
+            "{}: not UTF-8 text (byte {}): not a YAML policy",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     load_policy(&yaml).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
@@ -194,4 +207,43 @@ pub fn parse_public_key(text: &str) -> anyhow::Result<PublicKey> {
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| anyhow!("--signer must be 64 hex digits (an Ed25519 public key)"))?;
     PublicKey::from_bytes(&bytes).map_err(|e| anyhow!("--signer: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_file_over_the_bound_is_refused_before_it_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        let bound = metanode_biso::limits::POLICY_SOURCE_LEN_BYTES_MAX;
+        std::fs::write(&path, vec![b'#'; bound + 1]).unwrap();
+        let e = format!("{:#}", read_policy(&path).unwrap_err());
+        assert!(
+            e.contains("big.yaml") && e.contains(&format!("over {bound} bytes")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_policy_file_that_is_not_text_is_refused_naming_the_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bin.yaml");
+        std::fs::write(&path, b"mode: normal\n\xff").unwrap();
+        let e = format!("{:#}", read_policy(&path).unwrap_err());
+        assert!(
+            e.contains("bin.yaml") && e.contains("not UTF-8 text (byte 13)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_policy_file_names_the_path() {
+        let e = format!(
+            "{:#}",
+            read_policy(Path::new("/nonexistent/p.yaml")).unwrap_err()
+        );
+        assert!(e.contains("/nonexistent/p.yaml"), "{e}");
+    }
 }

@@ -501,7 +501,7 @@ fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// A whole file, refused (before it is read) above `size_bytes_max`.
-fn read_bounded(path: &Path, size_bytes_max: u64) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: &Path, size_bytes_max: u64) -> anyhow::Result<Vec<u8>> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut bytes = Vec::new();
