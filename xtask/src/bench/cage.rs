@@ -33,7 +33,9 @@
 //!    send time) at 50/80/95 % of the lower of the two maxima the same
 //!    generator reaches closed-loop (each the median of alternating rounds),
 //!    so both proxies see the same offered load and the generator can keep
-//!    its schedule.
+//!    its schedule. A full run sends each open-loop round through a second,
+//!    identical nginx as well: the control, whose distance from nginx shows
+//!    how far two equal proxies land apart on this host.
 //! 4. Signed requests: the cage on one core (taskset) verifying RFC 9421
 //!    ed25519 signatures with Content-Digest and nonces, fed pre-signed
 //!    requests from the other core; requests per second per core.
@@ -92,7 +94,10 @@ const LOAD_PERCENTS: [u32; 3] = [50, 80, 95];
 /// single window's p99 says more about the host than about the proxy; with
 /// 3 rounds a full run's rows still flipped either way between runs, so the
 /// note also gives the median of each round's ours/nginx ratio (the two
-/// sides of a round run back to back, so a slow spell hits both).
+/// sides of a round run back to back, so a slow spell hits both). Even
+/// that flips: on 2026-12-03 (16:54Z, 15 rounds at 50 %) two identical
+/// nginx proxies were more than 1.1x apart in 10 of 22 five-round windows,
+/// so a full run adds the control (a second nginx) to every round.
 const OPEN_LOOP_ROUNDS_FULL: usize = 5;
 const OPEN_LOOP_ROUNDS_QUICK: usize = 1;
 /// Closed-loop rounds per proxy that set the open-loop base (median of
@@ -237,12 +242,13 @@ pub fn run(args: &CageBenchArgs) -> anyhow::Result<()> {
             "proxy": format!("GET /bench → upstream nginx `return 200 ok`; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, \
                               {} alternating rounds of {}s per proxy and mode (median); open loop \
                               {OPEN_LOOP_CONNECTIONS} connections for {}s at {LOAD_PERCENTS:?} % of \
-                              min(median of {} alternating http-load closed-loop rounds per proxy), {} alternating rounds (median p99)",
+                              min(median of {} alternating http-load closed-loop rounds per proxy), {} alternating rounds (median p99){}",
                               if quick { WRK_ROUNDS_QUICK } else { WRK_ROUNDS_FULL },
                               if quick { WRK_DURATION_QUICK.as_secs() } else { WRK_ROUND_DURATION_FULL.as_secs() },
                               duration.as_secs(),
                               if quick { BASE_ROUNDS_QUICK } else { BASE_ROUNDS_FULL },
-                              if quick { OPEN_LOOP_ROUNDS_QUICK } else { OPEN_LOOP_ROUNDS_FULL }),
+                              if quick { OPEN_LOOP_ROUNDS_QUICK } else { OPEN_LOOP_ROUNDS_FULL },
+                              if quick { "" } else { ", each round also through a second, identical nginx (the control)" }),
         }),
         rows,
         runs,
@@ -374,10 +380,25 @@ fn proxies(
     let upstream_port = peers::free_port()?;
     let _upstream = peers::nginx_upstream(nginx, dir, upstream_port, None)?;
     let nginx_port = peers::free_port()?;
-    let nginx_proxy = peers::nginx_proxy(nginx, dir, nginx_port, upstream_port)?;
+    let nginx_proxy = peers::nginx_proxy(nginx, dir, nginx_port, upstream_port, "nginx-proxy")?;
     let cage_port = peers::free_port()?;
     let cage = super::cage_ours::serve(metanode, dir, cage_port, upstream_port, None)?;
-    for s in [&nginx_proxy, &cage] {
+    // The open-loop rows' control: a second nginx, identical to the peer.
+    // How far nginx is from itself says how far apart two equal proxies
+    // land on this host, next to how far the cage is from nginx.
+    let control = if quick {
+        None
+    } else {
+        let port = peers::free_port()?;
+        Some(peers::nginx_proxy(
+            nginx,
+            dir,
+            port,
+            upstream_port,
+            "nginx-proxy-control",
+        )?)
+    };
+    for s in [&nginx_proxy, &cage].into_iter().chain(control.as_ref()) {
         let status = peers::http_status(s.port, "/bench")?;
         ensure!(
             status == 200,
@@ -518,33 +539,50 @@ fn proxies(
             "--rate".to_string(),
             format!("{rate:.0}"),
         ];
-        let (mut ours_rounds, mut peer_rounds) = (Vec::new(), Vec::new());
-        for round in 0..open_rounds {
-            let run = |port| peers::http_load(http_load, dir, port, &load_args, duration, None);
-            let (ours, peer) = if round % 2 == 0 {
-                let ours = run(cage.port)?;
-                (ours, run(nginx_proxy.port)?)
-            } else {
-                let peer = run(nginx_proxy.port)?;
-                (run(cage.port)?, peer)
-            };
-            eprintln!(
-                "    {pct:>3} % ({rate:.0} req/s) round {}: ours p99 {:.2} ms, nginx p99 {:.2} ms",
-                round + 1,
-                ours.latency_us.p99 / 1e3,
-                peer.latency_us.p99 / 1e3
-            );
-            ours_rounds.push(ours);
-            peer_rounds.push(peer);
-        }
-        let ratios: Vec<f64> = ours_rounds
-            .iter()
-            .zip(&peer_rounds)
-            .map(|(o, p)| o.latency_us.p99 / p.latency_us.p99.max(1.0))
+        // Sides in a round: ours, nginx, then the control if there is one;
+        // every other round runs them in reverse, so drift hits all alike.
+        let ports: Vec<u16> = [cage.port, nginx_proxy.port]
+            .into_iter()
+            .chain(control.as_ref().map(|c| c.port))
             .collect();
-        open_loop.push(json!({"percent": pct, "rate_per_s": rate,
-                              "ours": raw(&ours_rounds), "nginx": raw(&peer_rounds),
-                              "paired_p99_ratios": ratios}));
+        let mut sides: Vec<Vec<LoadResult>> = vec![Vec::new(); ports.len()];
+        for round in 0..open_rounds {
+            let mut order: Vec<usize> = (0..ports.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for side in order {
+                let r = peers::http_load(http_load, dir, ports[side], &load_args, duration, None)?;
+                sides[side].push(r);
+            }
+            let p99_ms = |side: usize| sides[side][round].latency_us.p99 / 1e3;
+            eprintln!(
+                "    {pct:>3} % ({rate:.0} req/s) round {}: ours p99 {:.2} ms, nginx p99 {:.2} ms{}",
+                round + 1,
+                p99_ms(0),
+                p99_ms(1),
+                if sides.len() > 2 {
+                    format!(", control nginx p99 {:.2} ms", p99_ms(2))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let control_rounds = sides.get(2).cloned();
+        let peer_rounds = sides[1].clone();
+        let ours_rounds = std::mem::take(&mut sides[0]);
+        let ratios = paired_p99_ratios(&ours_rounds, &peer_rounds);
+        let control_ratios = control_rounds
+            .as_ref()
+            .map(|c| paired_p99_ratios(c, &peer_rounds));
+        let mut level = json!({"percent": pct, "rate_per_s": rate,
+                               "ours": raw(&ours_rounds), "nginx": raw(&peer_rounds),
+                               "paired_p99_ratios": ratios});
+        if let (Some(c), Some(r)) = (&control_rounds, &control_ratios) {
+            level["nginx_control"] = json!(raw(c));
+            level["control_paired_p99_ratios"] = json!(r);
+        }
+        open_loop.push(level);
         let paired_ratio = median(ratios).unwrap_or(0.0);
         let (ours, ours_range) = median_p99(ours_rounds);
         let (peer, peer_range) = median_p99(peer_rounds);
@@ -566,6 +604,20 @@ fn proxies(
                     "; paired rounds: median ours/nginx p99 {paired_ratio:.2}x"
                 ));
             }
+        }
+        if let (Some(c), Some(r), Some(n)) =
+            (control_rounds, control_ratios, row.peer_note.as_mut())
+        {
+            let control_paired = median(r).unwrap_or(0.0);
+            let (control, control_range) = median_p99(c);
+            n.push_str(&format!(
+                "; control (a second, identical nginx): median p99 {:.2} ms, range {:.2}-{:.2} ms, \
+                 {:.2}x nginx, paired rounds {control_paired:.2}x",
+                control.latency_us.p99 / 1e3,
+                control_range.0,
+                control_range.1,
+                control.latency_us.p99 / peer.latency_us.p99.max(1.0),
+            ));
         }
         rows.push(row);
     }
@@ -630,6 +682,14 @@ fn wrk_row(metric: &str, ours: &WrkSamples, nginx: &WrkSamples) -> Row {
     r.ours_note = Some(note(ours));
     r.peer_note = Some(note(nginx));
     r
+}
+
+/// Each round's `a` p99 over `b`'s (the two ran back to back).
+fn paired_p99_ratios(a: &[LoadResult], b: &[LoadResult]) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| a.latency_us.p99 / b.latency_us.p99.max(1.0))
+        .collect()
 }
 
 /// The round with the median p99 (never empty: the rounds constants are at

@@ -174,13 +174,17 @@ pub fn nginx_upstream(
 /// `deferred` on its listener: the cage's listener always has
 /// TCP_DEFER_ACCEPT, which alone is worth about 10 % to nginx on the
 /// new-connection rows here, so nginx gets it too.
+///
+/// `name` is the instance's name in logs and its directory under `dir`: the
+/// full run starts a second, identical one as the open-loop rows' control.
 pub fn nginx_proxy(
     nginx: &Path,
     dir: &Path,
     port: u16,
     upstream_port: u16,
+    name: &'static str,
 ) -> anyhow::Result<Server> {
-    let dir = dir.join("nginx-proxy");
+    let dir = dir.join(name);
     std::fs::create_dir_all(&dir)?;
     let server = format!(
         "  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}\n\
@@ -193,7 +197,7 @@ pub fn nginx_proxy(
     std::fs::write(&conf, nginx_conf(&dir, &server))?;
     let mut cmd = Command::new(nginx);
     cmd.arg("-p").arg(&dir).arg("-c").arg(&conf);
-    Server::spawn("nginx", port, &mut cmd, dir.join("stderr.log"))
+    Server::spawn(name, port, &mut cmd, dir.join("stderr.log"))
 }
 
 pub fn nginx_version(nginx: &Path) -> String {
