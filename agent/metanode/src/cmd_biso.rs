@@ -75,21 +75,14 @@ pub fn run(cmd: BisoCommand, out: &Output) -> anyhow::Result<()> {
 /// Reads and validates a policy file; the error names the file, line and
 /// field.
 pub fn read_policy(path: &Path) -> anyhow::Result<Policy> {
-    // Bounded before it is read: the parser refuses a longer source anyway,
-    // and a path to something endless (a device, a FIFO) must not hang or
-    // fill memory first.
-    let bytes = crate::traffic::read_bounded(
+    // Bounded while it is read: the parser refuses a longer source anyway,
+    // and an endless one (/dev/zero, a pipe) must not fill memory first. A
+    // FIFO without a writer still blocks, as it does for `cat`.
+    let yaml = crate::traffic::read_text_bounded(
         path,
         metanode_biso::limits::POLICY_SOURCE_LEN_BYTES_MAX as u64,
     )
     .context("read policy")?;
-    let yaml = String::from_utf8(bytes).map_err(|e| {
-        anyhow!(
-            "{}: not UTF-8 text (byte {}): not a YAML policy",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
     load_policy(&yaml).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
@@ -233,7 +226,19 @@ mod tests {
         std::fs::write(&path, b"mode: normal\n\xff").unwrap();
         let e = format!("{:#}", read_policy(&path).unwrap_err());
         assert!(
-            e.contains("bin.yaml") && e.contains("not UTF-8 text (byte 13)"),
+            e.contains("read policy")
+                && e.contains("bin.yaml")
+                && e.contains("not UTF-8 text (at byte offset 13)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_endless_policy_source_stops_at_the_bound() {
+        let e = format!("{:#}", read_policy(Path::new("/dev/zero")).unwrap_err());
+        let bound = metanode_biso::limits::POLICY_SOURCE_LEN_BYTES_MAX;
+        assert!(
+            e.contains(&format!("/dev/zero is over {bound} bytes")),
             "{e}"
         );
     }

@@ -413,12 +413,8 @@ impl TrafficFiles {
             // Config validation already parsed it; this is the same parse.
             Some(cid) => self.blob(&cid.map_err(|e| anyhow!(e))?, size_bytes_max)?,
         };
-        String::from_utf8(bytes).map_err(|e| {
-            anyhow!(
-                "not UTF-8 text (byte {}): not a YAML file",
-                e.utf8_error().valid_up_to()
-            )
-        })
+        // The caller's context names the setting and the path.
+        utf8_text(bytes)
     }
 
     fn blob(&self, cid: &ContentId, size_bytes_max: u64) -> anyhow::Result<Vec<u8>> {
@@ -514,6 +510,20 @@ pub(crate) fn read_bounded(path: &Path, size_bytes_max: u64) -> anyhow::Result<V
         path.display()
     );
     Ok(bytes)
+}
+
+/// [`read_bounded`], as UTF-8 text (YAML files: policies, cage configs).
+pub(crate) fn read_text_bounded(path: &Path, size_bytes_max: u64) -> anyhow::Result<String> {
+    utf8_text(read_bounded(path, size_bytes_max)?).with_context(|| path.display().to_string())
+}
+
+fn utf8_text(bytes: Vec<u8>) -> anyhow::Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow!(
+            "not UTF-8 text (at byte offset {}): not a YAML file",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// The policy `traffic.policy` names: a file, or a blob of the store.

@@ -96,8 +96,9 @@ const LOAD_PERCENTS: [u32; 3] = [50, 80, 95];
 /// note also gives the median of each round's ours/nginx ratio (the two
 /// sides of a round run back to back, so a slow spell hits both). Even
 /// that flips: on 2026-12-03 (16:54Z, 15 rounds at 50 %) two identical
-/// nginx proxies were more than 1.1x apart in 10 of 22 five-round windows,
-/// so a full run adds the control (a second nginx) to every round.
+/// nginx proxies were more than 1.1x apart (median p99 of five rounds) in
+/// 10 of the 11 five-round windows, so a full run adds the control (a
+/// second nginx) to every round.
 const OPEN_LOOP_ROUNDS_FULL: usize = 5;
 const OPEN_LOOP_ROUNDS_QUICK: usize = 1;
 /// Closed-loop rounds per proxy that set the open-loop base (median of
@@ -539,19 +540,14 @@ fn proxies(
             "--rate".to_string(),
             format!("{rate:.0}"),
         ];
-        // Sides in a round: ours, nginx, then the control if there is one;
-        // every other round runs them in reverse, so drift hits all alike.
+        // Sides: 0 ours, 1 nginx, 2 the control if there is one.
         let ports: Vec<u16> = [cage.port, nginx_proxy.port]
             .into_iter()
             .chain(control.as_ref().map(|c| c.port))
             .collect();
         let mut sides: Vec<Vec<LoadResult>> = vec![Vec::new(); ports.len()];
         for round in 0..open_rounds {
-            let mut order: Vec<usize> = (0..ports.len()).collect();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for side in order {
+            for &side in open_loop_order(round, ports.len()) {
                 let r = peers::http_load(http_load, dir, ports[side], &load_args, duration, None)?;
                 sides[side].push(r);
             }
@@ -612,11 +608,13 @@ fn proxies(
             let (control, control_range) = median_p99(c);
             n.push_str(&format!(
                 "; control (a second, identical nginx): median p99 {:.2} ms, range {:.2}-{:.2} ms, \
-                 {:.2}x nginx, paired rounds {control_paired:.2}x",
+                 {:.2}x nginx, paired rounds {control_paired:.2}x; that round {:.0} achieved, {} errors",
                 control.latency_us.p99 / 1e3,
                 control_range.0,
                 control_range.1,
                 control.latency_us.p99 / peer.latency_us.p99.max(1.0),
+                control.rps,
+                control.errors + control.requests.saturating_sub(control.ok_2xx),
             ));
         }
         rows.push(row);
@@ -682,6 +680,23 @@ fn wrk_row(metric: &str, ours: &WrkSamples, nginx: &WrkSamples) -> Row {
     r.ours_note = Some(note(ours));
     r.peer_note = Some(note(nginx));
     r
+}
+
+/// The order of the sides (0 ours, 1 nginx, 2 the control) in open-loop
+/// round `round`. Ours and nginx always run back to back (their paired
+/// ratio compares neighbours in time) and take turns going first; with a
+/// control, ours and nginx each take every slot over four rounds, so a
+/// slot that happens to be faster on this host (first after a pause, last
+/// before one) favours neither for long. The control takes the first and
+/// the last slot in turn: the middle one would part ours from nginx.
+fn open_loop_order(round: usize, sides: usize) -> &'static [usize] {
+    const PAIR: [[usize; 2]; 2] = [[0, 1], [1, 0]];
+    const WITH_CONTROL: [[usize; 3]; 4] = [[0, 1, 2], [2, 1, 0], [1, 0, 2], [2, 0, 1]];
+    if sides == 3 {
+        &WITH_CONTROL[round % WITH_CONTROL.len()]
+    } else {
+        &PAIR[round % PAIR.len()]
+    }
 }
 
 /// Each round's `a` p99 over `b`'s (the two ran back to back).
@@ -757,5 +772,54 @@ pub(super) fn pinned(cpu: u32, program: &Path) -> Command {
         c
     } else {
         Command::new(program)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_loop_order;
+
+    #[test]
+    fn ours_and_nginx_run_back_to_back_and_take_turns_going_first() {
+        for sides in [2, 3] {
+            let mut ours_first = 0;
+            for round in 0..4 {
+                let order = open_loop_order(round, sides);
+                let mut seen = order.to_vec();
+                seen.sort_unstable();
+                assert_eq!(
+                    seen,
+                    (0..sides).collect::<Vec<_>>(),
+                    "round {round}: {order:?}"
+                );
+                let at = |side| order.iter().position(|&s| s == side).unwrap();
+                assert_eq!(at(0).abs_diff(at(1)), 1, "round {round}: {order:?}");
+                ours_first += usize::from(at(0) < at(1));
+            }
+            assert_eq!(ours_first, 2, "{sides} sides");
+        }
+    }
+
+    #[test]
+    fn with_a_control_ours_and_nginx_take_every_slot_over_four_rounds() {
+        let slots = |side| -> Vec<usize> {
+            let mut slots: Vec<usize> = (0..4)
+                .map(|round| {
+                    open_loop_order(round, 3)
+                        .iter()
+                        .position(|&s| s == side)
+                        .unwrap()
+                })
+                .collect();
+            slots.sort_unstable();
+            slots
+        };
+        assert_eq!(slots(0), [0, 1, 1, 2], "ours");
+        assert_eq!(slots(1), [0, 1, 1, 2], "nginx");
+        assert_eq!(
+            slots(2),
+            [0, 0, 2, 2],
+            "the control: first and last in turn"
+        );
     }
 }
