@@ -131,9 +131,38 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// Fails if a socket already listens on `addr`. SO_REUSEPORT lets every
+/// socket that sets it share a port, so a second cage (or a cage beside
+/// the agent's) on the same address would start without a word and take
+/// a share of the connections under its own key and policy; a probe
+/// without SO_REUSEPORT cannot bind beside a listener. SO_REUSEADDR keeps
+/// a restart from tripping over its predecessor's TIME_WAIT connections.
+fn refuse_a_listening_port(addr: SocketAddr) -> io::Result<()> {
+    let probe = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    probe.set_reuseaddr(true)?;
+    probe.bind(addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process listens there (another cage, or an agent's cage, on the same \
+                 address?)",
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// `count` listeners on `addr` sharing its port with SO_REUSEPORT, so the
 /// kernel spreads connections over the workers without a shared accept.
 fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        refuse_a_listening_port(addr)?;
+    }
     let mut listeners = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count {
@@ -2185,6 +2214,24 @@ mod tests {
     /// delayed ACKs from the first byte. TCP_DEFER_ACCEPT holds a
     /// connection until its first bytes, so what is accepted is readable,
     /// and a silent one only for the hold time.
+    /// SO_REUSEPORT alone would let a second cage share the port and
+    /// silently take some of its connections.
+    #[tokio::test]
+    async fn a_second_cage_on_a_listening_address_is_refused() {
+        let first = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let e = bind_listeners(addr, 2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(
+            e.to_string().contains("another process listens there"),
+            "{e}"
+        );
+        // Once the first is gone the address binds again.
+        drop(first);
+        let again = bind_listeners(addr, 2).unwrap();
+        assert_eq!(again[1].local_addr().unwrap(), addr);
+    }
+
     #[tokio::test]
     async fn accepted_connections_come_readable_with_the_listeners_tuning() {
         let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();

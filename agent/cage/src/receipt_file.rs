@@ -129,6 +129,42 @@ pub fn segment_path(base: &Path, segment: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The lock file of the log at `base`: `<base>.lock`. Segment numbers are
+/// digits, so no segment is ever taken for it.
+pub fn lock_path(base: &Path) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the log's lock (exclusive, without waiting), or says who has it.
+fn lock_log(base: &Path) -> Result<File, OpenSinkError> {
+    let lock = lock_path(base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(|source| OpenSinkError::Io {
+            action: "open the lock of",
+            path: base.to_path_buf(),
+            source,
+        })?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(OpenSinkError::InUse {
+            path: base.to_path_buf(),
+            lock,
+        }),
+        Err(e) => Err(OpenSinkError::Io {
+            action: "lock",
+            path: base.to_path_buf(),
+            source: e.into(),
+        }),
+    }
+}
+
 /// Bytes before the first frame of segment `segment`.
 fn header_bytes(segment: u32) -> u64 {
     if segment == 0 {
@@ -840,6 +876,16 @@ pub enum OpenSinkError {
     Existing(#[from] VerifyReceiptsError),
     #[error("receipts.archive_dir {}: {reason}", .dir.display())]
     Archive { dir: PathBuf, reason: String },
+    /// Another open sink (another cage or agent, or this process) holds
+    /// the log's lock: two writers would interleave their batches and
+    /// break the chain for both.
+    #[error(
+        "receipt file {} is in use by another writer (its lock {} is held): \
+         is another cage or agent running with this receipts.path?",
+        .path.display(),
+        .lock.display()
+    )]
+    InUse { path: PathBuf, lock: PathBuf },
 }
 
 /// Append-only receipt log; write + fsync per batch, segments per
@@ -847,6 +893,9 @@ pub enum OpenSinkError {
 #[derive(Debug)]
 pub struct FileSink {
     file: File,
+    /// `<path>.lock`, flock'd exclusively for the sink's life (released
+    /// when the process exits, however it exits).
+    _lock: File,
     base: PathBuf,
     /// The segment being appended to, and its path.
     segment: u32,
@@ -893,6 +942,9 @@ impl FileSink {
         {
             std::fs::create_dir_all(parent).map_err(io_err("create the directory of", path))?;
         }
+        // Before the scan: a live writer's half-written batch would look
+        // like a torn tail, and cutting it off would lose its receipts.
+        let lock = lock_log(path)?;
         let offsets = BatchOffsets::default();
         let mut frames: Vec<(u32, u64)> = Vec::new();
         let scan = scan_log(path, key, true, &mut |segment, offset, _| {
@@ -964,6 +1016,7 @@ impl FileSink {
             .map_err(io_err("seek", &segment_path))?;
         let mut sink = FileSink {
             file,
+            _lock: lock,
             base: path.to_path_buf(),
             segment,
             segment_path,
@@ -1380,6 +1433,27 @@ mod tests {
             all.extend(receipts);
         }
         all
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_while_the_first_holds_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.log");
+        let key = key();
+        let mut first = FileSink::open(&path, &key.public_key()).unwrap();
+        append(&mut first, &key, 2);
+        let e = FileSink::open(&path, &key.public_key()).unwrap_err();
+        assert!(
+            matches!(&e, OpenSinkError::InUse { path: p, .. } if *p == path),
+            "{e}"
+        );
+        assert!(e.to_string().contains("in use by another writer"), "{e}");
+        // The refused open touched nothing: the first goes on, and once it
+        // is gone the log opens and verifies.
+        append(&mut first, &key, 2);
+        drop(first);
+        let again = FileSink::open(&path, &key.public_key()).unwrap();
+        assert_eq!(again.tip().next_receipt_seq, 8, "four batches of two");
     }
 
     fn on_disk(dir: &Path) -> Vec<String> {
