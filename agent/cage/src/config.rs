@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -398,11 +398,43 @@ fn check_upstream(field: &str, upstream: &str) -> Result<http::uri::Authority, C
     Ok(authority)
 }
 
+/// Whether `upstream` names the cage's own listener `listen` (an address
+/// it listens on, or `localhost` where it listens on loopback or on all
+/// addresses). Port 0 picks a free port, which no upstream can name.
+fn is_own_listener(upstream: &http::uri::Authority, listen: SocketAddr) -> bool {
+    if listen.port() == 0 || upstream.port_u16() != Some(listen.port()) {
+        return false;
+    }
+    let host = upstream
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let covers = |ip: IpAddr| {
+        listen.ip() == ip
+            || (listen.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+    };
+    match host.parse::<IpAddr>() {
+        Ok(ip) => covers(ip),
+        Err(_) => {
+            host.eq_ignore_ascii_case("localhost")
+                && (listen.ip().is_loopback() || listen.ip().is_unspecified())
+        }
+    }
+}
+
 impl CageConfig {
     /// Parses and validates YAML text.
     pub fn from_yaml_str(text: &str) -> Result<CageConfig, ConfigError> {
-        let config: CageConfig =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let config: CageConfig = serde_saphyr::from_str(text).map_err(|e| {
+            // The parser's text starts "error: "; the caller's already does.
+            let message = e.to_string();
+            ConfigError::Yaml(
+                message
+                    .strip_prefix("error: ")
+                    .unwrap_or(&message)
+                    .to_owned(),
+            )
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -424,7 +456,13 @@ impl CageConfig {
                 size_bytes_max: CONFIG_FILE_SIZE_BYTES_MAX,
             });
         }
-        CageConfig::from_yaml_str(&text)
+        CageConfig::from_yaml_str(&text).map_err(|e| match e {
+            // The parser shows its snippet as `<input>:LINE:COL`: name the file.
+            ConfigError::Yaml(message) => {
+                ConfigError::Yaml(message.replace("<input>", &path.display().to_string()))
+            }
+            other => other,
+        })
     }
 
     /// Range and cross-field checks; each error names the field.
@@ -465,7 +503,18 @@ impl CageConfig {
             if self.routes[..i].iter().any(|r| r.path_prefix == *prefix) {
                 return Err(invalid(field, format!("{prefix:?} is routed twice")));
             }
-            check_upstream(&format!("routes[{i}].upstream"), &route.upstream)?;
+            let field = format!("routes[{i}].upstream");
+            let authority = check_upstream(&field, &route.upstream)?;
+            if is_own_listener(&authority, self.listen) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{:?} is this cage's own listen address ({}): every request would \
+                         come back to the cage",
+                        route.upstream, self.listen
+                    ),
+                ));
+            }
         }
         for key_id in self.keys.inline.keys() {
             check_key_id(key_id)
@@ -764,6 +813,52 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].0, "client-1");
         assert_eq!(keys[0].1.to_string(), PUBKEY_HEX);
+    }
+
+    #[test]
+    fn a_route_back_to_the_cage_itself_is_refused() {
+        let config = |listen: &str, upstream: &str| {
+            format!(
+                "listen: \"{listen}\"\nroutes:\n  - {{ path_prefix: /, upstream: \"{upstream}\" }}\n\
+                 receipts: {{ path: /r.log }}\n"
+            )
+        };
+        for (listen, upstream) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "localhost:8080"),
+            ("127.0.0.1:8080", "LOCALHOST:8080"),
+            ("[::]:8080", "[::1]:8080"),
+            ("10.0.0.5:8080", "10.0.0.5:8080"),
+        ] {
+            let err = CageConfig::from_yaml_str(&config(listen, upstream))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("routes[0].upstream") && err.contains("own listen address"),
+                "{listen} → {upstream}: {err}"
+            );
+        }
+        for (listen, upstream) in [
+            ("127.0.0.1:8080", "127.0.0.1:8081"),
+            ("127.0.0.1:8080", "10.0.0.5:8080"),
+            ("10.0.0.5:8080", "127.0.0.1:8080"),
+            ("127.0.0.1:0", "127.0.0.1:9000"),
+            ("0.0.0.0:8080", "backend.internal:8080"),
+        ] {
+            CageConfig::from_yaml_str(&config(listen, upstream))
+                .unwrap_or_else(|e| panic!("{listen} → {upstream}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_yaml_error_in_a_file_names_the_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cage.yaml");
+        std::fs::write(&path, minimal() + "route: 1\n").unwrap();
+        let err = CageConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains(&format!("{}:5:1", path.display())), "{err}");
+        assert!(!err.contains("<input>") && !err.contains("error:"), "{err}");
     }
 
     #[test]
