@@ -131,7 +131,8 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Fails if a socket already listens on `addr`. SO_REUSEPORT lets every
+/// Fails if a socket already listens on `addr` (or it cannot be bound at
+/// all: a privileged port, an address this host does not have). SO_REUSEPORT lets every
 /// socket that sets it share a port, so a second cage (or a cage beside
 /// the agent's) on the same address would start without a word and take
 /// a share of the connections under its own key and policy; a probe
@@ -290,6 +291,15 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n as usize,
         };
+        if config.listen.port() != 0 {
+            // Before the receipt log is opened (or created): a cage that
+            // cannot listen leaves no file behind. `bind_listeners` checks
+            // again, right before it binds.
+            refuse_a_listening_port(config.listen).map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        }
         let metrics = Arc::new(Metrics::new());
         let file = FileSink::open_segmented(
             &config.receipts.path,

@@ -1527,3 +1527,35 @@ async fn shutdown_drains_requests_in_flight_and_closes_idle_connections() {
     assert_eq!(report.connections_dropped, 0);
     assert_eq!(receipts.len(), 2, "both requests have their receipt");
 }
+
+/// The listen address is checked before the receipt log is opened: a cage
+/// that cannot listen (here: another process listens there) creates no
+/// receipt file, no lock and no directory.
+#[tokio::test]
+async fn a_cage_that_cannot_listen_leaves_no_receipt_file() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let receipts = dir.path().join("cage").join("receipts.log");
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nroutes:\n  - {{ path_prefix: /, upstream: \"127.0.0.1:9\" }}\n\
+         receipts: {{ path: {} }}\n",
+        receipts.display()
+    );
+    let config = CageConfig::from_yaml_str(&yaml).unwrap();
+    let refused = Server::bind(
+        config,
+        PolicyHandle::new(test_policy(1)),
+        SigningKey::from_seed(&NODE_SEED),
+    )
+    .await;
+    let Err(e) = refused else {
+        panic!("a cage bound beside another listener on port {port}");
+    };
+    assert!(
+        e.to_string()
+            .contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{e}"
+    );
+    assert!(!dir.path().join("cage").exists(), "nothing was created");
+}
