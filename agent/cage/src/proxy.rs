@@ -132,12 +132,13 @@ impl std::fmt::Debug for Server {
 }
 
 /// Fails if a socket already listens on `addr` (or it cannot be bound at
-/// all: a privileged port, an address this host does not have). SO_REUSEPORT lets every
-/// socket that sets it share a port, so a second cage (or a cage beside
-/// the agent's) on the same address would start without a word and take
-/// a share of the connections under its own key and policy; a probe
-/// without SO_REUSEPORT cannot bind beside a listener. SO_REUSEADDR keeps
-/// a restart from tripping over its predecessor's TIME_WAIT connections.
+/// all: a privileged port, an address this host does not have).
+/// SO_REUSEPORT lets every socket that sets it share a port, so a second
+/// cage (or a cage beside the agent's) on the same address would start
+/// without a word and take a share of the connections under its own key
+/// and policy; a probe without SO_REUSEPORT cannot bind beside a listener.
+/// SO_REUSEADDR keeps a restart from tripping over its predecessor's
+/// TIME_WAIT connections.
 fn refuse_a_listening_port(addr: SocketAddr) -> io::Result<()> {
     let probe = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -2218,12 +2219,6 @@ mod tests {
         assert_eq!(parts.version, Version::HTTP_11);
     }
 
-    /// The listener's tuning reaches every accepted socket without a
-    /// syscall per connection: TCP_NODELAY (a kernel that stopped copying
-    /// it would bring Nagle's delay back to every small response) and
-    /// delayed ACKs from the first byte. TCP_DEFER_ACCEPT holds a
-    /// connection until its first bytes, so what is accepted is readable,
-    /// and a silent one only for the hold time.
     /// SO_REUSEPORT alone would let a second cage share the port and
     /// silently take some of its connections.
     #[tokio::test]
@@ -2242,6 +2237,12 @@ mod tests {
         assert_eq!(again[1].local_addr().unwrap(), addr);
     }
 
+    /// The listener's tuning reaches every accepted socket without a
+    /// syscall per connection: TCP_NODELAY (a kernel that stopped copying
+    /// it would bring Nagle's delay back to every small response) and
+    /// delayed ACKs from the first byte. TCP_DEFER_ACCEPT holds a
+    /// connection until its first bytes, so what is accepted is readable,
+    /// and a silent one only for the hold time.
     #[tokio::test]
     async fn accepted_connections_come_readable_with_the_listeners_tuning() {
         let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();

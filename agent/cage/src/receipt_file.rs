@@ -131,7 +131,7 @@ pub fn segment_path(base: &Path, segment: u32) -> PathBuf {
 
 /// The lock file of the log at `base`: `<base>.lock`. Segment numbers are
 /// digits, so no segment is ever taken for it.
-pub fn lock_path(base: &Path) -> PathBuf {
+fn lock_path(base: &Path) -> PathBuf {
     let mut name = base.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)

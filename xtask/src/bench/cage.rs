@@ -564,9 +564,10 @@ fn proxies(
                 }
             );
         }
-        let control_rounds = sides.get(2).cloned();
-        let peer_rounds = sides[1].clone();
-        let ours_rounds = std::mem::take(&mut sides[0]);
+        let mut sides = sides.into_iter();
+        let ours_rounds = sides.next().unwrap_or_default();
+        let peer_rounds = sides.next().unwrap_or_default();
+        let control_rounds = sides.next();
         let ratios = paired_p99_ratios(&ours_rounds, &peer_rounds);
         let control_ratios = control_rounds
             .as_ref()
